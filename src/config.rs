@@ -1,0 +1,688 @@
+//! `pipeline.toml`: parsed strictly (unknown keys are errors), validated as a whole so that every
+//! problem is reported at once, each naming its key, and resolved relative to the file's folder.
+
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors a config file can have; all map to exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The path given.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown key or wrong type; the message names the key, line and column.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The path given.
+        path: PathBuf,
+        /// toml's message (with line, column and key).
+        message: String,
+    },
+    /// Semantically invalid values, all of them.
+    #[error("config {path} is invalid:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The path given.
+        path: PathBuf,
+        /// One line per problem, each starting with the key.
+        problems: Vec<String>,
+    },
+}
+
+/// A secret value: never printed by Debug or Display.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// A byte count written as `1048576`, `"8MiB"`, `"5 MB"`…
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => parse_byte_size(&s).map(ByteSize).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses `"8MiB"`, `"5 MB"`, `"512"`; binary and decimal units.
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid byte size {text:?} (try \"8MiB\")"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" | "k" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1 << 30,
+        other => return Err(format!("unknown byte unit {other:?} in {text:?} (use B, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("byte size {text:?} overflows"))
+}
+
+/// A duration written as `"30s"`, `"5m"`, `"250ms"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e} (try \"30s\")")))
+    }
+}
+
+/// The whole pipeline configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where files come from.
+    pub source: SourceConfig,
+    /// Where they go.
+    pub destination: DestinationConfig,
+    /// Embedded state store.
+    #[serde(default)]
+    pub state: StateConfig,
+    /// Per-stage concurrency and channel capacity.
+    #[serde(default)]
+    pub stages: StagesConfig,
+    /// Streaming parameters.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Retry policy for remote calls.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Drive request rate cap.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    /// Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Restart intensity of the supervisor.
+    #[serde(default)]
+    pub supervisor: SupervisorConfig,
+    /// Failure injection, for tests of the supervision tree only.
+    #[serde(default)]
+    pub testing: TestingConfig,
+}
+
+/// `[source]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Service-account key JSON (its `token_uri` is honoured).
+    pub credentials: PathBuf,
+    /// Drive API root, `https://www.googleapis.com/` by default.
+    #[serde(default = "default_api_base")]
+    pub api_base_url: String,
+    /// Replaces `https://docs.google.com/` in export links.
+    #[serde(default = "default_docs_base")]
+    pub docs_base_url: String,
+    /// `"my-drive"`, shared drive ids, or `"all"`.
+    #[serde(default = "default_drives")]
+    pub drives: Vec<String>,
+    /// Continuous mode poll period.
+    #[serde(default = "default_poll")]
+    pub poll_interval: HumanDuration,
+    /// Google Docs export formats.
+    #[serde(default)]
+    pub export: ExportConfig,
+    /// Download abuse-flagged files anyway.
+    #[serde(default)]
+    pub acknowledge_abuse: bool,
+    /// Files larger than this are dead-lettered instead of mirrored.
+    pub max_file_size: Option<ByteSize>,
+    /// files.list / changes.list page size (1..=1000).
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// Email to impersonate with domain-wide delegation.
+    pub subject: Option<String>,
+}
+
+fn default_api_base() -> String {
+    "https://www.googleapis.com/".into()
+}
+fn default_docs_base() -> String {
+    "https://docs.google.com/".into()
+}
+fn default_drives() -> Vec<String> {
+    vec!["my-drive".into()]
+}
+fn default_poll() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_page_size() -> u32 {
+    1000
+}
+
+/// `[source.export]`: which format each kind of Google Doc is exported to.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Docs.
+    #[serde(default = "default_document")]
+    pub document: String,
+    /// Sheets.
+    #[serde(default = "default_spreadsheet")]
+    pub spreadsheet: String,
+    /// Slides.
+    #[serde(default = "default_presentation")]
+    pub presentation: String,
+    /// Drawings.
+    #[serde(default = "default_drawing")]
+    pub drawing: String,
+}
+
+fn default_document() -> String {
+    "docx".into()
+}
+fn default_spreadsheet() -> String {
+    "xlsx".into()
+}
+fn default_presentation() -> String {
+    "pptx".into()
+}
+fn default_drawing() -> String {
+    "pdf".into()
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            document: default_document(),
+            spreadsheet: default_spreadsheet(),
+            presentation: default_presentation(),
+            drawing: default_drawing(),
+        }
+    }
+}
+
+/// How Drive names become keys.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyMode {
+    /// Any UTF-8 (S3, GCS, Azure, local folders).
+    Utf8,
+    /// Supabase Storage's restricted alphabet.
+    Supabase,
+}
+
+/// What a Drive delete does to the mirror.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeletePolicy {
+    /// Move under `<prefix>/.trash/`.
+    #[default]
+    Trash,
+    /// Delete the object.
+    Delete,
+    /// Leave it.
+    Keep,
+}
+
+/// `[destination]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// `s3://bucket/prefix`, `file:///abs/path`, `gs://…`, `az://…`.
+    pub url: String,
+    /// S3-compatible endpoint (http allowed).
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Access key (or AWS_ACCESS_KEY_ID).
+    pub access_key_id: Option<String>,
+    /// Secret key (or AWS_SECRET_ACCESS_KEY).
+    pub secret_access_key: Option<Secret>,
+    /// Key alphabet; default utf8, supabase when the endpoint is a Supabase storage URL.
+    pub keys: Option<KeyMode>,
+    /// What Drive deletes do.
+    #[serde(default)]
+    pub deletes: DeletePolicy,
+}
+
+impl DestinationConfig {
+    /// The key mode in force, applying the Supabase-endpoint default.
+    pub fn key_mode(&self) -> KeyMode {
+        self.keys.unwrap_or_else(|| match &self.endpoint {
+            Some(e) if e.contains("supabase.co") || e.contains("/storage/v1/s3") => KeyMode::Supabase,
+            _ => KeyMode::Utf8,
+        })
+    }
+}
+
+/// `[state]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// fjall directory.
+    #[serde(default = "default_state_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".mirrorflow")
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig { dir: default_state_dir() }
+    }
+}
+
+/// `[stages.<name>]`.
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Workers.
+    pub concurrency: Option<usize>,
+    /// Capacity of the stage's input channel.
+    pub capacity: Option<usize>,
+    /// Parts uploaded in parallel per file (uploader only).
+    pub part_concurrency: Option<usize>,
+}
+
+/// `[stages]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StagesConfig {
+    /// Change feed (capacity of its output).
+    pub change_feed: Option<StageConfig>,
+    /// Dedup.
+    pub dedup: Option<StageConfig>,
+    /// Planner.
+    pub planner: Option<StageConfig>,
+    /// Downloader.
+    pub downloader: Option<StageConfig>,
+    /// Chunk uploader.
+    pub uploader: Option<StageConfig>,
+    /// Verifier.
+    pub verifier: Option<StageConfig>,
+    /// Committer.
+    pub committer: Option<StageConfig>,
+}
+
+/// Resolved settings of one stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageSettings {
+    /// Workers.
+    pub concurrency: usize,
+    /// Input channel capacity.
+    pub capacity: usize,
+    /// Parallel parts per upload.
+    pub part_concurrency: usize,
+}
+
+impl StagesConfig {
+    /// Settings for a stage by name, defaults applied.
+    pub fn settings(&self, stage: &str) -> StageSettings {
+        let (cfg, conc) = match stage {
+            "change_feed" => (self.change_feed, 1),
+            "dedup" => (self.dedup, 1),
+            "planner" => (self.planner, 1),
+            "downloader" => (self.downloader, 8),
+            "uploader" => (self.uploader, 8),
+            "verifier" => (self.verifier, 4),
+            _ => (self.committer, 1),
+        };
+        let cfg = cfg.unwrap_or(StageConfig { concurrency: None, capacity: None, part_concurrency: None });
+        StageSettings {
+            concurrency: cfg.concurrency.unwrap_or(conc),
+            capacity: cfg.capacity.unwrap_or(256),
+            part_concurrency: cfg.part_concurrency.unwrap_or(4),
+        }
+    }
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Size of a streamed chunk.
+    #[serde(default = "default_chunk")]
+    pub chunk_size: ByteSize,
+    /// Chunks buffered between one download and its upload.
+    #[serde(default = "default_chunk_depth")]
+    pub chunk_depth: usize,
+    /// Multipart part size; files smaller go in one PUT.
+    #[serde(default = "default_part")]
+    pub part_size: ByteSize,
+}
+
+fn default_chunk() -> ByteSize {
+    ByteSize(1 << 20)
+}
+fn default_chunk_depth() -> usize {
+    4
+}
+fn default_part() -> ByteSize {
+    ByteSize(8 << 20)
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig { chunk_size: default_chunk(), chunk_depth: default_chunk_depth(), part_size: default_part() }
+    }
+}
+
+/// `[retry]`.
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per call, including the first.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// First backoff.
+    #[serde(default = "default_base_delay")]
+    pub base_delay: HumanDuration,
+    /// Backoff cap.
+    #[serde(default = "default_max_delay")]
+    pub max_delay: HumanDuration,
+}
+
+fn default_attempts() -> u32 {
+    6
+}
+fn default_base_delay() -> HumanDuration {
+    HumanDuration(Duration::from_millis(200))
+}
+fn default_max_delay() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { max_attempts: default_attempts(), base_delay: default_base_delay(), max_delay: default_max_delay() }
+    }
+}
+
+/// `[rate_limit]`.
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Drive requests per second (Google allows ~200/s per user).
+    #[serde(default = "default_rps")]
+    pub drive_rps: f64,
+}
+
+fn default_rps() -> f64 {
+    150.0
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig { drive_rps: default_rps() }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Prometheus listen address; none = no exporter.
+    pub listen: Option<String>,
+}
+
+/// `[supervisor]`.
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// Restarts allowed within `within` before the pipeline gives up.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+    /// Window for `max_restarts`.
+    #[serde(default = "default_within")]
+    pub within: HumanDuration,
+}
+
+fn default_max_restarts() -> u32 {
+    10
+}
+fn default_within() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig { max_restarts: default_max_restarts(), within: default_within() }
+    }
+}
+
+/// `[testing]`: makes a named stage fail on purpose, to prove supervision. Not for production.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TestingConfig {
+    /// Stage to fail: change_feed, dedup, planner, downloader, uploader, verifier, committer.
+    pub fail_stage: Option<String>,
+    /// Fail when processing this many-th item (1-based).
+    #[serde(default = "default_fail_after")]
+    pub fail_after: u64,
+    /// `panic` or `error`.
+    #[serde(default = "default_fail_mode")]
+    pub fail_mode: String,
+    /// How many times to fail in all.
+    #[serde(default = "default_fail_times")]
+    pub fail_times: u64,
+}
+
+fn default_fail_after() -> u64 {
+    3
+}
+fn default_fail_mode() -> String {
+    "panic".into()
+}
+fn default_fail_times() -> u64 {
+    1
+}
+
+/// Stage names, as used in `[stages.*]`, metrics and `[testing] fail_stage`.
+pub const STAGE_NAMES: [&str; 7] = ["change_feed", "dedup", "planner", "downloader", "uploader", "verifier", "committer"];
+
+impl Config {
+    /// Reads, parses and validates `path`; relative paths inside are resolved against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let mut cfg = Config::parse(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        cfg.resolve_paths(base);
+        let problems = cfg.problems();
+        if problems.is_empty() { Ok(cfg) } else { Err(ConfigError::Invalid { path: path.into(), problems }) }
+    }
+
+    /// Parses TOML text; the error names the key, line and column.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        if self.source.credentials.is_relative() {
+            self.source.credentials = base.join(&self.source.credentials);
+        }
+        if self.state.dir.is_relative() {
+            self.state.dir = base.join(&self.state.dir);
+        }
+    }
+
+    /// Every semantic problem, each starting with the key it concerns.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        self.source_problems(&mut p);
+        self.destination_problems(&mut p);
+        self.stage_problems(&mut p);
+        if self.retry.max_attempts == 0 {
+            p.push("retry.max_attempts: must be at least 1".into());
+        }
+        if !(self.rate_limit.drive_rps > 0.0) {
+            p.push("rate_limit.drive_rps: must be greater than 0".into());
+        }
+        if let Some(l) = &self.metrics.listen {
+            if l.parse::<std::net::SocketAddr>().is_err() {
+                p.push(format!("metrics.listen: {l:?} is not an address like \"127.0.0.1:9898\""));
+            }
+        }
+        if let Some(s) = &self.testing.fail_stage {
+            if !STAGE_NAMES.contains(&s.as_str()) {
+                p.push(format!("testing.fail_stage: unknown stage {s:?} (one of {})", STAGE_NAMES.join(", ")));
+            }
+            if !["panic", "error"].contains(&self.testing.fail_mode.as_str()) {
+                p.push("testing.fail_mode: must be \"panic\" or \"error\"".into());
+            }
+        }
+        p
+    }
+
+    fn source_problems(&self, p: &mut Vec<String>) {
+        let s = &self.source;
+        if !s.credentials.is_file() {
+            p.push(format!("source.credentials: no such file {}", s.credentials.display()));
+        }
+        for (key, url) in [("source.api_base_url", &s.api_base_url), ("source.docs_base_url", &s.docs_base_url)] {
+            match url::Url::parse(url) {
+                Ok(u) if ["http", "https"].contains(&u.scheme()) && url.ends_with('/') => {}
+                _ => p.push(format!("{key}: {url:?} must be an http(s) URL ending with '/'")),
+            }
+        }
+        if s.drives.is_empty() {
+            p.push("source.drives: list at least one drive (\"my-drive\", a shared drive id, or \"all\")".into());
+        }
+        if !(1..=1000).contains(&s.page_size) {
+            p.push("source.page_size: must be between 1 and 1000".into());
+        }
+        for (key, fmt) in [
+            ("document", &s.export.document),
+            ("spreadsheet", &s.export.spreadsheet),
+            ("presentation", &s.export.presentation),
+            ("drawing", &s.export.drawing),
+        ] {
+            if crate::drive::export_mime(fmt).is_none() {
+                p.push(format!("source.export.{key}: unknown format {fmt:?}"));
+            }
+        }
+    }
+
+    fn destination_problems(&self, p: &mut Vec<String>) {
+        let d = &self.destination;
+        match url::Url::parse(&d.url) {
+            Ok(u) if ["s3", "file", "gs", "az", "azure", "abfs", "memory"].contains(&u.scheme()) => {
+                if u.scheme() == "file" && !u.path().starts_with('/') {
+                    p.push(format!("destination.url: {:?} must be an absolute file:/// URL", d.url));
+                }
+            }
+            _ => p.push(format!(
+                "destination.url: {:?} is not a supported URL (s3://bucket/prefix, file:///absolute/path, gs://, az://)",
+                d.url
+            )),
+        }
+        if let Some(e) = &d.endpoint {
+            if url::Url::parse(e).is_err() {
+                p.push(format!("destination.endpoint: {e:?} is not a URL"));
+            }
+        }
+        if self.pipeline.part_size.0 < 5 << 20 {
+            p.push("pipeline.part_size: S3 needs parts of at least 5MiB".into());
+        }
+        if self.pipeline.chunk_size.0 == 0 || self.pipeline.chunk_size.0 > self.pipeline.part_size.0 {
+            p.push("pipeline.chunk_size: must be > 0 and not larger than pipeline.part_size".into());
+        }
+        if self.pipeline.chunk_depth == 0 {
+            p.push("pipeline.chunk_depth: must be at least 1".into());
+        }
+    }
+
+    fn stage_problems(&self, p: &mut Vec<String>) {
+        for name in STAGE_NAMES {
+            let s = self.stages.settings(name);
+            if s.concurrency == 0 || s.capacity == 0 || s.part_concurrency == 0 {
+                p.push(format!("stages.{name}: concurrency, capacity and part_concurrency must be at least 1"));
+            }
+            let single = ["change_feed", "dedup", "planner", "committer"];
+            if single.contains(&name) && s.concurrency != 1 {
+                p.push(format!("stages.{name}.concurrency: this stage keeps order and must run with 1 worker"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[source]\ncredentials = \"k.json\"\n[destination]\nurl = \"file:///tmp/m\"\n";
+
+    #[test]
+    fn minimal_config_parses_with_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.source.drives, vec!["my-drive"]);
+        assert_eq!(c.stages.settings("downloader").concurrency, 8);
+        assert_eq!(c.destination.key_mode(), KeyMode::Utf8);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = format!("{MINIMAL}[state]\ndri = \"x\"\n");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(err.contains("dri") && err.contains("line 6"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let text = format!("{MINIMAL}[stages.downloader]\nconcurrency = \"eight\"\n");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(err.contains("concurrency") && err.contains("line 6"), "{err}");
+    }
+
+    #[test]
+    fn byte_sizes_parse_with_units() {
+        assert_eq!(parse_byte_size("8MiB").unwrap(), 8 << 20);
+        assert_eq!(parse_byte_size("5 MB").unwrap(), 5_000_000);
+        assert!(parse_byte_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn supabase_endpoint_implies_supabase_keys() {
+        let text = MINIMAL.replace(
+            "url = \"file:///tmp/m\"",
+            "url = \"s3://b/p\"\nendpoint = \"https://abc.storage.supabase.co/storage/v1/s3\"",
+        );
+        assert_eq!(Config::parse(&text).unwrap().destination.key_mode(), KeyMode::Supabase);
+    }
+
+    #[test]
+    fn secrets_are_not_debug_printed() {
+        let text = MINIMAL.replace("url = \"file:///tmp/m\"", "url = \"s3://b\"\nsecret_access_key = \"hunter2\"");
+        let c = Config::parse(&text).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

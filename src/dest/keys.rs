@@ -1,0 +1,173 @@
+//! How Drive names become object-key segments: sanitized so that no key escapes its folder, NFC,
+//! length-capped by bytes, disambiguated stably, and (for Supabase) restricted to its alphabet.
+
+use crate::config::KeyMode;
+use crate::model::FileId;
+use unicode_normalization::UnicodeNormalization;
+
+/// Longest segment we produce, in bytes (local file systems cap names at 255).
+pub const MAX_SEGMENT_BYTES: usize = 240;
+
+/// Characters Supabase Storage accepts in keys, besides ASCII letters and digits.
+const SUPABASE_PUNCT: &str = "_/!.*'() &$=@;:+,?-";
+/// Escape character of the Supabase encoding (quoted-printable style: `=XX`).
+const ESCAPE: char = '=';
+
+/// Turns one Drive name into a safe path segment: NFC, no `/` or `\`, no control characters, never
+/// empty, `.` or `..`, no leading/trailing whitespace.
+pub fn sanitize_name(name: &str) -> String {
+    let cleaned: String = name
+        .nfc()
+        .map(|c| match c {
+            '/' | '\\' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
+        .collect();
+    let trimmed = cleaned.trim();
+    match trimmed {
+        "" => "_".to_string(),
+        "." | ".." => format!("_{trimmed}"),
+        t => t.to_string(),
+    }
+}
+
+/// Encodes a sanitized segment for the destination's key alphabet.
+pub fn encode_segment(segment: &str, mode: KeyMode) -> String {
+    match mode {
+        KeyMode::Utf8 => segment.to_string(),
+        KeyMode::Supabase => supabase_encode(segment),
+    }
+}
+
+/// Quoted-printable style: allowed ASCII stays readable; every other byte (and `=` itself) is `=XX`.
+/// Injective, so distinct names stay distinct.
+pub fn supabase_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        let c = b as char;
+        let plain = b.is_ascii_alphanumeric() || (SUPABASE_PUNCT.contains(c) && c != ESCAPE && c != '/');
+        if plain {
+            out.push(c);
+        } else {
+            out.push_str(&format!("{ESCAPE}{b:02X}"));
+        }
+    }
+    out
+}
+
+/// True when `key` uses only Supabase Storage's alphabet.
+pub fn is_supabase_safe(key: &str) -> bool {
+    key.bytes().all(|b| b.is_ascii_alphanumeric() || SUPABASE_PUNCT.contains(b as char))
+}
+
+/// Splits `name` into stem and extension (`"a.tar.gz"` → `("a.tar", ".gz")`); dotfiles have no extension.
+fn split_ext(name: &str) -> (&str, &str) {
+    match name.rfind('.') {
+        Some(i) if i > 0 && name.len() - i <= 16 => name.split_at(i),
+        _ => (name, ""),
+    }
+}
+
+/// Truncates to at most `max` bytes on a char boundary.
+fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Builds the final segment from a Drive name: sanitized, optional extension appended (exports),
+/// optional disambiguating ` (fileId)` before the extension, encoded, and capped by bytes while
+/// keeping the extension and suffix intact.
+pub fn segment(name: &str, export_ext: Option<&str>, disambiguate: Option<&FileId>, mode: KeyMode) -> String {
+    let mut base = sanitize_name(name);
+    if let Some(ext) = export_ext {
+        base = format!("{base}.{ext}");
+    }
+    let (stem, ext) = split_ext(&base);
+    let suffix = disambiguate.map(|id| format!(" ({id})")).unwrap_or_default();
+    let mut budget = MAX_SEGMENT_BYTES;
+    loop {
+        let candidate = format!("{}{suffix}{ext}", truncate_bytes(stem, budget).trim_end());
+        let encoded = encode_segment(&candidate, mode);
+        if encoded.len() <= MAX_SEGMENT_BYTES || budget == 0 {
+            return encoded;
+        }
+        budget = budget.saturating_sub((encoded.len() - MAX_SEGMENT_BYTES).max(1));
+    }
+}
+
+/// The collision class of a segment: keys that differ only by case (or by nothing) would land on the
+/// same file on case-insensitive stores, so they must not share a class.
+pub fn collision_class(segment: &str) -> String {
+    segment.to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn separators_and_dots_never_escape() {
+        assert_eq!(sanitize_name("a/b\\c"), "a_b_c");
+        assert_eq!(sanitize_name(".."), "_..");
+        assert_eq!(sanitize_name("."), "_.");
+        assert_eq!(sanitize_name("   "), "_");
+        assert_eq!(sanitize_name(" x\u{7}y "), "x_y");
+    }
+
+    #[test]
+    fn nfc_and_nfd_twins_normalize_equal() {
+        assert_eq!(sanitize_name("e\u{301}"), sanitize_name("\u{e9}"));
+    }
+
+    #[test]
+    fn long_names_are_capped_keeping_extension_and_suffix() {
+        let long = "é".repeat(300) + ".txt";
+        let id = FileId("abc123".into());
+        let s = segment(&long, None, Some(&id), KeyMode::Utf8);
+        assert!(s.len() <= MAX_SEGMENT_BYTES, "{}", s.len());
+        assert!(s.ends_with(" (abc123).txt"), "{s}");
+        let s = segment(&long, None, None, KeyMode::Supabase);
+        assert!(s.len() <= MAX_SEGMENT_BYTES && s.ends_with(".txt") && is_supabase_safe(&s));
+    }
+
+    #[test]
+    fn exports_get_their_extension() {
+        assert_eq!(segment("Report", Some("docx"), None, KeyMode::Utf8), "Report.docx");
+        let id = FileId("X".into());
+        assert_eq!(segment("Report", Some("docx"), Some(&id), KeyMode::Utf8), "Report (X).docx");
+    }
+
+    #[test]
+    fn supabase_keeps_ascii_readable() {
+        assert_eq!(supabase_encode("My file (1).txt"), "My file (1).txt");
+        assert_eq!(supabase_encode("a#b"), "a=23b");
+        assert_eq!(supabase_encode("a=b"), "a=3Db");
+        assert_eq!(supabase_encode("é"), "=C3=A9");
+    }
+
+    proptest! {
+        #[test]
+        fn any_name_gives_a_safe_segment(name in any::<String>(), supa in any::<bool>()) {
+            let mode = if supa { KeyMode::Supabase } else { KeyMode::Utf8 };
+            let s = segment(&name, None, None, mode);
+            prop_assert!(!s.is_empty() && s != "." && s != "..");
+            prop_assert!(!s.contains('/') && !s.chars().any(|c| c.is_control()));
+            prop_assert!(s.len() <= MAX_SEGMENT_BYTES);
+            if supa { prop_assert!(is_supabase_safe(&s)); }
+        }
+
+        #[test]
+        fn supabase_encoding_is_injective(a in any::<String>(), b in any::<String>()) {
+            prop_assume!(a != b);
+            prop_assert_ne!(supabase_encode(&a), supabase_encode(&b));
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The Drive boundary's error, and the one function that classifies Drive failures.
+
+use crate::retry::{Classified, ErrorClass};
+use std::time::Duration;
+
+/// Everything that can go wrong talking to Drive.
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    /// Drive answered with an error envelope.
+    #[error("Drive API {status} {reason}: {message}")]
+    Api {
+        /// HTTP status (from the envelope's `code`).
+        status: u16,
+        /// `errors[0].reason`, e.g. `userRateLimitExceeded`.
+        reason: String,
+        /// Human message.
+        message: String,
+        /// `Retry-After`, when sent.
+        retry_after: Option<Duration>,
+    },
+    /// The connection failed, was reset or timed out.
+    #[error("Drive transport error: {0}")]
+    Transport(String),
+    /// No token could be obtained.
+    #[error("Drive authentication failed: {0}")]
+    Auth(String),
+    /// Drive answered something we cannot read.
+    #[error("unexpected Drive response: {0}")]
+    Decode(String),
+    /// A saved change token was rejected: a full listing is needed.
+    #[error("Drive rejected the saved page token: {0}")]
+    InvalidPageToken(String),
+}
+
+impl DriveError {
+    /// Builds the error from a Google error envelope (`{"error":{code,message,errors:[{reason}]}}`).
+    pub fn from_envelope(status: u16, body: &serde_json::Value, retry_after: Option<Duration>) -> DriveError {
+        let err = &body["error"];
+        let status = err["code"].as_u64().map(|c| c as u16).unwrap_or(status);
+        let reason = err["errors"][0]["reason"]
+            .as_str()
+            .or_else(|| err["status"].as_str())
+            .unwrap_or("unknown")
+            .to_string();
+        let message = err["message"].as_str().unwrap_or("").to_string();
+        DriveError::Api { status, reason, message, retry_after }
+    }
+
+    /// The short reason, for the dead-letter store.
+    pub fn short_reason(&self) -> String {
+        match self {
+            DriveError::Api { reason, .. } => reason.clone(),
+            DriveError::Transport(_) => "transport".into(),
+            DriveError::Auth(_) => "auth".into(),
+            DriveError::Decode(_) => "decode".into(),
+            DriveError::InvalidPageToken(_) => "invalidPageToken".into(),
+        }
+    }
+}
+
+impl From<google_drive3::Error> for DriveError {
+    fn from(e: google_drive3::Error) -> Self {
+        use google_drive3::Error as G;
+        match e {
+            G::BadRequest(v) => DriveError::from_envelope(v["error"]["code"].as_u64().unwrap_or(400) as u16, &v, None),
+            G::HttpError(e) => DriveError::Transport(e.to_string()),
+            G::Io(e) => DriveError::Transport(e.to_string()),
+            G::MissingToken(e) => DriveError::Auth(e.to_string()),
+            G::Failure(r) => DriveError::Api {
+                status: r.status().as_u16(),
+                reason: r.status().canonical_reason().unwrap_or("failure").into(),
+                message: "non-JSON error body".into(),
+                retry_after: None,
+            },
+            other => DriveError::Decode(other.to_string()),
+        }
+    }
+}
+
+impl Classified for DriveError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            DriveError::Api { status, reason, .. } => classify_api(*status, reason),
+            DriveError::Transport(_) => ErrorClass::Retryable,
+            DriveError::Auth(_) => ErrorClass::Retryable,
+            DriveError::Decode(_) | DriveError::InvalidPageToken(_) => ErrorClass::Permanent,
+        }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DriveError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+    fn reason(&self) -> String {
+        self.short_reason()
+    }
+}
+
+/// Google's guidance: retry 429, 5xx, 403 rate limits and 401 (token refresh); everything else is final.
+pub fn classify_api(status: u16, reason: &str) -> ErrorClass {
+    match (status, reason) {
+        (429, _) | (500..=599, _) | (401, _) => ErrorClass::Retryable,
+        (403, "rateLimitExceeded" | "userRateLimitExceeded" | "backendError" | "sharingRateLimitExceeded") => {
+            ErrorClass::Retryable
+        }
+        _ => ErrorClass::Permanent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limits_and_server_errors_are_retryable() {
+        assert_eq!(classify_api(403, "userRateLimitExceeded"), ErrorClass::Retryable);
+        assert_eq!(classify_api(403, "rateLimitExceeded"), ErrorClass::Retryable);
+        assert_eq!(classify_api(429, "rateLimitExceeded"), ErrorClass::Retryable);
+        assert_eq!(classify_api(503, "backendError"), ErrorClass::Retryable);
+    }
+
+    #[test]
+    fn refusals_are_permanent() {
+        assert_eq!(classify_api(403, "cannotDownloadAbusiveFile"), ErrorClass::Permanent);
+        assert_eq!(classify_api(403, "fileNotDownloadable"), ErrorClass::Permanent);
+        assert_eq!(classify_api(403, "exportSizeLimitExceeded"), ErrorClass::Permanent);
+        assert_eq!(classify_api(404, "notFound"), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn envelope_is_parsed() {
+        let v = serde_json::json!({"error":{"code":403,"message":"m","errors":[{"domain":"usageLimits","reason":"userRateLimitExceeded","message":"m"}]}});
+        let e = DriveError::from_envelope(0, &v, None);
+        assert_eq!(e.short_reason(), "userRateLimitExceeded");
+        assert_eq!(e.class(), ErrorClass::Retryable);
+    }
+}

@@ -1,0 +1,373 @@
+//! The Drive client: metadata through google-drive3 (the real v3 wire protocol), bytes through reqwest
+//! with the same OAuth token, every call paced by the token bucket and retried by one policy.
+
+mod auth;
+pub mod error;
+
+pub use error::DriveError;
+
+use crate::model::{DriveFile, DriveId, FileId};
+use crate::retry::{RetryPolicy, TokenBucket};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use google_drive3::api::{Change, File, Scope};
+use google_drive3::hyper_rustls::HttpsConnector;
+use google_drive3::hyper_util::client::legacy::connect::HttpConnector;
+use google_drive3::DriveHub;
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every file field the mirror needs, asked for explicitly (Drive returns only what `fields` names).
+pub const FILE_FIELDS: &str = "id,name,mimeType,parents,size,md5Checksum,sha256Checksum,modifiedTime,version,trashed,driveId,shortcutDetails,exportLinks,capabilities/canDownload";
+
+/// Google Docs export formats we know: extension → mime type.
+pub fn export_mime(ext: &str) -> Option<&'static str> {
+    Some(match ext {
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "odt" => "application/vnd.oasis.opendocument.text",
+        "ods" => "application/x-vnd.oasis.opendocument.spreadsheet",
+        "odp" => "application/vnd.oasis.opendocument.presentation",
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        "html" => "text/html",
+        "csv" => "text/csv",
+        "rtf" => "application/rtf",
+        "epub" => "application/epub+zip",
+        "png" => "image/png",
+        "jpeg" | "jpg" => "image/jpeg",
+        "svg" => "image/svg+xml",
+        _ => return None,
+    })
+}
+
+/// Which part of Drive one listing covers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Corpus {
+    /// The user's My Drive.
+    MyDrive,
+    /// One shared drive.
+    SharedDrive(DriveId),
+}
+
+/// One page of files.list.
+#[derive(Debug)]
+pub struct FilePage {
+    /// Items on the page.
+    pub files: Vec<DriveFile>,
+    /// Token of the next page; `None` on the last.
+    pub next_page_token: Option<String>,
+}
+
+/// One change as the mirror sees it.
+#[derive(Debug, Clone)]
+pub struct DriveChange {
+    /// The file concerned.
+    pub file_id: FileId,
+    /// Its new state, or `None` if removed (deleted or access lost).
+    pub file: Option<DriveFile>,
+}
+
+/// One page of changes.list.
+#[derive(Debug)]
+pub struct ChangePage {
+    /// Changes, oldest first.
+    pub changes: Vec<DriveChange>,
+    /// Token of the next page, when more pages follow.
+    pub next_page_token: Option<String>,
+    /// On the last page: the token to poll from next time.
+    pub new_start_page_token: Option<String>,
+}
+
+/// A streamed body: the bytes and, when known, the total length of the content.
+pub struct ByteStream {
+    /// The body, chunk by chunk.
+    pub body: Pin<Box<dyn Stream<Item = Result<Bytes, DriveError>> + Send>>,
+    /// Full content length (not just this range), when the server said it.
+    pub total_len: Option<u64>,
+}
+
+/// How to reach Drive.
+#[derive(Clone, Debug)]
+pub struct DriveSettings {
+    /// Service-account key file.
+    pub credentials: std::path::PathBuf,
+    /// Impersonated user.
+    pub subject: Option<String>,
+    /// API root, e.g. `https://www.googleapis.com/`.
+    pub api_base_url: String,
+    /// Replaces `https://docs.google.com/` in export links.
+    pub docs_base_url: String,
+    /// Page size for list calls.
+    pub page_size: u32,
+    /// Ask for abuse-flagged files anyway.
+    pub acknowledge_abuse: bool,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Requests per second.
+    pub rps: f64,
+}
+
+type Connector = HttpsConnector<HttpConnector>;
+
+/// The Drive client shared by the change-feed and downloaders.
+#[derive(Clone)]
+pub struct DriveClient {
+    hub: Arc<DriveHub<Connector>>,
+    auth: auth::Auth,
+    http: reqwest::Client,
+    settings: Arc<DriveSettings>,
+    limiter: Arc<TokenBucket>,
+}
+
+const GOOGLE_DOCS_BASE: &str = "https://docs.google.com/";
+
+impl DriveClient {
+    /// Builds the hub and authenticator; fails if the key cannot be read.
+    pub async fn connect(settings: DriveSettings) -> Result<DriveClient, DriveError> {
+        crate::install_crypto_provider();
+        let connector = auth::connector()?;
+        let auth = auth::Auth::service_account(&settings.credentials, settings.subject.clone(), connector.clone()).await?;
+        let client = google_drive3::hyper_util::client::legacy::Client::builder(
+            google_drive3::hyper_util::rt::TokioExecutor::new(),
+        )
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector);
+        let mut hub = DriveHub::new(client, auth.inner.clone());
+        hub.base_url(format!("{}drive/v3/", settings.api_base_url));
+        hub.root_url(settings.api_base_url.clone());
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| DriveError::Transport(e.to_string()))?;
+        let limiter = Arc::new(TokenBucket::new(settings.rps, settings.rps.max(1.0)));
+        Ok(DriveClient { hub: Arc::new(hub), auth, http, settings: Arc::new(settings), limiter })
+    }
+
+    async fn paced<T, F, Fut>(&self, remote: &'static str, op: F) -> Result<T, DriveError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, DriveError>>,
+    {
+        self.settings
+            .retry
+            .run(remote, || async {
+                self.limiter.acquire().await;
+                crate::metrics::drive_request(remote);
+                op().await
+            })
+            .await
+    }
+
+    /// `changes.getStartPageToken`, taken before a full listing.
+    pub async fn start_page_token(&self) -> Result<String, DriveError> {
+        self.paced("drive", || async {
+            let (_, t) = self.hub.changes().get_start_page_token().supports_all_drives(true).add_scope(Scope::Readonly).doit().await?;
+            t.start_page_token.ok_or_else(|| DriveError::Decode("no startPageToken".into()))
+        })
+        .await
+    }
+
+    /// The id of the My Drive root folder (`files.get("root")`).
+    pub async fn root_folder_id(&self) -> Result<FileId, DriveError> {
+        self.paced("drive", || async {
+            let (_, f) = self.hub.files().get("root").param("fields", "id").add_scope(Scope::Readonly).doit().await?;
+            f.id.map(FileId).ok_or_else(|| DriveError::Decode("root has no id".into()))
+        })
+        .await
+    }
+
+    /// Every shared drive the account can see, as (id, name).
+    pub async fn shared_drives(&self) -> Result<Vec<(DriveId, String)>, DriveError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let (list_token, drives) = self
+                .paced("drive", || async {
+                    let mut call = self.hub.drives().list().page_size(100).param("fields", "nextPageToken,drives(id,name)");
+                    if let Some(t) = &token {
+                        call = call.page_token(t);
+                    }
+                    let (_, l) = call.add_scope(Scope::Readonly).doit().await?;
+                    Ok((l.next_page_token, l.drives.unwrap_or_default()))
+                })
+                .await?;
+            out.extend(drives.into_iter().filter_map(|d| Some((DriveId(d.id?), d.name.unwrap_or_default()))));
+            match list_token {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// One page of `files.list` over `corpus`, non-trashed items, folders only if asked.
+    pub async fn list_page(&self, corpus: &Corpus, folders_only: bool, page_token: Option<&str>) -> Result<FilePage, DriveError> {
+        let q = if folders_only {
+            format!("trashed = false and mimeType = '{}'", crate::model::FOLDER_MIME)
+        } else {
+            "trashed = false".to_string()
+        };
+        let fields = format!("nextPageToken,files({FILE_FIELDS})");
+        self.paced("drive", || async {
+            let mut call = self.hub.files().list().q(&q).page_size(self.settings.page_size as i32).param("fields", &fields);
+            call = match corpus {
+                Corpus::MyDrive => call.corpora("user"),
+                Corpus::SharedDrive(d) => {
+                    call.corpora("drive").drive_id(&d.0).include_items_from_all_drives(true).supports_all_drives(true)
+                }
+            };
+            if let Some(t) = page_token {
+                call = call.page_token(t);
+            }
+            let (_, list) = call.add_scope(Scope::Readonly).doit().await?;
+            let files = list.files.unwrap_or_default().into_iter().filter_map(convert_file).collect();
+            Ok(FilePage { files, next_page_token: list.next_page_token })
+        })
+        .await
+    }
+
+    /// One page of `changes.list` from `token`, covering My Drive and every shared drive.
+    pub async fn changes_page(&self, token: &str) -> Result<ChangePage, DriveError> {
+        let fields = format!("nextPageToken,newStartPageToken,changes(changeType,removed,fileId,driveId,time,file({FILE_FIELDS}))");
+        let r = self
+            .paced("drive", || async {
+                let (_, list) = self
+                    .hub
+                    .changes()
+                    .list(token)
+                    .page_size(self.settings.page_size as i32)
+                    .include_removed(true)
+                    .include_items_from_all_drives(true)
+                    .supports_all_drives(true)
+                    .param("fields", &fields)
+                    .add_scope(Scope::Readonly)
+                    .doit()
+                    .await?;
+                Ok(list)
+            })
+            .await;
+        let list = match r {
+            Err(DriveError::Api { status: 400 | 404, message, .. }) => return Err(DriveError::InvalidPageToken(message)),
+            other => other?,
+        };
+        let changes = list.changes.unwrap_or_default().into_iter().filter_map(convert_change).collect();
+        Ok(ChangePage { changes, next_page_token: list.next_page_token, new_start_page_token: list.new_start_page_token })
+    }
+
+    /// Opens the content of `file` from byte `offset`: media download, or an export (through the
+    /// export link when the doc is over the files.export size limit).
+    pub async fn open(&self, file: &FileId, source: &crate::model::Source, offset: u64) -> Result<ByteStream, DriveError> {
+        match source {
+            crate::model::Source::Media => {
+                let mut url = format!("{}drive/v3/files/{}?alt=media&supportsAllDrives=true", self.settings.api_base_url, file);
+                if self.settings.acknowledge_abuse {
+                    url.push_str("&acknowledgeAbuse=true");
+                }
+                self.paced("drive", || self.get_stream(&url, offset)).await
+            }
+            crate::model::Source::Export { mime, link } => {
+                let url = format!(
+                    "{}drive/v3/files/{}/export?mimeType={}",
+                    self.settings.api_base_url,
+                    file,
+                    url::form_urlencoded::byte_serialize(mime.as_bytes()).collect::<String>()
+                );
+                match self.paced("drive", || self.get_stream(&url, offset)).await {
+                    Err(DriveError::Api { reason, .. }) if reason == "exportSizeLimitExceeded" && link.is_some() => {
+                        let link = self.rebase_docs_link(link.as_deref().unwrap_or_default());
+                        self.paced("drive", || self.get_stream(&link, offset)).await
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+
+    /// Points a `https://docs.google.com/…` export link at `docs_base_url`.
+    pub fn rebase_docs_link(&self, link: &str) -> String {
+        match link.strip_prefix(GOOGLE_DOCS_BASE) {
+            Some(rest) => format!("{}{}", self.settings.docs_base_url, rest),
+            None => link.to_string(),
+        }
+    }
+
+    async fn get_stream(&self, url: &str, offset: u64) -> Result<ByteStream, DriveError> {
+        let token = self.auth.token().await?;
+        let mut req = self.http.get(url).bearer_auth(token);
+        if offset > 0 {
+            req = req.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+        }
+        let resp = req.send().await.map_err(|e| DriveError::Transport(e.to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(error_from_response(resp).await);
+        }
+        if offset > 0 && status != reqwest::StatusCode::PARTIAL_CONTENT {
+            return Err(DriveError::Decode(format!("asked for a range, got {status}")));
+        }
+        let total_len = total_length(&resp, offset);
+        let body = resp.bytes_stream().map(|r| r.map_err(|e| DriveError::Transport(e.to_string())));
+        Ok(ByteStream { body: Box::pin(body), total_len })
+    }
+}
+
+fn total_length(resp: &reqwest::Response, offset: u64) -> Option<u64> {
+    if let Some(cr) = resp.headers().get(reqwest::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) {
+        return cr.rsplit('/').next().and_then(|t| t.parse().ok());
+    }
+    resp.content_length().map(|l| l + offset)
+}
+
+async fn error_from_response(resp: reqwest::Response) -> DriveError {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = resp.text().await.unwrap_or_default();
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(v) if v.get("error").is_some() => DriveError::from_envelope(status, &v, retry_after),
+        _ => DriveError::Api {
+            status,
+            reason: format!("http{status}"),
+            message: body.chars().take(200).collect(),
+            retry_after,
+        },
+    }
+}
+
+/// Converts google-drive3's `File` into the mirror's model; items without id are dropped.
+pub fn convert_file(f: File) -> Option<DriveFile> {
+    Some(DriveFile {
+        id: FileId(f.id?),
+        name: f.name.unwrap_or_default(),
+        mime_type: f.mime_type.unwrap_or_default(),
+        parents: f.parents.unwrap_or_default().into_iter().map(FileId).collect(),
+        size: f.size.map(|s| s.max(0) as u64),
+        md5: f.md5_checksum,
+        sha256: f.sha256_checksum,
+        version: f.version.unwrap_or(0).max(0) as u64,
+        modified_time: f.modified_time.map(|t| t.to_rfc3339()),
+        trashed: f.trashed.unwrap_or(false),
+        drive_id: f.drive_id.map(DriveId),
+        shortcut_target: f.shortcut_details.and_then(|s| s.target_id).map(FileId),
+        export_links: f.export_links.map(|m| m.into_iter().collect::<BTreeMap<_, _>>()).unwrap_or_default(),
+        can_download: f.capabilities.and_then(|c| c.can_download).unwrap_or(true),
+    })
+}
+
+fn convert_change(c: Change) -> Option<DriveChange> {
+    if c.change_type.as_deref().is_some_and(|t| t != "file") {
+        return None;
+    }
+    let file_id = FileId(c.file_id?);
+    let file = if c.removed.unwrap_or(false) { None } else { c.file.and_then(convert_file) };
+    Some(DriveChange { file_id, file })
+}

@@ -1,0 +1,22 @@
+//! mirrorflow: a one-way, continuously updated mirror of Google Drive in object storage, built as a
+//! typed pipeline of supervised actors joined by bounded channels.
+//!
+//! change-feed → dedup → planner → downloader → chunk-uploader → verifier → committer → fjall
+
+// pub mod actors;
+pub mod config;
+pub mod dest;
+pub mod drive;
+pub mod emulator;
+pub mod metrics;
+pub mod model;
+// pub mod pipeline;
+pub mod retry;
+// pub mod stages;
+pub mod state;
+
+/// Installs aws-lc-rs as the process-wide rustls provider (several crates here use rustls; without one
+/// chosen explicitly rustls panics at the first TLS handshake). Safe to call many times.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -1,0 +1,287 @@
+//! The typed vocabulary that flows between stages. Bare strings are wrapped so that a file id can never
+//! be passed where an object key is expected.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A Drive file or folder id; opaque, stable for the life of the item.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FileId(pub String);
+
+/// A shared drive id, or `None` for My Drive, scoping where an item lives.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DriveId(pub String);
+
+/// Sequence number assigned by the change-feed, strictly increasing within a run; the watermark is
+/// computed over it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChangeSeq(pub u64);
+
+/// A key in the destination store, always relative to the store root and always already sanitized.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectKey(pub String);
+
+macro_rules! display_inner {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { fmt::Display::fmt(&self.0, f) }
+        }
+    )*};
+}
+display_inner!(FileId, DriveId, ChangeSeq, ObjectKey);
+
+impl FileId {
+    /// Borrow the raw id, for URLs and store keys.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl ObjectKey {
+    /// Borrow the raw key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The Drive folder mime type; folders shape paths but carry no bytes.
+pub const FOLDER_MIME: &str = "application/vnd.google-apps.folder";
+/// The Drive shortcut mime type; shortcuts are recorded but never followed (they can form cycles).
+pub const SHORTCUT_MIME: &str = "application/vnd.google-apps.shortcut";
+
+/// What the mirror needs to know about one Drive item, as returned by files.list / changes.list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriveFile {
+    /// Drive id.
+    pub id: FileId,
+    /// Display name exactly as Drive has it (may contain `/`, control chars, anything).
+    pub name: String,
+    /// Drive mime type.
+    pub mime_type: String,
+    /// Parent folder ids; Drive allows (legacy) several, we use the first.
+    pub parents: Vec<FileId>,
+    /// Byte size of binary content; absent for folders and Google Docs.
+    pub size: Option<u64>,
+    /// MD5 of binary content; absent for Google Docs.
+    pub md5: Option<String>,
+    /// SHA-256 of binary content, when Drive reports it.
+    pub sha256: Option<String>,
+    /// Monotonic per-file version; bumps on every change.
+    pub version: u64,
+    /// RFC 3339 modification time, kept as text.
+    pub modified_time: Option<String>,
+    /// Trashed items are not mirrored.
+    pub trashed: bool,
+    /// Shared drive that holds the item, if any.
+    pub drive_id: Option<DriveId>,
+    /// Target of a shortcut.
+    pub shortcut_target: Option<FileId>,
+    /// Export links of a Google Doc by mime type.
+    pub export_links: BTreeMap<String, String>,
+    /// Whether the caller may download the content.
+    pub can_download: bool,
+}
+
+impl DriveFile {
+    /// True for folders, which become path segments rather than objects.
+    pub fn is_folder(&self) -> bool {
+        self.mime_type == FOLDER_MIME
+    }
+    /// True for shortcuts, which are recorded and skipped.
+    pub fn is_shortcut(&self) -> bool {
+        self.mime_type == SHORTCUT_MIME
+    }
+    /// True for Google Docs/Sheets/Slides/Drawings, which must be exported rather than downloaded.
+    pub fn is_google_doc(&self) -> bool {
+        self.mime_type.starts_with("application/vnd.google-apps.") && !self.is_folder() && !self.is_shortcut()
+    }
+}
+
+/// What changed about one file, as the change-feed saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeKind {
+    /// The item exists with this metadata (created, modified, renamed, moved, trashed…).
+    Upsert(DriveFile),
+    /// The item is gone for us: deleted permanently or access lost.
+    Removed,
+}
+
+/// One unit of work entering the pipeline; every event ends in exactly one [`Outcome`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// Position in the feed, for the watermark.
+    pub seq: ChangeSeq,
+    /// The file it concerns, for coalescing.
+    pub file_id: FileId,
+    /// What happened.
+    pub kind: ChangeKind,
+}
+
+/// How the bytes of a file are fetched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    /// `files.get?alt=media`.
+    Media,
+    /// `files.export` to this mime type (falls back to the export link when over the export limit).
+    Export {
+        /// Target mime type.
+        mime: String,
+        /// The doc's export link for that mime type, used past the 10 MB export limit.
+        link: Option<String>,
+    },
+}
+
+/// What the planner decided to do about one event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActionKind {
+    /// Fetch the bytes and write them at `key`, replacing `previous_key` if the file moved.
+    Upload {
+        /// Where the bytes come from.
+        source: Source,
+    },
+    /// Content is already at `from`: copy server-side instead of downloading again.
+    Copy {
+        /// Existing object holding identical bytes.
+        from: ObjectKey,
+    },
+    /// Remove the object at `key` (per the delete policy).
+    Delete,
+    /// Record a folder (its path segment) without touching the destination.
+    RecordFolder,
+}
+
+/// A planned action for one event, carrying everything later stages need.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Planned {
+    /// The originating event's seq.
+    pub seq: ChangeSeq,
+    /// File concerned.
+    pub file: DriveFile,
+    /// Destination key (for `Delete`, the key to remove).
+    pub key: ObjectKey,
+    /// The key the file had before, when it moved or was renamed; removed after the new one is written.
+    pub previous_key: Option<ObjectKey>,
+    /// What to do.
+    pub kind: ActionKind,
+    /// How many times this action has been attempted (verification retries).
+    pub attempt: u32,
+}
+
+/// What the chunk-uploader reports once an object is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uploaded {
+    /// The plan that produced it.
+    pub planned: Planned,
+    /// MD5 of the bytes streamed, hex.
+    pub md5: String,
+    /// SHA-256 of the bytes streamed, hex.
+    pub sha256: String,
+    /// Bytes streamed.
+    pub size: u64,
+}
+
+/// Per-file state the store keeps so that later runs are idempotent and moves are copies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Drive id.
+    pub id: FileId,
+    /// Drive name, unsanitized, so nothing is lost.
+    pub name: String,
+    /// First parent.
+    pub parent: Option<FileId>,
+    /// Drive mime type.
+    pub mime_type: String,
+    /// Drive version mirrored.
+    pub version: u64,
+    /// MD5 of the mirrored bytes.
+    pub md5: Option<String>,
+    /// SHA-256 of the mirrored bytes.
+    pub sha256: Option<String>,
+    /// Size of the mirrored bytes.
+    pub size: u64,
+    /// Where it lives in the destination.
+    pub key: ObjectKey,
+    /// Drive modification time.
+    pub modified_time: Option<String>,
+}
+
+/// A folder as the planner needs it to build paths.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderRecord {
+    /// Drive id.
+    pub id: FileId,
+    /// Drive name, unsanitized.
+    pub name: String,
+    /// Parent folder.
+    pub parent: Option<FileId>,
+    /// Shared drive, if any.
+    pub drive_id: Option<DriveId>,
+    /// The sanitized, disambiguated key prefix of this folder (without trailing slash).
+    pub key: ObjectKey,
+    /// Whether the folder is trashed (its subtree is then not mirrored).
+    pub trashed: bool,
+}
+
+/// Why an event ended without a write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SkipReason {
+    /// A newer event for the same file replaced it.
+    Superseded,
+    /// The store already holds this version.
+    Unchanged,
+    /// Shortcuts are recorded, not followed.
+    Shortcut,
+    /// Trashed or outside the configured scope.
+    NotInScope,
+    /// Drive changed while we were downloading; a newer change will come.
+    Stale,
+}
+
+/// Dead-letter entry: a file we could not mirror and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Drive id.
+    pub id: FileId,
+    /// Drive name, for humans.
+    pub name: String,
+    /// Intended key.
+    pub key: Option<ObjectKey>,
+    /// Short machine-readable reason, e.g. `cannotDownloadAbusiveFile`.
+    pub reason: String,
+    /// The last error in full.
+    pub last_error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Unix seconds when it was dead-lettered.
+    pub at_unix: u64,
+}
+
+/// The single terminal result of an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutcomeKind {
+    /// The destination now holds this file; record it.
+    Committed(FileRecord),
+    /// A folder was recorded (or re-recorded after a rename).
+    FolderRecorded(FolderRecord),
+    /// The file is gone from the destination (deleted, trashed, moved out of scope).
+    Removed {
+        /// The key that was removed, if any.
+        key: Option<ObjectKey>,
+    },
+    /// Nothing was done.
+    Skipped(SkipReason),
+    /// Could not be mirrored; see the dead-letter store.
+    DeadLettered(DeadLetter),
+}
+
+/// A terminal outcome for one event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The event it ends.
+    pub seq: ChangeSeq,
+    /// The file concerned.
+    pub file_id: FileId,
+    /// What happened.
+    pub kind: OutcomeKind,
+}

@@ -1,0 +1,184 @@
+//! The pacer: one idiom for every remote call (exponential backoff with full jitter, honouring
+//! `Retry-After`, capped attempts), a token bucket that caps the request rate, and the retry class
+//! every boundary error reports.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Whether trying again can help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Transient: rate limits, 5xx, resets, timeouts.
+    Retryable,
+    /// Will fail the same way again: goes to the dead-letter store.
+    Permanent,
+}
+
+/// Implemented by each boundary's error enum, so that one place decides what is retried.
+pub trait Classified {
+    /// Retry class of this error.
+    fn class(&self) -> ErrorClass;
+    /// Server-requested delay, if any.
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
+    /// Short label for the retries metric.
+    fn reason(&self) -> String;
+}
+
+/// Backoff parameters, from `[retry]`.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts including the first.
+    pub max_attempts: u32,
+    /// First delay.
+    pub base_delay: Duration,
+    /// Cap.
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// Full-jitter delay before attempt `attempt` (1-based count of failures so far).
+    pub fn delay(&self, failures: u32, jitter: f64) -> Duration {
+        let exp = self.base_delay.saturating_mul(1u32 << failures.min(20).saturating_sub(1));
+        exp.min(self.max_delay).mul_f64(jitter.clamp(0.0, 1.0))
+    }
+
+    /// Runs `op` until it succeeds, fails permanently, or attempts run out.
+    pub async fn run<T, E, F, Fut>(&self, remote: &'static str, mut op: F) -> Result<T, E>
+    where
+        E: Classified,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut failures = 0;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.class() == ErrorClass::Retryable && failures + 1 < self.max_attempts => {
+                    failures += 1;
+                    crate::metrics::retry(remote, &e.reason());
+                    let wait = e.retry_after().unwrap_or_else(|| self.delay(failures, rand::random::<f64>()));
+                    tracing::debug!(remote, reason = %e.reason(), ?wait, failures, "retrying");
+                    tokio::time::sleep(wait.min(self.max_delay.max(Duration::from_millis(1)))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A token bucket: at most `rate` acquisitions per second on average, bursts up to `burst`.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: f64) -> Self {
+        TokenBucket { rate, burst, state: Mutex::new((burst, Instant::now())) }
+    }
+
+    /// How long the caller must wait for a token taken at `now` (the token is taken).
+    pub fn reserve(&self, now: Instant) -> Duration {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
+        s.0 = (s.0 + elapsed * self.rate).min(self.burst) - 1.0;
+        s.1 = now;
+        if s.0 >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-s.0 / self.rate) }
+    }
+
+    /// Waits for a token.
+    pub async fn acquire(&self) {
+        let wait = self.reserve(Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct E(ErrorClass, Option<Duration>);
+    impl Classified for E {
+        fn class(&self) -> ErrorClass {
+            self.0
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            self.1
+        }
+        fn reason(&self) -> String {
+            "test".into()
+        }
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy { max_attempts: 4, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = policy();
+        assert_eq!(p.delay(1, 1.0), Duration::from_millis(100));
+        assert_eq!(p.delay(3, 1.0), Duration::from_millis(400));
+        assert_eq!(p.delay(10, 1.0), Duration::from_secs(1));
+        assert_eq!(p.delay(3, 0.5), Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_retryable_until_attempts_run_out() {
+        let mut calls = 0;
+        let r: Result<(), E> = policy()
+            .run("t", || {
+                calls += 1;
+                async { Err(E(ErrorClass::Retryable, None)) }
+            })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_errors_are_not_retried() {
+        let mut calls = 0;
+        let r: Result<(), E> = policy()
+            .run("t", || {
+                calls += 1;
+                async { Err(E(ErrorClass::Permanent, None)) }
+            })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured() {
+        let start = tokio::time::Instant::now();
+        let mut calls = 0;
+        let _: Result<(), E> = policy()
+            .run("t", || {
+                calls += 1;
+                let c = calls;
+                async move { if c < 2 { Err(E(ErrorClass::Retryable, Some(Duration::from_millis(700)))) } else { Ok(()) } }
+            })
+            .await;
+        assert_eq!(start.elapsed(), Duration::from_millis(700));
+    }
+
+    #[test]
+    fn token_bucket_spaces_requests_after_the_burst() {
+        let b = TokenBucket::new(10.0, 2.0);
+        let t = Instant::now();
+        assert_eq!(b.reserve(t), Duration::ZERO);
+        assert_eq!(b.reserve(t), Duration::ZERO);
+        let w = b.reserve(t);
+        assert!(w >= Duration::from_millis(99) && w <= Duration::from_millis(101), "{w:?}");
+    }
+}

@@ -1,0 +1,309 @@
+//! The embedded fjall store: file and folder records, the content index, checkpoints, the dead-letter
+//! store and the audit log. Only the committer writes; everyone may read.
+
+pub mod codec;
+pub mod watermark;
+
+use crate::model::{ChangeSeq, DeadLetter, FileId, FileRecord, FolderRecord, ObjectKey, Outcome, OutcomeKind};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The state boundary's error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// fjall failed; `Poisoned` means the process must crash and recover, not retry.
+    #[error("state store: {0}")]
+    Fjall(#[from] fjall::Error),
+    /// A value could not be encoded or decoded.
+    #[error("state store codec: {0}")]
+    Codec(String),
+    /// The blocking task running the store call failed.
+    #[error("state store task failed: {0}")]
+    Task(String),
+}
+
+/// Where the change-feed is, saved under the checkpoint rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// `changes.getStartPageToken` taken before the initial listing (T0).
+    pub start_token: String,
+    /// How far the feed got.
+    pub phase: FeedPhase,
+}
+
+/// The feed's phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FeedPhase {
+    /// Initial listing: job index (see the change-feed) and the files.list page token to resume at.
+    Listing {
+        /// Index of the listing job.
+        job: usize,
+        /// Page token to resume from (None = job start).
+        page_token: Option<String>,
+    },
+    /// Following changes.list from this token.
+    Changes {
+        /// Token to resume from.
+        token: String,
+    },
+}
+
+/// A group of outcomes written atomically, with the checkpoint when it advanced.
+#[derive(Debug, Default)]
+pub struct CommitBatch {
+    /// Terminal outcomes.
+    pub outcomes: Vec<Outcome>,
+    /// A checkpoint the watermark now covers.
+    pub checkpoint: Option<Checkpoint>,
+    /// The next seq a later run should use.
+    pub next_seq: u64,
+}
+
+/// Summary counts, for `status` and metrics.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct StoreCounts {
+    /// Files mirrored.
+    pub files: usize,
+    /// Folders known.
+    pub folders: usize,
+    /// Dead-lettered files.
+    pub dead_lettered: usize,
+    /// Bytes mirrored.
+    pub bytes: u64,
+}
+
+/// The store handle; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Database,
+    files: Keyspace,
+    folders: Keyspace,
+    content: Keyspace,
+    checkpoints: Keyspace,
+    dlq: Keyspace,
+    audit: Keyspace,
+}
+
+const CHECKPOINT_KEY: &[u8] = b"feed";
+const NEXT_SEQ_KEY: &[u8] = b"next_seq";
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = Database::builder(dir).open()?;
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        Ok(Store {
+            files: ks("files")?,
+            folders: ks("folders")?,
+            content: ks("content")?,
+            checkpoints: ks("checkpoints")?,
+            dlq: ks("dlq")?,
+            audit: ks("audit")?,
+            db,
+        })
+    }
+
+    /// The record of a mirrored file.
+    pub fn file(&self, id: &FileId) -> Result<Option<FileRecord>, StoreError> {
+        self.files.get(id.as_str())?.map(|v| codec::decode(&v)).transpose()
+    }
+
+    /// A folder record.
+    pub fn folder(&self, id: &FileId) -> Result<Option<FolderRecord>, StoreError> {
+        self.folders.get(id.as_str())?.map(|v| codec::decode(&v)).transpose()
+    }
+
+    /// Every folder (folders are few compared to files; the planner keeps them in memory).
+    pub fn all_folders(&self) -> Result<Vec<FolderRecord>, StoreError> {
+        self.folders.iter().map(|g| codec::decode(&g.value()?)).collect()
+    }
+
+    /// Every file record, streamed.
+    pub fn for_each_file(&self, mut f: impl FnMut(FileRecord)) -> Result<(), StoreError> {
+        for g in self.files.iter() {
+            f(codec::decode(&g.value()?)?);
+        }
+        Ok(())
+    }
+
+    /// An object already holding content with this md5, if any.
+    pub fn content_key(&self, md5: &str) -> Result<Option<ObjectKey>, StoreError> {
+        self.content.get(md5)?.map(|v| codec::decode(&v)).transpose()
+    }
+
+    /// The saved feed checkpoint.
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        self.checkpoints.get(CHECKPOINT_KEY)?.map(|v| codec::decode(&v)).transpose()
+    }
+
+    /// The first seq a new run should use.
+    pub fn next_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.checkpoints.get(NEXT_SEQ_KEY)?.map(|v| codec::decode(&v)).transpose()?.unwrap_or(1))
+    }
+
+    /// Every dead-lettered file.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dlq.iter().map(|g| codec::decode(&g.value()?)).collect()
+    }
+
+    /// Removes files from the dead-letter store (before a retry); all of them when `ids` is empty.
+    pub fn clear_dead_letters(&self, ids: &[FileId]) -> Result<usize, StoreError> {
+        let targets: Vec<FileId> = if ids.is_empty() {
+            self.dead_letters()?.into_iter().map(|d| d.id).collect()
+        } else {
+            ids.to_vec()
+        };
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut n = 0;
+        for id in &targets {
+            if self.dlq.contains_key(id.as_str())? {
+                batch.remove(&self.dlq, id.as_str());
+                n += 1;
+            }
+        }
+        batch.commit()?;
+        Ok(n)
+    }
+
+    /// Forgets the saved checkpoint so the next run lists everything again (idempotency skips what is
+    /// already mirrored).
+    pub fn reset_checkpoint(&self) -> Result<(), StoreError> {
+        self.checkpoints.remove(CHECKPOINT_KEY)?;
+        self.db.persist(PersistMode::SyncData)?;
+        Ok(())
+    }
+
+    /// Counts for `status`.
+    pub fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let mut c = StoreCounts::default();
+        self.for_each_file(|r| {
+            c.files += 1;
+            c.bytes += r.size;
+        })?;
+        c.folders = self.folders.len()?;
+        c.dead_lettered = self.dlq.len()?;
+        Ok(c)
+    }
+
+    /// Writes one group of outcomes atomically; syncs to disk when the checkpoint advances.
+    pub fn apply(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        let durability = batch.checkpoint.as_ref().map(|_| PersistMode::SyncData);
+        let mut b = self.db.batch().durability(durability);
+        for o in &batch.outcomes {
+            self.stage_outcome(&mut b, o)?;
+        }
+        if let Some(cp) = &batch.checkpoint {
+            b.insert(&self.checkpoints, CHECKPOINT_KEY, codec::encode(cp)?);
+        }
+        b.insert(&self.checkpoints, NEXT_SEQ_KEY, codec::encode(&batch.next_seq)?);
+        b.commit()?;
+        Ok(())
+    }
+
+    fn stage_outcome(&self, b: &mut fjall::OwnedWriteBatch, o: &Outcome) -> Result<(), StoreError> {
+        let id = o.file_id.as_str();
+        match &o.kind {
+            OutcomeKind::Committed(rec) => {
+                b.insert(&self.files, id, codec::encode(rec)?);
+                if let Some(md5) = &rec.md5 {
+                    b.insert(&self.content, md5.as_str(), codec::encode(&rec.key)?);
+                }
+                b.remove(&self.dlq, id);
+            }
+            OutcomeKind::FolderRecorded(f) => b.insert(&self.folders, id, codec::encode(f)?),
+            OutcomeKind::Removed { .. } => {
+                b.remove(&self.files, id);
+                b.remove(&self.folders, id);
+                b.remove(&self.dlq, id);
+            }
+            OutcomeKind::DeadLettered(d) => b.insert(&self.dlq, id, codec::encode(d)?),
+            OutcomeKind::Skipped(_) => {}
+        }
+        if !matches!(o.kind, OutcomeKind::Skipped(_)) {
+            b.insert(&self.audit, o.seq.0.to_be_bytes(), codec::encode(&AuditEntry::from(o))?);
+        }
+        Ok(())
+    }
+
+    /// Audit entries from `from` on, oldest first.
+    pub fn audit_since(&self, from: ChangeSeq) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
+        self.audit
+            .range(from.0.to_be_bytes()..)
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                let mut seq = [0u8; 8];
+                seq.copy_from_slice(&k[..8.min(k.len())]);
+                Ok((u64::from_be_bytes(seq), codec::decode(&v)?))
+            })
+            .collect()
+    }
+}
+
+/// What the audit log remembers of an outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// File concerned.
+    pub file_id: FileId,
+    /// `committed`, `folder`, `removed`, `dead_lettered`.
+    pub what: String,
+    /// Key written or removed.
+    pub key: Option<ObjectKey>,
+}
+
+impl From<&Outcome> for AuditEntry {
+    fn from(o: &Outcome) -> Self {
+        let (what, key) = match &o.kind {
+            OutcomeKind::Committed(r) => ("committed", Some(r.key.clone())),
+            OutcomeKind::FolderRecorded(f) => ("folder", Some(f.key.clone())),
+            OutcomeKind::Removed { key } => ("removed", key.clone()),
+            OutcomeKind::DeadLettered(d) => ("dead_lettered", d.key.clone()),
+            OutcomeKind::Skipped(_) => ("skipped", None),
+        };
+        AuditEntry { file_id: o.file_id.clone(), what: what.into(), key }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SkipReason;
+
+    fn rec(id: &str) -> FileRecord {
+        FileRecord {
+            id: FileId(id.into()),
+            name: id.into(),
+            parent: None,
+            mime_type: "text/plain".into(),
+            version: 3,
+            md5: Some("abc".into()),
+            sha256: None,
+            size: 10,
+            key: ObjectKey(format!("my-drive/{id}")),
+            modified_time: None,
+        }
+    }
+
+    #[test]
+    fn batch_with_checkpoint_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let batch = CommitBatch {
+                outcomes: vec![
+                    Outcome { seq: ChangeSeq(1), file_id: FileId("a".into()), kind: OutcomeKind::Committed(rec("a")) },
+                    Outcome { seq: ChangeSeq(2), file_id: FileId("b".into()), kind: OutcomeKind::Skipped(SkipReason::Unchanged) },
+                ],
+                checkpoint: Some(Checkpoint { start_token: "t0".into(), phase: FeedPhase::Changes { token: "t9".into() } }),
+                next_seq: 3,
+            };
+            s.apply(&batch).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.file(&FileId("a".into())).unwrap(), Some(rec("a")));
+        assert_eq!(s.content_key("abc").unwrap(), Some(ObjectKey("my-drive/a".into())));
+        assert_eq!(s.next_seq().unwrap(), 3);
+        assert!(matches!(s.checkpoint().unwrap().unwrap().phase, FeedPhase::Changes { .. }));
+        assert_eq!(s.audit_since(ChangeSeq(0)).unwrap().len(), 1);
+    }
+}
