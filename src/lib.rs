@@ -12,7 +12,7 @@ pub mod metrics;
 pub mod model;
 // pub mod pipeline;
 pub mod retry;
-// pub mod stages;
+pub mod stages;
 pub mod state;
 
 /// Installs aws-lc-rs as the process-wide rustls provider (several crates here use rustls; without one

@@ -1,0 +1,186 @@
+//! Change-feed: takes the start page token first (T0), lists every drive in scope (folders first, so
+//! paths resolve without lookups), then follows `changes.list` from T0. Every page offers the
+//! committer a checkpoint that resumes after it; the committer saves it once the page is done.
+
+use super::{CommitMsg, StageError};
+use crate::drive::{ChangePage, Corpus, DriveError, FilePage};
+use crate::model::{ChangeEvent, ChangeKind, ChangeSeq, FileId};
+use crate::state::{Checkpoint, FeedPhase, Store};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+/// The Drive calls the feed needs.
+pub trait ChangeSource: Send + Sync + 'static {
+    /// `changes.getStartPageToken`.
+    fn start_page_token(&self) -> impl Future<Output = Result<String, DriveError>> + Send;
+    /// One page of `files.list`.
+    fn list_page(&self, corpus: &Corpus, folders_only: bool, token: Option<&str>) -> impl Future<Output = Result<FilePage, DriveError>> + Send;
+    /// One page of `changes.list`.
+    fn changes_page(&self, token: &str) -> impl Future<Output = Result<ChangePage, DriveError>> + Send;
+}
+
+/// One pass of the initial listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListJob {
+    /// Which drive.
+    pub corpus: Corpus,
+    /// Folders only (the first pass of each drive).
+    pub folders_only: bool,
+}
+
+/// The listing passes for a scope: for each drive, folders then everything.
+pub fn listing_jobs(scope: &super::planner::Scope) -> Vec<ListJob> {
+    let mut corpora = Vec::new();
+    if scope.my_drive_root.is_some() {
+        corpora.push(Corpus::MyDrive);
+    }
+    corpora.extend(scope.shared.keys().cloned().map(Corpus::SharedDrive));
+    corpora
+        .into_iter()
+        .flat_map(|c| [ListJob { corpus: c.clone(), folders_only: true }, ListJob { corpus: c, folders_only: false }])
+        .collect()
+}
+
+/// The change-feed.
+pub struct ChangeFeed<S: ChangeSource> {
+    /// Drive.
+    pub source: Arc<S>,
+    /// Store, for the saved checkpoint.
+    pub store: Store,
+    /// Listing passes.
+    pub jobs: Vec<ListJob>,
+    /// Next seq to assign (shared so a restarted feed continues the sequence).
+    pub next_seq: Arc<AtomicU64>,
+    /// Stop once caught up.
+    pub once: bool,
+    /// Poll period in continuous mode.
+    pub poll_interval: Duration,
+    /// Wakes a sleeping poll early (push notifications, shutdown).
+    pub wake: Arc<Notify>,
+    /// Failure injection.
+    pub faults: Arc<super::FailureInjector>,
+}
+
+/// Where the feed sends things.
+pub struct FeedOutputs {
+    /// Events, to dedup.
+    pub events: mpsc::Sender<ChangeEvent>,
+    /// Marks, to the committer.
+    pub commit: mpsc::Sender<CommitMsg>,
+}
+
+impl<S: ChangeSource> ChangeFeed<S> {
+    fn last_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::SeqCst).saturating_sub(1)
+    }
+
+    async fn emit(&self, out: &FeedOutputs, file_id: FileId, kind: ChangeKind) -> Result<(), StageError> {
+        self.faults.check("change_feed")?;
+        let seq = ChangeSeq(self.next_seq.fetch_add(1, Ordering::SeqCst));
+        out.events.send(ChangeEvent { seq, file_id, kind }).await.map_err(|_| StageError::Closed)
+    }
+
+    async fn mark(&self, out: &FeedOutputs, start_token: &str, phase: &FeedPhase) -> Result<(), StageError> {
+        let checkpoint = Checkpoint { start_token: start_token.to_string(), phase: phase.clone() };
+        out.commit.send(CommitMsg::Mark { last_seq: self.last_seq(), checkpoint }).await.map_err(|_| StageError::Closed)
+    }
+
+    fn drive_err(e: DriveError) -> StageError {
+        StageError::Failed(format!("change feed: {e}"))
+    }
+
+    /// Runs until caught up (`once`) or until the outputs close.
+    pub async fn run(&self, out: &FeedOutputs) -> Result<(), StageError> {
+        let saved = self.store.checkpoint().map_err(|e| StageError::Fatal(e.to_string()))?;
+        let (mut start_token, mut phase) = match saved {
+            Some(cp) => (cp.start_token, cp.phase),
+            None => (self.fresh_start().await?, FeedPhase::Listing { job: 0, page_token: None }),
+        };
+        self.mark(out, &start_token, &phase).await?;
+        loop {
+            phase = match phase {
+                FeedPhase::Listing { job, page_token } => self.list_step(out, &start_token, job, page_token).await?,
+                FeedPhase::Changes { token } => match self.source.changes_page(&token).await {
+                    Err(DriveError::InvalidPageToken(msg)) => {
+                        tracing::warn!(%msg, "saved change token rejected; listing everything again");
+                        start_token = self.fresh_start().await?;
+                        FeedPhase::Listing { job: 0, page_token: None }
+                    }
+                    Err(e) => return Err(Self::drive_err(e)),
+                    Ok(page) => match self.changes_step(out, page).await? {
+                        (next, true) => next,
+                        (next, false) => {
+                            self.mark(out, &start_token, &next).await?;
+                            if self.once {
+                                let last_seq = self.last_seq();
+                                out.commit.send(CommitMsg::FeedCaughtUp { last_seq }).await.map_err(|_| StageError::Closed)?;
+                                return Ok(());
+                            }
+                            self.sleep_until_poll().await;
+                            next
+                        }
+                    },
+                },
+            };
+            self.mark(out, &start_token, &phase).await?;
+        }
+    }
+
+    async fn fresh_start(&self) -> Result<String, StageError> {
+        self.source.start_page_token().await.map_err(Self::drive_err)
+    }
+
+    async fn list_step(&self, out: &FeedOutputs, t0: &str, job: usize, token: Option<String>) -> Result<FeedPhase, StageError> {
+        let Some(j) = self.jobs.get(job) else { return Ok(FeedPhase::Changes { token: t0.to_string() }) };
+        let page = self.source.list_page(&j.corpus, j.folders_only, token.as_deref()).await.map_err(Self::drive_err)?;
+        for f in page.files {
+            self.emit(out, f.id.clone(), ChangeKind::Upsert(f)).await?;
+        }
+        Ok(match page.next_page_token {
+            Some(t) => FeedPhase::Listing { job, page_token: Some(t) },
+            None => FeedPhase::Listing { job: job + 1, page_token: None },
+        })
+    }
+
+    /// Emits a page of changes; returns the next phase and whether more pages follow at once.
+    async fn changes_step(&self, out: &FeedOutputs, page: ChangePage) -> Result<(FeedPhase, bool), StageError> {
+        for c in page.changes {
+            let kind = match c.file {
+                Some(f) => ChangeKind::Upsert(f),
+                None => ChangeKind::Removed,
+            };
+            self.emit(out, c.file_id, kind).await?;
+        }
+        match (page.next_page_token, page.new_start_page_token) {
+            (Some(next), _) => Ok((FeedPhase::Changes { token: next }, true)),
+            (None, Some(new_start)) => Ok((FeedPhase::Changes { token: new_start }, false)),
+            (None, None) => Err(StageError::Failed("changes.list page without nextPageToken or newStartPageToken".into())),
+        }
+    }
+
+    async fn sleep_until_poll(&self) {
+        tokio::select! {
+            _ = tokio::time::sleep(self.poll_interval) => {}
+            _ = self.wake.notified() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DriveId;
+
+    #[test]
+    fn folders_are_listed_before_files_for_each_drive() {
+        let mut scope = super::super::planner::Scope { my_drive_root: Some(FileId("r".into())), ..Default::default() };
+        scope.shared.insert(DriveId("d1".into()), "D".into());
+        let jobs = listing_jobs(&scope);
+        assert_eq!(jobs.len(), 4);
+        assert!(jobs[0].folders_only && !jobs[1].folders_only);
+        assert_eq!(jobs[2].corpus, Corpus::SharedDrive(DriveId("d1".into())));
+    }
+}

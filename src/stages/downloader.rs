@@ -1,0 +1,162 @@
+//! Downloader: streams `alt=media` (or an export) in fixed-size chunks into a bounded chunk channel
+//! read by the uploader, so download and upload overlap and memory stays bounded whatever the size.
+//! An interrupted body resumes with `Range` from the last byte received.
+
+use super::planner::dead_letter;
+use super::{Emit, Replay, Stage, StageError};
+use crate::dest::Destination;
+use crate::drive::{ByteStream, DriveError};
+use crate::model::{ActionKind, FileId, Outcome, OutcomeKind, Planned, Source};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// The downloader's I/O need: open a file's bytes from an offset.
+pub trait ByteSource: Send + Sync + 'static {
+    /// Opens `file` at `offset`.
+    fn open(&self, file: &FileId, source: &Source, offset: u64) -> impl Future<Output = Result<ByteStream, DriveError>> + Send;
+}
+
+/// A piece of a transfer on the chunk channel.
+#[derive(Debug)]
+pub enum Chunk {
+    /// The next bytes.
+    Data(Bytes),
+    /// All bytes were sent.
+    End,
+    /// The download failed; the downloader has reported the outcome. Abort the upload.
+    Abort,
+}
+
+/// What the uploader receives: the plan and, for uploads, the chunk stream.
+#[derive(Debug)]
+pub struct Transfer {
+    /// The plan.
+    pub planned: Planned,
+    /// Bytes, for `Upload` actions.
+    pub body: Option<mpsc::Receiver<Chunk>>,
+}
+
+/// The downloader stage.
+pub struct Downloader<B: ByteSource> {
+    /// Drive.
+    pub source: Arc<B>,
+    /// Destination, to check that a copy source still exists.
+    pub dest: Destination,
+    /// Chunk size.
+    pub chunk_size: usize,
+    /// Chunks buffered per transfer.
+    pub chunk_depth: usize,
+    /// Resumptions allowed per file.
+    pub max_resumes: u32,
+    /// Failure injection.
+    pub faults: Arc<super::FailureInjector>,
+}
+
+impl<B: ByteSource> Downloader<B> {
+    async fn handle(&self, mut planned: Planned, emit: &Emit<Transfer>) -> Result<(), StageError> {
+        if let ActionKind::Copy { from } = &planned.kind {
+            let still_there = self.dest.head(from).await.ok().flatten().is_some();
+            if !still_there {
+                planned.kind = ActionKind::Upload { source: Source::Media };
+            }
+        }
+        let source = match &planned.kind {
+            ActionKind::Upload { source } => source.clone(),
+            _ => return emit.forward(Transfer { planned, body: None }).await,
+        };
+        let stream = match self.source.open(&planned.file.id, &source, 0).await {
+            Ok(s) => s,
+            Err(e) => return self.dead_letter(planned, e, emit).await,
+        };
+        let (tx, rx) = mpsc::channel(self.chunk_depth);
+        emit.forward(Transfer { planned: planned.clone(), body: Some(rx) }).await?;
+        match self.pump(&planned, &source, stream, &tx).await {
+            Ok(()) => Ok(()),
+            Err(PumpError::ReceiverGone) => Ok(()),
+            Err(PumpError::Drive(e)) => {
+                let _ = tx.send(Chunk::Abort).await;
+                self.dead_letter(planned, e, emit).await
+            }
+        }
+    }
+
+    async fn dead_letter(&self, planned: Planned, e: DriveError, emit: &Emit<Transfer>) -> Result<(), StageError> {
+        tracing::warn!(file = %planned.file.id, name = %planned.file.name, error = %e, "download failed; dead-lettered");
+        crate::metrics::event(Self::NAME_STATIC, "dead_lettered");
+        let dl = dead_letter(&planned.file, Some(planned.key.clone()), &e.short_reason(), e.to_string());
+        emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind: OutcomeKind::DeadLettered(dl) }).await
+    }
+
+    /// Copies the body into the chunk channel, re-opening at the current offset when it breaks.
+    async fn pump(&self, planned: &Planned, source: &Source, mut stream: ByteStream, tx: &mpsc::Sender<Chunk>) -> Result<(), PumpError> {
+        let mut offset = 0u64;
+        let mut resumes = 0;
+        let mut buf = BytesMut::with_capacity(self.chunk_size);
+        loop {
+            match stream.body.next().await {
+                Some(Ok(bytes)) => {
+                    offset += bytes.len() as u64;
+                    crate::metrics::bytes("download", bytes.len() as u64);
+                    buf.extend_from_slice(&bytes);
+                    while buf.len() >= self.chunk_size {
+                        let chunk = buf.split_to(self.chunk_size).freeze();
+                        tx.send(Chunk::Data(chunk)).await.map_err(|_| PumpError::ReceiverGone)?;
+                    }
+                }
+                Some(Err(e)) => stream = self.resume(planned, source, offset, &mut resumes, e).await?,
+                None => {
+                    if let Some(total) = stream.total_len.filter(|t| *t > offset) {
+                        let e = DriveError::Transport(format!("body ended at {offset} of {total} bytes"));
+                        stream = self.resume(planned, source, offset, &mut resumes, e).await?;
+                        continue;
+                    }
+                    if !buf.is_empty() {
+                        tx.send(Chunk::Data(buf.split().freeze())).await.map_err(|_| PumpError::ReceiverGone)?;
+                    }
+                    tx.send(Chunk::End).await.map_err(|_| PumpError::ReceiverGone)?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Re-opens the body at `offset` after `error`, while resumptions remain (media only: exports
+    /// are generated on the fly and cannot be resumed).
+    async fn resume(&self, planned: &Planned, source: &Source, offset: u64, resumes: &mut u32, error: DriveError) -> Result<ByteStream, PumpError> {
+        *resumes += 1;
+        if !matches!(source, Source::Media) || *resumes > self.max_resumes {
+            return Err(PumpError::Drive(error));
+        }
+        tracing::info!(file = %planned.file.id, offset, %error, "download interrupted; resuming with Range");
+        crate::metrics::retry("drive", "body_interrupted");
+        self.source.open(&planned.file.id, source, offset).await.map_err(PumpError::Drive)
+    }
+
+    const NAME_STATIC: &'static str = "downloader";
+}
+
+enum PumpError {
+    ReceiverGone,
+    Drive(DriveError),
+}
+
+impl<B: ByteSource> Stage for Downloader<B> {
+    type In = Planned;
+    type Out = Transfer;
+    const NAME: &'static str = "downloader";
+
+    async fn process(&mut self, items: Vec<Planned>, emit: &Emit<Transfer>) -> Result<(), StageError> {
+        for planned in items {
+            self.faults.check(Self::NAME)?;
+            self.handle(planned, emit).await?;
+        }
+        Ok(())
+    }
+
+    fn replay(item: &Planned) -> Replay {
+        Replay::Downloader(item.clone())
+    }
+}

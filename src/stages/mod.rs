@@ -1,0 +1,143 @@
+//! The seven stages. Each file holds one stage's logic; the actors in `crate::actors` run them over
+//! bounded channels and restart them. A stage consumes its input type, emits its output type to the
+//! next stage, and sends terminal outcomes straight to the committer.
+
+pub mod change_feed;
+pub mod committer;
+pub mod dedup;
+pub mod downloader;
+pub mod planner;
+pub mod uploader;
+pub mod verifier;
+
+use crate::model::{ChangeEvent, Outcome, Planned, Uploaded};
+use crate::state::Checkpoint;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+
+/// What the committer receives: outcomes, and the feed's checkpoint marks in feed order.
+#[derive(Debug, Clone)]
+pub enum CommitMsg {
+    /// A terminal outcome.
+    Outcome(Outcome),
+    /// The feed finished a page; `checkpoint` resumes after it once every seq ≤ `last_seq` is done.
+    Mark {
+        /// Last seq of the page.
+        last_seq: u64,
+        /// Where to resume.
+        checkpoint: Checkpoint,
+    },
+    /// `--once`: the feed has caught up; the run ends when everything up to `last_seq` is done.
+    FeedCaughtUp {
+        /// Last seq emitted.
+        last_seq: u64,
+    },
+}
+
+/// A stage's error; an error makes the actor fail and the supervisor restart it.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// A channel the stage depends on is gone: the pipeline is shutting down.
+    #[error("pipeline channel closed")]
+    Closed,
+    /// Something failed that a restart may cure.
+    #[error("{0}")]
+    Failed(String),
+    /// The state store is unusable: the pipeline must stop.
+    #[error("fatal: {0}")]
+    Fatal(String),
+}
+
+/// Where a stage's outputs go.
+#[derive(Clone)]
+pub struct Emit<O> {
+    /// The next stage's input.
+    pub next: mpsc::Sender<O>,
+    /// The committer's input.
+    pub commit: mpsc::Sender<CommitMsg>,
+}
+
+impl<O> Emit<O> {
+    /// Sends to the next stage, waiting while it is full (backpressure).
+    pub async fn forward(&self, item: O) -> Result<(), StageError> {
+        self.next.send(item).await.map_err(|_| StageError::Closed)
+    }
+    /// Sends a terminal outcome.
+    pub async fn outcome(&self, o: Outcome) -> Result<(), StageError> {
+        self.commit.send(CommitMsg::Outcome(o)).await.map_err(|_| StageError::Closed)
+    }
+}
+
+/// What a dead worker's in-hand item becomes, and where the supervisor re-delivers it.
+#[derive(Debug)]
+pub enum Replay {
+    /// Back to dedup.
+    Dedup(ChangeEvent),
+    /// Back to the planner.
+    Planner(ChangeEvent),
+    /// Back to the downloader (the bytes are fetched again).
+    Downloader(Planned),
+    /// Back to the verifier.
+    Verifier(Uploaded),
+    /// Back to the committer.
+    Committer(CommitMsg),
+}
+
+/// One stage's logic, run by a worker actor. `process` gets one item (or up to `BATCH`).
+pub trait Stage: Send + 'static {
+    /// Input item.
+    type In: Send + 'static;
+    /// Output to the next stage.
+    type Out: Send + 'static;
+    /// Name in config, metrics and logs.
+    const NAME: &'static str;
+    /// Items taken per call (the committer groups; the rest take one).
+    const BATCH: usize = 1;
+    /// Handles items; outputs through `emit`.
+    fn process(&mut self, items: Vec<Self::In>, emit: &Emit<Self::Out>) -> impl Future<Output = Result<(), StageError>> + Send;
+    /// What to re-deliver if the worker dies holding `item`.
+    fn replay(item: &Self::In) -> Replay;
+}
+
+/// `[testing]` failure injection shared by all workers: the `after`-th item of `stage` fails.
+#[derive(Debug, Default)]
+pub struct FailureInjector {
+    stage: Option<String>,
+    after: u64,
+    panic: bool,
+    remaining: AtomicU64,
+    seen: AtomicU64,
+}
+
+impl FailureInjector {
+    /// From `[testing]`.
+    pub fn new(cfg: &crate::config::TestingConfig) -> Self {
+        FailureInjector {
+            stage: cfg.fail_stage.clone(),
+            after: cfg.fail_after,
+            panic: cfg.fail_mode == "panic",
+            remaining: AtomicU64::new(if cfg.fail_stage.is_some() { cfg.fail_times } else { 0 }),
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    /// Called by `stage` before each item; fails on purpose when configured to.
+    pub fn check(&self, stage: &str) -> Result<(), StageError> {
+        if self.stage.as_deref() != Some(stage) || self.remaining.load(Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        let n = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
+        if n < self.after {
+            return Ok(());
+        }
+        if self.remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1)).is_err() {
+            return Ok(());
+        }
+        self.seen.store(0, Ordering::SeqCst);
+        if self.panic {
+            panic!("[testing] injected panic in stage {stage}");
+        }
+        Err(StageError::Failed(format!("[testing] injected error in stage {stage}")))
+    }
+}

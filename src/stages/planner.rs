@@ -1,0 +1,443 @@
+//! Planner: turns an event into one action. Resolves the item's path from the folder map (asking Drive
+//! for a folder it has not seen yet), sanitizes and disambiguates the key, and picks upload, copy,
+//! delete or skip.
+
+use super::{Emit, Replay, Stage, StageError};
+use crate::config::{ExportConfig, KeyMode};
+use crate::dest::keys;
+use crate::drive::DriveError;
+use crate::model::*;
+use crate::state::Store;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+
+/// Drives in scope, discovered at start.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// My Drive's root folder id, when My Drive is mirrored.
+    pub my_drive_root: Option<FileId>,
+    /// Shared drives mirrored, with their names.
+    pub shared: BTreeMap<DriveId, String>,
+}
+
+/// How keys are laid out.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// Destination prefix (may be empty).
+    pub prefix: String,
+    /// Key alphabet.
+    pub mode: KeyMode,
+    /// Export formats.
+    pub export: ExportConfig,
+    /// Larger files are dead-lettered.
+    pub max_file_size: Option<u64>,
+}
+
+/// The planner's one I/O need: metadata of a folder it has not seen.
+pub trait FolderLookup: Send + Sync + 'static {
+    /// `files.get` of `id`; `None` when it does not exist or is not visible.
+    fn lookup(&self, id: &FileId) -> impl Future<Output = Result<Option<DriveFile>, DriveError>> + Send;
+}
+
+/// Maximum folder depth followed when resolving a path (Drive has no parent cycles, but be safe).
+const MAX_DEPTH: usize = 128;
+
+/// The planner stage.
+pub struct Planner<L: FolderLookup> {
+    store: Store,
+    lookup: Arc<L>,
+    scope: Scope,
+    layout: Layout,
+    folders: HashMap<FileId, FolderRecord>,
+    claims: HashMap<String, FileId>,
+    owned: HashMap<FileId, String>,
+    drive_roots: BTreeMap<DriveId, String>,
+    faults: Arc<super::FailureInjector>,
+}
+
+impl<L: FolderLookup> Planner<L> {
+    /// Loads the folder map and key claims from the store.
+    pub fn new(store: Store, lookup: Arc<L>, scope: Scope, layout: Layout, faults: Arc<super::FailureInjector>) -> Result<Self, StageError> {
+        let mut p = Planner {
+            store,
+            lookup,
+            scope,
+            layout,
+            folders: HashMap::new(),
+            claims: HashMap::new(),
+            owned: HashMap::new(),
+            drive_roots: BTreeMap::new(),
+            faults,
+        };
+        let fatal = |e: crate::state::StoreError| StageError::Fatal(e.to_string());
+        for f in p.store.all_folders().map_err(fatal)? {
+            p.claim_exact(&f.id, &f.key.0);
+            p.folders.insert(f.id.clone(), f);
+        }
+        let mut files = Vec::new();
+        p.store.for_each_file(|r| files.push((r.id, r.key))).map_err(fatal)?;
+        for (id, key) in files {
+            p.claim_exact(&id, &key.0);
+        }
+        p.drive_roots = p.assign_drive_roots();
+        Ok(p)
+    }
+
+    fn join(&self, rel: &str) -> String {
+        if self.layout.prefix.is_empty() { rel.to_string() } else { format!("{}/{rel}", self.layout.prefix) }
+    }
+
+    fn assign_drive_roots(&mut self) -> BTreeMap<DriveId, String> {
+        let base = self.join("shared-drives");
+        let drives: Vec<(DriveId, String)> = self.scope.shared.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        drives
+            .into_iter()
+            .map(|(id, name)| {
+                let key = self.claim(&FileId(id.0.clone()), &base, &name, None);
+                (id, key)
+            })
+            .collect()
+    }
+
+    fn claim_exact(&mut self, id: &FileId, key: &str) {
+        let class = keys::collision_class(key);
+        self.claims.insert(class.clone(), id.clone());
+        self.owned.insert(id.clone(), class);
+    }
+
+    fn release(&mut self, id: &FileId) {
+        if let Some(class) = self.owned.remove(id) {
+            if self.claims.get(&class) == Some(id) {
+                self.claims.remove(&class);
+            }
+        }
+    }
+
+    /// The key of `name` inside `parent`: the plain name when free (or already ours), else the name
+    /// with ` (fileId)`, which no one else can hold.
+    fn claim(&mut self, id: &FileId, parent: &str, name: &str, ext: Option<&str>) -> String {
+        let plain = format!("{parent}/{}", keys::segment(name, ext, None, self.layout.mode));
+        let class = keys::collision_class(&plain);
+        let key = match self.claims.get(&class) {
+            Some(holder) if holder != id => format!("{parent}/{}", keys::segment(name, ext, Some(id), self.layout.mode)),
+            _ => plain,
+        };
+        let class = keys::collision_class(&key);
+        if self.owned.get(id) != Some(&class) {
+            self.release(id);
+            self.claims.insert(class.clone(), id.clone());
+            self.owned.insert(id.clone(), class);
+        }
+        key
+    }
+
+    /// The key prefix of the folder that holds `file`, or `None` when out of scope.
+    async fn parent_prefix(&mut self, file: &DriveFile) -> Result<Option<String>, StageError> {
+        let mut child = file.clone();
+        let mut chain: Vec<DriveFile> = Vec::new();
+        let prefix = loop {
+            if chain.len() > MAX_DEPTH {
+                return Ok(None);
+            }
+            let Some(parent) = child.parents.first().cloned() else { return Ok(None) };
+            if let Some(root) = self.root_prefix(&child, &parent) {
+                break root;
+            }
+            if child.drive_id.is_some() && !self.drive_in_scope(&child) {
+                return Ok(None);
+            }
+            if let Some(f) = self.folders.get(&parent) {
+                break f.key.0.clone();
+            }
+            match self.lookup.lookup(&parent).await {
+                Ok(Some(folder)) if folder.is_folder() && !folder.trashed => {
+                    chain.push(folder.clone());
+                    child = folder;
+                }
+                Ok(_) => return Ok(None),
+                Err(e) => return Err(StageError::Failed(format!("cannot resolve parent {parent}: {e}"))),
+            }
+        };
+        // Record the looked-up ancestors, outermost first, so their keys are claimed once.
+        let mut prefix = prefix;
+        for folder in chain.into_iter().rev() {
+            let key = self.claim(&folder.id, &prefix, &folder.name, None);
+            self.folders.insert(folder.id.clone(), folder_record(&folder, &key));
+            prefix = key;
+        }
+        Ok(Some(prefix))
+    }
+
+    fn drive_in_scope(&self, f: &DriveFile) -> bool {
+        f.drive_id.as_ref().is_some_and(|d| self.scope.shared.contains_key(d))
+    }
+
+    fn root_prefix(&self, child: &DriveFile, parent: &FileId) -> Option<String> {
+        match &child.drive_id {
+            Some(d) if d.0 == parent.0 => self.drive_roots.get(d).cloned(),
+            Some(_) => None,
+            None if self.scope.my_drive_root.as_ref() == Some(parent) => Some(self.join("my-drive")),
+            None => None,
+        }
+    }
+
+    fn export_ext(&self, mime: &str) -> Option<String> {
+        let e = &self.layout.export;
+        let ext = match mime {
+            "application/vnd.google-apps.document" => &e.document,
+            "application/vnd.google-apps.spreadsheet" => &e.spreadsheet,
+            "application/vnd.google-apps.presentation" => &e.presentation,
+            "application/vnd.google-apps.drawing" => &e.drawing,
+            _ => return None,
+        };
+        Some(ext.clone())
+    }
+
+    /// Plans one event; returns the action, or the outcome when no I/O is needed.
+    pub async fn plan(&mut self, event: ChangeEvent) -> Result<Result<Planned, Outcome>, StageError> {
+        let file = match &event.kind {
+            ChangeKind::Removed => return self.plan_removal(event.seq, &event.file_id),
+            ChangeKind::Upsert(f) => f.clone(),
+        };
+        if file.is_shortcut() {
+            return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Shortcut))));
+        }
+        let parent = if file.trashed { None } else { self.parent_prefix(&file).await? };
+        let Some(parent) = parent else { return self.plan_removal(event.seq, &file.id) };
+        if file.is_folder() {
+            let key = self.claim(&file.id, &parent, &file.name, None);
+            let record = folder_record(&file, &key);
+            self.folders.insert(file.id.clone(), record.clone());
+            return Ok(Err(outcome(&event, OutcomeKind::FolderRecorded(record))));
+        }
+        let source = if file.is_google_doc() {
+            let Some(ext) = self.export_ext(&file.mime_type) else {
+                return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::NotInScope))));
+            };
+            let mime = crate::drive::export_mime(&ext).unwrap_or("application/pdf").to_string();
+            let link = file.export_links.get(&mime).cloned();
+            (Source::Export { mime, link }, Some(ext))
+        } else {
+            (Source::Media, None)
+        };
+        let key = ObjectKey(self.claim(&file.id, &parent, &file.name, source.1.as_deref()));
+        if let (Some(max), Some(size)) = (self.layout.max_file_size, file.size) {
+            if size > max {
+                let dl = dead_letter(&file, Some(key), "fileTooLarge", format!("{size} bytes is over max_file_size {max}"));
+                return Ok(Err(outcome(&event, OutcomeKind::DeadLettered(dl))));
+            }
+        }
+        let existing = self.store.file(&file.id).map_err(|e| StageError::Fatal(e.to_string()))?;
+        let previous_key = existing.as_ref().map(|r| r.key.clone()).filter(|k| *k != key);
+        let same_content = existing.as_ref().is_some_and(|r| r.md5.is_some() && r.md5 == file.md5);
+        let kind = match (&existing, same_content) {
+            (Some(r), true) => ActionKind::Copy { from: r.key.clone() },
+            _ => ActionKind::Upload { source: source.0 },
+        };
+        Ok(Ok(Planned { seq: event.seq, file, key, previous_key, kind, attempt: 0 }))
+    }
+
+    fn plan_removal(&mut self, seq: ChangeSeq, id: &FileId) -> Result<Result<Planned, Outcome>, StageError> {
+        let fatal = |e: crate::state::StoreError| StageError::Fatal(e.to_string());
+        let ev_outcome = |kind| Outcome { seq, file_id: id.clone(), kind };
+        if let Some(rec) = self.store.file(id).map_err(fatal)? {
+            self.release(id);
+            let file = DriveFile {
+                id: id.clone(),
+                name: rec.name.clone(),
+                mime_type: rec.mime_type.clone(),
+                parents: rec.parent.iter().cloned().collect(),
+                size: Some(rec.size),
+                md5: rec.md5.clone(),
+                sha256: rec.sha256.clone(),
+                version: rec.version,
+                modified_time: rec.modified_time.clone(),
+                trashed: true,
+                drive_id: None,
+                shortcut_target: None,
+                export_links: BTreeMap::new(),
+                can_download: true,
+            };
+            return Ok(Ok(Planned { seq, file, key: rec.key, previous_key: None, kind: ActionKind::Delete, attempt: 0 }));
+        }
+        let was_folder = self.folders.remove(id).is_some() | self.store.folder(id).map_err(fatal)?.is_some();
+        self.release(id);
+        Ok(Err(if was_folder {
+            ev_outcome(OutcomeKind::Removed { key: None })
+        } else {
+            ev_outcome(OutcomeKind::Skipped(SkipReason::NotInScope))
+        }))
+    }
+}
+
+fn outcome(event: &ChangeEvent, kind: OutcomeKind) -> Outcome {
+    Outcome { seq: event.seq, file_id: event.file_id.clone(), kind }
+}
+
+fn folder_record(f: &DriveFile, key: &str) -> FolderRecord {
+    FolderRecord {
+        id: f.id.clone(),
+        name: f.name.clone(),
+        parent: f.parents.first().cloned(),
+        drive_id: f.drive_id.clone(),
+        key: ObjectKey(key.to_string()),
+        trashed: f.trashed,
+    }
+}
+
+/// A dead-letter entry for `file`.
+pub fn dead_letter(file: &DriveFile, key: Option<ObjectKey>, reason: &str, last_error: String) -> DeadLetter {
+    DeadLetter {
+        id: file.id.clone(),
+        name: file.name.clone(),
+        key,
+        reason: reason.to_string(),
+        last_error,
+        attempts: 1,
+        at_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+    }
+}
+
+impl<L: FolderLookup> Stage for Planner<L> {
+    type In = ChangeEvent;
+    type Out = Planned;
+    const NAME: &'static str = "planner";
+
+    async fn process(&mut self, items: Vec<ChangeEvent>, emit: &Emit<Planned>) -> Result<(), StageError> {
+        for event in items {
+            self.faults.check(Self::NAME)?;
+            match self.plan(event).await? {
+                Ok(planned) => {
+                    crate::metrics::event(Self::NAME, "planned");
+                    emit.forward(planned).await?
+                }
+                Err(o) => {
+                    crate::metrics::event(Self::NAME, "resolved");
+                    emit.outcome(o).await?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn replay(item: &ChangeEvent) -> Replay {
+        Replay::Planner(item.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoLookup;
+    impl FolderLookup for NoLookup {
+        async fn lookup(&self, _id: &FileId) -> Result<Option<DriveFile>, DriveError> {
+            Ok(None)
+        }
+    }
+
+    fn planner(dir: &std::path::Path) -> Planner<NoLookup> {
+        let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new() };
+        let layout = Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: Some(100) };
+        Planner::new(Store::open(dir).unwrap(), Arc::new(NoLookup), scope, layout, Arc::default()).unwrap()
+    }
+
+    fn file(id: &str, name: &str, parent: &str) -> DriveFile {
+        DriveFile {
+            id: FileId(id.into()),
+            name: name.into(),
+            mime_type: "text/plain".into(),
+            parents: vec![FileId(parent.into())],
+            size: Some(5),
+            md5: Some("m".into()),
+            sha256: None,
+            version: 1,
+            modified_time: None,
+            trashed: false,
+            drive_id: None,
+            shortcut_target: None,
+            export_links: BTreeMap::new(),
+            can_download: true,
+        }
+    }
+
+    fn upsert(seq: u64, f: DriveFile) -> ChangeEvent {
+        ChangeEvent { seq: ChangeSeq(seq), file_id: f.id.clone(), kind: ChangeKind::Upsert(f) }
+    }
+
+    async fn key_of(p: &mut Planner<NoLookup>, seq: u64, f: DriveFile) -> String {
+        match p.plan(upsert(seq, f)).await.unwrap() {
+            Ok(planned) => planned.key.0,
+            Err(Outcome { kind: OutcomeKind::FolderRecorded(r), .. }) => r.key.0,
+            Err(o) => panic!("unexpected {o:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn duplicate_and_case_twin_names_get_distinct_stable_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = planner(dir.path());
+        let a = key_of(&mut p, 1, file("A", "x.txt", "root")).await;
+        let b = key_of(&mut p, 2, file("B", "x.txt", "root")).await;
+        let c = key_of(&mut p, 3, file("C", "X.TXT", "root")).await;
+        assert_eq!(a, "pre/my-drive/x.txt");
+        assert_eq!(b, "pre/my-drive/x (B).txt");
+        assert_eq!(c, "pre/my-drive/X (C).TXT");
+        // Re-planning B (e.g. a replay) keeps its key.
+        assert_eq!(key_of(&mut p, 4, file("B", "x.txt", "root")).await, b);
+    }
+
+    #[tokio::test]
+    async fn a_file_and_a_folder_with_one_name_do_not_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = planner(dir.path());
+        let mut folder = file("F", "same", "root");
+        folder.mime_type = FOLDER_MIME.into();
+        let fk = key_of(&mut p, 1, folder).await;
+        let k = key_of(&mut p, 2, file("G", "same", "root")).await;
+        assert_ne!(fk, k);
+        let child = key_of(&mut p, 3, file("H", "c", "F")).await;
+        assert_eq!(child, format!("{fk}/c"));
+    }
+
+    #[tokio::test]
+    async fn hostile_names_stay_under_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = planner(dir.path());
+        for (i, name) in ["..", "../../etc/passwd", "/abs", "a\\b", "\u{0}", " "].iter().enumerate() {
+            let k = key_of(&mut p, i as u64 + 1, file(&format!("id{i}"), name, "root")).await;
+            assert!(k.starts_with("pre/my-drive/"), "{k}");
+            assert!(k.split('/').all(|s| !s.is_empty() && s != "." && s != ".."), "{k}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_parents_shortcuts_and_big_files_are_not_uploaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = planner(dir.path());
+        let r = p.plan(upsert(1, file("A", "a", "elsewhere"))).await.unwrap();
+        assert!(matches!(r, Err(Outcome { kind: OutcomeKind::Skipped(SkipReason::NotInScope), .. })));
+        let mut s = file("S", "s", "root");
+        s.mime_type = SHORTCUT_MIME.into();
+        let r = p.plan(upsert(2, s)).await.unwrap();
+        assert!(matches!(r, Err(Outcome { kind: OutcomeKind::Skipped(SkipReason::Shortcut), .. })));
+        let mut big = file("B", "b", "root");
+        big.size = Some(1000);
+        let r = p.plan(upsert(3, big)).await.unwrap();
+        assert!(matches!(r, Err(Outcome { kind: OutcomeKind::DeadLettered(_), .. })));
+    }
+
+    #[tokio::test]
+    async fn google_docs_are_exported_with_an_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = planner(dir.path());
+        let mut d = file("D", "Notes", "root");
+        d.mime_type = "application/vnd.google-apps.document".into();
+        d.md5 = None;
+        d.size = None;
+        let planned = p.plan(upsert(1, d)).await.unwrap().unwrap();
+        assert_eq!(planned.key.0, "pre/my-drive/Notes.docx");
+        assert!(matches!(planned.kind, ActionKind::Upload { source: Source::Export { .. } }));
+    }
+}

@@ -1,0 +1,190 @@
+//! Chunk-uploader: writes a transfer's chunks to the destination while hashing them (md5 and sha256 on
+//! the stream, no second pass). Below the part size it is one PUT; above, a multipart upload with
+//! parts in parallel. Copies and deletes are server-side.
+
+use super::downloader::{Chunk, Transfer};
+use super::planner::dead_letter;
+use super::{Emit, Replay, Stage, StageError};
+use crate::dest::{DestError, Destination, ObjectMeta};
+use crate::model::{ActionKind, Outcome, OutcomeKind, Planned, Uploaded};
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use sha2::Sha256;
+use std::sync::Arc;
+
+/// The uploader stage.
+pub struct Uploader {
+    /// Destination.
+    pub dest: Destination,
+    /// Multipart part size; smaller files go in one PUT.
+    pub part_size: usize,
+    /// Parts in flight per file.
+    pub part_concurrency: usize,
+    /// Failure injection.
+    pub faults: Arc<super::FailureInjector>,
+}
+
+/// md5 and sha256 computed as bytes stream by.
+#[derive(Default, Clone)]
+pub struct StreamHasher {
+    md5: Md5,
+    sha256: Sha256,
+    len: u64,
+}
+
+impl StreamHasher {
+    /// Feeds bytes.
+    pub fn update(&mut self, b: &[u8]) {
+        self.md5.update(b);
+        self.sha256.update(b);
+        self.len += b.len() as u64;
+    }
+    /// Hex md5, hex sha256, length.
+    pub fn finish(self) -> (String, String, u64) {
+        (hex::encode(self.md5.finalize()), hex::encode(self.sha256.finalize()), self.len)
+    }
+}
+
+enum Written {
+    Done(Uploaded),
+    Abandoned,
+}
+
+impl Uploader {
+    fn meta(planned: &Planned) -> ObjectMeta {
+        ObjectMeta {
+            drive_id: planned.file.id.0.clone(),
+            drive_name: planned.file.name.clone(),
+            content_type: match &planned.kind {
+                ActionKind::Upload { source: crate::model::Source::Export { mime, .. } } => Some(mime.clone()),
+                _ if !planned.file.mime_type.starts_with("application/vnd.google-apps") => Some(planned.file.mime_type.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    async fn write_stream(&self, planned: Planned, mut body: tokio::sync::mpsc::Receiver<Chunk>) -> Result<Written, DestError> {
+        let meta = Self::meta(&planned);
+        let mut hasher = StreamHasher::default();
+        let mut pending: Vec<Bytes> = Vec::new();
+        let mut pending_len = 0usize;
+        let mut multipart = None;
+        loop {
+            match body.recv().await {
+                Some(Chunk::Data(bytes)) => {
+                    hasher.update(&bytes);
+                    crate::metrics::bytes("upload", bytes.len() as u64);
+                    match multipart.as_mut() {
+                        Some(mp) => {
+                            let mp: &mut object_store::WriteMultipart = mp;
+                            mp.wait_for_capacity(self.part_concurrency).await.map_err(|source| store_err("put_part", &planned, source))?;
+                            mp.put(bytes);
+                        }
+                        None => {
+                            pending_len += bytes.len();
+                            pending.push(bytes);
+                            if pending_len >= self.part_size {
+                                let mut mp = self.dest.multipart(&planned.key, &meta, self.part_size).await?;
+                                for b in pending.drain(..) {
+                                    mp.put(b);
+                                }
+                                multipart = Some(mp);
+                            }
+                        }
+                    }
+                }
+                Some(Chunk::End) => break,
+                Some(Chunk::Abort) | None => {
+                    if let Some(mp) = multipart {
+                        let _ = mp.abort().await;
+                    }
+                    return Ok(Written::Abandoned);
+                }
+            }
+        }
+        match multipart {
+            Some(mp) => {
+                mp.finish().await.map_err(|source| store_err("complete_multipart", &planned, source))?;
+            }
+            None => self.dest.put(&planned.key, pending, &meta).await?,
+        }
+        let (md5, sha256, size) = hasher.finish();
+        Ok(Written::Done(Uploaded { planned, md5, sha256, size }))
+    }
+
+    async fn handle(&self, t: Transfer, emit: &Emit<Uploaded>) -> Result<(), StageError> {
+        let planned = t.planned.clone();
+        let result = match (&planned.kind, t.body) {
+            (ActionKind::Delete, _) => match self.dest.remove(&planned.key).await {
+                Ok(()) => {
+                    let kind = OutcomeKind::Removed { key: Some(planned.key.clone()) };
+                    return emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind }).await;
+                }
+                Err(e) => Err(e),
+            },
+            (ActionKind::Copy { from }, _) => self.copy(&planned, from).await,
+            (_, Some(body)) => self.write_stream(planned.clone(), body).await,
+            (_, None) => return Err(StageError::Failed(format!("transfer for {} has no body", planned.file.id))),
+        };
+        match result {
+            Ok(Written::Done(u)) => emit.forward(u).await,
+            Ok(Written::Abandoned) => Ok(()),
+            Err(e) => {
+                tracing::warn!(file = %planned.file.id, key = %planned.key, error = %e, "upload failed; dead-lettered");
+                crate::metrics::event(Self::NAME, "dead_lettered");
+                let dl = dead_letter(&planned.file, Some(planned.key.clone()), "destinationError", e.to_string());
+                emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind: OutcomeKind::DeadLettered(dl) }).await
+            }
+        }
+    }
+
+    async fn copy(&self, planned: &Planned, from: &crate::model::ObjectKey) -> Result<Written, DestError> {
+        if *from != planned.key {
+            self.dest.copy(from, &planned.key).await?;
+        }
+        Ok(Written::Done(Uploaded {
+            planned: planned.clone(),
+            md5: planned.file.md5.clone().unwrap_or_default(),
+            sha256: planned.file.sha256.clone().unwrap_or_default(),
+            size: planned.file.size.unwrap_or(0),
+        }))
+    }
+}
+
+fn store_err(op: &'static str, planned: &Planned, source: object_store::Error) -> DestError {
+    DestError::Store { op, key: planned.key.0.clone(), source }
+}
+
+impl Stage for Uploader {
+    type In = Transfer;
+    type Out = Uploaded;
+    const NAME: &'static str = "uploader";
+
+    async fn process(&mut self, items: Vec<Transfer>, emit: &Emit<Uploaded>) -> Result<(), StageError> {
+        for t in items {
+            self.faults.check(Self::NAME)?;
+            self.handle(t, emit).await?;
+        }
+        Ok(())
+    }
+
+    fn replay(item: &Transfer) -> Replay {
+        Replay::Downloader(item.planned.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hasher_matches_known_digests() {
+        let mut h = StreamHasher::default();
+        h.update(b"hello ");
+        h.update(b"world");
+        let (md5, sha, len) = h.finish();
+        assert_eq!(md5, "5eb63bbbe01eeed093cb22bb8f5acdc3");
+        assert_eq!(sha, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+        assert_eq!(len, 11);
+    }
+}

@@ -1,0 +1,185 @@
+//! Verifier: a write is committed only if its size and md5 match Drive's metadata (exports: the size
+//! received) and the object is really there. A mismatch is fetched again, then dead-lettered; it is
+//! never committed.
+
+use super::planner::dead_letter;
+use super::{Emit, Replay, Stage, StageError};
+use crate::dest::Destination;
+use crate::model::{FileRecord, Outcome, OutcomeKind, Planned, Source, Uploaded};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Fetches allowed per file before a persistent mismatch is dead-lettered.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Why a write does not match.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    /// md5 differs from Drive's.
+    Md5 {
+        /// Drive's.
+        expected: String,
+        /// Ours.
+        got: String,
+    },
+    /// Byte count differs.
+    Size {
+        /// Expected.
+        expected: u64,
+        /// Got.
+        got: u64,
+    },
+    /// The object is missing or has another size.
+    Object {
+        /// Size found, if any.
+        found: Option<u64>,
+    },
+}
+
+/// Compares what was streamed with Drive's metadata (pure).
+pub fn check_against_drive(u: &Uploaded) -> Result<(), Mismatch> {
+    let f = &u.planned.file;
+    let is_media = !matches!(&u.planned.kind, crate::model::ActionKind::Upload { source: Source::Export { .. } });
+    if is_media {
+        if let Some(expected) = f.size {
+            if expected != u.size {
+                return Err(Mismatch::Size { expected, got: u.size });
+            }
+        }
+        if let Some(expected) = &f.md5 {
+            if !expected.eq_ignore_ascii_case(&u.md5) {
+                return Err(Mismatch::Md5 { expected: expected.clone(), got: u.md5.clone() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The verifier stage.
+pub struct Verifier {
+    /// Destination, for HEAD and for removing the old key after a move.
+    pub dest: Destination,
+    /// The downloader's input, to fetch a mismatching file again.
+    pub refetch: mpsc::Sender<Planned>,
+    /// Failure injection.
+    pub faults: Arc<super::FailureInjector>,
+}
+
+impl Verifier {
+    async fn handle(&self, u: Uploaded, emit: &Emit<()>) -> Result<(), StageError> {
+        let mismatch = match check_against_drive(&u) {
+            Err(m) => Some(m),
+            Ok(()) => match self.dest.head(&u.planned.key).await {
+                Ok(Some(size)) if size == u.size => None,
+                Ok(found) => Some(Mismatch::Object { found }),
+                Err(e) => return Err(StageError::Failed(format!("HEAD {}: {e}", u.planned.key))),
+            },
+        };
+        if let Some(m) = mismatch {
+            return self.retry_or_dead_letter(u, m, emit).await;
+        }
+        if let Some(old) = &u.planned.previous_key {
+            if let Err(e) = self.dest.delete(old).await {
+                tracing::warn!(key = %old, error = %e, "could not remove the old key after a move");
+            }
+        }
+        crate::metrics::event(Self::NAME, "verified");
+        let p = &u.planned;
+        let record = FileRecord {
+            id: p.file.id.clone(),
+            name: p.file.name.clone(),
+            parent: p.file.parents.first().cloned(),
+            mime_type: p.file.mime_type.clone(),
+            version: p.file.version,
+            md5: if u.md5.is_empty() { None } else { Some(u.md5.clone()) },
+            sha256: if u.sha256.is_empty() { None } else { Some(u.sha256.clone()) },
+            size: u.size,
+            key: p.key.clone(),
+            modified_time: p.file.modified_time.clone(),
+        };
+        emit.outcome(Outcome { seq: p.seq, file_id: p.file.id.clone(), kind: OutcomeKind::Committed(record) }).await
+    }
+
+    async fn retry_or_dead_letter(&self, u: Uploaded, m: Mismatch, emit: &Emit<()>) -> Result<(), StageError> {
+        let mut planned = u.planned;
+        planned.attempt += 1;
+        if planned.attempt < MAX_ATTEMPTS {
+            tracing::info!(file = %planned.file.id, ?m, attempt = planned.attempt, "verification failed; fetching again");
+            crate::metrics::retry("verify", "mismatch");
+            let tx = self.refetch.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(planned).await;
+            });
+            return Ok(());
+        }
+        crate::metrics::event(Self::NAME, "dead_lettered");
+        let mut dl = dead_letter(&planned.file, Some(planned.key.clone()), "checksumMismatch", format!("{m:?}"));
+        dl.attempts = planned.attempt;
+        emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind: OutcomeKind::DeadLettered(dl) }).await
+    }
+}
+
+impl Stage for Verifier {
+    type In = Uploaded;
+    type Out = ();
+    const NAME: &'static str = "verifier";
+
+    async fn process(&mut self, items: Vec<Uploaded>, emit: &Emit<()>) -> Result<(), StageError> {
+        for u in items {
+            self.faults.check(Self::NAME)?;
+            self.handle(u, emit).await?;
+        }
+        Ok(())
+    }
+
+    fn replay(item: &Uploaded) -> Replay {
+        Replay::Verifier(item.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+
+    fn uploaded(md5: &str, size: u64, source: Source) -> Uploaded {
+        let file = DriveFile {
+            id: FileId("f".into()),
+            name: "n".into(),
+            mime_type: "x".into(),
+            parents: vec![],
+            size: Some(3),
+            md5: Some("abc".into()),
+            sha256: None,
+            version: 1,
+            modified_time: None,
+            trashed: false,
+            drive_id: None,
+            shortcut_target: None,
+            export_links: Default::default(),
+            can_download: true,
+        };
+        let planned = Planned {
+            seq: ChangeSeq(1),
+            file,
+            key: ObjectKey("k".into()),
+            previous_key: None,
+            kind: ActionKind::Upload { source },
+            attempt: 0,
+        };
+        Uploaded { planned, md5: md5.into(), sha256: String::new(), size }
+    }
+
+    #[test]
+    fn matching_media_passes_and_mismatches_are_caught() {
+        assert_eq!(check_against_drive(&uploaded("abc", 3, Source::Media)), Ok(()));
+        assert!(matches!(check_against_drive(&uploaded("abd", 3, Source::Media)), Err(Mismatch::Md5 { .. })));
+        assert!(matches!(check_against_drive(&uploaded("abc", 4, Source::Media)), Err(Mismatch::Size { .. })));
+    }
+
+    #[test]
+    fn exports_are_not_compared_with_drive_md5() {
+        let export = Source::Export { mime: "application/pdf".into(), link: None };
+        assert_eq!(check_against_drive(&uploaded("zzz", 99, export)), Ok(()));
+    }
+}
