@@ -3,14 +3,14 @@
 //!
 //! change-feed → dedup → planner → downloader → chunk-uploader → verifier → committer → fjall
 
-// pub mod actors;
+pub mod actors;
 pub mod config;
 pub mod dest;
 pub mod drive;
 pub mod emulator;
 pub mod metrics;
 pub mod model;
-// pub mod pipeline;
+pub mod pipeline;
 pub mod retry;
 pub mod stages;
 pub mod state;

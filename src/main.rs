@@ -1,1 +1,284 @@
-fn main() {}
+//! The `mirrorflow` command line. Only argument handling and exit codes live here.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use mirrorflow::config::Config;
+use mirrorflow::pipeline::{self, RunOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code: a file could not be mirrored (see `mirrorflow dlq list`).
+const EXIT_DEAD_LETTERED: u8 = 3;
+/// Exit code: bad usage or configuration.
+const EXIT_USAGE: u8 = 2;
+/// Exit code: the run failed (Drive or destination unreachable, store error, stage failing too often).
+const EXIT_FAILED: u8 = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "mirrorflow",
+    version,
+    about = "Keep a one-way mirror of Google Drive in object storage (S3, Supabase, GCS, Azure, a local folder).",
+    after_help = "EXIT CODES:\n  0  done: every file mirrored or skipped\n  1  the run failed (Drive or destination unreachable after retries, state store error)\n  2  bad usage or configuration\n  3  some files could not be mirrored; they are in the dead-letter store (mirrorflow dlq list)\n\nQUICK START (offline, against the bundled Drive emulator):\n  bash scripts/quickstart.sh"
+)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    json_logs: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Mirror Drive into the destination; keeps following changes unless --once.
+    Run {
+        /// Do the initial sync (or catch up from the saved checkpoint) and exit.
+        #[arg(long)]
+        once: bool,
+        /// Hide the progress line.
+        #[arg(long)]
+        quiet: bool,
+        /// The pipeline configuration.
+        config: PathBuf,
+    },
+    /// Check a configuration file and print every problem found.
+    Validate {
+        /// The pipeline configuration.
+        config: PathBuf,
+    },
+    /// Show the saved checkpoint and what the store holds.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The pipeline configuration.
+        config: PathBuf,
+    },
+    /// Inspect or retry files that could not be mirrored.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Start the bundled Google Drive v3 emulator (for trying mirrorflow offline and for tests).
+    Emulator(EmulatorArgs),
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// List dead-lettered files with their reasons.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The pipeline configuration.
+        config: PathBuf,
+    },
+    /// Forget dead-lettered files (all, or the given ids) and mirror everything again from a full
+    /// listing; files already mirrored are skipped.
+    Retry {
+        /// The pipeline configuration.
+        config: PathBuf,
+        /// File ids to retry (default: all).
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct EmulatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8700")]
+    listen: std::net::SocketAddr,
+    /// Corpus seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Binary files in My Drive.
+    #[arg(long, default_value_t = 200)]
+    files: usize,
+    /// Folders in My Drive.
+    #[arg(long, default_value_t = 20)]
+    folders: usize,
+    /// Folder depth.
+    #[arg(long, default_value_t = 4)]
+    depth: usize,
+    /// Google Docs, Sheets, Slides and Drawings.
+    #[arg(long, default_value_t = 8)]
+    gdocs: usize,
+    /// Shared drives.
+    #[arg(long, default_value_t = 1)]
+    shared_drives: usize,
+    /// Add hostile names, shortcuts, an abuse-flagged file and an oversized export.
+    #[arg(long)]
+    hostile: bool,
+    /// Add one big file of this many MiB.
+    #[arg(long, default_value_t = 0)]
+    big_file_mib: u64,
+    /// Write a service-account key for this emulator to PATH (use it as [source] credentials).
+    #[arg(long)]
+    write_key: Option<PathBuf>,
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MIRRORFLOW_LOG").unwrap_or_else(|_| "mirrorflow=info,warn".into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logs(cli.json_logs);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    runtime.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(cmd: Command) -> ExitCode {
+    let r = match cmd {
+        Command::Run { once, quiet, config } => return run(&config, once, quiet).await,
+        Command::Validate { config } => return validate(&config),
+        Command::Status { json, config } => status(&config, json),
+        Command::Dlq { action: DlqAction::List { json, config } } => dlq_list(&config, json),
+        Command::Dlq { action: DlqAction::Retry { config, ids } } => dlq_retry(&config, ids),
+        Command::Emulator(a) => emulator(a).await,
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
+    let cfg = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let progress = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match pipeline::run(&cfg, RunOptions { once, progress }).await {
+        Ok(summary) => {
+            let p = &summary.progress;
+            println!(
+                "mirrorflow: {} files mirrored ({} bytes), {} removed, {} skipped, {} dead-lettered this run",
+                p.committed, p.bytes, p.removed, p.skipped, p.dead_lettered
+            );
+            if summary.dead_letters.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            println!("{} file(s) could not be mirrored:", summary.dead_letters.len());
+            for d in &summary.dead_letters {
+                println!("  {}  {:?}  {}: {}", d.id, d.name, d.reason, d.last_error);
+            }
+            println!("(see `mirrorflow dlq list {}`; retry with `mirrorflow dlq retry {}`)", path.display(), path.display());
+            ExitCode::from(EXIT_DEAD_LETTERED)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            if matches!(e, pipeline::PipelineError::Scope(_) | pipeline::PipelineError::Metrics(_)) {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+    }
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    match load_config(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn open_store(path: &std::path::Path) -> anyhow::Result<mirrorflow::state::Store> {
+    let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
+    mirrorflow::state::Store::open(&cfg.state.dir).with_context(|| format!("opening state in {}", cfg.state.dir.display()))
+}
+
+fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store(path)?;
+    let counts = store.counts()?;
+    let checkpoint = store.checkpoint()?;
+    if json {
+        let v = serde_json::json!({
+            "checkpoint": checkpoint.as_ref().map(|c| serde_json::json!({"start_token": c.start_token, "phase": format!("{:?}", c.phase)})),
+            "files": counts.files, "folders": counts.folders, "bytes": counts.bytes, "dead_lettered": counts.dead_lettered,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        match &checkpoint {
+            Some(c) => println!("checkpoint: {:?} (start token {})", c.phase, c.start_token),
+            None => println!("checkpoint: none (the next run lists everything)"),
+        }
+        println!("files mirrored: {}\nbytes mirrored: {}\nfolders: {}\ndead-lettered: {}", counts.files, counts.bytes, counts.folders, counts.dead_lettered);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dlq_list(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let dl = open_store(path)?.dead_letters()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&dl)?);
+    } else if dl.is_empty() {
+        println!("the dead-letter store is empty");
+    } else {
+        for d in &dl {
+            println!("{}  {:?}  {}  attempts={}  {}", d.id, d.name, d.reason, d.attempts, d.last_error);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dlq_retry(path: &std::path::Path, ids: Vec<String>) -> anyhow::Result<ExitCode> {
+    let store = open_store(path)?;
+    let ids: Vec<_> = ids.into_iter().map(mirrorflow::model::FileId).collect();
+    let n = store.clear_dead_letters(&ids)?;
+    store.reset_checkpoint()?;
+    println!("{n} file(s) released from the dead-letter store; run `mirrorflow run --once {}` to mirror them again", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn emulator(a: EmulatorArgs) -> anyhow::Result<ExitCode> {
+    let cfg = mirrorflow::emulator::EmulatorConfig {
+        seed: a.seed,
+        files: a.files,
+        folders: a.folders,
+        depth: a.depth,
+        gdocs: a.gdocs,
+        shared_drives: a.shared_drives,
+        hostile: a.hostile,
+        big_file_mib: a.big_file_mib,
+        ..Default::default()
+    };
+    mirrorflow::emulator::run_cli(cfg, a.listen, a.write_key).await.context("emulator")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -371,3 +371,52 @@ fn convert_change(c: Change) -> Option<DriveChange> {
     let file = if c.removed.unwrap_or(false) { None } else { c.file.and_then(convert_file) };
     Some(DriveChange { file_id, file })
 }
+
+impl DriveClient {
+    /// `files.get` metadata of one item; `None` if it does not exist (404).
+    pub async fn get_file(&self, id: &FileId) -> Result<Option<DriveFile>, DriveError> {
+        let r = self
+            .paced("drive", || async {
+                let (_, f) = self
+                    .hub
+                    .files()
+                    .get(id.as_str())
+                    .supports_all_drives(true)
+                    .param("fields", FILE_FIELDS)
+                    .add_scope(Scope::Readonly)
+                    .doit()
+                    .await?;
+                Ok(f)
+            })
+            .await;
+        match r {
+            Ok(f) => Ok(convert_file(f)),
+            Err(DriveError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl crate::stages::change_feed::ChangeSource for DriveClient {
+    async fn start_page_token(&self) -> Result<String, DriveError> {
+        DriveClient::start_page_token(self).await
+    }
+    async fn list_page(&self, corpus: &Corpus, folders_only: bool, token: Option<&str>) -> Result<FilePage, DriveError> {
+        DriveClient::list_page(self, corpus, folders_only, token).await
+    }
+    async fn changes_page(&self, token: &str) -> Result<ChangePage, DriveError> {
+        DriveClient::changes_page(self, token).await
+    }
+}
+
+impl crate::stages::downloader::ByteSource for DriveClient {
+    async fn open(&self, file: &FileId, source: &crate::model::Source, offset: u64) -> Result<ByteStream, DriveError> {
+        DriveClient::open(self, file, source, offset).await
+    }
+}
+
+impl crate::stages::planner::FolderLookup for DriveClient {
+    async fn lookup(&self, id: &FileId) -> Result<Option<DriveFile>, DriveError> {
+        self.get_file(id).await
+    }
+}

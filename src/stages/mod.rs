@@ -50,12 +50,17 @@ pub enum StageError {
 }
 
 /// Where a stage's outputs go.
-#[derive(Clone)]
 pub struct Emit<O> {
     /// The next stage's input.
     pub next: mpsc::Sender<O>,
     /// The committer's input.
     pub commit: mpsc::Sender<CommitMsg>,
+}
+
+impl<O> Clone for Emit<O> {
+    fn clone(&self) -> Self {
+        Emit { next: self.next.clone(), commit: self.commit.clone() }
+    }
 }
 
 impl<O> Emit<O> {

@@ -1,0 +1,170 @@
+//! The pipeline supervisor. Children are started from builders (restart by builder, never by reviving
+//! the dead actor); a failed child's in-hand items are re-delivered to the stage that must redo them;
+//! restarts are bounded by intensity (N in T), past which the pipeline stops with a clear error.
+
+use super::worker::InHand;
+use crate::model::{ChangeEvent, Planned, Uploaded};
+use crate::stages::{CommitMsg, Replay};
+use futures::future::BoxFuture;
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Starts one child linked to the given supervisor; called again for every restart.
+pub type SpawnFn = Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, String>> + Send + Sync>;
+
+/// How to (re)build one child.
+#[derive(Clone)]
+pub struct ChildSpec {
+    /// Stage name, for logs and metrics.
+    pub stage: &'static str,
+    /// Builder.
+    pub spawn: SpawnFn,
+    /// What the child holds while working.
+    pub in_hand: InHand,
+}
+
+/// Senders used to re-deliver a dead worker's items.
+#[derive(Clone)]
+pub struct ReplayRoutes {
+    /// Dedup input.
+    pub dedup: mpsc::Sender<ChangeEvent>,
+    /// Planner input.
+    pub planner: mpsc::Sender<ChangeEvent>,
+    /// Downloader input.
+    pub downloader: mpsc::Sender<Planned>,
+    /// Verifier input.
+    pub verifier: mpsc::Sender<Uploaded>,
+    /// Committer input.
+    pub committer: mpsc::Sender<CommitMsg>,
+}
+
+impl ReplayRoutes {
+    /// Sends a replay to its stage from a task, so the supervisor never blocks on a full channel.
+    fn deliver(&self, r: Replay) {
+        let routes = self.clone();
+        tokio::spawn(async move {
+            let _ = match r {
+                Replay::Dedup(e) => routes.dedup.send(e).await.map_err(|_| ()),
+                Replay::Planner(e) => routes.planner.send(e).await.map_err(|_| ()),
+                Replay::Downloader(p) => routes.downloader.send(p).await.map_err(|_| ()),
+                Replay::Verifier(u) => routes.verifier.send(u).await.map_err(|_| ()),
+                Replay::Committer(m) => routes.committer.send(m).await.map_err(|_| ()),
+            };
+        });
+    }
+}
+
+/// Supervisor arguments.
+pub struct SupervisorArgs {
+    /// Children to start.
+    pub children: Vec<ChildSpec>,
+    /// Replay routes.
+    pub routes: ReplayRoutes,
+    /// Restarts allowed within `within`.
+    pub max_restarts: u32,
+    /// Intensity window.
+    pub within: Duration,
+    /// Set when the pipeline must stop on an unrecoverable failure.
+    pub fatal: watch::Sender<Option<String>>,
+}
+
+/// Supervisor state.
+pub struct SupervisorState {
+    children: HashMap<ActorId, ChildSpec>,
+    restarts: VecDeque<Instant>,
+    args: SupervisorArgs,
+}
+
+/// Control messages.
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// Stop every child and then the supervisor.
+    Shutdown,
+}
+
+/// The supervisor actor.
+#[derive(Default)]
+pub struct PipelineSupervisor;
+
+impl PipelineSupervisor {
+    async fn start_child(myself: &ActorRef<SupervisorMsg>, spec: ChildSpec, st: &mut SupervisorState) -> Result<(), String> {
+        let cell = (spec.spawn)(myself.get_cell()).await?;
+        st.children.insert(cell.get_id(), spec);
+        Ok(())
+    }
+
+    fn over_intensity(st: &mut SupervisorState) -> bool {
+        let now = Instant::now();
+        st.restarts.push_back(now);
+        while st.restarts.front().is_some_and(|t| now.duration_since(*t) > st.args.within) {
+            st.restarts.pop_front();
+        }
+        st.restarts.len() as u32 > st.args.max_restarts
+    }
+
+    async fn on_failure(myself: &ActorRef<SupervisorMsg>, id: ActorId, err: String, st: &mut SupervisorState) {
+        let Some(spec) = st.children.remove(&id) else { return };
+        tracing::error!(stage = spec.stage, error = %err, "stage failed; restarting it");
+        crate::metrics::restart(spec.stage);
+        let replays: Vec<Replay> = std::mem::take(&mut *spec.in_hand.lock().unwrap_or_else(|p| p.into_inner()));
+        for r in replays {
+            st.args.routes.deliver(r);
+        }
+        let fatal = if err.contains("fatal:") {
+            Some(format!("stage {} hit an unrecoverable error: {err}", spec.stage))
+        } else if Self::over_intensity(st) {
+            Some(format!(
+                "stage {} failed too often ({} restarts within {:?}); last error: {err}",
+                spec.stage, st.args.max_restarts, st.args.within
+            ))
+        } else {
+            Self::start_child(myself, spec.clone(), st).await.err().map(|e| format!("cannot restart stage {}: {e}", spec.stage))
+        };
+        if let Some(msg) = fatal {
+            tracing::error!("{msg}");
+            let _ = st.args.fatal.send(Some(msg));
+        }
+    }
+}
+
+impl Actor for PipelineSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(&self, myself: ActorRef<SupervisorMsg>, mut args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+        let specs = std::mem::take(&mut args.children);
+        let mut st = SupervisorState { children: HashMap::new(), restarts: VecDeque::new(), args };
+        for spec in specs {
+            Self::start_child(&myself, spec, &mut st).await.map_err(|e| -> ActorProcessingErr { e.into() })?;
+        }
+        Ok(st)
+    }
+
+    async fn handle(&self, myself: ActorRef<SupervisorMsg>, msg: SupervisorMsg, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Shutdown => {
+                for child in myself.get_children() {
+                    child.kill();
+                }
+                st.children.clear();
+                myself.stop(Some("shutdown".into()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, myself: ActorRef<SupervisorMsg>, evt: SupervisionEvent, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorFailed(cell, err) => Self::on_failure(&myself, cell.get_id(), err.to_string(), st).await,
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                st.children.remove(&cell.get_id());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

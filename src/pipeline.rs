@@ -1,0 +1,395 @@
+//! Compiles a [`Config`] into the running actor tree: discovers the drives in scope, opens the store,
+//! the destination and the Drive client, builds every stage with its bounded channels, starts them
+//! under the supervisor, and waits for the end of the run.
+
+use crate::actors::feed::{FeedActor, FeedArgs};
+use crate::actors::supervisor::SpawnFn;
+use crate::actors::worker::{InHand, SharedInput};
+use crate::actors::{ChildSpec, PipelineSupervisor, ReplayRoutes, StageWorker, SupervisorArgs, SupervisorMsg, WorkerArgs};
+use crate::config::Config;
+use crate::dest::{DestError, Destination};
+use crate::drive::{DriveClient, DriveError, DriveSettings};
+use crate::model::{DeadLetter, DriveId};
+use crate::retry::RetryPolicy;
+use crate::stages::change_feed::{listing_jobs, ChangeFeed, FeedOutputs};
+use crate::stages::committer::{Committer, Progress};
+use crate::stages::dedup::{Dedup, InFlight};
+use crate::stages::downloader::Downloader;
+use crate::stages::planner::{Layout, Planner, Scope};
+use crate::stages::uploader::Uploader;
+use crate::stages::verifier::Verifier;
+use crate::stages::{CommitMsg, Emit, FailureInjector, Stage};
+use crate::state::{Store, StoreError};
+use ractor::Actor;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify};
+
+/// Why a run could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Drive could not be reached or refused us.
+    #[error("{0}")]
+    Drive(#[from] DriveError),
+    /// The destination could not be opened.
+    #[error("{0}")]
+    Dest(#[from] DestError),
+    /// The state store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// A configured shared drive does not exist or is not visible.
+    #[error("source.drives: {0}")]
+    Scope(String),
+    /// A stage failed beyond its restart budget, or could not start.
+    #[error("{0}")]
+    Supervision(String),
+    /// Metrics listener.
+    #[error("metrics.listen: {0}")]
+    Metrics(String),
+}
+
+/// How to run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Stop once caught up.
+    pub once: bool,
+    /// Print a progress line on stderr.
+    pub progress: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Counts.
+    pub progress: Progress,
+    /// Files in the dead-letter store at the end.
+    pub dead_letters: Vec<DeadLetter>,
+    /// True if stopped by a signal rather than by catching up.
+    pub interrupted: bool,
+}
+
+/// Builds the Drive client from config.
+pub async fn drive_client(cfg: &Config) -> Result<DriveClient, DriveError> {
+    DriveClient::connect(DriveSettings {
+        credentials: cfg.source.credentials.clone(),
+        subject: cfg.source.subject.clone(),
+        api_base_url: cfg.source.api_base_url.clone(),
+        docs_base_url: cfg.source.docs_base_url.clone(),
+        page_size: cfg.source.page_size,
+        acknowledge_abuse: cfg.source.acknowledge_abuse,
+        retry: retry_policy(cfg),
+        rps: cfg.rate_limit.drive_rps,
+    })
+    .await
+}
+
+fn retry_policy(cfg: &Config) -> RetryPolicy {
+    RetryPolicy { max_attempts: cfg.retry.max_attempts, base_delay: cfg.retry.base_delay.0, max_delay: cfg.retry.max_delay.0 }
+}
+
+/// Resolves `[source] drives` into My Drive's root and the shared drives to mirror.
+pub async fn discover_scope(cfg: &Config, drive: &DriveClient) -> Result<Scope, PipelineError> {
+    let mut scope = Scope::default();
+    let wants = |s: &str| cfg.source.drives.iter().any(|d| d == s);
+    if wants("my-drive") || wants("all") {
+        scope.my_drive_root = Some(drive.root_folder_id().await?);
+    }
+    let explicit: Vec<&String> = cfg.source.drives.iter().filter(|d| *d != "my-drive" && *d != "all").collect();
+    if wants("all") || !explicit.is_empty() {
+        let visible = drive.shared_drives().await?;
+        for (id, name) in &visible {
+            if wants("all") || explicit.iter().any(|d| **d == id.0) {
+                scope.shared.insert(id.clone(), name.clone());
+            }
+        }
+        for d in explicit {
+            if !scope.shared.contains_key(&DriveId(d.clone())) {
+                return Err(PipelineError::Scope(format!("shared drive {d:?} is not visible to this account")));
+            }
+        }
+    }
+    Ok(scope)
+}
+
+fn emit_to<O>(next: mpsc::Sender<O>, commit: &mpsc::Sender<CommitMsg>) -> Emit<O> {
+    Emit { next, commit: commit.clone() }
+}
+
+struct Channels<T> {
+    tx: mpsc::Sender<T>,
+    rx: SharedInput<T>,
+}
+
+fn channel<T>(capacity: usize) -> Channels<T> {
+    let (tx, rx) = mpsc::channel(capacity);
+    Channels { tx, rx: Arc::new(tokio::sync::Mutex::new(rx)) }
+}
+
+/// Makes the spec of one worker of stage `S`, whose stage is built fresh by `build` at every start.
+fn worker_spec<S, F>(build: F, input: SharedInput<S::In>, emit: Emit<S::Out>) -> ChildSpec
+where
+    S: Stage + Sync,
+    S::In: Sync,
+    S::Out: Sync,
+    F: Fn() -> Result<S, String> + Send + Sync + 'static,
+{
+    let in_hand: InHand = Arc::default();
+    let slot = in_hand.clone();
+    let build = Arc::new(build);
+    let spawn: SpawnFn = Arc::new(move |sup| {
+        let (build, input, emit, in_hand) = (build.clone(), input.clone(), emit.clone(), slot.clone());
+        Box::pin(async move {
+            let stage = build()?;
+            let args = WorkerArgs { stage, input, emit, in_hand };
+            let (actor, _) = Actor::spawn_linked(None, StageWorker::<S>::default(), args, sup).await.map_err(|e| e.to_string())?;
+            Ok(actor.get_cell())
+        })
+    });
+    ChildSpec { stage: S::NAME, spawn, in_hand }
+}
+
+/// Runs the pipeline described by `cfg`.
+pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineError> {
+    crate::install_crypto_provider();
+    if let Some(listen) = &cfg.metrics.listen {
+        let addr = listen.parse().map_err(|e| PipelineError::Metrics(format!("{listen}: {e}")))?;
+        crate::metrics::install_exporter(addr).map_err(PipelineError::Metrics)?;
+    }
+    let store = Store::open(&cfg.state.dir)?;
+    let dest = Destination::from_config(&cfg.destination, &cfg.retry)?;
+    let drive = Arc::new(drive_client(cfg).await?);
+    let scope = discover_scope(cfg, &drive).await?;
+    tracing::info!(my_drive = scope.my_drive_root.is_some(), shared_drives = scope.shared.len(), "scope resolved");
+
+    let st = |name| cfg.stages.settings(name);
+    let faults = Arc::new(FailureInjector::new(&cfg.testing));
+    let in_flight = Arc::new(InFlight::default());
+    let first_seq = store.next_seq()?;
+    let next_seq = Arc::new(AtomicU64::new(first_seq));
+    let (progress_tx, mut progress_rx) = watch::channel(Progress::default());
+    let (fatal_tx, mut fatal_rx) = watch::channel(None::<String>);
+
+    let to_dedup = channel(st("change_feed").capacity);
+    let to_planner = channel(st("dedup").capacity);
+    let to_downloader = channel(st("planner").capacity);
+    let to_uploader = channel(st("downloader").capacity);
+    let to_verifier = channel(st("uploader").capacity);
+    let to_committer = channel::<CommitMsg>(st("committer").capacity.max(1024));
+    let commit = to_committer.tx.clone();
+    let (unit_tx, _unit_rx) = mpsc::channel::<()>(1);
+
+    let mut children = Vec::new();
+    let wake = Arc::new(Notify::new());
+    children.push(feed_spec(cfg, &opts, &store, &drive, &scope, &next_seq, &wake, &faults, &to_dedup.tx, &commit));
+    {
+        let (store, in_flight, faults) = (store.clone(), in_flight.clone(), faults.clone());
+        let build = move || Ok(Dedup { in_flight: in_flight.clone(), store: store.clone(), faults: faults.clone() });
+        children.push(worker_spec(build, to_dedup.rx.clone(), emit_to(to_planner.tx.clone(), &commit)));
+    }
+    {
+        let (store, drive, scope, faults) = (store.clone(), drive.clone(), scope.clone(), faults.clone());
+        let layout = Layout {
+            prefix: dest.prefix().to_string(),
+            mode: dest.key_mode,
+            export: cfg.source.export.clone(),
+            max_file_size: cfg.source.max_file_size.map(|b| b.0),
+        };
+        let build = move || {
+            Planner::new(store.clone(), drive.clone(), scope.clone(), layout.clone(), faults.clone()).map_err(|e| e.to_string())
+        };
+        children.push(worker_spec(build, to_planner.rx.clone(), emit_to(to_downloader.tx.clone(), &commit)));
+    }
+    for _ in 0..st("downloader").concurrency {
+        let (drive, dest, faults) = (drive.clone(), dest.clone(), faults.clone());
+        let (chunk_size, chunk_depth) = (cfg.pipeline.chunk_size.0 as usize, cfg.pipeline.chunk_depth);
+        let max_resumes = cfg.retry.max_attempts;
+        let build = move || {
+            Ok(Downloader { source: drive.clone(), dest: dest.clone(), chunk_size, chunk_depth, max_resumes, faults: faults.clone() })
+        };
+        children.push(worker_spec(build, to_downloader.rx.clone(), emit_to(to_uploader.tx.clone(), &commit)));
+    }
+    for _ in 0..st("uploader").concurrency {
+        let (dest, faults) = (dest.clone(), faults.clone());
+        let (part_size, part_concurrency) = (cfg.pipeline.part_size.0 as usize, st("uploader").part_concurrency);
+        let build = move || Ok(Uploader { dest: dest.clone(), part_size, part_concurrency, faults: faults.clone() });
+        children.push(worker_spec(build, to_uploader.rx.clone(), emit_to(to_verifier.tx.clone(), &commit)));
+    }
+    for _ in 0..st("verifier").concurrency {
+        let (dest, faults, refetch) = (dest.clone(), faults.clone(), to_downloader.tx.clone());
+        let build = move || Ok(Verifier { dest: dest.clone(), refetch: refetch.clone(), faults: faults.clone() });
+        children.push(worker_spec(build, to_verifier.rx.clone(), emit_to(unit_tx.clone(), &commit)));
+    }
+    {
+        let (store, in_flight, faults, release, progress) =
+            (store.clone(), in_flight.clone(), faults.clone(), to_dedup.tx.clone(), progress_tx.clone());
+        let next_seq = next_seq.clone();
+        let build = move || {
+            // A restarted committer starts its watermark where the store's last batch left it.
+            let first = store.next_seq().map_err(|e| e.to_string())?.min(next_seq.load(std::sync::atomic::Ordering::SeqCst));
+            Ok(Committer::new(store.clone(), first.max(1), in_flight.clone(), release.clone(), progress.clone(), faults.clone()))
+        };
+        let _ = first_seq;
+        children.push(worker_spec(build, to_committer.rx.clone(), emit_to(unit_tx.clone(), &commit)));
+    }
+
+    let routes = ReplayRoutes {
+        dedup: to_dedup.tx.clone(),
+        planner: to_planner.tx.clone(),
+        downloader: to_downloader.tx.clone(),
+        verifier: to_verifier.tx.clone(),
+        committer: commit.clone(),
+    };
+    let depth_sampler = spawn_depth_sampler(vec![
+        ("feed_dedup", to_dedup.tx.clone()),
+        ("dedup_planner", to_planner.tx.clone()),
+    ], to_downloader.tx.clone(), to_uploader.tx.clone(), to_verifier.tx.clone(), commit.clone());
+    let sup_args = SupervisorArgs {
+        children,
+        routes,
+        max_restarts: cfg.supervisor.max_restarts,
+        within: cfg.supervisor.within.0,
+        fatal: fatal_tx,
+    };
+    let (sup, sup_handle) = Actor::spawn(None, PipelineSupervisor, sup_args)
+        .await
+        .map_err(|e| PipelineError::Supervision(format!("pipeline failed to start: {e}")))?;
+
+    let mut interrupted = false;
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    let result = loop {
+        tokio::select! {
+            changed = progress_rx.changed() => {
+                if changed.is_err() { break Ok(()); }
+                if opts.once && progress_rx.borrow().caught_up { break Ok(()); }
+            }
+            _ = fatal_rx.changed() => {
+                if let Some(msg) = fatal_rx.borrow().clone() { break Err(PipelineError::Supervision(msg)); }
+            }
+            _ = ticker.tick() => {
+                if opts.progress { print_progress(&progress_rx.borrow(), in_flight.len()); }
+            }
+            _ = shutdown_signal() => {
+                tracing::info!("signal received: stopping the feed and draining");
+                interrupted = true;
+                break Ok(());
+            }
+        }
+    };
+    if interrupted {
+        drain(&progress_rx, &in_flight, Duration::from_secs(30)).await;
+    }
+    depth_sampler.abort();
+    sup.cast(SupervisorMsg::Shutdown).ok();
+    let _ = sup_handle.await;
+    if opts.progress {
+        eprintln!();
+    }
+    result?;
+    let dead_letters = store.dead_letters()?;
+    let progress = progress_rx.borrow().clone();
+    Ok(RunSummary { progress, dead_letters, interrupted })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn feed_spec(
+    cfg: &Config,
+    opts: &RunOptions,
+    store: &Store,
+    drive: &Arc<DriveClient>,
+    scope: &Scope,
+    next_seq: &Arc<AtomicU64>,
+    wake: &Arc<Notify>,
+    faults: &Arc<FailureInjector>,
+    events: &mpsc::Sender<crate::model::ChangeEvent>,
+    commit: &mpsc::Sender<CommitMsg>,
+) -> ChildSpec {
+    let (store, drive, next_seq, wake, faults) = (store.clone(), drive.clone(), next_seq.clone(), wake.clone(), faults.clone());
+    let (events, commit) = (events.clone(), commit.clone());
+    let jobs = listing_jobs(scope);
+    let (once, poll_interval) = (opts.once, cfg.source.poll_interval.0);
+    let spawn: SpawnFn = Arc::new(move |sup| {
+        let feed = ChangeFeed {
+            source: drive.clone(),
+            store: store.clone(),
+            jobs: jobs.clone(),
+            next_seq: next_seq.clone(),
+            once,
+            poll_interval,
+            wake: wake.clone(),
+            faults: faults.clone(),
+        };
+        let out = FeedOutputs { events: events.clone(), commit: commit.clone() };
+        Box::pin(async move {
+            let (actor, _) = Actor::spawn_linked(None, FeedActor::default(), FeedArgs { feed, out }, sup).await.map_err(|e| e.to_string())?;
+            Ok(actor.get_cell())
+        })
+    });
+    ChildSpec { stage: "change_feed", spawn, in_hand: Arc::default() }
+}
+
+/// Waits (bounded) for in-flight files to finish after a stop signal.
+async fn drain(progress: &watch::Receiver<Progress>, in_flight: &InFlight, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !in_flight.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = progress;
+}
+
+fn print_progress(p: &Progress, in_flight: usize) {
+    use std::io::Write;
+    eprint!(
+        "\r{} mirrored ({:.1} MiB), {} skipped, {} removed, {} dead-lettered, {} in flight   ",
+        p.committed,
+        p.bytes as f64 / (1u64 << 20) as f64,
+        p.skipped,
+        p.removed,
+        p.dead_lettered,
+        in_flight
+    );
+    let _ = std::io::stderr().flush();
+}
+
+fn spawn_depth_sampler(
+    edges: Vec<(&'static str, mpsc::Sender<crate::model::ChangeEvent>)>,
+    down: mpsc::Sender<crate::model::Planned>,
+    up: mpsc::Sender<crate::stages::downloader::Transfer>,
+    verify: mpsc::Sender<crate::model::Uploaded>,
+    commit: mpsc::Sender<CommitMsg>,
+) -> tokio::task::JoinHandle<()> {
+    fn depth<T>(s: &mpsc::Sender<T>) -> usize {
+        s.max_capacity() - s.capacity()
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            for (name, tx) in &edges {
+                crate::metrics::queue_depth(name, depth(tx));
+            }
+            crate::metrics::queue_depth("planner_downloader", depth(&down));
+            crate::metrics::queue_depth("downloader_uploader", depth(&up));
+            crate::metrics::queue_depth("uploader_verifier", depth(&verify));
+            crate::metrics::queue_depth("to_committer", depth(&commit));
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
