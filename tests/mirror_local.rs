@@ -1,0 +1,49 @@
+//! Mirroring into a local folder through the real binary: exact content, hostile names kept safe,
+//! a second run transfers nothing, dead letters reported with their own exit code.
+
+mod common;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_corpus_mirrors_exactly_into_a_folder_and_a_second_run_transfers_nothing() {
+    let env = TestEnv::start(small_corpus(true)).await;
+    let config = env.config("local", &env.local_dest("mirror"), "");
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    // The hostile corpus holds an abuse-flagged file: exit 3, named with its reason.
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cannotDownloadAbusiveFile"), "{}", text(&out));
+    let tree = env.tree().await;
+    let expected = expected_files(&tree);
+    assert!(expected.len() > 60, "corpus too small: {}", expected.len());
+    let keys = assert_exact_mirror(&config, &expected).await;
+    // Every key stays inside the mirror folder on disk.
+    let root = env.dir.path().join("mirror");
+    for key in keys.values() {
+        let p = root.join(&key.0);
+        assert!(p.canonicalize().unwrap().starts_with(root.canonicalize().unwrap()), "{key} escapes");
+    }
+
+    env.control("stats/reset", serde_json::json!({})).await;
+    let again = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(again.status.code(), Some(3), "{}", text(&again));
+    let stats = env.stats().await;
+    let served = &stats["bytes_served"];
+    assert_eq!(served["media"].as_u64(), Some(0), "second run downloaded bytes: {stats}");
+    assert_eq!(served["export"].as_u64().unwrap_or(0), 0, "second run exported bytes: {stats}");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 files mirrored"), "{}", text(&again));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_corpus_exits_zero_and_status_reports_it() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let config = env.config("clean", &env.local_dest("mirror"), "");
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let expected = expected_files(&env.tree().await);
+    assert_exact_mirror(&config, &expected).await;
+    let status = mirrorflow(&["status", "--json", config.to_str().unwrap()]).await;
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["files"].as_u64(), Some(expected.len() as u64));
+    assert_eq!(v["dead_lettered"].as_u64(), Some(0));
+}
