@@ -44,9 +44,12 @@ fn connector() -> Conn {
 pub async fn start(config: EmulatorConfig) -> Ctx {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let emu = Emulator::start(config, listen).await.expect("emulator starts");
+    let emu = Emulator::start(config, listen)
+        .await
+        .expect("emulator starts");
     let base = emu.base_url();
-    let key = yup_oauth2::parse_service_account_key(emu.service_account_key_json()).expect("key parses");
+    let key =
+        yup_oauth2::parse_service_account_key(emu.service_account_key_json()).expect("key parses");
     let conn = connector();
     let auth_client = Client::builder(TokioExecutor::new()).build::<_, String>(conn.clone());
     let auth = yup_oauth2::ServiceAccountAuthenticator::with_client(
@@ -61,7 +64,13 @@ pub async fn start(config: EmulatorConfig) -> Ctx {
     hub.base_url(format!("{base}drive/v3/"));
     hub.root_url(base.clone());
     let http = reqwest::Client::builder().build().expect("reqwest");
-    Ctx { emu, base, hub, auth, http }
+    Ctx {
+        emu,
+        base,
+        hub,
+        auth,
+        http,
+    }
 }
 
 impl Ctx {
@@ -73,13 +82,24 @@ impl Ctx {
 
     /// POST JSON to a control path (e.g. `mutate`), returning the JSON answer.
     pub async fn control(&self, path: &str, body: Value) -> Value {
-        let resp = self.http.post(format!("{}_emu/{path}", self.base)).json(&body).send().await.expect("control");
+        let resp = self
+            .http
+            .post(format!("{}_emu/{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("control");
         resp.json().await.expect("control json")
     }
 
     /// GET a control path.
     pub async fn control_get(&self, path: &str) -> Value {
-        let resp = self.http.get(format!("{}_emu/{path}", self.base)).send().await.expect("control");
+        let resp = self
+            .http
+            .get(format!("{}_emu/{path}", self.base))
+            .send()
+            .await
+            .expect("control");
         resp.json().await.expect("control json")
     }
 
@@ -123,7 +143,10 @@ pub fn envelope(v: &Value) -> (u64, String, String) {
 /// Reason of a google-drive3 error (from the parsed envelope).
 pub fn hub_error_reason(err: &google_drive3::Error) -> String {
     match err {
-        google_drive3::Error::BadRequest(v) => v["error"]["errors"][0]["reason"].as_str().unwrap_or("").to_string(),
+        google_drive3::Error::BadRequest(v) => v["error"]["errors"][0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
         other => format!("{other:?}"),
     }
 }
@@ -148,6 +171,9 @@ impl Ctx {
             .send()
             .await
             .expect("token request");
-        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
     }
 }

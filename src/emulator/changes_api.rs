@@ -1,0 +1,151 @@
+//! Drive v3 change-feed endpoints: changes.getStartPageToken, changes.list, changes.watch, channels.stop.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State as AxState};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode};
+use serde_json::json;
+
+use super::api::{finish, json_response, wants_digests};
+use super::app::App;
+use super::errors::ApiError;
+use super::fields::{self, mask_for};
+use super::params::Params;
+use super::state::ChangesRequest;
+use super::watch::{StopRequest, WatchRequest};
+
+fn check_drive(app: &App, p: &Params) -> Result<Option<String>, ApiError> {
+    let Some(d) = p
+        .get("driveId")
+        .or_else(|| p.get("teamDriveId"))
+        .filter(|d| !d.is_empty())
+    else {
+        return Ok(None);
+    };
+    if app.state().corpus.drive(d).is_none() {
+        return Err(ApiError::drive_not_found(d));
+    }
+    Ok(Some(d.to_string()))
+}
+
+/// `GET /drive/v3/changes/startPageToken`.
+pub(crate) async fn start_page_token(
+    AxState(app): AxState<Arc<App>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let p = Params::parse(q.as_deref());
+    app.gate("changes.getStartPageToken", &headers, false, |_| async {
+        let mask = mask_for(p.get("fields"), "kind,startPageToken", &fields::START_TOKEN)?;
+        p.flag("supportsAllDrives", false)?;
+        check_drive(&app, &p)?;
+        let st = app.state();
+        let token = st.log.token(st.log.records.len());
+        Ok(json_response(mask.apply(
+            json!({"kind": "drive#startPageToken", "startPageToken": token}),
+        )))
+    })
+    .await
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::invalid_value("pageToken", "Invalid Value")
+}
+
+/// `GET /drive/v3/changes`.
+pub(crate) async fn changes_list(
+    AxState(app): AxState<Arc<App>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let p = Params::parse(q.as_deref());
+    app.gate("changes.list", &headers, false, |_| list_inner(&app, &p))
+        .await
+}
+
+async fn list_inner(app: &App, p: &Params) -> Result<Response, ApiError> {
+    let mask = mask_for(
+        p.get("fields"),
+        fields::DEFAULT_CHANGE_LIST,
+        &fields::CHANGE_LIST,
+    )?;
+    let token = p.require("pageToken")?;
+    let drive = check_drive(app, p)?;
+    let mut req = ChangesRequest {
+        pos: 0,
+        page_size: p.int_in("pageSize", 100, 1, 1000)?,
+        include_removed: p.flag("includeRemoved", true)?,
+        all_drives: p.flag("includeItemsFromAllDrives", false)?
+            || p.flag("includeTeamDriveItems", false)?,
+        restrict_to_my_drive: p.flag("restrictToMyDrive", false)?,
+        drive: drive.clone(),
+        with_digests: wants_digests(&mask, &["changes", "file"]),
+    };
+    if drive.is_some() {
+        req.all_drives = true;
+    }
+    let (page, next, new_start) = {
+        let st = app.state();
+        req.pos = st.log.parse_token(token).ok_or_else(invalid_token)?;
+        req.page_size = req.page_size.min(st.config.page_size_max.max(1));
+        let page = st.changes(&req);
+        let next = page.next_pos.map(|n| st.log.token(n));
+        let new_start = page.new_start_pos.map(|n| st.log.token(n));
+        (page.changes, next, new_start)
+    };
+    let changes = finish(page, true).await;
+    let mut body = json!({"kind": "drive#changeList", "changes": changes});
+    if let Some(n) = next {
+        body["nextPageToken"] = json!(n);
+    }
+    if let Some(n) = new_start {
+        body["newStartPageToken"] = json!(n);
+    }
+    Ok(json_response(mask.apply(body)))
+}
+
+/// `POST /drive/v3/changes/watch`.
+pub(crate) async fn watch(
+    AxState(app): AxState<Arc<App>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = Params::parse(q.as_deref());
+    app.gate("changes.watch", &headers, false, |_| async {
+        let token = p.require("pageToken")?;
+        app.state()
+            .log
+            .parse_token(token)
+            .ok_or_else(invalid_token)?;
+        let req: WatchRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("Parse Error: {e}")))?;
+        let uri = format!(
+            "{}drive/v3/changes?alt=json&pageToken={token}",
+            app.base_url
+        );
+        let channel = app.watch.open(req, uri).map_err(ApiError::bad_request)?;
+        Ok(json_response(channel))
+    })
+    .await
+}
+
+/// `POST /drive/v3/channels/stop`.
+pub(crate) async fn channels_stop(
+    AxState(app): AxState<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    app.gate("channels.stop", &headers, false, |_| async {
+        let req: StopRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("Parse Error: {e}")))?;
+        if app.watch.stop(&req) {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        } else {
+            Err(ApiError::channel_not_found(req.id.as_deref().unwrap_or("")))
+        }
+    })
+    .await
+}

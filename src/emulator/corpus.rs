@@ -1,0 +1,378 @@
+//! Deterministic corpus generation: the same seed and knobs give the same ids, names and bytes.
+
+use super::EmulatorConfig;
+use super::content::{Blob, DocKind};
+use super::model::{Corpus, FOLDER_MIME, Item, Kind, SHORTCUT_MIME, SharedDrive};
+
+/// 2023-01-01T00:00:00Z: corpus timestamps start here.
+const EPOCH_MS: i64 = 1_672_531_200_000;
+
+const ADJECTIVES: &[&str] = &[
+    "Annual",
+    "Shared",
+    "Old",
+    "New",
+    "Draft",
+    "Final",
+    "Team",
+    "Personal",
+    "Quarterly",
+    "Legacy",
+    "Client",
+    "Scanned",
+    "Project",
+    "Weekly",
+    "Archived",
+    "Misc",
+];
+const NOUNS: &[&str] = &[
+    "Reports",
+    "Photos",
+    "Invoices",
+    "Notes",
+    "Designs",
+    "Contracts",
+    "Backups",
+    "Music",
+    "Slides",
+    "Budgets",
+    "Research",
+    "Recipes",
+    "Travel",
+    "Taxes",
+    "Videos",
+    "Manuals",
+];
+const FILE_STEMS: &[&str] = &[
+    "report", "photo", "invoice", "notes", "design", "contract", "backup", "track", "summary",
+    "budget", "paper", "recipe", "ticket", "receipt", "clip", "manual", "scan", "data",
+];
+const EXTENSIONS: &[(&str, &str)] = &[
+    ("txt", "text/plain"),
+    ("pdf", "application/pdf"),
+    ("jpg", "image/jpeg"),
+    ("png", "image/png"),
+    ("csv", "text/csv"),
+    ("json", "application/json"),
+    ("zip", "application/zip"),
+    ("bin", "application/octet-stream"),
+    ("mp3", "audio/mpeg"),
+    ("mp4", "video/mp4"),
+];
+
+/// Mime type Drive would infer from a file name's extension.
+pub(crate) fn mime_for_name(name: &str) -> &'static str {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    EXTENSIONS
+        .iter()
+        .find(|(e, _)| *e == ext)
+        .map(|(_, m)| *m)
+        .unwrap_or("application/octet-stream")
+}
+
+/// Where a new item goes and when it is created.
+pub(crate) struct Placement {
+    pub parents: Vec<String>,
+    pub drive_id: Option<String>,
+    pub at_ms: i64,
+}
+
+impl Corpus {
+    fn base_item(&mut self, name: &str, mime: &str, place: Placement, kind: Kind) -> Item {
+        let id = self.rng.file_id();
+        let version = self.rng.range(1, 40);
+        Item {
+            id,
+            seq: 0,
+            name: name.to_string(),
+            mime: mime.to_string(),
+            parents: place.parents,
+            drive_id: place.drive_id,
+            kind,
+            created_ms: place.at_ms,
+            modified_ms: place.at_ms,
+            version,
+            explicitly_trashed: false,
+            abusive: false,
+            is_root: false,
+        }
+    }
+
+    /// Create a folder.
+    pub fn add_folder(&mut self, name: &str, place: Placement) -> String {
+        let item = self.base_item(name, FOLDER_MIME, place, Kind::Folder);
+        self.insert(item)
+    }
+
+    /// Create a binary file of `size` bytes (content revision 0).
+    pub fn add_binary(&mut self, name: &str, size: u64, mime: &str, place: Placement) -> String {
+        let mut item = self.base_item(name, mime, place, Kind::Folder);
+        item.kind = Kind::Binary {
+            blob: Blob::new(&item.id, 0, size),
+            rev: 0,
+        };
+        self.insert(item)
+    }
+
+    /// Create a Google Docs Editors file.
+    pub fn add_doc(
+        &mut self,
+        name: &str,
+        kind: DocKind,
+        export_base: u64,
+        place: Placement,
+    ) -> String {
+        let item = self.base_item(
+            name,
+            kind.mime(),
+            place,
+            Kind::Doc {
+                kind,
+                rev: 0,
+                export_base,
+            },
+        );
+        self.insert(item)
+    }
+
+    /// Create a shortcut to `target_id` (which may not exist).
+    pub fn add_shortcut(
+        &mut self,
+        name: &str,
+        target_id: &str,
+        target_mime: &str,
+        place: Placement,
+    ) -> String {
+        let kind = Kind::Shortcut {
+            target_id: target_id.into(),
+            target_mime: target_mime.into(),
+        };
+        let item = self.base_item(name, SHORTCUT_MIME, place, kind);
+        self.insert(item)
+    }
+
+    /// Advance the corpus clock by a random gap (corpus generation only).
+    fn later(&mut self) -> i64 {
+        self.clock_ms += self.rng.range(1_000, 6 * 3_600_000) as i64;
+        self.clock_ms
+    }
+
+    /// A placement under one parent, at the next corpus time.
+    fn under(&mut self, parent: &str) -> Placement {
+        let drive_id = self.items.get(parent).and_then(|p| p.drive_id.clone());
+        let at_ms = self.later();
+        Placement {
+            parents: vec![parent.to_string()],
+            drive_id,
+            at_ms,
+        }
+    }
+
+    fn folder_name(&mut self) -> String {
+        let adj = self.rng.pick(ADJECTIVES).copied().unwrap_or("Misc");
+        let noun = self.rng.pick(NOUNS).copied().unwrap_or("Notes");
+        format!("{adj} {noun} {}", self.rng.range(1, 99))
+    }
+
+    fn file_name(&mut self) -> (String, &'static str) {
+        let stem = self.rng.pick(FILE_STEMS).copied().unwrap_or("data");
+        let (ext, mime) = self
+            .rng
+            .pick(EXTENSIONS)
+            .copied()
+            .unwrap_or(("bin", "application/octet-stream"));
+        (format!("{stem}-{}.{ext}", self.rng.range(1, 9999)), mime)
+    }
+
+    /// Mostly a few KiB, some empty, a few up to 8 MiB.
+    fn file_size(&mut self) -> u64 {
+        let r = self.rng.below(100);
+        match r {
+            0..=2 => 0,
+            3..=79 => self.rng.range(1, 16 * 1024),
+            80..=96 => self.rng.range(16 * 1024, 1024 * 1024),
+            _ => self.rng.range(1024 * 1024, 8 * 1024 * 1024),
+        }
+    }
+}
+
+/// Build the corpus for a configuration.
+pub(crate) fn generate(cfg: &EmulatorConfig) -> Corpus {
+    let mut c = Corpus::empty(cfg.seed, EPOCH_MS);
+    let root = c.root_id.clone();
+    let folders = add_folder_tree(&mut c, &root, cfg.folders, cfg.depth);
+    add_files(&mut c, &folders, cfg.files);
+    add_docs(&mut c, &folders, cfg.gdocs, 0);
+    for n in 0..cfg.shared_drives {
+        add_shared_drive(&mut c, n, cfg.files);
+    }
+    if cfg.big_file_mib > 0 {
+        let place = c.under(&root);
+        let name = format!("big-{}MiB.bin", cfg.big_file_mib);
+        c.add_binary(
+            &name,
+            cfg.big_file_mib * 1024 * 1024,
+            "application/octet-stream",
+            place,
+        );
+    }
+    if cfg.hostile {
+        add_hostile(&mut c);
+    }
+    c
+}
+
+/// `count` folders nested at most `depth` levels under `top`; returns `top` plus the new folders.
+fn add_folder_tree(c: &mut Corpus, top: &str, count: usize, depth: usize) -> Vec<String> {
+    let mut levels: Vec<(String, usize)> = vec![(top.to_string(), 0)];
+    for _ in 0..count {
+        let open: Vec<(String, usize)> = levels
+            .iter()
+            .filter(|(_, l)| *l < depth.max(1))
+            .cloned()
+            .collect();
+        let Some((parent, level)) = c.rng.pick(&open).cloned() else {
+            break;
+        };
+        let name = c.folder_name();
+        let place = c.under(&parent);
+        let id = c.add_folder(&name, place);
+        levels.push((id, level + 1));
+    }
+    levels.into_iter().map(|(id, _)| id).collect()
+}
+
+fn add_files(c: &mut Corpus, folders: &[String], count: usize) {
+    for _ in 0..count {
+        let parent = c
+            .rng
+            .pick(folders)
+            .cloned()
+            .unwrap_or_else(|| c.root_id.clone());
+        let (name, mime) = c.file_name();
+        let size = c.file_size();
+        let place = c.under(&parent);
+        c.add_binary(&name, size, mime, place);
+    }
+}
+
+fn add_docs(c: &mut Corpus, folders: &[String], count: usize, offset: usize) {
+    const KINDS: [DocKind; 4] = [
+        DocKind::Document,
+        DocKind::Spreadsheet,
+        DocKind::Presentation,
+        DocKind::Drawing,
+    ];
+    for i in 0..count {
+        let kind = KINDS[(i + offset) % KINDS.len()];
+        let parent = c
+            .rng
+            .pick(folders)
+            .cloned()
+            .unwrap_or_else(|| c.root_id.clone());
+        let noun = c.rng.pick(NOUNS).copied().unwrap_or("Notes");
+        let name = format!("{noun} {:?} {}", kind, i + 1);
+        let base = c.rng.range(2 * 1024, 256 * 1024);
+        let place = c.under(&parent);
+        c.add_doc(&name, kind, base, place);
+    }
+}
+
+/// One shared drive with two nested folders, a few files and a document.
+fn add_shared_drive(c: &mut Corpus, n: usize, files: usize) {
+    let id = c.rng.drive_id();
+    let at = c.later();
+    let name = format!("Shared drive {}", n + 1);
+    c.drives.push(SharedDrive {
+        id: id.clone(),
+        name: name.clone(),
+        created_ms: at,
+    });
+    c.insert_root(id.clone(), name, Some(id.clone()), at);
+    let folders = add_folder_tree(c, &id, 2, 2);
+    add_files(c, &folders, (files / 10).clamp(3, 200));
+    add_docs(c, &folders, 1, n);
+}
+
+/// Names and structures that break naive mirrors.
+fn add_hostile(c: &mut Corpus) {
+    let root = c.root_id.clone();
+    let place = c.under(&root);
+    let hostile = c.add_folder("Hostile", place);
+    let place = c.under(&hostile);
+    let inner = c.add_folder("inner", place);
+    let long_name = format!("long-{}.txt", "\u{fc}".repeat(150));
+    let names: Vec<String> = vec![
+        "a/b slash.txt".into(),
+        "back\\slash.txt".into(),
+        ".".into(),
+        " leading space.txt".into(),
+        "trailing space.txt ".into(),
+        "ctrl\u{1}\u{1f}char.txt".into(),
+        "tab\tand\nnewline.txt".into(),
+        "caf\u{e9}.txt".into(),
+        "cafe\u{301}.txt".into(),
+        "emoji \u{1f389}\u{1f4c1}.txt".into(),
+        long_name,
+        "README.md".into(),
+        "readme.md".into(),
+        "ReadMe.MD".into(),
+        "dup.txt".into(),
+        "dup.txt".into(),
+        "dup.txt".into(),
+        "report".into(),
+    ];
+    let mut first_dup = None;
+    for name in &names {
+        let size = c.rng.range(1, 4096);
+        let place = c.under(&hostile);
+        let id = c.add_binary(name, size, mime_for_name(name), place);
+        if name == "dup.txt" && first_dup.is_none() {
+            first_dup = Some(id);
+        }
+    }
+    let place = c.under(&hostile);
+    let dotdot = c.add_folder("..", place);
+    let place = c.under(&dotdot);
+    c.add_binary("inside-dotdot.txt", 100, "text/plain", place);
+    let place = c.under(&hostile);
+    let report_folder = c.add_folder("report", place);
+    let mut place = c.under(&hostile);
+    place.parents.push(inner.clone());
+    c.add_binary("two-parents.txt", 777, "text/plain", place);
+    for name in ["empty.bin", "empty.txt"] {
+        let place = c.under(&hostile);
+        c.add_binary(name, 0, mime_for_name(name), place);
+    }
+    let place = c.under(&hostile);
+    let abusive = c.add_binary("suspicious.exe", 4321, "application/x-msdownload", place);
+    if let Some(item) = c.items.get_mut(&abusive) {
+        item.abusive = true;
+    }
+    let place = c.under(&hostile);
+    c.add_doc("Huge export doc", DocKind::Document, 13_000_000, place);
+    add_hostile_shortcuts(c, &hostile, &inner, first_dup.as_deref(), &report_folder);
+}
+
+fn add_hostile_shortcuts(
+    c: &mut Corpus,
+    hostile: &str,
+    inner: &str,
+    file: Option<&str>,
+    folder: &str,
+) {
+    if let Some(file) = file {
+        let place = c.under(hostile);
+        c.add_shortcut("Shortcut to dup.txt", file, "text/plain", place);
+    }
+    let place = c.under(hostile);
+    c.add_shortcut("Shortcut to report folder", folder, FOLDER_MIME, place);
+    let place = c.under(inner);
+    c.add_shortcut("Shortcut to Hostile (cycle)", hostile, FOLDER_MIME, place);
+    let missing = c.rng.file_id();
+    let place = c.under(hostile);
+    c.add_shortcut("Dangling shortcut", &missing, "application/pdf", place);
+}

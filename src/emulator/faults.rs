@@ -1,0 +1,110 @@
+//! Fault injection: rate limits, 5xx, connection resets part-way through bodies, latency.
+//! Draws come from a seeded generator so a sequential client sees the same faults on every run.
+
+use std::sync::Mutex;
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::errors::ApiError;
+use super::rng::Rng64;
+
+/// Fault settings as set with `POST /_emu/faults` (missing fields = 0/off/empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FaultSettings {
+    /// % of API calls answered 403 userRateLimitExceeded / 403 rateLimitExceeded / 429.
+    pub rate_limit_pct: f64,
+    /// % of API calls answered 500 or 503 backendError.
+    pub server_error_pct: f64,
+    /// % of media/export downloads whose connection is dropped part-way through the body.
+    pub reset_pct: f64,
+    /// Delay before every API answer.
+    pub latency_ms: u64,
+    /// Access token lifetime (0 = the configured default).
+    pub token_lifetime_secs: u64,
+    /// Seed of the fault generator.
+    pub seed: u64,
+    /// Extra ids flagged as abusive (403 cannotDownloadAbusiveFile without acknowledgeAbuse).
+    pub abuse_ids: Vec<String>,
+}
+
+/// What to do with one request.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    Pass,
+    Fail(ApiError),
+    /// Serve headers, then drop the connection after this fraction of the body.
+    Reset(f64),
+}
+
+/// Current settings and the generator.
+pub(crate) struct Faults {
+    inner: Mutex<(FaultSettings, Rng64)>,
+}
+
+impl Faults {
+    /// No faults.
+    pub fn new() -> Faults {
+        Faults {
+            inner: Mutex::new((FaultSettings::default(), Rng64::new(0, 0xfa17))),
+        }
+    }
+
+    /// Replace the settings and restart the generator from their seed.
+    pub fn set(&self, settings: FaultSettings) {
+        let rng = Rng64::new(settings.seed, 0xfa17);
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = (settings, rng);
+    }
+
+    /// Current settings.
+    pub fn get(&self) -> FaultSettings {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Is `id` flagged abusive by the fault settings?
+    pub fn is_abusive(&self, id: &str) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .abuse_ids
+            .iter()
+            .any(|a| a == id)
+    }
+
+    /// Draw the fate of one request; `body` is true for media/export downloads.
+    pub fn draw(&self, body: bool) -> (Decision, u64) {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (settings, rng) = &mut *guard;
+        let latency = settings.latency_ms;
+        let roll = rng.percent();
+        let variant = rng.below(3);
+        let fraction = 0.05 + (rng.below(900) as f64) / 1000.0;
+        let rate = settings.rate_limit_pct;
+        let server = rate + settings.server_error_pct;
+        let decision = if roll < rate {
+            Decision::Fail(match variant {
+                0 => ApiError::user_rate_limit(),
+                1 => ApiError::rate_limit(),
+                _ => ApiError::too_many_requests(),
+            })
+        } else if roll < server {
+            let status = if variant == 0 {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            Decision::Fail(ApiError::backend(status))
+        } else if body && roll < server + settings.reset_pct {
+            Decision::Reset(fraction)
+        } else {
+            Decision::Pass
+        };
+        (decision, latency)
+    }
+}

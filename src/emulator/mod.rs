@@ -1,0 +1,235 @@
+//! A wire-faithful Google Drive v3 emulator on loopback.
+//!
+//! mirrorflow cannot reach Google from CI or from a new user's machine, so the project ships its own
+//! Drive: OAuth token endpoint, files/changes/drives/about endpoints with Google's JSON and error
+//! envelope, deterministic corpora (hostile names, shortcuts, shared drives, multi-GiB files generated
+//! on the fly), mutations that produce change records, and fault injection. Tests start it in-process
+//! on port 0; `mirrorflow emulator` runs it as a server. The control API lives under `/_emu/`.
+
+mod api;
+mod app;
+mod auth;
+mod body;
+mod changes;
+mod changes_api;
+mod content;
+mod control;
+mod corpus;
+mod errors;
+mod faults;
+mod fields;
+mod media;
+mod model;
+mod mutate;
+mod params;
+mod query;
+mod resources;
+mod rng;
+mod server;
+mod state;
+mod stats;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use content::DocKind;
+pub use control::{EmuDrive, EmuItem, EmuTree};
+pub use faults::FaultSettings;
+pub use mutate::{MutateError, MutateOp};
+pub use stats::{BytesServed, EmuStats};
+
+/// Corpus and behaviour knobs; the same values (and seed) always produce the same corpus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EmulatorConfig {
+    /// Seed of every generated id, name, size and byte.
+    pub seed: u64,
+    /// Binary files in My Drive.
+    pub files: usize,
+    /// Folders in My Drive.
+    pub folders: usize,
+    /// Maximum folder nesting depth.
+    pub depth: usize,
+    /// Google Docs/Sheets/Slides/Drawings in My Drive.
+    pub gdocs: usize,
+    /// Shared drives, each with a few folders, files and a document.
+    pub shared_drives: usize,
+    /// Add the hostile set (odd names, shortcuts and cycles, abusive file, huge export, ...).
+    pub hostile: bool,
+    /// When > 0, add one binary file of this many MiB in My Drive's root.
+    pub big_file_mib: u64,
+    /// Upper bound of items per page, below what clients ask (Drive may return short pages).
+    pub page_size_max: usize,
+    /// Access token lifetime in seconds.
+    pub token_lifetime_secs: u64,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            seed: 1,
+            files: 50,
+            folders: 8,
+            depth: 3,
+            gdocs: 3,
+            shared_drives: 1,
+            hostile: false,
+            big_file_mib: 0,
+            page_size_max: 1000,
+            token_lifetime_secs: 3600,
+        }
+    }
+}
+
+/// A running emulator (in-process); dropping it without [`Emulator::shutdown`] leaves it serving
+/// until the runtime ends.
+pub struct Emulator {
+    app: Arc<app::App>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Emulator {
+    /// Bind `listen` (port 0 allowed) and serve in a background tokio task.
+    pub async fn start(config: EmulatorConfig, listen: SocketAddr) -> std::io::Result<Emulator> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let mut addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let base_url = format!("http://{addr}/");
+        let app = Arc::new(app::App::new(config, base_url)?);
+        let router = server::router(app.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!("emulator server failed: {e}");
+            }
+        });
+        Ok(Emulator {
+            app,
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Base URL with a trailing slash, e.g. `http://127.0.0.1:8700/`.
+    pub fn base_url(&self) -> String {
+        self.app.base_url.clone()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Service-account key JSON (real RSA key, `token_uri` = `{base}token`) usable as credentials.
+    pub fn service_account_key_json(&self) -> String {
+        self.app.auth.key_json(&self.app.base_url)
+    }
+
+    /// Write [`Emulator::service_account_key_json`] to `path`.
+    pub fn write_service_account_key(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, self.service_account_key_json())
+    }
+
+    /// The expected mirror (same as `GET /_emu/tree`), without going through HTTP.
+    pub async fn tree(&self) -> EmuTree {
+        control::full_tree(&self.app, true).await
+    }
+
+    /// Replace the fault settings (same as `POST /_emu/faults`).
+    pub fn set_faults(&self, settings: FaultSettings) {
+        self.app.auth.set_lifetime(settings.token_lifetime_secs);
+        self.app.faults.set(settings);
+    }
+
+    /// Apply mutations in-process (same semantics as `POST /_emu/mutate`); returns created ids.
+    /// Stops at the first failing op; the ops before it stay applied.
+    pub fn mutate(&self, ops: &[MutateOp]) -> Result<Vec<String>, MutateError> {
+        let mut created = Vec::new();
+        let mut result = Ok(());
+        {
+            let mut st = self.app.state();
+            for op in ops {
+                match st.apply(op) {
+                    Ok(ids) => created.extend(ids),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+        self.app.watch.notify_change();
+        result.map(|()| created)
+    }
+
+    /// Stop accepting, let in-flight requests finish (bounded by 3 s), and stop the task.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(std::time::Duration::from_secs(3), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+}
+
+/// CLI entry of `mirrorflow emulator`: serve until SIGINT/SIGTERM, printing `listening on http://ADDR`.
+pub async fn run_cli(
+    config: EmulatorConfig,
+    listen: SocketAddr,
+    write_key: Option<PathBuf>,
+) -> std::io::Result<()> {
+    let emu = Emulator::start(config, listen).await?;
+    if let Some(path) = write_key {
+        emu.write_service_account_key(&path)?;
+    }
+    println!("listening on http://{}", emu.local_addr());
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    wait_for_signal().await;
+    emu.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

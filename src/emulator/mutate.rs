@@ -1,0 +1,386 @@
+//! Mutations applied through `/_emu/mutate`, each producing change records the way Drive does:
+//! `version` bumps on every change, checksums and size only on content changes, trashing or deleting
+//! a folder reaches its descendants.
+
+use serde::{Deserialize, Serialize};
+
+use super::content::{Blob, DocKind};
+use super::corpus::{Placement, mime_for_name};
+use super::model::{Item, Kind};
+use super::rng::Rng64;
+use super::state::State;
+
+/// One mutation, tagged by `"op"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MutateOp {
+    /// New binary file of `size` bytes.
+    Create {
+        parent: String,
+        name: String,
+        size: u64,
+        mime: Option<String>,
+    },
+    /// New content revision (optionally with a new size).
+    UpdateContent { id: String, size: Option<u64> },
+    /// Rename any item.
+    Rename { id: String, name: String },
+    /// Replace the parents of an item with `new_parent` (same drive only).
+    Move { id: String, new_parent: String },
+    /// Trash an item (and, for folders, everything below it).
+    Trash { id: String },
+    /// Untrash an item.
+    Untrash { id: String },
+    /// Delete permanently (folders take their descendants with them).
+    Delete { id: String },
+    /// New Google Docs Editors file.
+    CreateGdoc {
+        parent: String,
+        name: String,
+        kind: DocKind,
+    },
+    /// New revision of a Google Docs Editors file.
+    EditGdoc { id: String },
+    /// `count` random operations from the other kinds, reproducible from `seed`.
+    Random { count: usize, seed: u64 },
+}
+
+/// Why a mutation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MutateError {
+    /// The id does not exist.
+    #[error("item not found: {0}")]
+    NotFound(String),
+    /// The operation does not apply to this item.
+    #[error("invalid operation: {0}")]
+    Invalid(String),
+}
+
+type MResult<T> = Result<T, MutateError>;
+
+impl State {
+    /// Apply one op; returns ids of created items.
+    pub fn apply(&mut self, op: &MutateOp) -> MResult<Vec<String>> {
+        match op {
+            MutateOp::Create {
+                parent,
+                name,
+                size,
+                mime,
+            } => {
+                let mime = mime
+                    .clone()
+                    .unwrap_or_else(|| mime_for_name(name).to_string());
+                Ok(vec![self.create_file(parent, name, *size, &mime)?])
+            }
+            MutateOp::UpdateContent { id, size } => self.update_content(id, *size).map(|_| vec![]),
+            MutateOp::Rename { id, name } => self.rename(id, name).map(|_| vec![]),
+            MutateOp::Move { id, new_parent } => self.move_item(id, new_parent).map(|_| vec![]),
+            MutateOp::Trash { id } => self.set_trashed(id, true).map(|_| vec![]),
+            MutateOp::Untrash { id } => self.set_trashed(id, false).map(|_| vec![]),
+            MutateOp::Delete { id } => self.delete(id).map(|_| vec![]),
+            MutateOp::CreateGdoc { parent, name, kind } => {
+                Ok(vec![self.create_doc(parent, name, *kind)?])
+            }
+            MutateOp::EditGdoc { id } => self.edit_doc(id).map(|_| vec![]),
+            MutateOp::Random { count, seed } => Ok(self.random(*count, *seed)),
+        }
+    }
+
+    fn item_mut(&mut self, id: &str) -> MResult<&mut Item> {
+        let id = self.corpus.resolve(id).to_string();
+        match self.corpus.items.get_mut(&id) {
+            Some(item) if !item.is_root => Ok(item),
+            Some(_) => Err(MutateError::Invalid(format!("{id} is a root folder"))),
+            None => Err(MutateError::NotFound(id)),
+        }
+    }
+
+    /// Bump version (and modifiedTime when `modified`), then log a change.
+    fn touch(&mut self, id: &str, modified: bool) {
+        let now = self.corpus.tick();
+        if let Some(item) = self.corpus.items.get_mut(id) {
+            item.version += 1;
+            if modified {
+                item.modified_ms = now;
+            }
+        }
+        self.record(id);
+    }
+
+    fn placement(&mut self, parent: &str) -> MResult<Placement> {
+        let parent = self.corpus.resolve(parent).to_string();
+        let p = self
+            .corpus
+            .items
+            .get(&parent)
+            .ok_or_else(|| MutateError::NotFound(parent.clone()))?;
+        if !p.is_folder() {
+            return Err(MutateError::Invalid(format!(
+                "parent {parent} is not a folder"
+            )));
+        }
+        let drive_id = p.drive_id.clone();
+        let at_ms = self.corpus.tick();
+        Ok(Placement {
+            parents: vec![parent],
+            drive_id,
+            at_ms,
+        })
+    }
+
+    fn create_file(&mut self, parent: &str, name: &str, size: u64, mime: &str) -> MResult<String> {
+        let place = self.placement(parent)?;
+        let id = self.corpus.add_binary(name, size, mime, place);
+        self.record(&id);
+        Ok(id)
+    }
+
+    fn create_doc(&mut self, parent: &str, name: &str, kind: DocKind) -> MResult<String> {
+        let place = self.placement(parent)?;
+        let base = self.corpus.rng.range(2 * 1024, 256 * 1024);
+        let id = self.corpus.add_doc(name, kind, base, place);
+        self.record(&id);
+        Ok(id)
+    }
+
+    fn update_content(&mut self, id: &str, size: Option<u64>) -> MResult<()> {
+        let item = self.item_mut(id)?;
+        let Kind::Binary { blob, rev } = &item.kind else {
+            return Err(MutateError::Invalid(format!("{id} has no binary content")));
+        };
+        let (rev, size) = (rev + 1, size.unwrap_or(blob.size));
+        item.kind = Kind::Binary {
+            blob: Blob::new(&item.id, rev, size),
+            rev,
+        };
+        let id = item.id.clone();
+        self.touch(&id, true);
+        Ok(())
+    }
+
+    fn edit_doc(&mut self, id: &str) -> MResult<()> {
+        let item = self.item_mut(id)?;
+        let Kind::Doc {
+            kind,
+            rev,
+            export_base,
+        } = item.kind.clone()
+        else {
+            return Err(MutateError::Invalid(format!(
+                "{id} is not a Google Docs Editors file"
+            )));
+        };
+        item.kind = Kind::Doc {
+            kind,
+            rev: rev + 1,
+            export_base,
+        };
+        let id = item.id.clone();
+        self.touch(&id, true);
+        Ok(())
+    }
+
+    fn rename(&mut self, id: &str, name: &str) -> MResult<()> {
+        let item = self.item_mut(id)?;
+        item.name = name.to_string();
+        let id = item.id.clone();
+        self.touch(&id, true);
+        Ok(())
+    }
+
+    fn move_item(&mut self, id: &str, new_parent: &str) -> MResult<()> {
+        let id = self.item_mut(id)?.id.clone();
+        let drive = self.corpus.items.get(&id).and_then(|i| i.drive_id.clone());
+        let place = self.placement(new_parent)?;
+        let target = place.parents[0].clone();
+        if place.drive_id != drive {
+            return Err(MutateError::Invalid(
+                "moving between drives is not supported".into(),
+            ));
+        }
+        if self.corpus.is_self_or_descendant(&id, &target) {
+            return Err(MutateError::Invalid(format!(
+                "cannot move {id} into itself or a descendant"
+            )));
+        }
+        let below = self.corpus.descendants(&id);
+        let before: Vec<bool> = below.iter().map(|d| self.corpus.is_trashed(d)).collect();
+        if let Some(item) = self.corpus.items.get_mut(&id) {
+            item.parents = vec![target];
+        }
+        self.touch(&id, false);
+        for (d, was) in below.iter().zip(before) {
+            if self.corpus.is_trashed(d) != was {
+                self.touch(d, false);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_trashed(&mut self, id: &str, trashed: bool) -> MResult<()> {
+        let item = self.item_mut(id)?;
+        item.explicitly_trashed = trashed;
+        let id = item.id.clone();
+        self.touch(&id, false);
+        for d in self.corpus.descendants(&id) {
+            self.touch(&d, false);
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, id: &str) -> MResult<()> {
+        let id = self.item_mut(id)?.id.clone();
+        let below = self.corpus.descendants(&id);
+        let mut doomed = std::collections::HashSet::from([id.clone()]);
+        loop {
+            let before = doomed.len();
+            for d in &below {
+                let orphan = self
+                    .corpus
+                    .items
+                    .get(d)
+                    .is_some_and(|i| i.parents.iter().all(|p| doomed.contains(p)));
+                if orphan {
+                    doomed.insert(d.clone());
+                }
+            }
+            if doomed.len() == before {
+                break;
+            }
+        }
+        for d in below.iter().filter(|d| !doomed.contains(*d)) {
+            if let Some(item) = self.corpus.items.get_mut(d) {
+                let kept: Vec<String> = item
+                    .parents
+                    .iter()
+                    .filter(|p| !doomed.contains(*p))
+                    .cloned()
+                    .collect();
+                if kept.len() != item.parents.len() {
+                    item.parents = kept;
+                    self.touch(d, false);
+                }
+            }
+        }
+        for d in std::iter::once(&id).chain(below.iter().filter(|d| doomed.contains(*d))) {
+            if let Some(item) = self.corpus.remove(d) {
+                self.record_removed(d, item.drive_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// `count` random valid operations; returns created ids.
+    fn random(&mut self, count: usize, seed: u64) -> Vec<String> {
+        let mut rng = Rng64::new(seed, 0x6d75_7461_7465);
+        let mut created = Vec::new();
+        for n in 0..count {
+            let op = self.random_op(&mut rng, n);
+            if let Some(op) = op
+                && let Ok(ids) = self.apply(&op)
+            {
+                created.extend(ids);
+            }
+        }
+        created
+    }
+
+    /// Non-root items in listing order (for deterministic picks).
+    fn ids_where(&self, pred: impl Fn(&Item) -> bool) -> Vec<String> {
+        self.corpus
+            .order
+            .values()
+            .filter(|id| self.corpus.items.get(*id).is_some_and(&pred))
+            .cloned()
+            .collect()
+    }
+
+    fn random_folder(&self, rng: &mut Rng64, drive: Option<&String>) -> String {
+        let mut folders = self.ids_where(|i| i.is_folder() && i.drive_id.as_ref() == drive);
+        let root = drive
+            .cloned()
+            .unwrap_or_else(|| self.corpus.root_id.clone());
+        folders.push(root.clone());
+        rng.pick(&folders).cloned().unwrap_or(root)
+    }
+
+    fn random_op(&mut self, rng: &mut Rng64, n: usize) -> Option<MutateOp> {
+        let any = self.ids_where(|_| true);
+        let roll = rng.below(100);
+        let op = match roll {
+            0..=17 => {
+                let parent = self.random_folder(rng, None);
+                let size = if rng.below(10) == 0 {
+                    0
+                } else {
+                    rng.range(1, 64 * 1024)
+                };
+                MutateOp::Create {
+                    parent,
+                    name: format!("new-{seed}-{n}.txt", seed = rng.below(1000)),
+                    size,
+                    mime: None,
+                }
+            }
+            18..=37 => {
+                let files = self.ids_where(|i| matches!(i.kind, Kind::Binary { .. }));
+                let id = rng.pick(&files)?.clone();
+                let size = if rng.below(2) == 0 {
+                    None
+                } else {
+                    Some(rng.range(0, 128 * 1024))
+                };
+                MutateOp::UpdateContent { id, size }
+            }
+            38..=52 => MutateOp::Rename {
+                id: rng.pick(&any)?.clone(),
+                name: format!("renamed-{n}-{}", rng.below(1000)),
+            },
+            53..=62 => {
+                let id = rng.pick(&any)?.clone();
+                let drive = self.corpus.items.get(&id)?.drive_id.clone();
+                MutateOp::Move {
+                    new_parent: self.random_folder(rng, drive.as_ref()),
+                    id,
+                }
+            }
+            63..=72 => MutateOp::Trash {
+                id: rng.pick(&any)?.clone(),
+            },
+            73..=79 => {
+                let trashed = self.ids_where(|i| i.explicitly_trashed);
+                MutateOp::Untrash {
+                    id: rng.pick(&trashed).or(rng.pick(&any))?.clone(),
+                }
+            }
+            80..=86 => {
+                let leaves = self.ids_where(|i| !i.is_folder());
+                let pool = if rng.below(4) == 0 { &any } else { &leaves };
+                MutateOp::Delete {
+                    id: rng.pick(pool)?.clone(),
+                }
+            }
+            87..=91 => {
+                const KINDS: [DocKind; 3] = [
+                    DocKind::Document,
+                    DocKind::Spreadsheet,
+                    DocKind::Presentation,
+                ];
+                let kind = KINDS[rng.below(3) as usize];
+                MutateOp::CreateGdoc {
+                    parent: self.random_folder(rng, None),
+                    name: format!("Doc {n}"),
+                    kind,
+                }
+            }
+            _ => {
+                let docs = self.ids_where(|i| matches!(i.kind, Kind::Doc { .. }));
+                MutateOp::EditGdoc {
+                    id: rng.pick(&docs)?.clone(),
+                }
+            }
+        };
+        Some(op)
+    }
+}

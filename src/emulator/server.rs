@@ -1,0 +1,69 @@
+//! Router: Drive v3 paths, the token endpoint, exportLinks paths and the control API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::StatusCode;
+
+use super::api::{self, json_response};
+use super::app::App;
+use super::{changes_api, control, media};
+
+/// `POST /token`: OAuth 2 token endpoint.
+async fn token(AxState(app): AxState<Arc<App>>, body: Bytes) -> Response {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let resp = match app.auth.grant(&form, &app.token_uri()) {
+        Ok(t) => json_response(serde_json::json!(t)),
+        Err(e) => (StatusCode::BAD_REQUEST, json_response(e.body())).into_response(),
+    };
+    app.stats.count("token", resp.status().as_u16());
+    resp
+}
+
+/// All routes of the emulator.
+pub(crate) fn router(app: Arc<App>) -> Router {
+    let drive = Router::new()
+        .route("/about", get(api::about))
+        .route("/files", get(api::files_list))
+        .route("/files/{id}", get(api::files_get))
+        .route("/files/{id}/export", get(media::export))
+        .route(
+            "/changes/startPageToken",
+            get(changes_api::start_page_token),
+        )
+        .route("/changes", get(changes_api::changes_list))
+        .route("/changes/watch", post(changes_api::watch))
+        .route("/channels/stop", post(changes_api::channels_stop))
+        .route("/drives", get(api::drives_list))
+        .route("/drives/{id}", get(api::drives_get))
+        .fallback(api::not_found);
+    let control = Router::new()
+        .route("/reset", post(control::reset))
+        .route("/seed", post(control::seed))
+        .route("/mutate", post(control::mutate))
+        .route(
+            "/faults",
+            get(control::faults_get).post(control::faults_set),
+        )
+        .route("/tree", get(control::tree))
+        .route("/stats", get(control::stats))
+        .route("/stats/reset", post(control::stats_reset))
+        .route("/refresh_token", post(control::refresh_token));
+    let mut router = Router::new()
+        .route("/token", post(token))
+        .nest("/drive/v3", drive)
+        .nest("/_emu", control)
+        .route(
+            "/feeds/download/drawings/export/{fmt}",
+            get(media::export_link_fmt),
+        );
+    for path in media::link_paths() {
+        router = router.route(path, get(media::export_link));
+    }
+    router.with_state(app)
+}

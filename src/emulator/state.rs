@@ -1,0 +1,212 @@
+//! Emulator state (corpus + change log) and the read queries behind files.list and changes.list.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::EmulatorConfig;
+use super::changes::{ChangeLog, ChangeRecord};
+use super::content::{Blob, Digests};
+use super::corpus;
+use super::model::{Corpus, Item, Kind, rfc3339};
+use super::query::Query;
+use super::resources::file_json;
+
+/// Everything that a reset regenerates.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub config: EmulatorConfig,
+    pub corpus: Corpus,
+    pub log: ChangeLog,
+}
+
+/// Which items a listing covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Scope {
+    /// My Drive only.
+    MyDrive,
+    /// My Drive and every shared drive.
+    All,
+    /// One shared drive.
+    Drive(String),
+}
+
+/// A rendered resource plus the blob whose checksums still have to be filled in.
+pub(crate) type Pending = (Value, Option<Arc<Blob>>);
+
+/// Parameters of one changes.list page.
+#[derive(Debug, Clone)]
+pub(crate) struct ChangesRequest {
+    pub pos: usize,
+    pub page_size: usize,
+    pub include_removed: bool,
+    pub all_drives: bool,
+    pub restrict_to_my_drive: bool,
+    pub drive: Option<String>,
+    pub with_digests: bool,
+}
+
+/// One changes.list page: the changes and where the client continues.
+pub(crate) struct ChangesPage {
+    pub changes: Vec<Pending>,
+    pub next_pos: Option<usize>,
+    pub new_start_pos: Option<usize>,
+}
+
+impl State {
+    /// Fresh state for `config`; `epoch` makes older tokens invalid.
+    pub fn new(config: EmulatorConfig, epoch: u32) -> State {
+        let corpus = corpus::generate(&config);
+        State {
+            config,
+            corpus,
+            log: ChangeLog::new(epoch),
+        }
+    }
+
+    /// Record that `id` reached a new state (bumping nothing: callers bump version).
+    pub fn record(&mut self, id: &str) {
+        let drive_id = self.corpus.items.get(id).and_then(|i| i.drive_id.clone());
+        let time_ms = self.corpus.tick();
+        self.log.push(ChangeRecord {
+            file_id: id.to_string(),
+            time_ms,
+            removed: false,
+            drive_id,
+        });
+    }
+
+    /// Record a permanent removal.
+    pub fn record_removed(&mut self, id: &str, drive_id: Option<String>) {
+        let time_ms = self.corpus.tick();
+        self.log.push(ChangeRecord {
+            file_id: id.to_string(),
+            time_ms,
+            removed: true,
+            drive_id,
+        });
+    }
+
+    /// Is `item` visible in `scope`?
+    pub fn in_scope(item: &Item, scope: &Scope) -> bool {
+        match (scope, &item.drive_id) {
+            (Scope::All, _) => true,
+            (Scope::MyDrive, d) => d.is_none(),
+            (Scope::Drive(id), Some(d)) => d == id,
+            (Scope::Drive(_), None) => false,
+        }
+    }
+
+    fn matches(&self, item: &Item, q: &Query) -> bool {
+        let c = &self.corpus;
+        q.parents
+            .iter()
+            .all(|p| item.parents.iter().any(|ip| ip == c.resolve(p)))
+            && q.trashed.is_none_or(|t| c.is_trashed(&item.id) == t)
+            && q.mime_eq.iter().all(|m| &item.mime == m)
+            && q.mime_ne.iter().all(|m| &item.mime != m)
+    }
+
+    /// Items after `after_seq` matching `q` in `scope`: at most `page_size`, plus whether more exist.
+    pub fn list(
+        &self,
+        scope: &Scope,
+        q: &Query,
+        after_seq: u64,
+        page_size: usize,
+    ) -> (Vec<&Item>, bool) {
+        let mut out = Vec::new();
+        for id in self.corpus.order.range(after_seq + 1..).map(|(_, id)| id) {
+            let Some(item) = self.corpus.items.get(id) else {
+                continue;
+            };
+            if !Self::in_scope(item, scope) || !self.matches(item, q) {
+                continue;
+            }
+            if out.len() == page_size {
+                return (out, true);
+            }
+            out.push(item);
+        }
+        (out, false)
+    }
+
+    /// Render a file, deferring checksums to the caller when wanted.
+    pub fn render(&self, item: &Item, with_digests: bool) -> Pending {
+        let blob = match &item.kind {
+            Kind::Binary { blob, .. } if with_digests => Some(blob.clone()),
+            _ => None,
+        };
+        (file_json(&self.corpus, item, None), blob)
+    }
+
+    /// One page of changes.
+    pub fn changes(&self, req: &ChangesRequest) -> ChangesPage {
+        let mut changes = Vec::new();
+        let mut i = req.pos;
+        while i < self.log.records.len() {
+            if changes.len() == req.page_size {
+                return ChangesPage {
+                    changes,
+                    next_pos: Some(i),
+                    new_start_pos: None,
+                };
+            }
+            if let Some(change) = self.change_at(i, req) {
+                changes.push(change);
+            }
+            i += 1;
+        }
+        ChangesPage {
+            changes,
+            next_pos: None,
+            new_start_pos: Some(self.log.records.len()),
+        }
+    }
+
+    fn change_at(&self, index: usize, req: &ChangesRequest) -> Option<Pending> {
+        if !self.log.is_latest(index) {
+            return None;
+        }
+        let rec = &self.log.records[index];
+        if rec.removed && !req.include_removed {
+            return None;
+        }
+        if rec.drive_id.is_some() && (!req.all_drives || req.restrict_to_my_drive) {
+            return None;
+        }
+        if req.drive.is_some() && rec.drive_id != req.drive {
+            return None;
+        }
+        let mut change = json!({
+            "kind": "drive#change",
+            "changeType": "file",
+            "type": "file",
+            "time": rfc3339(rec.time_ms),
+            "removed": rec.removed,
+            "fileId": rec.file_id,
+        });
+        if let Some(d) = &rec.drive_id {
+            change["driveId"] = json!(d);
+            change["teamDriveId"] = json!(d);
+        }
+        let mut blob = None;
+        if !rec.removed {
+            let item = self.corpus.items.get(&rec.file_id)?;
+            let (file, b) = self.render(item, req.with_digests);
+            change["file"] = file;
+            blob = b;
+        }
+        Some((change, blob))
+    }
+}
+
+/// Fill the checksum fields of rendered files (the blob digests must already be cached).
+pub(crate) fn attach_digests(value: &mut Value, blob: &Blob) {
+    let d: &Digests = blob.digests();
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("md5Checksum".into(), json!(d.md5));
+        obj.insert("sha1Checksum".into(), json!(d.sha1));
+        obj.insert("sha256Checksum".into(), json!(d.sha256));
+    }
+}
