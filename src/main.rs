@@ -119,8 +119,11 @@ struct EmulatorArgs {
 }
 
 fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MIRRORFLOW_LOG").unwrap_or_else(|_| "mirrorflow=info,warn".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MIRRORFLOW_LOG")
+        .unwrap_or_else(|_| "mirrorflow=info,warn".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         b.json().init();
     } else {
@@ -145,17 +148,28 @@ fn main() -> ExitCode {
         }
     };
     init_logs(cli.json_logs);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     runtime.block_on(dispatch(cli.command))
 }
 
 async fn dispatch(cmd: Command) -> ExitCode {
     let r = match cmd {
-        Command::Run { once, quiet, config } => return run(&config, once, quiet).await,
+        Command::Run {
+            once,
+            quiet,
+            config,
+        } => return run(&config, once, quiet).await,
         Command::Validate { config } => return validate(&config),
         Command::Status { json, config } => status(&config, json),
-        Command::Dlq { action: DlqAction::List { json, config } } => dlq_list(&config, json),
-        Command::Dlq { action: DlqAction::Retry { config, ids } } => dlq_retry(&config, ids),
+        Command::Dlq {
+            action: DlqAction::List { json, config },
+        } => dlq_list(&config, json),
+        Command::Dlq {
+            action: DlqAction::Retry { config, ids },
+        } => dlq_retry(&config, ids),
         Command::Emulator(a) => emulator(a).await,
     };
     match r {
@@ -191,16 +205,26 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
             if summary.dead_letters.is_empty() {
                 return ExitCode::SUCCESS;
             }
-            println!("{} file(s) could not be mirrored:", summary.dead_letters.len());
+            println!(
+                "{} file(s) could not be mirrored:",
+                summary.dead_letters.len()
+            );
             for d in &summary.dead_letters {
                 println!("  {}  {:?}  {}: {}", d.id, d.name, d.reason, d.last_error);
             }
-            println!("(see `mirrorflow dlq list {}`; retry with `mirrorflow dlq retry {}`)", path.display(), path.display());
+            println!(
+                "(see `mirrorflow dlq list {}`; retry with `mirrorflow dlq retry {}`)",
+                path.display(),
+                path.display()
+            );
             ExitCode::from(EXIT_DEAD_LETTERED)
         }
         Err(e) => {
             eprintln!("error: {e}");
-            if matches!(e, pipeline::PipelineError::Scope(_) | pipeline::PipelineError::Metrics(_)) {
+            if matches!(
+                e,
+                pipeline::PipelineError::Scope(_) | pipeline::PipelineError::Metrics(_)
+            ) {
                 ExitCode::from(EXIT_USAGE)
             } else {
                 ExitCode::from(EXIT_FAILED)
@@ -221,7 +245,8 @@ fn validate(path: &std::path::Path) -> ExitCode {
 
 fn open_store(path: &std::path::Path) -> anyhow::Result<mirrorflow::state::Store> {
     let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
-    mirrorflow::state::Store::open(&cfg.state.dir).with_context(|| format!("opening state in {}", cfg.state.dir.display()))
+    mirrorflow::state::Store::open(&cfg.state.dir)
+        .with_context(|| format!("opening state in {}", cfg.state.dir.display()))
 }
 
 fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
@@ -239,7 +264,10 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
             Some(c) => println!("checkpoint: {:?} (start token {})", c.phase, c.start_token),
             None => println!("checkpoint: none (the next run lists everything)"),
         }
-        println!("files mirrored: {}\nbytes mirrored: {}\nfolders: {}\ndead-lettered: {}", counts.files, counts.bytes, counts.folders, counts.dead_lettered);
+        println!(
+            "files mirrored: {}\nbytes mirrored: {}\nfolders: {}\ndead-lettered: {}",
+            counts.files, counts.bytes, counts.folders, counts.dead_lettered
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -252,7 +280,10 @@ fn dlq_list(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         println!("the dead-letter store is empty");
     } else {
         for d in &dl {
-            println!("{}  {:?}  {}  attempts={}  {}", d.id, d.name, d.reason, d.attempts, d.last_error);
+            println!(
+                "{}  {:?}  {}  attempts={}  {}",
+                d.id, d.name, d.reason, d.attempts, d.last_error
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -263,7 +294,10 @@ fn dlq_retry(path: &std::path::Path, ids: Vec<String>) -> anyhow::Result<ExitCod
     let ids: Vec<_> = ids.into_iter().map(mirrorflow::model::FileId).collect();
     let n = store.clear_dead_letters(&ids)?;
     store.reset_checkpoint()?;
-    println!("{n} file(s) released from the dead-letter store; run `mirrorflow run --once {}` to mirror them again", path.display());
+    println!(
+        "{n} file(s) released from the dead-letter store; run `mirrorflow run --once {}` to mirror them again",
+        path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -279,6 +313,8 @@ async fn emulator(a: EmulatorArgs) -> anyhow::Result<ExitCode> {
         big_file_mib: a.big_file_mib,
         ..Default::default()
     };
-    mirrorflow::emulator::run_cli(cfg, a.listen, a.write_key).await.context("emulator")?;
+    mirrorflow::emulator::run_cli(cfg, a.listen, a.write_key)
+        .await
+        .context("emulator")?;
     Ok(ExitCode::SUCCESS)
 }

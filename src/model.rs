@@ -94,7 +94,9 @@ impl DriveFile {
     }
     /// True for Google Docs/Sheets/Slides/Drawings, which must be exported rather than downloaded.
     pub fn is_google_doc(&self) -> bool {
-        self.mime_type.starts_with("application/vnd.google-apps.") && !self.is_folder() && !self.is_shortcut()
+        self.mime_type.starts_with("application/vnd.google-apps.")
+            && !self.is_folder()
+            && !self.is_shortcut()
     }
 }
 

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 /// Starts one child linked to the given supervisor; called again for every restart.
-pub type SpawnFn = Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, String>> + Send + Sync>;
+pub type SpawnFn =
+    Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, String>> + Send + Sync>;
 
 /// How to (re)build one child.
 #[derive(Clone)]
@@ -90,7 +91,11 @@ pub enum SupervisorMsg {
 pub struct PipelineSupervisor;
 
 impl PipelineSupervisor {
-    async fn start_child(myself: &ActorRef<SupervisorMsg>, spec: ChildSpec, st: &mut SupervisorState) -> Result<(), String> {
+    async fn start_child(
+        myself: &ActorRef<SupervisorMsg>,
+        spec: ChildSpec,
+        st: &mut SupervisorState,
+    ) -> Result<(), String> {
         let cell = (spec.spawn)(myself.get_cell()).await?;
         st.children.insert(cell.get_id(), spec);
         Ok(())
@@ -99,29 +104,47 @@ impl PipelineSupervisor {
     fn over_intensity(st: &mut SupervisorState) -> bool {
         let now = Instant::now();
         st.restarts.push_back(now);
-        while st.restarts.front().is_some_and(|t| now.duration_since(*t) > st.args.within) {
+        while st
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > st.args.within)
+        {
             st.restarts.pop_front();
         }
         st.restarts.len() as u32 > st.args.max_restarts
     }
 
-    async fn on_failure(myself: &ActorRef<SupervisorMsg>, id: ActorId, err: String, st: &mut SupervisorState) {
-        let Some(spec) = st.children.remove(&id) else { return };
+    async fn on_failure(
+        myself: &ActorRef<SupervisorMsg>,
+        id: ActorId,
+        err: String,
+        st: &mut SupervisorState,
+    ) {
+        let Some(spec) = st.children.remove(&id) else {
+            return;
+        };
         tracing::error!(stage = spec.stage, error = %err, "stage failed; restarting it");
         crate::metrics::restart(spec.stage);
-        let replays: Vec<Replay> = std::mem::take(&mut *spec.in_hand.lock().unwrap_or_else(|p| p.into_inner()));
+        let replays: Vec<Replay> =
+            std::mem::take(&mut *spec.in_hand.lock().unwrap_or_else(|p| p.into_inner()));
         for r in replays {
             st.args.routes.deliver(r);
         }
         let fatal = if err.contains("fatal:") {
-            Some(format!("stage {} hit an unrecoverable error: {err}", spec.stage))
+            Some(format!(
+                "stage {} hit an unrecoverable error: {err}",
+                spec.stage
+            ))
         } else if Self::over_intensity(st) {
             Some(format!(
                 "stage {} failed too often ({} restarts within {:?}); last error: {err}",
                 spec.stage, st.args.max_restarts, st.args.within
             ))
         } else {
-            Self::start_child(myself, spec.clone(), st).await.err().map(|e| format!("cannot restart stage {}: {e}", spec.stage))
+            Self::start_child(myself, spec.clone(), st)
+                .await
+                .err()
+                .map(|e| format!("cannot restart stage {}: {e}", spec.stage))
         };
         if let Some(msg) = fatal {
             tracing::error!("{msg}");
@@ -135,16 +158,31 @@ impl Actor for PipelineSupervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, myself: ActorRef<SupervisorMsg>, mut args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        mut args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         let specs = std::mem::take(&mut args.children);
-        let mut st = SupervisorState { children: HashMap::new(), restarts: VecDeque::new(), args };
+        let mut st = SupervisorState {
+            children: HashMap::new(),
+            restarts: VecDeque::new(),
+            args,
+        };
         for spec in specs {
-            Self::start_child(&myself, spec, &mut st).await.map_err(|e| -> ActorProcessingErr { e.into() })?;
+            Self::start_child(&myself, spec, &mut st)
+                .await
+                .map_err(|e| -> ActorProcessingErr { e.into() })?;
         }
         Ok(st)
     }
 
-    async fn handle(&self, myself: ActorRef<SupervisorMsg>, msg: SupervisorMsg, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Shutdown => {
                 for child in myself.get_children() {
@@ -157,9 +195,16 @@ impl Actor for PipelineSupervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<SupervisorMsg>, evt: SupervisionEvent, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match evt {
-            SupervisionEvent::ActorFailed(cell, err) => Self::on_failure(&myself, cell.get_id(), err.to_string(), st).await,
+            SupervisionEvent::ActorFailed(cell, err) => {
+                Self::on_failure(&myself, cell.get_id(), err.to_string(), st).await
+            }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 st.children.remove(&cell.get_id());
             }

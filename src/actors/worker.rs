@@ -48,12 +48,21 @@ where
     type State = WorkerArgs<S>;
     type Arguments = WorkerArgs<S>;
 
-    async fn pre_start(&self, myself: ActorRef<Pull>, args: WorkerArgs<S>) -> Result<WorkerArgs<S>, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Pull>,
+        args: WorkerArgs<S>,
+    ) -> Result<WorkerArgs<S>, ActorProcessingErr> {
         myself.send_message(Pull)?;
         Ok(args)
     }
 
-    async fn handle(&self, myself: ActorRef<Pull>, _msg: Pull, st: &mut WorkerArgs<S>) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Pull>,
+        _msg: Pull,
+        st: &mut WorkerArgs<S>,
+    ) -> Result<(), ActorProcessingErr> {
         let mut items = Vec::with_capacity(S::BATCH);
         let received = {
             let mut input = st.input.lock().await;
@@ -63,7 +72,8 @@ where
             myself.stop(Some("input closed".into()));
             return Ok(());
         }
-        *st.in_hand.lock().unwrap_or_else(|p| p.into_inner()) = items.iter().map(S::replay).collect();
+        *st.in_hand.lock().unwrap_or_else(|p| p.into_inner()) =
+            items.iter().map(S::replay).collect();
         let started = Instant::now();
         match st.stage.process(items, &st.emit).await {
             Ok(()) => {

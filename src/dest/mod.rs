@@ -8,7 +8,10 @@ use crate::model::ObjectKey;
 use crate::retry::{Classified, ErrorClass};
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, WriteMultipart};
+use object_store::{
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions,
+    WriteMultipart,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,24 +90,42 @@ impl std::fmt::Debug for Destination {
 
 impl Destination {
     /// Builds the store from `[destination]`; credentials fall back to the AWS_* environment.
-    pub fn from_config(cfg: &DestinationConfig, retry: &RetryConfig) -> Result<Destination, DestError> {
-        let url = url::Url::parse(&cfg.url).map_err(|e| DestError::Config(format!("url {:?}: {e}", cfg.url)))?;
-        let (store, prefix, supports_metadata): (Arc<dyn ObjectStore>, String, bool) = match url.scheme() {
-            "file" => {
-                let dir = url.to_file_path().map_err(|_| DestError::Config(format!("bad file URL {:?}", cfg.url)))?;
-                std::fs::create_dir_all(&dir).map_err(|e| DestError::Config(format!("cannot create {}: {e}", dir.display())))?;
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                    .map_err(|e| DestError::Config(e.to_string()))?
-                    .with_automatic_cleanup(true);
-                (Arc::new(fs), String::new(), false)
-            }
-            "memory" => (Arc::new(object_store::memory::InMemory::new()), String::new(), true),
-            "s3" => (Arc::new(build_s3(cfg, &url, retry)?), url_prefix(&url), true),
-            _ => {
-                let (store, path) = object_store::parse_url(&url).map_err(|e| DestError::Config(e.to_string()))?;
-                (Arc::from(store), path.to_string(), true)
-            }
-        };
+    pub fn from_config(
+        cfg: &DestinationConfig,
+        retry: &RetryConfig,
+    ) -> Result<Destination, DestError> {
+        let url = url::Url::parse(&cfg.url)
+            .map_err(|e| DestError::Config(format!("url {:?}: {e}", cfg.url)))?;
+        let (store, prefix, supports_metadata): (Arc<dyn ObjectStore>, String, bool) =
+            match url.scheme() {
+                "file" => {
+                    let dir = url
+                        .to_file_path()
+                        .map_err(|_| DestError::Config(format!("bad file URL {:?}", cfg.url)))?;
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        DestError::Config(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                    let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                        .map_err(|e| DestError::Config(e.to_string()))?
+                        .with_automatic_cleanup(true);
+                    (Arc::new(fs), String::new(), false)
+                }
+                "memory" => (
+                    Arc::new(object_store::memory::InMemory::new()),
+                    String::new(),
+                    true,
+                ),
+                "s3" => (
+                    Arc::new(build_s3(cfg, &url, retry)?),
+                    url_prefix(&url),
+                    true,
+                ),
+                _ => {
+                    let (store, path) = object_store::parse_url(&url)
+                        .map_err(|e| DestError::Config(e.to_string()))?;
+                    (Arc::from(store), path.to_string(), true)
+                }
+            };
         Ok(Destination {
             store,
             prefix,
@@ -121,7 +142,11 @@ impl Destination {
 
     /// Joins the prefix and a relative key.
     pub fn key(&self, relative: &str) -> ObjectKey {
-        if self.prefix.is_empty() { ObjectKey(relative.to_string()) } else { ObjectKey(format!("{}/{relative}", self.prefix)) }
+        if self.prefix.is_empty() {
+            ObjectKey(relative.to_string())
+        } else {
+            ObjectKey(format!("{}/{relative}", self.prefix))
+        }
     }
 
     fn path(key: &ObjectKey) -> Result<Path, DestError> {
@@ -136,30 +161,61 @@ impl Destination {
         if let Some(ct) = &meta.content_type {
             a.insert(Attribute::ContentType, ct.clone().into());
         }
-        a.insert(Attribute::Metadata("drive-id".into()), meta.drive_id.clone().into());
-        let name: String = url::form_urlencoded::byte_serialize(meta.drive_name.as_bytes()).collect();
+        a.insert(
+            Attribute::Metadata("drive-id".into()),
+            meta.drive_id.clone().into(),
+        );
+        let name: String =
+            url::form_urlencoded::byte_serialize(meta.drive_name.as_bytes()).collect();
         a.insert(Attribute::Metadata("drive-name".into()), name.into());
         a
     }
 
     /// Writes a small object in one PUT.
-    pub async fn put(&self, key: &ObjectKey, body: Vec<Bytes>, meta: &ObjectMeta) -> Result<(), DestError> {
+    pub async fn put(
+        &self,
+        key: &ObjectKey,
+        body: Vec<Bytes>,
+        meta: &ObjectMeta,
+    ) -> Result<(), DestError> {
         let path = Self::path(key)?;
-        let opts = PutOptions { attributes: self.attributes(meta), ..Default::default() };
+        let opts = PutOptions {
+            attributes: self.attributes(meta),
+            ..Default::default()
+        };
         let payload: object_store::PutPayload = body.into_iter().collect();
-        self.store.put_opts(&path, payload, opts).await.map_err(|source| DestError::Store { op: "put", key: key.0.clone(), source })?;
+        self.store
+            .put_opts(&path, payload, opts)
+            .await
+            .map_err(|source| DestError::Store {
+                op: "put",
+                key: key.0.clone(),
+                source,
+            })?;
         Ok(())
     }
 
     /// Starts a multipart upload whose parts are `part_size` bytes.
-    pub async fn multipart(&self, key: &ObjectKey, meta: &ObjectMeta, part_size: usize) -> Result<WriteMultipart, DestError> {
+    pub async fn multipart(
+        &self,
+        key: &ObjectKey,
+        meta: &ObjectMeta,
+        part_size: usize,
+    ) -> Result<WriteMultipart, DestError> {
         let path = Self::path(key)?;
-        let opts = PutMultipartOptions { attributes: self.attributes(meta), ..Default::default() };
+        let opts = PutMultipartOptions {
+            attributes: self.attributes(meta),
+            ..Default::default()
+        };
         let upload = self
             .store
             .put_multipart_opts(&path, opts)
             .await
-            .map_err(|source| DestError::Store { op: "create_multipart", key: key.0.clone(), source })?;
+            .map_err(|source| DestError::Store {
+                op: "create_multipart",
+                key: key.0.clone(),
+                source,
+            })?;
         Ok(WriteMultipart::new_with_chunk_size(upload, part_size))
     }
 
@@ -168,14 +224,30 @@ impl Destination {
         match self.store.head(&Self::path(key)?).await {
             Ok(m) => Ok(Some(m.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(source) => Err(DestError::Store { op: "head", key: key.0.clone(), source }),
+            Err(source) => Err(DestError::Store {
+                op: "head",
+                key: key.0.clone(),
+                source,
+            }),
         }
     }
 
     /// Reads a whole object (for tests and `verify`).
     pub async fn get(&self, key: &ObjectKey) -> Result<Bytes, DestError> {
-        let r = self.store.get(&Self::path(key)?).await.map_err(|source| DestError::Store { op: "get", key: key.0.clone(), source })?;
-        r.bytes().await.map_err(|source| DestError::Store { op: "get", key: key.0.clone(), source })
+        let r = self
+            .store
+            .get(&Self::path(key)?)
+            .await
+            .map_err(|source| DestError::Store {
+                op: "get",
+                key: key.0.clone(),
+                source,
+            })?;
+        r.bytes().await.map_err(|source| DestError::Store {
+            op: "get",
+            key: key.0.clone(),
+            source,
+        })
     }
 
     /// Server-side copy.
@@ -183,14 +255,22 @@ impl Destination {
         self.store
             .copy(&Self::path(from)?, &Self::path(to)?)
             .await
-            .map_err(|source| DestError::Store { op: "copy", key: from.0.clone(), source })
+            .map_err(|source| DestError::Store {
+                op: "copy",
+                key: from.0.clone(),
+                source,
+            })
     }
 
     /// Deletes an object; absent is fine.
     pub async fn delete(&self, key: &ObjectKey) -> Result<(), DestError> {
         match self.store.delete(&Self::path(key)?).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(DestError::Store { op: "delete", key: key.0.clone(), source }),
+            Err(source) => Err(DestError::Store {
+                op: "delete",
+                key: key.0.clone(),
+                source,
+            }),
         }
     }
 
@@ -200,28 +280,66 @@ impl Destination {
             DeletePolicy::Keep => Ok(()),
             DeletePolicy::Delete => self.delete(key).await,
             DeletePolicy::Trash => {
-                let rel = key.as_str().strip_prefix(&self.prefix).unwrap_or(key.as_str()).trim_start_matches('/');
+                let rel = key
+                    .as_str()
+                    .strip_prefix(&self.prefix)
+                    .unwrap_or(key.as_str())
+                    .trim_start_matches('/');
                 let trash = self.key(&format!(".trash/{rel}"));
                 match self.copy(key, &trash).await {
                     Ok(()) => self.delete(key).await,
-                    Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) => Ok(()),
+                    Err(DestError::Store {
+                        source: object_store::Error::NotFound { .. },
+                        ..
+                    }) => Ok(()),
                     Err(e) => Err(e),
                 }
             }
         }
     }
 
+    /// Proves the destination answers (one listing request) before any work starts, so an unreachable
+    /// or misconfigured store fails the run at once instead of dead-lettering every file.
+    pub async fn check_reachable(&self) -> Result<(), DestError> {
+        use futures::StreamExt;
+        let prefix = if self.prefix.is_empty() {
+            None
+        } else {
+            Some(Path::from(self.prefix.as_str()))
+        };
+        let mut listing = self.store.list(prefix.as_ref());
+        match listing.next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(source)) => Err(DestError::Store {
+                op: "list",
+                key: self.prefix.clone(),
+                source,
+            }),
+        }
+    }
+
     /// Every key under the prefix (for tests and `verify`).
     pub async fn list_keys(&self) -> Result<Vec<(ObjectKey, u64)>, DestError> {
         use futures::TryStreamExt;
-        let prefix = if self.prefix.is_empty() { None } else { Some(Path::from(self.prefix.as_str())) };
+        let prefix = if self.prefix.is_empty() {
+            None
+        } else {
+            Some(Path::from(self.prefix.as_str()))
+        };
         let metas: Vec<_> = self
             .store
             .list(prefix.as_ref())
             .try_collect()
             .await
-            .map_err(|source| DestError::Store { op: "list", key: self.prefix.clone(), source })?;
-        Ok(metas.into_iter().map(|m| (ObjectKey(m.location.to_string()), m.size)).collect())
+            .map_err(|source| DestError::Store {
+                op: "list",
+                key: self.prefix.clone(),
+                source,
+            })?;
+        Ok(metas
+            .into_iter()
+            .map(|m| (ObjectKey(m.location.to_string()), m.size))
+            .collect())
     }
 }
 
@@ -229,8 +347,14 @@ fn url_prefix(url: &url::Url) -> String {
     url.path().trim_matches('/').to_string()
 }
 
-fn build_s3(cfg: &DestinationConfig, url: &url::Url, retry: &RetryConfig) -> Result<object_store::aws::AmazonS3, DestError> {
-    let bucket = url.host_str().ok_or_else(|| DestError::Config(format!("s3 URL {:?} has no bucket", cfg.url)))?;
+fn build_s3(
+    cfg: &DestinationConfig,
+    url: &url::Url,
+    retry: &RetryConfig,
+) -> Result<object_store::aws::AmazonS3, DestError> {
+    let bucket = url
+        .host_str()
+        .ok_or_else(|| DestError::Config(format!("s3 URL {:?} has no bucket", cfg.url)))?;
     let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
     let mut client = object_store::ClientOptions::new()
         .with_timeout(Duration::from_secs(120))
@@ -238,9 +362,13 @@ fn build_s3(cfg: &DestinationConfig, url: &url::Url, retry: &RetryConfig) -> Res
         .with_pool_max_idle_per_host(64);
     if let Some(endpoint) = &cfg.endpoint {
         client = client.with_allow_http(endpoint.starts_with("http://"));
-        b = b.with_endpoint(endpoint.trim_end_matches('/')).with_virtual_hosted_style_request(false);
+        b = b
+            .with_endpoint(endpoint.trim_end_matches('/'))
+            .with_virtual_hosted_style_request(false);
     }
-    b = b.with_client_options(client).with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()));
+    b = b
+        .with_client_options(client)
+        .with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()));
     if let Some(k) = &cfg.access_key_id {
         b = b.with_access_key_id(k);
     }

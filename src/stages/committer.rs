@@ -7,7 +7,8 @@ use super::{CommitMsg, Emit, Replay, Stage, StageError};
 use crate::model::{ChangeEvent, OutcomeKind};
 use crate::state::watermark::{CheckpointGate, Watermark};
 use crate::state::{Checkpoint, CommitBatch, Store};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
 /// Progress the committer publishes (for `--once`, the progress line and tests).
@@ -21,6 +22,8 @@ pub struct Progress {
     pub removed: u64,
     /// Events skipped.
     pub skipped: u64,
+    /// Folders recorded.
+    pub folders: u64,
     /// Files dead-lettered this run.
     pub dead_lettered: u64,
     /// Bytes written.
@@ -29,50 +32,76 @@ pub struct Progress {
     pub caught_up: bool,
 }
 
-/// The committer stage.
-pub struct Committer {
-    /// Store.
-    pub store: Store,
+/// What the committer must not forget across its own restarts: the watermark, the checkpoints waiting
+/// for it, and whether the feed has caught up. Kept outside the actor (restart by builder).
+#[derive(Debug, Clone)]
+pub struct CommitState {
     /// Low watermark.
     pub watermark: Watermark,
     /// Checkpoints waiting for the watermark.
     pub gate: CheckpointGate<Checkpoint>,
+    /// Seq the feed reported as its last, in `--once` mode.
+    pub caught_up_at: Option<u64>,
+}
+
+impl CommitState {
+    /// State for a run whose first seq is `first_seq`.
+    pub fn new(first_seq: u64) -> Self {
+        CommitState {
+            watermark: Watermark::new(first_seq),
+            gate: CheckpointGate::default(),
+            caught_up_at: None,
+        }
+    }
+
+    /// True when the feed caught up and every event and checkpoint is done.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up_at.is_some_and(|s| self.watermark.covers(s)) && self.gate.pending() == 0
+    }
+}
+
+/// The committer stage.
+pub struct Committer {
+    /// Store.
+    pub store: Store,
+    /// Survives restarts.
+    pub state: Arc<Mutex<CommitState>>,
     /// Shared with dedup.
     pub in_flight: Arc<InFlight>,
     /// Dedup's input, for released waiting events.
     pub release: mpsc::Sender<ChangeEvent>,
     /// Published progress.
     pub progress: watch::Sender<Progress>,
-    /// Seq the feed reported as its last, in `--once` mode.
-    pub caught_up_at: Option<u64>,
+    /// The feed's next seq, saved so a later run continues the sequence.
+    pub next_seq: Arc<AtomicU64>,
     /// Failure injection.
     pub faults: Arc<super::FailureInjector>,
 }
 
-impl Committer {
-    /// A committer for a run whose first seq is `first_seq`.
-    pub fn new(store: Store, first_seq: u64, in_flight: Arc<InFlight>, release: mpsc::Sender<ChangeEvent>, progress: watch::Sender<Progress>, faults: Arc<super::FailureInjector>) -> Self {
-        Committer { store, watermark: Watermark::new(first_seq), gate: CheckpointGate::default(), in_flight, release, progress, caught_up_at: None, faults }
-    }
-
-    fn absorb(&mut self, msgs: Vec<CommitMsg>) -> CommitBatch {
-        let mut batch = CommitBatch::default();
-        for m in msgs {
-            match m {
-                CommitMsg::Outcome(o) => {
-                    self.watermark.finish(o.seq.0);
-                    batch.outcomes.push(o);
-                }
-                CommitMsg::Mark { last_seq, checkpoint } => self.gate.offer(last_seq, checkpoint),
-                CommitMsg::FeedCaughtUp { last_seq } => self.caught_up_at = Some(last_seq),
+/// Folds messages into a copy of the state; the copy replaces the state only once the batch is durable.
+fn absorb(state: &CommitState, msgs: Vec<CommitMsg>, next_seq: u64) -> (CommitState, CommitBatch) {
+    let mut st = state.clone();
+    let mut batch = CommitBatch::default();
+    for m in msgs {
+        match m {
+            CommitMsg::Outcome(o) => {
+                st.watermark.finish(o.seq.0);
+                batch.outcomes.push(o);
             }
+            CommitMsg::Mark {
+                last_seq,
+                checkpoint,
+            } => st.gate.offer(last_seq, checkpoint),
+            CommitMsg::FeedCaughtUp { last_seq } => st.caught_up_at = Some(last_seq),
         }
-        batch.checkpoint = self.gate.take_ready(&self.watermark);
-        batch.next_seq = self.watermark.next_unfinished().max(batch.outcomes.iter().map(|o| o.seq.0 + 1).max().unwrap_or(0));
-        batch
     }
+    batch.checkpoint = st.gate.take_ready(&st.watermark);
+    batch.next_seq = next_seq;
+    (st, batch)
+}
 
-    fn publish(&self, batch: &CommitBatch) {
+impl Committer {
+    fn publish(&self, batch: &CommitBatch, caught_up: bool) {
         self.progress.send_modify(|p| {
             for o in &batch.outcomes {
                 p.outcomes += 1;
@@ -82,11 +111,12 @@ impl Committer {
                         p.bytes += r.size;
                     }
                     OutcomeKind::Removed { .. } => p.removed += 1,
-                    OutcomeKind::Skipped(_) | OutcomeKind::FolderRecorded(_) => p.skipped += 1,
+                    OutcomeKind::FolderRecorded(_) => p.folders += 1,
+                    OutcomeKind::Skipped(_) => p.skipped += 1,
                     OutcomeKind::DeadLettered(_) => p.dead_lettered += 1,
                 }
             }
-            p.caught_up = self.caught_up_at.is_some_and(|s| self.watermark.covers(s)) && self.gate.pending() == 0;
+            p.caught_up = caught_up;
         });
     }
 
@@ -113,25 +143,36 @@ impl Stage for Committer {
 
     async fn process(&mut self, items: Vec<CommitMsg>, _emit: &Emit<()>) -> Result<(), StageError> {
         self.faults.check(Self::NAME)?;
-        let batch = self.absorb(items);
+        let current = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (next_state, batch) = absorb(&current, items, self.next_seq.load(Ordering::SeqCst));
         let store = self.store.clone();
         let batch = tokio::task::spawn_blocking(move || store.apply(&batch).map(|_| batch))
             .await
             .map_err(|e| StageError::Fatal(format!("store task: {e}")))?
             .map_err(|e| StageError::Fatal(e.to_string()))?;
         if batch.checkpoint.is_some() {
-            tracing::debug!(watermark = self.watermark.next_unfinished(), "checkpoint saved");
+            tracing::debug!(
+                watermark = next_state.watermark.next_unfinished(),
+                "checkpoint saved"
+            );
         }
+        let caught_up = next_state.caught_up();
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = next_state;
         for o in &batch.outcomes {
             crate::metrics::event(Self::NAME, outcome_label(&o.kind));
         }
-        if batch.outcomes.iter().any(|o| matches!(o.kind, OutcomeKind::DeadLettered(_) | OutcomeKind::Committed(_))) {
+        if batch.outcomes.iter().any(|o| {
+            matches!(
+                o.kind,
+                OutcomeKind::DeadLettered(_) | OutcomeKind::Committed(_)
+            )
+        }) {
             if let Ok(d) = self.store.dead_letters() {
                 crate::metrics::dlq_files(d.len());
             }
         }
         self.release_waiting(&batch);
-        self.publish(&batch);
+        self.publish(&batch, caught_up);
         Ok(())
     }
 

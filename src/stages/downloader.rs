@@ -16,7 +16,12 @@ use tokio::sync::mpsc;
 /// The downloader's I/O need: open a file's bytes from an offset.
 pub trait ByteSource: Send + Sync + 'static {
     /// Opens `file` at `offset`.
-    fn open(&self, file: &FileId, source: &Source, offset: u64) -> impl Future<Output = Result<ByteStream, DriveError>> + Send;
+    fn open(
+        &self,
+        file: &FileId,
+        source: &Source,
+        offset: u64,
+    ) -> impl Future<Output = Result<ByteStream, DriveError>> + Send;
 }
 
 /// A piece of a transfer on the chunk channel.
@@ -60,19 +65,32 @@ impl<B: ByteSource> Downloader<B> {
         if let ActionKind::Copy { from } = &planned.kind {
             let still_there = self.dest.head(from).await.ok().flatten().is_some();
             if !still_there {
-                planned.kind = ActionKind::Upload { source: Source::Media };
+                planned.kind = ActionKind::Upload {
+                    source: Source::Media,
+                };
             }
         }
         let source = match &planned.kind {
             ActionKind::Upload { source } => source.clone(),
-            _ => return emit.forward(Transfer { planned, body: None }).await,
+            _ => {
+                return emit
+                    .forward(Transfer {
+                        planned,
+                        body: None,
+                    })
+                    .await;
+            }
         };
         let stream = match self.source.open(&planned.file.id, &source, 0).await {
             Ok(s) => s,
             Err(e) => return self.dead_letter(planned, e, emit).await,
         };
         let (tx, rx) = mpsc::channel(self.chunk_depth);
-        emit.forward(Transfer { planned: planned.clone(), body: Some(rx) }).await?;
+        emit.forward(Transfer {
+            planned: planned.clone(),
+            body: Some(rx),
+        })
+        .await?;
         match self.pump(&planned, &source, stream, &tx).await {
             Ok(()) => Ok(()),
             Err(PumpError::ReceiverGone) => Ok(()),
@@ -83,15 +101,36 @@ impl<B: ByteSource> Downloader<B> {
         }
     }
 
-    async fn dead_letter(&self, planned: Planned, e: DriveError, emit: &Emit<Transfer>) -> Result<(), StageError> {
+    async fn dead_letter(
+        &self,
+        planned: Planned,
+        e: DriveError,
+        emit: &Emit<Transfer>,
+    ) -> Result<(), StageError> {
         tracing::warn!(file = %planned.file.id, name = %planned.file.name, error = %e, "download failed; dead-lettered");
         crate::metrics::event(Self::NAME_STATIC, "dead_lettered");
-        let dl = dead_letter(&planned.file, Some(planned.key.clone()), &e.short_reason(), e.to_string());
-        emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind: OutcomeKind::DeadLettered(dl) }).await
+        let dl = dead_letter(
+            &planned.file,
+            Some(planned.key.clone()),
+            &e.short_reason(),
+            e.to_string(),
+        );
+        emit.outcome(Outcome {
+            seq: planned.seq,
+            file_id: planned.file.id.clone(),
+            kind: OutcomeKind::DeadLettered(dl),
+        })
+        .await
     }
 
     /// Copies the body into the chunk channel, re-opening at the current offset when it breaks.
-    async fn pump(&self, planned: &Planned, source: &Source, mut stream: ByteStream, tx: &mpsc::Sender<Chunk>) -> Result<(), PumpError> {
+    async fn pump(
+        &self,
+        planned: &Planned,
+        source: &Source,
+        mut stream: ByteStream,
+        tx: &mpsc::Sender<Chunk>,
+    ) -> Result<(), PumpError> {
         let mut offset = 0u64;
         let mut resumes = 0;
         let mut buf = BytesMut::with_capacity(self.chunk_size);
@@ -103,20 +142,34 @@ impl<B: ByteSource> Downloader<B> {
                     buf.extend_from_slice(&bytes);
                     while buf.len() >= self.chunk_size {
                         let chunk = buf.split_to(self.chunk_size).freeze();
-                        tx.send(Chunk::Data(chunk)).await.map_err(|_| PumpError::ReceiverGone)?;
+                        tx.send(Chunk::Data(chunk))
+                            .await
+                            .map_err(|_| PumpError::ReceiverGone)?;
                     }
                 }
-                Some(Err(e)) => stream = self.resume(planned, source, offset, &mut resumes, e).await?,
+                Some(Err(e)) => {
+                    stream = self
+                        .resume(planned, source, offset, &mut resumes, e)
+                        .await?
+                }
                 None => {
                     if let Some(total) = stream.total_len.filter(|t| *t > offset) {
-                        let e = DriveError::Transport(format!("body ended at {offset} of {total} bytes"));
-                        stream = self.resume(planned, source, offset, &mut resumes, e).await?;
+                        let e = DriveError::Transport(format!(
+                            "body ended at {offset} of {total} bytes"
+                        ));
+                        stream = self
+                            .resume(planned, source, offset, &mut resumes, e)
+                            .await?;
                         continue;
                     }
                     if !buf.is_empty() {
-                        tx.send(Chunk::Data(buf.split().freeze())).await.map_err(|_| PumpError::ReceiverGone)?;
+                        tx.send(Chunk::Data(buf.split().freeze()))
+                            .await
+                            .map_err(|_| PumpError::ReceiverGone)?;
                     }
-                    tx.send(Chunk::End).await.map_err(|_| PumpError::ReceiverGone)?;
+                    tx.send(Chunk::End)
+                        .await
+                        .map_err(|_| PumpError::ReceiverGone)?;
                     return Ok(());
                 }
             }
@@ -125,14 +178,24 @@ impl<B: ByteSource> Downloader<B> {
 
     /// Re-opens the body at `offset` after `error`, while resumptions remain (media only: exports
     /// are generated on the fly and cannot be resumed).
-    async fn resume(&self, planned: &Planned, source: &Source, offset: u64, resumes: &mut u32, error: DriveError) -> Result<ByteStream, PumpError> {
+    async fn resume(
+        &self,
+        planned: &Planned,
+        source: &Source,
+        offset: u64,
+        resumes: &mut u32,
+        error: DriveError,
+    ) -> Result<ByteStream, PumpError> {
         *resumes += 1;
         if !matches!(source, Source::Media) || *resumes > self.max_resumes {
             return Err(PumpError::Drive(error));
         }
         tracing::info!(file = %planned.file.id, offset, %error, "download interrupted; resuming with Range");
         crate::metrics::retry("drive", "body_interrupted");
-        self.source.open(&planned.file.id, source, offset).await.map_err(PumpError::Drive)
+        self.source
+            .open(&planned.file.id, source, offset)
+            .await
+            .map_err(PumpError::Drive)
     }
 
     const NAME_STATIC: &'static str = "downloader";
@@ -148,7 +211,11 @@ impl<B: ByteSource> Stage for Downloader<B> {
     type Out = Transfer;
     const NAME: &'static str = "downloader";
 
-    async fn process(&mut self, items: Vec<Planned>, emit: &Emit<Transfer>) -> Result<(), StageError> {
+    async fn process(
+        &mut self,
+        items: Vec<Planned>,
+        emit: &Emit<Transfer>,
+    ) -> Result<(), StageError> {
         for planned in items {
             self.faults.check(Self::NAME)?;
             self.handle(planned, emit).await?;

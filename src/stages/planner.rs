@@ -37,7 +37,10 @@ pub struct Layout {
 /// The planner's one I/O need: metadata of a folder it has not seen.
 pub trait FolderLookup: Send + Sync + 'static {
     /// `files.get` of `id`; `None` when it does not exist or is not visible.
-    fn lookup(&self, id: &FileId) -> impl Future<Output = Result<Option<DriveFile>, DriveError>> + Send;
+    fn lookup(
+        &self,
+        id: &FileId,
+    ) -> impl Future<Output = Result<Option<DriveFile>, DriveError>> + Send;
 }
 
 /// Maximum folder depth followed when resolving a path (Drive has no parent cycles, but be safe).
@@ -58,7 +61,13 @@ pub struct Planner<L: FolderLookup> {
 
 impl<L: FolderLookup> Planner<L> {
     /// Loads the folder map and key claims from the store.
-    pub fn new(store: Store, lookup: Arc<L>, scope: Scope, layout: Layout, faults: Arc<super::FailureInjector>) -> Result<Self, StageError> {
+    pub fn new(
+        store: Store,
+        lookup: Arc<L>,
+        scope: Scope,
+        layout: Layout,
+        faults: Arc<super::FailureInjector>,
+    ) -> Result<Self, StageError> {
         let mut p = Planner {
             store,
             lookup,
@@ -76,7 +85,9 @@ impl<L: FolderLookup> Planner<L> {
             p.folders.insert(f.id.clone(), f);
         }
         let mut files = Vec::new();
-        p.store.for_each_file(|r| files.push((r.id, r.key))).map_err(fatal)?;
+        p.store
+            .for_each_file(|r| files.push((r.id, r.key)))
+            .map_err(fatal)?;
         for (id, key) in files {
             p.claim_exact(&id, &key.0);
         }
@@ -85,12 +96,21 @@ impl<L: FolderLookup> Planner<L> {
     }
 
     fn join(&self, rel: &str) -> String {
-        if self.layout.prefix.is_empty() { rel.to_string() } else { format!("{}/{rel}", self.layout.prefix) }
+        if self.layout.prefix.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", self.layout.prefix)
+        }
     }
 
     fn assign_drive_roots(&mut self) -> BTreeMap<DriveId, String> {
         let base = self.join("shared-drives");
-        let drives: Vec<(DriveId, String)> = self.scope.shared.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let drives: Vec<(DriveId, String)> = self
+            .scope
+            .shared
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         drives
             .into_iter()
             .map(|(id, name)| {
@@ -117,10 +137,16 @@ impl<L: FolderLookup> Planner<L> {
     /// The key of `name` inside `parent`: the plain name when free (or already ours), else the name
     /// with ` (fileId)`, which no one else can hold.
     fn claim(&mut self, id: &FileId, parent: &str, name: &str, ext: Option<&str>) -> String {
-        let plain = format!("{parent}/{}", keys::segment(name, ext, None, self.layout.mode));
+        let plain = format!(
+            "{parent}/{}",
+            keys::segment(name, ext, None, self.layout.mode)
+        );
         let class = keys::collision_class(&plain);
         let key = match self.claims.get(&class) {
-            Some(holder) if holder != id => format!("{parent}/{}", keys::segment(name, ext, Some(id), self.layout.mode)),
+            Some(holder) if holder != id => format!(
+                "{parent}/{}",
+                keys::segment(name, ext, Some(id), self.layout.mode)
+            ),
             _ => plain,
         };
         let class = keys::collision_class(&key);
@@ -140,7 +166,9 @@ impl<L: FolderLookup> Planner<L> {
             if chain.len() > MAX_DEPTH {
                 return Ok(None);
             }
-            let Some(parent) = child.parents.first().cloned() else { return Ok(None) };
+            let Some(parent) = child.parents.first().cloned() else {
+                return Ok(None);
+            };
             if let Some(root) = self.root_prefix(&child, &parent) {
                 break root;
             }
@@ -156,28 +184,37 @@ impl<L: FolderLookup> Planner<L> {
                     child = folder;
                 }
                 Ok(_) => return Ok(None),
-                Err(e) => return Err(StageError::Failed(format!("cannot resolve parent {parent}: {e}"))),
+                Err(e) => {
+                    return Err(StageError::Failed(format!(
+                        "cannot resolve parent {parent}: {e}"
+                    )));
+                }
             }
         };
         // Record the looked-up ancestors, outermost first, so their keys are claimed once.
         let mut prefix = prefix;
         for folder in chain.into_iter().rev() {
             let key = self.claim(&folder.id, &prefix, &folder.name, None);
-            self.folders.insert(folder.id.clone(), folder_record(&folder, &key));
+            self.folders
+                .insert(folder.id.clone(), folder_record(&folder, &key));
             prefix = key;
         }
         Ok(Some(prefix))
     }
 
     fn drive_in_scope(&self, f: &DriveFile) -> bool {
-        f.drive_id.as_ref().is_some_and(|d| self.scope.shared.contains_key(d))
+        f.drive_id
+            .as_ref()
+            .is_some_and(|d| self.scope.shared.contains_key(d))
     }
 
     fn root_prefix(&self, child: &DriveFile, parent: &FileId) -> Option<String> {
         match &child.drive_id {
             Some(d) if d.0 == parent.0 => self.drive_roots.get(d).cloned(),
             Some(_) => None,
-            None if self.scope.my_drive_root.as_ref() == Some(parent) => Some(self.join("my-drive")),
+            None if self.scope.my_drive_root.as_ref() == Some(parent) => {
+                Some(self.join("my-drive"))
+            }
             None => None,
         }
     }
@@ -195,16 +232,28 @@ impl<L: FolderLookup> Planner<L> {
     }
 
     /// Plans one event; returns the action, or the outcome when no I/O is needed.
-    pub async fn plan(&mut self, event: ChangeEvent) -> Result<Result<Planned, Outcome>, StageError> {
+    pub async fn plan(
+        &mut self,
+        event: ChangeEvent,
+    ) -> Result<Result<Planned, Outcome>, StageError> {
         let file = match &event.kind {
             ChangeKind::Removed => return self.plan_removal(event.seq, &event.file_id),
             ChangeKind::Upsert(f) => f.clone(),
         };
         if file.is_shortcut() {
-            return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Shortcut))));
+            return Ok(Err(outcome(
+                &event,
+                OutcomeKind::Skipped(SkipReason::Shortcut),
+            )));
         }
-        let parent = if file.trashed { None } else { self.parent_prefix(&file).await? };
-        let Some(parent) = parent else { return self.plan_removal(event.seq, &file.id) };
+        let parent = if file.trashed {
+            None
+        } else {
+            self.parent_prefix(&file).await?
+        };
+        let Some(parent) = parent else {
+            return self.plan_removal(event.seq, &file.id);
+        };
         if file.is_folder() {
             let key = self.claim(&file.id, &parent, &file.name, None);
             let record = folder_record(&file, &key);
@@ -213,9 +262,14 @@ impl<L: FolderLookup> Planner<L> {
         }
         let source = if file.is_google_doc() {
             let Some(ext) = self.export_ext(&file.mime_type) else {
-                return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::NotInScope))));
+                return Ok(Err(outcome(
+                    &event,
+                    OutcomeKind::Skipped(SkipReason::NotInScope),
+                )));
             };
-            let mime = crate::drive::export_mime(&ext).unwrap_or("application/pdf").to_string();
+            let mime = crate::drive::export_mime(&ext)
+                .unwrap_or("application/pdf")
+                .to_string();
             let link = file.export_links.get(&mime).cloned();
             (Source::Export { mime, link }, Some(ext))
         } else {
@@ -224,23 +278,53 @@ impl<L: FolderLookup> Planner<L> {
         let key = ObjectKey(self.claim(&file.id, &parent, &file.name, source.1.as_deref()));
         if let (Some(max), Some(size)) = (self.layout.max_file_size, file.size) {
             if size > max {
-                let dl = dead_letter(&file, Some(key), "fileTooLarge", format!("{size} bytes is over max_file_size {max}"));
+                let dl = dead_letter(
+                    &file,
+                    Some(key),
+                    "fileTooLarge",
+                    format!("{size} bytes is over max_file_size {max}"),
+                );
                 return Ok(Err(outcome(&event, OutcomeKind::DeadLettered(dl))));
             }
         }
-        let existing = self.store.file(&file.id).map_err(|e| StageError::Fatal(e.to_string()))?;
-        let previous_key = existing.as_ref().map(|r| r.key.clone()).filter(|k| *k != key);
-        let same_content = existing.as_ref().is_some_and(|r| r.md5.is_some() && r.md5 == file.md5);
+        let existing = self
+            .store
+            .file(&file.id)
+            .map_err(|e| StageError::Fatal(e.to_string()))?;
+        let previous_key = existing
+            .as_ref()
+            .map(|r| r.key.clone())
+            .filter(|k| *k != key);
+        let same_content = existing
+            .as_ref()
+            .is_some_and(|r| r.md5.is_some() && r.md5 == file.md5);
         let kind = match (&existing, same_content) {
-            (Some(r), true) => ActionKind::Copy { from: r.key.clone() },
+            (Some(r), true) => ActionKind::Copy {
+                from: r.key.clone(),
+            },
             _ => ActionKind::Upload { source: source.0 },
         };
-        Ok(Ok(Planned { seq: event.seq, file, key, previous_key, kind, attempt: 0 }))
+        Ok(Ok(Planned {
+            seq: event.seq,
+            file,
+            key,
+            previous_key,
+            kind,
+            attempt: 0,
+        }))
     }
 
-    fn plan_removal(&mut self, seq: ChangeSeq, id: &FileId) -> Result<Result<Planned, Outcome>, StageError> {
+    fn plan_removal(
+        &mut self,
+        seq: ChangeSeq,
+        id: &FileId,
+    ) -> Result<Result<Planned, Outcome>, StageError> {
         let fatal = |e: crate::state::StoreError| StageError::Fatal(e.to_string());
-        let ev_outcome = |kind| Outcome { seq, file_id: id.clone(), kind };
+        let ev_outcome = |kind| Outcome {
+            seq,
+            file_id: id.clone(),
+            kind,
+        };
         if let Some(rec) = self.store.file(id).map_err(fatal)? {
             self.release(id);
             let file = DriveFile {
@@ -259,9 +343,17 @@ impl<L: FolderLookup> Planner<L> {
                 export_links: BTreeMap::new(),
                 can_download: true,
             };
-            return Ok(Ok(Planned { seq, file, key: rec.key, previous_key: None, kind: ActionKind::Delete, attempt: 0 }));
+            return Ok(Ok(Planned {
+                seq,
+                file,
+                key: rec.key,
+                previous_key: None,
+                kind: ActionKind::Delete,
+                attempt: 0,
+            }));
         }
-        let was_folder = self.folders.remove(id).is_some() | self.store.folder(id).map_err(fatal)?.is_some();
+        let was_folder =
+            self.folders.remove(id).is_some() | self.store.folder(id).map_err(fatal)?.is_some();
         self.release(id);
         Ok(Err(if was_folder {
             ev_outcome(OutcomeKind::Removed { key: None })
@@ -272,7 +364,11 @@ impl<L: FolderLookup> Planner<L> {
 }
 
 fn outcome(event: &ChangeEvent, kind: OutcomeKind) -> Outcome {
-    Outcome { seq: event.seq, file_id: event.file_id.clone(), kind }
+    Outcome {
+        seq: event.seq,
+        file_id: event.file_id.clone(),
+        kind,
+    }
 }
 
 fn folder_record(f: &DriveFile, key: &str) -> FolderRecord {
@@ -287,7 +383,12 @@ fn folder_record(f: &DriveFile, key: &str) -> FolderRecord {
 }
 
 /// A dead-letter entry for `file`.
-pub fn dead_letter(file: &DriveFile, key: Option<ObjectKey>, reason: &str, last_error: String) -> DeadLetter {
+pub fn dead_letter(
+    file: &DriveFile,
+    key: Option<ObjectKey>,
+    reason: &str,
+    last_error: String,
+) -> DeadLetter {
     DeadLetter {
         id: file.id.clone(),
         name: file.name.clone(),
@@ -295,7 +396,10 @@ pub fn dead_letter(file: &DriveFile, key: Option<ObjectKey>, reason: &str, last_
         reason: reason.to_string(),
         last_error,
         attempts: 1,
-        at_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        at_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
     }
 }
 
@@ -304,7 +408,11 @@ impl<L: FolderLookup> Stage for Planner<L> {
     type Out = Planned;
     const NAME: &'static str = "planner";
 
-    async fn process(&mut self, items: Vec<ChangeEvent>, emit: &Emit<Planned>) -> Result<(), StageError> {
+    async fn process(
+        &mut self,
+        items: Vec<ChangeEvent>,
+        emit: &Emit<Planned>,
+    ) -> Result<(), StageError> {
         for event in items {
             self.faults.check(Self::NAME)?;
             match self.plan(event).await? {
@@ -338,9 +446,24 @@ mod tests {
     }
 
     fn planner(dir: &std::path::Path) -> Planner<NoLookup> {
-        let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new() };
-        let layout = Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: Some(100) };
-        Planner::new(Store::open(dir).unwrap(), Arc::new(NoLookup), scope, layout, Arc::default()).unwrap()
+        let scope = Scope {
+            my_drive_root: Some(FileId("root".into())),
+            shared: BTreeMap::new(),
+        };
+        let layout = Layout {
+            prefix: "pre".into(),
+            mode: KeyMode::Utf8,
+            export: ExportConfig::default(),
+            max_file_size: Some(100),
+        };
+        Planner::new(
+            Store::open(dir).unwrap(),
+            Arc::new(NoLookup),
+            scope,
+            layout,
+            Arc::default(),
+        )
+        .unwrap()
     }
 
     fn file(id: &str, name: &str, parent: &str) -> DriveFile {
@@ -363,13 +486,20 @@ mod tests {
     }
 
     fn upsert(seq: u64, f: DriveFile) -> ChangeEvent {
-        ChangeEvent { seq: ChangeSeq(seq), file_id: f.id.clone(), kind: ChangeKind::Upsert(f) }
+        ChangeEvent {
+            seq: ChangeSeq(seq),
+            file_id: f.id.clone(),
+            kind: ChangeKind::Upsert(f),
+        }
     }
 
     async fn key_of(p: &mut Planner<NoLookup>, seq: u64, f: DriveFile) -> String {
         match p.plan(upsert(seq, f)).await.unwrap() {
             Ok(planned) => planned.key.0,
-            Err(Outcome { kind: OutcomeKind::FolderRecorded(r), .. }) => r.key.0,
+            Err(Outcome {
+                kind: OutcomeKind::FolderRecorded(r),
+                ..
+            }) => r.key.0,
             Err(o) => panic!("unexpected {o:?}"),
         }
     }
@@ -405,10 +535,16 @@ mod tests {
     async fn hostile_names_stay_under_the_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = planner(dir.path());
-        for (i, name) in ["..", "../../etc/passwd", "/abs", "a\\b", "\u{0}", " "].iter().enumerate() {
+        for (i, name) in ["..", "../../etc/passwd", "/abs", "a\\b", "\u{0}", " "]
+            .iter()
+            .enumerate()
+        {
             let k = key_of(&mut p, i as u64 + 1, file(&format!("id{i}"), name, "root")).await;
             assert!(k.starts_with("pre/my-drive/"), "{k}");
-            assert!(k.split('/').all(|s| !s.is_empty() && s != "." && s != ".."), "{k}");
+            assert!(
+                k.split('/').all(|s| !s.is_empty() && s != "." && s != ".."),
+                "{k}"
+            );
         }
     }
 
@@ -416,16 +552,37 @@ mod tests {
     async fn unknown_parents_shortcuts_and_big_files_are_not_uploaded() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = planner(dir.path());
-        let r = p.plan(upsert(1, file("A", "a", "elsewhere"))).await.unwrap();
-        assert!(matches!(r, Err(Outcome { kind: OutcomeKind::Skipped(SkipReason::NotInScope), .. })));
+        let r = p
+            .plan(upsert(1, file("A", "a", "elsewhere")))
+            .await
+            .unwrap();
+        assert!(matches!(
+            r,
+            Err(Outcome {
+                kind: OutcomeKind::Skipped(SkipReason::NotInScope),
+                ..
+            })
+        ));
         let mut s = file("S", "s", "root");
         s.mime_type = SHORTCUT_MIME.into();
         let r = p.plan(upsert(2, s)).await.unwrap();
-        assert!(matches!(r, Err(Outcome { kind: OutcomeKind::Skipped(SkipReason::Shortcut), .. })));
+        assert!(matches!(
+            r,
+            Err(Outcome {
+                kind: OutcomeKind::Skipped(SkipReason::Shortcut),
+                ..
+            })
+        ));
         let mut big = file("B", "b", "root");
         big.size = Some(1000);
         let r = p.plan(upsert(3, big)).await.unwrap();
-        assert!(matches!(r, Err(Outcome { kind: OutcomeKind::DeadLettered(_), .. })));
+        assert!(matches!(
+            r,
+            Err(Outcome {
+                kind: OutcomeKind::DeadLettered(_),
+                ..
+            })
+        ));
     }
 
     #[tokio::test]
@@ -438,6 +595,11 @@ mod tests {
         d.size = None;
         let planned = p.plan(upsert(1, d)).await.unwrap().unwrap();
         assert_eq!(planned.key.0, "pre/my-drive/Notes.docx");
-        assert!(matches!(planned.kind, ActionKind::Upload { source: Source::Export { .. } }));
+        assert!(matches!(
+            planned.kind,
+            ActionKind::Upload {
+                source: Source::Export { .. }
+            }
+        ));
     }
 }

@@ -41,7 +41,11 @@ impl StreamHasher {
     }
     /// Hex md5, hex sha256, length.
     pub fn finish(self) -> (String, String, u64) {
-        (hex::encode(self.md5.finalize()), hex::encode(self.sha256.finalize()), self.len)
+        (
+            hex::encode(self.md5.finalize()),
+            hex::encode(self.sha256.finalize()),
+            self.len,
+        )
     }
 }
 
@@ -56,14 +60,26 @@ impl Uploader {
             drive_id: planned.file.id.0.clone(),
             drive_name: planned.file.name.clone(),
             content_type: match &planned.kind {
-                ActionKind::Upload { source: crate::model::Source::Export { mime, .. } } => Some(mime.clone()),
-                _ if !planned.file.mime_type.starts_with("application/vnd.google-apps") => Some(planned.file.mime_type.clone()),
+                ActionKind::Upload {
+                    source: crate::model::Source::Export { mime, .. },
+                } => Some(mime.clone()),
+                _ if !planned
+                    .file
+                    .mime_type
+                    .starts_with("application/vnd.google-apps") =>
+                {
+                    Some(planned.file.mime_type.clone())
+                }
                 _ => None,
             },
         }
     }
 
-    async fn write_stream(&self, planned: Planned, mut body: tokio::sync::mpsc::Receiver<Chunk>) -> Result<Written, DestError> {
+    async fn write_stream(
+        &self,
+        planned: Planned,
+        mut body: tokio::sync::mpsc::Receiver<Chunk>,
+    ) -> Result<Written, DestError> {
         let meta = Self::meta(&planned);
         let mut hasher = StreamHasher::default();
         let mut pending: Vec<Bytes> = Vec::new();
@@ -77,14 +93,19 @@ impl Uploader {
                     match multipart.as_mut() {
                         Some(mp) => {
                             let mp: &mut object_store::WriteMultipart = mp;
-                            mp.wait_for_capacity(self.part_concurrency).await.map_err(|source| store_err("put_part", &planned, source))?;
+                            mp.wait_for_capacity(self.part_concurrency)
+                                .await
+                                .map_err(|source| store_err("put_part", &planned, source))?;
                             mp.put(bytes);
                         }
                         None => {
                             pending_len += bytes.len();
                             pending.push(bytes);
                             if pending_len >= self.part_size {
-                                let mut mp = self.dest.multipart(&planned.key, &meta, self.part_size).await?;
+                                let mut mp = self
+                                    .dest
+                                    .multipart(&planned.key, &meta, self.part_size)
+                                    .await?;
                                 for b in pending.drain(..) {
                                     mp.put(b);
                                 }
@@ -104,12 +125,19 @@ impl Uploader {
         }
         match multipart {
             Some(mp) => {
-                mp.finish().await.map_err(|source| store_err("complete_multipart", &planned, source))?;
+                mp.finish()
+                    .await
+                    .map_err(|source| store_err("complete_multipart", &planned, source))?;
             }
             None => self.dest.put(&planned.key, pending, &meta).await?,
         }
         let (md5, sha256, size) = hasher.finish();
-        Ok(Written::Done(Uploaded { planned, md5, sha256, size }))
+        Ok(Written::Done(Uploaded {
+            planned,
+            md5,
+            sha256,
+            size,
+        }))
     }
 
     async fn handle(&self, t: Transfer, emit: &Emit<Uploaded>) -> Result<(), StageError> {
@@ -117,14 +145,27 @@ impl Uploader {
         let result = match (&planned.kind, t.body) {
             (ActionKind::Delete, _) => match self.dest.remove(&planned.key).await {
                 Ok(()) => {
-                    let kind = OutcomeKind::Removed { key: Some(planned.key.clone()) };
-                    return emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind }).await;
+                    let kind = OutcomeKind::Removed {
+                        key: Some(planned.key.clone()),
+                    };
+                    return emit
+                        .outcome(Outcome {
+                            seq: planned.seq,
+                            file_id: planned.file.id.clone(),
+                            kind,
+                        })
+                        .await;
                 }
                 Err(e) => Err(e),
             },
             (ActionKind::Copy { from }, _) => self.copy(&planned, from).await,
             (_, Some(body)) => self.write_stream(planned.clone(), body).await,
-            (_, None) => return Err(StageError::Failed(format!("transfer for {} has no body", planned.file.id))),
+            (_, None) => {
+                return Err(StageError::Failed(format!(
+                    "transfer for {} has no body",
+                    planned.file.id
+                )));
+            }
         };
         match result {
             Ok(Written::Done(u)) => emit.forward(u).await,
@@ -132,13 +173,27 @@ impl Uploader {
             Err(e) => {
                 tracing::warn!(file = %planned.file.id, key = %planned.key, error = %e, "upload failed; dead-lettered");
                 crate::metrics::event(Self::NAME, "dead_lettered");
-                let dl = dead_letter(&planned.file, Some(planned.key.clone()), "destinationError", e.to_string());
-                emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind: OutcomeKind::DeadLettered(dl) }).await
+                let dl = dead_letter(
+                    &planned.file,
+                    Some(planned.key.clone()),
+                    "destinationError",
+                    e.to_string(),
+                );
+                emit.outcome(Outcome {
+                    seq: planned.seq,
+                    file_id: planned.file.id.clone(),
+                    kind: OutcomeKind::DeadLettered(dl),
+                })
+                .await
             }
         }
     }
 
-    async fn copy(&self, planned: &Planned, from: &crate::model::ObjectKey) -> Result<Written, DestError> {
+    async fn copy(
+        &self,
+        planned: &Planned,
+        from: &crate::model::ObjectKey,
+    ) -> Result<Written, DestError> {
         if *from != planned.key {
             self.dest.copy(from, &planned.key).await?;
         }
@@ -152,7 +207,11 @@ impl Uploader {
 }
 
 fn store_err(op: &'static str, planned: &Planned, source: object_store::Error) -> DestError {
-    DestError::Store { op, key: planned.key.0.clone(), source }
+    DestError::Store {
+        op,
+        key: planned.key.0.clone(),
+        source,
+    }
 }
 
 impl Stage for Uploader {
@@ -160,7 +219,11 @@ impl Stage for Uploader {
     type Out = Uploaded;
     const NAME: &'static str = "uploader";
 
-    async fn process(&mut self, items: Vec<Transfer>, emit: &Emit<Uploaded>) -> Result<(), StageError> {
+    async fn process(
+        &mut self,
+        items: Vec<Transfer>,
+        emit: &Emit<Uploaded>,
+    ) -> Result<(), StageError> {
         for t in items {
             self.faults.check(Self::NAME)?;
             self.handle(t, emit).await?;
@@ -184,7 +247,10 @@ mod tests {
         h.update(b"world");
         let (md5, sha, len) = h.finish();
         assert_eq!(md5, "5eb63bbbe01eeed093cb22bb8f5acdc3");
-        assert_eq!(sha, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+        assert_eq!(
+            sha,
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
         assert_eq!(len, 11);
     }
 }

@@ -4,7 +4,9 @@
 pub mod codec;
 pub mod watermark;
 
-use crate::model::{ChangeSeq, DeadLetter, FileId, FileRecord, FolderRecord, ObjectKey, Outcome, OutcomeKind};
+use crate::model::{
+    ChangeSeq, DeadLetter, FileId, FileRecord, FolderRecord, ObjectKey, Outcome, OutcomeKind,
+};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -106,17 +108,26 @@ impl Store {
 
     /// The record of a mirrored file.
     pub fn file(&self, id: &FileId) -> Result<Option<FileRecord>, StoreError> {
-        self.files.get(id.as_str())?.map(|v| codec::decode(&v)).transpose()
+        self.files
+            .get(id.as_str())?
+            .map(|v| codec::decode(&v))
+            .transpose()
     }
 
     /// A folder record.
     pub fn folder(&self, id: &FileId) -> Result<Option<FolderRecord>, StoreError> {
-        self.folders.get(id.as_str())?.map(|v| codec::decode(&v)).transpose()
+        self.folders
+            .get(id.as_str())?
+            .map(|v| codec::decode(&v))
+            .transpose()
     }
 
     /// Every folder (folders are few compared to files; the planner keeps them in memory).
     pub fn all_folders(&self) -> Result<Vec<FolderRecord>, StoreError> {
-        self.folders.iter().map(|g| codec::decode(&g.value()?)).collect()
+        self.folders
+            .iter()
+            .map(|g| codec::decode(&g.value()?))
+            .collect()
     }
 
     /// Every file record, streamed.
@@ -129,22 +140,36 @@ impl Store {
 
     /// An object already holding content with this md5, if any.
     pub fn content_key(&self, md5: &str) -> Result<Option<ObjectKey>, StoreError> {
-        self.content.get(md5)?.map(|v| codec::decode(&v)).transpose()
+        self.content
+            .get(md5)?
+            .map(|v| codec::decode(&v))
+            .transpose()
     }
 
     /// The saved feed checkpoint.
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        self.checkpoints.get(CHECKPOINT_KEY)?.map(|v| codec::decode(&v)).transpose()
+        self.checkpoints
+            .get(CHECKPOINT_KEY)?
+            .map(|v| codec::decode(&v))
+            .transpose()
     }
 
     /// The first seq a new run should use.
     pub fn next_seq(&self) -> Result<u64, StoreError> {
-        Ok(self.checkpoints.get(NEXT_SEQ_KEY)?.map(|v| codec::decode(&v)).transpose()?.unwrap_or(1))
+        Ok(self
+            .checkpoints
+            .get(NEXT_SEQ_KEY)?
+            .map(|v| codec::decode(&v))
+            .transpose()?
+            .unwrap_or(1))
     }
 
     /// Every dead-lettered file.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.dlq.iter().map(|g| codec::decode(&g.value()?)).collect()
+        self.dlq
+            .iter()
+            .map(|g| codec::decode(&g.value()?))
+            .collect()
     }
 
     /// Removes files from the dead-letter store (before a retry); all of them when `ids` is empty.
@@ -196,7 +221,11 @@ impl Store {
         if let Some(cp) = &batch.checkpoint {
             b.insert(&self.checkpoints, CHECKPOINT_KEY, codec::encode(cp)?);
         }
-        b.insert(&self.checkpoints, NEXT_SEQ_KEY, codec::encode(&batch.next_seq)?);
+        b.insert(
+            &self.checkpoints,
+            NEXT_SEQ_KEY,
+            codec::encode(&batch.next_seq)?,
+        );
         b.commit()?;
         Ok(())
     }
@@ -221,7 +250,11 @@ impl Store {
             OutcomeKind::Skipped(_) => {}
         }
         if !matches!(o.kind, OutcomeKind::Skipped(_)) {
-            b.insert(&self.audit, o.seq.0.to_be_bytes(), codec::encode(&AuditEntry::from(o))?);
+            b.insert(
+                &self.audit,
+                o.seq.0.to_be_bytes(),
+                codec::encode(&AuditEntry::from(o))?,
+            );
         }
         Ok(())
     }
@@ -260,7 +293,11 @@ impl From<&Outcome> for AuditEntry {
             OutcomeKind::DeadLettered(d) => ("dead_lettered", d.key.clone()),
             OutcomeKind::Skipped(_) => ("skipped", None),
         };
-        AuditEntry { file_id: o.file_id.clone(), what: what.into(), key }
+        AuditEntry {
+            file_id: o.file_id.clone(),
+            what: what.into(),
+            key,
+        }
     }
 }
 
@@ -291,19 +328,36 @@ mod tests {
             let s = Store::open(dir.path()).unwrap();
             let batch = CommitBatch {
                 outcomes: vec![
-                    Outcome { seq: ChangeSeq(1), file_id: FileId("a".into()), kind: OutcomeKind::Committed(rec("a")) },
-                    Outcome { seq: ChangeSeq(2), file_id: FileId("b".into()), kind: OutcomeKind::Skipped(SkipReason::Unchanged) },
+                    Outcome {
+                        seq: ChangeSeq(1),
+                        file_id: FileId("a".into()),
+                        kind: OutcomeKind::Committed(rec("a")),
+                    },
+                    Outcome {
+                        seq: ChangeSeq(2),
+                        file_id: FileId("b".into()),
+                        kind: OutcomeKind::Skipped(SkipReason::Unchanged),
+                    },
                 ],
-                checkpoint: Some(Checkpoint { start_token: "t0".into(), phase: FeedPhase::Changes { token: "t9".into() } }),
+                checkpoint: Some(Checkpoint {
+                    start_token: "t0".into(),
+                    phase: FeedPhase::Changes { token: "t9".into() },
+                }),
                 next_seq: 3,
             };
             s.apply(&batch).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.file(&FileId("a".into())).unwrap(), Some(rec("a")));
-        assert_eq!(s.content_key("abc").unwrap(), Some(ObjectKey("my-drive/a".into())));
+        assert_eq!(
+            s.content_key("abc").unwrap(),
+            Some(ObjectKey("my-drive/a".into()))
+        );
         assert_eq!(s.next_seq().unwrap(), 3);
-        assert!(matches!(s.checkpoint().unwrap().unwrap().phase, FeedPhase::Changes { .. }));
+        assert!(matches!(
+            s.checkpoint().unwrap().unwrap().phase,
+            FeedPhase::Changes { .. }
+        ));
         assert_eq!(s.audit_since(ChangeSeq(0)).unwrap().len(), 1);
     }
 }

@@ -13,7 +13,10 @@ pub struct Watermark {
 impl Watermark {
     /// A watermark for a run whose first seq is `first_seq`.
     pub fn new(first_seq: u64) -> Self {
-        Watermark { next_unfinished: first_seq, finished_above: BTreeSet::new() }
+        Watermark {
+            next_unfinished: first_seq,
+            finished_above: BTreeSet::new(),
+        }
     }
 
     /// Marks `seq` finished (idempotent; seqs below the watermark are ignored).
@@ -44,14 +47,16 @@ impl Watermark {
 }
 
 /// Checkpoints offered by the feed, each valid once the watermark covers `last_seq`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CheckpointGate<C> {
     marks: VecDeque<(u64, C)>,
 }
 
 impl<C> Default for CheckpointGate<C> {
     fn default() -> Self {
-        CheckpointGate { marks: VecDeque::new() }
+        CheckpointGate {
+            marks: VecDeque::new(),
+        }
     }
 }
 

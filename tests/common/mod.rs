@@ -17,7 +17,11 @@ pub enum Dest {
     /// A local folder.
     Local(PathBuf),
     /// A bucket on the S3 server, under a prefix.
-    S3 { endpoint: String, bucket: String, prefix: String },
+    S3 {
+        endpoint: String,
+        bucket: String,
+        prefix: String,
+    },
 }
 
 /// One emulator plus a scratch folder holding the key, configs, state and local mirrors.
@@ -29,7 +33,9 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn start(cfg: EmulatorConfig) -> TestEnv {
-        let emu = Emulator::start(cfg, "127.0.0.1:0".parse().unwrap()).await.expect("emulator starts");
+        let emu = Emulator::start(cfg, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("emulator starts");
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key.json");
         emu.write_service_account_key(&key).unwrap();
@@ -45,7 +51,11 @@ impl TestEnv {
         let base = self.emu.base_url();
         let destination = match dest {
             Dest::Local(p) => format!("url = \"file://{}\"", p.display()),
-            Dest::S3 { endpoint, bucket, prefix } => format!(
+            Dest::S3 {
+                endpoint,
+                bucket,
+                prefix,
+            } => format!(
                 "url = \"s3://{bucket}/{prefix}\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\""
             ),
         };
@@ -66,7 +76,12 @@ impl TestEnv {
 
     pub async fn control(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
         let url = format!("{}_emu/{path}", self.emu.base_url());
-        let r = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+        let r = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success(), "control {path}: {}", r.status());
         r.json().await.unwrap_or(serde_json::Value::Null)
     }
@@ -106,7 +121,12 @@ pub async fn mirrorflow(args: &[&str]) -> Output {
 }
 
 pub fn text(o: &Output) -> String {
-    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// What the mirror must hold for one Drive file.
@@ -122,9 +142,15 @@ const SHORTCUT: &str = "application/vnd.google-apps.shortcut";
 
 fn export_mime_for(doc_mime: &str) -> Option<&'static str> {
     Some(match doc_mime {
-        "application/vnd.google-apps.document" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        "application/vnd.google-apps.spreadsheet" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        "application/vnd.google-apps.presentation" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "application/vnd.google-apps.document" => {
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+        }
+        "application/vnd.google-apps.spreadsheet" => {
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        }
+        "application/vnd.google-apps.presentation" => {
+            "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+        }
         "application/vnd.google-apps.drawing" => "application/pdf",
         _ => return None,
     })
@@ -134,15 +160,21 @@ fn export_mime_for(doc_mime: &str) -> Option<&'static str> {
 /// not trashed, not a folder or shortcut, reachable from a root through live folders, downloadable.
 pub fn expected_files(tree: &EmuTree) -> BTreeMap<String, Expected> {
     let by_id: BTreeMap<&str, _> = tree.items.iter().map(|i| (i.id.as_str(), i)).collect();
-    let roots: BTreeSet<&str> = std::iter::once(tree.root_id.as_str()).chain(tree.drives.iter().map(|d| d.id.as_str())).collect();
+    let roots: BTreeSet<&str> = std::iter::once(tree.root_id.as_str())
+        .chain(tree.drives.iter().map(|d| d.id.as_str()))
+        .collect();
     let reachable = |start: &String| {
         let mut id: &String = start;
         for _ in 0..200 {
-            let Some(item) = by_id.get(id.as_str()) else { return false };
+            let Some(item) = by_id.get(id.as_str()) else {
+                return false;
+            };
             if item.trashed {
                 return false;
             }
-            let Some(parent) = item.parents.first() else { return false };
+            let Some(parent) = item.parents.first() else {
+                return false;
+            };
             if roots.contains(parent.as_str()) {
                 return true;
             }
@@ -155,7 +187,11 @@ pub fn expected_files(tree: &EmuTree) -> BTreeMap<String, Expected> {
     };
     let mut out = BTreeMap::new();
     for item in &tree.items {
-        if item.mime_type == FOLDER || item.mime_type == SHORTCUT || item.abusive || !reachable(&item.id) {
+        if item.mime_type == FOLDER
+            || item.mime_type == SHORTCUT
+            || item.abusive
+            || !reachable(&item.id)
+        {
             continue;
         }
         let size = match (&item.export_sizes, export_mime_for(&item.mime_type)) {
@@ -163,7 +199,14 @@ pub fn expected_files(tree: &EmuTree) -> BTreeMap<String, Expected> {
             (Some(_), None) => continue,
             _ => item.size.unwrap_or(0),
         };
-        out.insert(item.id.clone(), Expected { name: item.name.clone(), md5: item.md5.clone(), size });
+        out.insert(
+            item.id.clone(),
+            Expected {
+                name: item.name.clone(),
+                md5: item.md5.clone(),
+                size,
+            },
+        );
     }
     out
 }
@@ -179,25 +222,58 @@ pub fn open(config: &Path) -> (Config, Store, Destination) {
 /// Asserts the destination of `config` is exactly `expected`: each file at its recorded key with the
 /// right bytes (md5 for binaries, size for exports), no file missing, no key shared, nothing extra
 /// outside `.trash/`, and every key under the prefix.
-pub async fn assert_exact_mirror(config: &Path, expected: &BTreeMap<String, Expected>) -> BTreeMap<String, ObjectKey> {
+pub async fn assert_exact_mirror(
+    config: &Path,
+    expected: &BTreeMap<String, Expected>,
+) -> BTreeMap<String, ObjectKey> {
     let (_cfg, store, dest) = open(config);
     let mut keys: BTreeMap<String, ObjectKey> = BTreeMap::new();
-    store.for_each_file(|r| {
-        keys.insert(r.id.0.clone(), r.key.clone());
-    })
-    .unwrap();
-    let missing: Vec<_> = expected.keys().filter(|id| !keys.contains_key(*id)).map(|id| (id, &expected[id].name)).collect();
-    assert!(missing.is_empty(), "files missing from the mirror: {missing:?}");
-    let extra: Vec<_> = keys.keys().filter(|id| !expected.contains_key(*id)).collect();
-    assert!(extra.is_empty(), "files in the mirror that should not be: {extra:?}");
+    store
+        .for_each_file(|r| {
+            keys.insert(r.id.0.clone(), r.key.clone());
+        })
+        .unwrap();
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|id| !keys.contains_key(*id))
+        .map(|id| (id, &expected[id].name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "files missing from the mirror: {missing:?}"
+    );
+    let extra: Vec<_> = keys
+        .keys()
+        .filter(|id| !expected.contains_key(*id))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "files in the mirror that should not be: {extra:?}"
+    );
     let distinct: BTreeSet<_> = keys.values().map(|k| k.0.to_lowercase()).collect();
-    assert_eq!(distinct.len(), keys.len(), "two files share a key (case-insensitively)");
+    assert_eq!(
+        distinct.len(),
+        keys.len(),
+        "two files share a key (case-insensitively)"
+    );
     for (id, e) in expected {
         let key = &keys[id];
         let rec = store.file(&FileId(id.clone())).unwrap().unwrap();
-        assert!(key.0.starts_with(dest.prefix()), "{key} escapes the prefix {}", dest.prefix());
-        assert!(key.0.split('/').all(|s| !s.is_empty() && s != "." && s != ".."), "bad segment in {key}");
-        let bytes = dest.get(key).await.unwrap_or_else(|err| panic!("object {key} for {id} ({:?}): {err}", e.name));
+        assert!(
+            key.0.starts_with(dest.prefix()),
+            "{key} escapes the prefix {}",
+            dest.prefix()
+        );
+        assert!(
+            key.0
+                .split('/')
+                .all(|s| !s.is_empty() && s != "." && s != ".."),
+            "bad segment in {key}"
+        );
+        let bytes = dest
+            .get(key)
+            .await
+            .unwrap_or_else(|err| panic!("object {key} for {id} ({:?}): {err}", e.name));
         assert_eq!(bytes.len() as u64, e.size, "size of {key}");
         if let Some(md5) = &e.md5 {
             let got = hex::encode(<md5::Md5 as md5::Digest>::digest(&bytes));
@@ -206,16 +282,40 @@ pub async fn assert_exact_mirror(config: &Path, expected: &BTreeMap<String, Expe
         }
     }
     let in_store: BTreeSet<String> = keys.values().map(|k| k.0.clone()).collect();
-    let trash = if dest.prefix().is_empty() { ".trash/".to_string() } else { format!("{}/.trash/", dest.prefix()) };
-    let listed: BTreeSet<String> = dest.list_keys().await.unwrap().into_iter().map(|(k, _)| k.0).filter(|k| !k.starts_with(&trash)).collect();
+    let trash = if dest.prefix().is_empty() {
+        ".trash/".to_string()
+    } else {
+        format!("{}/.trash/", dest.prefix())
+    };
+    let listed: BTreeSet<String> = dest
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k.0)
+        .filter(|k| !k.starts_with(&trash))
+        .collect();
     let stray: Vec<_> = listed.difference(&in_store).collect();
-    assert!(stray.is_empty(), "objects in the destination that no file owns: {stray:?}");
+    assert!(
+        stray.is_empty(),
+        "objects in the destination that no file owns: {stray:?}"
+    );
     keys
 }
 
 /// A small corpus with everything but big files.
 pub fn small_corpus(hostile: bool) -> EmulatorConfig {
-    EmulatorConfig { seed: 7, files: 60, folders: 10, depth: 3, gdocs: 4, shared_drives: 1, hostile, big_file_mib: 0, ..Default::default() }
+    EmulatorConfig {
+        seed: 7,
+        files: 60,
+        folders: 10,
+        depth: 3,
+        gdocs: 4,
+        shared_drives: 1,
+        hostile,
+        big_file_mib: 0,
+        ..Default::default()
+    }
 }
 
 /// A running moto S3 server: the one `.ci/run` started (MIRRORFLOW_TEST_S3_ENDPOINT), or one this
@@ -236,21 +336,37 @@ impl Drop for S3Server {
 
 pub async fn s3_server() -> S3Server {
     if let Ok(endpoint) = std::env::var("MIRRORFLOW_TEST_S3_ENDPOINT") {
-        return S3Server { endpoint, child: None };
+        return S3Server {
+            endpoint,
+            child: None,
+        };
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-s3/bin/moto_server");
-    let program = if venv.exists() { venv.display().to_string() } else { "moto_server".to_string() };
+    let program = if venv.exists() {
+        venv.display().to_string()
+    } else {
+        "moto_server".to_string()
+    };
     let child = std::process::Command::new(&program)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program} (install moto[server], see .ci/run): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot start {program} (install moto[server], see .ci/run): {e}")
+        });
     let endpoint = format!("http://127.0.0.1:{port}");
     for _ in 0..200 {
         if reqwest::get(format!("{endpoint}/moto-api/")).await.is_ok() {
-            return S3Server { endpoint, child: Some(child) };
+            return S3Server {
+                endpoint,
+                child: Some(child),
+            };
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -259,6 +375,10 @@ pub async fn s3_server() -> S3Server {
 
 /// Creates a bucket on the S3 server.
 pub async fn create_bucket(endpoint: &str, bucket: &str) {
-    let r = reqwest::Client::new().put(format!("{endpoint}/{bucket}")).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "create bucket: {}", r.status());
 }
