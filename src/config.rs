@@ -67,9 +67,7 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
         match Raw::deserialize(d)? {
             Raw::Int(n) => Ok(ByteSize(n)),
-            Raw::Text(s) => parse_byte_size(&s)
-                .map(ByteSize)
-                .map_err(serde::de::Error::custom),
+            Raw::Text(s) => parse_byte_size(&s).map(ByteSize).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -79,9 +77,7 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid byte size {text:?} (try \"8MiB\")"))?;
+    let n: u64 = num.parse().map_err(|_| format!("invalid byte size {text:?} (try \"8MiB\")"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" => 1_000,
@@ -91,13 +87,10 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
         "gb" => 1_000_000_000,
         "gib" | "g" => 1 << 30,
         other => {
-            return Err(format!(
-                "unknown byte unit {other:?} in {text:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
-            ));
+            return Err(format!("unknown byte unit {other:?} in {text:?} (use B, KiB, MiB, GiB, KB, MB, GB)"));
         }
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("byte size {text:?} overflows"))
+    n.checked_mul(mult).ok_or_else(|| format!("byte size {text:?} overflows"))
 }
 
 /// A duration written as `"30s"`, `"5m"`, `"250ms"`.
@@ -109,9 +102,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s)
             .map(HumanDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!("invalid duration {s:?}: {e} (try \"30s\")"))
-            })
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e} (try \"30s\")")))
     }
 }
 
@@ -288,9 +279,7 @@ impl DestinationConfig {
     /// The key mode in force, applying the Supabase-endpoint default.
     pub fn key_mode(&self) -> KeyMode {
         self.keys.unwrap_or_else(|| match &self.endpoint {
-            Some(e) if e.contains("supabase.co") || e.contains("/storage/v1/s3") => {
-                KeyMode::Supabase
-            }
+            Some(e) if e.contains("supabase.co") || e.contains("/storage/v1/s3") => KeyMode::Supabase,
             _ => KeyMode::Utf8,
         })
     }
@@ -311,9 +300,7 @@ fn default_state_dir() -> PathBuf {
 
 impl Default for StateConfig {
     fn default() -> Self {
-        StateConfig {
-            dir: default_state_dir(),
-        }
+        StateConfig { dir: default_state_dir() }
     }
 }
 
@@ -372,11 +359,7 @@ impl StagesConfig {
             "verifier" => (self.verifier, 4),
             _ => (self.committer, 1),
         };
-        let cfg = cfg.unwrap_or(StageConfig {
-            concurrency: None,
-            capacity: None,
-            part_concurrency: None,
-        });
+        let cfg = cfg.unwrap_or(StageConfig { concurrency: None, capacity: None, part_concurrency: None });
         StageSettings {
             concurrency: cfg.concurrency.unwrap_or(conc),
             capacity: cfg.capacity.unwrap_or(256),
@@ -412,11 +395,7 @@ fn default_part() -> ByteSize {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig {
-            chunk_size: default_chunk(),
-            chunk_depth: default_chunk_depth(),
-            part_size: default_part(),
-        }
+        PipelineConfig { chunk_size: default_chunk(), chunk_depth: default_chunk_depth(), part_size: default_part() }
     }
 }
 
@@ -470,9 +449,7 @@ fn default_rps() -> f64 {
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        RateLimitConfig {
-            drive_rps: default_rps(),
-        }
+        RateLimitConfig { drive_rps: default_rps() }
     }
 }
 
@@ -505,10 +482,7 @@ fn default_within() -> HumanDuration {
 
 impl Default for SupervisorConfig {
     fn default() -> Self {
-        SupervisorConfig {
-            max_restarts: default_max_restarts(),
-            within: default_within(),
-        }
+        SupervisorConfig { max_restarts: default_max_restarts(), within: default_within() }
     }
 }
 
@@ -540,41 +514,18 @@ fn default_fail_times() -> u64 {
 }
 
 /// Stage names, as used in `[stages.*]`, metrics and `[testing] fail_stage`.
-pub const STAGE_NAMES: [&str; 7] = [
-    "change_feed",
-    "dedup",
-    "planner",
-    "downloader",
-    "uploader",
-    "verifier",
-    "committer",
-];
+pub const STAGE_NAMES: [&str; 7] =
+    ["change_feed", "dedup", "planner", "downloader", "uploader", "verifier", "committer"];
 
 impl Config {
     /// Reads, parses and validates `path`; relative paths inside are resolved against its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
-        let mut cfg = Config::parse(&text).map_err(|message| ConfigError::Parse {
-            path: path.into(),
-            message,
-        })?;
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let mut cfg = Config::parse(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         cfg.resolve_paths(base);
         let problems = cfg.problems();
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(ConfigError::Invalid {
-                path: path.into(),
-                problems,
-            })
-        }
+        if problems.is_empty() { Ok(cfg) } else { Err(ConfigError::Invalid { path: path.into(), problems }) }
     }
 
     /// Parses TOML text; the error names the key, line and column.
@@ -605,17 +556,12 @@ impl Config {
         }
         if let Some(l) = &self.metrics.listen {
             if l.parse::<std::net::SocketAddr>().is_err() {
-                p.push(format!(
-                    "metrics.listen: {l:?} is not an address like \"127.0.0.1:9898\""
-                ));
+                p.push(format!("metrics.listen: {l:?} is not an address like \"127.0.0.1:9898\""));
             }
         }
         if let Some(s) = &self.testing.fail_stage {
             if !STAGE_NAMES.contains(&s.as_str()) {
-                p.push(format!(
-                    "testing.fail_stage: unknown stage {s:?} (one of {})",
-                    STAGE_NAMES.join(", ")
-                ));
+                p.push(format!("testing.fail_stage: unknown stage {s:?} (one of {})", STAGE_NAMES.join(", ")));
             }
             if !["panic", "error"].contains(&self.testing.fail_mode.as_str()) {
                 p.push("testing.fail_mode: must be \"panic\" or \"error\"".into());
@@ -627,20 +573,12 @@ impl Config {
     fn source_problems(&self, p: &mut Vec<String>) {
         let s = &self.source;
         if !s.credentials.is_file() {
-            p.push(format!(
-                "source.credentials: no such file {}",
-                s.credentials.display()
-            ));
+            p.push(format!("source.credentials: no such file {}", s.credentials.display()));
         }
-        for (key, url) in [
-            ("source.api_base_url", &s.api_base_url),
-            ("source.docs_base_url", &s.docs_base_url),
-        ] {
+        for (key, url) in [("source.api_base_url", &s.api_base_url), ("source.docs_base_url", &s.docs_base_url)] {
             match url::Url::parse(url) {
                 Ok(u) if ["http", "https"].contains(&u.scheme()) && url.ends_with('/') => {}
-                _ => p.push(format!(
-                    "{key}: {url:?} must be an http(s) URL ending with '/'"
-                )),
+                _ => p.push(format!("{key}: {url:?} must be an http(s) URL ending with '/'")),
             }
         }
         if s.drives.is_empty() {
@@ -682,11 +620,8 @@ impl Config {
         if self.pipeline.part_size.0 < 5 << 20 {
             p.push("pipeline.part_size: S3 needs parts of at least 5MiB".into());
         }
-        if self.pipeline.chunk_size.0 == 0 || self.pipeline.chunk_size.0 > self.pipeline.part_size.0
-        {
-            p.push(
-                "pipeline.chunk_size: must be > 0 and not larger than pipeline.part_size".into(),
-            );
+        if self.pipeline.chunk_size.0 == 0 || self.pipeline.chunk_size.0 > self.pipeline.part_size.0 {
+            p.push("pipeline.chunk_size: must be > 0 and not larger than pipeline.part_size".into());
         }
         if self.pipeline.chunk_depth == 0 {
             p.push("pipeline.chunk_depth: must be at least 1".into());
@@ -697,15 +632,11 @@ impl Config {
         for name in STAGE_NAMES {
             let s = self.stages.settings(name);
             if s.concurrency == 0 || s.capacity == 0 || s.part_concurrency == 0 {
-                p.push(format!(
-                    "stages.{name}: concurrency, capacity and part_concurrency must be at least 1"
-                ));
+                p.push(format!("stages.{name}: concurrency, capacity and part_concurrency must be at least 1"));
             }
             let single = ["change_feed", "dedup", "planner", "committer"];
             if single.contains(&name) && s.concurrency != 1 {
-                p.push(format!(
-                    "stages.{name}.concurrency: this stage keeps order and must run with 1 worker"
-                ));
+                p.push(format!("stages.{name}.concurrency: this stage keeps order and must run with 1 worker"));
             }
         }
     }
@@ -715,8 +646,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str =
-        "[source]\ncredentials = \"k.json\"\n[destination]\nurl = \"file:///tmp/m\"\n";
+    const MINIMAL: &str = "[source]\ncredentials = \"k.json\"\n[destination]\nurl = \"file:///tmp/m\"\n";
 
     #[test]
     fn minimal_config_parses_with_defaults() {
@@ -737,10 +667,7 @@ mod tests {
     fn wrong_type_is_named() {
         let text = format!("{MINIMAL}[stages.downloader]\nconcurrency = \"eight\"\n");
         let err = Config::parse(&text).unwrap_err();
-        assert!(
-            err.contains("concurrency") && err.contains("line 6"),
-            "{err}"
-        );
+        assert!(err.contains("concurrency") && err.contains("line 6"), "{err}");
     }
 
     #[test]
@@ -756,18 +683,12 @@ mod tests {
             "url = \"file:///tmp/m\"",
             "url = \"s3://b/p\"\nendpoint = \"https://abc.storage.supabase.co/storage/v1/s3\"",
         );
-        assert_eq!(
-            Config::parse(&text).unwrap().destination.key_mode(),
-            KeyMode::Supabase
-        );
+        assert_eq!(Config::parse(&text).unwrap().destination.key_mode(), KeyMode::Supabase);
     }
 
     #[test]
     fn secrets_are_not_debug_printed() {
-        let text = MINIMAL.replace(
-            "url = \"file:///tmp/m\"",
-            "url = \"s3://b\"\nsecret_access_key = \"hunter2\"",
-        );
+        let text = MINIMAL.replace("url = \"file:///tmp/m\"", "url = \"s3://b\"\nsecret_access_key = \"hunter2\"");
         let c = Config::parse(&text).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
     }

@@ -119,11 +119,9 @@ struct EmulatorArgs {
 }
 
 fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MIRRORFLOW_LOG")
-        .unwrap_or_else(|_| "mirrorflow=info,warn".into());
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("MIRRORFLOW_LOG").unwrap_or_else(|_| "mirrorflow=info,warn".into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         b.json().init();
     } else {
@@ -148,28 +146,17 @@ fn main() -> ExitCode {
         }
     };
     init_logs(cli.json_logs);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(dispatch(cli.command))
 }
 
 async fn dispatch(cmd: Command) -> ExitCode {
     let r = match cmd {
-        Command::Run {
-            once,
-            quiet,
-            config,
-        } => return run(&config, once, quiet).await,
+        Command::Run { once, quiet, config } => return run(&config, once, quiet).await,
         Command::Validate { config } => return validate(&config),
         Command::Status { json, config } => status(&config, json),
-        Command::Dlq {
-            action: DlqAction::List { json, config },
-        } => dlq_list(&config, json),
-        Command::Dlq {
-            action: DlqAction::Retry { config, ids },
-        } => dlq_retry(&config, ids),
+        Command::Dlq { action: DlqAction::List { json, config } } => dlq_list(&config, json),
+        Command::Dlq { action: DlqAction::Retry { config, ids } } => dlq_retry(&config, ids),
         Command::Emulator(a) => emulator(a).await,
     };
     match r {
@@ -205,10 +192,7 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
             if summary.dead_letters.is_empty() {
                 return ExitCode::SUCCESS;
             }
-            println!(
-                "{} file(s) could not be mirrored:",
-                summary.dead_letters.len()
-            );
+            println!("{} file(s) could not be mirrored:", summary.dead_letters.len());
             for d in &summary.dead_letters {
                 println!("  {}  {:?}  {}: {}", d.id, d.name, d.reason, d.last_error);
             }
@@ -221,10 +205,7 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            if matches!(
-                e,
-                pipeline::PipelineError::Scope(_) | pipeline::PipelineError::Metrics(_)
-            ) {
+            if matches!(e, pipeline::PipelineError::Scope(_) | pipeline::PipelineError::Metrics(_)) {
                 ExitCode::from(EXIT_USAGE)
             } else {
                 ExitCode::from(EXIT_FAILED)
@@ -280,10 +261,7 @@ fn dlq_list(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         println!("the dead-letter store is empty");
     } else {
         for d in &dl {
-            println!(
-                "{}  {:?}  {}  attempts={}  {}",
-                d.id, d.name, d.reason, d.attempts, d.last_error
-            );
+            println!("{}  {:?}  {}  attempts={}  {}", d.id, d.name, d.reason, d.attempts, d.last_error);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -313,8 +291,6 @@ async fn emulator(a: EmulatorArgs) -> anyhow::Result<ExitCode> {
         big_file_mib: a.big_file_mib,
         ..Default::default()
     };
-    mirrorflow::emulator::run_cli(cfg, a.listen, a.write_key)
-        .await
-        .context("emulator")?;
+    mirrorflow::emulator::run_cli(cfg, a.listen, a.write_key).await.context("emulator")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -94,9 +94,7 @@ impl DriveFile {
     }
     /// True for Google Docs/Sheets/Slides/Drawings, which must be exported rather than downloaded.
     pub fn is_google_doc(&self) -> bool {
-        self.mime_type.starts_with("application/vnd.google-apps.")
-            && !self.is_folder()
-            && !self.is_shortcut()
+        self.mime_type.starts_with("application/vnd.google-apps.") && !self.is_folder() && !self.is_shortcut()
     }
 }
 
@@ -146,11 +144,28 @@ pub enum ActionKind {
     Copy {
         /// Existing object holding identical bytes.
         from: ObjectKey,
+        /// Where to fetch the bytes if that object is gone by the time of the copy.
+        fallback: Source,
     },
     /// Remove the object at `key` (per the delete policy).
     Delete,
-    /// Record a folder (its path segment) without touching the destination.
-    RecordFolder,
+    /// A folder moved, was renamed or went away: move or remove its whole subtree server-side.
+    Tree(TreeChange),
+}
+
+/// Everything below a folder that must follow it, computed by the planner from the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeChange {
+    /// The folder's new record; `None` when the folder is gone.
+    pub folder: Option<FolderRecord>,
+    /// Files below it: each record (with its new key when moved) and the key it had.
+    pub files: Vec<(FileRecord, ObjectKey)>,
+    /// Folders below it, with their new keys (empty when removed).
+    pub folders: Vec<FolderRecord>,
+    /// Folder ids below it that are gone (when removed).
+    pub removed_folders: Vec<FileId>,
+    /// True when the subtree is removed rather than moved.
+    pub remove: bool,
 }
 
 /// A planned action for one event, carrying everything later stages need.
@@ -275,6 +290,8 @@ pub enum OutcomeKind {
     Skipped(SkipReason),
     /// Could not be mirrored; see the dead-letter store.
     DeadLettered(DeadLetter),
+    /// A folder's subtree was moved or removed.
+    TreeChanged(TreeChange),
 }
 
 /// A terminal outcome for one event.

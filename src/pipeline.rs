@@ -6,8 +6,7 @@ use crate::actors::feed::{FeedActor, FeedArgs};
 use crate::actors::supervisor::SpawnFn;
 use crate::actors::worker::{InHand, SharedInput};
 use crate::actors::{
-    ChildSpec, PipelineSupervisor, ReplayRoutes, StageWorker, SupervisorArgs, SupervisorMsg,
-    WorkerArgs,
+    ChildSpec, PipelineSupervisor, ReplayRoutes, StageWorker, SupervisorArgs, SupervisorMsg, WorkerArgs,
 };
 use crate::config::Config;
 use crate::dest::{DestError, Destination};
@@ -18,7 +17,7 @@ use crate::stages::change_feed::{ChangeFeed, FeedOutputs, listing_jobs};
 use crate::stages::committer::{CommitState, Committer, Progress};
 use crate::stages::dedup::{Dedup, InFlight};
 use crate::stages::downloader::Downloader;
-use crate::stages::planner::{Layout, Planner, Scope};
+use crate::stages::planner::{Layout, PlanBarrier, Planner, Scope};
 use crate::stages::uploader::Uploader;
 use crate::stages::verifier::Verifier;
 use crate::stages::{CommitMsg, Emit, FailureInjector, Stage};
@@ -102,12 +101,7 @@ pub async fn discover_scope(cfg: &Config, drive: &DriveClient) -> Result<Scope, 
     if wants("my-drive") || wants("all") {
         scope.my_drive_root = Some(drive.root_folder_id().await?);
     }
-    let explicit: Vec<&String> = cfg
-        .source
-        .drives
-        .iter()
-        .filter(|d| *d != "my-drive" && *d != "all")
-        .collect();
+    let explicit: Vec<&String> = cfg.source.drives.iter().filter(|d| *d != "my-drive" && *d != "all").collect();
     if wants("all") || !explicit.is_empty() {
         let visible = drive.shared_drives().await?;
         for (id, name) in &visible {
@@ -117,9 +111,7 @@ pub async fn discover_scope(cfg: &Config, drive: &DriveClient) -> Result<Scope, 
         }
         for d in explicit {
             if !scope.shared.contains_key(&DriveId(d.clone())) {
-                return Err(PipelineError::Scope(format!(
-                    "shared drive {d:?} is not visible to this account"
-                )));
+                return Err(PipelineError::Scope(format!("shared drive {d:?} is not visible to this account")));
             }
         }
     }
@@ -127,10 +119,7 @@ pub async fn discover_scope(cfg: &Config, drive: &DriveClient) -> Result<Scope, 
 }
 
 fn emit_to<O>(next: mpsc::Sender<O>, commit: &mpsc::Sender<CommitMsg>) -> Emit<O> {
-    Emit {
-        next,
-        commit: commit.clone(),
-    }
+    Emit { next, commit: commit.clone() }
 }
 
 struct Channels<T> {
@@ -140,10 +129,7 @@ struct Channels<T> {
 
 fn channel<T>(capacity: usize) -> Channels<T> {
     let (tx, rx) = mpsc::channel(capacity);
-    Channels {
-        tx,
-        rx: Arc::new(tokio::sync::Mutex::new(rx)),
-    }
+    Channels { tx, rx: Arc::new(tokio::sync::Mutex::new(rx)) }
 }
 
 /// Makes the spec of one worker of stage `S`, whose stage is built fresh by `build` at every start.
@@ -158,36 +144,23 @@ where
     let slot = in_hand.clone();
     let build = Arc::new(build);
     let spawn: SpawnFn = Arc::new(move |sup| {
-        let (build, input, emit, in_hand) =
-            (build.clone(), input.clone(), emit.clone(), slot.clone());
+        let (build, input, emit, in_hand) = (build.clone(), input.clone(), emit.clone(), slot.clone());
         Box::pin(async move {
             let stage = build()?;
-            let args = WorkerArgs {
-                stage,
-                input,
-                emit,
-                in_hand,
-            };
-            let (actor, _) = Actor::spawn_linked(None, StageWorker::<S>::default(), args, sup)
-                .await
-                .map_err(|e| e.to_string())?;
+            let args = WorkerArgs { stage, input, emit, in_hand };
+            let (actor, _) =
+                Actor::spawn_linked(None, StageWorker::<S>::default(), args, sup).await.map_err(|e| e.to_string())?;
             Ok(actor.get_cell())
         })
     });
-    ChildSpec {
-        stage: S::NAME,
-        spawn,
-        in_hand,
-    }
+    ChildSpec { stage: S::NAME, spawn, in_hand }
 }
 
 /// Runs the pipeline described by `cfg`.
 pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineError> {
     crate::install_crypto_provider();
     if let Some(listen) = &cfg.metrics.listen {
-        let addr = listen
-            .parse()
-            .map_err(|e| PipelineError::Metrics(format!("{listen}: {e}")))?;
+        let addr = listen.parse().map_err(|e| PipelineError::Metrics(format!("{listen}: {e}")))?;
         crate::metrics::install_exporter(addr).map_err(PipelineError::Metrics)?;
     }
     let store = Store::open(&cfg.state.dir)?;
@@ -195,11 +168,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     dest.check_reachable().await?;
     let drive = Arc::new(drive_client(cfg).await?);
     let scope = discover_scope(cfg, &drive).await?;
-    tracing::info!(
-        my_drive = scope.my_drive_root.is_some(),
-        shared_drives = scope.shared.len(),
-        "scope resolved"
-    );
+    tracing::info!(my_drive = scope.my_drive_root.is_some(), shared_drives = scope.shared.len(), "scope resolved");
 
     let st = |name| cfg.stages.settings(name);
     let faults = Arc::new(FailureInjector::new(&cfg.testing));
@@ -220,36 +189,15 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
 
     let mut children = Vec::new();
     let wake = Arc::new(Notify::new());
-    children.push(feed_spec(
-        cfg,
-        &opts,
-        &store,
-        &drive,
-        &scope,
-        &next_seq,
-        &wake,
-        &faults,
-        &to_dedup.tx,
-        &commit,
-    ));
+    children.push(feed_spec(cfg, &opts, &store, &drive, &scope, &next_seq, &wake, &faults, &to_dedup.tx, &commit));
     {
         let (store, in_flight, faults) = (store.clone(), in_flight.clone(), faults.clone());
-        let build = move || {
-            Ok(Dedup {
-                in_flight: in_flight.clone(),
-                store: store.clone(),
-                faults: faults.clone(),
-            })
-        };
-        children.push(worker_spec(
-            build,
-            to_dedup.rx.clone(),
-            emit_to(to_planner.tx.clone(), &commit),
-        ));
+        let build = move || Ok(Dedup { in_flight: in_flight.clone(), store: store.clone(), faults: faults.clone() });
+        children.push(worker_spec(build, to_dedup.rx.clone(), emit_to(to_planner.tx.clone(), &commit)));
     }
     {
-        let (store, drive, scope, faults) =
-            (store.clone(), drive.clone(), scope.clone(), faults.clone());
+        let (store, drive, scope, faults) = (store.clone(), drive.clone(), scope.clone(), faults.clone());
+        let barrier = Arc::new(PlanBarrier::new(in_flight.clone()));
         let layout = Layout {
             prefix: dest.prefix().to_string(),
             mode: dest.key_mode,
@@ -257,25 +205,14 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
             max_file_size: cfg.source.max_file_size.map(|b| b.0),
         };
         let build = move || {
-            Planner::new(
-                store.clone(),
-                drive.clone(),
-                scope.clone(),
-                layout.clone(),
-                faults.clone(),
-            )
-            .map_err(|e| e.to_string())
+            Planner::new(store.clone(), drive.clone(), scope.clone(), layout.clone(), barrier.clone(), faults.clone())
+                .map_err(|e| e.to_string())
         };
-        children.push(worker_spec(
-            build,
-            to_planner.rx.clone(),
-            emit_to(to_downloader.tx.clone(), &commit),
-        ));
+        children.push(worker_spec(build, to_planner.rx.clone(), emit_to(to_downloader.tx.clone(), &commit)));
     }
     for _ in 0..st("downloader").concurrency {
         let (drive, dest, faults) = (drive.clone(), dest.clone(), faults.clone());
-        let (chunk_size, chunk_depth) =
-            (cfg.pipeline.chunk_size.0 as usize, cfg.pipeline.chunk_depth);
+        let (chunk_size, chunk_depth) = (cfg.pipeline.chunk_size.0 as usize, cfg.pipeline.chunk_depth);
         let max_resumes = cfg.retry.max_attempts;
         let build = move || {
             Ok(Downloader {
@@ -287,55 +224,31 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
                 faults: faults.clone(),
             })
         };
-        children.push(worker_spec(
-            build,
-            to_downloader.rx.clone(),
-            emit_to(to_uploader.tx.clone(), &commit),
-        ));
+        children.push(worker_spec(build, to_downloader.rx.clone(), emit_to(to_uploader.tx.clone(), &commit)));
     }
     for _ in 0..st("uploader").concurrency {
         let (dest, faults) = (dest.clone(), faults.clone());
-        let (part_size, part_concurrency) = (
-            cfg.pipeline.part_size.0 as usize,
-            st("uploader").part_concurrency,
-        );
+        let (part_size, part_concurrency) = (cfg.pipeline.part_size.0 as usize, st("uploader").part_concurrency);
+        let refetch = to_downloader.tx.clone();
         let build = move || {
             Ok(Uploader {
                 dest: dest.clone(),
                 part_size,
                 part_concurrency,
-                faults: faults.clone(),
-            })
-        };
-        children.push(worker_spec(
-            build,
-            to_uploader.rx.clone(),
-            emit_to(to_verifier.tx.clone(), &commit),
-        ));
-    }
-    for _ in 0..st("verifier").concurrency {
-        let (dest, faults, refetch) = (dest.clone(), faults.clone(), to_downloader.tx.clone());
-        let build = move || {
-            Ok(Verifier {
-                dest: dest.clone(),
                 refetch: refetch.clone(),
                 faults: faults.clone(),
             })
         };
-        children.push(worker_spec(
-            build,
-            to_verifier.rx.clone(),
-            emit_to(unit_tx.clone(), &commit),
-        ));
+        children.push(worker_spec(build, to_uploader.rx.clone(), emit_to(to_verifier.tx.clone(), &commit)));
+    }
+    for _ in 0..st("verifier").concurrency {
+        let (dest, faults, refetch) = (dest.clone(), faults.clone(), to_downloader.tx.clone());
+        let build = move || Ok(Verifier { dest: dest.clone(), refetch: refetch.clone(), faults: faults.clone() });
+        children.push(worker_spec(build, to_verifier.rx.clone(), emit_to(unit_tx.clone(), &commit)));
     }
     {
-        let (store, in_flight, faults, release, progress) = (
-            store.clone(),
-            in_flight.clone(),
-            faults.clone(),
-            to_dedup.tx.clone(),
-            progress_tx.clone(),
-        );
+        let (store, in_flight, faults, release, progress) =
+            (store.clone(), in_flight.clone(), faults.clone(), to_dedup.tx.clone(), progress_tx.clone());
         let next_seq = next_seq.clone();
         let state = Arc::new(std::sync::Mutex::new(CommitState::new(first_seq)));
         let build = move || {
@@ -349,11 +262,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
                 faults: faults.clone(),
             })
         };
-        children.push(worker_spec(
-            build,
-            to_committer.rx.clone(),
-            emit_to(unit_tx.clone(), &commit),
-        ));
+        children.push(worker_spec(build, to_committer.rx.clone(), emit_to(unit_tx.clone(), &commit)));
     }
 
     let routes = ReplayRoutes {
@@ -364,10 +273,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         committer: commit.clone(),
     };
     let depth_sampler = spawn_depth_sampler(
-        vec![
-            ("feed_dedup", to_dedup.tx.clone()),
-            ("dedup_planner", to_planner.tx.clone()),
-        ],
+        vec![("feed_dedup", to_dedup.tx.clone()), ("dedup_planner", to_planner.tx.clone())],
         to_downloader.tx.clone(),
         to_uploader.tx.clone(),
         to_verifier.tx.clone(),
@@ -417,11 +323,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     result?;
     let dead_letters = store.dead_letters()?;
     let progress = progress_rx.borrow().clone();
-    Ok(RunSummary {
-        progress,
-        dead_letters,
-        interrupted,
-    })
+    Ok(RunSummary { progress, dead_letters, interrupted })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -437,13 +339,8 @@ fn feed_spec(
     events: &mpsc::Sender<crate::model::ChangeEvent>,
     commit: &mpsc::Sender<CommitMsg>,
 ) -> ChildSpec {
-    let (store, drive, next_seq, wake, faults) = (
-        store.clone(),
-        drive.clone(),
-        next_seq.clone(),
-        wake.clone(),
-        faults.clone(),
-    );
+    let (store, drive, next_seq, wake, faults) =
+        (store.clone(), drive.clone(), next_seq.clone(), wake.clone(), faults.clone());
     let (events, commit) = (events.clone(), commit.clone());
     let jobs = listing_jobs(scope);
     let (once, poll_interval) = (opts.once, cfg.source.poll_interval.0);
@@ -458,23 +355,15 @@ fn feed_spec(
             wake: wake.clone(),
             faults: faults.clone(),
         };
-        let out = FeedOutputs {
-            events: events.clone(),
-            commit: commit.clone(),
-        };
+        let out = FeedOutputs { events: events.clone(), commit: commit.clone() };
         Box::pin(async move {
-            let (actor, _) =
-                Actor::spawn_linked(None, FeedActor::default(), FeedArgs { feed, out }, sup)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            let (actor, _) = Actor::spawn_linked(None, FeedActor::default(), FeedArgs { feed, out }, sup)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(actor.get_cell())
         })
     });
-    ChildSpec {
-        stage: "change_feed",
-        spawn,
-        in_hand: Arc::default(),
-    }
+    ChildSpec { stage: "change_feed", spawn, in_hand: Arc::default() }
 }
 
 /// Waits (bounded) for in-flight files to finish after a stop signal.
@@ -528,11 +417,10 @@ fn spawn_depth_sampler(
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

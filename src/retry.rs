@@ -41,9 +41,7 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// Full-jitter delay before attempt `attempt` (1-based count of failures so far).
     pub fn delay(&self, failures: u32, jitter: f64) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << failures.min(20).saturating_sub(1));
+        let exp = self.base_delay.saturating_mul(1u32 << failures.min(20).saturating_sub(1));
         exp.min(self.max_delay).mul_f64(jitter.clamp(0.0, 1.0))
     }
 
@@ -58,17 +56,12 @@ impl RetryPolicy {
         loop {
             match op().await {
                 Ok(v) => return Ok(v),
-                Err(e)
-                    if e.class() == ErrorClass::Retryable && failures + 1 < self.max_attempts =>
-                {
+                Err(e) if e.class() == ErrorClass::Retryable && failures + 1 < self.max_attempts => {
                     failures += 1;
                     crate::metrics::retry(remote, &e.reason());
-                    let wait = e
-                        .retry_after()
-                        .unwrap_or_else(|| self.delay(failures, rand::random::<f64>()));
+                    let wait = e.retry_after().unwrap_or_else(|| self.delay(failures, rand::random::<f64>()));
                     tracing::debug!(remote, reason = %e.reason(), ?wait, failures, "retrying");
-                    tokio::time::sleep(wait.min(self.max_delay.max(Duration::from_millis(1))))
-                        .await;
+                    tokio::time::sleep(wait.min(self.max_delay.max(Duration::from_millis(1)))).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -87,11 +80,7 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(rate: f64, burst: f64) -> Self {
-        TokenBucket {
-            rate,
-            burst,
-            state: Mutex::new((burst, Instant::now())),
-        }
+        TokenBucket { rate, burst, state: Mutex::new((burst, Instant::now())) }
     }
 
     /// How long the caller must wait for a token taken at `now` (the token is taken).
@@ -100,11 +89,7 @@ impl TokenBucket {
         let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
         s.0 = (s.0 + elapsed * self.rate).min(self.burst) - 1.0;
         s.1 = now;
-        if s.0 >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-s.0 / self.rate)
-        }
+        if s.0 >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-s.0 / self.rate) }
     }
 
     /// Waits for a token.
@@ -135,11 +120,7 @@ mod tests {
     }
 
     fn policy() -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(1),
-        }
+        RetryPolicy { max_attempts: 4, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) }
     }
 
     #[test]
@@ -181,19 +162,16 @@ mod tests {
     async fn retry_after_is_honoured() {
         let start = tokio::time::Instant::now();
         let mut calls = 0;
-        let _: Result<(), E> = policy()
-            .run("t", || {
-                calls += 1;
-                let c = calls;
-                async move {
-                    if c < 2 {
-                        Err(E(ErrorClass::Retryable, Some(Duration::from_millis(700))))
-                    } else {
-                        Ok(())
+        let _: Result<(), E> =
+            policy()
+                .run("t", || {
+                    calls += 1;
+                    let c = calls;
+                    async move {
+                        if c < 2 { Err(E(ErrorClass::Retryable, Some(Duration::from_millis(700)))) } else { Ok(()) }
                     }
-                }
-            })
-            .await;
+                })
+                .await;
         assert_eq!(start.elapsed(), Duration::from_millis(700));
     }
 
@@ -204,9 +182,6 @@ mod tests {
         assert_eq!(b.reserve(t), Duration::ZERO);
         assert_eq!(b.reserve(t), Duration::ZERO);
         let w = b.reserve(t);
-        assert!(
-            w >= Duration::from_millis(99) && w <= Duration::from_millis(101),
-            "{w:?}"
-        );
+        assert!(w >= Duration::from_millis(99) && w <= Duration::from_millis(101), "{w:?}");
     }
 }

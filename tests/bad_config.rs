@@ -30,33 +30,18 @@ async fn config_errors_exit_2_and_name_the_key_and_line() {
 
     let missing = mirrorflow(&["run", "--once", "/nonexistent/pipeline.toml"]).await;
     assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
-    assert!(
-        stderr(&missing).contains("/nonexistent/pipeline.toml"),
-        "{}",
-        text(&missing)
-    );
+    assert!(stderr(&missing).contains("/nonexistent/pipeline.toml"), "{}", text(&missing));
 
     let syntax = run_config(dir.path(), &format!("{}[state\ndir = 1\n", good(&key))).await;
     assert_eq!(syntax.status.code(), Some(2), "{}", text(&syntax));
     assert!(stderr(&syntax).contains("line 7"), "{}", text(&syntax));
 
-    let unknown = run_config(
-        dir.path(),
-        &format!("{}[stages.downloader]\nconcurency = 4\n", good(&key)),
-    )
-    .await;
+    let unknown = run_config(dir.path(), &format!("{}[stages.downloader]\nconcurency = 4\n", good(&key))).await;
     assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
-    assert!(
-        stderr(&unknown).contains("concurency") && stderr(&unknown).contains("line 8"),
-        "{}",
-        text(&unknown)
-    );
+    assert!(stderr(&unknown).contains("concurency") && stderr(&unknown).contains("line 8"), "{}", text(&unknown));
 
-    let wrong_type = run_config(
-        dir.path(),
-        &format!("{}[stages.uploader]\nconcurrency = \"many\"\n", good(&key)),
-    )
-    .await;
+    let wrong_type =
+        run_config(dir.path(), &format!("{}[stages.uploader]\nconcurrency = \"many\"\n", good(&key))).await;
     assert_eq!(wrong_type.status.code(), Some(2), "{}", text(&wrong_type));
     assert!(
         stderr(&wrong_type).contains("concurrency") && stderr(&wrong_type).contains("line 8"),
@@ -69,11 +54,7 @@ async fn config_errors_exit_2_and_name_the_key_and_line() {
         + "[stages.dedup]\nconcurrency = 4\n[pipeline]\npart_size = \"1MiB\"\n";
     let out = run_config(dir.path(), &several).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    for k in [
-        "destination.url",
-        "stages.dedup.concurrency",
-        "pipeline.part_size",
-    ] {
+    for k in ["destination.url", "stages.dedup.concurrency", "pipeline.part_size"] {
         assert!(stderr(&out).contains(k), "{k} not named: {}", text(&out));
     }
 
@@ -95,46 +76,26 @@ async fn unreachable_drive_fails_after_bounded_retries_with_state_intact() {
     let env = TestEnv::start(small_corpus(false)).await;
     // First a good run, so there is state to keep.
     let config = env.config("down", &env.local_dest("mirror"), "");
-    assert_eq!(
-        mirrorflow(&["run", "--once", config.to_str().unwrap()])
-            .await
-            .status
-            .code(),
-        Some(0)
-    );
+    assert_eq!(mirrorflow(&["run", "--once", config.to_str().unwrap()]).await.status.code(), Some(0));
     let text_cfg = std::fs::read_to_string(&config).unwrap();
-    let dead = text_cfg
-        .replace(&env.emu.base_url(), "http://127.0.0.1:9/")
-        .replace("max_attempts = 6", "max_attempts = 2");
+    let dead =
+        text_cfg.replace(&env.emu.base_url(), "http://127.0.0.1:9/").replace("max_attempts = 6", "max_attempts = 2");
     std::fs::write(&config, dead).unwrap();
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        stderr(&out).to_lowercase().contains("error"),
-        "{}",
-        text(&out)
-    );
+    assert!(stderr(&out).to_lowercase().contains("error"), "{}", text(&out));
     // State intact: status still reads it.
     let status = mirrorflow(&["status", "--json", config.to_str().unwrap()]).await;
     let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(
-        v["files"].as_u64(),
-        Some(expected_files(&env.tree().await).len() as u64)
-    );
+    assert_eq!(v["files"].as_u64(), Some(expected_files(&env.tree().await).len() as u64));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_store_fails_clearly() {
     let env = TestEnv::start(small_corpus(false)).await;
-    let dest = Dest::S3 {
-        endpoint: "http://127.0.0.1:9".into(),
-        bucket: "b".into(),
-        prefix: "p".into(),
-    };
+    let dest = Dest::S3 { endpoint: "http://127.0.0.1:9".into(), bucket: "b".into(), prefix: "p".into() };
     let config = env.config("nostore", &dest, "");
-    let t = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("max_attempts = 6", "max_attempts = 2");
+    let t = std::fs::read_to_string(&config).unwrap().replace("max_attempts = 6", "max_attempts = 2");
     std::fs::write(&config, t).unwrap();
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -13,12 +13,7 @@ async fn injected_errors_arrive_in_configured_proportions() {
     let tree = ctx.tree().await;
     let id = tree.items[0].id.clone();
     ctx.token().await; // fetch the token before faults start (the token endpoint is never faulted anyway)
-    let set = ctx
-        .control(
-            "faults",
-            json!({"rate_limit_pct": 10.0, "server_error_pct": 5.0, "seed": 7}),
-        )
-        .await;
+    let set = ctx.control("faults", json!({"rate_limit_pct": 10.0, "server_error_pct": 5.0, "seed": 7})).await;
     assert_eq!(set["rate_limit_pct"], 10.0);
     assert_eq!(ctx.control_get("faults").await["seed"], 7);
     let (mut ok, mut limited, mut backend, mut other) = (0, 0, 0, 0);
@@ -45,19 +40,12 @@ async fn injected_errors_arrive_in_configured_proportions() {
     for key in ["files.get 403", "files.get 429", "files.get 200"] {
         assert!(req[key].as_u64().unwrap_or(0) > 0, "{key} missing in {req}");
     }
-    assert!(
-        req["files.get 500"].as_u64().unwrap_or(0) + req["files.get 503"].as_u64().unwrap_or(0)
-            == backend
-    );
+    assert!(req["files.get 500"].as_u64().unwrap_or(0) + req["files.get 503"].as_u64().unwrap_or(0) == backend);
     // Control and token endpoints are never faulted.
-    ctx.control("faults", json!({"rate_limit_pct": 100.0}))
-        .await;
+    ctx.control("faults", json!({"rate_limit_pct": 100.0})).await;
     let minted = ctx.control("refresh_token", json!({})).await;
     let (status, tok) = ctx
-        .token_request(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", minted["refresh_token"].as_str().unwrap()),
-        ])
+        .token_request(&[("grant_type", "refresh_token"), ("refresh_token", minted["refresh_token"].as_str().unwrap())])
         .await;
     assert_eq!(status, 200, "{tok}");
     let err = ctx.hub.files().get(&id).doit().await.unwrap_err();
@@ -74,11 +62,7 @@ async fn the_same_fault_seed_gives_the_same_sequence() {
         let ctx = start(EmulatorConfig::default()).await;
         let id = ctx.tree().await.items[0].id.clone();
         ctx.token().await;
-        ctx.control(
-            "faults",
-            json!({"rate_limit_pct": 20.0, "server_error_pct": 10.0, "seed": 3}),
-        )
-        .await;
+        ctx.control("faults", json!({"rate_limit_pct": 20.0, "server_error_pct": 10.0, "seed": 3})).await;
         let mut seq = Vec::new();
         for _ in 0..60 {
             let r = ctx.hub.files().get(&id).doit().await;
@@ -93,32 +77,16 @@ async fn the_same_fault_seed_gives_the_same_sequence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_resets_cut_bodies_part_way() {
-    let ctx = start(EmulatorConfig {
-        seed: 5,
-        ..Default::default()
-    })
-    .await;
+    let ctx = start(EmulatorConfig { seed: 5, ..Default::default() }).await;
     let tree = ctx.tree().await;
-    let file = tree
-        .items
-        .iter()
-        .filter(|i| i.size.is_some())
-        .max_by_key(|i| i.size)
-        .unwrap();
+    let file = tree.items.iter().filter(|i| i.size.is_some()).max_by_key(|i| i.size).unwrap();
     let size = file.size.unwrap();
     assert!(size > 100_000);
     let token = ctx.token().await;
     let url = format!("{}drive/v3/files/{}?alt=media", ctx.base, file.id);
-    ctx.control("faults", json!({"reset_pct": 100.0, "seed": 1}))
-        .await;
+    ctx.control("faults", json!({"reset_pct": 100.0, "seed": 1})).await;
     for _ in 0..3 {
-        let resp = ctx
-            .http
-            .get(&url)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("headers arrive");
+        let resp = ctx.http.get(&url).bearer_auth(&token).send().await.expect("headers arrive");
         assert_eq!(resp.status().as_u16(), 200);
         assert_eq!(resp.content_length(), Some(size));
         let mut body = resp.bytes_stream();
@@ -137,27 +105,10 @@ async fn connection_resets_cut_bodies_part_way() {
         assert!(got > 0 && got < size, "got {got} of {size}");
     }
     // JSON endpoints are not reset; with resets off the body is complete.
-    ctx.hub
-        .files()
-        .get(&file.id)
-        .doit()
-        .await
-        .expect("metadata unaffected");
+    ctx.hub.files().get(&file.id).doit().await.expect("metadata unaffected");
     ctx.control("faults", json!({"latency_ms": 20})).await;
-    let full = ctx
-        .http
-        .get(&url)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let full = ctx.http.get(&url).bearer_auth(&token).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(full.len() as u64, size);
-    assert_eq!(
-        Some(hex::encode(<md5::Md5 as md5::Digest>::digest(&full))),
-        file.md5
-    );
+    assert_eq!(Some(hex::encode(<md5::Md5 as md5::Digest>::digest(&full))), file.md5);
     ctx.emu.shutdown().await;
 }

@@ -11,25 +11,17 @@ async fn hostile_corpus_mirrors_exactly_into_a_folder_and_a_second_run_transfers
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
     // The hostile corpus holds an abuse-flagged file: exit 3, named with its reason.
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("cannotDownloadAbusiveFile"),
-        "{}",
-        text(&out)
-    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cannotDownloadAbusiveFile"), "{}", text(&out));
     let tree = env.tree().await;
     let expected = expected_files(&tree);
     assert!(expected.len() > 60, "corpus too small: {}", expected.len());
     let keys = assert_exact_mirror(&config, &expected).await;
+    assert_paths_follow_drive(&config, &tree);
     // Every key stays inside the mirror folder on disk.
     let root = env.dir.path().join("mirror");
     for key in keys.values() {
         let p = root.join(&key.0);
-        assert!(
-            p.canonicalize()
-                .unwrap()
-                .starts_with(root.canonicalize().unwrap()),
-            "{key} escapes"
-        );
+        assert!(p.canonicalize().unwrap().starts_with(root.canonicalize().unwrap()), "{key} escapes");
     }
 
     env.control("stats/reset", serde_json::json!({})).await;
@@ -37,21 +29,9 @@ async fn hostile_corpus_mirrors_exactly_into_a_folder_and_a_second_run_transfers
     assert_eq!(again.status.code(), Some(3), "{}", text(&again));
     let stats = env.stats().await;
     let served = &stats["bytes_served"];
-    assert_eq!(
-        served["media"].as_u64(),
-        Some(0),
-        "second run downloaded bytes: {stats}"
-    );
-    assert_eq!(
-        served["export"].as_u64().unwrap_or(0),
-        0,
-        "second run exported bytes: {stats}"
-    );
-    assert!(
-        String::from_utf8_lossy(&again.stdout).contains("0 files mirrored"),
-        "{}",
-        text(&again)
-    );
+    assert_eq!(served["media"].as_u64(), Some(0), "second run downloaded bytes: {stats}");
+    assert_eq!(served["export"].as_u64().unwrap_or(0), 0, "second run exported bytes: {stats}");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 files mirrored"), "{}", text(&again));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,34 +12,20 @@ async fn hostile_corpus_mirrors_exactly_into_s3_in_both_key_modes() {
     create_bucket(&s3.endpoint, "mirror").await;
     let expected = expected_files(&env.tree().await);
 
-    let utf8 = Dest::S3 {
-        endpoint: s3.endpoint.clone(),
-        bucket: "mirror".into(),
-        prefix: "utf8".into(),
-    };
+    let utf8 = Dest::S3 { endpoint: s3.endpoint.clone(), bucket: "mirror".into(), prefix: "utf8".into() };
     let config = env.config("s3-utf8", &utf8, "[stages.uploader]\nconcurrency = 4");
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let keys = assert_exact_mirror(&config, &expected).await;
-    assert!(
-        keys.values().any(|k| !k.0.is_ascii()),
-        "utf8 mode keeps non-ASCII names"
-    );
+    assert!(keys.values().any(|k| !k.0.is_ascii()), "utf8 mode keeps non-ASCII names");
 
-    let supa = Dest::S3 {
-        endpoint: s3.endpoint.clone(),
-        bucket: "mirror".into(),
-        prefix: "supa".into(),
-    };
+    let supa = Dest::S3 { endpoint: s3.endpoint.clone(), bucket: "mirror".into(), prefix: "supa".into() };
     let config = env.config("s3-supabase", &supa, "dest.keys = \"supabase\"");
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let keys = assert_exact_mirror(&config, &expected).await;
     for key in keys.values() {
-        assert!(
-            is_supabase_safe(&key.0),
-            "key outside Supabase's alphabet: {key}"
-        );
+        assert!(is_supabase_safe(&key.0), "key outside Supabase's alphabet: {key}");
     }
 }
 
@@ -51,16 +37,8 @@ async fn a_file_larger_than_the_part_size_goes_multipart_and_verifies() {
     corpus.big_file_mib = 24;
     let env = TestEnv::start(corpus).await;
     create_bucket(&s3.endpoint, "big").await;
-    let dest = Dest::S3 {
-        endpoint: s3.endpoint.clone(),
-        bucket: "big".into(),
-        prefix: "p".into(),
-    };
-    let config = env.config(
-        "s3-big",
-        &dest,
-        "[pipeline]\npart_size = \"5MiB\"\nchunk_size = \"1MiB\"",
-    );
+    let dest = Dest::S3 { endpoint: s3.endpoint.clone(), bucket: "big".into(), prefix: "p".into() };
+    let config = env.config("s3-big", &dest, "[pipeline]\npart_size = \"5MiB\"\nchunk_size = \"1MiB\"");
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let expected = expected_files(&env.tree().await);

@@ -5,37 +5,19 @@
 mod common;
 use common::*;
 
-const STAGES: [&str; 7] = [
-    "change_feed",
-    "dedup",
-    "planner",
-    "downloader",
-    "uploader",
-    "verifier",
-    "committer",
-];
+const STAGES: [&str; 7] = ["change_feed", "dedup", "planner", "downloader", "uploader", "verifier", "committer"];
 
 async fn run_with_failure(stage: &str, mode: &str) {
     let env = TestEnv::start(small_corpus(false)).await;
-    let extra = format!(
-        "[testing]\nfail_stage = \"{stage}\"\nfail_after = 7\nfail_mode = \"{mode}\"\nfail_times = 2"
-    );
+    let extra = format!("[testing]\nfail_stage = \"{stage}\"\nfail_after = 7\nfail_mode = \"{mode}\"\nfail_times = 2");
     let config = env.config(&format!("fail-{stage}"), &env.local_dest("mirror"), &extra);
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(0), "{stage}/{mode}: {}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let restarts = stderr.matches("stage failed; restarting it").count();
     // Two failures are injected; a batching stage (the committer) may finish before the second.
-    assert!(
-        (1..=2).contains(&restarts),
-        "{stage}/{mode}: expected restarts, saw {restarts}\n{}",
-        text(&out)
-    );
-    assert!(
-        stderr.contains(&format!("injected {mode} in stage {stage}")),
-        "{}",
-        text(&out)
-    );
+    assert!((1..=2).contains(&restarts), "{stage}/{mode}: expected restarts, saw {restarts}\n{}", text(&out));
+    assert!(stderr.contains(&format!("injected {mode} in stage {stage}")), "{}", text(&out));
     let expected = expected_files(&env.tree().await);
     assert_exact_mirror(&config, &expected).await;
 }
@@ -61,11 +43,7 @@ async fn a_stage_failing_past_its_restart_budget_stops_the_run_with_state_intact
     let config = env.config("budget", &env.local_dest("mirror"), extra);
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("failed too often"),
-        "{}",
-        text(&out)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failed too often"), "{}", text(&out));
     // The store still opens and a clean run afterwards completes the mirror.
     let clean = env.config("budget", &env.local_dest("mirror"), "");
     let out = mirrorflow(&["run", "--once", clean.to_str().unwrap()]).await;

@@ -30,21 +30,12 @@ impl<S: ChangeSource> Actor for FeedActor<S> {
     type State = FeedArgs<S>;
     type Arguments = FeedArgs<S>;
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Run>,
-        args: FeedArgs<S>,
-    ) -> Result<FeedArgs<S>, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<Run>, args: FeedArgs<S>) -> Result<FeedArgs<S>, ActorProcessingErr> {
         myself.send_message(Run)?;
         Ok(args)
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<Run>,
-        _msg: Run,
-        st: &mut FeedArgs<S>,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, myself: ActorRef<Run>, _msg: Run, st: &mut FeedArgs<S>) -> Result<(), ActorProcessingErr> {
         match st.feed.run(&st.out).await {
             Ok(()) | Err(crate::stages::StageError::Closed) => {
                 myself.stop(Some("feed finished".into()));

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 /// Starts one child linked to the given supervisor; called again for every restart.
-pub type SpawnFn =
-    Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, String>> + Send + Sync>;
+pub type SpawnFn = Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, String>> + Send + Sync>;
 
 /// How to (re)build one child.
 #[derive(Clone)]
@@ -104,37 +103,24 @@ impl PipelineSupervisor {
     fn over_intensity(st: &mut SupervisorState) -> bool {
         let now = Instant::now();
         st.restarts.push_back(now);
-        while st
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > st.args.within)
-        {
+        while st.restarts.front().is_some_and(|t| now.duration_since(*t) > st.args.within) {
             st.restarts.pop_front();
         }
         st.restarts.len() as u32 > st.args.max_restarts
     }
 
-    async fn on_failure(
-        myself: &ActorRef<SupervisorMsg>,
-        id: ActorId,
-        err: String,
-        st: &mut SupervisorState,
-    ) {
+    async fn on_failure(myself: &ActorRef<SupervisorMsg>, id: ActorId, err: String, st: &mut SupervisorState) {
         let Some(spec) = st.children.remove(&id) else {
             return;
         };
         tracing::error!(stage = spec.stage, error = %err, "stage failed; restarting it");
         crate::metrics::restart(spec.stage);
-        let replays: Vec<Replay> =
-            std::mem::take(&mut *spec.in_hand.lock().unwrap_or_else(|p| p.into_inner()));
+        let replays: Vec<Replay> = std::mem::take(&mut *spec.in_hand.lock().unwrap_or_else(|p| p.into_inner()));
         for r in replays {
             st.args.routes.deliver(r);
         }
         let fatal = if err.contains("fatal:") {
-            Some(format!(
-                "stage {} hit an unrecoverable error: {err}",
-                spec.stage
-            ))
+            Some(format!("stage {} hit an unrecoverable error: {err}", spec.stage))
         } else if Self::over_intensity(st) {
             Some(format!(
                 "stage {} failed too often ({} restarts within {:?}); last error: {err}",
@@ -164,15 +150,9 @@ impl Actor for PipelineSupervisor {
         mut args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let specs = std::mem::take(&mut args.children);
-        let mut st = SupervisorState {
-            children: HashMap::new(),
-            restarts: VecDeque::new(),
-            args,
-        };
+        let mut st = SupervisorState { children: HashMap::new(), restarts: VecDeque::new(), args };
         for spec in specs {
-            Self::start_child(&myself, spec, &mut st)
-                .await
-                .map_err(|e| -> ActorProcessingErr { e.into() })?;
+            Self::start_child(&myself, spec, &mut st).await.map_err(|e| -> ActorProcessingErr { e.into() })?;
         }
         Ok(st)
     }

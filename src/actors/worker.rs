@@ -72,8 +72,7 @@ where
             myself.stop(Some("input closed".into()));
             return Ok(());
         }
-        *st.in_hand.lock().unwrap_or_else(|p| p.into_inner()) =
-            items.iter().map(S::replay).collect();
+        *st.in_hand.lock().unwrap_or_else(|p| p.into_inner()) = items.iter().map(S::replay).collect();
         let started = Instant::now();
         match st.stage.process(items, &st.emit).await {
             Ok(()) => {

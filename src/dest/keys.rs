@@ -46,8 +46,7 @@ pub fn supabase_encode(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for b in segment.bytes() {
         let c = b as char;
-        let plain =
-            b.is_ascii_alphanumeric() || (SUPABASE_PUNCT.contains(c) && c != ESCAPE && c != '/');
+        let plain = b.is_ascii_alphanumeric() || (SUPABASE_PUNCT.contains(c) && c != ESCAPE && c != '/');
         if plain {
             out.push(c);
         } else {
@@ -59,8 +58,7 @@ pub fn supabase_encode(segment: &str) -> String {
 
 /// True when `key` uses only Supabase Storage's alphabet.
 pub fn is_supabase_safe(key: &str) -> bool {
-    key.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || SUPABASE_PUNCT.contains(b as char))
+    key.bytes().all(|b| b.is_ascii_alphanumeric() || SUPABASE_PUNCT.contains(b as char))
 }
 
 /// Splits `name` into stem and extension (`"a.tar.gz"` → `("a.tar", ".gz")`); dotfiles have no extension.
@@ -86,20 +84,13 @@ fn truncate_bytes(s: &str, max: usize) -> &str {
 /// Builds the final segment from a Drive name: sanitized, optional extension appended (exports),
 /// optional disambiguating ` (fileId)` before the extension, encoded, and capped by bytes while
 /// keeping the extension and suffix intact.
-pub fn segment(
-    name: &str,
-    export_ext: Option<&str>,
-    disambiguate: Option<&FileId>,
-    mode: KeyMode,
-) -> String {
+pub fn segment(name: &str, export_ext: Option<&str>, disambiguate: Option<&FileId>, mode: KeyMode) -> String {
     let mut base = sanitize_name(name);
     if let Some(ext) = export_ext {
         base = format!("{base}.{ext}");
     }
     let (stem, ext) = split_ext(&base);
-    let suffix = disambiguate
-        .map(|id| format!(" ({id})"))
-        .unwrap_or_default();
+    let suffix = disambiguate.map(|id| format!(" ({id})")).unwrap_or_default();
     let mut budget = MAX_SEGMENT_BYTES;
     loop {
         let candidate = format!("{}{suffix}{ext}", truncate_bytes(stem, budget).trim_end());
@@ -149,15 +140,9 @@ mod tests {
 
     #[test]
     fn exports_get_their_extension() {
-        assert_eq!(
-            segment("Report", Some("docx"), None, KeyMode::Utf8),
-            "Report.docx"
-        );
+        assert_eq!(segment("Report", Some("docx"), None, KeyMode::Utf8), "Report.docx");
         let id = FileId("X".into());
-        assert_eq!(
-            segment("Report", Some("docx"), Some(&id), KeyMode::Utf8),
-            "Report (X).docx"
-        );
+        assert_eq!(segment("Report", Some("docx"), Some(&id), KeyMode::Utf8), "Report (X).docx");
     }
 
     #[test]

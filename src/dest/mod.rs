@@ -9,8 +9,7 @@ use crate::retry::{Classified, ErrorClass};
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions,
-    WriteMultipart,
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, WriteMultipart,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,49 +89,26 @@ impl std::fmt::Debug for Destination {
 
 impl Destination {
     /// Builds the store from `[destination]`; credentials fall back to the AWS_* environment.
-    pub fn from_config(
-        cfg: &DestinationConfig,
-        retry: &RetryConfig,
-    ) -> Result<Destination, DestError> {
-        let url = url::Url::parse(&cfg.url)
-            .map_err(|e| DestError::Config(format!("url {:?}: {e}", cfg.url)))?;
-        let (store, prefix, supports_metadata): (Arc<dyn ObjectStore>, String, bool) =
-            match url.scheme() {
-                "file" => {
-                    let dir = url
-                        .to_file_path()
-                        .map_err(|_| DestError::Config(format!("bad file URL {:?}", cfg.url)))?;
-                    std::fs::create_dir_all(&dir).map_err(|e| {
-                        DestError::Config(format!("cannot create {}: {e}", dir.display()))
-                    })?;
-                    let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                        .map_err(|e| DestError::Config(e.to_string()))?
-                        .with_automatic_cleanup(true);
-                    (Arc::new(fs), String::new(), false)
-                }
-                "memory" => (
-                    Arc::new(object_store::memory::InMemory::new()),
-                    String::new(),
-                    true,
-                ),
-                "s3" => (
-                    Arc::new(build_s3(cfg, &url, retry)?),
-                    url_prefix(&url),
-                    true,
-                ),
-                _ => {
-                    let (store, path) = object_store::parse_url(&url)
-                        .map_err(|e| DestError::Config(e.to_string()))?;
-                    (Arc::from(store), path.to_string(), true)
-                }
-            };
-        Ok(Destination {
-            store,
-            prefix,
-            supports_metadata,
-            key_mode: cfg.key_mode(),
-            delete_policy: cfg.deletes,
-        })
+    pub fn from_config(cfg: &DestinationConfig, retry: &RetryConfig) -> Result<Destination, DestError> {
+        let url = url::Url::parse(&cfg.url).map_err(|e| DestError::Config(format!("url {:?}: {e}", cfg.url)))?;
+        let (store, prefix, supports_metadata): (Arc<dyn ObjectStore>, String, bool) = match url.scheme() {
+            "file" => {
+                let dir = url.to_file_path().map_err(|_| DestError::Config(format!("bad file URL {:?}", cfg.url)))?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| DestError::Config(format!("cannot create {}: {e}", dir.display())))?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| DestError::Config(e.to_string()))?
+                    .with_automatic_cleanup(true);
+                (Arc::new(fs), String::new(), false)
+            }
+            "memory" => (Arc::new(object_store::memory::InMemory::new()), String::new(), true),
+            "s3" => (Arc::new(build_s3(cfg, &url, retry)?), url_prefix(&url), true),
+            _ => {
+                let (store, path) = object_store::parse_url(&url).map_err(|e| DestError::Config(e.to_string()))?;
+                (Arc::from(store), path.to_string(), true)
+            }
+        };
+        Ok(Destination { store, prefix, supports_metadata, key_mode: cfg.key_mode(), delete_policy: cfg.deletes })
     }
 
     /// The prefix every key starts with (may be empty).
@@ -161,37 +137,22 @@ impl Destination {
         if let Some(ct) = &meta.content_type {
             a.insert(Attribute::ContentType, ct.clone().into());
         }
-        a.insert(
-            Attribute::Metadata("drive-id".into()),
-            meta.drive_id.clone().into(),
-        );
-        let name: String =
-            url::form_urlencoded::byte_serialize(meta.drive_name.as_bytes()).collect();
+        a.insert(Attribute::Metadata("drive-id".into()), meta.drive_id.clone().into());
+        let name: String = url::form_urlencoded::byte_serialize(meta.drive_name.as_bytes()).collect();
         a.insert(Attribute::Metadata("drive-name".into()), name.into());
         a
     }
 
     /// Writes a small object in one PUT.
-    pub async fn put(
-        &self,
-        key: &ObjectKey,
-        body: Vec<Bytes>,
-        meta: &ObjectMeta,
-    ) -> Result<(), DestError> {
+    pub async fn put(&self, key: &ObjectKey, body: Vec<Bytes>, meta: &ObjectMeta) -> Result<(), DestError> {
         let path = Self::path(key)?;
-        let opts = PutOptions {
-            attributes: self.attributes(meta),
-            ..Default::default()
-        };
+        let opts = PutOptions { attributes: self.attributes(meta), ..Default::default() };
         let payload: object_store::PutPayload = body.into_iter().collect();
-        self.store
-            .put_opts(&path, payload, opts)
-            .await
-            .map_err(|source| DestError::Store {
-                op: "put",
-                key: key.0.clone(),
-                source,
-            })?;
+        self.store.put_opts(&path, payload, opts).await.map_err(|source| DestError::Store {
+            op: "put",
+            key: key.0.clone(),
+            source,
+        })?;
         Ok(())
     }
 
@@ -203,19 +164,12 @@ impl Destination {
         part_size: usize,
     ) -> Result<WriteMultipart, DestError> {
         let path = Self::path(key)?;
-        let opts = PutMultipartOptions {
-            attributes: self.attributes(meta),
-            ..Default::default()
-        };
-        let upload = self
-            .store
-            .put_multipart_opts(&path, opts)
-            .await
-            .map_err(|source| DestError::Store {
-                op: "create_multipart",
-                key: key.0.clone(),
-                source,
-            })?;
+        let opts = PutMultipartOptions { attributes: self.attributes(meta), ..Default::default() };
+        let upload = self.store.put_multipart_opts(&path, opts).await.map_err(|source| DestError::Store {
+            op: "create_multipart",
+            key: key.0.clone(),
+            source,
+        })?;
         Ok(WriteMultipart::new_with_chunk_size(upload, part_size))
     }
 
@@ -224,53 +178,34 @@ impl Destination {
         match self.store.head(&Self::path(key)?).await {
             Ok(m) => Ok(Some(m.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(source) => Err(DestError::Store {
-                op: "head",
-                key: key.0.clone(),
-                source,
-            }),
+            Err(source) => Err(DestError::Store { op: "head", key: key.0.clone(), source }),
         }
     }
 
     /// Reads a whole object (for tests and `verify`).
     pub async fn get(&self, key: &ObjectKey) -> Result<Bytes, DestError> {
-        let r = self
-            .store
-            .get(&Self::path(key)?)
-            .await
-            .map_err(|source| DestError::Store {
-                op: "get",
-                key: key.0.clone(),
-                source,
-            })?;
-        r.bytes().await.map_err(|source| DestError::Store {
+        let r = self.store.get(&Self::path(key)?).await.map_err(|source| DestError::Store {
             op: "get",
             key: key.0.clone(),
             source,
-        })
+        })?;
+        r.bytes().await.map_err(|source| DestError::Store { op: "get", key: key.0.clone(), source })
     }
 
     /// Server-side copy.
     pub async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), DestError> {
-        self.store
-            .copy(&Self::path(from)?, &Self::path(to)?)
-            .await
-            .map_err(|source| DestError::Store {
-                op: "copy",
-                key: from.0.clone(),
-                source,
-            })
+        self.store.copy(&Self::path(from)?, &Self::path(to)?).await.map_err(|source| DestError::Store {
+            op: "copy",
+            key: from.0.clone(),
+            source,
+        })
     }
 
     /// Deletes an object; absent is fine.
     pub async fn delete(&self, key: &ObjectKey) -> Result<(), DestError> {
         match self.store.delete(&Self::path(key)?).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(DestError::Store {
-                op: "delete",
-                key: key.0.clone(),
-                source,
-            }),
+            Err(source) => Err(DestError::Store { op: "delete", key: key.0.clone(), source }),
         }
     }
 
@@ -280,18 +215,11 @@ impl Destination {
             DeletePolicy::Keep => Ok(()),
             DeletePolicy::Delete => self.delete(key).await,
             DeletePolicy::Trash => {
-                let rel = key
-                    .as_str()
-                    .strip_prefix(&self.prefix)
-                    .unwrap_or(key.as_str())
-                    .trim_start_matches('/');
+                let rel = key.as_str().strip_prefix(&self.prefix).unwrap_or(key.as_str()).trim_start_matches('/');
                 let trash = self.key(&format!(".trash/{rel}"));
                 match self.copy(key, &trash).await {
                     Ok(()) => self.delete(key).await,
-                    Err(DestError::Store {
-                        source: object_store::Error::NotFound { .. },
-                        ..
-                    }) => Ok(()),
+                    Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) => Ok(()),
                     Err(e) => Err(e),
                 }
             }
@@ -302,44 +230,25 @@ impl Destination {
     /// or misconfigured store fails the run at once instead of dead-lettering every file.
     pub async fn check_reachable(&self) -> Result<(), DestError> {
         use futures::StreamExt;
-        let prefix = if self.prefix.is_empty() {
-            None
-        } else {
-            Some(Path::from(self.prefix.as_str()))
-        };
+        let prefix = if self.prefix.is_empty() { None } else { Some(Path::from(self.prefix.as_str())) };
         let mut listing = self.store.list(prefix.as_ref());
         match listing.next().await {
             None | Some(Ok(_)) => Ok(()),
-            Some(Err(source)) => Err(DestError::Store {
-                op: "list",
-                key: self.prefix.clone(),
-                source,
-            }),
+            Some(Err(source)) => Err(DestError::Store { op: "list", key: self.prefix.clone(), source }),
         }
     }
 
     /// Every key under the prefix (for tests and `verify`).
     pub async fn list_keys(&self) -> Result<Vec<(ObjectKey, u64)>, DestError> {
         use futures::TryStreamExt;
-        let prefix = if self.prefix.is_empty() {
-            None
-        } else {
-            Some(Path::from(self.prefix.as_str()))
-        };
+        let prefix = if self.prefix.is_empty() { None } else { Some(Path::from(self.prefix.as_str())) };
         let metas: Vec<_> = self
             .store
             .list(prefix.as_ref())
             .try_collect()
             .await
-            .map_err(|source| DestError::Store {
-                op: "list",
-                key: self.prefix.clone(),
-                source,
-            })?;
-        Ok(metas
-            .into_iter()
-            .map(|m| (ObjectKey(m.location.to_string()), m.size))
-            .collect())
+            .map_err(|source| DestError::Store { op: "list", key: self.prefix.clone(), source })?;
+        Ok(metas.into_iter().map(|m| (ObjectKey(m.location.to_string()), m.size)).collect())
     }
 }
 
@@ -352,9 +261,7 @@ fn build_s3(
     url: &url::Url,
     retry: &RetryConfig,
 ) -> Result<object_store::aws::AmazonS3, DestError> {
-    let bucket = url
-        .host_str()
-        .ok_or_else(|| DestError::Config(format!("s3 URL {:?} has no bucket", cfg.url)))?;
+    let bucket = url.host_str().ok_or_else(|| DestError::Config(format!("s3 URL {:?} has no bucket", cfg.url)))?;
     let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
     let mut client = object_store::ClientOptions::new()
         .with_timeout(Duration::from_secs(120))
@@ -362,24 +269,17 @@ fn build_s3(
         .with_pool_max_idle_per_host(64);
     if let Some(endpoint) = &cfg.endpoint {
         client = client.with_allow_http(endpoint.starts_with("http://"));
-        b = b
-            .with_endpoint(endpoint.trim_end_matches('/'))
-            .with_virtual_hosted_style_request(false);
+        b = b.with_endpoint(endpoint.trim_end_matches('/')).with_virtual_hosted_style_request(false);
     }
-    b = b
-        .with_client_options(client)
-        .with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()));
+    b = b.with_client_options(client).with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()));
     if let Some(k) = &cfg.access_key_id {
         b = b.with_access_key_id(k);
     }
     if let Some(s) = &cfg.secret_access_key {
         b = b.with_secret_access_key(s.expose());
     }
-    let backoff = object_store::BackoffConfig {
-        init_backoff: retry.base_delay.0,
-        max_backoff: retry.max_delay.0,
-        base: 2.0,
-    };
+    let backoff =
+        object_store::BackoffConfig { init_backoff: retry.base_delay.0, max_backoff: retry.max_delay.0, base: 2.0 };
     b = b.with_retry(object_store::RetryConfig {
         backoff,
         max_retries: retry.max_attempts.saturating_sub(1) as usize,

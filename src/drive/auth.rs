@@ -34,12 +34,7 @@ impl Auth {
     ) -> Result<Auth, DriveError> {
         let key = yup_oauth2::read_service_account_key(key_path)
             .await
-            .map_err(|e| {
-                DriveError::Auth(format!(
-                    "cannot read service-account key {}: {e}",
-                    key_path.display()
-                ))
-            })?;
+            .map_err(|e| DriveError::Auth(format!("cannot read service-account key {}: {e}", key_path.display())))?;
         let client = google_drive3::hyper_util::client::legacy::Client::builder(
             google_drive3::hyper_util::rt::TokioExecutor::new(),
         )
@@ -51,22 +46,13 @@ impl Auth {
         if let Some(s) = subject {
             builder = builder.subject(s);
         }
-        let inner = builder
-            .build()
-            .await
-            .map_err(|e| DriveError::Auth(e.to_string()))?;
+        let inner = builder.build().await.map_err(|e| DriveError::Auth(e.to_string()))?;
         Ok(Auth { inner })
     }
 
     /// A valid access token (refreshed ahead of expiry by yup-oauth2).
     pub async fn token(&self) -> Result<String, DriveError> {
-        let t = self
-            .inner
-            .token(&[Scope::Readonly.as_ref()])
-            .await
-            .map_err(|e| DriveError::Auth(e.to_string()))?;
-        t.token()
-            .map(str::to_owned)
-            .ok_or_else(|| DriveError::Auth("empty token".into()))
+        let t = self.inner.token(&[Scope::Readonly.as_ref()]).await.map_err(|e| DriveError::Auth(e.to_string()))?;
+        t.token().map(str::to_owned).ok_or_else(|| DriveError::Auth("empty token".into()))
     }
 }

@@ -34,25 +34,13 @@ pub enum DriveError {
 
 impl DriveError {
     /// Builds the error from a Google error envelope (`{"error":{code,message,errors:[{reason}]}}`).
-    pub fn from_envelope(
-        status: u16,
-        body: &serde_json::Value,
-        retry_after: Option<Duration>,
-    ) -> DriveError {
+    pub fn from_envelope(status: u16, body: &serde_json::Value, retry_after: Option<Duration>) -> DriveError {
         let err = &body["error"];
         let status = err["code"].as_u64().map(|c| c as u16).unwrap_or(status);
-        let reason = err["errors"][0]["reason"]
-            .as_str()
-            .or_else(|| err["status"].as_str())
-            .unwrap_or("unknown")
-            .to_string();
+        let reason =
+            err["errors"][0]["reason"].as_str().or_else(|| err["status"].as_str()).unwrap_or("unknown").to_string();
         let message = err["message"].as_str().unwrap_or("").to_string();
-        DriveError::Api {
-            status,
-            reason,
-            message,
-            retry_after,
-        }
+        DriveError::Api { status, reason, message, retry_after }
     }
 
     /// The short reason, for the dead-letter store.
@@ -71,11 +59,7 @@ impl From<google_drive3::Error> for DriveError {
     fn from(e: google_drive3::Error) -> Self {
         use google_drive3::Error as G;
         match e {
-            G::BadRequest(v) => DriveError::from_envelope(
-                v["error"]["code"].as_u64().unwrap_or(400) as u16,
-                &v,
-                None,
-            ),
+            G::BadRequest(v) => DriveError::from_envelope(v["error"]["code"].as_u64().unwrap_or(400) as u16, &v, None),
             G::HttpError(e) => DriveError::Transport(e.to_string()),
             G::Io(e) => DriveError::Transport(e.to_string()),
             G::MissingToken(e) => DriveError::Auth(e.to_string()),
@@ -114,13 +98,9 @@ impl Classified for DriveError {
 pub fn classify_api(status: u16, reason: &str) -> ErrorClass {
     match (status, reason) {
         (429, _) | (500..=599, _) | (401, _) => ErrorClass::Retryable,
-        (
-            403,
-            "rateLimitExceeded"
-            | "userRateLimitExceeded"
-            | "backendError"
-            | "sharingRateLimitExceeded",
-        ) => ErrorClass::Retryable,
+        (403, "rateLimitExceeded" | "userRateLimitExceeded" | "backendError" | "sharingRateLimitExceeded") => {
+            ErrorClass::Retryable
+        }
         _ => ErrorClass::Permanent,
     }
 }
@@ -131,35 +111,17 @@ mod tests {
 
     #[test]
     fn rate_limits_and_server_errors_are_retryable() {
-        assert_eq!(
-            classify_api(403, "userRateLimitExceeded"),
-            ErrorClass::Retryable
-        );
-        assert_eq!(
-            classify_api(403, "rateLimitExceeded"),
-            ErrorClass::Retryable
-        );
-        assert_eq!(
-            classify_api(429, "rateLimitExceeded"),
-            ErrorClass::Retryable
-        );
+        assert_eq!(classify_api(403, "userRateLimitExceeded"), ErrorClass::Retryable);
+        assert_eq!(classify_api(403, "rateLimitExceeded"), ErrorClass::Retryable);
+        assert_eq!(classify_api(429, "rateLimitExceeded"), ErrorClass::Retryable);
         assert_eq!(classify_api(503, "backendError"), ErrorClass::Retryable);
     }
 
     #[test]
     fn refusals_are_permanent() {
-        assert_eq!(
-            classify_api(403, "cannotDownloadAbusiveFile"),
-            ErrorClass::Permanent
-        );
-        assert_eq!(
-            classify_api(403, "fileNotDownloadable"),
-            ErrorClass::Permanent
-        );
-        assert_eq!(
-            classify_api(403, "exportSizeLimitExceeded"),
-            ErrorClass::Permanent
-        );
+        assert_eq!(classify_api(403, "cannotDownloadAbusiveFile"), ErrorClass::Permanent);
+        assert_eq!(classify_api(403, "fileNotDownloadable"), ErrorClass::Permanent);
+        assert_eq!(classify_api(403, "exportSizeLimitExceeded"), ErrorClass::Permanent);
         assert_eq!(classify_api(404, "notFound"), ErrorClass::Permanent);
     }
 

@@ -130,12 +130,8 @@ impl DriveClient {
     pub async fn connect(settings: DriveSettings) -> Result<DriveClient, DriveError> {
         crate::install_crypto_provider();
         let connector = auth::connector()?;
-        let auth = auth::Auth::service_account(
-            &settings.credentials,
-            settings.subject.clone(),
-            connector.clone(),
-        )
-        .await?;
+        let auth =
+            auth::Auth::service_account(&settings.credentials, settings.subject.clone(), connector.clone()).await?;
         let client = google_drive3::hyper_util::client::legacy::Client::builder(
             google_drive3::hyper_util::rt::TokioExecutor::new(),
         )
@@ -151,13 +147,7 @@ impl DriveClient {
             .build()
             .map_err(|e| DriveError::Transport(e.to_string()))?;
         let limiter = Arc::new(TokenBucket::new(settings.rps, settings.rps.max(1.0)));
-        Ok(DriveClient {
-            hub: Arc::new(hub),
-            auth,
-            http,
-            settings: Arc::new(settings),
-            limiter,
-        })
+        Ok(DriveClient { hub: Arc::new(hub), auth, http, settings: Arc::new(settings), limiter })
     }
 
     async fn paced<T, F, Fut>(&self, remote: &'static str, op: F) -> Result<T, DriveError>
@@ -186,8 +176,7 @@ impl DriveClient {
                 .add_scope(Scope::Readonly)
                 .doit()
                 .await?;
-            t.start_page_token
-                .ok_or_else(|| DriveError::Decode("no startPageToken".into()))
+            t.start_page_token.ok_or_else(|| DriveError::Decode("no startPageToken".into()))
         })
         .await
     }
@@ -195,16 +184,8 @@ impl DriveClient {
     /// The id of the My Drive root folder (`files.get("root")`).
     pub async fn root_folder_id(&self) -> Result<FileId, DriveError> {
         self.paced("drive", || async {
-            let (_, f) = self
-                .hub
-                .files()
-                .get("root")
-                .param("fields", "id")
-                .add_scope(Scope::Readonly)
-                .doit()
-                .await?;
-            f.id.map(FileId)
-                .ok_or_else(|| DriveError::Decode("root has no id".into()))
+            let (_, f) = self.hub.files().get("root").param("fields", "id").add_scope(Scope::Readonly).doit().await?;
+            f.id.map(FileId).ok_or_else(|| DriveError::Decode("root has no id".into()))
         })
         .await
     }
@@ -216,12 +197,8 @@ impl DriveClient {
         loop {
             let (list_token, drives) = self
                 .paced("drive", || async {
-                    let mut call = self
-                        .hub
-                        .drives()
-                        .list()
-                        .page_size(100)
-                        .param("fields", "nextPageToken,drives(id,name)");
+                    let mut call =
+                        self.hub.drives().list().page_size(100).param("fields", "nextPageToken,drives(id,name)");
                     if let Some(t) = &token {
                         call = call.page_token(t);
                     }
@@ -229,11 +206,7 @@ impl DriveClient {
                     Ok((l.next_page_token, l.drives.unwrap_or_default()))
                 })
                 .await?;
-            out.extend(
-                drives
-                    .into_iter()
-                    .filter_map(|d| Some((DriveId(d.id?), d.name.unwrap_or_default()))),
-            );
+            out.extend(drives.into_iter().filter_map(|d| Some((DriveId(d.id?), d.name.unwrap_or_default()))));
             match list_token {
                 Some(t) => token = Some(t),
                 None => return Ok(out),
@@ -249,44 +222,26 @@ impl DriveClient {
         page_token: Option<&str>,
     ) -> Result<FilePage, DriveError> {
         let q = if folders_only {
-            format!(
-                "trashed = false and mimeType = '{}'",
-                crate::model::FOLDER_MIME
-            )
+            format!("trashed = false and mimeType = '{}'", crate::model::FOLDER_MIME)
         } else {
             "trashed = false".to_string()
         };
         let fields = format!("nextPageToken,files({FILE_FIELDS})");
         self.paced("drive", || async {
-            let mut call = self
-                .hub
-                .files()
-                .list()
-                .q(&q)
-                .page_size(self.settings.page_size as i32)
-                .param("fields", &fields);
+            let mut call =
+                self.hub.files().list().q(&q).page_size(self.settings.page_size as i32).param("fields", &fields);
             call = match corpus {
                 Corpus::MyDrive => call.corpora("user"),
-                Corpus::SharedDrive(d) => call
-                    .corpora("drive")
-                    .drive_id(&d.0)
-                    .include_items_from_all_drives(true)
-                    .supports_all_drives(true),
+                Corpus::SharedDrive(d) => {
+                    call.corpora("drive").drive_id(&d.0).include_items_from_all_drives(true).supports_all_drives(true)
+                }
             };
             if let Some(t) = page_token {
                 call = call.page_token(t);
             }
             let (_, list) = call.add_scope(Scope::Readonly).doit().await?;
-            let files = list
-                .files
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(convert_file)
-                .collect();
-            Ok(FilePage {
-                files,
-                next_page_token: list.next_page_token,
-            })
+            let files = list.files.unwrap_or_default().into_iter().filter_map(convert_file).collect();
+            Ok(FilePage { files, next_page_token: list.next_page_token })
         })
         .await
     }
@@ -314,19 +269,12 @@ impl DriveClient {
             })
             .await;
         let list = match r {
-            Err(DriveError::Api {
-                status: 400 | 404,
-                message,
-                ..
-            }) => return Err(DriveError::InvalidPageToken(message)),
+            Err(DriveError::Api { status: 400 | 404, message, .. }) => {
+                return Err(DriveError::InvalidPageToken(message));
+            }
             other => other?,
         };
-        let changes = list
-            .changes
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(convert_change)
-            .collect();
+        let changes = list.changes.unwrap_or_default().into_iter().filter_map(convert_change).collect();
         Ok(ChangePage {
             changes,
             next_page_token: list.next_page_token,
@@ -344,10 +292,8 @@ impl DriveClient {
     ) -> Result<ByteStream, DriveError> {
         match source {
             crate::model::Source::Media => {
-                let mut url = format!(
-                    "{}drive/v3/files/{}?alt=media&supportsAllDrives=true",
-                    self.settings.api_base_url, file
-                );
+                let mut url =
+                    format!("{}drive/v3/files/{}?alt=media&supportsAllDrives=true", self.settings.api_base_url, file);
                 if self.settings.acknowledge_abuse {
                     url.push_str("&acknowledgeAbuse=true");
                 }
@@ -361,9 +307,7 @@ impl DriveClient {
                     url::form_urlencoded::byte_serialize(mime.as_bytes()).collect::<String>()
                 );
                 match self.paced("drive", || self.get_stream(&url, offset)).await {
-                    Err(DriveError::Api { reason, .. })
-                        if reason == "exportSizeLimitExceeded" && link.is_some() =>
-                    {
+                    Err(DriveError::Api { reason, .. }) if reason == "exportSizeLimitExceeded" && link.is_some() => {
                         let link = self.rebase_docs_link(link.as_deref().unwrap_or_default());
                         self.paced("drive", || self.get_stream(&link, offset)).await
                     }
@@ -387,36 +331,22 @@ impl DriveClient {
         if offset > 0 {
             req = req.header(reqwest::header::RANGE, format!("bytes={offset}-"));
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| DriveError::Transport(e.to_string()))?;
+        let resp = req.send().await.map_err(|e| DriveError::Transport(e.to_string()))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(error_from_response(resp).await);
         }
         if offset > 0 && status != reqwest::StatusCode::PARTIAL_CONTENT {
-            return Err(DriveError::Decode(format!(
-                "asked for a range, got {status}"
-            )));
+            return Err(DriveError::Decode(format!("asked for a range, got {status}")));
         }
         let total_len = total_length(&resp, offset);
-        let body = resp
-            .bytes_stream()
-            .map(|r| r.map_err(|e| DriveError::Transport(e.to_string())));
-        Ok(ByteStream {
-            body: Box::pin(body),
-            total_len,
-        })
+        let body = resp.bytes_stream().map(|r| r.map_err(|e| DriveError::Transport(e.to_string())));
+        Ok(ByteStream { body: Box::pin(body), total_len })
     }
 }
 
 fn total_length(resp: &reqwest::Response, offset: u64) -> Option<u64> {
-    if let Some(cr) = resp
-        .headers()
-        .get(reqwest::header::CONTENT_RANGE)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(cr) = resp.headers().get(reqwest::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) {
         return cr.rsplit('/').next().and_then(|t| t.parse().ok());
     }
     resp.content_length().map(|l| l + offset)
@@ -448,12 +378,7 @@ pub fn convert_file(f: File) -> Option<DriveFile> {
         id: FileId(f.id?),
         name: f.name.unwrap_or_default(),
         mime_type: f.mime_type.unwrap_or_default(),
-        parents: f
-            .parents
-            .unwrap_or_default()
-            .into_iter()
-            .map(FileId)
-            .collect(),
+        parents: f.parents.unwrap_or_default().into_iter().map(FileId).collect(),
         size: f.size.map(|s| s.max(0) as u64),
         md5: f.md5_checksum,
         sha256: f.sha256_checksum,
@@ -462,10 +387,7 @@ pub fn convert_file(f: File) -> Option<DriveFile> {
         trashed: f.trashed.unwrap_or(false),
         drive_id: f.drive_id.map(DriveId),
         shortcut_target: f.shortcut_details.and_then(|s| s.target_id).map(FileId),
-        export_links: f
-            .export_links
-            .map(|m| m.into_iter().collect::<BTreeMap<_, _>>())
-            .unwrap_or_default(),
+        export_links: f.export_links.map(|m| m.into_iter().collect::<BTreeMap<_, _>>()).unwrap_or_default(),
         can_download: f.capabilities.and_then(|c| c.can_download).unwrap_or(true),
     })
 }
@@ -475,11 +397,7 @@ fn convert_change(c: Change) -> Option<DriveChange> {
         return None;
     }
     let file_id = FileId(c.file_id?);
-    let file = if c.removed.unwrap_or(false) {
-        None
-    } else {
-        c.file.and_then(convert_file)
-    };
+    let file = if c.removed.unwrap_or(false) { None } else { c.file.and_then(convert_file) };
     Some(DriveChange { file_id, file })
 }
 
@@ -526,12 +444,7 @@ impl crate::stages::change_feed::ChangeSource for DriveClient {
 }
 
 impl crate::stages::downloader::ByteSource for DriveClient {
-    async fn open(
-        &self,
-        file: &FileId,
-        source: &crate::model::Source,
-        offset: u64,
-    ) -> Result<ByteStream, DriveError> {
+    async fn open(&self, file: &FileId, source: &crate::model::Source, offset: u64) -> Result<ByteStream, DriveError> {
         DriveClient::open(self, file, source, offset).await
     }
 }

@@ -22,22 +22,17 @@ use super::state::{Pending, Scope, State, attach_digests};
 /// JSON answer with Google's content type.
 pub(crate) fn json_response(v: Value) -> Response {
     let mut resp = axum::Json(v).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=UTF-8"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
     resp
 }
 
 /// True if a mask asks for any checksum below `prefix`.
 pub(crate) fn wants_digests(mask: &Mask, prefix: &[&str]) -> bool {
-    ["md5Checksum", "sha1Checksum", "sha256Checksum"]
-        .iter()
-        .any(|f| {
-            let mut path = prefix.to_vec();
-            path.push(f);
-            mask.selects(&path)
-        })
+    ["md5Checksum", "sha1Checksum", "sha256Checksum"].iter().any(|f| {
+        let mut path = prefix.to_vec();
+        path.push(f);
+        mask.selects(&path)
+    })
 }
 
 /// Compute pending checksums off the lock and attach them (at `/file` for changes when `nested`).
@@ -48,11 +43,7 @@ pub(crate) async fn finish(pending: Vec<Pending>, nested: bool) -> Vec<Value> {
         .into_iter()
         .map(|(mut v, blob)| {
             if let Some(blob) = blob {
-                let target = if nested {
-                    v.get_mut("file")
-                } else {
-                    Some(&mut v)
-                };
+                let target = if nested { v.get_mut("file") } else { Some(&mut v) };
                 if let Some(t) = target {
                     attach_digests(t, &blob);
                 }
@@ -63,19 +54,12 @@ pub(crate) async fn finish(pending: Vec<Pending>, nested: bool) -> Vec<Value> {
 }
 
 /// `GET /drive/v3/about`.
-pub(crate) async fn about(
-    AxState(app): AxState<Arc<App>>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-) -> Response {
+pub(crate) async fn about(AxState(app): AxState<Arc<App>>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
     let p = Params::parse(q.as_deref());
     app.gate("about.get", &headers, false, |_| async {
-        let fields = p.get("fields").ok_or_else(|| {
-            ApiError::required(
-                "fields",
-                "The 'fields' parameter is required for this method.",
-            )
-        })?;
+        let fields = p
+            .get("fields")
+            .ok_or_else(|| ApiError::required("fields", "The 'fields' parameter is required for this method."))?;
         let mask = mask_for(Some(fields), "", &fields::ABOUT)?;
         let body = about_json(&app.state().corpus);
         Ok(json_response(mask.apply(body)))
@@ -85,17 +69,10 @@ pub(crate) async fn about(
 
 /// Which corpus a files.list covers, validated like Drive does.
 fn list_scope(p: &Params) -> Result<Scope, ApiError> {
-    let include_all =
-        p.flag("includeItemsFromAllDrives", false)? || p.flag("includeTeamDriveItems", false)?;
-    let drive_id = p
-        .get("driveId")
-        .or_else(|| p.get("teamDriveId"))
-        .filter(|d| !d.is_empty());
+    let include_all = p.flag("includeItemsFromAllDrives", false)? || p.flag("includeTeamDriveItems", false)?;
+    let drive_id = p.get("driveId").or_else(|| p.get("teamDriveId")).filter(|d| !d.is_empty());
     let default_corpora = if drive_id.is_some() { "drive" } else { "user" };
-    let corpora = p
-        .get("corpora")
-        .or_else(|| p.get("corpus"))
-        .unwrap_or(default_corpora);
+    let corpora = p.get("corpora").or_else(|| p.get("corpus")).unwrap_or(default_corpora);
     let need_all = || {
         ApiError::invalid_value(
             "includeItemsFromAllDrives",
@@ -113,13 +90,12 @@ fn list_scope(p: &Params) -> Result<Scope, ApiError> {
         },
         "drive" => {
             let d = drive_id.ok_or_else(|| {
-                ApiError::required("driveId", "The driveId parameter must be specified if and only if corpora is set to drive.")
+                ApiError::required(
+                    "driveId",
+                    "The driveId parameter must be specified if and only if corpora is set to drive.",
+                )
             })?;
-            if include_all {
-                Ok(Scope::Drive(d.to_string()))
-            } else {
-                Err(need_all())
-            }
+            if include_all { Ok(Scope::Drive(d.to_string())) } else { Err(need_all()) }
         }
         "allDrives" => {
             if include_all {
@@ -128,10 +104,7 @@ fn list_scope(p: &Params) -> Result<Scope, ApiError> {
                 Err(need_all())
             }
         }
-        other => Err(ApiError::invalid_value(
-            "corpora",
-            format!("Invalid Value: {other}"),
-        )),
+        other => Err(ApiError::invalid_value("corpora", format!("Invalid Value: {other}"))),
     }
 }
 
@@ -141,22 +114,13 @@ fn fingerprint(scope: &Scope, q: &Query) -> u64 {
 }
 
 /// `GET /drive/v3/files`.
-pub(crate) async fn files_list(
-    AxState(app): AxState<Arc<App>>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-) -> Response {
+pub(crate) async fn files_list(AxState(app): AxState<Arc<App>>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
     let p = Params::parse(q.as_deref());
-    app.gate("files.list", &headers, false, |_| list_inner(&app, &p))
-        .await
+    app.gate("files.list", &headers, false, |_| list_inner(&app, &p)).await
 }
 
 async fn list_inner(app: &App, p: &Params) -> Result<Response, ApiError> {
-    let mask = mask_for(
-        p.get("fields"),
-        fields::DEFAULT_FILE_LIST,
-        &fields::FILE_LIST,
-    )?;
+    let mask = mask_for(p.get("fields"), fields::DEFAULT_FILE_LIST, &fields::FILE_LIST)?;
     let query = query::parse(p.get("q").unwrap_or(""))?;
     let page_size = p.int_in("pageSize", 100, 1, 1000)?;
     let scope = list_scope(p)?;
@@ -176,11 +140,7 @@ async fn list_inner(app: &App, p: &Params) -> Result<Response, ApiError> {
         };
         let size = page_size.min(st.config.page_size_max.max(1));
         let (items, more) = st.list(&scope, &query, after, size);
-        let next = if more {
-            items.last().map(|i| list_token(st.log.epoch, i.seq, fp))
-        } else {
-            None
-        };
+        let next = if more { items.last().map(|i| list_token(st.log.epoch, i.seq, fp)) } else { None };
         let pending: Vec<Pending> = items.iter().map(|i| st.render(i, with_digests)).collect();
         (pending, next)
     };
@@ -194,12 +154,8 @@ async fn list_inner(app: &App, p: &Params) -> Result<Response, ApiError> {
 
 /// Item by id as visible to this request (shared-drive items need `supportsAllDrives`).
 pub(crate) fn visible<'a>(st: &'a State, id: &str, p: &Params) -> Result<&'a Item, ApiError> {
-    let supports_all =
-        p.flag("supportsAllDrives", false)? || p.flag("supportsTeamDrives", false)?;
-    let item = st
-        .corpus
-        .get(id)
-        .ok_or_else(|| ApiError::file_not_found(id))?;
+    let supports_all = p.flag("supportsAllDrives", false)? || p.flag("supportsTeamDrives", false)?;
+    let item = st.corpus.get(id).ok_or_else(|| ApiError::file_not_found(id))?;
     if item.drive_id.is_some() && !supports_all {
         return Err(ApiError::file_not_found(id));
     }
@@ -215,11 +171,7 @@ pub(crate) async fn files_get(
 ) -> Response {
     let p = Params::parse(q.as_deref());
     if p.get("alt") == Some("media") {
-        return app
-            .gate("files.get.media", &headers, true, |pass| {
-                media::media(&app, &id, &p, &headers, pass)
-            })
-            .await;
+        return app.gate("files.get.media", &headers, true, |pass| media::media(&app, &id, &p, &headers, pass)).await;
     }
     app.gate("files.get", &headers, false, |_| async {
         let mask = mask_for(p.get("fields"), fields::DEFAULT_FILE, &fields::FILE_NODE)?;
@@ -243,11 +195,7 @@ pub(crate) async fn drives_list(
 ) -> Response {
     let p = Params::parse(q.as_deref());
     app.gate("drives.list", &headers, false, |_| async {
-        let mask = mask_for(
-            p.get("fields"),
-            fields::DEFAULT_DRIVE_LIST,
-            &fields::DRIVE_LIST,
-        )?;
+        let mask = mask_for(p.get("fields"), fields::DEFAULT_DRIVE_LIST, &fields::DRIVE_LIST)?;
         let page_size = p.int_in("pageSize", 10, 1, 100)?;
         let st = app.state();
         let after = match p.get("pageToken").filter(|t| !t.is_empty()) {
@@ -255,18 +203,10 @@ pub(crate) async fn drives_list(
                 .ok_or_else(|| ApiError::invalid_value("pageToken", "Invalid Value"))?,
             None => 0,
         } as usize;
-        let drives: Vec<Value> = st
-            .corpus
-            .drives
-            .iter()
-            .skip(after)
-            .take(page_size)
-            .map(drive_json)
-            .collect();
+        let drives: Vec<Value> = st.corpus.drives.iter().skip(after).take(page_size).map(drive_json).collect();
         let mut body = json!({"kind": "drive#driveList", "drives": drives});
         if after + page_size < st.corpus.drives.len() {
-            body["nextPageToken"] =
-                json!(list_token(st.log.epoch, (after + page_size) as u64, 0xd71e));
+            body["nextPageToken"] = json!(list_token(st.log.epoch, (after + page_size) as u64, 0xd71e));
         }
         Ok(json_response(mask.apply(body)))
     })
@@ -284,10 +224,7 @@ pub(crate) async fn drives_get(
     app.gate("drives.get", &headers, false, |_| async {
         let mask = mask_for(p.get("fields"), fields::DEFAULT_DRIVE, &fields::DRIVE_NODE)?;
         let st = app.state();
-        let drive = st
-            .corpus
-            .drive(&id)
-            .ok_or_else(|| ApiError::drive_not_found(&id))?;
+        let drive = st.corpus.drive(&id).ok_or_else(|| ApiError::drive_not_found(&id))?;
         Ok(json_response(mask.apply(drive_json(drive))))
     })
     .await

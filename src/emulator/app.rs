@@ -68,13 +68,7 @@ impl App {
     }
 
     /// Run `handler` behind latency, auth and faults; count the outcome under `endpoint`.
-    pub async fn gate<F, Fut>(
-        &self,
-        endpoint: &str,
-        headers: &HeaderMap,
-        body: bool,
-        handler: F,
-    ) -> Response
+    pub async fn gate<F, Fut>(&self, endpoint: &str, headers: &HeaderMap, body: bool, handler: F) -> Response
     where
         F: FnOnce(Pass) -> Fut,
         Fut: Future<Output = Result<Response, ApiError>>,

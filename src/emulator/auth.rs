@@ -138,15 +138,10 @@ impl Auth {
 
     /// Check the `Authorization: Bearer` header of an API call.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let value = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(ApiError::auth)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(ApiError::auth)?
-            .trim();
+        let value =
+            headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(ApiError::auth)?;
+        let token =
+            value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or_else(ApiError::auth)?.trim();
         let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         match tokens.get(token) {
             Some(exp) if *exp > now_ms() => Ok(()),
@@ -163,11 +158,7 @@ impl Auth {
             tokens.retain(|_, exp| *exp > now);
         }
         tokens.insert(token.clone(), now + (lifetime as i64) * 1000);
-        TokenResponse {
-            access_token: token,
-            expires_in: lifetime,
-            token_type: "Bearer",
-        }
+        TokenResponse { access_token: token, expires_in: lifetime, token_type: "Bearer" }
     }
 
     /// Mint a refresh token for the refresh grant: `(refresh_token, client_id, client_secret)`.
@@ -181,20 +172,13 @@ impl Auth {
     }
 
     /// Handle a form-encoded token request.
-    pub fn grant(
-        &self,
-        form: &HashMap<String, String>,
-        token_uri: &str,
-    ) -> Result<TokenResponse, GrantError> {
-        let grant_type = form
-            .get("grant_type")
-            .map(String::as_str)
-            .unwrap_or_default();
+    pub fn grant(&self, form: &HashMap<String, String>, token_uri: &str) -> Result<TokenResponse, GrantError> {
+        let grant_type = form.get("grant_type").map(String::as_str).unwrap_or_default();
         match grant_type {
             "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
-                let assertion = form.get("assertion").ok_or_else(|| {
-                    GrantError::InvalidRequest("Missing required parameter: assertion".into())
-                })?;
+                let assertion = form
+                    .get("assertion")
+                    .ok_or_else(|| GrantError::InvalidRequest("Missing required parameter: assertion".into()))?;
                 self.verify_jwt(assertion, token_uri)?;
                 Ok(self.issue())
             }
@@ -207,33 +191,25 @@ impl Auth {
     }
 
     fn verify_refresh(&self, form: &HashMap<String, String>) -> Result<(), GrantError> {
-        let token = form.get("refresh_token").ok_or_else(|| {
-            GrantError::InvalidRequest("Missing required parameter: refresh_token".into())
-        })?;
+        let token = form
+            .get("refresh_token")
+            .ok_or_else(|| GrantError::InvalidRequest("Missing required parameter: refresh_token".into()))?;
         let map = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
-        let (id, secret) = map
-            .get(token)
-            .ok_or_else(|| GrantError::InvalidGrant("Bad Request".into()))?;
+        let (id, secret) = map.get(token).ok_or_else(|| GrantError::InvalidGrant("Bad Request".into()))?;
         let id_ok = form.get("client_id").is_none_or(|c| c == id);
         let secret_ok = form.get("client_secret").is_none_or(|s| s == secret);
         if id_ok && secret_ok {
             Ok(())
         } else {
-            Err(GrantError::InvalidGrant(
-                "Unauthorized client or scope in request.".into(),
-            ))
+            Err(GrantError::InvalidGrant("Unauthorized client or scope in request.".into()))
         }
     }
 
     fn verify_jwt(&self, jwt: &str, token_uri: &str) -> Result<(), GrantError> {
         let bad = |m: &str| GrantError::InvalidGrant(m.to_string());
         let mut parts = jwt.split('.');
-        let (Some(h), Some(p), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad(
-                "Invalid JWT: Token must be a short-lived token and in a reasonable timeframe",
-            ));
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(bad("Invalid JWT: Token must be a short-lived token and in a reasonable timeframe"));
         };
         let header = decode_json(h).ok_or_else(|| bad("Invalid JWT header"))?;
         if header.get("alg").and_then(Value::as_str) != Some("RS256") {
@@ -256,10 +232,7 @@ fn check_claims(claims: &Value, token_uri: &str) -> Result<(), String> {
     if claims.get("aud").and_then(Value::as_str) != Some(token_uri) {
         return Err(format!("Invalid JWT: aud must be {token_uri}"));
     }
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .ok_or("Invalid JWT: missing exp")?;
+    let exp = claims.get("exp").and_then(Value::as_i64).ok_or("Invalid JWT: missing exp")?;
     if exp * 1000 <= now_ms() {
         return Err("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.".into());
     }

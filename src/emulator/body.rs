@@ -25,10 +25,7 @@ impl GenBody {
         let limit = self.abort_at.unwrap_or(self.end).min(self.end);
         if self.pos >= limit {
             self.pos = self.end;
-            return Some(Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "injected connection reset",
-            )));
+            return Some(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected connection reset")));
         }
         let n = (limit - self.pos).min(CHUNK as u64) as usize;
         let mut buf = BytesMut::zeroed(n);

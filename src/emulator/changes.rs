@@ -27,11 +27,7 @@ pub(crate) struct ChangeLog {
 impl ChangeLog {
     /// An empty log for a fresh corpus.
     pub fn new(epoch: u32) -> Self {
-        ChangeLog {
-            epoch,
-            records: Vec::new(),
-            latest: HashMap::new(),
-        }
+        ChangeLog { epoch, records: Vec::new(), latest: HashMap::new() }
     }
 
     /// Append a record.
@@ -42,9 +38,7 @@ impl ChangeLog {
 
     /// True if record `index` is the latest for its file (Drive reports a file once, at its latest change).
     pub fn is_latest(&self, index: usize) -> bool {
-        self.records
-            .get(index)
-            .is_some_and(|r| self.latest.get(&r.file_id) == Some(&index))
+        self.records.get(index).is_some_and(|r| self.latest.get(&r.file_id) == Some(&index))
     }
 
     /// Opaque token for "changes after position `pos`".

@@ -17,11 +17,7 @@ use super::state::ChangesRequest;
 use super::watch::{StopRequest, WatchRequest};
 
 fn check_drive(app: &App, p: &Params) -> Result<Option<String>, ApiError> {
-    let Some(d) = p
-        .get("driveId")
-        .or_else(|| p.get("teamDriveId"))
-        .filter(|d| !d.is_empty())
-    else {
+    let Some(d) = p.get("driveId").or_else(|| p.get("teamDriveId")).filter(|d| !d.is_empty()) else {
         return Ok(None);
     };
     if app.state().corpus.drive(d).is_none() {
@@ -43,9 +39,7 @@ pub(crate) async fn start_page_token(
         check_drive(&app, &p)?;
         let st = app.state();
         let token = st.log.token(st.log.records.len());
-        Ok(json_response(mask.apply(
-            json!({"kind": "drive#startPageToken", "startPageToken": token}),
-        )))
+        Ok(json_response(mask.apply(json!({"kind": "drive#startPageToken", "startPageToken": token}))))
     })
     .await
 }
@@ -61,24 +55,18 @@ pub(crate) async fn changes_list(
     headers: HeaderMap,
 ) -> Response {
     let p = Params::parse(q.as_deref());
-    app.gate("changes.list", &headers, false, |_| list_inner(&app, &p))
-        .await
+    app.gate("changes.list", &headers, false, |_| list_inner(&app, &p)).await
 }
 
 async fn list_inner(app: &App, p: &Params) -> Result<Response, ApiError> {
-    let mask = mask_for(
-        p.get("fields"),
-        fields::DEFAULT_CHANGE_LIST,
-        &fields::CHANGE_LIST,
-    )?;
+    let mask = mask_for(p.get("fields"), fields::DEFAULT_CHANGE_LIST, &fields::CHANGE_LIST)?;
     let token = p.require("pageToken")?;
     let drive = check_drive(app, p)?;
     let mut req = ChangesRequest {
         pos: 0,
         page_size: p.int_in("pageSize", 100, 1, 1000)?,
         include_removed: p.flag("includeRemoved", true)?,
-        all_drives: p.flag("includeItemsFromAllDrives", false)?
-            || p.flag("includeTeamDriveItems", false)?,
+        all_drives: p.flag("includeItemsFromAllDrives", false)? || p.flag("includeTeamDriveItems", false)?,
         restrict_to_my_drive: p.flag("restrictToMyDrive", false)?,
         drive: drive.clone(),
         with_digests: wants_digests(&mask, &["changes", "file"]),
@@ -116,16 +104,10 @@ pub(crate) async fn watch(
     let p = Params::parse(q.as_deref());
     app.gate("changes.watch", &headers, false, |_| async {
         let token = p.require("pageToken")?;
-        app.state()
-            .log
-            .parse_token(token)
-            .ok_or_else(invalid_token)?;
-        let req: WatchRequest = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("Parse Error: {e}")))?;
-        let uri = format!(
-            "{}drive/v3/changes?alt=json&pageToken={token}",
-            app.base_url
-        );
+        app.state().log.parse_token(token).ok_or_else(invalid_token)?;
+        let req: WatchRequest =
+            serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("Parse Error: {e}")))?;
+        let uri = format!("{}drive/v3/changes?alt=json&pageToken={token}", app.base_url);
         let channel = app.watch.open(req, uri).map_err(ApiError::bad_request)?;
         Ok(json_response(channel))
     })
@@ -133,14 +115,10 @@ pub(crate) async fn watch(
 }
 
 /// `POST /drive/v3/channels/stop`.
-pub(crate) async fn channels_stop(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn channels_stop(AxState(app): AxState<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     app.gate("channels.stop", &headers, false, |_| async {
-        let req: StopRequest = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("Parse Error: {e}")))?;
+        let req: StopRequest =
+            serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("Parse Error: {e}")))?;
         if app.watch.stop(&req) {
             Ok(StatusCode::NO_CONTENT.into_response())
         } else {

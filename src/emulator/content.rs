@@ -94,17 +94,12 @@ const INLINE_DIGEST_LIMIT: u64 = 1024 * 1024;
 impl Blob {
     /// A new revision: the key is derived from id and revision.
     pub fn new(id: &str, rev: u64, size: u64) -> Arc<Blob> {
-        Arc::new(Blob {
-            key: content_key(id, rev, "content"),
-            size,
-            digests: OnceLock::new(),
-        })
+        Arc::new(Blob { key: content_key(id, rev, "content"), size, digests: OnceLock::new() })
     }
 
     /// Checksums, computing them now if needed (blocking for big files).
     pub fn digests(&self) -> &Digests {
-        self.digests
-            .get_or_init(|| compute_digests(self.key, self.size))
+        self.digests.get_or_init(|| compute_digests(self.key, self.size))
     }
 
     /// Checksums if already known.
@@ -116,10 +111,7 @@ impl Blob {
 /// Make sure the checksums of all `blobs` are cached, hashing off the async executor unless the
 /// pending work is small.
 pub(crate) async fn ensure_digests(blobs: Vec<Arc<Blob>>) {
-    let missing: Vec<Arc<Blob>> = blobs
-        .into_iter()
-        .filter(|b| b.cached_digests().is_none())
-        .collect();
+    let missing: Vec<Arc<Blob>> = blobs.into_iter().filter(|b| b.cached_digests().is_none()).collect();
     let pending: u64 = missing.iter().map(|b| b.size).sum();
     let hash_all = move || {
         for blob in &missing {
@@ -156,20 +148,14 @@ const DOC_FORMATS: &[(&str, &str)] = &[
     ("text/markdown", "md"),
     ("application/epub+zip", "epub"),
     ("application/zip", "zip"),
-    (
-        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        "docx",
-    ),
+    ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", "docx"),
     ("text/plain", "txt"),
 ];
 const SHEET_FORMATS: &[(&str, &str)] = &[
     ("application/x-vnd.oasis.opendocument.spreadsheet", "ods"),
     ("text/tab-separated-values", "tsv"),
     ("application/pdf", "pdf"),
-    (
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        "xlsx",
-    ),
+    ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "xlsx"),
     ("text/csv", "csv"),
     ("application/zip", "zip"),
     ("application/vnd.oasis.opendocument.spreadsheet", "ods"),
@@ -177,21 +163,14 @@ const SHEET_FORMATS: &[(&str, &str)] = &[
 const SLIDES_FORMATS: &[(&str, &str)] = &[
     ("application/vnd.oasis.opendocument.presentation", "odp"),
     ("application/pdf", "pdf"),
-    (
-        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-        "pptx",
-    ),
+    ("application/vnd.openxmlformats-officedocument.presentationml.presentation", "pptx"),
     ("text/plain", "txt"),
     ("image/jpeg", "jpeg"),
     ("image/png", "png"),
     ("image/svg+xml", "svg"),
 ];
-const DRAWING_FORMATS: &[(&str, &str)] = &[
-    ("image/svg+xml", "svg"),
-    ("image/png", "png"),
-    ("application/pdf", "pdf"),
-    ("image/jpeg", "jpeg"),
-];
+const DRAWING_FORMATS: &[(&str, &str)] =
+    &[("image/svg+xml", "svg"), ("image/png", "png"), ("application/pdf", "pdf"), ("image/jpeg", "jpeg")];
 
 /// Drive's limit for `files.export` (exportLinks have none).
 pub(crate) const EXPORT_LIMIT: u64 = 10_000_000;
@@ -229,30 +208,19 @@ impl DocKind {
 
     /// exportFormat for an export mime type.
     pub fn format_for_mime(self, mime: &str) -> Option<&'static str> {
-        self.formats()
-            .iter()
-            .find(|(m, _)| *m == mime)
-            .map(|(_, f)| *f)
+        self.formats().iter().find(|(m, _)| *m == mime).map(|(_, f)| *f)
     }
 
     /// A mime type for an exportFormat (the first listed).
     pub fn mime_for_format(self, format: &str) -> Option<&'static str> {
-        self.formats()
-            .iter()
-            .find(|(_, f)| *f == format)
-            .map(|(m, _)| *m)
+        self.formats().iter().find(|(_, f)| *f == format).map(|(m, _)| *m)
     }
 
     /// Kind from a Google Apps mime type.
     pub fn from_mime(mime: &str) -> Option<DocKind> {
-        [
-            DocKind::Document,
-            DocKind::Spreadsheet,
-            DocKind::Presentation,
-            DocKind::Drawing,
-        ]
-        .into_iter()
-        .find(|k| k.mime() == mime)
+        [DocKind::Document, DocKind::Spreadsheet, DocKind::Presentation, DocKind::Drawing]
+            .into_iter()
+            .find(|k| k.mime() == mime)
     }
 
     /// Drive's `exportLinks` map for a document id.
@@ -260,10 +228,7 @@ impl DocKind {
         self.formats()
             .iter()
             .map(|(mime, fmt)| {
-                let url = format!(
-                    "https://docs.google.com{}?id={id}&exportFormat={fmt}",
-                    self.link_path()
-                );
+                let url = format!("https://docs.google.com{}?id={id}&exportFormat={fmt}", self.link_path());
                 (mime.to_string(), serde_json::Value::String(url))
             })
             .collect()

@@ -78,8 +78,7 @@ pub struct EmuItem {
 fn summary(st: &State) -> Value {
     let c = &st.corpus;
     let live = c.order.values().filter_map(|id| c.items.get(id));
-    let (mut folders, mut files, mut docs, mut shortcuts, mut trashed, mut items) =
-        (0, 0, 0, 0, 0, 0);
+    let (mut folders, mut files, mut docs, mut shortcuts, mut trashed, mut items) = (0, 0, 0, 0, 0, 0);
     for item in live {
         items += 1;
         match item.kind {
@@ -223,20 +222,11 @@ fn build_tree(st: &State, app: &App) -> (EmuTree, Blobs) {
         let (blob, shortcut_target, export_sizes) = match &item.kind {
             Kind::Binary { blob, .. } => (Some(blob.clone()), None, None),
             Kind::Shortcut { target_id, .. } => (None, Some(target_id.clone()), None),
-            Kind::Doc {
-                kind,
-                rev,
-                export_base,
-            } => {
+            Kind::Doc { kind, rev, export_base } => {
                 let sizes = kind
                     .formats()
                     .iter()
-                    .map(|(mime, fmt)| {
-                        (
-                            mime.to_string(),
-                            export_size(&item.id, *rev, *export_base, fmt),
-                        )
-                    })
+                    .map(|(mime, fmt)| (mime.to_string(), export_size(&item.id, *rev, *export_base, fmt)))
                     .collect();
                 (None, None, Some(sizes))
             }
@@ -261,22 +251,8 @@ fn build_tree(st: &State, app: &App) -> (EmuTree, Blobs) {
         });
         blobs.push(blob);
     }
-    let drives = c
-        .drives
-        .iter()
-        .map(|d| EmuDrive {
-            id: d.id.clone(),
-            name: d.name.clone(),
-        })
-        .collect();
-    (
-        EmuTree {
-            root_id: c.root_id.clone(),
-            drives,
-            items,
-        },
-        blobs,
-    )
+    let drives = c.drives.iter().map(|d| EmuDrive { id: d.id.clone(), name: d.name.clone() }).collect();
+    (EmuTree { root_id: c.root_id.clone(), drives, items }, blobs)
 }
 
 /// `GET /_emu/stats`.

@@ -44,8 +44,8 @@ const NOUNS: &[&str] = &[
     "Manuals",
 ];
 const FILE_STEMS: &[&str] = &[
-    "report", "photo", "invoice", "notes", "design", "contract", "backup", "track", "summary",
-    "budget", "paper", "recipe", "ticket", "receipt", "clip", "manual", "scan", "data",
+    "report", "photo", "invoice", "notes", "design", "contract", "backup", "track", "summary", "budget", "paper",
+    "recipe", "ticket", "receipt", "clip", "manual", "scan", "data",
 ];
 const EXTENSIONS: &[(&str, &str)] = &[
     ("txt", "text/plain"),
@@ -62,15 +62,8 @@ const EXTENSIONS: &[(&str, &str)] = &[
 
 /// Mime type Drive would infer from a file name's extension.
 pub(crate) fn mime_for_name(name: &str) -> &'static str {
-    let ext = name
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    EXTENSIONS
-        .iter()
-        .find(|(e, _)| *e == ext)
-        .map(|(_, m)| *m)
-        .unwrap_or("application/octet-stream")
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    EXTENSIONS.iter().find(|(e, _)| *e == ext).map(|(_, m)| *m).unwrap_or("application/octet-stream")
 }
 
 /// Where a new item goes and when it is created.
@@ -110,46 +103,19 @@ impl Corpus {
     /// Create a binary file of `size` bytes (content revision 0).
     pub fn add_binary(&mut self, name: &str, size: u64, mime: &str, place: Placement) -> String {
         let mut item = self.base_item(name, mime, place, Kind::Folder);
-        item.kind = Kind::Binary {
-            blob: Blob::new(&item.id, 0, size),
-            rev: 0,
-        };
+        item.kind = Kind::Binary { blob: Blob::new(&item.id, 0, size), rev: 0 };
         self.insert(item)
     }
 
     /// Create a Google Docs Editors file.
-    pub fn add_doc(
-        &mut self,
-        name: &str,
-        kind: DocKind,
-        export_base: u64,
-        place: Placement,
-    ) -> String {
-        let item = self.base_item(
-            name,
-            kind.mime(),
-            place,
-            Kind::Doc {
-                kind,
-                rev: 0,
-                export_base,
-            },
-        );
+    pub fn add_doc(&mut self, name: &str, kind: DocKind, export_base: u64, place: Placement) -> String {
+        let item = self.base_item(name, kind.mime(), place, Kind::Doc { kind, rev: 0, export_base });
         self.insert(item)
     }
 
     /// Create a shortcut to `target_id` (which may not exist).
-    pub fn add_shortcut(
-        &mut self,
-        name: &str,
-        target_id: &str,
-        target_mime: &str,
-        place: Placement,
-    ) -> String {
-        let kind = Kind::Shortcut {
-            target_id: target_id.into(),
-            target_mime: target_mime.into(),
-        };
+    pub fn add_shortcut(&mut self, name: &str, target_id: &str, target_mime: &str, place: Placement) -> String {
+        let kind = Kind::Shortcut { target_id: target_id.into(), target_mime: target_mime.into() };
         let item = self.base_item(name, SHORTCUT_MIME, place, kind);
         self.insert(item)
     }
@@ -164,11 +130,7 @@ impl Corpus {
     fn under(&mut self, parent: &str) -> Placement {
         let drive_id = self.items.get(parent).and_then(|p| p.drive_id.clone());
         let at_ms = self.later();
-        Placement {
-            parents: vec![parent.to_string()],
-            drive_id,
-            at_ms,
-        }
+        Placement { parents: vec![parent.to_string()], drive_id, at_ms }
     }
 
     fn folder_name(&mut self) -> String {
@@ -179,11 +141,7 @@ impl Corpus {
 
     fn file_name(&mut self) -> (String, &'static str) {
         let stem = self.rng.pick(FILE_STEMS).copied().unwrap_or("data");
-        let (ext, mime) = self
-            .rng
-            .pick(EXTENSIONS)
-            .copied()
-            .unwrap_or(("bin", "application/octet-stream"));
+        let (ext, mime) = self.rng.pick(EXTENSIONS).copied().unwrap_or(("bin", "application/octet-stream"));
         (format!("{stem}-{}.{ext}", self.rng.range(1, 9999)), mime)
     }
 
@@ -212,12 +170,7 @@ pub(crate) fn generate(cfg: &EmulatorConfig) -> Corpus {
     if cfg.big_file_mib > 0 {
         let place = c.under(&root);
         let name = format!("big-{}MiB.bin", cfg.big_file_mib);
-        c.add_binary(
-            &name,
-            cfg.big_file_mib * 1024 * 1024,
-            "application/octet-stream",
-            place,
-        );
+        c.add_binary(&name, cfg.big_file_mib * 1024 * 1024, "application/octet-stream", place);
     }
     if cfg.hostile {
         add_hostile(&mut c);
@@ -229,11 +182,7 @@ pub(crate) fn generate(cfg: &EmulatorConfig) -> Corpus {
 fn add_folder_tree(c: &mut Corpus, top: &str, count: usize, depth: usize) -> Vec<String> {
     let mut levels: Vec<(String, usize)> = vec![(top.to_string(), 0)];
     for _ in 0..count {
-        let open: Vec<(String, usize)> = levels
-            .iter()
-            .filter(|(_, l)| *l < depth.max(1))
-            .cloned()
-            .collect();
+        let open: Vec<(String, usize)> = levels.iter().filter(|(_, l)| *l < depth.max(1)).cloned().collect();
         let Some((parent, level)) = c.rng.pick(&open).cloned() else {
             break;
         };
@@ -247,11 +196,7 @@ fn add_folder_tree(c: &mut Corpus, top: &str, count: usize, depth: usize) -> Vec
 
 fn add_files(c: &mut Corpus, folders: &[String], count: usize) {
     for _ in 0..count {
-        let parent = c
-            .rng
-            .pick(folders)
-            .cloned()
-            .unwrap_or_else(|| c.root_id.clone());
+        let parent = c.rng.pick(folders).cloned().unwrap_or_else(|| c.root_id.clone());
         let (name, mime) = c.file_name();
         let size = c.file_size();
         let place = c.under(&parent);
@@ -260,19 +205,10 @@ fn add_files(c: &mut Corpus, folders: &[String], count: usize) {
 }
 
 fn add_docs(c: &mut Corpus, folders: &[String], count: usize, offset: usize) {
-    const KINDS: [DocKind; 4] = [
-        DocKind::Document,
-        DocKind::Spreadsheet,
-        DocKind::Presentation,
-        DocKind::Drawing,
-    ];
+    const KINDS: [DocKind; 4] = [DocKind::Document, DocKind::Spreadsheet, DocKind::Presentation, DocKind::Drawing];
     for i in 0..count {
         let kind = KINDS[(i + offset) % KINDS.len()];
-        let parent = c
-            .rng
-            .pick(folders)
-            .cloned()
-            .unwrap_or_else(|| c.root_id.clone());
+        let parent = c.rng.pick(folders).cloned().unwrap_or_else(|| c.root_id.clone());
         let noun = c.rng.pick(NOUNS).copied().unwrap_or("Notes");
         let name = format!("{noun} {:?} {}", kind, i + 1);
         let base = c.rng.range(2 * 1024, 256 * 1024);
@@ -286,11 +222,7 @@ fn add_shared_drive(c: &mut Corpus, n: usize, files: usize) {
     let id = c.rng.drive_id();
     let at = c.later();
     let name = format!("Shared drive {}", n + 1);
-    c.drives.push(SharedDrive {
-        id: id.clone(),
-        name: name.clone(),
-        created_ms: at,
-    });
+    c.drives.push(SharedDrive { id: id.clone(), name: name.clone(), created_ms: at });
     c.insert_root(id.clone(), name, Some(id.clone()), at);
     let folders = add_folder_tree(c, &id, 2, 2);
     add_files(c, &folders, (files / 10).clamp(3, 200));
@@ -357,13 +289,7 @@ fn add_hostile(c: &mut Corpus) {
     add_hostile_shortcuts(c, &hostile, &inner, first_dup.as_deref(), &report_folder);
 }
 
-fn add_hostile_shortcuts(
-    c: &mut Corpus,
-    hostile: &str,
-    inner: &str,
-    file: Option<&str>,
-    folder: &str,
-) {
+fn add_hostile_shortcuts(c: &mut Corpus, hostile: &str, inner: &str, file: Option<&str>, folder: &str) {
     if let Some(file) = file {
         let place = c.under(hostile);
         c.add_shortcut("Shortcut to dup.txt", file, "text/plain", place);

@@ -18,20 +18,8 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(
-        status: StatusCode,
-        domain: &'static str,
-        reason: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        ApiError {
-            status,
-            domain,
-            reason,
-            message: message.into(),
-            location: None,
-            unsatisfiable_size: None,
-        }
+    fn new(status: StatusCode, domain: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, domain, reason, message: message.into(), location: None, unsatisfiable_size: None }
     }
 
     fn at(mut self, location_type: &'static str, location: &str) -> Self {
@@ -46,13 +34,8 @@ impl ApiError {
 
     /// The `fields` selection names something the resource does not have.
     pub fn invalid_fields(selection: &str) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "global",
-            "invalidParameter",
-            format!("Invalid field selection {selection}"),
-        )
-        .at("parameter", "fields")
+        Self::new(StatusCode::BAD_REQUEST, "global", "invalidParameter", format!("Invalid field selection {selection}"))
+            .at("parameter", "fields")
     }
 
     /// A required parameter is missing.
@@ -78,34 +61,19 @@ impl ApiError {
 
     /// File id unknown (or not visible without `supportsAllDrives`).
     pub fn file_not_found(id: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "global",
-            "notFound",
-            format!("File not found: {id}."),
-        )
-        .at("parameter", "fileId")
+        Self::new(StatusCode::NOT_FOUND, "global", "notFound", format!("File not found: {id}."))
+            .at("parameter", "fileId")
     }
 
     /// Shared drive id unknown.
     pub fn drive_not_found(id: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "global",
-            "notFound",
-            format!("Shared drive not found: {id}"),
-        )
-        .at("parameter", "driveId")
+        Self::new(StatusCode::NOT_FOUND, "global", "notFound", format!("Shared drive not found: {id}"))
+            .at("parameter", "driveId")
     }
 
     /// Unknown path under the API.
     pub fn route_not_found(path: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "global",
-            "notFound",
-            format!("Not Found: {path}"),
-        )
+        Self::new(StatusCode::NOT_FOUND, "global", "notFound", format!("Not Found: {path}"))
     }
 
     /// Unknown notification channel in `channels.stop`.
@@ -120,41 +88,22 @@ impl ApiError {
 
     /// 403 `userRateLimitExceeded`.
     pub fn user_rate_limit() -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "usageLimits",
-            "userRateLimitExceeded",
-            "User rate limit exceeded.",
-        )
+        Self::new(StatusCode::FORBIDDEN, "usageLimits", "userRateLimitExceeded", "User rate limit exceeded.")
     }
 
     /// 403 `rateLimitExceeded`.
     pub fn rate_limit() -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "usageLimits",
-            "rateLimitExceeded",
-            "Rate limit exceeded.",
-        )
+        Self::new(StatusCode::FORBIDDEN, "usageLimits", "rateLimitExceeded", "Rate limit exceeded.")
     }
 
     /// 429 `rateLimitExceeded`.
     pub fn too_many_requests() -> Self {
-        Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "usageLimits",
-            "rateLimitExceeded",
-            "Rate limit exceeded.",
-        )
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "usageLimits", "rateLimitExceeded", "Rate limit exceeded.")
     }
 
     /// 500 or 503 `backendError`.
     pub fn backend(status: StatusCode) -> Self {
-        let message = if status == StatusCode::SERVICE_UNAVAILABLE {
-            "Service Unavailable"
-        } else {
-            "Internal Error"
-        };
+        let message = if status == StatusCode::SERVICE_UNAVAILABLE { "Service Unavailable" } else { "Internal Error" };
         Self::new(status, "global", "backendError", message)
     }
 
@@ -182,33 +131,18 @@ impl ApiError {
 
     /// files.export of a non-Docs file.
     pub fn not_exportable() -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "global",
-            "fileNotExportable",
-            "Export only supports Docs Editors files.",
-        )
+        Self::new(StatusCode::FORBIDDEN, "global", "fileNotExportable", "Export only supports Docs Editors files.")
     }
 
     /// files.export over the 10 MB limit.
     pub fn export_too_large() -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "global",
-            "exportSizeLimitExceeded",
-            "This file is too large to be exported.",
-        )
+        Self::new(StatusCode::FORBIDDEN, "global", "exportSizeLimitExceeded", "This file is too large to be exported.")
     }
 
     /// Unsupported export target type.
     pub fn unsupported_conversion() -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "global",
-            "badRequest",
-            "The requested conversion is not supported.",
-        )
-        .at("parameter", "convertTo")
+        Self::new(StatusCode::BAD_REQUEST, "global", "badRequest", "The requested conversion is not supported.")
+            .at("parameter", "convertTo")
     }
 
     /// Range starts past the end of the file.
@@ -240,8 +174,7 @@ impl ApiError {
 
     /// The envelope as JSON.
     pub fn body(&self) -> serde_json::Value {
-        let mut inner =
-            json!({"message": self.message, "domain": self.domain, "reason": self.reason});
+        let mut inner = json!({"message": self.message, "domain": self.domain, "reason": self.reason});
         if let Some((kind, loc)) = &self.location {
             inner["locationType"] = json!(kind);
             inner["location"] = json!(loc);
@@ -254,10 +187,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, axum::Json(self.body())).into_response();
         let headers = resp.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=UTF-8"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
         if let Some(size) = self.unsatisfiable_size
             && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
         {

@@ -46,9 +46,7 @@ pub(crate) struct Faults {
 impl Faults {
     /// No faults.
     pub fn new() -> Faults {
-        Faults {
-            inner: Mutex::new((FaultSettings::default(), Rng64::new(0, 0xfa17))),
-        }
+        Faults { inner: Mutex::new((FaultSettings::default(), Rng64::new(0, 0xfa17))) }
     }
 
     /// Replace the settings and restart the generator from their seed.
@@ -59,22 +57,12 @@ impl Faults {
 
     /// Current settings.
     pub fn get(&self) -> FaultSettings {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .clone()
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.clone()
     }
 
     /// Is `id` flagged abusive by the fault settings?
     pub fn is_abusive(&self, id: &str) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .abuse_ids
-            .iter()
-            .any(|a| a == id)
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.abuse_ids.iter().any(|a| a == id)
     }
 
     /// Draw the fate of one request; `body` is true for media/export downloads.
@@ -94,11 +82,7 @@ impl Faults {
                 _ => ApiError::too_many_requests(),
             })
         } else if roll < server {
-            let status = if variant == 0 {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
+            let status = if variant == 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
             Decision::Fail(ApiError::backend(status))
         } else if body && roll < server + settings.reset_pct {
             Decision::Reset(fraction)

@@ -16,11 +16,7 @@ pub(crate) enum Mask {
 impl Mask {
     /// Parse Google's syntax: `a,b/c,d(e,f/g),*`.
     pub fn parse(text: &str) -> Result<Mask, ApiError> {
-        let mut p = Parser {
-            s: text.as_bytes(),
-            i: 0,
-            text,
-        };
+        let mut p = Parser { s: text.as_bytes(), i: 0, text };
         let mask = p.list()?;
         if p.i != p.s.len() {
             return Err(ApiError::invalid_fields(text));
@@ -48,9 +44,7 @@ impl Mask {
     pub fn selects(&self, path: &[&str]) -> bool {
         match (self, path.split_first()) {
             (Mask::All, _) | (_, None) => true,
-            (Mask::Some(map), Some((head, rest))) => {
-                map.get(*head).is_some_and(|m| m.selects(rest))
-            }
+            (Mask::Some(map), Some((head, rest))) => map.get(*head).is_some_and(|m| m.selects(rest)),
         }
     }
 
@@ -76,9 +70,7 @@ impl Mask {
     pub fn apply(&self, value: Value) -> Value {
         match (self, value) {
             (Mask::All, v) => v,
-            (m, Value::Array(items)) => {
-                Value::Array(items.into_iter().map(|v| m.apply(v)).collect())
-            }
+            (m, Value::Array(items)) => Value::Array(items.into_iter().map(|v| m.apply(v)).collect()),
             (Mask::Some(map), Value::Object(obj)) => {
                 let mut out = serde_json::Map::new();
                 for (k, v) in obj {
@@ -94,15 +86,10 @@ impl Mask {
 }
 
 /// Parse `fields` (or use `default`), and validate it against `schema`.
-pub(crate) fn mask_for(
-    fields: Option<&str>,
-    default: &str,
-    schema: &Node,
-) -> Result<Mask, ApiError> {
+pub(crate) fn mask_for(fields: Option<&str>, default: &str, schema: &Node) -> Result<Mask, ApiError> {
     let text = fields.unwrap_or(default);
     let mask = Mask::parse(text)?;
-    mask.validate(schema)
-        .map_err(|bad| ApiError::invalid_fields(&bad))?;
+    mask.validate(schema).map_err(|bad| ApiError::invalid_fields(&bad))?;
     Ok(mask)
 }
 
@@ -140,9 +127,7 @@ impl Parser<'_> {
     fn name(&mut self) -> Result<String, ApiError> {
         self.skip_ws();
         let start = self.i;
-        while self.i < self.s.len()
-            && (self.s[self.i].is_ascii_alphanumeric() || b"_*-.".contains(&self.s[self.i]))
-        {
+        while self.i < self.s.len() && (self.s[self.i].is_ascii_alphanumeric() || b"_*-.".contains(&self.s[self.i])) {
             self.i += 1;
         }
         if start == self.i {
@@ -250,11 +235,7 @@ const USER: &[(&str, Node)] = &[
     ("emailAddress", Leaf),
 ];
 
-const SHORTCUT_DETAILS: &[(&str, Node)] = &[
-    ("targetId", Leaf),
-    ("targetMimeType", Leaf),
-    ("targetResourceKey", Leaf),
-];
+const SHORTCUT_DETAILS: &[(&str, Node)] = &[("targetId", Leaf), ("targetMimeType", Leaf), ("targetResourceKey", Leaf)];
 
 /// Every field of Drive v3's File resource.
 pub(crate) const FILE: &[(&str, Node)] = &[
@@ -357,27 +338,15 @@ const CHANGE: &[(&str, Node)] = &[
 /// files.get / a single File.
 pub(crate) const FILE_NODE: Node = Obj(FILE);
 /// files.list response.
-pub(crate) const FILE_LIST: Node = Obj(&[
-    ("kind", Leaf),
-    ("nextPageToken", Leaf),
-    ("incompleteSearch", Leaf),
-    ("files", Obj(FILE)),
-]);
+pub(crate) const FILE_LIST: Node =
+    Obj(&[("kind", Leaf), ("nextPageToken", Leaf), ("incompleteSearch", Leaf), ("files", Obj(FILE))]);
 /// changes.list response.
-pub(crate) const CHANGE_LIST: Node = Obj(&[
-    ("kind", Leaf),
-    ("nextPageToken", Leaf),
-    ("newStartPageToken", Leaf),
-    ("changes", Obj(CHANGE)),
-]);
+pub(crate) const CHANGE_LIST: Node =
+    Obj(&[("kind", Leaf), ("nextPageToken", Leaf), ("newStartPageToken", Leaf), ("changes", Obj(CHANGE))]);
 /// changes.getStartPageToken response.
 pub(crate) const START_TOKEN: Node = Obj(&[("kind", Leaf), ("startPageToken", Leaf)]);
 /// drives.list response.
-pub(crate) const DRIVE_LIST: Node = Obj(&[
-    ("kind", Leaf),
-    ("nextPageToken", Leaf),
-    ("drives", Obj(DRIVE)),
-]);
+pub(crate) const DRIVE_LIST: Node = Obj(&[("kind", Leaf), ("nextPageToken", Leaf), ("drives", Obj(DRIVE))]);
 /// drives.get response.
 pub(crate) const DRIVE_NODE: Node = Obj(DRIVE);
 /// about.get response.
@@ -400,8 +369,7 @@ pub(crate) const ABOUT: Node = Obj(&[
 /// Default selection of files.get.
 pub(crate) const DEFAULT_FILE: &str = "kind,id,name,mimeType";
 /// Default selection of files.list.
-pub(crate) const DEFAULT_FILE_LIST: &str =
-    "kind,incompleteSearch,nextPageToken,files(kind,id,name,mimeType)";
+pub(crate) const DEFAULT_FILE_LIST: &str = "kind,incompleteSearch,nextPageToken,files(kind,id,name,mimeType)";
 /// Default selection of changes.list.
 pub(crate) const DEFAULT_CHANGE_LIST: &str = "kind,nextPageToken,newStartPageToken,changes(kind,changeType,time,removed,fileId,driveId,file(kind,id,name,mimeType))";
 /// Default selection of drives.list.

@@ -26,8 +26,7 @@ struct Source {
 }
 
 fn header_value(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s)
-        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
 }
 
 /// Build the streamed response for `src`, honouring `range` and an injected reset.
@@ -38,24 +37,10 @@ fn stream(app: &App, src: Source, range: RangeSpec, pass: Pass) -> Result<Respon
         RangeSpec::Unsatisfiable => return Err(ApiError::range_not_satisfiable(src.size)),
     };
     let len = end - start;
-    let abort_at = pass
-        .reset
-        .filter(|_| len > 1)
-        .map(|f| start + ((len as f64 * f) as u64).clamp(1, len - 1));
-    let counter = ByteCounter {
-        stats: app.stats.clone(),
-        export: src.export,
-        file_id: src.file_id.clone(),
-        pending: 0,
-    };
-    let body = GenBody {
-        key: src.key,
-        pos: start,
-        end,
-        abort_at,
-        counter,
-    }
-    .into_body();
+    let abort_at = pass.reset.filter(|_| len > 1).map(|f| start + ((len as f64 * f) as u64).clamp(1, len - 1));
+    let counter =
+        ByteCounter { stats: app.stats.clone(), export: src.export, file_id: src.file_id.clone(), pending: 0 };
+    let body = GenBody { key: src.key, pos: start, end, abort_at, counter }.into_body();
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -63,10 +48,7 @@ fn stream(app: &App, src: Source, range: RangeSpec, pass: Pass) -> Result<Respon
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if status == StatusCode::PARTIAL_CONTENT {
-        h.insert(
-            header::CONTENT_RANGE,
-            header_value(&format!("bytes {start}-{}/{}", end - 1, src.size)),
-        );
+        h.insert(header::CONTENT_RANGE, header_value(&format!("bytes {start}-{}/{}", end - 1, src.size)));
     }
     if let Some(d) = src.disposition {
         h.insert(header::CONTENT_DISPOSITION, header_value(&d));
@@ -101,40 +83,20 @@ pub(crate) async fn media(
             disposition: None,
         }
     };
-    let range = parse_range(
-        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
-        src.size,
-    );
+    let range = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), src.size);
     stream(app, src, range, pass)
 }
 
 /// Export source for a document and format; `limit` applies files.export's 10 MB cap.
 fn export_source(app: &App, id: &str, format: Format<'_>, limit: bool) -> Result<Source, ApiError> {
     let st = app.state();
-    let item = st
-        .corpus
-        .get(id)
-        .ok_or_else(|| ApiError::file_not_found(id))?;
-    let Kind::Doc {
-        kind,
-        rev,
-        export_base,
-    } = &item.kind
-    else {
+    let item = st.corpus.get(id).ok_or_else(|| ApiError::file_not_found(id))?;
+    let Kind::Doc { kind, rev, export_base } = &item.kind else {
         return Err(ApiError::not_exportable());
     };
     let (fmt, mime) = match format {
-        Format::Mime(m) => (
-            kind.format_for_mime(m)
-                .ok_or_else(ApiError::unsupported_conversion)?,
-            m.to_string(),
-        ),
-        Format::Name(f) => (
-            f,
-            kind.mime_for_format(f)
-                .ok_or_else(ApiError::unsupported_conversion)?
-                .to_string(),
-        ),
+        Format::Mime(m) => (kind.format_for_mime(m).ok_or_else(ApiError::unsupported_conversion)?, m.to_string()),
+        Format::Name(f) => (f, kind.mime_for_format(f).ok_or_else(ApiError::unsupported_conversion)?.to_string()),
     };
     let size = export_size(&item.id, *rev, *export_base, fmt);
     if limit && size > EXPORT_LIMIT {
@@ -157,12 +119,8 @@ enum Format<'a> {
 }
 
 fn content_disposition(name: &str, fmt: &str) -> String {
-    let encoded: String =
-        url::form_urlencoded::byte_serialize(format!("{name}.{fmt}").as_bytes()).collect();
-    format!(
-        "attachment; filename=\"export.{fmt}\"; filename*=UTF-8''{}",
-        encoded.replace('+', "%20")
-    )
+    let encoded: String = url::form_urlencoded::byte_serialize(format!("{name}.{fmt}").as_bytes()).collect();
+    format!("attachment; filename=\"export.{fmt}\"; filename*=UTF-8''{}", encoded.replace('+', "%20"))
 }
 
 /// `GET /drive/v3/files/{id}/export?mimeType=...`.
@@ -201,12 +159,7 @@ pub(crate) async fn export_link_fmt(
     link_inner(app, Some(fmt), q, headers).await
 }
 
-async fn link_inner(
-    app: Arc<App>,
-    path_fmt: Option<String>,
-    q: Option<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn link_inner(app: Arc<App>, path_fmt: Option<String>, q: Option<String>, headers: HeaderMap) -> Response {
     let p = Params::parse(q.as_deref());
     let (a, p, path_fmt) = (&*app, &p, &path_fmt);
     app.gate("export_link", &headers, true, |pass| async move {
@@ -215,9 +168,7 @@ async fn link_inner(
         let fmt = p
             .get("exportFormat")
             .or(path_fmt.as_deref())
-            .ok_or_else(|| {
-                ApiError::required("exportFormat", "Required parameter: exportFormat")
-            })?;
+            .ok_or_else(|| ApiError::required("exportFormat", "Required parameter: exportFormat"))?;
         let src = export_source(app, id, Format::Name(fmt), false)?;
         stream(app, src, RangeSpec::Full, pass)
     })
@@ -226,13 +177,8 @@ async fn link_inner(
 
 /// Keep `DocKind` in this module's vocabulary for the router.
 pub(crate) fn link_paths() -> Vec<&'static str> {
-    [
-        DocKind::Document,
-        DocKind::Spreadsheet,
-        DocKind::Presentation,
-        DocKind::Drawing,
-    ]
-    .iter()
-    .map(|k| k.link_path())
-    .collect()
+    [DocKind::Document, DocKind::Spreadsheet, DocKind::Presentation, DocKind::Drawing]
+        .iter()
+        .map(|k| k.link_path())
+        .collect()
 }

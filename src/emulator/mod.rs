@@ -113,19 +113,11 @@ impl Emulator {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
+            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
                 tracing::error!("emulator server failed: {e}");
             }
         });
-        Ok(Emulator {
-            app,
-            addr,
-            stop: Some(stop),
-            task,
-        })
+        Ok(Emulator { app, addr, stop: Some(stop), task })
     }
 
     /// Base URL with a trailing slash, e.g. `http://127.0.0.1:8700/`.
@@ -185,21 +177,14 @@ impl Emulator {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if tokio::time::timeout(std::time::Duration::from_secs(3), &mut self.task)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(std::time::Duration::from_secs(3), &mut self.task).await.is_err() {
             self.task.abort();
         }
     }
 }
 
 /// CLI entry of `mirrorflow emulator`: serve until SIGINT/SIGTERM, printing `listening on http://ADDR`.
-pub async fn run_cli(
-    config: EmulatorConfig,
-    listen: SocketAddr,
-    write_key: Option<PathBuf>,
-) -> std::io::Result<()> {
+pub async fn run_cli(config: EmulatorConfig, listen: SocketAddr, write_key: Option<PathBuf>) -> std::io::Result<()> {
     let emu = Emulator::start(config, listen).await?;
     if let Some(path) = write_key {
         emu.write_service_account_key(&path)?;

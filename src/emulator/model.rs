@@ -19,16 +19,9 @@ pub(crate) enum Kind {
     /// A file with binary content; `rev` counts content changes.
     Binary { blob: Arc<Blob>, rev: u64 },
     /// A Google Docs Editors file; `export_base` scales its export sizes.
-    Doc {
-        kind: DocKind,
-        rev: u64,
-        export_base: u64,
-    },
+    Doc { kind: DocKind, rev: u64, export_base: u64 },
     /// A shortcut to another item (which may not exist).
-    Shortcut {
-        target_id: String,
-        target_mime: String,
-    },
+    Shortcut { target_id: String, target_mime: String },
 }
 
 /// One Drive item.
@@ -219,10 +212,7 @@ impl Corpus {
 
 /// Wall clock in milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// RFC 3339 with milliseconds and `Z`, as Drive formats times.
@@ -231,9 +221,6 @@ pub(crate) fn rfc3339(ms: i64) -> String {
     let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(nanos) else {
         return "1970-01-01T00:00:00.000Z".into();
     };
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    t.format(&fmt)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.format(&fmt).unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
 }

@@ -15,12 +15,7 @@ use super::state::State;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum MutateOp {
     /// New binary file of `size` bytes.
-    Create {
-        parent: String,
-        name: String,
-        size: u64,
-        mime: Option<String>,
-    },
+    Create { parent: String, name: String, size: u64, mime: Option<String> },
     /// New content revision (optionally with a new size).
     UpdateContent { id: String, size: Option<u64> },
     /// Rename any item.
@@ -34,11 +29,7 @@ pub enum MutateOp {
     /// Delete permanently (folders take their descendants with them).
     Delete { id: String },
     /// New Google Docs Editors file.
-    CreateGdoc {
-        parent: String,
-        name: String,
-        kind: DocKind,
-    },
+    CreateGdoc { parent: String, name: String, kind: DocKind },
     /// New revision of a Google Docs Editors file.
     EditGdoc { id: String },
     /// `count` random operations from the other kinds, reproducible from `seed`.
@@ -62,15 +53,8 @@ impl State {
     /// Apply one op; returns ids of created items.
     pub fn apply(&mut self, op: &MutateOp) -> MResult<Vec<String>> {
         match op {
-            MutateOp::Create {
-                parent,
-                name,
-                size,
-                mime,
-            } => {
-                let mime = mime
-                    .clone()
-                    .unwrap_or_else(|| mime_for_name(name).to_string());
+            MutateOp::Create { parent, name, size, mime } => {
+                let mime = mime.clone().unwrap_or_else(|| mime_for_name(name).to_string());
                 Ok(vec![self.create_file(parent, name, *size, &mime)?])
             }
             MutateOp::UpdateContent { id, size } => self.update_content(id, *size).map(|_| vec![]),
@@ -79,9 +63,7 @@ impl State {
             MutateOp::Trash { id } => self.set_trashed(id, true).map(|_| vec![]),
             MutateOp::Untrash { id } => self.set_trashed(id, false).map(|_| vec![]),
             MutateOp::Delete { id } => self.delete(id).map(|_| vec![]),
-            MutateOp::CreateGdoc { parent, name, kind } => {
-                Ok(vec![self.create_doc(parent, name, *kind)?])
-            }
+            MutateOp::CreateGdoc { parent, name, kind } => Ok(vec![self.create_doc(parent, name, *kind)?]),
             MutateOp::EditGdoc { id } => self.edit_doc(id).map(|_| vec![]),
             MutateOp::Random { count, seed } => Ok(self.random(*count, *seed)),
         }
@@ -110,23 +92,13 @@ impl State {
 
     fn placement(&mut self, parent: &str) -> MResult<Placement> {
         let parent = self.corpus.resolve(parent).to_string();
-        let p = self
-            .corpus
-            .items
-            .get(&parent)
-            .ok_or_else(|| MutateError::NotFound(parent.clone()))?;
+        let p = self.corpus.items.get(&parent).ok_or_else(|| MutateError::NotFound(parent.clone()))?;
         if !p.is_folder() {
-            return Err(MutateError::Invalid(format!(
-                "parent {parent} is not a folder"
-            )));
+            return Err(MutateError::Invalid(format!("parent {parent} is not a folder")));
         }
         let drive_id = p.drive_id.clone();
         let at_ms = self.corpus.tick();
-        Ok(Placement {
-            parents: vec![parent],
-            drive_id,
-            at_ms,
-        })
+        Ok(Placement { parents: vec![parent], drive_id, at_ms })
     }
 
     fn create_file(&mut self, parent: &str, name: &str, size: u64, mime: &str) -> MResult<String> {
@@ -150,10 +122,7 @@ impl State {
             return Err(MutateError::Invalid(format!("{id} has no binary content")));
         };
         let (rev, size) = (rev + 1, size.unwrap_or(blob.size));
-        item.kind = Kind::Binary {
-            blob: Blob::new(&item.id, rev, size),
-            rev,
-        };
+        item.kind = Kind::Binary { blob: Blob::new(&item.id, rev, size), rev };
         let id = item.id.clone();
         self.touch(&id, true);
         Ok(())
@@ -161,21 +130,10 @@ impl State {
 
     fn edit_doc(&mut self, id: &str) -> MResult<()> {
         let item = self.item_mut(id)?;
-        let Kind::Doc {
-            kind,
-            rev,
-            export_base,
-        } = item.kind.clone()
-        else {
-            return Err(MutateError::Invalid(format!(
-                "{id} is not a Google Docs Editors file"
-            )));
+        let Kind::Doc { kind, rev, export_base } = item.kind.clone() else {
+            return Err(MutateError::Invalid(format!("{id} is not a Google Docs Editors file")));
         };
-        item.kind = Kind::Doc {
-            kind,
-            rev: rev + 1,
-            export_base,
-        };
+        item.kind = Kind::Doc { kind, rev: rev + 1, export_base };
         let id = item.id.clone();
         self.touch(&id, true);
         Ok(())
@@ -195,14 +153,10 @@ impl State {
         let place = self.placement(new_parent)?;
         let target = place.parents[0].clone();
         if place.drive_id != drive {
-            return Err(MutateError::Invalid(
-                "moving between drives is not supported".into(),
-            ));
+            return Err(MutateError::Invalid("moving between drives is not supported".into()));
         }
         if self.corpus.is_self_or_descendant(&id, &target) {
-            return Err(MutateError::Invalid(format!(
-                "cannot move {id} into itself or a descendant"
-            )));
+            return Err(MutateError::Invalid(format!("cannot move {id} into itself or a descendant")));
         }
         let below = self.corpus.descendants(&id);
         let before: Vec<bool> = below.iter().map(|d| self.corpus.is_trashed(d)).collect();
@@ -236,11 +190,7 @@ impl State {
         loop {
             let before = doomed.len();
             for d in &below {
-                let orphan = self
-                    .corpus
-                    .items
-                    .get(d)
-                    .is_some_and(|i| i.parents.iter().all(|p| doomed.contains(p)));
+                let orphan = self.corpus.items.get(d).is_some_and(|i| i.parents.iter().all(|p| doomed.contains(p)));
                 if orphan {
                     doomed.insert(d.clone());
                 }
@@ -251,12 +201,7 @@ impl State {
         }
         for d in below.iter().filter(|d| !doomed.contains(*d)) {
             if let Some(item) = self.corpus.items.get_mut(d) {
-                let kept: Vec<String> = item
-                    .parents
-                    .iter()
-                    .filter(|p| !doomed.contains(*p))
-                    .cloned()
-                    .collect();
+                let kept: Vec<String> = item.parents.iter().filter(|p| !doomed.contains(*p)).cloned().collect();
                 if kept.len() != item.parents.len() {
                     item.parents = kept;
                     self.touch(d, false);
@@ -288,19 +233,12 @@ impl State {
 
     /// Non-root items in listing order (for deterministic picks).
     fn ids_where(&self, pred: impl Fn(&Item) -> bool) -> Vec<String> {
-        self.corpus
-            .order
-            .values()
-            .filter(|id| self.corpus.items.get(*id).is_some_and(&pred))
-            .cloned()
-            .collect()
+        self.corpus.order.values().filter(|id| self.corpus.items.get(*id).is_some_and(&pred)).cloned().collect()
     }
 
     fn random_folder(&self, rng: &mut Rng64, drive: Option<&String>) -> String {
         let mut folders = self.ids_where(|i| i.is_folder() && i.drive_id.as_ref() == drive);
-        let root = drive
-            .cloned()
-            .unwrap_or_else(|| self.corpus.root_id.clone());
+        let root = drive.cloned().unwrap_or_else(|| self.corpus.root_id.clone());
         folders.push(root.clone());
         rng.pick(&folders).cloned().unwrap_or(root)
     }
@@ -311,11 +249,7 @@ impl State {
         let op = match roll {
             0..=17 => {
                 let parent = self.random_folder(rng, None);
-                let size = if rng.below(10) == 0 {
-                    0
-                } else {
-                    rng.range(1, 64 * 1024)
-                };
+                let size = if rng.below(10) == 0 { 0 } else { rng.range(1, 64 * 1024) };
                 MutateOp::Create {
                     parent,
                     name: format!("new-{seed}-{n}.txt", seed = rng.below(1000)),
@@ -326,59 +260,35 @@ impl State {
             18..=37 => {
                 let files = self.ids_where(|i| matches!(i.kind, Kind::Binary { .. }));
                 let id = rng.pick(&files)?.clone();
-                let size = if rng.below(2) == 0 {
-                    None
-                } else {
-                    Some(rng.range(0, 128 * 1024))
-                };
+                let size = if rng.below(2) == 0 { None } else { Some(rng.range(0, 128 * 1024)) };
                 MutateOp::UpdateContent { id, size }
             }
-            38..=52 => MutateOp::Rename {
-                id: rng.pick(&any)?.clone(),
-                name: format!("renamed-{n}-{}", rng.below(1000)),
-            },
+            38..=52 => {
+                MutateOp::Rename { id: rng.pick(&any)?.clone(), name: format!("renamed-{n}-{}", rng.below(1000)) }
+            }
             53..=62 => {
                 let id = rng.pick(&any)?.clone();
                 let drive = self.corpus.items.get(&id)?.drive_id.clone();
-                MutateOp::Move {
-                    new_parent: self.random_folder(rng, drive.as_ref()),
-                    id,
-                }
+                MutateOp::Move { new_parent: self.random_folder(rng, drive.as_ref()), id }
             }
-            63..=72 => MutateOp::Trash {
-                id: rng.pick(&any)?.clone(),
-            },
+            63..=72 => MutateOp::Trash { id: rng.pick(&any)?.clone() },
             73..=79 => {
                 let trashed = self.ids_where(|i| i.explicitly_trashed);
-                MutateOp::Untrash {
-                    id: rng.pick(&trashed).or(rng.pick(&any))?.clone(),
-                }
+                MutateOp::Untrash { id: rng.pick(&trashed).or(rng.pick(&any))?.clone() }
             }
             80..=86 => {
                 let leaves = self.ids_where(|i| !i.is_folder());
                 let pool = if rng.below(4) == 0 { &any } else { &leaves };
-                MutateOp::Delete {
-                    id: rng.pick(pool)?.clone(),
-                }
+                MutateOp::Delete { id: rng.pick(pool)?.clone() }
             }
             87..=91 => {
-                const KINDS: [DocKind; 3] = [
-                    DocKind::Document,
-                    DocKind::Spreadsheet,
-                    DocKind::Presentation,
-                ];
+                const KINDS: [DocKind; 3] = [DocKind::Document, DocKind::Spreadsheet, DocKind::Presentation];
                 let kind = KINDS[rng.below(3) as usize];
-                MutateOp::CreateGdoc {
-                    parent: self.random_folder(rng, None),
-                    name: format!("Doc {n}"),
-                    kind,
-                }
+                MutateOp::CreateGdoc { parent: self.random_folder(rng, None), name: format!("Doc {n}"), kind }
             }
             _ => {
                 let docs = self.ids_where(|i| matches!(i.kind, Kind::Doc { .. }));
-                MutateOp::EditGdoc {
-                    id: rng.pick(&docs)?.clone(),
-                }
+                MutateOp::EditGdoc { id: rng.pick(&docs)?.clone() }
             }
         };
         Some(op)

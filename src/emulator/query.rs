@@ -93,9 +93,7 @@ pub(crate) fn parse(q: &str) -> Result<Query, ApiError> {
 
 fn apply_term(query: &mut Query, term: &[Tok]) -> Result<(), ApiError> {
     match term {
-        [Tok::Str(id), Tok::Word(kw), Tok::Word(field)]
-            if kw.eq_ignore_ascii_case("in") && field == "parents" =>
-        {
+        [Tok::Str(id), Tok::Word(kw), Tok::Word(field)] if kw.eq_ignore_ascii_case("in") && field == "parents" => {
             query.parents.push(id.clone());
         }
         [Tok::Word(field), Tok::Eq, Tok::Word(v)] if field == "trashed" => {
@@ -105,12 +103,8 @@ fn apply_term(query: &mut Query, term: &[Tok]) -> Result<(), ApiError> {
                 _ => return Err(invalid()),
             });
         }
-        [Tok::Word(field), Tok::Eq, Tok::Str(m)] if field == "mimeType" => {
-            query.mime_eq.push(m.clone())
-        }
-        [Tok::Word(field), Tok::Ne, Tok::Str(m)] if field == "mimeType" => {
-            query.mime_ne.push(m.clone())
-        }
+        [Tok::Word(field), Tok::Eq, Tok::Str(m)] if field == "mimeType" => query.mime_eq.push(m.clone()),
+        [Tok::Word(field), Tok::Ne, Tok::Str(m)] if field == "mimeType" => query.mime_ne.push(m.clone()),
         _ => return Err(invalid()),
     }
     Ok(())

@@ -6,8 +6,7 @@ use super::content::{Digests, DocKind};
 use super::model::{Corpus, Item, Kind, SharedDrive, rfc3339};
 
 /// Identity the emulator reports as the authenticated user.
-pub(crate) const USER_EMAIL: &str =
-    "mirrorflow-emulator@mirrorflow-emulator.iam.gserviceaccount.com";
+pub(crate) const USER_EMAIL: &str = "mirrorflow-emulator@mirrorflow-emulator.iam.gserviceaccount.com";
 const USER_NAME: &str = "Mirrorflow Emulator";
 const PERMISSION_ID: &str = "09876543210987654321";
 
@@ -60,10 +59,7 @@ fn kind_fields(m: &mut Map<String, Value>, item: &Item, digests: Option<&Digests
         Kind::Binary { blob, rev } => {
             m.insert("size".into(), json!(blob.size.to_string()));
             m.insert("quotaBytesUsed".into(), json!(blob.size.to_string()));
-            m.insert(
-                "headRevisionId".into(),
-                json!(head_revision(&item.id, *rev)),
-            );
+            m.insert("headRevisionId".into(), json!(head_revision(&item.id, *rev)));
             m.insert("originalFilename".into(), json!(item.name));
             if let Some((_, ext)) = item.name.rsplit_once('.') {
                 m.insert("fileExtension".into(), json!(ext));
@@ -76,20 +72,11 @@ fn kind_fields(m: &mut Map<String, Value>, item: &Item, digests: Option<&Digests
             }
         }
         Kind::Doc { kind, .. } => {
-            m.insert(
-                "exportLinks".into(),
-                Value::Object(kind.export_links(&item.id)),
-            );
+            m.insert("exportLinks".into(), Value::Object(kind.export_links(&item.id)));
             m.insert("quotaBytesUsed".into(), json!("0"));
         }
-        Kind::Shortcut {
-            target_id,
-            target_mime,
-        } => {
-            m.insert(
-                "shortcutDetails".into(),
-                json!({"targetId": target_id, "targetMimeType": target_mime}),
-            );
+        Kind::Shortcut { target_id, target_mime } => {
+            m.insert("shortcutDetails".into(), json!({"targetId": target_id, "targetMimeType": target_mime}));
             m.insert("quotaBytesUsed".into(), json!("0"));
         }
         Kind::Folder => {
@@ -100,10 +87,7 @@ fn kind_fields(m: &mut Map<String, Value>, item: &Item, digests: Option<&Digests
 
 /// Drive-like opaque head revision id for a binary content revision.
 fn head_revision(id: &str, rev: u64) -> String {
-    format!(
-        "0B{}",
-        &hex::encode(super::content::content_key(id, rev, "rev").to_be_bytes())[..14]
-    )
+    format!("0B{}", &hex::encode(super::content::content_key(id, rev, "rev").to_be_bytes())[..14])
 }
 
 fn web_view_link(item: &Item) -> String {
@@ -116,15 +100,9 @@ fn web_view_link(item: &Item) -> String {
                 DocKind::Presentation => "presentation",
                 DocKind::Drawing => "drawings",
             };
-            format!(
-                "https://docs.google.com/{path}/d/{}/edit?usp=drivesdk",
-                item.id
-            )
+            format!("https://docs.google.com/{path}/d/{}/edit?usp=drivesdk", item.id)
         }
-        _ => format!(
-            "https://drive.google.com/file/d/{}/view?usp=drivesdk",
-            item.id
-        ),
+        _ => format!("https://drive.google.com/file/d/{}/view?usp=drivesdk", item.id),
     }
 }
 
@@ -167,12 +145,7 @@ pub(crate) fn drive_json(d: &SharedDrive) -> Value {
 pub(crate) fn about_json(c: &Corpus) -> Value {
     let usage: u64 = c.items.values().filter_map(Item::size).sum();
     let mut export_formats = Map::new();
-    for kind in [
-        DocKind::Document,
-        DocKind::Spreadsheet,
-        DocKind::Presentation,
-        DocKind::Drawing,
-    ] {
+    for kind in [DocKind::Document, DocKind::Spreadsheet, DocKind::Presentation, DocKind::Drawing] {
         let mut mimes: Vec<&str> = kind.formats().iter().map(|(m, _)| *m).collect();
         mimes.dedup();
         export_formats.insert(kind.mime().into(), json!(mimes));

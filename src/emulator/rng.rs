@@ -14,9 +14,7 @@ const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 impl Rng64 {
     /// A generator for `seed`, decorrelated by `stream`.
     pub fn new(seed: u64, stream: u64) -> Self {
-        Rng64 {
-            state: mix(seed ^ mix(stream)),
-        }
+        Rng64 { state: mix(seed ^ mix(stream)) }
     }
 
     /// Next 64 random bits.
@@ -42,11 +40,7 @@ impl Rng64 {
 
     /// A random element of a non-empty slice.
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
-        if items.is_empty() {
-            None
-        } else {
-            items.get(self.below(items.len() as u64) as usize)
-        }
+        if items.is_empty() { None } else { items.get(self.below(items.len() as u64) as usize) }
     }
 
     /// A file/folder id shaped like Drive's: 33 chars of `[A-Za-z0-9_-]` starting with `1`.

@@ -32,10 +32,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/files", get(api::files_list))
         .route("/files/{id}", get(api::files_get))
         .route("/files/{id}/export", get(media::export))
-        .route(
-            "/changes/startPageToken",
-            get(changes_api::start_page_token),
-        )
+        .route("/changes/startPageToken", get(changes_api::start_page_token))
         .route("/changes", get(changes_api::changes_list))
         .route("/changes/watch", post(changes_api::watch))
         .route("/channels/stop", post(changes_api::channels_stop))
@@ -46,10 +43,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/reset", post(control::reset))
         .route("/seed", post(control::seed))
         .route("/mutate", post(control::mutate))
-        .route(
-            "/faults",
-            get(control::faults_get).post(control::faults_set),
-        )
+        .route("/faults", get(control::faults_get).post(control::faults_set))
         .route("/tree", get(control::tree))
         .route("/stats", get(control::stats))
         .route("/stats/reset", post(control::stats_reset))
@@ -58,10 +52,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/token", post(token))
         .nest("/drive/v3", drive)
         .nest("/_emu", control)
-        .route(
-            "/feeds/download/drawings/export/{fmt}",
-            get(media::export_link_fmt),
-        );
+        .route("/feeds/download/drawings/export/{fmt}", get(media::export_link_fmt));
     for path in media::link_paths() {
         router = router.route(path, get(media::export_link));
     }

@@ -57,34 +57,20 @@ impl State {
     /// Fresh state for `config`; `epoch` makes older tokens invalid.
     pub fn new(config: EmulatorConfig, epoch: u32) -> State {
         let corpus = corpus::generate(&config);
-        State {
-            config,
-            corpus,
-            log: ChangeLog::new(epoch),
-        }
+        State { config, corpus, log: ChangeLog::new(epoch) }
     }
 
     /// Record that `id` reached a new state (bumping nothing: callers bump version).
     pub fn record(&mut self, id: &str) {
         let drive_id = self.corpus.items.get(id).and_then(|i| i.drive_id.clone());
         let time_ms = self.corpus.tick();
-        self.log.push(ChangeRecord {
-            file_id: id.to_string(),
-            time_ms,
-            removed: false,
-            drive_id,
-        });
+        self.log.push(ChangeRecord { file_id: id.to_string(), time_ms, removed: false, drive_id });
     }
 
     /// Record a permanent removal.
     pub fn record_removed(&mut self, id: &str, drive_id: Option<String>) {
         let time_ms = self.corpus.tick();
-        self.log.push(ChangeRecord {
-            file_id: id.to_string(),
-            time_ms,
-            removed: true,
-            drive_id,
-        });
+        self.log.push(ChangeRecord { file_id: id.to_string(), time_ms, removed: true, drive_id });
     }
 
     /// Is `item` visible in `scope`?
@@ -99,22 +85,14 @@ impl State {
 
     fn matches(&self, item: &Item, q: &Query) -> bool {
         let c = &self.corpus;
-        q.parents
-            .iter()
-            .all(|p| item.parents.iter().any(|ip| ip == c.resolve(p)))
+        q.parents.iter().all(|p| item.parents.iter().any(|ip| ip == c.resolve(p)))
             && q.trashed.is_none_or(|t| c.is_trashed(&item.id) == t)
             && q.mime_eq.iter().all(|m| &item.mime == m)
             && q.mime_ne.iter().all(|m| &item.mime != m)
     }
 
     /// Items after `after_seq` matching `q` in `scope`: at most `page_size`, plus whether more exist.
-    pub fn list(
-        &self,
-        scope: &Scope,
-        q: &Query,
-        after_seq: u64,
-        page_size: usize,
-    ) -> (Vec<&Item>, bool) {
+    pub fn list(&self, scope: &Scope, q: &Query, after_seq: u64, page_size: usize) -> (Vec<&Item>, bool) {
         let mut out = Vec::new();
         for id in self.corpus.order.range(after_seq + 1..).map(|(_, id)| id) {
             let Some(item) = self.corpus.items.get(id) else {
@@ -146,22 +124,14 @@ impl State {
         let mut i = req.pos;
         while i < self.log.records.len() {
             if changes.len() == req.page_size {
-                return ChangesPage {
-                    changes,
-                    next_pos: Some(i),
-                    new_start_pos: None,
-                };
+                return ChangesPage { changes, next_pos: Some(i), new_start_pos: None };
             }
             if let Some(change) = self.change_at(i, req) {
                 changes.push(change);
             }
             i += 1;
         }
-        ChangesPage {
-            changes,
-            next_pos: None,
-            new_start_pos: Some(self.log.records.len()),
-        }
+        ChangesPage { changes, next_pos: None, new_start_pos: Some(self.log.records.len()) }
     }
 
     fn change_at(&self, index: usize, req: &ChangesRequest) -> Option<Pending> {

@@ -35,9 +35,7 @@ impl Stats {
     /// Count one answered request.
     pub fn count(&self, endpoint: &str, status: u16) {
         let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        *s.requests
-            .entry(format!("{endpoint} {status}"))
-            .or_default() += 1;
+        *s.requests.entry(format!("{endpoint} {status}")).or_default() += 1;
     }
 
     /// Add streamed body bytes.
@@ -47,9 +45,7 @@ impl Stats {
             s.bytes_served.export += bytes;
         } else {
             s.bytes_served.media += bytes;
-            *s.media_bytes_by_file
-                .entry(file_id.to_string())
-                .or_default() += bytes;
+            *s.media_bytes_by_file.entry(file_id.to_string()).or_default() += bytes;
         }
     }
 
@@ -84,8 +80,7 @@ impl ByteCounter {
     /// Publish the pending count (done at the end of a body so tests see it before the last byte).
     pub fn flush(&mut self) {
         if self.pending > 0 {
-            self.stats
-                .add_bytes(self.export, &self.file_id, self.pending);
+            self.stats.add_bytes(self.export, &self.file_id, self.pending);
             self.pending = 0;
         }
     }

@@ -63,19 +63,13 @@ impl Watch {
     pub fn start() -> Watch {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(deliver(rx));
-        Watch {
-            channels: Mutex::new(HashMap::new()),
-            queue: tx,
-        }
+        Watch { channels: Mutex::new(HashMap::new()), queue: tx }
     }
 
     /// Open a channel; returns Drive's Channel resource or a message for a 400.
     pub fn open(&self, req: WatchRequest, resource_uri: String) -> Result<Value, String> {
         let id = req.id.filter(|s| !s.is_empty()).ok_or("Required: id")?;
-        let address = req
-            .address
-            .filter(|s| !s.is_empty())
-            .ok_or("Required: address")?;
+        let address = req.address.filter(|s| !s.is_empty()).ok_or("Required: address")?;
         match req.kind.as_deref() {
             Some("web_hook") | Some("webhook") => {}
             _ => return Err("Invalid value for type: expected web_hook".into()),
@@ -86,17 +80,12 @@ impl Watch {
             Value::Number(n) => n.as_i64(),
             _ => None,
         });
-        let expiration_ms = asked
-            .unwrap_or(now + DEFAULT_LIFETIME_MS)
-            .min(now + MAX_LIFETIME_MS);
+        let expiration_ms = asked.unwrap_or(now + DEFAULT_LIFETIME_MS).min(now + MAX_LIFETIME_MS);
         let mut rid = [0u8; 12];
         rand::fill(&mut rid[..]);
         let channel = Channel {
             id: id.clone(),
-            resource_id: base64::Engine::encode(
-                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                rid,
-            ),
+            resource_id: base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, rid),
             resource_uri,
             token: req.token,
             address,
@@ -116,9 +105,7 @@ impl Watch {
     pub fn stop(&self, req: &StopRequest) -> bool {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         let Some(id) = &req.id else { return false };
-        let matches = channels
-            .get(id)
-            .is_some_and(|c| req.resource_id.as_ref().is_none_or(|r| *r == c.resource_id));
+        let matches = channels.get(id).is_some_and(|c| req.resource_id.as_ref().is_none_or(|r| *r == c.resource_id));
         matches && channels.remove(id).is_some()
     }
 
@@ -146,10 +133,7 @@ impl Watch {
         if let Some(t) = &ch.token {
             headers.push(("X-Goog-Channel-Token", t.clone()));
         }
-        let _ = self.queue.send(Notification {
-            address: ch.address.clone(),
-            headers,
-        });
+        let _ = self.queue.send(Notification { address: ch.address.clone(), headers });
     }
 }
 
@@ -172,17 +156,11 @@ fn http_date(ms: i64) -> String {
     let fmt = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
-    time::OffsetDateTime::from_unix_timestamp(ms / 1000)
-        .ok()
-        .and_then(|t| t.format(&fmt).ok())
-        .unwrap_or_default()
+    time::OffsetDateTime::from_unix_timestamp(ms / 1000).ok().and_then(|t| t.format(&fmt).ok()).unwrap_or_default()
 }
 
 async fn deliver(mut rx: mpsc::UnboundedReceiver<Notification>) {
-    let client = match reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-    {
+    let client = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build() {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("emulator: cannot build webhook client: {e}");

@@ -24,10 +24,7 @@ pub trait ChangeSource: Send + Sync + 'static {
         token: Option<&str>,
     ) -> impl Future<Output = Result<FilePage, DriveError>> + Send;
     /// One page of `changes.list`.
-    fn changes_page(
-        &self,
-        token: &str,
-    ) -> impl Future<Output = Result<ChangePage, DriveError>> + Send;
+    fn changes_page(&self, token: &str) -> impl Future<Output = Result<ChangePage, DriveError>> + Send;
 }
 
 /// One pass of the initial listing.
@@ -48,18 +45,7 @@ pub fn listing_jobs(scope: &super::planner::Scope) -> Vec<ListJob> {
     corpora.extend(scope.shared.keys().cloned().map(Corpus::SharedDrive));
     corpora
         .into_iter()
-        .flat_map(|c| {
-            [
-                ListJob {
-                    corpus: c.clone(),
-                    folders_only: true,
-                },
-                ListJob {
-                    corpus: c,
-                    folders_only: false,
-                },
-            ]
-        })
+        .flat_map(|c| [ListJob { corpus: c.clone(), folders_only: true }, ListJob { corpus: c, folders_only: false }])
         .collect()
 }
 
@@ -96,37 +82,15 @@ impl<S: ChangeSource> ChangeFeed<S> {
         self.next_seq.load(Ordering::SeqCst).saturating_sub(1)
     }
 
-    async fn emit(
-        &self,
-        out: &FeedOutputs,
-        file_id: FileId,
-        kind: ChangeKind,
-    ) -> Result<(), StageError> {
+    async fn emit(&self, out: &FeedOutputs, file_id: FileId, kind: ChangeKind) -> Result<(), StageError> {
         self.faults.check("change_feed")?;
         let seq = ChangeSeq(self.next_seq.fetch_add(1, Ordering::SeqCst));
-        out.events
-            .send(ChangeEvent { seq, file_id, kind })
-            .await
-            .map_err(|_| StageError::Closed)
+        out.events.send(ChangeEvent { seq, file_id, kind }).await.map_err(|_| StageError::Closed)
     }
 
-    async fn mark(
-        &self,
-        out: &FeedOutputs,
-        start_token: &str,
-        phase: &FeedPhase,
-    ) -> Result<(), StageError> {
-        let checkpoint = Checkpoint {
-            start_token: start_token.to_string(),
-            phase: phase.clone(),
-        };
-        out.commit
-            .send(CommitMsg::Mark {
-                last_seq: self.last_seq(),
-                checkpoint,
-            })
-            .await
-            .map_err(|_| StageError::Closed)
+    async fn mark(&self, out: &FeedOutputs, start_token: &str, phase: &FeedPhase) -> Result<(), StageError> {
+        let checkpoint = Checkpoint { start_token: start_token.to_string(), phase: phase.clone() };
+        out.commit.send(CommitMsg::Mark { last_seq: self.last_seq(), checkpoint }).await.map_err(|_| StageError::Closed)
     }
 
     fn drive_err(e: DriveError) -> StageError {
@@ -135,34 +99,20 @@ impl<S: ChangeSource> ChangeFeed<S> {
 
     /// Runs until caught up (`once`) or until the outputs close.
     pub async fn run(&self, out: &FeedOutputs) -> Result<(), StageError> {
-        let saved = self
-            .store
-            .checkpoint()
-            .map_err(|e| StageError::Fatal(e.to_string()))?;
+        let saved = self.store.checkpoint().map_err(|e| StageError::Fatal(e.to_string()))?;
         let (mut start_token, mut phase) = match saved {
             Some(cp) => (cp.start_token, cp.phase),
-            None => (
-                self.fresh_start().await?,
-                FeedPhase::Listing {
-                    job: 0,
-                    page_token: None,
-                },
-            ),
+            None => (self.fresh_start().await?, FeedPhase::Listing { job: 0, page_token: None }),
         };
         self.mark(out, &start_token, &phase).await?;
         loop {
             phase = match phase {
-                FeedPhase::Listing { job, page_token } => {
-                    self.list_step(out, &start_token, job, page_token).await?
-                }
+                FeedPhase::Listing { job, page_token } => self.list_step(out, &start_token, job, page_token).await?,
                 FeedPhase::Changes { token } => match self.source.changes_page(&token).await {
                     Err(DriveError::InvalidPageToken(msg)) => {
                         tracing::warn!(%msg, "saved change token rejected; listing everything again");
                         start_token = self.fresh_start().await?;
-                        FeedPhase::Listing {
-                            job: 0,
-                            page_token: None,
-                        }
+                        FeedPhase::Listing { job: 0, page_token: None }
                     }
                     Err(e) => return Err(Self::drive_err(e)),
                     Ok(page) => match self.changes_step(out, page).await? {
@@ -188,10 +138,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
     }
 
     async fn fresh_start(&self) -> Result<String, StageError> {
-        self.source
-            .start_page_token()
-            .await
-            .map_err(Self::drive_err)
+        self.source.start_page_token().await.map_err(Self::drive_err)
     }
 
     async fn list_step(
@@ -202,36 +149,20 @@ impl<S: ChangeSource> ChangeFeed<S> {
         token: Option<String>,
     ) -> Result<FeedPhase, StageError> {
         let Some(j) = self.jobs.get(job) else {
-            return Ok(FeedPhase::Changes {
-                token: t0.to_string(),
-            });
+            return Ok(FeedPhase::Changes { token: t0.to_string() });
         };
-        let page = self
-            .source
-            .list_page(&j.corpus, j.folders_only, token.as_deref())
-            .await
-            .map_err(Self::drive_err)?;
+        let page = self.source.list_page(&j.corpus, j.folders_only, token.as_deref()).await.map_err(Self::drive_err)?;
         for f in page.files {
             self.emit(out, f.id.clone(), ChangeKind::Upsert(f)).await?;
         }
         Ok(match page.next_page_token {
-            Some(t) => FeedPhase::Listing {
-                job,
-                page_token: Some(t),
-            },
-            None => FeedPhase::Listing {
-                job: job + 1,
-                page_token: None,
-            },
+            Some(t) => FeedPhase::Listing { job, page_token: Some(t) },
+            None => FeedPhase::Listing { job: job + 1, page_token: None },
         })
     }
 
     /// Emits a page of changes; returns the next phase and whether more pages follow at once.
-    async fn changes_step(
-        &self,
-        out: &FeedOutputs,
-        page: ChangePage,
-    ) -> Result<(FeedPhase, bool), StageError> {
+    async fn changes_step(&self, out: &FeedOutputs, page: ChangePage) -> Result<(FeedPhase, bool), StageError> {
         for c in page.changes {
             let kind = match c.file {
                 Some(f) => ChangeKind::Upsert(f),
@@ -242,9 +173,9 @@ impl<S: ChangeSource> ChangeFeed<S> {
         match (page.next_page_token, page.new_start_page_token) {
             (Some(next), _) => Ok((FeedPhase::Changes { token: next }, true)),
             (None, Some(new_start)) => Ok((FeedPhase::Changes { token: new_start }, false)),
-            (None, None) => Err(StageError::Failed(
-                "changes.list page without nextPageToken or newStartPageToken".into(),
-            )),
+            (None, None) => {
+                Err(StageError::Failed("changes.list page without nextPageToken or newStartPageToken".into()))
+            }
         }
     }
 
@@ -263,10 +194,7 @@ mod tests {
 
     #[test]
     fn folders_are_listed_before_files_for_each_drive() {
-        let mut scope = super::super::planner::Scope {
-            my_drive_root: Some(FileId("r".into())),
-            ..Default::default()
-        };
+        let mut scope = super::super::planner::Scope { my_drive_root: Some(FileId("r".into())), ..Default::default() };
         scope.shared.insert(DriveId("d1".into()), "D".into());
         let jobs = listing_jobs(&scope);
         assert_eq!(jobs.len(), 4);

@@ -47,11 +47,7 @@ pub struct CommitState {
 impl CommitState {
     /// State for a run whose first seq is `first_seq`.
     pub fn new(first_seq: u64) -> Self {
-        CommitState {
-            watermark: Watermark::new(first_seq),
-            gate: CheckpointGate::default(),
-            caught_up_at: None,
-        }
+        CommitState { watermark: Watermark::new(first_seq), gate: CheckpointGate::default(), caught_up_at: None }
     }
 
     /// True when the feed caught up and every event and checkpoint is done.
@@ -88,10 +84,7 @@ fn absorb(state: &CommitState, msgs: Vec<CommitMsg>, next_seq: u64) -> (CommitSt
                 st.watermark.finish(o.seq.0);
                 batch.outcomes.push(o);
             }
-            CommitMsg::Mark {
-                last_seq,
-                checkpoint,
-            } => st.gate.offer(last_seq, checkpoint),
+            CommitMsg::Mark { last_seq, checkpoint } => st.gate.offer(last_seq, checkpoint),
             CommitMsg::FeedCaughtUp { last_seq } => st.caught_up_at = Some(last_seq),
         }
     }
@@ -112,6 +105,8 @@ impl Committer {
                     }
                     OutcomeKind::Removed { .. } => p.removed += 1,
                     OutcomeKind::FolderRecorded(_) => p.folders += 1,
+                    OutcomeKind::TreeChanged(t) if t.remove => p.removed += t.files.len() as u64,
+                    OutcomeKind::TreeChanged(_) => p.folders += 1,
                     OutcomeKind::Skipped(_) => p.skipped += 1,
                     OutcomeKind::DeadLettered(_) => p.dead_lettered += 1,
                 }
@@ -151,22 +146,14 @@ impl Stage for Committer {
             .map_err(|e| StageError::Fatal(format!("store task: {e}")))?
             .map_err(|e| StageError::Fatal(e.to_string()))?;
         if batch.checkpoint.is_some() {
-            tracing::debug!(
-                watermark = next_state.watermark.next_unfinished(),
-                "checkpoint saved"
-            );
+            tracing::debug!(watermark = next_state.watermark.next_unfinished(), "checkpoint saved");
         }
         let caught_up = next_state.caught_up();
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = next_state;
         for o in &batch.outcomes {
             crate::metrics::event(Self::NAME, outcome_label(&o.kind));
         }
-        if batch.outcomes.iter().any(|o| {
-            matches!(
-                o.kind,
-                OutcomeKind::DeadLettered(_) | OutcomeKind::Committed(_)
-            )
-        }) {
+        if batch.outcomes.iter().any(|o| matches!(o.kind, OutcomeKind::DeadLettered(_) | OutcomeKind::Committed(_))) {
             if let Ok(d) = self.store.dead_letters() {
                 crate::metrics::dlq_files(d.len());
             }
@@ -189,5 +176,6 @@ pub fn outcome_label(k: &OutcomeKind) -> &'static str {
         OutcomeKind::Removed { .. } => "removed",
         OutcomeKind::Skipped(_) => "skipped",
         OutcomeKind::DeadLettered(_) => "dead_lettered",
+        OutcomeKind::TreeChanged(_) => "tree",
     }
 }

@@ -42,19 +42,11 @@ impl InFlight {
         let mut slots = self.lock();
         match slots.get_mut(&event.file_id) {
             None => {
-                slots.insert(
-                    event.file_id.clone(),
-                    Slot {
-                        active: event.seq.0,
-                        parked: None,
-                    },
-                );
+                slots.insert(event.file_id.clone(), Slot { active: event.seq.0, parked: None });
                 Admission::Proceed
             }
             Some(slot) if slot.active == event.seq.0 => Admission::Proceed,
-            Some(slot) => Admission::Parked {
-                superseded: slot.parked.replace(event.clone()),
-            },
+            Some(slot) => Admission::Parked { superseded: slot.parked.replace(event.clone()) },
         }
     }
 
@@ -75,6 +67,11 @@ impl InFlight {
                 None
             }
         }
+    }
+
+    /// True while `seq` is the active event of `file` (it has no terminal outcome yet).
+    pub fn is_active(&self, file: &FileId, seq: u64) -> bool {
+        self.lock().get(file).is_some_and(|s| s.active == seq)
     }
 
     /// Files in flight.
@@ -103,17 +100,12 @@ impl Dedup {
     fn already_applied(&self, event: &ChangeEvent) -> Result<bool, StageError> {
         let err = |e: crate::state::StoreError| StageError::Fatal(e.to_string());
         Ok(match &event.kind {
-            ChangeKind::Upsert(f) if f.is_folder() => {
-                match self.store.folder(&f.id).map_err(err)? {
-                    Some(r) => {
-                        r.name == f.name
-                            && r.parent.as_ref() == f.parents.first()
-                            && r.trashed == f.trashed
-                            && !f.trashed
-                    }
-                    None => false,
+            ChangeKind::Upsert(f) if f.is_folder() => match self.store.folder(&f.id).map_err(err)? {
+                Some(r) => {
+                    r.name == f.name && r.parent.as_ref() == f.parents.first() && r.trashed == f.trashed && !f.trashed
                 }
-            }
+                None => false,
+            },
             ChangeKind::Upsert(f) => match self.store.file(&f.id).map_err(err)? {
                 Some(r) => {
                     !f.trashed
@@ -133,11 +125,7 @@ impl Dedup {
 }
 
 fn skipped(event: &ChangeEvent, reason: SkipReason) -> Outcome {
-    Outcome {
-        seq: event.seq,
-        file_id: event.file_id.clone(),
-        kind: OutcomeKind::Skipped(reason),
-    }
+    Outcome { seq: event.seq, file_id: event.file_id.clone(), kind: OutcomeKind::Skipped(reason) }
 }
 
 impl Stage for Dedup {
@@ -145,11 +133,7 @@ impl Stage for Dedup {
     type Out = ChangeEvent;
     const NAME: &'static str = "dedup";
 
-    async fn process(
-        &mut self,
-        items: Vec<ChangeEvent>,
-        emit: &Emit<ChangeEvent>,
-    ) -> Result<(), StageError> {
+    async fn process(&mut self, items: Vec<ChangeEvent>, emit: &Emit<ChangeEvent>) -> Result<(), StageError> {
         for event in items {
             self.faults.check(Self::NAME)?;
             match self.in_flight.admit(&event) {
@@ -183,11 +167,7 @@ mod tests {
     use crate::model::ChangeSeq;
 
     fn ev(id: &str, seq: u64) -> ChangeEvent {
-        ChangeEvent {
-            seq: ChangeSeq(seq),
-            file_id: FileId(id.into()),
-            kind: ChangeKind::Removed,
-        }
+        ChangeEvent { seq: ChangeSeq(seq), file_id: FileId(id.into()), kind: ChangeKind::Removed }
     }
 
     #[test]
@@ -196,12 +176,7 @@ mod tests {
         assert_eq!(t.admit(&ev("a", 1)), Admission::Proceed);
         assert_eq!(t.admit(&ev("b", 2)), Admission::Proceed);
         assert_eq!(t.admit(&ev("a", 3)), Admission::Parked { superseded: None });
-        assert_eq!(
-            t.admit(&ev("a", 4)),
-            Admission::Parked {
-                superseded: Some(ev("a", 3))
-            }
-        );
+        assert_eq!(t.admit(&ev("a", 4)), Admission::Parked { superseded: Some(ev("a", 3)) });
         assert_eq!(t.finish(&FileId("a".into()), 1), Some(ev("a", 4)));
         // The released event is already active: re-admitting it proceeds (also after a replay).
         assert_eq!(t.admit(&ev("a", 4)), Admission::Proceed);

@@ -62,23 +62,16 @@ pub struct Downloader<B: ByteSource> {
 
 impl<B: ByteSource> Downloader<B> {
     async fn handle(&self, mut planned: Planned, emit: &Emit<Transfer>) -> Result<(), StageError> {
-        if let ActionKind::Copy { from } = &planned.kind {
+        if let ActionKind::Copy { from, fallback } = &planned.kind {
             let still_there = self.dest.head(from).await.ok().flatten().is_some();
             if !still_there {
-                planned.kind = ActionKind::Upload {
-                    source: Source::Media,
-                };
+                planned.kind = ActionKind::Upload { source: fallback.clone() };
             }
         }
         let source = match &planned.kind {
             ActionKind::Upload { source } => source.clone(),
             _ => {
-                return emit
-                    .forward(Transfer {
-                        planned,
-                        body: None,
-                    })
-                    .await;
+                return emit.forward(Transfer { planned, body: None }).await;
             }
         };
         let stream = match self.source.open(&planned.file.id, &source, 0).await {
@@ -86,11 +79,7 @@ impl<B: ByteSource> Downloader<B> {
             Err(e) => return self.dead_letter(planned, e, emit).await,
         };
         let (tx, rx) = mpsc::channel(self.chunk_depth);
-        emit.forward(Transfer {
-            planned: planned.clone(),
-            body: Some(rx),
-        })
-        .await?;
+        emit.forward(Transfer { planned: planned.clone(), body: Some(rx) }).await?;
         match self.pump(&planned, &source, stream, &tx).await {
             Ok(()) => Ok(()),
             Err(PumpError::ReceiverGone) => Ok(()),
@@ -101,20 +90,10 @@ impl<B: ByteSource> Downloader<B> {
         }
     }
 
-    async fn dead_letter(
-        &self,
-        planned: Planned,
-        e: DriveError,
-        emit: &Emit<Transfer>,
-    ) -> Result<(), StageError> {
+    async fn dead_letter(&self, planned: Planned, e: DriveError, emit: &Emit<Transfer>) -> Result<(), StageError> {
         tracing::warn!(file = %planned.file.id, name = %planned.file.name, error = %e, "download failed; dead-lettered");
         crate::metrics::event(Self::NAME_STATIC, "dead_lettered");
-        let dl = dead_letter(
-            &planned.file,
-            Some(planned.key.clone()),
-            &e.short_reason(),
-            e.to_string(),
-        );
+        let dl = dead_letter(&planned.file, Some(planned.key.clone()), &e.short_reason(), e.to_string());
         emit.outcome(Outcome {
             seq: planned.seq,
             file_id: planned.file.id.clone(),
@@ -142,34 +121,20 @@ impl<B: ByteSource> Downloader<B> {
                     buf.extend_from_slice(&bytes);
                     while buf.len() >= self.chunk_size {
                         let chunk = buf.split_to(self.chunk_size).freeze();
-                        tx.send(Chunk::Data(chunk))
-                            .await
-                            .map_err(|_| PumpError::ReceiverGone)?;
+                        tx.send(Chunk::Data(chunk)).await.map_err(|_| PumpError::ReceiverGone)?;
                     }
                 }
-                Some(Err(e)) => {
-                    stream = self
-                        .resume(planned, source, offset, &mut resumes, e)
-                        .await?
-                }
+                Some(Err(e)) => stream = self.resume(planned, source, offset, &mut resumes, e).await?,
                 None => {
                     if let Some(total) = stream.total_len.filter(|t| *t > offset) {
-                        let e = DriveError::Transport(format!(
-                            "body ended at {offset} of {total} bytes"
-                        ));
-                        stream = self
-                            .resume(planned, source, offset, &mut resumes, e)
-                            .await?;
+                        let e = DriveError::Transport(format!("body ended at {offset} of {total} bytes"));
+                        stream = self.resume(planned, source, offset, &mut resumes, e).await?;
                         continue;
                     }
                     if !buf.is_empty() {
-                        tx.send(Chunk::Data(buf.split().freeze()))
-                            .await
-                            .map_err(|_| PumpError::ReceiverGone)?;
+                        tx.send(Chunk::Data(buf.split().freeze())).await.map_err(|_| PumpError::ReceiverGone)?;
                     }
-                    tx.send(Chunk::End)
-                        .await
-                        .map_err(|_| PumpError::ReceiverGone)?;
+                    tx.send(Chunk::End).await.map_err(|_| PumpError::ReceiverGone)?;
                     return Ok(());
                 }
             }
@@ -192,10 +157,7 @@ impl<B: ByteSource> Downloader<B> {
         }
         tracing::info!(file = %planned.file.id, offset, %error, "download interrupted; resuming with Range");
         crate::metrics::retry("drive", "body_interrupted");
-        self.source
-            .open(&planned.file.id, source, offset)
-            .await
-            .map_err(PumpError::Drive)
+        self.source.open(&planned.file.id, source, offset).await.map_err(PumpError::Drive)
     }
 
     const NAME_STATIC: &'static str = "downloader";
@@ -211,11 +173,7 @@ impl<B: ByteSource> Stage for Downloader<B> {
     type Out = Transfer;
     const NAME: &'static str = "downloader";
 
-    async fn process(
-        &mut self,
-        items: Vec<Planned>,
-        emit: &Emit<Transfer>,
-    ) -> Result<(), StageError> {
+    async fn process(&mut self, items: Vec<Planned>, emit: &Emit<Transfer>) -> Result<(), StageError> {
         for planned in items {
             self.faults.check(Self::NAME)?;
             self.handle(planned, emit).await?;

@@ -59,10 +59,7 @@ pub struct Emit<O> {
 
 impl<O> Clone for Emit<O> {
     fn clone(&self) -> Self {
-        Emit {
-            next: self.next.clone(),
-            commit: self.commit.clone(),
-        }
+        Emit { next: self.next.clone(), commit: self.commit.clone() }
     }
 }
 
@@ -73,10 +70,7 @@ impl<O> Emit<O> {
     }
     /// Sends a terminal outcome.
     pub async fn outcome(&self, o: Outcome) -> Result<(), StageError> {
-        self.commit
-            .send(CommitMsg::Outcome(o))
-            .await
-            .map_err(|_| StageError::Closed)
+        self.commit.send(CommitMsg::Outcome(o)).await.map_err(|_| StageError::Closed)
     }
 }
 
@@ -132,11 +126,7 @@ impl FailureInjector {
             stage: cfg.fail_stage.clone(),
             after: cfg.fail_after,
             panic: cfg.fail_mode == "panic",
-            remaining: AtomicU64::new(if cfg.fail_stage.is_some() {
-                cfg.fail_times
-            } else {
-                0
-            }),
+            remaining: AtomicU64::new(if cfg.fail_stage.is_some() { cfg.fail_times } else { 0 }),
             seen: AtomicU64::new(0),
         }
     }
@@ -150,19 +140,13 @@ impl FailureInjector {
         if n < self.after {
             return Ok(());
         }
-        if self
-            .remaining
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1))
-            .is_err()
-        {
+        if self.remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1)).is_err() {
             return Ok(());
         }
         self.seen.store(0, Ordering::SeqCst);
         if self.panic {
             panic!("[testing] injected panic in stage {stage}");
         }
-        Err(StageError::Failed(format!(
-            "[testing] injected error in stage {stage}"
-        )))
+        Err(StageError::Failed(format!("[testing] injected error in stage {stage}")))
     }
 }

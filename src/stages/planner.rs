@@ -37,10 +37,41 @@ pub struct Layout {
 /// The planner's one I/O need: metadata of a folder it has not seen.
 pub trait FolderLookup: Send + Sync + 'static {
     /// `files.get` of `id`; `None` when it does not exist or is not visible.
-    fn lookup(
-        &self,
-        id: &FileId,
-    ) -> impl Future<Output = Result<Option<DriveFile>, DriveError>> + Send;
+    fn lookup(&self, id: &FileId) -> impl Future<Output = Result<Option<DriveFile>, DriveError>> + Send;
+}
+
+/// Orders folder moves against file work: a folder's subtree is computed from the store, so before a
+/// known folder is re-planned every action planned earlier must be committed, and a subtree move must be
+/// committed before anything after it is planned. Shared so that it survives planner restarts.
+#[derive(Debug, Default)]
+pub struct PlanBarrier {
+    in_flight: Arc<super::dedup::InFlight>,
+    outstanding: std::sync::Mutex<BTreeMap<u64, FileId>>,
+}
+
+impl PlanBarrier {
+    /// A barrier over the pipeline's in-flight table.
+    pub fn new(in_flight: Arc<super::dedup::InFlight>) -> Self {
+        PlanBarrier { in_flight, outstanding: Default::default() }
+    }
+
+    fn planned(&self, seq: ChangeSeq, file: &FileId) {
+        self.outstanding.lock().unwrap_or_else(|p| p.into_inner()).insert(seq.0, file.clone());
+    }
+
+    /// Waits until every action planned so far has its terminal outcome committed.
+    async fn drain(&self) {
+        loop {
+            {
+                let mut o = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
+                o.retain(|seq, file| self.in_flight.is_active(file, *seq));
+                if o.is_empty() {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
 }
 
 /// Maximum folder depth followed when resolving a path (Drive has no parent cycles, but be safe).
@@ -56,6 +87,7 @@ pub struct Planner<L: FolderLookup> {
     claims: HashMap<String, FileId>,
     owned: HashMap<FileId, String>,
     drive_roots: BTreeMap<DriveId, String>,
+    barrier: Arc<PlanBarrier>,
     faults: Arc<super::FailureInjector>,
 }
 
@@ -66,6 +98,7 @@ impl<L: FolderLookup> Planner<L> {
         lookup: Arc<L>,
         scope: Scope,
         layout: Layout,
+        barrier: Arc<PlanBarrier>,
         faults: Arc<super::FailureInjector>,
     ) -> Result<Self, StageError> {
         let mut p = Planner {
@@ -77,6 +110,7 @@ impl<L: FolderLookup> Planner<L> {
             claims: HashMap::new(),
             owned: HashMap::new(),
             drive_roots: BTreeMap::new(),
+            barrier,
             faults,
         };
         let fatal = |e: crate::state::StoreError| StageError::Fatal(e.to_string());
@@ -85,9 +119,7 @@ impl<L: FolderLookup> Planner<L> {
             p.folders.insert(f.id.clone(), f);
         }
         let mut files = Vec::new();
-        p.store
-            .for_each_file(|r| files.push((r.id, r.key)))
-            .map_err(fatal)?;
+        p.store.for_each_file(|r| files.push((r.id, r.key))).map_err(fatal)?;
         for (id, key) in files {
             p.claim_exact(&id, &key.0);
         }
@@ -96,21 +128,12 @@ impl<L: FolderLookup> Planner<L> {
     }
 
     fn join(&self, rel: &str) -> String {
-        if self.layout.prefix.is_empty() {
-            rel.to_string()
-        } else {
-            format!("{}/{rel}", self.layout.prefix)
-        }
+        if self.layout.prefix.is_empty() { rel.to_string() } else { format!("{}/{rel}", self.layout.prefix) }
     }
 
     fn assign_drive_roots(&mut self) -> BTreeMap<DriveId, String> {
         let base = self.join("shared-drives");
-        let drives: Vec<(DriveId, String)> = self
-            .scope
-            .shared
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let drives: Vec<(DriveId, String)> = self.scope.shared.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         drives
             .into_iter()
             .map(|(id, name)| {
@@ -137,16 +160,12 @@ impl<L: FolderLookup> Planner<L> {
     /// The key of `name` inside `parent`: the plain name when free (or already ours), else the name
     /// with ` (fileId)`, which no one else can hold.
     fn claim(&mut self, id: &FileId, parent: &str, name: &str, ext: Option<&str>) -> String {
-        let plain = format!(
-            "{parent}/{}",
-            keys::segment(name, ext, None, self.layout.mode)
-        );
+        let plain = format!("{parent}/{}", keys::segment(name, ext, None, self.layout.mode));
         let class = keys::collision_class(&plain);
         let key = match self.claims.get(&class) {
-            Some(holder) if holder != id => format!(
-                "{parent}/{}",
-                keys::segment(name, ext, Some(id), self.layout.mode)
-            ),
+            Some(holder) if holder != id => {
+                format!("{parent}/{}", keys::segment(name, ext, Some(id), self.layout.mode))
+            }
             _ => plain,
         };
         let class = keys::collision_class(&key);
@@ -185,9 +204,7 @@ impl<L: FolderLookup> Planner<L> {
                 }
                 Ok(_) => return Ok(None),
                 Err(e) => {
-                    return Err(StageError::Failed(format!(
-                        "cannot resolve parent {parent}: {e}"
-                    )));
+                    return Err(StageError::Failed(format!("cannot resolve parent {parent}: {e}")));
                 }
             }
         };
@@ -195,26 +212,21 @@ impl<L: FolderLookup> Planner<L> {
         let mut prefix = prefix;
         for folder in chain.into_iter().rev() {
             let key = self.claim(&folder.id, &prefix, &folder.name, None);
-            self.folders
-                .insert(folder.id.clone(), folder_record(&folder, &key));
+            self.folders.insert(folder.id.clone(), folder_record(&folder, &key));
             prefix = key;
         }
         Ok(Some(prefix))
     }
 
     fn drive_in_scope(&self, f: &DriveFile) -> bool {
-        f.drive_id
-            .as_ref()
-            .is_some_and(|d| self.scope.shared.contains_key(d))
+        f.drive_id.as_ref().is_some_and(|d| self.scope.shared.contains_key(d))
     }
 
     fn root_prefix(&self, child: &DriveFile, parent: &FileId) -> Option<String> {
         match &child.drive_id {
             Some(d) if d.0 == parent.0 => self.drive_roots.get(d).cloned(),
             Some(_) => None,
-            None if self.scope.my_drive_root.as_ref() == Some(parent) => {
-                Some(self.join("my-drive"))
-            }
+            None if self.scope.my_drive_root.as_ref() == Some(parent) => Some(self.join("my-drive")),
             None => None,
         }
     }
@@ -232,44 +244,29 @@ impl<L: FolderLookup> Planner<L> {
     }
 
     /// Plans one event; returns the action, or the outcome when no I/O is needed.
-    pub async fn plan(
-        &mut self,
-        event: ChangeEvent,
-    ) -> Result<Result<Planned, Outcome>, StageError> {
+    pub async fn plan(&mut self, event: ChangeEvent) -> Result<Result<Planned, Outcome>, StageError> {
+        if self.folders.contains_key(&event.file_id) {
+            self.barrier.drain().await;
+        }
         let file = match &event.kind {
             ChangeKind::Removed => return self.plan_removal(event.seq, &event.file_id),
             ChangeKind::Upsert(f) => f.clone(),
         };
         if file.is_shortcut() {
-            return Ok(Err(outcome(
-                &event,
-                OutcomeKind::Skipped(SkipReason::Shortcut),
-            )));
+            return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Shortcut))));
         }
-        let parent = if file.trashed {
-            None
-        } else {
-            self.parent_prefix(&file).await?
-        };
+        let parent = if file.trashed { None } else { self.parent_prefix(&file).await? };
         let Some(parent) = parent else {
             return self.plan_removal(event.seq, &file.id);
         };
         if file.is_folder() {
-            let key = self.claim(&file.id, &parent, &file.name, None);
-            let record = folder_record(&file, &key);
-            self.folders.insert(file.id.clone(), record.clone());
-            return Ok(Err(outcome(&event, OutcomeKind::FolderRecorded(record))));
+            return self.plan_folder(event.seq, file, &parent);
         }
         let source = if file.is_google_doc() {
             let Some(ext) = self.export_ext(&file.mime_type) else {
-                return Ok(Err(outcome(
-                    &event,
-                    OutcomeKind::Skipped(SkipReason::NotInScope),
-                )));
+                return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::NotInScope))));
             };
-            let mime = crate::drive::export_mime(&ext)
-                .unwrap_or("application/pdf")
-                .to_string();
+            let mime = crate::drive::export_mime(&ext).unwrap_or("application/pdf").to_string();
             let link = file.export_links.get(&mime).cloned();
             (Source::Export { mime, link }, Some(ext))
         } else {
@@ -278,71 +275,30 @@ impl<L: FolderLookup> Planner<L> {
         let key = ObjectKey(self.claim(&file.id, &parent, &file.name, source.1.as_deref()));
         if let (Some(max), Some(size)) = (self.layout.max_file_size, file.size) {
             if size > max {
-                let dl = dead_letter(
-                    &file,
-                    Some(key),
-                    "fileTooLarge",
-                    format!("{size} bytes is over max_file_size {max}"),
-                );
+                let dl =
+                    dead_letter(&file, Some(key), "fileTooLarge", format!("{size} bytes is over max_file_size {max}"));
                 return Ok(Err(outcome(&event, OutcomeKind::DeadLettered(dl))));
             }
         }
-        let existing = self
-            .store
-            .file(&file.id)
-            .map_err(|e| StageError::Fatal(e.to_string()))?;
-        let previous_key = existing
-            .as_ref()
-            .map(|r| r.key.clone())
-            .filter(|k| *k != key);
-        let same_content = existing
-            .as_ref()
-            .is_some_and(|r| r.md5.is_some() && r.md5 == file.md5);
+        let existing = self.store.file(&file.id).map_err(|e| StageError::Fatal(e.to_string()))?;
+        let previous_key = existing.as_ref().map(|r| r.key.clone()).filter(|k| *k != key);
+        // Binary content is the same when the md5 is. A Google Doc has no md5 and Drive bumps its version
+        // and modifiedTime on renames too, so nothing proves an export unchanged: docs are exported again.
+        let same_content = existing.as_ref().is_some_and(|r| r.md5.is_some() && r.md5 == file.md5);
         let kind = match (&existing, same_content) {
-            (Some(r), true) => ActionKind::Copy {
-                from: r.key.clone(),
-            },
+            (Some(r), true) => ActionKind::Copy { from: r.key.clone(), fallback: source.0 },
             _ => ActionKind::Upload { source: source.0 },
         };
-        Ok(Ok(Planned {
-            seq: event.seq,
-            file,
-            key,
-            previous_key,
-            kind,
-            attempt: 0,
-        }))
+        Ok(Ok(Planned { seq: event.seq, file, key, previous_key, kind, attempt: 0 }))
     }
 
-    fn plan_removal(
-        &mut self,
-        seq: ChangeSeq,
-        id: &FileId,
-    ) -> Result<Result<Planned, Outcome>, StageError> {
+    fn plan_removal(&mut self, seq: ChangeSeq, id: &FileId) -> Result<Result<Planned, Outcome>, StageError> {
         let fatal = |e: crate::state::StoreError| StageError::Fatal(e.to_string());
-        let ev_outcome = |kind| Outcome {
-            seq,
-            file_id: id.clone(),
-            kind,
-        };
+        let ev_outcome = |kind| Outcome { seq, file_id: id.clone(), kind };
         if let Some(rec) = self.store.file(id).map_err(fatal)? {
             self.release(id);
-            let file = DriveFile {
-                id: id.clone(),
-                name: rec.name.clone(),
-                mime_type: rec.mime_type.clone(),
-                parents: rec.parent.iter().cloned().collect(),
-                size: Some(rec.size),
-                md5: rec.md5.clone(),
-                sha256: rec.sha256.clone(),
-                version: rec.version,
-                modified_time: rec.modified_time.clone(),
-                trashed: true,
-                drive_id: None,
-                shortcut_target: None,
-                export_links: BTreeMap::new(),
-                can_download: true,
-            };
+            let mut file = placeholder(id, &rec.name);
+            file.mime_type = rec.mime_type.clone();
             return Ok(Ok(Planned {
                 seq,
                 file,
@@ -352,23 +308,141 @@ impl<L: FolderLookup> Planner<L> {
                 attempt: 0,
             }));
         }
-        let was_folder =
-            self.folders.remove(id).is_some() | self.store.folder(id).map_err(fatal)?.is_some();
+        let folder = match self.folders.remove(id) {
+            Some(f) => Some(f),
+            None => self.store.folder(id).map_err(fatal)?,
+        };
         self.release(id);
-        Ok(Err(if was_folder {
-            ev_outcome(OutcomeKind::Removed { key: None })
-        } else {
-            ev_outcome(OutcomeKind::Skipped(SkipReason::NotInScope))
-        }))
+        let Some(folder) = folder else {
+            return Ok(Err(ev_outcome(OutcomeKind::Skipped(SkipReason::NotInScope))));
+        };
+        let tree = self.remove_subtree(&folder.key.0)?;
+        Ok(self.tree_action(seq, folder.id.clone(), &folder.name, folder.key, tree))
+    }
+
+    /// Records a folder; when its key changed (rename or move), its whole subtree follows.
+    fn plan_folder(
+        &mut self,
+        seq: ChangeSeq,
+        file: DriveFile,
+        parent: &str,
+    ) -> Result<Result<Planned, Outcome>, StageError> {
+        let old = self.folders.get(&file.id).cloned();
+        let key = self.claim(&file.id, parent, &file.name, None);
+        let record = folder_record(&file, &key);
+        self.folders.insert(file.id.clone(), record.clone());
+        match old.filter(|o| o.key.0 != key) {
+            Some(old) => {
+                let mut tree = self.move_subtree(&old.key.0, &key)?;
+                tree.folder = Some(record);
+                Ok(self.tree_action(seq, file.id.clone(), &file.name, ObjectKey(key), tree))
+            }
+            None => Ok(Err(Outcome { seq, file_id: file.id, kind: OutcomeKind::FolderRecorded(record) })),
+        }
+    }
+
+    /// A tree change that only touches the store is an outcome; one that moves objects is an action.
+    fn tree_action(
+        &self,
+        seq: ChangeSeq,
+        id: FileId,
+        name: &str,
+        key: ObjectKey,
+        tree: TreeChange,
+    ) -> Result<Planned, Outcome> {
+        if tree.files.is_empty() {
+            return Err(Outcome { seq, file_id: id, kind: OutcomeKind::TreeChanged(tree) });
+        }
+        let mut file = placeholder(&id, name);
+        file.mime_type = FOLDER_MIME.into();
+        Ok(Planned { seq, file, key, previous_key: None, kind: ActionKind::Tree(tree), attempt: 0 })
+    }
+
+    fn files_under(&self, prefix: &str) -> Result<Vec<FileRecord>, StageError> {
+        let p = format!("{prefix}/");
+        let mut out = Vec::new();
+        self.store
+            .for_each_file(|r| {
+                if r.key.0.starts_with(&p) {
+                    out.push(r)
+                }
+            })
+            .map_err(|e| StageError::Fatal(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Re-keys everything below `old` to below `new` (claims included).
+    fn move_subtree(&mut self, old: &str, new: &str) -> Result<TreeChange, StageError> {
+        let rekey = |k: &str| format!("{new}/{}", &k[old.len() + 1..]);
+        let mut files = Vec::new();
+        for mut rec in self.files_under(old)? {
+            let before = rec.key.clone();
+            rec.key = ObjectKey(rekey(&before.0));
+            self.release(&rec.id);
+            self.claim_exact(&rec.id, &rec.key.0);
+            files.push((rec, before));
+        }
+        let p = format!("{old}/");
+        let ids: Vec<FileId> =
+            self.folders.values().filter(|f| f.key.0.starts_with(&p)).map(|f| f.id.clone()).collect();
+        let mut folders = Vec::new();
+        for id in ids {
+            let Some(f) = self.folders.get_mut(&id) else { continue };
+            f.key = ObjectKey(rekey(&f.key.0));
+            let f = f.clone();
+            self.release(&id);
+            self.claim_exact(&id, &f.key.0);
+            folders.push(f);
+        }
+        Ok(TreeChange { folder: None, files, folders, removed_folders: Vec::new(), remove: false })
+    }
+
+    /// Everything below `prefix` goes away (claims released).
+    fn remove_subtree(&mut self, prefix: &str) -> Result<TreeChange, StageError> {
+        let files: Vec<(FileRecord, ObjectKey)> = self
+            .files_under(prefix)?
+            .into_iter()
+            .map(|r| {
+                let k = r.key.clone();
+                (r, k)
+            })
+            .collect();
+        for (r, _) in &files {
+            self.release(&r.id);
+        }
+        let p = format!("{prefix}/");
+        let removed_folders: Vec<FileId> =
+            self.folders.values().filter(|f| f.key.0.starts_with(&p)).map(|f| f.id.clone()).collect();
+        for id in &removed_folders {
+            self.folders.remove(id);
+            self.release(id);
+        }
+        Ok(TreeChange { folder: None, files, folders: Vec::new(), removed_folders, remove: true })
+    }
+}
+
+/// A stand-in `DriveFile` for actions on items Drive no longer describes (removals, trees).
+fn placeholder(id: &FileId, name: &str) -> DriveFile {
+    DriveFile {
+        id: id.clone(),
+        name: name.to_string(),
+        mime_type: String::new(),
+        parents: Vec::new(),
+        size: None,
+        md5: None,
+        sha256: None,
+        version: 0,
+        modified_time: None,
+        trashed: true,
+        drive_id: None,
+        shortcut_target: None,
+        export_links: BTreeMap::new(),
+        can_download: true,
     }
 }
 
 fn outcome(event: &ChangeEvent, kind: OutcomeKind) -> Outcome {
-    Outcome {
-        seq: event.seq,
-        file_id: event.file_id.clone(),
-        kind,
-    }
+    Outcome { seq: event.seq, file_id: event.file_id.clone(), kind }
 }
 
 fn folder_record(f: &DriveFile, key: &str) -> FolderRecord {
@@ -383,12 +457,7 @@ fn folder_record(f: &DriveFile, key: &str) -> FolderRecord {
 }
 
 /// A dead-letter entry for `file`.
-pub fn dead_letter(
-    file: &DriveFile,
-    key: Option<ObjectKey>,
-    reason: &str,
-    last_error: String,
-) -> DeadLetter {
+pub fn dead_letter(file: &DriveFile, key: Option<ObjectKey>, reason: &str, last_error: String) -> DeadLetter {
     DeadLetter {
         id: file.id.clone(),
         name: file.name.clone(),
@@ -396,10 +465,7 @@ pub fn dead_letter(
         reason: reason.to_string(),
         last_error,
         attempts: 1,
-        at_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        at_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     }
 }
 
@@ -408,17 +474,18 @@ impl<L: FolderLookup> Stage for Planner<L> {
     type Out = Planned;
     const NAME: &'static str = "planner";
 
-    async fn process(
-        &mut self,
-        items: Vec<ChangeEvent>,
-        emit: &Emit<Planned>,
-    ) -> Result<(), StageError> {
+    async fn process(&mut self, items: Vec<ChangeEvent>, emit: &Emit<Planned>) -> Result<(), StageError> {
         for event in items {
             self.faults.check(Self::NAME)?;
             match self.plan(event).await? {
                 Ok(planned) => {
                     crate::metrics::event(Self::NAME, "planned");
-                    emit.forward(planned).await?
+                    let tree = matches!(planned.kind, ActionKind::Tree(_));
+                    self.barrier.planned(planned.seq, &planned.file.id);
+                    emit.forward(planned).await?;
+                    if tree {
+                        self.barrier.drain().await;
+                    }
                 }
                 Err(o) => {
                     crate::metrics::event(Self::NAME, "resolved");
@@ -446,24 +513,15 @@ mod tests {
     }
 
     fn planner(dir: &std::path::Path) -> Planner<NoLookup> {
-        let scope = Scope {
-            my_drive_root: Some(FileId("root".into())),
-            shared: BTreeMap::new(),
-        };
+        let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new() };
         let layout = Layout {
             prefix: "pre".into(),
             mode: KeyMode::Utf8,
             export: ExportConfig::default(),
             max_file_size: Some(100),
         };
-        Planner::new(
-            Store::open(dir).unwrap(),
-            Arc::new(NoLookup),
-            scope,
-            layout,
-            Arc::default(),
-        )
-        .unwrap()
+        Planner::new(Store::open(dir).unwrap(), Arc::new(NoLookup), scope, layout, Arc::default(), Arc::default())
+            .unwrap()
     }
 
     fn file(id: &str, name: &str, parent: &str) -> DriveFile {
@@ -486,20 +544,13 @@ mod tests {
     }
 
     fn upsert(seq: u64, f: DriveFile) -> ChangeEvent {
-        ChangeEvent {
-            seq: ChangeSeq(seq),
-            file_id: f.id.clone(),
-            kind: ChangeKind::Upsert(f),
-        }
+        ChangeEvent { seq: ChangeSeq(seq), file_id: f.id.clone(), kind: ChangeKind::Upsert(f) }
     }
 
     async fn key_of(p: &mut Planner<NoLookup>, seq: u64, f: DriveFile) -> String {
         match p.plan(upsert(seq, f)).await.unwrap() {
             Ok(planned) => planned.key.0,
-            Err(Outcome {
-                kind: OutcomeKind::FolderRecorded(r),
-                ..
-            }) => r.key.0,
+            Err(Outcome { kind: OutcomeKind::FolderRecorded(r), .. }) => r.key.0,
             Err(o) => panic!("unexpected {o:?}"),
         }
     }
@@ -535,16 +586,10 @@ mod tests {
     async fn hostile_names_stay_under_the_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = planner(dir.path());
-        for (i, name) in ["..", "../../etc/passwd", "/abs", "a\\b", "\u{0}", " "]
-            .iter()
-            .enumerate()
-        {
+        for (i, name) in ["..", "../../etc/passwd", "/abs", "a\\b", "\u{0}", " "].iter().enumerate() {
             let k = key_of(&mut p, i as u64 + 1, file(&format!("id{i}"), name, "root")).await;
             assert!(k.starts_with("pre/my-drive/"), "{k}");
-            assert!(
-                k.split('/').all(|s| !s.is_empty() && s != "." && s != ".."),
-                "{k}"
-            );
+            assert!(k.split('/').all(|s| !s.is_empty() && s != "." && s != ".."), "{k}");
         }
     }
 
@@ -552,37 +597,16 @@ mod tests {
     async fn unknown_parents_shortcuts_and_big_files_are_not_uploaded() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = planner(dir.path());
-        let r = p
-            .plan(upsert(1, file("A", "a", "elsewhere")))
-            .await
-            .unwrap();
-        assert!(matches!(
-            r,
-            Err(Outcome {
-                kind: OutcomeKind::Skipped(SkipReason::NotInScope),
-                ..
-            })
-        ));
+        let r = p.plan(upsert(1, file("A", "a", "elsewhere"))).await.unwrap();
+        assert!(matches!(r, Err(Outcome { kind: OutcomeKind::Skipped(SkipReason::NotInScope), .. })));
         let mut s = file("S", "s", "root");
         s.mime_type = SHORTCUT_MIME.into();
         let r = p.plan(upsert(2, s)).await.unwrap();
-        assert!(matches!(
-            r,
-            Err(Outcome {
-                kind: OutcomeKind::Skipped(SkipReason::Shortcut),
-                ..
-            })
-        ));
+        assert!(matches!(r, Err(Outcome { kind: OutcomeKind::Skipped(SkipReason::Shortcut), .. })));
         let mut big = file("B", "b", "root");
         big.size = Some(1000);
         let r = p.plan(upsert(3, big)).await.unwrap();
-        assert!(matches!(
-            r,
-            Err(Outcome {
-                kind: OutcomeKind::DeadLettered(_),
-                ..
-            })
-        ));
+        assert!(matches!(r, Err(Outcome { kind: OutcomeKind::DeadLettered(_), .. })));
     }
 
     #[tokio::test]
@@ -595,11 +619,6 @@ mod tests {
         d.size = None;
         let planned = p.plan(upsert(1, d)).await.unwrap().unwrap();
         assert_eq!(planned.key.0, "pre/my-drive/Notes.docx");
-        assert!(matches!(
-            planned.kind,
-            ActionKind::Upload {
-                source: Source::Export { .. }
-            }
-        ));
+        assert!(matches!(planned.kind, ActionKind::Upload { source: Source::Export { .. } }));
     }
 }

@@ -20,6 +20,8 @@ pub struct Uploader {
     pub part_size: usize,
     /// Parts in flight per file.
     pub part_concurrency: usize,
+    /// The downloader's input, for a copy whose source vanished (fetch the bytes instead).
+    pub refetch: tokio::sync::mpsc::Sender<Planned>,
     /// Failure injection.
     pub faults: Arc<super::FailureInjector>,
 }
@@ -41,11 +43,7 @@ impl StreamHasher {
     }
     /// Hex md5, hex sha256, length.
     pub fn finish(self) -> (String, String, u64) {
-        (
-            hex::encode(self.md5.finalize()),
-            hex::encode(self.sha256.finalize()),
-            self.len,
-        )
+        (hex::encode(self.md5.finalize()), hex::encode(self.sha256.finalize()), self.len)
     }
 }
 
@@ -60,14 +58,8 @@ impl Uploader {
             drive_id: planned.file.id.0.clone(),
             drive_name: planned.file.name.clone(),
             content_type: match &planned.kind {
-                ActionKind::Upload {
-                    source: crate::model::Source::Export { mime, .. },
-                } => Some(mime.clone()),
-                _ if !planned
-                    .file
-                    .mime_type
-                    .starts_with("application/vnd.google-apps") =>
-                {
+                ActionKind::Upload { source: crate::model::Source::Export { mime, .. } } => Some(mime.clone()),
+                _ if !planned.file.mime_type.starts_with("application/vnd.google-apps") => {
                     Some(planned.file.mime_type.clone())
                 }
                 _ => None,
@@ -102,10 +94,7 @@ impl Uploader {
                             pending_len += bytes.len();
                             pending.push(bytes);
                             if pending_len >= self.part_size {
-                                let mut mp = self
-                                    .dest
-                                    .multipart(&planned.key, &meta, self.part_size)
-                                    .await?;
+                                let mut mp = self.dest.multipart(&planned.key, &meta, self.part_size).await?;
                                 for b in pending.drain(..) {
                                     mp.put(b);
                                 }
@@ -125,19 +114,12 @@ impl Uploader {
         }
         match multipart {
             Some(mp) => {
-                mp.finish()
-                    .await
-                    .map_err(|source| store_err("complete_multipart", &planned, source))?;
+                mp.finish().await.map_err(|source| store_err("complete_multipart", &planned, source))?;
             }
             None => self.dest.put(&planned.key, pending, &meta).await?,
         }
         let (md5, sha256, size) = hasher.finish();
-        Ok(Written::Done(Uploaded {
-            planned,
-            md5,
-            sha256,
-            size,
-        }))
+        Ok(Written::Done(Uploaded { planned, md5, sha256, size }))
     }
 
     async fn handle(&self, t: Transfer, emit: &Emit<Uploaded>) -> Result<(), StageError> {
@@ -145,26 +127,33 @@ impl Uploader {
         let result = match (&planned.kind, t.body) {
             (ActionKind::Delete, _) => match self.dest.remove(&planned.key).await {
                 Ok(()) => {
-                    let kind = OutcomeKind::Removed {
-                        key: Some(planned.key.clone()),
-                    };
-                    return emit
-                        .outcome(Outcome {
-                            seq: planned.seq,
-                            file_id: planned.file.id.clone(),
-                            kind,
-                        })
-                        .await;
+                    let kind = OutcomeKind::Removed { key: Some(planned.key.clone()) };
+                    return emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind }).await;
                 }
                 Err(e) => Err(e),
             },
-            (ActionKind::Copy { from }, _) => self.copy(&planned, from).await,
+            (ActionKind::Copy { from, fallback }, _) => match self.copy(&planned, from).await {
+                Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
+                    let mut again = planned.clone();
+                    again.kind = ActionKind::Upload { source: fallback.clone() };
+                    let tx = self.refetch.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send(again).await;
+                    });
+                    return Ok(());
+                }
+                other => other,
+            },
+            (ActionKind::Tree(tree), _) => match self.apply_tree(tree).await {
+                Ok(()) => {
+                    let kind = OutcomeKind::TreeChanged(tree.clone());
+                    return emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind }).await;
+                }
+                Err(e) => Err(e),
+            },
             (_, Some(body)) => self.write_stream(planned.clone(), body).await,
             (_, None) => {
-                return Err(StageError::Failed(format!(
-                    "transfer for {} has no body",
-                    planned.file.id
-                )));
+                return Err(StageError::Failed(format!("transfer for {} has no body", planned.file.id)));
             }
         };
         match result {
@@ -173,12 +162,7 @@ impl Uploader {
             Err(e) => {
                 tracing::warn!(file = %planned.file.id, key = %planned.key, error = %e, "upload failed; dead-lettered");
                 crate::metrics::event(Self::NAME, "dead_lettered");
-                let dl = dead_letter(
-                    &planned.file,
-                    Some(planned.key.clone()),
-                    "destinationError",
-                    e.to_string(),
-                );
+                let dl = dead_letter(&planned.file, Some(planned.key.clone()), "destinationError", e.to_string());
                 emit.outcome(Outcome {
                     seq: planned.seq,
                     file_id: planned.file.id.clone(),
@@ -189,11 +173,25 @@ impl Uploader {
         }
     }
 
-    async fn copy(
-        &self,
-        planned: &Planned,
-        from: &crate::model::ObjectKey,
-    ) -> Result<Written, DestError> {
+    /// Moves (copy + delete) or removes every object of a folder's subtree, server-side.
+    async fn apply_tree(&self, tree: &crate::model::TreeChange) -> Result<(), DestError> {
+        for (rec, old) in &tree.files {
+            if tree.remove {
+                self.dest.remove(old).await?;
+            } else if rec.key != *old {
+                match self.dest.copy(old, &rec.key).await {
+                    Ok(()) => self.dest.delete(old).await?,
+                    Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
+                        tracing::warn!(key = %old, "object to move is missing; it will be fetched again on its next change");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn copy(&self, planned: &Planned, from: &crate::model::ObjectKey) -> Result<Written, DestError> {
         if *from != planned.key {
             self.dest.copy(from, &planned.key).await?;
         }
@@ -207,11 +205,7 @@ impl Uploader {
 }
 
 fn store_err(op: &'static str, planned: &Planned, source: object_store::Error) -> DestError {
-    DestError::Store {
-        op,
-        key: planned.key.0.clone(),
-        source,
-    }
+    DestError::Store { op, key: planned.key.0.clone(), source }
 }
 
 impl Stage for Uploader {
@@ -219,11 +213,7 @@ impl Stage for Uploader {
     type Out = Uploaded;
     const NAME: &'static str = "uploader";
 
-    async fn process(
-        &mut self,
-        items: Vec<Transfer>,
-        emit: &Emit<Uploaded>,
-    ) -> Result<(), StageError> {
+    async fn process(&mut self, items: Vec<Transfer>, emit: &Emit<Uploaded>) -> Result<(), StageError> {
         for t in items {
             self.faults.check(Self::NAME)?;
             self.handle(t, emit).await?;
@@ -247,10 +237,7 @@ mod tests {
         h.update(b"world");
         let (md5, sha, len) = h.finish();
         assert_eq!(md5, "5eb63bbbe01eeed093cb22bb8f5acdc3");
-        assert_eq!(
-            sha,
-            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
-        );
+        assert_eq!(sha, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
         assert_eq!(len, 11);
     }
 }

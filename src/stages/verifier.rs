@@ -39,27 +39,16 @@ pub enum Mismatch {
 /// Compares what was streamed with Drive's metadata (pure).
 pub fn check_against_drive(u: &Uploaded) -> Result<(), Mismatch> {
     let f = &u.planned.file;
-    let is_media = !matches!(
-        &u.planned.kind,
-        crate::model::ActionKind::Upload {
-            source: Source::Export { .. }
-        }
-    );
+    let is_media = !matches!(&u.planned.kind, crate::model::ActionKind::Upload { source: Source::Export { .. } });
     if is_media {
         if let Some(expected) = f.size {
             if expected != u.size {
-                return Err(Mismatch::Size {
-                    expected,
-                    got: u.size,
-                });
+                return Err(Mismatch::Size { expected, got: u.size });
             }
         }
         if let Some(expected) = &f.md5 {
             if !expected.eq_ignore_ascii_case(&u.md5) {
-                return Err(Mismatch::Md5 {
-                    expected: expected.clone(),
-                    got: u.md5.clone(),
-                });
+                return Err(Mismatch::Md5 { expected: expected.clone(), got: u.md5.clone() });
             }
         }
     }
@@ -102,34 +91,16 @@ impl Verifier {
             parent: p.file.parents.first().cloned(),
             mime_type: p.file.mime_type.clone(),
             version: p.file.version,
-            md5: if u.md5.is_empty() {
-                None
-            } else {
-                Some(u.md5.clone())
-            },
-            sha256: if u.sha256.is_empty() {
-                None
-            } else {
-                Some(u.sha256.clone())
-            },
+            md5: if u.md5.is_empty() { None } else { Some(u.md5.clone()) },
+            sha256: if u.sha256.is_empty() { None } else { Some(u.sha256.clone()) },
             size: u.size,
             key: p.key.clone(),
             modified_time: p.file.modified_time.clone(),
         };
-        emit.outcome(Outcome {
-            seq: p.seq,
-            file_id: p.file.id.clone(),
-            kind: OutcomeKind::Committed(record),
-        })
-        .await
+        emit.outcome(Outcome { seq: p.seq, file_id: p.file.id.clone(), kind: OutcomeKind::Committed(record) }).await
     }
 
-    async fn retry_or_dead_letter(
-        &self,
-        u: Uploaded,
-        m: Mismatch,
-        emit: &Emit<()>,
-    ) -> Result<(), StageError> {
+    async fn retry_or_dead_letter(&self, u: Uploaded, m: Mismatch, emit: &Emit<()>) -> Result<(), StageError> {
         let mut planned = u.planned;
         planned.attempt += 1;
         if planned.attempt < MAX_ATTEMPTS {
@@ -142,12 +113,7 @@ impl Verifier {
             return Ok(());
         }
         crate::metrics::event(Self::NAME, "dead_lettered");
-        let mut dl = dead_letter(
-            &planned.file,
-            Some(planned.key.clone()),
-            "checksumMismatch",
-            format!("{m:?}"),
-        );
+        let mut dl = dead_letter(&planned.file, Some(planned.key.clone()), "checksumMismatch", format!("{m:?}"));
         dl.attempts = planned.attempt;
         emit.outcome(Outcome {
             seq: planned.seq,
@@ -206,36 +172,19 @@ mod tests {
             kind: ActionKind::Upload { source },
             attempt: 0,
         };
-        Uploaded {
-            planned,
-            md5: md5.into(),
-            sha256: String::new(),
-            size,
-        }
+        Uploaded { planned, md5: md5.into(), sha256: String::new(), size }
     }
 
     #[test]
     fn matching_media_passes_and_mismatches_are_caught() {
-        assert_eq!(
-            check_against_drive(&uploaded("abc", 3, Source::Media)),
-            Ok(())
-        );
-        assert!(matches!(
-            check_against_drive(&uploaded("abd", 3, Source::Media)),
-            Err(Mismatch::Md5 { .. })
-        ));
-        assert!(matches!(
-            check_against_drive(&uploaded("abc", 4, Source::Media)),
-            Err(Mismatch::Size { .. })
-        ));
+        assert_eq!(check_against_drive(&uploaded("abc", 3, Source::Media)), Ok(()));
+        assert!(matches!(check_against_drive(&uploaded("abd", 3, Source::Media)), Err(Mismatch::Md5 { .. })));
+        assert!(matches!(check_against_drive(&uploaded("abc", 4, Source::Media)), Err(Mismatch::Size { .. })));
     }
 
     #[test]
     fn exports_are_not_compared_with_drive_md5() {
-        let export = Source::Export {
-            mime: "application/pdf".into(),
-            link: None,
-        };
+        let export = Source::Export { mime: "application/pdf".into(), link: None };
         assert_eq!(check_against_drive(&uploaded("zzz", 99, export)), Ok(()));
     }
 }

@@ -10,8 +10,8 @@ pub const FORMAT_VERSION: u8 = 1;
 /// Encodes `v` with the version byte in front.
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![FORMAT_VERSION];
-    let body = bincode::serde::encode_to_vec(v, bincode::config::standard())
-        .map_err(|e| StoreError::Codec(e.to_string()))?;
+    let body =
+        bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(|e| StoreError::Codec(e.to_string()))?;
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -19,14 +19,10 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
 /// Decodes a value written by [`encode`]; an unknown version is an error, never a guess.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
-        Some((&FORMAT_VERSION, body)) => {
-            bincode::serde::decode_from_slice(body, bincode::config::standard())
-                .map(|(v, _)| v)
-                .map_err(|e| StoreError::Codec(e.to_string()))
-        }
-        Some((v, _)) => Err(StoreError::Codec(format!(
-            "unknown value format version {v}"
-        ))),
+        Some((&FORMAT_VERSION, body)) => bincode::serde::decode_from_slice(body, bincode::config::standard())
+            .map(|(v, _)| v)
+            .map_err(|e| StoreError::Codec(e.to_string())),
+        Some((v, _)) => Err(StoreError::Codec(format!("unknown value format version {v}"))),
         None => Err(StoreError::Codec("empty value".into())),
     }
 }

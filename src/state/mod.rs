@@ -4,9 +4,7 @@
 pub mod codec;
 pub mod watermark;
 
-use crate::model::{
-    ChangeSeq, DeadLetter, FileId, FileRecord, FolderRecord, ObjectKey, Outcome, OutcomeKind,
-};
+use crate::model::{ChangeSeq, DeadLetter, FileId, FileRecord, FolderRecord, ObjectKey, Outcome, OutcomeKind};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -108,26 +106,17 @@ impl Store {
 
     /// The record of a mirrored file.
     pub fn file(&self, id: &FileId) -> Result<Option<FileRecord>, StoreError> {
-        self.files
-            .get(id.as_str())?
-            .map(|v| codec::decode(&v))
-            .transpose()
+        self.files.get(id.as_str())?.map(|v| codec::decode(&v)).transpose()
     }
 
     /// A folder record.
     pub fn folder(&self, id: &FileId) -> Result<Option<FolderRecord>, StoreError> {
-        self.folders
-            .get(id.as_str())?
-            .map(|v| codec::decode(&v))
-            .transpose()
+        self.folders.get(id.as_str())?.map(|v| codec::decode(&v)).transpose()
     }
 
     /// Every folder (folders are few compared to files; the planner keeps them in memory).
     pub fn all_folders(&self) -> Result<Vec<FolderRecord>, StoreError> {
-        self.folders
-            .iter()
-            .map(|g| codec::decode(&g.value()?))
-            .collect()
+        self.folders.iter().map(|g| codec::decode(&g.value()?)).collect()
     }
 
     /// Every file record, streamed.
@@ -140,45 +129,28 @@ impl Store {
 
     /// An object already holding content with this md5, if any.
     pub fn content_key(&self, md5: &str) -> Result<Option<ObjectKey>, StoreError> {
-        self.content
-            .get(md5)?
-            .map(|v| codec::decode(&v))
-            .transpose()
+        self.content.get(md5)?.map(|v| codec::decode(&v)).transpose()
     }
 
     /// The saved feed checkpoint.
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        self.checkpoints
-            .get(CHECKPOINT_KEY)?
-            .map(|v| codec::decode(&v))
-            .transpose()
+        self.checkpoints.get(CHECKPOINT_KEY)?.map(|v| codec::decode(&v)).transpose()
     }
 
     /// The first seq a new run should use.
     pub fn next_seq(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .checkpoints
-            .get(NEXT_SEQ_KEY)?
-            .map(|v| codec::decode(&v))
-            .transpose()?
-            .unwrap_or(1))
+        Ok(self.checkpoints.get(NEXT_SEQ_KEY)?.map(|v| codec::decode(&v)).transpose()?.unwrap_or(1))
     }
 
     /// Every dead-lettered file.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.dlq
-            .iter()
-            .map(|g| codec::decode(&g.value()?))
-            .collect()
+        self.dlq.iter().map(|g| codec::decode(&g.value()?)).collect()
     }
 
     /// Removes files from the dead-letter store (before a retry); all of them when `ids` is empty.
     pub fn clear_dead_letters(&self, ids: &[FileId]) -> Result<usize, StoreError> {
-        let targets: Vec<FileId> = if ids.is_empty() {
-            self.dead_letters()?.into_iter().map(|d| d.id).collect()
-        } else {
-            ids.to_vec()
-        };
+        let targets: Vec<FileId> =
+            if ids.is_empty() { self.dead_letters()?.into_iter().map(|d| d.id).collect() } else { ids.to_vec() };
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
         let mut n = 0;
         for id in &targets {
@@ -221,11 +193,7 @@ impl Store {
         if let Some(cp) = &batch.checkpoint {
             b.insert(&self.checkpoints, CHECKPOINT_KEY, codec::encode(cp)?);
         }
-        b.insert(
-            &self.checkpoints,
-            NEXT_SEQ_KEY,
-            codec::encode(&batch.next_seq)?,
-        );
+        b.insert(&self.checkpoints, NEXT_SEQ_KEY, codec::encode(&batch.next_seq)?);
         b.commit()?;
         Ok(())
     }
@@ -248,13 +216,39 @@ impl Store {
             }
             OutcomeKind::DeadLettered(d) => b.insert(&self.dlq, id, codec::encode(d)?),
             OutcomeKind::Skipped(_) => {}
+            OutcomeKind::TreeChanged(t) => self.stage_tree(b, o, t)?,
         }
         if !matches!(o.kind, OutcomeKind::Skipped(_)) {
-            b.insert(
-                &self.audit,
-                o.seq.0.to_be_bytes(),
-                codec::encode(&AuditEntry::from(o))?,
-            );
+            b.insert(&self.audit, o.seq.0.to_be_bytes(), codec::encode(&AuditEntry::from(o))?);
+        }
+        Ok(())
+    }
+
+    fn stage_tree(
+        &self,
+        b: &mut fjall::OwnedWriteBatch,
+        o: &Outcome,
+        t: &crate::model::TreeChange,
+    ) -> Result<(), StoreError> {
+        match &t.folder {
+            Some(f) => b.insert(&self.folders, o.file_id.as_str(), codec::encode(f)?),
+            None => b.remove(&self.folders, o.file_id.as_str()),
+        }
+        for (rec, _old) in &t.files {
+            if t.remove {
+                b.remove(&self.files, rec.id.as_str());
+            } else {
+                b.insert(&self.files, rec.id.as_str(), codec::encode(rec)?);
+                if let Some(md5) = &rec.md5 {
+                    b.insert(&self.content, md5.as_str(), codec::encode(&rec.key)?);
+                }
+            }
+        }
+        for f in &t.folders {
+            b.insert(&self.folders, f.id.as_str(), codec::encode(f)?);
+        }
+        for id in &t.removed_folders {
+            b.remove(&self.folders, id.as_str());
         }
         Ok(())
     }
@@ -292,12 +286,11 @@ impl From<&Outcome> for AuditEntry {
             OutcomeKind::Removed { key } => ("removed", key.clone()),
             OutcomeKind::DeadLettered(d) => ("dead_lettered", d.key.clone()),
             OutcomeKind::Skipped(_) => ("skipped", None),
+            OutcomeKind::TreeChanged(t) => {
+                (if t.remove { "tree_removed" } else { "tree_moved" }, t.folder.as_ref().map(|f| f.key.clone()))
+            }
         };
-        AuditEntry {
-            file_id: o.file_id.clone(),
-            what: what.into(),
-            key,
-        }
+        AuditEntry { file_id: o.file_id.clone(), what: what.into(), key }
     }
 }
 
@@ -328,11 +321,7 @@ mod tests {
             let s = Store::open(dir.path()).unwrap();
             let batch = CommitBatch {
                 outcomes: vec![
-                    Outcome {
-                        seq: ChangeSeq(1),
-                        file_id: FileId("a".into()),
-                        kind: OutcomeKind::Committed(rec("a")),
-                    },
+                    Outcome { seq: ChangeSeq(1), file_id: FileId("a".into()), kind: OutcomeKind::Committed(rec("a")) },
                     Outcome {
                         seq: ChangeSeq(2),
                         file_id: FileId("b".into()),
@@ -349,15 +338,9 @@ mod tests {
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.file(&FileId("a".into())).unwrap(), Some(rec("a")));
-        assert_eq!(
-            s.content_key("abc").unwrap(),
-            Some(ObjectKey("my-drive/a".into()))
-        );
+        assert_eq!(s.content_key("abc").unwrap(), Some(ObjectKey("my-drive/a".into())));
         assert_eq!(s.next_seq().unwrap(), 3);
-        assert!(matches!(
-            s.checkpoint().unwrap().unwrap().phase,
-            FeedPhase::Changes { .. }
-        ));
+        assert!(matches!(s.checkpoint().unwrap().unwrap().phase, FeedPhase::Changes { .. }));
         assert_eq!(s.audit_since(ChangeSeq(0)).unwrap().len(), 1);
     }
 }

@@ -13,10 +13,7 @@ pub struct Watermark {
 impl Watermark {
     /// A watermark for a run whose first seq is `first_seq`.
     pub fn new(first_seq: u64) -> Self {
-        Watermark {
-            next_unfinished: first_seq,
-            finished_above: BTreeSet::new(),
-        }
+        Watermark { next_unfinished: first_seq, finished_above: BTreeSet::new() }
     }
 
     /// Marks `seq` finished (idempotent; seqs below the watermark are ignored).
@@ -54,9 +51,7 @@ pub struct CheckpointGate<C> {
 
 impl<C> Default for CheckpointGate<C> {
     fn default() -> Self {
-        CheckpointGate {
-            marks: VecDeque::new(),
-        }
+        CheckpointGate { marks: VecDeque::new() }
     }
 }
 

@@ -17,11 +17,7 @@ pub enum Dest {
     /// A local folder.
     Local(PathBuf),
     /// A bucket on the S3 server, under a prefix.
-    S3 {
-        endpoint: String,
-        bucket: String,
-        prefix: String,
-    },
+    S3 { endpoint: String, bucket: String, prefix: String },
 }
 
 /// One emulator plus a scratch folder holding the key, configs, state and local mirrors.
@@ -33,9 +29,7 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn start(cfg: EmulatorConfig) -> TestEnv {
-        let emu = Emulator::start(cfg, "127.0.0.1:0".parse().unwrap())
-            .await
-            .expect("emulator starts");
+        let emu = Emulator::start(cfg, "127.0.0.1:0".parse().unwrap()).await.expect("emulator starts");
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key.json");
         emu.write_service_account_key(&key).unwrap();
@@ -51,11 +45,7 @@ impl TestEnv {
         let base = self.emu.base_url();
         let destination = match dest {
             Dest::Local(p) => format!("url = \"file://{}\"", p.display()),
-            Dest::S3 {
-                endpoint,
-                bucket,
-                prefix,
-            } => format!(
+            Dest::S3 { endpoint, bucket, prefix } => format!(
                 "url = \"s3://{bucket}/{prefix}\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\""
             ),
         };
@@ -76,12 +66,7 @@ impl TestEnv {
 
     pub async fn control(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
         let url = format!("{}_emu/{path}", self.emu.base_url());
-        let r = reqwest::Client::new()
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
         assert!(r.status().is_success(), "control {path}: {}", r.status());
         r.json().await.unwrap_or(serde_json::Value::Null)
     }
@@ -160,9 +145,8 @@ fn export_mime_for(doc_mime: &str) -> Option<&'static str> {
 /// not trashed, not a folder or shortcut, reachable from a root through live folders, downloadable.
 pub fn expected_files(tree: &EmuTree) -> BTreeMap<String, Expected> {
     let by_id: BTreeMap<&str, _> = tree.items.iter().map(|i| (i.id.as_str(), i)).collect();
-    let roots: BTreeSet<&str> = std::iter::once(tree.root_id.as_str())
-        .chain(tree.drives.iter().map(|d| d.id.as_str()))
-        .collect();
+    let roots: BTreeSet<&str> =
+        std::iter::once(tree.root_id.as_str()).chain(tree.drives.iter().map(|d| d.id.as_str())).collect();
     let reachable = |start: &String| {
         let mut id: &String = start;
         for _ in 0..200 {
@@ -187,11 +171,7 @@ pub fn expected_files(tree: &EmuTree) -> BTreeMap<String, Expected> {
     };
     let mut out = BTreeMap::new();
     for item in &tree.items {
-        if item.mime_type == FOLDER
-            || item.mime_type == SHORTCUT
-            || item.abusive
-            || !reachable(&item.id)
-        {
+        if item.mime_type == FOLDER || item.mime_type == SHORTCUT || item.abusive || !reachable(&item.id) {
             continue;
         }
         let size = match (&item.export_sizes, export_mime_for(&item.mime_type)) {
@@ -199,14 +179,7 @@ pub fn expected_files(tree: &EmuTree) -> BTreeMap<String, Expected> {
             (Some(_), None) => continue,
             _ => item.size.unwrap_or(0),
         };
-        out.insert(
-            item.id.clone(),
-            Expected {
-                name: item.name.clone(),
-                md5: item.md5.clone(),
-                size,
-            },
-        );
+        out.insert(item.id.clone(), Expected { name: item.name.clone(), md5: item.md5.clone(), size });
     }
     out
 }
@@ -222,10 +195,7 @@ pub fn open(config: &Path) -> (Config, Store, Destination) {
 /// Asserts the destination of `config` is exactly `expected`: each file at its recorded key with the
 /// right bytes (md5 for binaries, size for exports), no file missing, no key shared, nothing extra
 /// outside `.trash/`, and every key under the prefix.
-pub async fn assert_exact_mirror(
-    config: &Path,
-    expected: &BTreeMap<String, Expected>,
-) -> BTreeMap<String, ObjectKey> {
+pub async fn assert_exact_mirror(config: &Path, expected: &BTreeMap<String, Expected>) -> BTreeMap<String, ObjectKey> {
     let (_cfg, store, dest) = open(config);
     let mut keys: BTreeMap<String, ObjectKey> = BTreeMap::new();
     store
@@ -233,47 +203,30 @@ pub async fn assert_exact_mirror(
             keys.insert(r.id.0.clone(), r.key.clone());
         })
         .unwrap();
-    let missing: Vec<_> = expected
-        .keys()
-        .filter(|id| !keys.contains_key(*id))
-        .map(|id| (id, &expected[id].name))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "files missing from the mirror: {missing:?}"
-    );
-    let extra: Vec<_> = keys
-        .keys()
-        .filter(|id| !expected.contains_key(*id))
-        .collect();
-    assert!(
-        extra.is_empty(),
-        "files in the mirror that should not be: {extra:?}"
-    );
+    let missing: Vec<_> =
+        expected.keys().filter(|id| !keys.contains_key(*id)).map(|id| (id, &expected[id].name)).collect();
+    if !missing.is_empty() {
+        let audit: Vec<_> = store
+            .audit_since(mirrorflow::model::ChangeSeq(0))
+            .unwrap()
+            .into_iter()
+            .filter(|(_, e)| missing.iter().any(|(id, _)| **id == e.file_id.0))
+            .collect();
+        panic!(
+            "files missing from the mirror: {missing:?}\ndead letters: {:?}\naudit: {audit:?}",
+            store.dead_letters().unwrap()
+        );
+    }
+    let extra: Vec<_> = keys.keys().filter(|id| !expected.contains_key(*id)).collect();
+    assert!(extra.is_empty(), "files in the mirror that should not be: {extra:?}");
     let distinct: BTreeSet<_> = keys.values().map(|k| k.0.to_lowercase()).collect();
-    assert_eq!(
-        distinct.len(),
-        keys.len(),
-        "two files share a key (case-insensitively)"
-    );
+    assert_eq!(distinct.len(), keys.len(), "two files share a key (case-insensitively)");
     for (id, e) in expected {
         let key = &keys[id];
         let rec = store.file(&FileId(id.clone())).unwrap().unwrap();
-        assert!(
-            key.0.starts_with(dest.prefix()),
-            "{key} escapes the prefix {}",
-            dest.prefix()
-        );
-        assert!(
-            key.0
-                .split('/')
-                .all(|s| !s.is_empty() && s != "." && s != ".."),
-            "bad segment in {key}"
-        );
-        let bytes = dest
-            .get(key)
-            .await
-            .unwrap_or_else(|err| panic!("object {key} for {id} ({:?}): {err}", e.name));
+        assert!(key.0.starts_with(dest.prefix()), "{key} escapes the prefix {}", dest.prefix());
+        assert!(key.0.split('/').all(|s| !s.is_empty() && s != "." && s != ".."), "bad segment in {key}");
+        let bytes = dest.get(key).await.unwrap_or_else(|err| panic!("object {key} for {id} ({:?}): {err}", e.name));
         assert_eq!(bytes.len() as u64, e.size, "size of {key}");
         if let Some(md5) = &e.md5 {
             let got = hex::encode(<md5::Md5 as md5::Digest>::digest(&bytes));
@@ -282,24 +235,11 @@ pub async fn assert_exact_mirror(
         }
     }
     let in_store: BTreeSet<String> = keys.values().map(|k| k.0.clone()).collect();
-    let trash = if dest.prefix().is_empty() {
-        ".trash/".to_string()
-    } else {
-        format!("{}/.trash/", dest.prefix())
-    };
-    let listed: BTreeSet<String> = dest
-        .list_keys()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k.0)
-        .filter(|k| !k.starts_with(&trash))
-        .collect();
+    let trash = if dest.prefix().is_empty() { ".trash/".to_string() } else { format!("{}/.trash/", dest.prefix()) };
+    let listed: BTreeSet<String> =
+        dest.list_keys().await.unwrap().into_iter().map(|(k, _)| k.0).filter(|k| !k.starts_with(&trash)).collect();
     let stray: Vec<_> = listed.difference(&in_store).collect();
-    assert!(
-        stray.is_empty(),
-        "objects in the destination that no file owns: {stray:?}"
-    );
+    assert!(stray.is_empty(), "objects in the destination that no file owns: {stray:?}");
     keys
 }
 
@@ -336,37 +276,21 @@ impl Drop for S3Server {
 
 pub async fn s3_server() -> S3Server {
     if let Ok(endpoint) = std::env::var("MIRRORFLOW_TEST_S3_ENDPOINT") {
-        return S3Server {
-            endpoint,
-            child: None,
-        };
+        return S3Server { endpoint, child: None };
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-s3/bin/moto_server");
-    let program = if venv.exists() {
-        venv.display().to_string()
-    } else {
-        "moto_server".to_string()
-    };
+    let program = if venv.exists() { venv.display().to_string() } else { "moto_server".to_string() };
     let child = std::process::Command::new(&program)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start {program} (install moto[server], see .ci/run): {e}")
-        });
+        .unwrap_or_else(|e| panic!("cannot start {program} (install moto[server], see .ci/run): {e}"));
     let endpoint = format!("http://127.0.0.1:{port}");
     for _ in 0..200 {
         if reqwest::get(format!("{endpoint}/moto-api/")).await.is_ok() {
-            return S3Server {
-                endpoint,
-                child: Some(child),
-            };
+            return S3Server { endpoint, child: Some(child) };
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -375,10 +299,55 @@ pub async fn s3_server() -> S3Server {
 
 /// Creates a bucket on the S3 server.
 pub async fn create_bucket(endpoint: &str, bucket: &str) {
-    let r = reqwest::Client::new()
-        .put(format!("{endpoint}/{bucket}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reqwest::Client::new().put(format!("{endpoint}/{bucket}")).send().await.unwrap();
     assert!(r.status().is_success(), "create bucket: {}", r.status());
+}
+
+/// Asserts every mirrored file sits where Drive has it now: its key's folder is the recorded key of
+/// its Drive parent (or the drive's root), every live folder likewise, and names match Drive's.
+pub fn assert_paths_follow_drive(config: &Path, tree: &EmuTree) {
+    let (_cfg, store, dest) = open(config);
+    let join = |rel: &str| if dest.prefix().is_empty() { rel.to_string() } else { format!("{}/{rel}", dest.prefix()) };
+    let by_id: BTreeMap<&str, _> = tree.items.iter().map(|i| (i.id.as_str(), i)).collect();
+    let dir_of = |key: &str| key.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
+    let parent_dir = |parent: &str| -> Option<String> {
+        if parent == tree.root_id {
+            return Some(join("my-drive"));
+        }
+        if tree.drives.iter().any(|d| d.id == parent) {
+            return None; // a shared drive root: checked by prefix below
+        }
+        Some(
+            store
+                .folder(&FileId(parent.to_string()))
+                .unwrap()
+                .unwrap_or_else(|| panic!("folder {parent} not recorded"))
+                .key
+                .0,
+        )
+    };
+    let mut checked = 0;
+    store
+        .for_each_file(|rec| {
+            let item = by_id.get(rec.id.0.as_str()).unwrap_or_else(|| panic!("{} not in Drive", rec.id));
+            assert_eq!(rec.name, item.name, "recorded name of {}", rec.id);
+            let parent = item.parents.first().unwrap();
+            match parent_dir(parent) {
+                Some(dir) => {
+                    assert_eq!(dir_of(&rec.key.0), dir, "{} ({:?}) is not in its parent's folder", rec.id, item.name)
+                }
+                None => assert!(rec.key.0.starts_with(&join("shared-drives/")), "{}", rec.key),
+            }
+            checked += 1;
+        })
+        .unwrap();
+    for f in store.all_folders().unwrap() {
+        let Some(item) = by_id.get(f.id.0.as_str()) else { panic!("folder {} recorded but gone from Drive", f.id) };
+        assert!(!item.trashed, "trashed folder {} still recorded", f.id);
+        assert_eq!(f.name, item.name);
+        if let Some(dir) = parent_dir(item.parents.first().unwrap()) {
+            assert_eq!(dir_of(&f.key.0), dir, "folder {} ({:?}) is not in its parent's folder", f.id, item.name);
+        }
+    }
+    assert!(checked > 0);
 }

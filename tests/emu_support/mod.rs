@@ -29,9 +29,8 @@ pub struct Ctx {
 }
 
 fn connector() -> Conn {
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
+    let tls =
+        rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth();
     hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -44,12 +43,9 @@ fn connector() -> Conn {
 pub async fn start(config: EmulatorConfig) -> Ctx {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let emu = Emulator::start(config, listen)
-        .await
-        .expect("emulator starts");
+    let emu = Emulator::start(config, listen).await.expect("emulator starts");
     let base = emu.base_url();
-    let key =
-        yup_oauth2::parse_service_account_key(emu.service_account_key_json()).expect("key parses");
+    let key = yup_oauth2::parse_service_account_key(emu.service_account_key_json()).expect("key parses");
     let conn = connector();
     let auth_client = Client::builder(TokioExecutor::new()).build::<_, String>(conn.clone());
     let auth = yup_oauth2::ServiceAccountAuthenticator::with_client(
@@ -64,13 +60,7 @@ pub async fn start(config: EmulatorConfig) -> Ctx {
     hub.base_url(format!("{base}drive/v3/"));
     hub.root_url(base.clone());
     let http = reqwest::Client::builder().build().expect("reqwest");
-    Ctx {
-        emu,
-        base,
-        hub,
-        auth,
-        http,
-    }
+    Ctx { emu, base, hub, auth, http }
 }
 
 impl Ctx {
@@ -82,37 +72,21 @@ impl Ctx {
 
     /// POST JSON to a control path (e.g. `mutate`), returning the JSON answer.
     pub async fn control(&self, path: &str, body: Value) -> Value {
-        let resp = self
-            .http
-            .post(format!("{}_emu/{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .expect("control");
+        let resp = self.http.post(format!("{}_emu/{path}", self.base)).json(&body).send().await.expect("control");
         resp.json().await.expect("control json")
     }
 
     /// GET a control path.
     pub async fn control_get(&self, path: &str) -> Value {
-        let resp = self
-            .http
-            .get(format!("{}_emu/{path}", self.base))
-            .send()
-            .await
-            .expect("control");
+        let resp = self.http.get(format!("{}_emu/{path}", self.base)).send().await.expect("control");
         resp.json().await.expect("control json")
     }
 
     /// GET an API path (relative to the base) with the current token; returns status and body bytes.
     pub async fn api_get(&self, path_and_query: &str) -> (u16, bytes::Bytes) {
         let token = self.token().await;
-        let resp = self
-            .http
-            .get(format!("{}{path_and_query}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("api get");
+        let resp =
+            self.http.get(format!("{}{path_and_query}", self.base)).bearer_auth(token).send().await.expect("api get");
         let status = resp.status().as_u16();
         (status, resp.bytes().await.unwrap_or_default())
     }
@@ -143,10 +117,7 @@ pub fn envelope(v: &Value) -> (u64, String, String) {
 /// Reason of a google-drive3 error (from the parsed envelope).
 pub fn hub_error_reason(err: &google_drive3::Error) -> String {
     match err {
-        google_drive3::Error::BadRequest(v) => v["error"]["errors"][0]["reason"]
-            .as_str()
-            .unwrap_or("")
-            .to_string(),
+        google_drive3::Error::BadRequest(v) => v["error"]["errors"][0]["reason"].as_str().unwrap_or("").to_string(),
         other => format!("{other:?}"),
     }
 }
@@ -171,9 +142,6 @@ impl Ctx {
             .send()
             .await
             .expect("token request");
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
+        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
     }
 }
