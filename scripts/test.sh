@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# The test command: makes sure a local S3 server (moto) is installable, then runs every test in release
-# mode (the emulator streams GiB-sized files; release keeps the suite fast).
+# The test command: makes sure a local S3 server (moto) is installable, then runs every unit, property
+# and integration test in release mode (the emulator streams GiB-sized files; release keeps it fast).
 # Tests use MIRRORFLOW_TEST_S3_ENDPOINT when set (.ci/run starts one moto for all), else they start
-# their own moto_server from .venv-s3.
+# their own moto_server from .venv-s3 or PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv-s3/bin/moto_server ] && ! command -v moto_server >/dev/null 2>&1; then
   echo "installing moto[server] into .venv-s3 (local S3 server for the tests)" >&2
   python3 -m venv .venv-s3
-  .venv-s3/bin/pip install --quiet 'moto[server]'
+  .venv-s3/bin/pip install --quiet --disable-pip-version-check 'moto[server]'
 fi
 unset AWS_CA_BUNDLE
-exec cargo test --release "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --release --lib --bins --tests "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "suite: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

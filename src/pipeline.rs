@@ -312,7 +312,8 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         }
     };
     if interrupted {
-        drain(&progress_rx, &in_flight, Duration::from_secs(30)).await;
+        sup.cast(SupervisorMsg::StopStage("change_feed")).ok();
+        drain(&in_flight, &commit, Duration::from_secs(30)).await;
     }
     depth_sampler.abort();
     sup.cast(SupervisorMsg::Shutdown).ok();
@@ -366,13 +367,20 @@ fn feed_spec(
     ChildSpec { stage: "change_feed", spawn, in_hand: Arc::default() }
 }
 
-/// Waits (bounded) for in-flight files to finish after a stop signal.
-async fn drain(progress: &watch::Receiver<Progress>, in_flight: &InFlight, limit: Duration) {
+/// After a stop signal, waits (bounded) until every admitted file is committed and the committer's
+/// queue is empty; what is left is replayed from the checkpoint by the next run.
+async fn drain(in_flight: &InFlight, commit: &mpsc::Sender<CommitMsg>, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
-    while !in_flight.is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let idle = || in_flight.is_empty() && commit.capacity() == commit.max_capacity();
+    while !idle() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = progress;
+    if !idle() {
+        tracing::warn!(
+            in_flight = in_flight.len(),
+            "stop timeout: abandoning in-flight work (it is replayed on the next run)"
+        );
+    }
 }
 
 fn print_progress(p: &Progress, in_flight: usize) {

@@ -45,3 +45,66 @@ async fn random_mutations_seed_2() {
 async fn random_mutations_seed_3() {
     mutate_and_catch_up(3, 500, true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_mode_follows_changes_and_sigterm_drains_and_exits_zero() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let config = env.config("follow", &env.local_dest("mirror"), "");
+    let text_cfg = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("drives = [\"all\"]", "drives = [\"all\"]\npoll_interval = \"200ms\"");
+    std::fs::write(&config, text_cfg).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
+        .args(["run", config.to_str().unwrap()])
+        .env("MIRRORFLOW_LOG", "mirrorflow=warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mirror = env.dir.path().join("mirror");
+    let count = |dir: &std::path::Path| walk(dir).len();
+    let expected_initial = expected_files(&env.tree().await).len();
+    wait_for(|| count(&mirror) >= expected_initial).await;
+    // A change while running is picked up by the next poll.
+    let root = env.tree().await.root_id;
+    let r = env
+        .control(
+            "mutate",
+            serde_json::json!({"ops": [{"op": "create", "parent": root, "name": "late-arrival.txt", "size": 1234}]}),
+        )
+        .await;
+    assert!(r.get("error").is_none_or(|e| e.is_null()), "{r}");
+    wait_for(|| mirror.join("my-drive/late-arrival.txt").exists()).await;
+    // SIGTERM: drain, persist, exit 0.
+    let pid = child.id().unwrap() as i32;
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(40), child.wait_with_output())
+        .await
+        .expect("stops in time")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = env.tree().await;
+    assert_exact_mirror(&config, &expected_files(&tree)).await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        }
+    }
+    out
+}
+
+/// Polls `cond` for up to a minute (a deadline for a hang, not a timing assertion).
+async fn wait_for(mut cond: impl FnMut() -> bool) {
+    for _ in 0..1200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached within a minute");
+}

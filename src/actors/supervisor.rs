@@ -73,7 +73,7 @@ pub struct SupervisorArgs {
 
 /// Supervisor state.
 pub struct SupervisorState {
-    children: HashMap<ActorId, ChildSpec>,
+    children: HashMap<ActorId, (ChildSpec, ActorCell)>,
     restarts: VecDeque<Instant>,
     args: SupervisorArgs,
 }
@@ -83,6 +83,8 @@ pub struct SupervisorState {
 pub enum SupervisorMsg {
     /// Stop every child and then the supervisor.
     Shutdown,
+    /// Stop the children of one stage for good (no restart): the first step of a graceful stop.
+    StopStage(&'static str),
 }
 
 /// The supervisor actor.
@@ -96,7 +98,7 @@ impl PipelineSupervisor {
         st: &mut SupervisorState,
     ) -> Result<(), String> {
         let cell = (spec.spawn)(myself.get_cell()).await?;
-        st.children.insert(cell.get_id(), spec);
+        st.children.insert(cell.get_id(), (spec, cell));
         Ok(())
     }
 
@@ -110,7 +112,7 @@ impl PipelineSupervisor {
     }
 
     async fn on_failure(myself: &ActorRef<SupervisorMsg>, id: ActorId, err: String, st: &mut SupervisorState) {
-        let Some(spec) = st.children.remove(&id) else {
+        let Some((spec, _dead)) = st.children.remove(&id) else {
             return;
         };
         tracing::error!(stage = spec.stage, error = %err, "stage failed; restarting it");
@@ -170,6 +172,15 @@ impl Actor for PipelineSupervisor {
                 }
                 st.children.clear();
                 myself.stop(Some("shutdown".into()));
+            }
+            SupervisorMsg::StopStage(stage) => {
+                let ids: Vec<ActorId> =
+                    st.children.iter().filter(|(_, (s, _))| s.stage == stage).map(|(id, _)| *id).collect();
+                for id in ids {
+                    if let Some((_, cell)) = st.children.remove(&id) {
+                        cell.kill();
+                    }
+                }
             }
         }
         Ok(())

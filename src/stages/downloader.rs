@@ -64,8 +64,14 @@ impl<B: ByteSource> Downloader<B> {
     async fn handle(&self, mut planned: Planned, emit: &Emit<Transfer>) -> Result<(), StageError> {
         if let ActionKind::Copy { from, fallback } = &planned.kind {
             let still_there = self.dest.head(from).await.ok().flatten().is_some();
+            // A crash between the copy and its commit leaves the bytes at the new key only.
+            let already_moved = || async { self.dest.head(&planned.key).await.ok().flatten() == planned.file.size };
             if !still_there {
-                planned.kind = ActionKind::Upload { source: fallback.clone() };
+                planned.kind = if planned.file.size.is_some() && already_moved().await {
+                    ActionKind::Copy { from: planned.key.clone(), fallback: fallback.clone() }
+                } else {
+                    ActionKind::Upload { source: fallback.clone() }
+                };
             }
         }
         let source = match &planned.kind {
