@@ -171,6 +171,25 @@ pub struct SourceConfig {
     pub page_size: u32,
     /// Email to impersonate with domain-wide delegation.
     pub subject: Option<String>,
+    /// Push notifications (continuous mode).
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// `[source.webhook]`: Drive POSTs change notifications to `public_url`, which must reach `listen`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Local address to serve notifications on.
+    pub listen: String,
+    /// HTTPS URL Drive posts to (Google requires HTTPS on a verified domain).
+    pub public_url: String,
+    /// Channel lifetime before renewal (Drive caps change channels at one week).
+    #[serde(default = "default_channel_ttl")]
+    pub channel_ttl: HumanDuration,
+}
+
+fn default_channel_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(24 * 3600))
 }
 
 fn default_api_base() -> String {
@@ -583,6 +602,14 @@ impl Config {
         }
         if s.drives.is_empty() {
             p.push("source.drives: list at least one drive (\"my-drive\", a shared drive id, or \"all\")".into());
+        }
+        if let Some(w) = &s.webhook {
+            if w.listen.parse::<std::net::SocketAddr>().is_err() {
+                p.push(format!("source.webhook.listen: {:?} is not an address like \"0.0.0.0:8080\"", w.listen));
+            }
+            if url::Url::parse(&w.public_url).map(|u| !["http", "https"].contains(&u.scheme())).unwrap_or(true) {
+                p.push(format!("source.webhook.public_url: {:?} is not an http(s) URL", w.public_url));
+            }
         }
         if !(1..=1000).contains(&s.page_size) {
             p.push("source.page_size: must be between 1 and 1000".into());

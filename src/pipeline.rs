@@ -286,6 +286,23 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         within: cfg.supervisor.within.0,
         fatal: fatal_tx,
     };
+    let webhook = match (&cfg.source.webhook, opts.once) {
+        (Some(w), false) => {
+            let listen = w.listen.parse().map_err(|e| PipelineError::Scope(format!("webhook.listen: {e}")))?;
+            let hook = crate::drive::webhook::Webhook::start(
+                listen,
+                w.public_url.clone(),
+                w.channel_ttl.0,
+                drive.clone(),
+                wake.clone(),
+            )
+            .await
+            .map_err(PipelineError::Supervision)?;
+            tracing::info!(listen = %hook.local_addr, "push notifications registered");
+            Some(hook)
+        }
+        _ => None,
+    };
     let (sup, sup_handle) = Actor::spawn(None, PipelineSupervisor, sup_args)
         .await
         .map_err(|e| PipelineError::Supervision(format!("pipeline failed to start: {e}")))?;
@@ -316,6 +333,9 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         drain(&in_flight, &commit, Duration::from_secs(30)).await;
     }
     depth_sampler.abort();
+    if let Some(hook) = webhook {
+        hook.stop().await;
+    }
     sup.cast(SupervisorMsg::Shutdown).ok();
     let _ = sup_handle.await;
     if opts.progress {

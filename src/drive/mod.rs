@@ -3,6 +3,7 @@
 
 mod auth;
 pub mod error;
+pub mod webhook;
 
 pub use error::DriveError;
 
@@ -453,4 +454,78 @@ impl crate::stages::planner::FolderLookup for DriveClient {
     async fn lookup(&self, id: &FileId) -> Result<Option<DriveFile>, DriveError> {
         self.get_file(id).await
     }
+}
+
+/// A registered push-notification channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchChannel {
+    /// Our channel id.
+    pub id: String,
+    /// Drive's resource id (needed to stop it).
+    pub resource_id: String,
+    /// The secret Drive echoes in `X-Goog-Channel-Token`.
+    pub token: String,
+    /// Expiry, Unix milliseconds.
+    pub expiration_ms: i64,
+}
+
+impl DriveClient {
+    /// `changes.watch`: asks Drive to POST change notifications to `address`.
+    pub async fn watch_changes(&self, address: &str, ttl: Duration) -> Result<WatchChannel, DriveError> {
+        let page_token = self.start_page_token().await?;
+        let id = random_hex(16);
+        let token = random_hex(24);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let request = google_drive3::api::Channel {
+            id: Some(id.clone()),
+            type_: Some("web_hook".into()),
+            address: Some(address.to_string()),
+            token: Some(token.clone()),
+            expiration: Some(now_ms + ttl.as_millis() as i64),
+            ..Default::default()
+        };
+        let ch = self
+            .paced("drive", || async {
+                let (_, ch) = self
+                    .hub
+                    .changes()
+                    .watch(request.clone(), &page_token)
+                    .supports_all_drives(true)
+                    .include_items_from_all_drives(true)
+                    .include_removed(true)
+                    .add_scope(Scope::Readonly)
+                    .doit()
+                    .await?;
+                Ok(ch)
+            })
+            .await?;
+        Ok(WatchChannel {
+            id,
+            resource_id: ch.resource_id.unwrap_or_default(),
+            token,
+            expiration_ms: ch.expiration.unwrap_or(now_ms + ttl.as_millis() as i64),
+        })
+    }
+
+    /// `channels.stop`.
+    pub async fn stop_channel(&self, ch: &WatchChannel) -> Result<(), DriveError> {
+        let request = google_drive3::api::Channel {
+            id: Some(ch.id.clone()),
+            resource_id: Some(ch.resource_id.clone()),
+            ..Default::default()
+        };
+        self.paced("drive", || async {
+            self.hub.channels().stop(request.clone()).add_scope(Scope::Readonly).doit().await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// A random lowercase hex string of `bytes` random bytes (channel ids and secrets).
+pub fn random_hex(bytes: usize) -> String {
+    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
 }

@@ -1,0 +1,81 @@
+//! Push notifications: a `change` notification from Drive triggers a poll long before
+//! `poll_interval`; a forged notification is rejected with 401; the channel is stopped on shutdown.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_triggers_a_poll_and_a_forged_one_is_rejected() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = env.config("hook", &env.local_dest("mirror"), "");
+    let hook = format!(
+        "poll_interval = \"1h\"\n\n[source.webhook]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}/drive-hook\"\n"
+    );
+    let t = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("drives = [\"all\"]\n", &format!("drives = [\"all\"]\n{hook}"));
+    std::fs::write(&config, t).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
+        .args(["run", config.to_str().unwrap()])
+        .env("MIRRORFLOW_LOG", "mirrorflow=warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mirror = env.dir.path().join("mirror");
+    let expected = expected_files(&env.tree().await).len();
+    poll_until(|| count_files(&mirror) >= expected).await;
+
+    // Forged: wrong token.
+    let forged = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/drive-hook"))
+        .header("X-Goog-Channel-ID", "not-ours")
+        .header("X-Goog-Channel-Token", "guess")
+        .header("X-Goog-Resource-State", "change")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+
+    // A real change: the emulator notifies the channel; the new file arrives long before the 1h poll.
+    let root = env.tree().await.root_id;
+    env.control(
+        "mutate",
+        serde_json::json!({"ops": [{"op": "create", "parent": root, "name": "pushed.txt", "size": 321}]}),
+    )
+    .await;
+    poll_until(|| mirror.join("my-drive/pushed.txt").exists()).await;
+    let stats = env.stats().await;
+    assert!(stats["requests"].as_object().unwrap().keys().any(|k| k.starts_with("changes.watch 200")), "{stats}");
+
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stats = env.stats().await;
+    assert!(stats["requests"].as_object().unwrap().keys().any(|k| k.starts_with("channels.stop 2")), "{stats}");
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            n += if p.is_dir() { count_files(&p) } else { 1 };
+        }
+    }
+    n
+}
+
+/// Polls `cond` for up to a minute (a deadline against hangs, not a timing assertion).
+async fn poll_until(mut cond: impl FnMut() -> bool) {
+    for _ in 0..1200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached within a minute");
+}
