@@ -231,25 +231,52 @@ fn open_store(path: &std::path::Path) -> anyhow::Result<mirrorflow::state::Store
 }
 
 fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    let store = open_store(path)?;
+    let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
+    let live: Option<serde_json::Value> = std::fs::read(cfg.state.dir.join(pipeline::LIVE_STATUS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let store = match mirrorflow::state::Store::open(&cfg.state.dir) {
+        Ok(s) => s,
+        Err(e) => {
+            // A running pipeline holds the store's lock: show what it publishes instead.
+            let Some(live) = live else { return Err(e).context("opening the state store") };
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"live": live}))?);
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let counts = store.counts()?;
     let checkpoint = store.checkpoint()?;
+    let now = mirrorflow::state::unix_ms();
+    let cp = checkpoint.as_ref().map(|c| {
+        let phase = match &c.phase {
+            mirrorflow::state::FeedPhase::Listing { job, .. } => format!("initial listing, pass {}", job + 1),
+            mirrorflow::state::FeedPhase::Changes { token } => format!("following changes from token {token}"),
+        };
+        serde_json::json!({"drives": "all in scope (one change feed)", "phase": phase, "start_token": c.start_token,
+            "last_poll_unix_ms": c.read_at_unix_ms, "checkpoint_age_seconds": now.saturating_sub(c.read_at_unix_ms) / 1000})
+    });
+    let v = serde_json::json!({
+        "checkpoint": cp,
+        "files": counts.files, "folders": counts.folders, "bytes": counts.bytes, "dead_lettered": counts.dead_lettered,
+        "in_flight": live.as_ref().and_then(|l| l.get("in_flight").cloned()).unwrap_or(0.into()),
+        "last_run": live,
+    });
     if json {
-        let v = serde_json::json!({
-            "checkpoint": checkpoint.as_ref().map(|c| serde_json::json!({"start_token": c.start_token, "phase": format!("{:?}", c.phase)})),
-            "files": counts.files, "folders": counts.folders, "bytes": counts.bytes, "dead_lettered": counts.dead_lettered,
-        });
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        match &checkpoint {
-            Some(c) => println!("checkpoint: {:?} (start token {})", c.phase, c.start_token),
-            None => println!("checkpoint: none (the next run lists everything)"),
-        }
-        println!(
-            "files mirrored: {}\nbytes mirrored: {}\nfolders: {}\ndead-lettered: {}",
-            counts.files, counts.bytes, counts.folders, counts.dead_lettered
-        );
+        return Ok(ExitCode::SUCCESS);
     }
+    match &cp {
+        Some(c) => println!(
+            "checkpoint: {} (last poll {}s ago)",
+            c["phase"].as_str().unwrap_or(""),
+            c["checkpoint_age_seconds"]
+        ),
+        None => println!("checkpoint: none (the next run lists everything)"),
+    }
+    println!(
+        "files mirrored: {}\nbytes mirrored: {}\nfolders: {}\ndead-lettered: {}",
+        counts.files, counts.bytes, counts.folders, counts.dead_lettered
+    );
     Ok(ExitCode::SUCCESS)
 }
 

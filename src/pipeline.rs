@@ -320,6 +320,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
             }
             _ = ticker.tick() => {
                 if opts.progress { print_progress(&progress_rx.borrow(), in_flight.len()); }
+                write_live_status(&cfg.state.dir, &progress_rx.borrow(), in_flight.len(), true);
             }
             _ = shutdown_signal() => {
                 tracing::info!("signal received: stopping the feed and draining");
@@ -341,6 +342,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     if opts.progress {
         eprintln!();
     }
+    write_live_status(&cfg.state.dir, &progress_rx.borrow(), in_flight.len(), false);
     result?;
     let dead_letters = store.dead_letters()?;
     let progress = progress_rx.borrow().clone();
@@ -400,6 +402,25 @@ async fn drain(in_flight: &InFlight, commit: &mpsc::Sender<CommitMsg>, limit: Du
             in_flight = in_flight.len(),
             "stop timeout: abandoning in-flight work (it is replayed on the next run)"
         );
+    }
+}
+
+/// The file a running pipeline refreshes every two seconds, for `mirrorflow status` (the store itself is
+/// locked by the running process).
+pub const LIVE_STATUS_FILE: &str = "status.json";
+
+fn write_live_status(dir: &std::path::Path, p: &Progress, in_flight: usize, running: bool) {
+    let v = serde_json::json!({
+        "running": running,
+        "pid": std::process::id(),
+        "updated_unix_ms": crate::state::unix_ms(),
+        "in_flight": in_flight,
+        "this_run": {"mirrored": p.committed, "bytes": p.bytes, "removed": p.removed, "skipped": p.skipped,
+                     "folders": p.folders, "dead_lettered": p.dead_lettered},
+    });
+    let tmp = dir.join(format!("{LIVE_STATUS_FILE}.tmp"));
+    if std::fs::write(&tmp, v.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, dir.join(LIVE_STATUS_FILE));
     }
 }
 

@@ -89,7 +89,11 @@ impl<S: ChangeSource> ChangeFeed<S> {
     }
 
     async fn mark(&self, out: &FeedOutputs, start_token: &str, phase: &FeedPhase) -> Result<(), StageError> {
-        let checkpoint = Checkpoint { start_token: start_token.to_string(), phase: phase.clone() };
+        let checkpoint = Checkpoint {
+            start_token: start_token.to_string(),
+            phase: phase.clone(),
+            read_at_unix_ms: crate::state::unix_ms(),
+        };
         out.commit.send(CommitMsg::Mark { last_seq: self.last_seq(), checkpoint }).await.map_err(|_| StageError::Closed)
     }
 

@@ -145,7 +145,8 @@ impl Stage for Committer {
             .await
             .map_err(|e| StageError::Fatal(format!("store task: {e}")))?
             .map_err(|e| StageError::Fatal(e.to_string()))?;
-        if batch.checkpoint.is_some() {
+        if let Some(cp) = &batch.checkpoint {
+            crate::metrics::checkpoint_lag(crate::state::unix_ms().saturating_sub(cp.read_at_unix_ms) as f64 / 1000.0);
             tracing::debug!(watermark = next_state.watermark.next_unfinished(), "checkpoint saved");
         }
         let caught_up = next_state.caught_up();

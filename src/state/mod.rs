@@ -30,6 +30,13 @@ pub struct Checkpoint {
     pub start_token: String,
     /// How far the feed got.
     pub phase: FeedPhase,
+    /// When the feed read the page this checkpoint resumes after (Unix ms): the last poll time.
+    pub read_at_unix_ms: u64,
+}
+
+/// Now, in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// The feed's phase.
@@ -329,6 +336,7 @@ mod tests {
                     },
                 ],
                 checkpoint: Some(Checkpoint {
+                    read_at_unix_ms: 1,
                     start_token: "t0".into(),
                     phase: FeedPhase::Changes { token: "t9".into() },
                 }),
