@@ -570,13 +570,13 @@ impl Config {
         if self.retry.max_attempts == 0 {
             p.push("retry.max_attempts: must be at least 1".into());
         }
-        if !(self.rate_limit.drive_rps > 0.0) {
+        if self.rate_limit.drive_rps.is_nan() || self.rate_limit.drive_rps <= 0.0 {
             p.push("rate_limit.drive_rps: must be greater than 0".into());
         }
-        if let Some(l) = &self.metrics.listen {
-            if l.parse::<std::net::SocketAddr>().is_err() {
-                p.push(format!("metrics.listen: {l:?} is not an address like \"127.0.0.1:9898\""));
-            }
+        if let Some(l) = &self.metrics.listen
+            && l.parse::<std::net::SocketAddr>().is_err()
+        {
+            p.push(format!("metrics.listen: {l:?} is not an address like \"127.0.0.1:9898\""));
         }
         if let Some(s) = &self.testing.fail_stage {
             if !STAGE_NAMES.contains(&s.as_str()) {
@@ -639,10 +639,10 @@ impl Config {
                 d.url
             )),
         }
-        if let Some(e) = &d.endpoint {
-            if url::Url::parse(e).is_err() {
-                p.push(format!("destination.endpoint: {e:?} is not a URL"));
-            }
+        if let Some(e) = &d.endpoint
+            && url::Url::parse(e).is_err()
+        {
+            p.push(format!("destination.endpoint: {e:?} is not a URL"));
         }
         if self.pipeline.part_size.0 < 5 << 20 {
             p.push("pipeline.part_size: S3 needs parts of at least 5MiB".into());

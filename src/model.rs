@@ -98,7 +98,9 @@ impl DriveFile {
     }
 }
 
-/// What changed about one file, as the change-feed saw it.
+/// What changed about one file, as the change-feed saw it. (Unboxed on purpose: events move by value
+/// through channels, and boxing would cost an allocation per event.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChangeKind {
     /// The item exists with this metadata (created, modified, renamed, moved, trashed…).

@@ -54,7 +54,7 @@ async fn continuous_mode_follows_changes_and_sigterm_drains_and_exits_zero() {
         .unwrap()
         .replace("drives = [\"all\"]", "drives = [\"all\"]\npoll_interval = \"200ms\"");
     std::fs::write(&config, text_cfg).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
         .args(["run", config.to_str().unwrap()])
         .env("MIRRORFLOW_LOG", "mirrorflow=warn")
         .stdout(std::process::Stdio::piped())

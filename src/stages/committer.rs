@@ -118,13 +118,13 @@ impl Committer {
     /// Hands each finished file's waiting event back to dedup without ever blocking the committer.
     fn release_waiting(&self, batch: &CommitBatch) {
         for o in &batch.outcomes {
-            if let Some(next) = self.in_flight.finish(&o.file_id, o.seq.0) {
-                if let Err(mpsc::error::TrySendError::Full(ev)) = self.release.try_send(next) {
-                    let tx = self.release.clone();
-                    tokio::spawn(async move {
-                        let _ = tx.send(ev).await;
-                    });
-                }
+            if let Some(next) = self.in_flight.finish(&o.file_id, o.seq.0)
+                && let Err(mpsc::error::TrySendError::Full(ev)) = self.release.try_send(next)
+            {
+                let tx = self.release.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(ev).await;
+                });
             }
         }
     }
@@ -154,10 +154,10 @@ impl Stage for Committer {
         for o in &batch.outcomes {
             crate::metrics::event(Self::NAME, outcome_label(&o.kind));
         }
-        if batch.outcomes.iter().any(|o| matches!(o.kind, OutcomeKind::DeadLettered(_) | OutcomeKind::Committed(_))) {
-            if let Ok(d) = self.store.dead_letters() {
-                crate::metrics::dlq_files(d.len());
-            }
+        if batch.outcomes.iter().any(|o| matches!(o.kind, OutcomeKind::DeadLettered(_) | OutcomeKind::Committed(_)))
+            && let Ok(d) = self.store.dead_letters()
+        {
+            crate::metrics::dlq_files(d.len());
         }
         self.release_waiting(&batch);
         self.publish(&batch, caught_up);

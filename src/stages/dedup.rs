@@ -21,6 +21,7 @@ struct Slot {
 }
 
 /// What admission decided.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admission {
     /// Go ahead: the event is now the file's active one.

@@ -150,10 +150,10 @@ impl<L: FolderLookup> Planner<L> {
     }
 
     fn release(&mut self, id: &FileId) {
-        if let Some(class) = self.owned.remove(id) {
-            if self.claims.get(&class) == Some(id) {
-                self.claims.remove(&class);
-            }
+        if let Some(class) = self.owned.remove(id)
+            && self.claims.get(&class) == Some(id)
+        {
+            self.claims.remove(&class);
         }
     }
 
@@ -273,12 +273,11 @@ impl<L: FolderLookup> Planner<L> {
             (Source::Media, None)
         };
         let key = ObjectKey(self.claim(&file.id, &parent, &file.name, source.1.as_deref()));
-        if let (Some(max), Some(size)) = (self.layout.max_file_size, file.size) {
-            if size > max {
-                let dl =
-                    dead_letter(&file, Some(key), "fileTooLarge", format!("{size} bytes is over max_file_size {max}"));
-                return Ok(Err(outcome(&event, OutcomeKind::DeadLettered(dl))));
-            }
+        if let (Some(max), Some(size)) = (self.layout.max_file_size, file.size)
+            && size > max
+        {
+            let dl = dead_letter(&file, Some(key), "fileTooLarge", format!("{size} bytes is over max_file_size {max}"));
+            return Ok(Err(outcome(&event, OutcomeKind::DeadLettered(dl))));
         }
         let existing = self.store.file(&file.id).map_err(|e| StageError::Fatal(e.to_string()))?;
         let previous_key = existing.as_ref().map(|r| r.key.clone()).filter(|k| *k != key);
@@ -342,6 +341,7 @@ impl<L: FolderLookup> Planner<L> {
     }
 
     /// A tree change that only touches the store is an outcome; one that moves objects is an action.
+    #[allow(clippy::result_large_err)]
     fn tree_action(
         &self,
         seq: ChangeSeq,

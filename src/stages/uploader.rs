@@ -47,6 +47,7 @@ impl StreamHasher {
     }
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Written {
     Done(Uploaded),
     Abandoned,

@@ -41,15 +41,15 @@ pub fn check_against_drive(u: &Uploaded) -> Result<(), Mismatch> {
     let f = &u.planned.file;
     let is_media = !matches!(&u.planned.kind, crate::model::ActionKind::Upload { source: Source::Export { .. } });
     if is_media {
-        if let Some(expected) = f.size {
-            if expected != u.size {
-                return Err(Mismatch::Size { expected, got: u.size });
-            }
+        if let Some(expected) = f.size
+            && expected != u.size
+        {
+            return Err(Mismatch::Size { expected, got: u.size });
         }
-        if let Some(expected) = &f.md5 {
-            if !expected.eq_ignore_ascii_case(&u.md5) {
-                return Err(Mismatch::Md5 { expected: expected.clone(), got: u.md5.clone() });
-            }
+        if let Some(expected) = &f.md5
+            && !expected.eq_ignore_ascii_case(&u.md5)
+        {
+            return Err(Mismatch::Md5 { expected: expected.clone(), got: u.md5.clone() });
         }
     }
     Ok(())
@@ -78,10 +78,10 @@ impl Verifier {
         if let Some(m) = mismatch {
             return self.retry_or_dead_letter(u, m, emit).await;
         }
-        if let Some(old) = &u.planned.previous_key {
-            if let Err(e) = self.dest.delete(old).await {
-                tracing::warn!(key = %old, error = %e, "could not remove the old key after a move");
-            }
+        if let Some(old) = &u.planned.previous_key
+            && let Err(e) = self.dest.delete(old).await
+        {
+            tracing::warn!(key = %old, error = %e, "could not remove the old key after a move");
         }
         crate::metrics::event(Self::NAME, "verified");
         let p = &u.planned;

@@ -281,7 +281,7 @@ pub async fn s3_server() -> S3Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-s3/bin/moto_server");
     let program = if venv.exists() { venv.display().to_string() } else { "moto_server".to_string() };
-    let child = std::process::Command::new(&program)
+    let mut child = std::process::Command::new(&program)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -294,6 +294,8 @@ pub async fn s3_server() -> S3Server {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("moto did not start on {endpoint}");
 }
 
