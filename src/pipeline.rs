@@ -166,6 +166,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     let store = Store::open(&cfg.state.dir)?;
     let dest = Destination::from_config(&cfg.destination, &cfg.retry)?;
     dest.check_reachable().await?;
+    abort_orphaned_uploads(&store, &dest).await?;
     let drive = Arc::new(drive_client(cfg).await?);
     let scope = discover_scope(cfg, &drive).await?;
     tracing::info!(my_drive = scope.my_drive_root.is_some(), shared_drives = scope.shared.len(), "scope resolved");
@@ -227,7 +228,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         children.push(worker_spec(build, to_downloader.rx.clone(), emit_to(to_uploader.tx.clone(), &commit)));
     }
     for _ in 0..st("uploader").concurrency {
-        let (dest, faults) = (dest.clone(), faults.clone());
+        let (dest, faults, store) = (dest.clone(), faults.clone(), store.clone());
         let (part_size, part_concurrency) = (cfg.pipeline.part_size.0 as usize, st("uploader").part_concurrency);
         let refetch = to_downloader.tx.clone();
         let build = move || {
@@ -235,6 +236,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
                 dest: dest.clone(),
                 part_size,
                 part_concurrency,
+                store: store.clone(),
                 refetch: refetch.clone(),
                 faults: faults.clone(),
             })
@@ -347,6 +349,16 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     let dead_letters = store.dead_letters()?;
     let progress = progress_rx.borrow().clone();
     Ok(RunSummary { progress, dead_letters, interrupted })
+}
+
+/// Multipart uploads a crashed run left behind are aborted (their files are fetched again).
+async fn abort_orphaned_uploads(store: &Store, dest: &Destination) -> Result<(), PipelineError> {
+    for (file, rec) in store.pending_uploads()? {
+        tracing::info!(%file, key = %rec.key, "aborting a multipart upload left by an interrupted run");
+        dest.abort_upload(&rec.key, &rec.upload_id).await?;
+        store.clear_upload(&file)?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -7,9 +7,10 @@ use crate::config::{DeletePolicy, DestinationConfig, KeyMode, RetryConfig};
 use crate::model::ObjectKey;
 use crate::retry::{Classified, ErrorClass};
 use bytes::Bytes;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, WriteMultipart,
+    Attribute, Attributes, MultipartId, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, WriteMultipart,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +74,7 @@ pub struct ObjectMeta {
 #[derive(Clone)]
 pub struct Destination {
     store: Arc<dyn ObjectStore>,
+    multipart: Option<Arc<dyn MultipartStore>>,
     prefix: String,
     supports_metadata: bool,
     /// Key alphabet.
@@ -91,6 +93,7 @@ impl Destination {
     /// Builds the store from `[destination]`; credentials fall back to the AWS_* environment.
     pub fn from_config(cfg: &DestinationConfig, retry: &RetryConfig) -> Result<Destination, DestError> {
         let url = url::Url::parse(&cfg.url).map_err(|e| DestError::Config(format!("url {:?}: {e}", cfg.url)))?;
+        let mut multipart: Option<Arc<dyn MultipartStore>> = None;
         let (store, prefix, supports_metadata): (Arc<dyn ObjectStore>, String, bool) = match url.scheme() {
             "file" => {
                 let dir = url.to_file_path().map_err(|_| DestError::Config(format!("bad file URL {:?}", cfg.url)))?;
@@ -102,13 +105,24 @@ impl Destination {
                 (Arc::new(fs), String::new(), false)
             }
             "memory" => (Arc::new(object_store::memory::InMemory::new()), String::new(), true),
-            "s3" => (Arc::new(build_s3(cfg, &url, retry)?), url_prefix(&url), true),
+            "s3" => {
+                let s3 = Arc::new(build_s3(cfg, &url, retry)?);
+                multipart = Some(s3.clone());
+                (s3, url_prefix(&url), true)
+            }
             _ => {
                 let (store, path) = object_store::parse_url(&url).map_err(|e| DestError::Config(e.to_string()))?;
                 (Arc::from(store), path.to_string(), true)
             }
         };
-        Ok(Destination { store, prefix, supports_metadata, key_mode: cfg.key_mode(), delete_policy: cfg.deletes })
+        Ok(Destination {
+            store,
+            multipart,
+            prefix,
+            supports_metadata,
+            key_mode: cfg.key_mode(),
+            delete_policy: cfg.deletes,
+        })
     }
 
     /// The prefix every key starts with (may be empty).
@@ -171,6 +185,63 @@ impl Destination {
             source,
         })?;
         Ok(WriteMultipart::new_with_chunk_size(upload, part_size))
+    }
+
+    /// True when multipart uploads have ids we can record, so a crash never leaves one orphaned.
+    pub fn has_recorded_multipart(&self) -> bool {
+        self.multipart.is_some()
+    }
+
+    fn mp(&self) -> Result<&Arc<dyn MultipartStore>, DestError> {
+        self.multipart.as_ref().ok_or_else(|| DestError::Config("this store has no resumable multipart API".into()))
+    }
+
+    /// Creates a multipart upload and returns its id (to be recorded before any part is sent).
+    pub async fn create_upload(&self, key: &ObjectKey, meta: &ObjectMeta) -> Result<MultipartId, DestError> {
+        let opts = PutMultipartOptions { attributes: self.attributes(meta), ..Default::default() };
+        self.mp()?.create_multipart_opts(&Self::path(key)?, opts).await.map_err(|source| DestError::Store {
+            op: "create_multipart",
+            key: key.0.clone(),
+            source,
+        })
+    }
+
+    /// Uploads part `idx` of an upload.
+    pub async fn put_part(
+        &self,
+        key: &ObjectKey,
+        id: &MultipartId,
+        idx: usize,
+        body: Vec<Bytes>,
+    ) -> Result<PartId, DestError> {
+        let payload: object_store::PutPayload = body.into_iter().collect();
+        self.mp()?.put_part(&Self::path(key)?, id, idx, payload).await.map_err(|source| DestError::Store {
+            op: "put_part",
+            key: key.0.clone(),
+            source,
+        })
+    }
+
+    /// Completes an upload from its parts, in order.
+    pub async fn complete_upload(
+        &self,
+        key: &ObjectKey,
+        id: &MultipartId,
+        parts: Vec<PartId>,
+    ) -> Result<(), DestError> {
+        self.mp()?
+            .complete_multipart(&Self::path(key)?, id, parts)
+            .await
+            .map(|_| ())
+            .map_err(|source| DestError::Store { op: "complete_multipart", key: key.0.clone(), source })
+    }
+
+    /// Aborts an upload; an upload the server no longer knows is fine.
+    pub async fn abort_upload(&self, key: &ObjectKey, id: &MultipartId) -> Result<(), DestError> {
+        match self.mp()?.abort_multipart(&Self::path(key)?, id).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(DestError::Store { op: "abort_multipart", key: key.0.clone(), source }),
+        }
     }
 
     /// The object's size, or `None` if absent.

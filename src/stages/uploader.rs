@@ -20,6 +20,8 @@ pub struct Uploader {
     pub part_size: usize,
     /// Parts in flight per file.
     pub part_concurrency: usize,
+    /// Store, to record multipart uploads before their first part.
+    pub store: crate::state::Store,
     /// The downloader's input, for a copy whose source vanished (fetch the bytes instead).
     pub refetch: tokio::sync::mpsc::Sender<Planned>,
     /// Failure injection.
@@ -77,50 +79,67 @@ impl Uploader {
         let mut hasher = StreamHasher::default();
         let mut pending: Vec<Bytes> = Vec::new();
         let mut pending_len = 0usize;
-        let mut multipart = None;
+        let mut multipart: Option<Multipart> = None;
         loop {
             match body.recv().await {
                 Some(Chunk::Data(bytes)) => {
                     hasher.update(&bytes);
                     crate::metrics::bytes("upload", bytes.len() as u64);
-                    match multipart.as_mut() {
-                        Some(mp) => {
-                            let mp: &mut object_store::WriteMultipart = mp;
-                            mp.wait_for_capacity(self.part_concurrency)
-                                .await
-                                .map_err(|source| store_err("put_part", &planned, source))?;
-                            mp.put(bytes);
+                    pending_len += bytes.len();
+                    pending.push(bytes);
+                    if pending_len >= self.part_size {
+                        if multipart.is_none() {
+                            multipart = Some(self.start_multipart(&planned, &meta).await?);
                         }
-                        None => {
-                            pending_len += bytes.len();
-                            pending.push(bytes);
-                            if pending_len >= self.part_size {
-                                let mut mp = self.dest.multipart(&planned.key, &meta, self.part_size).await?;
-                                for b in pending.drain(..) {
-                                    mp.put(b);
-                                }
-                                multipart = Some(mp);
-                            }
+                        if let Some(mp) = multipart.as_mut() {
+                            mp.send(std::mem::take(&mut pending), self.part_concurrency).await?;
                         }
+                        pending_len = 0;
                     }
                 }
                 Some(Chunk::End) => break,
                 Some(Chunk::Abort) | None => {
                     if let Some(mp) = multipart {
-                        let _ = mp.abort().await;
+                        mp.abort(&self.store).await;
                     }
                     return Ok(Written::Abandoned);
                 }
             }
         }
         match multipart {
-            Some(mp) => {
-                mp.finish().await.map_err(|source| store_err("complete_multipart", &planned, source))?;
+            Some(mut mp) => {
+                if !pending.is_empty() {
+                    mp.send(pending, self.part_concurrency).await?;
+                }
+                mp.finish(&self.store).await?;
             }
             None => self.dest.put(&planned.key, pending, &meta).await?,
         }
         let (md5, sha256, size) = hasher.finish();
         Ok(Written::Done(Uploaded { planned, md5, sha256, size }))
+    }
+
+    /// Starts a multipart upload: on stores with upload ids (S3, GCS, Azure) the id is recorded in the
+    /// state store before any part is sent, so a crash leaves nothing orphaned (the next run aborts it).
+    async fn start_multipart(&self, planned: &Planned, meta: &ObjectMeta) -> Result<Multipart, DestError> {
+        if !self.dest.has_recorded_multipart() {
+            let mp = self.dest.multipart(&planned.key, meta, self.part_size).await?;
+            return Ok(Multipart::Plain(mp));
+        }
+        let id = self.dest.create_upload(&planned.key, meta).await?;
+        let rec = crate::state::UploadRecord { key: planned.key.clone(), upload_id: id.clone() };
+        if let Err(e) = self.store.record_upload(&planned.file.id, &rec) {
+            let _ = self.dest.abort_upload(&planned.key, &id).await;
+            return Err(DestError::Config(format!("cannot record the upload: {e}")));
+        }
+        Ok(Multipart::Recorded(RecordedUpload {
+            dest: self.dest.clone(),
+            file: planned.file.id.clone(),
+            key: planned.key.clone(),
+            id,
+            parts: Vec::new(),
+            running: tokio::task::JoinSet::new(),
+        }))
     }
 
     async fn handle(&self, t: Transfer, emit: &Emit<Uploaded>) -> Result<(), StageError> {
@@ -205,8 +224,105 @@ impl Uploader {
     }
 }
 
-fn store_err(op: &'static str, planned: &Planned, source: object_store::Error) -> DestError {
-    DestError::Store { op, key: planned.key.0.clone(), source }
+/// A multipart upload in progress.
+enum Multipart {
+    /// Through `WriteMultipart` (local folders: no upload id to record).
+    Plain(object_store::WriteMultipart),
+    /// Through `MultipartStore`, with its id recorded in the state store.
+    Recorded(RecordedUpload),
+}
+
+/// Parts go up in parallel (bounded); the id is in the store until completed or aborted.
+struct RecordedUpload {
+    dest: Destination,
+    file: crate::model::FileId,
+    key: crate::model::ObjectKey,
+    id: object_store::MultipartId,
+    parts: Vec<Option<object_store::multipart::PartId>>,
+    running: tokio::task::JoinSet<(usize, Result<object_store::multipart::PartId, DestError>)>,
+}
+
+impl RecordedUpload {
+    async fn reap_one(&mut self) -> Result<(), DestError> {
+        if let Some(joined) = self.running.join_next().await {
+            let (idx, r) = joined.map_err(|e| DestError::Config(format!("part task: {e}")))?;
+            self.parts[idx] = Some(r?);
+        }
+        Ok(())
+    }
+}
+
+impl Multipart {
+    async fn send(&mut self, body: Vec<Bytes>, concurrency: usize) -> Result<(), DestError> {
+        match self {
+            Multipart::Plain(mp) => {
+                for b in body {
+                    mp.wait_for_capacity(concurrency).await.map_err(|source| DestError::Store {
+                        op: "put_part",
+                        key: String::new(),
+                        source,
+                    })?;
+                    mp.put(b);
+                }
+                Ok(())
+            }
+            Multipart::Recorded(up) => {
+                while up.running.len() >= concurrency {
+                    up.reap_one().await?;
+                }
+                let idx = up.parts.len();
+                up.parts.push(None);
+                let (dest, key, id) = (up.dest.clone(), up.key.clone(), up.id.clone());
+                up.running.spawn(async move { (idx, dest.put_part(&key, &id, idx, body).await) });
+                Ok(())
+            }
+        }
+    }
+
+    async fn finish(self, store: &crate::state::Store) -> Result<(), DestError> {
+        match self {
+            Multipart::Plain(mp) => {
+                mp.finish().await.map_err(|source| DestError::Store {
+                    op: "complete_multipart",
+                    key: String::new(),
+                    source,
+                })?;
+                Ok(())
+            }
+            Multipart::Recorded(mut up) => {
+                let result = async {
+                    while !up.running.is_empty() {
+                        up.reap_one().await?;
+                    }
+                    let parts = up
+                        .parts
+                        .iter()
+                        .map(|p| p.clone().ok_or_else(|| DestError::Config("missing part".into())))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    up.dest.complete_upload(&up.key, &up.id, parts).await
+                }
+                .await;
+                if result.is_err() {
+                    let _ = up.dest.abort_upload(&up.key, &up.id).await;
+                }
+                let _ = store.clear_upload(&up.file);
+                result
+            }
+        }
+    }
+
+    async fn abort(self, store: &crate::state::Store) {
+        match self {
+            Multipart::Plain(mp) => {
+                let _ = mp.abort().await;
+            }
+            Multipart::Recorded(mut up) => {
+                up.running.abort_all();
+                let _ = up.dest.abort_upload(&up.key, &up.id).await;
+                let _ = store.clear_upload(&up.file);
+            }
+        }
+    }
 }
 
 impl Stage for Uploader {

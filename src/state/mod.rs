@@ -90,6 +90,16 @@ pub struct Store {
     checkpoints: Keyspace,
     dlq: Keyspace,
     audit: Keyspace,
+    uploads: Keyspace,
+}
+
+/// A multipart upload in progress, recorded before its first part so a crash never orphans it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// Key being written.
+    pub key: ObjectKey,
+    /// The store's upload id.
+    pub upload_id: String,
 }
 
 const CHECKPOINT_KEY: &[u8] = b"feed";
@@ -107,6 +117,7 @@ impl Store {
             checkpoints: ks("checkpoints")?,
             dlq: ks("dlq")?,
             audit: ks("audit")?,
+            uploads: ks("uploads")?,
             db,
         })
     }
@@ -258,6 +269,30 @@ impl Store {
             b.remove(&self.folders, id.as_str());
         }
         Ok(())
+    }
+
+    /// Records an upload before its first part (synced: it must survive a crash).
+    pub fn record_upload(&self, file: &FileId, rec: &UploadRecord) -> Result<(), StoreError> {
+        self.uploads.insert(file.as_str(), codec::encode(rec)?)?;
+        self.db.persist(PersistMode::SyncData)?;
+        Ok(())
+    }
+
+    /// Forgets a finished or aborted upload.
+    pub fn clear_upload(&self, file: &FileId) -> Result<(), StoreError> {
+        self.uploads.remove(file.as_str())?;
+        Ok(())
+    }
+
+    /// Uploads left by a previous process (crashed mid-upload).
+    pub fn pending_uploads(&self) -> Result<Vec<(FileId, UploadRecord)>, StoreError> {
+        self.uploads
+            .iter()
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                Ok((FileId(String::from_utf8_lossy(&k).into_owned()), codec::decode(&v)?))
+            })
+            .collect()
     }
 
     /// Audit entries from `from` on, oldest first.
