@@ -50,9 +50,11 @@ async fn random_mutations_seed_3() {
 async fn continuous_mode_follows_changes_and_sigterm_drains_and_exits_zero() {
     let env = TestEnv::start(small_corpus(false)).await;
     let config = env.config("follow", &env.local_dest("mirror"), "");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let text_cfg = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("drives = [\"all\"]", "drives = [\"all\"]\npoll_interval = \"200ms\"");
+        .replace("drives = [\"all\"]", "drives = [\"all\"]\npoll_interval = \"200ms\"")
+        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
     std::fs::write(&config, text_cfg).unwrap();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
         .args(["run", config.to_str().unwrap()])
@@ -75,6 +77,18 @@ async fn continuous_mode_follows_changes_and_sigterm_drains_and_exits_zero() {
         .await;
     assert!(r.get("error").is_none_or(|e| e.is_null()), "{r}");
     wait_for(|| mirror.join("my-drive/late-arrival.txt").exists()).await;
+    // Prometheus counts the real work.
+    let scrape = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics")).await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        scrape.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    assert!(
+        value("mirrorflow_events_total{stage=\"committer\",outcome=\"committed\"}") >= expected_initial as f64,
+        "{scrape}"
+    );
+    assert!(value("mirrorflow_bytes_total{direction=\"download\"}") > 0.0, "{scrape}");
+    assert!(value("mirrorflow_drive_requests_total") > 0.0, "{scrape}");
+    assert!(scrape.contains("mirrorflow_stage_seconds") && scrape.contains("mirrorflow_queue_depth"), "{scrape}");
     // SIGTERM: drain, persist, exit 0.
     let pid = child.id().unwrap() as i32;
     std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
