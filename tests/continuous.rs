@@ -64,9 +64,8 @@ async fn continuous_mode_follows_changes_and_sigterm_drains_and_exits_zero() {
         .spawn()
         .unwrap();
     let mirror = env.dir.path().join("mirror");
-    let count = |dir: &std::path::Path| walk(dir).len();
     let expected_initial = expected_files(&env.tree().await).len();
-    wait_for(|| count(&mirror) >= expected_initial).await;
+    poll_until(|| count_files(&mirror) >= expected_initial).await;
     // A change while running is picked up by the next poll.
     let root = env.tree().await.root_id;
     let r = env
@@ -76,7 +75,7 @@ async fn continuous_mode_follows_changes_and_sigterm_drains_and_exits_zero() {
         )
         .await;
     assert!(r.get("error").is_none_or(|e| e.is_null()), "{r}");
-    wait_for(|| mirror.join("my-drive/late-arrival.txt").exists()).await;
+    poll_until(|| mirror.join("my-drive/late-arrival.txt").exists()).await;
     // Prometheus counts the real work.
     let scrape = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics")).await.unwrap().text().await.unwrap();
     let value = |name: &str| -> f64 {
@@ -99,26 +98,4 @@ async fn continuous_mode_follows_changes_and_sigterm_drains_and_exits_zero() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let tree = env.tree().await;
     assert_exact_mirror(&config, &expected_files(&tree)).await;
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-        }
-    }
-    out
-}
-
-/// Polls `cond` for up to a minute (a deadline for a hang, not a timing assertion).
-async fn wait_for(mut cond: impl FnMut() -> bool) {
-    for _ in 0..1200 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("condition not reached within a minute");
 }

@@ -57,25 +57,3 @@ async fn a_notification_triggers_a_poll_and_a_forged_one_is_rejected() {
     let stats = env.stats().await;
     assert!(stats["requests"].as_object().unwrap().keys().any(|k| k.starts_with("channels.stop 2")), "{stats}");
 }
-
-fn count_files(dir: &std::path::Path) -> usize {
-    let mut n = 0;
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            n += if p.is_dir() { count_files(&p) } else { 1 };
-        }
-    }
-    n
-}
-
-/// Polls `cond` for up to a minute (a deadline against hangs, not a timing assertion).
-async fn poll_until(mut cond: impl FnMut() -> bool) {
-    for _ in 0..1200 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition not reached within a minute");
-}

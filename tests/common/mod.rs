@@ -353,3 +353,26 @@ pub fn assert_paths_follow_drive(config: &Path, tree: &EmuTree) {
     }
     assert!(checked > 0);
 }
+
+/// Files below `dir`, recursively.
+pub fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            n += if p.is_dir() { count_files(&p) } else { 1 };
+        }
+    }
+    n
+}
+
+/// Polls `cond` for up to a minute (a deadline against hangs, not a timing assertion).
+pub async fn poll_until(mut cond: impl FnMut() -> bool) {
+    for _ in 0..1200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached within a minute");
+}
