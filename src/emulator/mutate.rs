@@ -264,7 +264,7 @@ impl State {
                 MutateOp::UpdateContent { id, size }
             }
             38..=52 => {
-                MutateOp::Rename { id: rng.pick(&any)?.clone(), name: format!("renamed-{n}-{}", rng.below(1000)) }
+                MutateOp::Rename { id: rng.pick(&any)?.clone(), name: random_new_name(rng, n) }
             }
             53..=62 => {
                 let id = rng.pick(&any)?.clone();
@@ -292,5 +292,20 @@ impl State {
             }
         };
         Some(op)
+    }
+}
+
+/// Names a random rename picks: usually plain, one time in three hostile (separators, dot segments,
+/// padding, control characters, NFC/NFD twins, emoji, case twins, over-long), exact or suffixed.
+fn random_new_name(rng: &mut Rng64, n: usize) -> String {
+    const HOSTILE: [&str; 12] = [
+        "..", ".", "a/b", "back\\slash", "  padded  ", "bell\u{7}ctl", "caf\u{e9}", "cafe\u{301}", "\u{1f600} emoji",
+        "README", "readme", "x",
+    ];
+    match rng.below(6) {
+        0 => HOSTILE[rng.below(HOSTILE.len() as u64) as usize].to_string(),
+        1 => format!("{} {n}", HOSTILE[rng.below(HOSTILE.len() as u64) as usize]),
+        2 => "\u{e9}".repeat(140),
+        _ => format!("renamed-{n}-{}", rng.below(1000)),
     }
 }
