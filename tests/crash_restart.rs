@@ -39,6 +39,27 @@ async fn run_and_kill(config: &Path, after: Duration) -> bool {
     }
 }
 
+/// Starts the binary and SIGKILLs it once the mirror folder holds `files` objects (by work done).
+async fn run_and_kill_at_count(config: &Path, mirror: &Path, files: usize) -> bool {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
+        .args(["run", "--once", config.to_str().unwrap()])
+        .env("MIRRORFLOW_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            return false;
+        }
+        if count_files(mirror) >= files {
+            child.kill().await.unwrap();
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Kills at each delay, checking after every restart that no previously committed file was fetched.
 async fn crash_at(env: &TestEnv, config: &Path, delays: &[u64]) -> usize {
     let mut kills = 0;
@@ -65,8 +86,19 @@ async fn sigkill_during_initial_sync_and_catch_up_loses_nothing_and_repeats_noth
     env.control("faults", serde_json::json!({"latency_ms": 3})).await;
     let config = env.config("crash", &env.local_dest("mirror"), "[stages.downloader]\nconcurrency = 4");
 
-    // Initial sync, killed at ten points.
-    let kills = crash_at(&env, &config, &[40, 90, 150, 220, 300, 380, 470, 560, 660, 780]).await;
+    // Initial sync, killed at five amounts of work done and six points in time.
+    let mirror = env.dir.path().join("mirror");
+    let mut kills = 0;
+    for files in [40, 100, 170, 250, 330] {
+        let before = committed_ids(&config, &env.tree().await);
+        env.control("stats/reset", serde_json::json!({})).await;
+        kills += run_and_kill_at_count(&config, &mirror, files).await as usize;
+        let stats = env.stats().await;
+        let fetched: Vec<&String> =
+            before.iter().filter(|id| stats["media_bytes_by_file"].get(id.as_str()).is_some()).collect();
+        assert!(fetched.is_empty(), "committed files downloaded again after a restart: {fetched:?}");
+    }
+    kills += crash_at(&env, &config, &[40, 90, 150, 220, 300, 380]).await;
     assert!(kills >= 5, "too few kills landed during the initial sync ({kills})");
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -78,7 +110,7 @@ async fn sigkill_during_initial_sync_and_catch_up_loses_nothing_and_repeats_noth
     let r = env.control("mutate", serde_json::json!({"ops": [{"op": "random", "count": 300, "seed": 11}]})).await;
     assert!(r.get("error").is_none_or(|e| e.is_null()), "{r}");
     let before_catch_up = committed_ids(&config, &env.tree().await);
-    let kills = crash_at(&env, &config, &[20, 45, 70, 100, 130, 170, 210, 260, 320, 400]).await;
+    let kills = crash_at(&env, &config, &[20, 45, 70, 100, 130, 170, 210, 260, 320]).await;
     assert!(kills >= 3, "too few kills landed during the catch-up ({kills})");
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
