@@ -263,9 +263,7 @@ impl State {
                 let size = if rng.below(2) == 0 { None } else { Some(rng.range(0, 128 * 1024)) };
                 MutateOp::UpdateContent { id, size }
             }
-            38..=52 => {
-                MutateOp::Rename { id: rng.pick(&any)?.clone(), name: random_new_name(rng, n) }
-            }
+            38..=52 => MutateOp::Rename { id: rng.pick(&any)?.clone(), name: random_new_name(rng, n) },
             53..=62 => {
                 let id = rng.pick(&any)?.clone();
                 let drive = self.corpus.items.get(&id)?.drive_id.clone();
@@ -299,8 +297,18 @@ impl State {
 /// padding, control characters, NFC/NFD twins, emoji, case twins, over-long), exact or suffixed.
 fn random_new_name(rng: &mut Rng64, n: usize) -> String {
     const HOSTILE: [&str; 12] = [
-        "..", ".", "a/b", "back\\slash", "  padded  ", "bell\u{7}ctl", "caf\u{e9}", "cafe\u{301}", "\u{1f600} emoji",
-        "README", "readme", "x",
+        "..",
+        ".",
+        "a/b",
+        "back\\slash",
+        "  padded  ",
+        "bell\u{7}ctl",
+        "caf\u{e9}",
+        "cafe\u{301}",
+        "\u{1f600} emoji",
+        "README",
+        "readme",
+        "x",
     ];
     match rng.below(6) {
         0 => HOSTILE[rng.below(HOSTILE.len() as u64) as usize].to_string(),
