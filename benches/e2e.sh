@@ -1,0 +1,381 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of the release binary against the bundled Drive emulator, with references
+# measured in the same run. Prints files/s, MB/s (10^6 bytes/s), peak RSS and ratios per scenario.
+#
+#   bash benches/e2e.sh                       # scenarios small and big1g (a few minutes)
+#   bash benches/e2e.sh small big1g big8g listing200k
+#
+# Scenarios
+#   small        10,000 files × 4,096 bytes (in 50 folders)
+#                → local folder (target ≥ 2,000 files/s) and → S3 (target ≥ 1.5× rclone's files/s)
+#   big1g        one 1 GiB file → local folder (target ≥ 85 % of `curl alt=media | md5sum`), → S3
+#   big8g        one 8 GiB file → local folder: peak RSS within 10 % of big1g's and
+#                ≤ 64 MiB + uploader concurrency × chunk_size × chunk_depth (needs ~25 GB of disk with S3)
+#   listing200k  200,000 zero-byte files → local folder (peak RSS ≤ 512 MiB), then a --once re-run with
+#                no change in Drive: counts the changes.list requests it makes (target 1)
+#
+# References (each measured in the same run, on the same emulator / S3 server)
+#   curl         `curl -H "Authorization: Bearer …" …/files/ID?alt=media | md5sum` (big files): the limit of
+#                reading and hashing the source
+#   rclone       `rclone copy` of the same bytes from local disk (mirrorflow's local mirror) into the same
+#                S3 server, `--transfers` = mirrorflow's uploader concurrency (Debian's rclone; optional)
+#   S3 server    s3s-fs (optional): `cargo install s3s-fs@0.14.1 --locked --features binary`
+#                Without s3s-fs the S3 and rclone rows are skipped with a message.
+#
+# Environment
+#   DRIVE_RPS=100000   [rate_limit] drive_rps for mirrorflow. The default of the binary (150/s) models
+#                      Google's per-user quota; against the local emulator it would be the only limit
+#                      (10,000 files ≥ 67 s). Set DRIVE_RPS=150 to see that.
+#   CONCURRENCY=8      [stages.downloader|uploader] concurrency (also rclone's --transfers)
+#   EMU_PORT=18700 S3_PORT=18701   loopback ports
+#   WORK=/tmp/...      work folder (default: a fresh mktemp -d, removed at the end unless KEEP=1)
+#   NO_BUILD=1         skip `cargo build --release`
+#
+# Everything listens on 127.0.0.1 only; everything started here is stopped on exit (trap).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT_DIR=$PWD
+
+SCENARIOS=("$@")
+[ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(small big1g)
+for s in "${SCENARIOS[@]}"; do
+    case $s in small | big1g | big8g | listing200k) ;; *)
+        echo "unknown scenario $s (small big1g big8g listing200k)" >&2
+        exit 2
+        ;;
+    esac
+done
+
+DRIVE_RPS=${DRIVE_RPS:-100000}
+CONCURRENCY=${CONCURRENCY:-8}
+CHUNK_MIB=1
+CHUNK_DEPTH=4
+EMU_PORT=${EMU_PORT:-18700}
+S3_PORT=${S3_PORT:-18701}
+EMU=http://127.0.0.1:$EMU_PORT
+S3=http://127.0.0.1:$S3_PORT
+S3_KEY=benchkey
+S3_SECRET=benchsecret
+BIN=$ROOT_DIR/target/release/mirrorflow
+
+# ---------------------------------------------------------------------------------------------- tools
+need_apt() { # command package
+    command -v "$1" >/dev/null 2>&1 && return 0
+    echo "installing $2 (apt-get)" >&2
+    (apt-get install -y -qq "$2" >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$2" >/dev/null 2>&1; }) || true
+    command -v "$1" >/dev/null 2>&1 || { echo "$1 is required (apt-get install $2)" >&2; exit 1; }
+}
+need_apt curl curl
+need_apt jq jq
+need_apt md5sum coreutils
+[ -x /usr/bin/time ] || need_apt /usr/bin/time time
+HAVE_S3=0
+if command -v s3s-fs >/dev/null 2>&1; then HAVE_S3=1; else
+    echo "note: s3s-fs not installed: the S3 rows are skipped (cargo install s3s-fs@0.14.1 --locked --features binary)" >&2
+fi
+HAVE_RCLONE=0
+if command -v rclone >/dev/null 2>&1; then HAVE_RCLONE=1; else
+    echo "note: rclone not installed: the rclone reference is skipped (apt-get install rclone)" >&2
+fi
+
+if [ "${NO_BUILD:-0}" != 1 ]; then
+    echo "building release…" >&2
+    cargo build --release --quiet --bin mirrorflow
+fi
+
+# ------------------------------------------------------------------------------------ work and trap
+if [ -n "${WORK:-}" ]; then mkdir -p "$WORK"; else WORK=$(mktemp -d /tmp/mirrorflow-e2e.XXXXXX); fi
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ "${KEEP:-0}" = 1 ]; then echo "work folder kept: $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+stop_pid() { # pid: stop one process this script started
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    local keep=() p
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+wait_http() { # url what
+    for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done
+    echo "$2 did not start ($1)" >&2
+    exit 1
+}
+
+now() { date +%s.%N; }
+calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
+# Prints "seconds peak_rss_kib exit_code cpu_seconds" for a command run under /usr/bin/time -v.
+timed() { # label cmd...
+    local label=$1
+    shift
+    local t0 t1 code=0
+    t0=$(now)
+    /usr/bin/time -v -o "$WORK/$label.time" "$@" >"$WORK/$label.out" 2>"$WORK/$label.err" || code=$?
+    t1=$(now)
+    local rss cpu
+    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/$label.time")
+    cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {printf "%.2f", s}' "$WORK/$label.time")
+    echo "$(calc "$t1 - $t0") ${rss:-0} $code ${cpu:-0}"
+}
+
+# ------------------------------------------------------------------------------------------ emulator
+EMU_PID=
+start_emulator() { # extra args…
+    "$BIN" emulator --listen "127.0.0.1:$EMU_PORT" --write-key "$WORK/key.json" \
+        --files 0 --gdocs 0 --shared-drives 0 "$@" >"$WORK/emulator.log" 2>&1 &
+    EMU_PID=$!
+    PIDS+=("$EMU_PID")
+    for _ in $(seq 1 300); do grep -q "listening on" "$WORK/emulator.log" && return 0; sleep 0.1; done
+    cat "$WORK/emulator.log" >&2
+    echo "emulator did not start" >&2
+    exit 1
+}
+stop_emulator() {
+    if [ -n "$EMU_PID" ]; then stop_pid "$EMU_PID"; fi
+    EMU_PID=
+}
+
+# Creates `count` files of `size` bytes, round-robin over the folders (or My Drive's root).
+create_files() { # count size
+    local count=$1 size=$2 batch=5000 start=0
+    jq -r '.items[] | select(.mime_type == "application/vnd.google-apps.folder") | .id' \
+        <(curl -sf "$EMU/_emu/tree?checksums=false") >"$WORK/folders.txt"
+    [ -s "$WORK/folders.txt" ] || echo root >"$WORK/folders.txt"
+    while [ "$start" -lt "$count" ]; do
+        local n=$((count - start < batch ? count - start : batch))
+        awk -v start="$start" -v n="$n" -v size="$size" '
+            { f[NR - 1] = $0 } END {
+                printf "{\"ops\":["
+                for (i = 0; i < n; i++) {
+                    k = start + i
+                    printf "%s{\"op\":\"create\",\"parent\":\"%s\",\"name\":\"f-%07d.bin\",\"size\":%d}", (i ? "," : ""), f[k % NR], k, size
+                }
+                printf "]}"
+            }' "$WORK/folders.txt" >"$WORK/ops.json"
+        curl -sf -X POST -H 'Content-Type: application/json' --data-binary @"$WORK/ops.json" "$EMU/_emu/mutate" >/dev/null
+        start=$((start + n))
+    done
+}
+
+access_token() {
+    local r
+    r=$(curl -sf -X POST "$EMU/_emu/refresh_token")
+    curl -sf -X POST "$(jq -r .token_uri <<<"$r")" \
+        --data-urlencode grant_type=refresh_token \
+        --data-urlencode "refresh_token=$(jq -r .refresh_token <<<"$r")" \
+        --data-urlencode "client_id=$(jq -r .client_id <<<"$r")" \
+        --data-urlencode "client_secret=$(jq -r .client_secret <<<"$r")" | jq -r .access_token
+}
+
+# --------------------------------------------------------------------------------------------- S3
+S3_PID=
+start_s3() {
+    [ "$HAVE_S3" = 1 ] || return 0
+    rm -rf "$WORK/s3"
+    mkdir -p "$WORK/s3/mirrorflow" "$WORK/s3/rclone"
+    s3s-fs --host 127.0.0.1 --port "$S3_PORT" --access-key "$S3_KEY" --secret-key "$S3_SECRET" "$WORK/s3" \
+        >"$WORK/s3s.log" 2>&1 &
+    S3_PID=$!
+    PIDS+=("$S3_PID")
+    wait_http "$S3/" "s3s-fs"
+}
+stop_s3() {
+    if [ -n "$S3_PID" ]; then stop_pid "$S3_PID"; fi
+    S3_PID=
+    rm -rf "$WORK/s3"
+}
+
+# ------------------------------------------------------------------------------------------ configs
+write_config() { # name destination-block
+    cat >"$WORK/$1.toml" <<EOF
+[source]
+credentials = "$WORK/key.json"
+api_base_url = "$EMU/"
+docs_base_url = "$EMU/"
+drives = ["all"]
+
+[destination]
+$2
+
+[state]
+dir = "$WORK/$1-state"
+
+[stages.downloader]
+concurrency = $CONCURRENCY
+
+[stages.uploader]
+concurrency = $CONCURRENCY
+
+[pipeline]
+chunk_size = "${CHUNK_MIB}MiB"
+chunk_depth = $CHUNK_DEPTH
+
+[rate_limit]
+drive_rps = $DRIVE_RPS
+EOF
+    echo "$WORK/$1.toml"
+}
+local_config() { write_config "$1" "url = \"file://$WORK/$1-dest\""; }
+s3_config() {
+    write_config "$1" "url = \"s3://mirrorflow/$1\"
+endpoint = \"$S3\"
+region = \"us-east-1\"
+access_key_id = \"$S3_KEY\"
+secret_access_key = \"$S3_SECRET\""
+}
+
+run_mirrorflow() { # label config → "secs rss code"
+    timed "$1" env -u AWS_CA_BUNDLE MIRRORFLOW_LOG=mirrorflow=warn "$BIN" run --once --quiet "$2"
+}
+
+run_rclone() { # label source-dir dest-path → "secs rss code"
+    timed "$1" env -u AWS_CA_BUNDLE \
+        RCLONE_CONFIG="$WORK/rclone.conf" \
+        RCLONE_CONFIG_BENCHS3_TYPE=s3 RCLONE_CONFIG_BENCHS3_PROVIDER=Other \
+        RCLONE_CONFIG_BENCHS3_ENDPOINT="$S3" RCLONE_CONFIG_BENCHS3_REGION=us-east-1 \
+        RCLONE_CONFIG_BENCHS3_ACCESS_KEY_ID="$S3_KEY" RCLONE_CONFIG_BENCHS3_SECRET_ACCESS_KEY="$S3_SECRET" \
+        RCLONE_CONFIG_BENCHS3_FORCE_PATH_STYLE=true \
+        rclone copy "$2" "benchs3:rclone/$3" --transfers "$CONCURRENCY" --checkers 16 --s3-no-check-bucket
+}
+
+# ------------------------------------------------------------------------------------------ results
+RESULTS=$WORK/results.txt
+: >"$RESULTS"
+declare -A R # scenario.key → value
+row() { # scenario what files bytes secs rss_kib code cpu_s [ratio text]
+    local files_s mb_s
+    if [ "$7" != 0 ]; then
+        printf '%-12s %-28s FAILED (exit %s after %.2f s; see %s)\n' "$1" "$2" "$7" "$5" "$WORK" | tee -a "$RESULTS"
+        return 0
+    fi
+    files_s=$(calc "$3 / $5")
+    mb_s=$(calc "$4 / 1000000 / $5")
+    printf '%-12s %-28s %7d files %7.1f MB %7.2f s %9.1f files/s %7.1f MB/s  RSS %6.1f MiB  CPU %6.2f s  %s\n' \
+        "$1" "$2" "$3" "$(calc "$4 / 1000000")" "$5" "$files_s" "$mb_s" "$(calc "$6 / 1024")" "$8" "${9:-}" |
+        tee -a "$RESULTS"
+}
+ratio() { # a b → a / b, or "n/a" when either is missing (a run failed)
+    if [ -n "${1:-}" ] && [ -n "${2:-}" ]; then awk "BEGIN { printf \"%.2f\", $1 / $2 }"; else echo n/a; fi
+}
+check_exit() { # label code
+    if [ "$2" != 0 ]; then
+        echo "!! $1 exited $2; stderr tail:" >&2
+        tail -n 20 "$WORK/$1.err" >&2
+    fi
+}
+
+# ------------------------------------------------------------------------------------------ scenarios
+mirror_pair() { # scenario files bytes → runs mirrorflow → local and → S3, then rclone; fills R[]
+    local sc=$1 files=$2 bytes=$3 secs rss code cpu
+    read -r secs rss code cpu < <(run_mirrorflow "$sc-local" "$(local_config "$sc-local")")
+    check_exit "$sc-local" "$code"
+    row "$sc" "mirrorflow → local folder" "$files" "$bytes" "$secs" "$rss" "$code" "$cpu"
+    if [ "$code" = 0 ]; then R[$sc.local.secs]=$secs R[$sc.local.rss]=$rss; fi
+    if [ "$HAVE_S3" = 1 ]; then
+        start_s3
+        read -r secs rss code cpu < <(run_mirrorflow "$sc-s3" "$(s3_config "$sc-s3")")
+        check_exit "$sc-s3" "$code"
+        row "$sc" "mirrorflow → S3 (s3s-fs)" "$files" "$bytes" "$secs" "$rss" "$code" "$cpu"
+        if [ "$code" = 0 ]; then R[$sc.s3.secs]=$secs R[$sc.s3.rss]=$rss; fi
+        if [ "$HAVE_RCLONE" = 1 ]; then
+            sync
+            read -r secs rss code cpu < <(run_rclone "$sc-rclone" "$WORK/$sc-local-dest" "$sc")
+            check_exit "$sc-rclone" "$code"
+            if [ "$code" = 0 ]; then R[$sc.rclone.secs]=$secs; fi
+            row "$sc" "ref: rclone local → S3" "$files" "$bytes" "$secs" "$rss" "$code" "$cpu" \
+                "mirrorflow→S3 / rclone = $(ratio "${R[$sc.rclone.secs]:-}" "${R[$sc.s3.secs]:-}")×"
+        fi
+        stop_s3
+    fi
+}
+
+scenario_small() {
+    local n=10000 size=4096
+    echo "== small: $n × $size bytes" | tee -a "$RESULTS"
+    start_emulator --folders 50 --depth 3
+    create_files "$n" "$size"
+    mirror_pair small "$n" $((n * size))
+    printf '   targets: → local ≥ 2000 files/s (got %s); mirrorflow→S3 / rclone ≥ 1.5 (got %s)\n' \
+        "$(ratio "$n" "${R[small.local.secs]:-}")" "$(ratio "${R[small.rclone.secs]:-}" "${R[small.s3.secs]:-}")" |
+        tee -a "$RESULTS"
+    stop_emulator
+    rm -rf "$WORK"/small-*-dest "$WORK"/small-*-state
+}
+
+big_file() { # scenario mib
+    local sc=$1 mib=$2 bytes=$(($2 * 1024 * 1024)) id md5 token secs rss code cpu got
+    echo "== $sc: one file of $mib MiB" | tee -a "$RESULTS"
+    start_emulator --folders 0 --big-file-mib "$mib"
+    # The emulator computes a big file's md5 lazily on first request: warm it outside the timings.
+    curl -sf "$EMU/_emu/tree" >"$WORK/tree.json"
+    id=$(jq -r '.items[] | select(.name | startswith("big-")) | .id' "$WORK/tree.json")
+    md5=$(jq -r '.items[] | select(.name | startswith("big-")) | .md5' "$WORK/tree.json")
+    token=$(access_token)
+    read -r secs rss code cpu < <(timed "$sc-curl" bash -c \
+        "curl -sf -H 'Authorization: Bearer $token' '$EMU/drive/v3/files/$id?alt=media' | md5sum")
+    got=$(cut -d' ' -f1 "$WORK/$sc-curl.out")
+    [ "$got" = "$md5" ] || echo "!! curl | md5sum gave $got, Drive says $md5" >&2
+    if [ "$code" = 0 ] && [ "$got" = "$md5" ]; then R[$sc.curl.secs]=$secs; fi
+    row "$sc" "ref: curl alt=media | md5sum" 1 "$bytes" "$secs" "$rss" "$code" "$cpu"
+    mirror_pair "$sc" 1 "$bytes"
+    printf '   mirrorflow → local / curl|md5sum = %s (target ≥ 0.85)\n' \
+        "$(ratio "${R[$sc.curl.secs]:-}" "${R[$sc.local.secs]:-}")" | tee -a "$RESULTS"
+    local bound=$((64 * 1024 + CONCURRENCY * CHUNK_MIB * 1024 * CHUNK_DEPTH))
+    printf '   peak RSS → local %s MiB (bound 64 MiB + %d × %d MiB × %d = %d MiB)\n' \
+        "$(ratio "${R[$sc.local.rss]:-}" 1024)" "$CONCURRENCY" "$CHUNK_MIB" "$CHUNK_DEPTH" $((bound / 1024)) |
+        tee -a "$RESULTS"
+    stop_emulator
+    rm -rf "$WORK/$sc"-*-dest "$WORK/$sc"-*-state
+}
+
+scenario_big1g() { big_file big1g 1024; }
+scenario_big8g() {
+    big_file big8g 8192
+    if [ -n "${R[big1g.local.rss]:-}" ]; then
+        printf '   peak RSS 8 GiB / 1 GiB → local = %s (target ≤ 1.10)\n' \
+            "$(ratio "${R[big8g.local.rss]:-}" "${R[big1g.local.rss]}")" | tee -a "$RESULTS"
+    else
+        echo "   (run big1g in the same invocation to get the 8 GiB / 1 GiB peak RSS ratio)" | tee -a "$RESULTS"
+    fi
+}
+
+scenario_listing200k() {
+    local n=200000 secs rss code cpu lists
+    echo "== listing200k: $n zero-byte files" | tee -a "$RESULTS"
+    start_emulator --folders 200 --depth 4
+    local t0
+    t0=$(now)
+    create_files "$n" 0
+    echo "   (corpus created in $(calc "$(now) - $t0") s)" >&2
+    local cfg
+    cfg=$(local_config listing200k-local)
+    read -r secs rss code cpu < <(run_mirrorflow listing200k-local "$cfg")
+    check_exit listing200k-local "$code"
+    row listing200k "mirrorflow → local folder" "$n" 0 "$secs" "$rss" "$code" "$cpu" "(target RSS ≤ 512 MiB)"
+    # A poll with nothing changed on the fully mirrored drive.
+    curl -sf -X POST "$EMU/_emu/stats/reset" >/dev/null
+    read -r secs rss code cpu < <(run_mirrorflow listing200k-rerun "$cfg")
+    check_exit listing200k-rerun "$code"
+    lists=$(curl -sf "$EMU/_emu/stats" | jq '[.requests | to_entries[] | select(.key | startswith("changes.list")) | .value] | add // 0')
+    local flists
+    flists=$(curl -sf "$EMU/_emu/stats" | jq '[.requests | to_entries[] | select(.key | startswith("files.list")) | .value] | add // 0')
+    row listing200k "no-change re-run (--once)" 0 0 "$secs" "$rss" "$code" "$cpu" \
+        "changes.list requests: $lists (target 1), files.list: $flists"
+    stop_emulator
+    rm -rf "$WORK"/listing200k-*-dest "$WORK"/listing200k-*-state
+}
+
+echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (CPU s = user + system time of the measured process)" | tee -a "$RESULTS"
+echo "mirrorflow e2e: $(nproc) cores, uploader/downloader concurrency $CONCURRENCY, chunk ${CHUNK_MIB} MiB × depth $CHUNK_DEPTH, drive_rps $DRIVE_RPS" |
+    tee -a "$RESULTS"
+for s in "${SCENARIOS[@]}"; do "scenario_$s"; done
+echo
+echo "== summary"
+cat "$RESULTS"
