@@ -24,15 +24,20 @@ fn committed_ids(config: &Path, tree: &mirrorflow::emulator::EmuTree) -> BTreeSe
     ids
 }
 
-/// Starts the binary and SIGKILLs it after `after` (if it has not finished by then).
-async fn run_and_kill(config: &Path, after: Duration) -> bool {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
+/// Starts `mirrorflow run --once` quietly.
+fn spawn_once(config: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
         .args(["run", "--once", config.to_str().unwrap()])
         .env("MIRRORFLOW_LOG", "off")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Starts the binary and SIGKILLs it after `after` (if it has not finished by then).
+async fn run_and_kill(config: &Path, after: Duration) -> bool {
+    let mut child = spawn_once(config);
     tokio::select! {
         status = child.wait() => { status.unwrap(); false }
         _ = tokio::time::sleep(after) => { child.kill().await.unwrap(); true }
@@ -41,13 +46,7 @@ async fn run_and_kill(config: &Path, after: Duration) -> bool {
 
 /// Starts the binary and SIGKILLs it once the mirror folder holds `files` objects (by work done).
 async fn run_and_kill_at_count(config: &Path, mirror: &Path, files: usize) -> bool {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
-        .args(["run", "--once", config.to_str().unwrap()])
-        .env("MIRRORFLOW_LOG", "off")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_once(config);
     loop {
         if let Some(_status) = child.try_wait().unwrap() {
             return false;
