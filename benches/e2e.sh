@@ -22,6 +22,12 @@
 #   S3 server    s3s-fs (optional): `cargo install s3s-fs@0.14.1 --locked --features binary`
 #                Without s3s-fs the S3 and rclone rows are skipped with a message.
 #
+# Output: one row per measured command: files, MB, wall seconds (process start to exit, so start-up and
+# the Drive listing are included), files/s, MB/s, peak RSS ("Maximum resident set size" of
+# /usr/bin/time -v) and CPU seconds (user + system of that process; the emulator and the S3 server run
+# beside it on the same cores and are not counted). Each command's stdout/stderr/time -v output is in
+# the work folder (KEEP=1 keeps it). Results are also collected in $WORK/results.txt.
+#
 # Environment
 #   DRIVE_RPS=100000   [rate_limit] drive_rps for mirrorflow. The default of the binary (150/s) models
 #                      Google's per-user quota; against the local emulator it would be the only limit
