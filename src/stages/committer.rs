@@ -141,7 +141,7 @@ impl Stage for Committer {
         let current = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (next_state, batch) = absorb(&current, items, self.next_seq.load(Ordering::SeqCst));
         let store = self.store.clone();
-        let batch = tokio::task::spawn_blocking(move || store.apply(&batch).map(|_| batch))
+        let (batch, report) = tokio::task::spawn_blocking(move || store.apply(&batch).map(|r| (batch, r)))
             .await
             .map_err(|e| StageError::Fatal(format!("store task: {e}")))?
             .map_err(|e| StageError::Fatal(e.to_string()))?;
@@ -154,10 +154,10 @@ impl Stage for Committer {
         for o in &batch.outcomes {
             crate::metrics::event(Self::NAME, outcome_label(&o.kind));
         }
-        if batch.outcomes.iter().any(|o| matches!(o.kind, OutcomeKind::DeadLettered(_) | OutcomeKind::Committed(_)))
-            && let Ok(d) = self.store.dead_letters()
+        if report.dead_letters_changed
+            && let Ok(n) = self.store.dead_letter_count()
         {
-            crate::metrics::dlq_files(d.len());
+            crate::metrics::dlq_files(n);
         }
         self.release_waiting(&batch);
         self.publish(&batch, caught_up);

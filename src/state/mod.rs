@@ -102,6 +102,15 @@ pub struct UploadRecord {
     pub upload_id: String,
 }
 
+/// What one `apply` changed that callers track outside the store.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// The dead-letter store gained or lost an entry (the metric needs a recount).
+    pub dead_letters_changed: bool,
+    /// Files dead-lettered by this batch (a later outcome in the same batch may clear them).
+    dead_lettered_in_batch: Vec<FileId>,
+}
+
 const CHECKPOINT_KEY: &[u8] = b"feed";
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
 
@@ -202,21 +211,27 @@ impl Store {
     }
 
     /// Writes one group of outcomes atomically; syncs to disk when the checkpoint advances.
-    pub fn apply(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+    pub fn apply(&self, batch: &CommitBatch) -> Result<ApplyReport, StoreError> {
         let durability = batch.checkpoint.as_ref().map(|_| PersistMode::SyncData);
         let mut b = self.db.batch().durability(durability);
+        let mut report = ApplyReport::default();
         for o in &batch.outcomes {
-            self.stage_outcome(&mut b, o)?;
+            self.stage_outcome(&mut b, o, &mut report)?;
         }
         if let Some(cp) = &batch.checkpoint {
             b.insert(&self.checkpoints, CHECKPOINT_KEY, codec::encode(cp)?);
         }
         b.insert(&self.checkpoints, NEXT_SEQ_KEY, codec::encode(&batch.next_seq)?);
         b.commit()?;
-        Ok(())
+        Ok(report)
     }
 
-    fn stage_outcome(&self, b: &mut fjall::OwnedWriteBatch, o: &Outcome) -> Result<(), StoreError> {
+    fn stage_outcome(
+        &self,
+        b: &mut fjall::OwnedWriteBatch,
+        o: &Outcome,
+        report: &mut ApplyReport,
+    ) -> Result<(), StoreError> {
         let id = o.file_id.as_str();
         match &o.kind {
             OutcomeKind::Committed(rec) => {
@@ -224,15 +239,19 @@ impl Store {
                 if let Some(md5) = &rec.md5 {
                     b.insert(&self.content, md5.as_str(), codec::encode(&rec.key)?);
                 }
-                b.remove(&self.dlq, id);
+                self.stage_dlq_removal(b, &o.file_id, report)?;
             }
             OutcomeKind::FolderRecorded(f) => b.insert(&self.folders, id, codec::encode(f)?),
             OutcomeKind::Removed { .. } => {
                 b.remove(&self.files, id);
                 b.remove(&self.folders, id);
-                b.remove(&self.dlq, id);
+                self.stage_dlq_removal(b, &o.file_id, report)?;
             }
-            OutcomeKind::DeadLettered(d) => b.insert(&self.dlq, id, codec::encode(d)?),
+            OutcomeKind::DeadLettered(d) => {
+                b.insert(&self.dlq, id, codec::encode(d)?);
+                report.dead_lettered_in_batch.push(o.file_id.clone());
+                report.dead_letters_changed = true;
+            }
             OutcomeKind::Skipped(_) => {}
             OutcomeKind::TreeChanged(t) => self.stage_tree(b, o, t)?,
         }
@@ -240,6 +259,26 @@ impl Store {
             b.insert(&self.audit, o.seq.0.to_be_bytes(), codec::encode(&AuditEntry::from(o))?);
         }
         Ok(())
+    }
+
+    /// Clears a file's dead letter only if it has one: an unconditional remove would leave a tombstone
+    /// per committed file, and counting dead letters would then scan every file ever committed.
+    fn stage_dlq_removal(
+        &self,
+        b: &mut fjall::OwnedWriteBatch,
+        id: &FileId,
+        report: &mut ApplyReport,
+    ) -> Result<(), StoreError> {
+        if report.dead_lettered_in_batch.contains(id) || self.dlq.contains_key(id.as_str())? {
+            b.remove(&self.dlq, id.as_str());
+            report.dead_letters_changed = true;
+        }
+        Ok(())
+    }
+
+    /// Number of dead-lettered files (cheap: the keyspace holds only live dead letters).
+    pub fn dead_letter_count(&self) -> Result<usize, StoreError> {
+        Ok(self.dlq.len()?)
     }
 
     fn stage_tree(
@@ -385,5 +424,40 @@ mod tests {
         assert_eq!(s.next_seq().unwrap(), 3);
         assert!(matches!(s.checkpoint().unwrap().unwrap().phase, FeedPhase::Changes { .. }));
         assert_eq!(s.audit_since(ChangeSeq(0)).unwrap().len(), 1);
+    }
+
+    fn outcome(seq: u64, id: &str, kind: OutcomeKind) -> Outcome {
+        Outcome { seq: ChangeSeq(seq), file_id: FileId(id.into()), kind }
+    }
+
+    fn letter(id: &str) -> OutcomeKind {
+        OutcomeKind::DeadLettered(crate::model::DeadLetter {
+            id: FileId(id.into()),
+            name: id.into(),
+            key: None,
+            reason: "notFound".into(),
+            last_error: "404".into(),
+            attempts: 1,
+            at_unix: 0,
+        })
+    }
+
+    fn apply(s: &Store, outcomes: Vec<Outcome>) -> ApplyReport {
+        s.apply(&CommitBatch { outcomes, checkpoint: None, next_seq: 0 }).unwrap()
+    }
+
+    #[test]
+    fn dead_letters_are_cleared_by_a_later_commit_and_only_then_recounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert!(!apply(&s, vec![outcome(1, "a", OutcomeKind::Committed(rec("a")))]).dead_letters_changed);
+        assert!(apply(&s, vec![outcome(2, "b", letter("b")), outcome(3, "c", letter("c"))]).dead_letters_changed);
+        assert_eq!(s.dead_letter_count().unwrap(), 2);
+        let report = apply(&s, vec![outcome(4, "b", OutcomeKind::Committed(rec("b")))]);
+        assert!(report.dead_letters_changed);
+        assert_eq!(s.dead_letter_count().unwrap(), 1);
+        assert!(apply(&s, vec![outcome(5, "d", letter("d")), outcome(6, "d", OutcomeKind::Removed { key: None })])
+            .dead_letters_changed);
+        assert_eq!(s.dead_letters().unwrap().iter().map(|d| d.id.0.as_str()).collect::<Vec<_>>(), ["c"]);
     }
 }
