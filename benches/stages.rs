@@ -7,7 +7,7 @@
 //!   name sanitizing, collision claims, one store read per event), and `Planner::new` on a store that
 //!   already holds 100k files (start-up cost of every run; the resident-set growth is printed).
 //! - `keys/*`: name → key segment (`segment`, `sanitize_name`, `supabase_encode`) per name.
-//! - `hash/*`: the chunk path's `StreamHasher` (md5 + sha256 on the stream) fed 1 MiB chunks, and
+//! - `hash/*`: the chunk path's `ContentHasher` (md5 + sha256 on the stream) fed 1 MiB chunks, and
 //!   md5 / sha256 alone for comparison.
 //! - `committer/*`: `Store::apply` of 1,024 `Committed` outcomes into fjall (unsynced and with a
 //!   checkpoint, i.e. `SyncData`), the whole `Committer::process` of the same batch, and
@@ -20,11 +20,11 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use mirrorflow::config::{ExportConfig, KeyMode};
 use mirrorflow::dest::keys;
 use mirrorflow::drive::DriveError;
+use mirrorflow::hashing::ContentHasher;
 use mirrorflow::model::*;
 use mirrorflow::stages::committer::{CommitState, Committer, Progress};
 use mirrorflow::stages::dedup::{Dedup, InFlight};
 use mirrorflow::stages::planner::{FolderLookup, Layout, PlanBarrier, Planner, Scope};
-use mirrorflow::stages::uploader::StreamHasher;
 use mirrorflow::stages::{CommitMsg, Emit, FailureInjector, Stage};
 use mirrorflow::state::{Checkpoint, CommitBatch, FeedPhase, Store};
 use std::collections::BTreeMap;
@@ -393,17 +393,17 @@ fn bench_hash(c: &mut Criterion) {
     let chunk: Vec<u8> = (0..CHUNK).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let mut g = c.benchmark_group("hash");
     g.throughput(Throughput::Bytes(CHUNK as u64));
-    g.bench_function("stream_hasher_1MiB_chunk", |b| {
-        let mut h = StreamHasher::default();
+    g.bench_function("content_hasher_1MiB_chunk", |b| {
+        let mut h = ContentHasher::new();
         b.iter(|| h.update(black_box(&chunk)));
         black_box(h.finish());
     });
-    g.bench_function("md5_only_1MiB_chunk", |b| {
+    g.bench_function("rustcrypto_md5_only_1MiB_chunk", |b| {
         let mut h = Md5::new();
         b.iter(|| h.update(black_box(&chunk)));
         black_box(h.finalize());
     });
-    g.bench_function("sha256_only_1MiB_chunk", |b| {
+    g.bench_function("rustcrypto_sha256_only_1MiB_chunk", |b| {
         let mut h = Sha256::new();
         b.iter(|| h.update(black_box(&chunk)));
         black_box(h.finalize());

@@ -8,6 +8,7 @@ pub mod config;
 pub mod dest;
 pub mod drive;
 pub mod emulator;
+pub mod hashing;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

@@ -198,6 +198,9 @@ pub struct Uploaded {
     pub sha256: String,
     /// Bytes streamed.
     pub size: u64,
+    /// The md5 the destination reported for the stored object (a single PUT's ETag on S3), which
+    /// proves the write without a HEAD.
+    pub stored_md5: Option<String>,
 }
 
 /// Per-file state the store keeps so that later runs are idempotent and moves are copies.

@@ -212,13 +212,14 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         children.push(worker_spec(build, to_planner.rx.clone(), emit_to(to_downloader.tx.clone(), &commit)));
     }
     for _ in 0..st("downloader").concurrency {
-        let (drive, dest, faults) = (drive.clone(), dest.clone(), faults.clone());
+        let (drive, dest, faults, store) = (drive.clone(), dest.clone(), faults.clone(), store.clone());
         let (chunk_size, chunk_depth) = (cfg.pipeline.chunk_size.0 as usize, cfg.pipeline.chunk_depth);
         let max_resumes = cfg.retry.max_attempts;
         let build = move || {
             Ok(Downloader {
                 source: drive.clone(),
                 dest: dest.clone(),
+                store: store.clone(),
                 chunk_size,
                 chunk_depth,
                 max_resumes,
@@ -352,8 +353,15 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
 }
 
 /// Multipart uploads a crashed run left behind are aborted (their files are fetched again).
+/// Aborts the multipart uploads an interrupted run left that cannot be continued (no part recorded).
+/// Those with recorded parts are kept: the file's next transfer continues them if its content is
+/// unchanged, and aborts them otherwise (or when the file is deleted or dead-lettered).
 async fn abort_orphaned_uploads(store: &Store, dest: &Destination) -> Result<(), PipelineError> {
     for (file, rec) in store.pending_uploads()? {
+        if let Some(point) = &rec.resume {
+            tracing::info!(%file, key = %rec.key, parts = point.parts.len(), offset = point.offset, "keeping an interrupted multipart upload to resume");
+            continue;
+        }
         tracing::info!(%file, key = %rec.key, "aborting a multipart upload left by an interrupted run");
         dest.abort_upload(&rec.key, &rec.upload_id).await?;
         store.clear_upload(&file)?;

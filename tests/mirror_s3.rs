@@ -1,5 +1,6 @@
 //! Mirroring into a real S3 server (moto) through object_store: exact content under the prefix,
-//! both key modes; in "supabase" mode every key uses only Supabase Storage's alphabet.
+//! both key modes (in "supabase" mode every key uses only Supabase Storage's alphabet), multipart
+//! uploads, and a killed large transfer resumed from its recorded parts.
 
 mod common;
 use common::*;
@@ -52,37 +53,62 @@ async fn open_uploads(endpoint: &str, bucket: &str) -> usize {
     xml.matches("<UploadId>").count()
 }
 
+/// Media bytes the emulator has streamed for one file since its counters were last reset.
+async fn media_bytes(env: &TestEnv, file: &str) -> u64 {
+    env.stats().await["media_bytes_by_file"][file].as_u64().unwrap_or(0)
+}
+
+/// A 256 MiB transfer killed part-way continues from its recorded parts: the second run downloads
+/// exactly the bytes after the last recorded part (the emulator's byte counter), finishes the same
+/// multipart upload, verifies the whole file's md5 (so the saved digest state was right), and leaves
+/// no upload open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_multipart_upload_killed_mid_way_is_not_left_orphaned() {
+async fn a_large_transfer_killed_part_way_resumes_from_its_recorded_parts() {
+    const PART: u64 = 8 << 20;
     let s3 = s3_server().await;
     let mut corpus = small_corpus(false);
     corpus.files = 3;
-    corpus.big_file_mib = 200;
+    corpus.big_file_mib = 256;
     let env = TestEnv::start(corpus).await;
     create_bucket(&s3.endpoint, "crash").await;
+    let tree = env.tree().await;
+    let big = tree.items.iter().find(|i| i.size.unwrap_or(0) >= 256 << 20).expect("corpus has the big file");
+    let size = big.size.unwrap();
     let dest = Dest::S3 { endpoint: s3.endpoint.clone(), bucket: "crash".into(), prefix: "p".into() };
-    let config =
-        env.config("s3-crash", &dest, "[pipeline]\npart_size = \"5MiB\"\n[stages.uploader]\npart_concurrency = 1");
-    // Slow the source so the kill lands while parts are being uploaded.
-    env.control("faults", serde_json::json!({"latency_ms": 1})).await;
+    let settings = "[pipeline]\npart_size = \"8MiB\"\nchunk_size = \"1MiB\"\nchunk_depth = 4\n\
+                    [stages.uploader]\npart_concurrency = 2";
+    let config = env.config("s3-crash", &dest, settings);
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
         .args(["run", "--once", config.to_str().unwrap()])
         .env("MIRRORFLOW_LOG", "off")
         .spawn()
         .unwrap();
-    let mut seen_open = false;
-    for _ in 0..600 {
-        if open_uploads(&s3.endpoint, "crash").await > 0 {
-            seen_open = true;
+    let mut first_run = 0;
+    for _ in 0..3000 {
+        first_run = media_bytes(&env, &big.id).await;
+        if first_run >= size * 3 / 5 {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     child.kill().await.unwrap();
-    assert!(seen_open, "the big file never started a multipart upload");
-    assert!(open_uploads(&s3.endpoint, "crash").await > 0, "kill did not interrupt the upload");
+    child.wait().await.unwrap();
+    let first_run = media_bytes(&env, &big.id).await.max(first_run);
+    assert!(first_run < size, "the kill came after the whole file was read ({first_run} bytes)");
+    assert_eq!(open_uploads(&s3.endpoint, "crash").await, 1, "the interrupted upload should be kept to resume");
+
+    env.control("stats/reset", serde_json::json!({})).await;
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(open_uploads(&s3.endpoint, "crash").await, 0, "a multipart upload was left orphaned");
+    let second_run = media_bytes(&env, &big.id).await;
+    let resumed_at = size - second_run;
+    assert!(resumed_at >= PART, "nothing was resumed: the second run read {second_run} of {size} bytes");
+    assert_eq!(resumed_at % PART, 0, "the download must restart at a part boundary, not at {resumed_at}");
+    // Only what was in flight when the process died (parts being sent, queued chunks, socket buffers)
+    // is read twice; everything before the last recorded part is not.
+    let read_twice = first_run - resumed_at;
+    eprintln!("killed after {first_run} of {size} bytes read; resumed at {resumed_at}; {read_twice} bytes read twice");
+    assert!(read_twice <= 4 * PART + (16 << 20), "{read_twice} bytes were downloaded twice");
+    assert_eq!(open_uploads(&s3.endpoint, "crash").await, 0, "a multipart upload was left open");
     assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
 }

@@ -77,6 +77,8 @@ pub struct Destination {
     multipart: Option<Arc<dyn MultipartStore>>,
     prefix: String,
     supports_metadata: bool,
+    /// A single PUT's ETag is the md5 of the bytes (S3), so it proves the write without a HEAD.
+    etag_is_md5: bool,
     /// Key alphabet.
     pub key_mode: KeyMode,
     /// What Drive deletes do.
@@ -115,11 +117,13 @@ impl Destination {
                 (Arc::from(store), path.to_string(), true)
             }
         };
+        let etag_is_md5 = url.scheme() == "s3";
         Ok(Destination {
             store,
             multipart,
             prefix,
             supports_metadata,
+            etag_is_md5,
             key_mode: cfg.key_mode(),
             delete_policy: cfg.deletes,
         })
@@ -158,16 +162,18 @@ impl Destination {
     }
 
     /// Writes a small object in one PUT.
-    pub async fn put(&self, key: &ObjectKey, body: Vec<Bytes>, meta: &ObjectMeta) -> Result<(), DestError> {
+    /// Returns the md5 the store reports for what it stored, where its ETag is one (S3), so the
+    /// verifier can skip a HEAD.
+    pub async fn put(&self, key: &ObjectKey, body: Vec<Bytes>, meta: &ObjectMeta) -> Result<Option<String>, DestError> {
         let path = Self::path(key)?;
         let opts = PutOptions { attributes: self.attributes(meta), ..Default::default() };
         let payload: object_store::PutPayload = body.into_iter().collect();
-        self.store.put_opts(&path, payload, opts).await.map_err(|source| DestError::Store {
+        let result = self.store.put_opts(&path, payload, opts).await.map_err(|source| DestError::Store {
             op: "put",
             key: key.0.clone(),
             source,
         })?;
-        Ok(())
+        Ok(result.e_tag.filter(|_| self.etag_is_md5).map(|t| t.trim_matches('"').to_ascii_lowercase()))
     }
 
     /// Starts a multipart upload whose parts are `part_size` bytes.

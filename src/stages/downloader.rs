@@ -7,6 +7,7 @@ use super::{Emit, Replay, Stage, StageError};
 use crate::dest::Destination;
 use crate::drive::{ByteStream, DriveError};
 use crate::model::{ActionKind, FileId, Outcome, OutcomeKind, Planned, Source};
+use crate::state::{Store, UploadRecord};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use std::future::Future;
@@ -42,6 +43,9 @@ pub struct Transfer {
     pub planned: Planned,
     /// Bytes, for `Upload` actions.
     pub body: Option<mpsc::Receiver<Chunk>>,
+    /// An interrupted multipart upload of the same content that these bytes continue: the body then
+    /// starts at its resume offset, not at byte 0.
+    pub resume: Option<UploadRecord>,
 }
 
 /// The downloader stage.
@@ -50,6 +54,8 @@ pub struct Downloader<B: ByteSource> {
     pub source: Arc<B>,
     /// Destination, to check that a copy source still exists.
     pub dest: Destination,
+    /// Store, to find an interrupted upload this download can continue.
+    pub store: Store,
     /// Chunk size.
     pub chunk_size: usize,
     /// Chunks buffered per transfer.
@@ -77,16 +83,23 @@ impl<B: ByteSource> Downloader<B> {
         let source = match &planned.kind {
             ActionKind::Upload { source } => source.clone(),
             _ => {
-                return emit.forward(Transfer { planned, body: None }).await;
+                return emit.forward(Transfer { planned, body: None, resume: None }).await;
             }
         };
-        let stream = match self.source.open(&planned.file.id, &source, 0).await {
-            Ok(s) => s,
+        if matches!(source, Source::Media) && planned.file.size == Some(0) {
+            // Nothing to fetch: Drive's metadata already says what the object holds.
+            let (tx, rx) = mpsc::channel(1);
+            let _ = tx.try_send(Chunk::End);
+            return emit.forward(Transfer { planned, body: Some(rx), resume: None }).await;
+        }
+        let mut resume = self.resumable_upload(&planned, &source);
+        let (stream, offset) = match self.open_at_resume_point(&planned, &source, &mut resume).await {
+            Ok(opened) => opened,
             Err(e) => return self.dead_letter(planned, e, emit).await,
         };
         let (tx, rx) = mpsc::channel(self.chunk_depth);
-        emit.forward(Transfer { planned: planned.clone(), body: Some(rx) }).await?;
-        match self.pump(&planned, &source, stream, &tx).await {
+        emit.forward(Transfer { planned: planned.clone(), body: Some(rx), resume }).await?;
+        match self.pump(&planned, &source, stream, offset, &tx).await {
             Ok(()) => Ok(()),
             Err(PumpError::ReceiverGone) => Ok(()),
             Err(PumpError::Drive(e)) => {
@@ -94,6 +107,40 @@ impl<B: ByteSource> Downloader<B> {
                 self.dead_letter(planned, e, emit).await
             }
         }
+    }
+
+    /// The interrupted upload of exactly this content, if one was recorded with finished parts.
+    fn resumable_upload(&self, planned: &Planned, source: &Source) -> Option<UploadRecord> {
+        if !matches!(source, Source::Media) {
+            return None;
+        }
+        let rec = self.store.upload(&planned.file.id).ok().flatten()?;
+        let point = rec.resumable_for(&planned.key, planned.file.md5.as_deref(), planned.file.size)?;
+        crate::hashing::ContentHasher::restore(&point.hashes).is_ok().then_some(rec)
+    }
+
+    /// Opens the body where `resume` ends (or at 0). If the source refuses that range, the upload
+    /// starts over instead (`resume` is dropped; the uploader aborts the stale upload).
+    async fn open_at_resume_point(
+        &self,
+        planned: &Planned,
+        source: &Source,
+        resume: &mut Option<UploadRecord>,
+    ) -> Result<(ByteStream, u64), DriveError> {
+        let offset = resume.as_ref().and_then(|r| r.resume.as_ref()).map_or(0, |p| p.offset);
+        if offset > 0 {
+            match self.source.open(&planned.file.id, source, offset).await {
+                Ok(stream) => {
+                    tracing::info!(file = %planned.file.id, offset, "resuming an interrupted upload from its recorded parts");
+                    return Ok((stream, offset));
+                }
+                Err(e) => {
+                    tracing::warn!(file = %planned.file.id, offset, error = %e, "cannot resume at the recorded offset; starting over");
+                    *resume = None;
+                }
+            }
+        }
+        Ok((self.source.open(&planned.file.id, source, 0).await?, 0))
     }
 
     async fn dead_letter(&self, planned: Planned, e: DriveError, emit: &Emit<Transfer>) -> Result<(), StageError> {
@@ -114,11 +161,12 @@ impl<B: ByteSource> Downloader<B> {
         planned: &Planned,
         source: &Source,
         mut stream: ByteStream,
+        mut offset: u64,
         tx: &mpsc::Sender<Chunk>,
     ) -> Result<(), PumpError> {
-        let mut offset = 0u64;
         let mut resumes = 0;
-        let mut buf = BytesMut::with_capacity(self.chunk_size);
+        let expected = planned.file.size.map_or(self.chunk_size, |s| s.saturating_sub(offset) as usize);
+        let mut buf = BytesMut::with_capacity(expected.clamp(1, self.chunk_size));
         loop {
             match stream.body.next().await {
                 Some(Ok(bytes)) => {

@@ -6,10 +6,11 @@ use super::downloader::{Chunk, Transfer};
 use super::planner::dead_letter;
 use super::{Emit, Replay, Stage, StageError};
 use crate::dest::{DestError, Destination, ObjectMeta};
+use crate::hashing::{ContentHasher, HashState};
 use crate::model::{ActionKind, Outcome, OutcomeKind, Planned, Uploaded};
+use crate::state::{ResumePoint, UploadRecord};
 use bytes::Bytes;
-use md5::{Digest, Md5};
-use sha2::Sha256;
+use object_store::multipart::PartId;
 use std::sync::Arc;
 
 /// The uploader stage.
@@ -26,27 +27,6 @@ pub struct Uploader {
     pub refetch: tokio::sync::mpsc::Sender<Planned>,
     /// Failure injection.
     pub faults: Arc<super::FailureInjector>,
-}
-
-/// md5 and sha256 computed as bytes stream by.
-#[derive(Default, Clone)]
-pub struct StreamHasher {
-    md5: Md5,
-    sha256: Sha256,
-    len: u64,
-}
-
-impl StreamHasher {
-    /// Feeds bytes.
-    pub fn update(&mut self, b: &[u8]) {
-        self.md5.update(b);
-        self.sha256.update(b);
-        self.len += b.len() as u64;
-    }
-    /// Hex md5, hex sha256, length.
-    pub fn finish(self) -> (String, String, u64) {
-        (hex::encode(self.md5.finalize()), hex::encode(self.sha256.finalize()), self.len)
-    }
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -74,12 +54,18 @@ impl Uploader {
         &self,
         planned: Planned,
         mut body: tokio::sync::mpsc::Receiver<Chunk>,
+        resume: Option<UploadRecord>,
     ) -> Result<Written, DestError> {
         let meta = Self::meta(&planned);
-        let mut hasher = StreamHasher::default();
+        let (mut hasher, mut multipart) = match resume {
+            Some(rec) => {
+                let (hasher, upload) = self.continue_upload(&planned, rec)?;
+                (hasher, Some(Multipart::Recorded(Box::new(upload))))
+            }
+            None => (ContentHasher::new(), None),
+        };
         let mut pending: Vec<Bytes> = Vec::new();
         let mut pending_len = 0usize;
-        let mut multipart: Option<Multipart> = None;
         loop {
             match body.recv().await {
                 Some(Chunk::Data(bytes)) => {
@@ -92,7 +78,8 @@ impl Uploader {
                             multipart = Some(self.start_multipart(&planned, &meta).await?);
                         }
                         if let Some(mp) = multipart.as_mut() {
-                            mp.send(std::mem::take(&mut pending), self.part_concurrency).await?;
+                            let end = (hasher.len(), hasher.snapshot());
+                            mp.send(std::mem::take(&mut pending), self.part_concurrency, Some(end)).await?;
                         }
                         pending_len = 0;
                     }
@@ -106,44 +93,68 @@ impl Uploader {
                 }
             }
         }
-        match multipart {
+        let stored_md5 = match multipart {
             Some(mut mp) => {
                 if !pending.is_empty() {
-                    mp.send(pending, self.part_concurrency).await?;
+                    mp.send(pending, self.part_concurrency, None).await?;
                 }
                 mp.finish(&self.store).await?;
+                None
             }
             None => self.dest.put(&planned.key, pending, &meta).await?,
-        }
-        let (md5, sha256, size) = hasher.finish();
-        Ok(Written::Done(Uploaded { planned, md5, sha256, size }))
+        };
+        let digest = hasher.finish();
+        let (md5, sha256, size) = (digest.md5, digest.sha256, digest.len);
+        Ok(Written::Done(Uploaded { planned, md5, sha256, size, stored_md5 }))
     }
 
     /// Starts a multipart upload: on stores with upload ids (S3, GCS, Azure) the id is recorded in the
-    /// state store before any part is sent, so a crash leaves nothing orphaned (the next run aborts it).
+    /// state store before any part is sent, so a crash leaves nothing orphaned (the next run continues
+    /// or aborts it).
     async fn start_multipart(&self, planned: &Planned, meta: &ObjectMeta) -> Result<Multipart, DestError> {
         if !self.dest.has_recorded_multipart() {
             let mp = self.dest.multipart(&planned.key, meta, self.part_size).await?;
             return Ok(Multipart::Plain(mp));
         }
         let id = self.dest.create_upload(&planned.key, meta).await?;
-        let rec = crate::state::UploadRecord { key: planned.key.clone(), upload_id: id.clone() };
-        if let Err(e) = self.store.record_upload(&planned.file.id, &rec) {
+        let content = planned.file.md5.clone().zip(planned.file.size);
+        let record = UploadRecord { key: planned.key.clone(), upload_id: id.clone(), content, resume: None };
+        if let Err(e) = self.store.record_upload(&planned.file.id, &record) {
             let _ = self.dest.abort_upload(&planned.key, &id).await;
             return Err(DestError::Config(format!("cannot record the upload: {e}")));
         }
-        Ok(Multipart::Recorded(RecordedUpload {
-            dest: self.dest.clone(),
-            file: planned.file.id.clone(),
-            key: planned.key.clone(),
-            id,
-            parts: Vec::new(),
-            running: tokio::task::JoinSet::new(),
-        }))
+        Ok(Multipart::Recorded(Box::new(RecordedUpload::new(self.dest.clone(), self.store.clone(), planned, record))))
+    }
+
+    /// Picks up an interrupted upload the downloader chose to continue: its recorded parts stay, and
+    /// the digests continue from the state saved with them.
+    fn continue_upload(
+        &self,
+        planned: &Planned,
+        record: UploadRecord,
+    ) -> Result<(ContentHasher, RecordedUpload), DestError> {
+        let point = record.resume.as_ref().ok_or_else(|| DestError::Config("resume without recorded parts".into()))?;
+        let hasher = ContentHasher::restore(&point.hashes).map_err(|e| DestError::Config(e.to_string()))?;
+        tracing::debug!(file = %planned.file.id, parts = point.parts.len(), offset = point.offset, "continuing multipart upload");
+        crate::metrics::event(Self::NAME, "upload_resumed");
+        Ok((hasher, RecordedUpload::new(self.dest.clone(), self.store.clone(), planned, record)))
+    }
+
+    /// Aborts an upload recorded for this file by an interrupted run that is not being continued
+    /// (the content changed, the file was deleted, or the range could not be resumed).
+    async fn discard_stale_upload(&self, file: &crate::model::FileId) {
+        let Ok(Some(rec)) = self.store.upload(file) else { return };
+        tracing::info!(%file, key = %rec.key, "aborting an interrupted multipart upload that cannot be continued");
+        if self.dest.abort_upload(&rec.key, &rec.upload_id).await.is_ok() {
+            let _ = self.store.clear_upload(file);
+        }
     }
 
     async fn handle(&self, t: Transfer, emit: &Emit<Uploaded>) -> Result<(), StageError> {
         let planned = t.planned.clone();
+        if t.resume.is_none() {
+            self.discard_stale_upload(&planned.file.id).await;
+        }
         let result = match (&planned.kind, t.body) {
             (ActionKind::Delete, _) => match self.dest.remove(&planned.key).await {
                 Ok(()) => {
@@ -156,10 +167,7 @@ impl Uploader {
                 Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
                     let mut again = planned.clone();
                     again.kind = ActionKind::Upload { source: fallback.clone() };
-                    let tx = self.refetch.clone();
-                    tokio::spawn(async move {
-                        let _ = tx.send(again).await;
-                    });
+                    self.refetch(again);
                     return Ok(());
                 }
                 other => other,
@@ -171,7 +179,18 @@ impl Uploader {
                 }
                 Err(e) => Err(e),
             },
-            (_, Some(body)) => self.write_stream(planned.clone(), body).await,
+            (_, Some(body)) => {
+                let resumed = t.resume.is_some();
+                match self.write_stream(planned.clone(), body, t.resume).await {
+                    Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) if resumed => {
+                        tracing::warn!(file = %planned.file.id, "the interrupted upload is gone from the destination; starting over");
+                        let _ = self.store.clear_upload(&planned.file.id);
+                        self.refetch(planned.clone());
+                        return Ok(());
+                    }
+                    other => other,
+                }
+            }
             (_, None) => {
                 return Err(StageError::Failed(format!("transfer for {} has no body", planned.file.id)));
             }
@@ -191,6 +210,14 @@ impl Uploader {
                 .await
             }
         }
+    }
+
+    /// Sends a plan back to the downloader, without blocking this stage on the downloader's queue.
+    fn refetch(&self, planned: Planned) {
+        let tx = self.refetch.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(planned).await;
+        });
     }
 
     /// Moves (copy + delete) or removes every object of a folder's subtree, server-side.
@@ -220,6 +247,7 @@ impl Uploader {
             md5: planned.file.md5.clone().unwrap_or_default(),
             sha256: planned.file.sha256.clone().unwrap_or_default(),
             size: planned.file.size.unwrap_or(0),
+            stored_md5: None,
         }))
     }
 }
@@ -229,31 +257,82 @@ enum Multipart {
     /// Through `WriteMultipart` (local folders: no upload id to record).
     Plain(object_store::WriteMultipart),
     /// Through `MultipartStore`, with its id recorded in the state store.
-    Recorded(RecordedUpload),
+    Recorded(Box<RecordedUpload>),
 }
 
-/// Parts go up in parallel (bounded); the id is in the store until completed or aborted.
+/// Parts go up in parallel (bounded); the id is in the store until completed or aborted, and each
+/// time the run of finished parts from the first grows, the record is updated with those parts and the
+/// digest state where they end, so a crash loses at most the parts in flight.
 struct RecordedUpload {
     dest: Destination,
+    store: crate::state::Store,
     file: crate::model::FileId,
-    key: crate::model::ObjectKey,
-    id: object_store::MultipartId,
-    parts: Vec<Option<object_store::multipart::PartId>>,
-    running: tokio::task::JoinSet<(usize, Result<object_store::multipart::PartId, DestError>)>,
+    record: UploadRecord,
+    parts: Vec<Option<PartId>>,
+    /// Where each part ends and the digest state there (`None` for the last part, and for parts a
+    /// previous run recorded).
+    ends: Vec<Option<(u64, HashState)>>,
+    /// Parts already in the record.
+    recorded: usize,
+    running: tokio::task::JoinSet<(usize, Result<PartId, DestError>)>,
 }
 
 impl RecordedUpload {
+    fn new(dest: Destination, store: crate::state::Store, planned: &Planned, record: UploadRecord) -> Self {
+        let done: Vec<Option<PartId>> = record
+            .resume
+            .iter()
+            .flat_map(|p| p.parts.iter())
+            .map(|etag| Some(PartId { content_id: etag.clone() }))
+            .collect();
+        RecordedUpload {
+            dest,
+            store,
+            file: planned.file.id.clone(),
+            record,
+            ends: vec![None; done.len()],
+            recorded: done.len(),
+            parts: done,
+            running: tokio::task::JoinSet::new(),
+        }
+    }
+
+    fn key(&self) -> &crate::model::ObjectKey {
+        &self.record.key
+    }
+
     async fn reap_one(&mut self) -> Result<(), DestError> {
         if let Some(joined) = self.running.join_next().await {
             let (idx, r) = joined.map_err(|e| DestError::Config(format!("part task: {e}")))?;
             self.parts[idx] = Some(r?);
+            self.record_progress();
         }
         Ok(())
+    }
+
+    /// Saves the longest run of finished parts from the first that ends at a known digest state.
+    fn record_progress(&mut self) {
+        let finished = self.parts.iter().take_while(|p| p.is_some()).count();
+        let Some(n) = (self.recorded + 1..=finished).rev().find(|&n| self.ends[n - 1].is_some()) else { return };
+        let Some((offset, hashes)) = self.ends[n - 1].clone() else { return };
+        let parts = self.parts[..n].iter().flatten().map(|p| p.content_id.clone()).collect();
+        self.record.resume = Some(ResumePoint { parts, offset, hashes });
+        match self.store.record_upload(&self.file, &self.record) {
+            Ok(()) => self.recorded = n,
+            Err(e) => tracing::warn!(file = %self.file, error = %e, "cannot record upload progress"),
+        }
     }
 }
 
 impl Multipart {
-    async fn send(&mut self, body: Vec<Bytes>, concurrency: usize) -> Result<(), DestError> {
+    /// Sends the next part; `end` is where it ends in the file and the digest state there (`None`
+    /// for the last part).
+    async fn send(
+        &mut self,
+        body: Vec<Bytes>,
+        concurrency: usize,
+        end: Option<(u64, HashState)>,
+    ) -> Result<(), DestError> {
         match self {
             Multipart::Plain(mp) => {
                 for b in body {
@@ -272,7 +351,8 @@ impl Multipart {
                 }
                 let idx = up.parts.len();
                 up.parts.push(None);
-                let (dest, key, id) = (up.dest.clone(), up.key.clone(), up.id.clone());
+                up.ends.push(end);
+                let (dest, key, id) = (up.dest.clone(), up.key().clone(), up.record.upload_id.clone());
                 up.running.spawn(async move { (idx, dest.put_part(&key, &id, idx, body).await) });
                 Ok(())
             }
@@ -299,11 +379,11 @@ impl Multipart {
                         .iter()
                         .map(|p| p.clone().ok_or_else(|| DestError::Config("missing part".into())))
                         .collect::<Result<Vec<_>, _>>()?;
-                    up.dest.complete_upload(&up.key, &up.id, parts).await
+                    up.dest.complete_upload(up.key(), &up.record.upload_id, parts).await
                 }
                 .await;
                 if result.is_err() {
-                    let _ = up.dest.abort_upload(&up.key, &up.id).await;
+                    let _ = up.dest.abort_upload(up.key(), &up.record.upload_id).await;
                 }
                 let _ = store.clear_upload(&up.file);
                 result
@@ -318,7 +398,7 @@ impl Multipart {
             }
             Multipart::Recorded(mut up) => {
                 up.running.abort_all();
-                let _ = up.dest.abort_upload(&up.key, &up.id).await;
+                let _ = up.dest.abort_upload(up.key(), &up.record.upload_id).await;
                 let _ = store.clear_upload(&up.file);
             }
         }
@@ -340,21 +420,5 @@ impl Stage for Uploader {
 
     fn replay(item: &Transfer) -> Replay {
         Replay::Downloader(item.planned.clone())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hasher_matches_known_digests() {
-        let mut h = StreamHasher::default();
-        h.update(b"hello ");
-        h.update(b"world");
-        let (md5, sha, len) = h.finish();
-        assert_eq!(md5, "5eb63bbbe01eeed093cb22bb8f5acdc3");
-        assert_eq!(sha, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
-        assert_eq!(len, 11);
     }
 }

@@ -55,6 +55,12 @@ pub fn check_against_drive(u: &Uploaded) -> Result<(), Mismatch> {
     Ok(())
 }
 
+/// Whether the destination's own receipt for the write (a single PUT's md5 ETag) matches the bytes
+/// streamed: then the object is there with those bytes, and a HEAD would only cost a request.
+pub fn stored_as_streamed(u: &Uploaded) -> bool {
+    u.stored_md5.as_deref().is_some_and(|m| !u.md5.is_empty() && m.eq_ignore_ascii_case(&u.md5))
+}
+
 /// The verifier stage.
 pub struct Verifier {
     /// Destination, for HEAD and for removing the old key after a move.
@@ -69,6 +75,7 @@ impl Verifier {
     async fn handle(&self, u: Uploaded, emit: &Emit<()>) -> Result<(), StageError> {
         let mismatch = match check_against_drive(&u) {
             Err(m) => Some(m),
+            Ok(()) if stored_as_streamed(&u) => None,
             Ok(()) => match self.dest.head(&u.planned.key).await {
                 Ok(Some(size)) if size == u.size => None,
                 Ok(found) => Some(Mismatch::Object { found }),
@@ -172,7 +179,7 @@ mod tests {
             kind: ActionKind::Upload { source },
             attempt: 0,
         };
-        Uploaded { planned, md5: md5.into(), sha256: String::new(), size }
+        Uploaded { planned, md5: md5.into(), sha256: String::new(), size, stored_md5: None }
     }
 
     #[test]
@@ -186,5 +193,18 @@ mod tests {
     fn exports_are_not_compared_with_drive_md5() {
         let export = Source::Export { mime: "application/pdf".into(), link: None };
         assert_eq!(check_against_drive(&uploaded("zzz", 99, export)), Ok(()));
+    }
+
+    #[test]
+    fn only_a_receipt_with_the_streamed_md5_replaces_the_head() {
+        let mut u = uploaded("abc", 3, Source::Media);
+        assert!(!stored_as_streamed(&u), "no receipt: HEAD");
+        u.stored_md5 = Some("ABC".into());
+        assert!(stored_as_streamed(&u));
+        u.stored_md5 = Some("abd".into());
+        assert!(!stored_as_streamed(&u), "an ETag that is not our md5 (e.g. SSE-KMS) falls back to HEAD");
+        u.md5 = String::new();
+        u.stored_md5 = Some(String::new());
+        assert!(!stored_as_streamed(&u));
     }
 }

@@ -93,13 +93,42 @@ pub struct Store {
     uploads: Keyspace,
 }
 
-/// A multipart upload in progress, recorded before its first part so a crash never orphans it.
+/// A multipart upload in progress, recorded before its first part so a crash never orphans it, and
+/// updated as parts finish so a restarted run continues from the last recorded part.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRecord {
     /// Key being written.
     pub key: ObjectKey,
     /// The store's upload id.
     pub upload_id: String,
+    /// The Drive content being uploaded (md5, size); only the same content may continue these parts.
+    pub content: Option<(String, u64)>,
+    /// The parts finished so far, in order from the first, and where they end.
+    pub resume: Option<ResumePoint>,
+}
+
+/// Where an interrupted multipart upload can continue: its first parts are stored, and the digests
+/// of the bytes they hold are saved, so only the rest of the file needs downloading.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumePoint {
+    /// Part ids (ETags) of parts 1..=n, all finished.
+    pub parts: Vec<String>,
+    /// Bytes those parts hold: the download continues from here.
+    pub offset: u64,
+    /// md5/sha256 state after those bytes.
+    pub hashes: crate::hashing::HashState,
+}
+
+impl UploadRecord {
+    /// The resume point, if this record continues exactly `md5`/`size` at `key`.
+    pub fn resumable_for(&self, key: &ObjectKey, md5: Option<&str>, size: Option<u64>) -> Option<&ResumePoint> {
+        let same_content = match (&self.content, md5, size) {
+            (Some((m, s)), Some(md5), Some(size)) => m == md5 && *s == size,
+            _ => false,
+        };
+        let point = self.resume.as_ref().filter(|p| p.offset > 0 && !p.parts.is_empty())?;
+        (same_content && self.key == *key && point.offset < size.unwrap_or(0)).then_some(point)
+    }
 }
 
 /// What one `apply` changed that callers track outside the store.
@@ -109,6 +138,20 @@ pub struct ApplyReport {
     pub dead_letters_changed: bool,
     /// Files dead-lettered by this batch (a later outcome in the same batch may clear them).
     dead_lettered_in_batch: Vec<FileId>,
+}
+
+/// Decodes an upload record, including one written before uploads were resumable (key and id only):
+/// such an upload is still aborted at start rather than failing the run.
+fn decode_upload(bytes: &[u8]) -> Result<UploadRecord, StoreError> {
+    #[derive(Deserialize)]
+    struct Before {
+        key: ObjectKey,
+        upload_id: String,
+    }
+    codec::decode::<UploadRecord>(bytes).or_else(|e| {
+        let old: Before = codec::decode(bytes).map_err(|_| e)?;
+        Ok(UploadRecord { key: old.key, upload_id: old.upload_id, content: None, resume: None })
+    })
 }
 
 const CHECKPOINT_KEY: &[u8] = b"feed";
@@ -317,6 +360,11 @@ impl Store {
         Ok(())
     }
 
+    /// The upload recorded for a file, if any.
+    pub fn upload(&self, file: &FileId) -> Result<Option<UploadRecord>, StoreError> {
+        self.uploads.get(file.as_str())?.map(|v| decode_upload(&v)).transpose()
+    }
+
     /// Forgets a finished or aborted upload.
     pub fn clear_upload(&self, file: &FileId) -> Result<(), StoreError> {
         self.uploads.remove(file.as_str())?;
@@ -329,7 +377,7 @@ impl Store {
             .iter()
             .map(|g| {
                 let (k, v) = g.into_inner()?;
-                Ok((FileId(String::from_utf8_lossy(&k).into_owned()), codec::decode(&v)?))
+                Ok((FileId(String::from_utf8_lossy(&k).into_owned()), decode_upload(&v)?))
             })
             .collect()
     }
@@ -456,8 +504,10 @@ mod tests {
         let report = apply(&s, vec![outcome(4, "b", OutcomeKind::Committed(rec("b")))]);
         assert!(report.dead_letters_changed);
         assert_eq!(s.dead_letter_count().unwrap(), 1);
-        assert!(apply(&s, vec![outcome(5, "d", letter("d")), outcome(6, "d", OutcomeKind::Removed { key: None })])
-            .dead_letters_changed);
+        assert!(
+            apply(&s, vec![outcome(5, "d", letter("d")), outcome(6, "d", OutcomeKind::Removed { key: None })])
+                .dead_letters_changed
+        );
         assert_eq!(s.dead_letters().unwrap().iter().map(|d| d.id.0.as_str()).collect::<Vec<_>>(), ["c"]);
     }
 }
