@@ -7,6 +7,7 @@ pub mod webhook;
 
 pub use error::DriveError;
 
+use crate::breaker::{Breaker, BreakerSettings};
 use crate::model::{DriveFile, DriveId, FileId};
 use crate::retry::{RetryPolicy, TokenBucket};
 use bytes::Bytes;
@@ -108,6 +109,8 @@ pub struct DriveSettings {
     pub acknowledge_abuse: bool,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// Circuit breaker in front of every Drive request.
+    pub breaker: BreakerSettings,
     /// Requests per second.
     pub rps: f64,
 }
@@ -122,6 +125,7 @@ pub struct DriveClient {
     http: reqwest::Client,
     settings: Arc<DriveSettings>,
     limiter: Arc<TokenBucket>,
+    breaker: Arc<Breaker>,
 }
 
 const GOOGLE_DOCS_BASE: &str = "https://docs.google.com/";
@@ -148,9 +152,12 @@ impl DriveClient {
             .build()
             .map_err(|e| DriveError::Transport(e.to_string()))?;
         let limiter = Arc::new(TokenBucket::new(settings.rps, settings.rps.max(1.0)));
-        Ok(DriveClient { hub: Arc::new(hub), auth, http, settings: Arc::new(settings), limiter })
+        let breaker = Arc::new(Breaker::new("drive", settings.breaker));
+        Ok(DriveClient { hub: Arc::new(hub), auth, http, settings: Arc::new(settings), limiter, breaker })
     }
 
+    /// Every Drive request goes through here: retried by the policy, each attempt held by the breaker
+    /// while Drive is failing, then paced by the token bucket.
     async fn paced<T, F, Fut>(&self, remote: &'static str, op: F) -> Result<T, DriveError>
     where
         F: Fn() -> Fut,
@@ -158,10 +165,12 @@ impl DriveClient {
     {
         self.settings
             .retry
-            .run(remote, || async {
-                self.limiter.acquire().await;
-                crate::metrics::drive_request(remote);
-                op().await
+            .run(remote, || {
+                self.breaker.call(|| async {
+                    self.limiter.acquire().await;
+                    crate::metrics::drive_request(remote);
+                    op().await
+                })
             })
             .await
     }
