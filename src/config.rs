@@ -431,6 +431,12 @@ pub struct RetryConfig {
     /// Backoff cap.
     #[serde(default = "default_max_delay")]
     pub max_delay: HumanDuration,
+    /// Consecutive retryable failures of one remote that open its circuit breaker.
+    #[serde(default = "default_breaker_threshold")]
+    pub breaker_threshold: u32,
+    /// How long an open breaker holds calls before one probe is let through.
+    #[serde(default = "default_breaker_cooldown")]
+    pub breaker_cooldown: HumanDuration,
 }
 
 fn default_attempts() -> u32 {
@@ -442,6 +448,12 @@ fn default_base_delay() -> HumanDuration {
 fn default_max_delay() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
+fn default_breaker_threshold() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
 
 impl Default for RetryConfig {
     fn default() -> Self {
@@ -449,7 +461,16 @@ impl Default for RetryConfig {
             max_attempts: default_attempts(),
             base_delay: default_base_delay(),
             max_delay: default_max_delay(),
+            breaker_threshold: default_breaker_threshold(),
+            breaker_cooldown: default_breaker_cooldown(),
         }
+    }
+}
+
+impl RetryConfig {
+    /// The circuit-breaker settings these keys describe.
+    pub fn breaker(&self) -> crate::breaker::BreakerSettings {
+        crate::breaker::BreakerSettings { threshold: self.breaker_threshold, cooldown: self.breaker_cooldown.0 }
     }
 }
 
@@ -569,6 +590,12 @@ impl Config {
         self.stage_problems(&mut p);
         if self.retry.max_attempts == 0 {
             p.push("retry.max_attempts: must be at least 1".into());
+        }
+        if self.retry.breaker_threshold == 0 {
+            p.push("retry.breaker_threshold: must be at least 1".into());
+        }
+        if self.retry.breaker_cooldown.0.is_zero() {
+            p.push("retry.breaker_cooldown: must be longer than 0s".into());
         }
         if self.rate_limit.drive_rps.is_nan() || self.rate_limit.drive_rps <= 0.0 {
             p.push("rate_limit.drive_rps: must be greater than 0".into());
@@ -711,6 +738,19 @@ mod tests {
             "url = \"s3://b/p\"\nendpoint = \"https://abc.storage.supabase.co/storage/v1/s3\"",
         );
         assert_eq!(Config::parse(&text).unwrap().destination.key_mode(), KeyMode::Supabase);
+    }
+
+    #[test]
+    fn breaker_keys_default_and_are_validated() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.retry.breaker(), crate::breaker::BreakerSettings::default());
+        let text = format!("{MINIMAL}[retry]\nbreaker_threshold = 0\nbreaker_cooldown = \"0s\"\n");
+        let problems = Config::parse(&text).unwrap().problems();
+        assert!(problems.iter().any(|p| p.starts_with("retry.breaker_threshold:")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.starts_with("retry.breaker_cooldown:")), "{problems:?}");
+        let text = format!("{MINIMAL}[retry]\nbreaker_cooldown = \"soon\"\n");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(err.contains("breaker_cooldown") && err.contains("line 6"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub const DLQ_FILES: &str = "mirrorflow_dlq_files";
 pub const CHECKPOINT_LAG_SECONDS: &str = "mirrorflow_checkpoint_lag_seconds";
 /// Drive API requests sent (before retries are counted separately).
 pub const DRIVE_REQUESTS_TOTAL: &str = "mirrorflow_drive_requests_total";
+/// Circuit breaker state per remote (`drive`, `destination`): 0 closed, 1 half-open, 2 open.
+pub const CIRCUIT_STATE: &str = "mirrorflow_circuit_state";
+/// Times a remote's circuit breaker opened.
+pub const CIRCUIT_OPENINGS_TOTAL: &str = "mirrorflow_circuit_openings_total";
 
 /// Installs the Prometheus exporter on `listen`.
 pub fn install_exporter(listen: std::net::SocketAddr) -> Result<(), String> {
@@ -79,4 +83,14 @@ pub fn checkpoint_lag(secs: f64) {
 /// A Drive request is about to be sent.
 pub fn drive_request(remote: &'static str) {
     counter!(DRIVE_REQUESTS_TOTAL, "remote" => remote).increment(1);
+}
+
+/// The circuit breaker of `remote` is now in `state` (0 closed, 1 half-open, 2 open).
+pub fn circuit_state(remote: &'static str, state: u8) {
+    gauge!(CIRCUIT_STATE, "remote" => remote).set(f64::from(state));
+}
+
+/// The circuit breaker of `remote` opened.
+pub fn circuit_opened(remote: &'static str) {
+    counter!(CIRCUIT_OPENINGS_TOTAL, "remote" => remote).increment(1);
 }

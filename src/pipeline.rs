@@ -81,6 +81,7 @@ pub async fn drive_client(cfg: &Config) -> Result<DriveClient, DriveError> {
         page_size: cfg.source.page_size,
         acknowledge_abuse: cfg.source.acknowledge_abuse,
         retry: retry_policy(cfg),
+        breaker: cfg.retry.breaker(),
         rps: cfg.rate_limit.drive_rps,
     })
     .await

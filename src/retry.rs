@@ -27,6 +27,10 @@ pub trait Classified {
     fn reason(&self) -> String;
 }
 
+/// The longest server-requested `Retry-After` honoured; a server asking for more gets this (a mirror
+/// worker must not sleep for hours on one header).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 /// Backoff parameters, from `[retry]`.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -45,6 +49,15 @@ impl RetryPolicy {
         exp.min(self.max_delay).mul_f64(jitter.clamp(0.0, 1.0))
     }
 
+    /// How long to wait after `failures` failures ending with `e`: the server's `Retry-After` when it
+    /// sent one (honoured even beyond `max_delay`, up to [`MAX_RETRY_AFTER`]), else jittered backoff.
+    pub fn wait<E: Classified>(&self, e: &E, failures: u32) -> Duration {
+        match e.retry_after() {
+            Some(d) => d.min(MAX_RETRY_AFTER),
+            None => self.delay(failures, rand::random::<f64>()),
+        }
+    }
+
     /// Runs `op` until it succeeds, fails permanently, or attempts run out.
     pub async fn run<T, E, F, Fut>(&self, remote: &'static str, mut op: F) -> Result<T, E>
     where
@@ -59,9 +72,9 @@ impl RetryPolicy {
                 Err(e) if e.class() == ErrorClass::Retryable && failures + 1 < self.max_attempts => {
                     failures += 1;
                     crate::metrics::retry(remote, &e.reason());
-                    let wait = e.retry_after().unwrap_or_else(|| self.delay(failures, rand::random::<f64>()));
+                    let wait = self.wait(&e, failures);
                     tracing::debug!(remote, reason = %e.reason(), ?wait, failures, "retrying");
-                    tokio::time::sleep(wait.min(self.max_delay.max(Duration::from_millis(1)))).await;
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -173,6 +186,26 @@ mod tests {
                 })
                 .await;
         assert_eq!(start.elapsed(), Duration::from_millis(700));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_beyond_max_delay_is_honoured_up_to_the_ceiling() {
+        let p = policy();
+        let e = |s| E(ErrorClass::Retryable, Some(Duration::from_secs(s)));
+        assert_eq!(p.wait(&e(5), 1), Duration::from_secs(5), "max_delay is 1s, the server asked for 5s");
+        assert_eq!(p.wait(&e(86_400), 1), MAX_RETRY_AFTER);
+        assert!(p.wait(&E(ErrorClass::Retryable, None), 1) <= Duration::from_millis(100));
+        let start = tokio::time::Instant::now();
+        let mut calls = 0;
+        let r: Result<(), E> = p
+            .run("t", || {
+                calls += 1;
+                let c = calls;
+                async move { if c < 2 { Err(e(5)) } else { Ok(()) } }
+            })
+            .await;
+        assert!(r.is_ok());
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Fault injection seen through the real client stack: proportions, resets mid-body, scope of faults.
+//! Fault injection seen through the real client stack: proportions, resets mid-body, scope of faults,
+//! and the server's `Retry-After` honoured by a metadata call of our Drive client.
 
 mod emu_support;
 
@@ -6,6 +7,7 @@ use emu_support::{hub_error_reason, start};
 use futures::StreamExt;
 use mirrorflow::emulator::EmulatorConfig;
 use serde_json::json;
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_errors_arrive_in_configured_proportions() {
@@ -110,5 +112,83 @@ async fn connection_resets_cut_bodies_part_way() {
     let full = ctx.http.get(&url).bearer_auth(&token).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(full.len() as u64, size);
     assert_eq!(Some(hex::encode(<md5::Md5 as md5::Digest>::digest(&full))), file.md5);
+    ctx.emu.shutdown().await;
+}
+
+/// Our Drive client against the emulator: two attempts per call, backoff of at most 10 ms.
+async fn drive_client(ctx: &emu_support::Ctx, dir: &std::path::Path) -> mirrorflow::drive::DriveClient {
+    let key = dir.join("key.json");
+    ctx.emu.write_service_account_key(&key).unwrap();
+    mirrorflow::drive::DriveClient::connect(mirrorflow::drive::DriveSettings {
+        credentials: key,
+        subject: None,
+        api_base_url: ctx.base.clone(),
+        docs_base_url: ctx.base.clone(),
+        page_size: 100,
+        acknowledge_abuse: false,
+        retry: mirrorflow::retry::RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(10),
+        },
+        breaker: mirrorflow::breaker::BreakerSettings::default(),
+        rps: 1000.0,
+    })
+    .await
+    .expect("client connects")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_call_waits_for_the_servers_retry_after() {
+    let ctx = start(EmulatorConfig::default()).await;
+    let id = ctx.tree().await.items[0].id.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let client = drive_client(&ctx, dir.path()).await;
+    client.root_folder_id().await.expect("token fetched, faults off");
+    ctx.control("stats/reset", json!({})).await;
+    // Seed 1 makes the first injected rate limit a 429, the flavour that carries Retry-After.
+    ctx.control("faults", json!({"rate_limit_pct": 100.0, "retry_after_secs": 2, "seed": 1})).await;
+    let started = Instant::now();
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move { client.get_file(&mirrorflow::model::FileId(id)).await })
+    };
+    // Drive recovers as soon as the first answer (the 429) is out. Our backoff alone would retry within
+    // 10 ms, meet the fault again and fail (two attempts): only waiting for Retry-After succeeds.
+    for _ in 0..1000 {
+        if ctx.control_get("stats").await["requests"]["files.get 429"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    ctx.control("faults", json!({})).await;
+    let file = call.await.unwrap().expect("the retry after Retry-After succeeds");
+    assert!(file.is_some());
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}, before the server's Retry-After of 2 s");
+    let req = &ctx.control_get("stats").await["requests"];
+    assert_eq!(req["files.get 429"], 1, "{req}");
+    assert_eq!(req["files.get 200"], 1, "{req}");
+    assert!(req.get("files.get 403").is_none(), "{req}");
+    ctx.emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_sent_on_429_only_and_only_when_configured() {
+    let ctx = start(EmulatorConfig::default()).await;
+    let token = ctx.token().await;
+    let url = format!("{}drive/v3/files/{}", ctx.base, ctx.tree().await.items[0].id);
+    let mut seen = std::collections::BTreeMap::new();
+    for secs in [0u64, 3] {
+        ctx.control("faults", json!({"rate_limit_pct": 100.0, "retry_after_secs": secs, "seed": 2})).await;
+        for _ in 0..30 {
+            let resp = ctx.http.get(&url).bearer_auth(&token).send().await.unwrap();
+            let header = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            seen.insert((secs, resp.status().as_u16(), header), ());
+        }
+    }
+    let seen: Vec<_> = seen.into_keys().collect();
+    let expected = vec![(0, 403, None), (0, 429, None), (3, 403, None), (3, 429, Some("3".to_string()))];
+    assert_eq!(seen, expected);
     ctx.emu.shutdown().await;
 }

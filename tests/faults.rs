@@ -1,31 +1,44 @@
 //! Faults: a chaos run against a Drive that rate-limits, fails and drops connections part-way through
-//! bodies still ends with the exact mirror, every file verified, and the dead-letter store holding
-//! exactly the permanently failing file with its reason; `dlq retry` mirrors it once its cause is fixed.
+//! bodies (and, into S3, a store that throttles with 503 SlowDown) still ends with the exact mirror,
+//! every file verified, and the dead-letter store holding exactly the permanently failing file with its
+//! reason; `dlq retry` mirrors it once its cause is fixed.
 
 mod common;
+use common::slowdown_proxy::SlowDownProxy;
 use common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_on_drive_still_ends_exact_with_only_the_abusive_file_dead_lettered() {
+/// An emulator with the hostile corpus that rate-limits 10 %, fails 2 % and resets 1 % of requests.
+async fn chaotic_drive() -> TestEnv {
     let env = TestEnv::start(small_corpus(true)).await;
     env.control(
         "faults",
         serde_json::json!({"rate_limit_pct": 10.0, "server_error_pct": 2.0, "reset_pct": 1.0, "seed": 5}),
     )
     .await;
-    let config = env.config(
-        "chaos",
-        &env.local_dest("mirror"),
-        "[retry]\nmax_attempts = 12\nbase_delay = \"5ms\"\nmax_delay = \"200ms\"",
-    );
+    env
+}
+
+/// A config for `dest` with the chaos retry policy (many attempts, short delays).
+fn chaos_config(env: &TestEnv, name: &str, dest: &Dest) -> std::path::PathBuf {
+    let config = env.config(name, dest, "[retry]\nmax_attempts = 12\nbase_delay = \"5ms\"\nmax_delay = \"200ms\"");
     // The harness already writes a [retry] table; keep the chaos one.
     let t = std::fs::read_to_string(&config).unwrap();
     let t = t.replacen("[retry]\nmax_attempts = 6\nbase_delay = \"20ms\"\nmax_delay = \"500ms\"\n", "", 1);
     std::fs::write(&config, t).unwrap();
+    config
+}
+
+/// Runs `--once`; exit 3: some files were dead-lettered.
+async fn run_once(config: &std::path::Path) {
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+}
+
+/// Asserts the exact mirror, that Drive faults really happened, and that the dead-letter store holds
+/// exactly the abuse-flagged files.
+async fn assert_exact_with_only_the_abusive_file_dead_lettered(env: &TestEnv, config: &std::path::Path) {
     let tree = env.tree().await;
-    assert_exact_mirror(&config, &expected_files(&tree)).await;
+    assert_exact_mirror(config, &expected_files(&tree)).await;
     let stats = env.stats().await;
     let faults: u64 = stats["requests"]
         .as_object()
@@ -36,7 +49,7 @@ async fn chaos_on_drive_still_ends_exact_with_only_the_abusive_file_dead_lettere
         .sum();
     assert!(faults > 5, "the chaos run saw too few faults to mean anything: {stats}");
 
-    let (_cfg, store, _dest) = open(&config);
+    let (_cfg, store, _dest) = open(config);
     let dl = store.dead_letters().unwrap();
     let abusive: Vec<&str> = tree.items.iter().filter(|i| i.abusive).map(|i| i.id.as_str()).collect();
     assert_eq!(dl.len(), abusive.len(), "{dl:?}");
@@ -44,6 +57,31 @@ async fn chaos_on_drive_still_ends_exact_with_only_the_abusive_file_dead_lettere
         assert!(abusive.contains(&d.id.0.as_str()), "unexpected dead letter {d:?}");
         assert_eq!(d.reason, "cannotDownloadAbusiveFile");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_on_drive_still_ends_exact_with_only_the_abusive_file_dead_lettered() {
+    let env = chaotic_drive().await;
+    let config = chaos_config(&env, "chaos", &env.local_dest("mirror"));
+    run_once(&config).await;
+    assert_exact_with_only_the_abusive_file_dead_lettered(&env, &config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_on_drive_and_s3_slowdowns_still_ends_exact_with_only_the_abusive_file_dead_lettered() {
+    let s3 = s3_server().await;
+    let proxy = SlowDownProxy::start(&s3.endpoint, 5.0, 11).await;
+    let env = chaotic_drive().await;
+    create_bucket(&s3.endpoint, "chaos").await;
+    let prefix = format!("run-{}", mirrorflow::drive::random_hex(4));
+    let dest = Dest::S3 { endpoint: proxy.endpoint.clone(), bucket: "chaos".into(), prefix };
+    let config = chaos_config(&env, "chaos-s3", &dest);
+    run_once(&config).await;
+    let (injected, forwarded) = (proxy.injected(), proxy.forwarded());
+    assert!(injected > 0, "the proxy answered none of the run's {forwarded} S3 requests with SlowDown");
+    eprintln!("S3 SlowDown injected during the run: {injected} of {} requests", injected + forwarded);
+    // The checks read the mirror back through the same throttling proxy.
+    assert_exact_with_only_the_abusive_file_dead_lettered(&env, &config).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 
 pub mod keys;
 
+use crate::breaker::Breaker;
 use crate::config::{DeletePolicy, DestinationConfig, KeyMode, RetryConfig};
 use crate::model::ObjectKey;
 use crate::retry::{Classified, ErrorClass};
@@ -12,6 +13,7 @@ use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, MultipartId, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, WriteMultipart,
 };
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,6 +81,7 @@ pub struct Destination {
     supports_metadata: bool,
     /// A single PUT's ETag is the md5 of the bytes (S3), so it proves the write without a HEAD.
     etag_is_md5: bool,
+    breaker: Arc<Breaker>,
     /// Key alphabet.
     pub key_mode: KeyMode,
     /// What Drive deletes do.
@@ -124,6 +127,7 @@ impl Destination {
             prefix,
             supports_metadata,
             etag_is_md5,
+            breaker: Arc::new(Breaker::new("destination", retry.breaker())),
             key_mode: cfg.key_mode(),
             delete_policy: cfg.deletes,
         })
@@ -141,6 +145,12 @@ impl Destination {
         } else {
             ObjectKey(format!("{}/{relative}", self.prefix))
         }
+    }
+
+    /// Every store call goes through here: object_store has already retried inside, so the breaker
+    /// sees each operation's final result and holds further calls while the store keeps failing.
+    async fn guarded<T>(&self, op: impl Future<Output = Result<T, DestError>>) -> Result<T, DestError> {
+        self.breaker.call(|| op).await
     }
 
     fn path(key: &ObjectKey) -> Result<Path, DestError> {
@@ -168,11 +178,10 @@ impl Destination {
         let path = Self::path(key)?;
         let opts = PutOptions { attributes: self.attributes(meta), ..Default::default() };
         let payload: object_store::PutPayload = body.into_iter().collect();
-        let result = self.store.put_opts(&path, payload, opts).await.map_err(|source| DestError::Store {
-            op: "put",
-            key: key.0.clone(),
-            source,
-        })?;
+        let put = self.store.put_opts(&path, payload, opts);
+        let result = self
+            .guarded(async { put.await.map_err(|source| DestError::Store { op: "put", key: key.0.clone(), source }) })
+            .await?;
         Ok(result.e_tag.filter(|_| self.etag_is_md5).map(|t| t.trim_matches('"').to_ascii_lowercase()))
     }
 
@@ -185,11 +194,15 @@ impl Destination {
     ) -> Result<WriteMultipart, DestError> {
         let path = Self::path(key)?;
         let opts = PutMultipartOptions { attributes: self.attributes(meta), ..Default::default() };
-        let upload = self.store.put_multipart_opts(&path, opts).await.map_err(|source| DestError::Store {
-            op: "create_multipart",
-            key: key.0.clone(),
-            source,
-        })?;
+        let upload = self
+            .guarded(async {
+                self.store.put_multipart_opts(&path, opts).await.map_err(|source| DestError::Store {
+                    op: "create_multipart",
+                    key: key.0.clone(),
+                    source,
+                })
+            })
+            .await?;
         Ok(WriteMultipart::new_with_chunk_size(upload, part_size))
     }
 
@@ -205,11 +218,15 @@ impl Destination {
     /// Creates a multipart upload and returns its id (to be recorded before any part is sent).
     pub async fn create_upload(&self, key: &ObjectKey, meta: &ObjectMeta) -> Result<MultipartId, DestError> {
         let opts = PutMultipartOptions { attributes: self.attributes(meta), ..Default::default() };
-        self.mp()?.create_multipart_opts(&Self::path(key)?, opts).await.map_err(|source| DestError::Store {
-            op: "create_multipart",
-            key: key.0.clone(),
-            source,
+        let (mp, path) = (self.mp()?, Self::path(key)?);
+        self.guarded(async {
+            mp.create_multipart_opts(&path, opts).await.map_err(|source| DestError::Store {
+                op: "create_multipart",
+                key: key.0.clone(),
+                source,
+            })
         })
+        .await
     }
 
     /// Uploads part `idx` of an upload.
@@ -221,11 +238,15 @@ impl Destination {
         body: Vec<Bytes>,
     ) -> Result<PartId, DestError> {
         let payload: object_store::PutPayload = body.into_iter().collect();
-        self.mp()?.put_part(&Self::path(key)?, id, idx, payload).await.map_err(|source| DestError::Store {
-            op: "put_part",
-            key: key.0.clone(),
-            source,
+        let (mp, path) = (self.mp()?, Self::path(key)?);
+        self.guarded(async {
+            mp.put_part(&path, id, idx, payload).await.map_err(|source| DestError::Store {
+                op: "put_part",
+                key: key.0.clone(),
+                source,
+            })
         })
+        .await
     }
 
     /// Completes an upload from its parts, in order.
@@ -235,55 +256,72 @@ impl Destination {
         id: &MultipartId,
         parts: Vec<PartId>,
     ) -> Result<(), DestError> {
-        self.mp()?
-            .complete_multipart(&Self::path(key)?, id, parts)
-            .await
-            .map(|_| ())
-            .map_err(|source| DestError::Store { op: "complete_multipart", key: key.0.clone(), source })
+        let (mp, path) = (self.mp()?, Self::path(key)?);
+        self.guarded(async {
+            mp.complete_multipart(&path, id, parts).await.map(|_| ()).map_err(|source| DestError::Store {
+                op: "complete_multipart",
+                key: key.0.clone(),
+                source,
+            })
+        })
+        .await
     }
 
     /// Aborts an upload; an upload the server no longer knows is fine.
     pub async fn abort_upload(&self, key: &ObjectKey, id: &MultipartId) -> Result<(), DestError> {
-        match self.mp()?.abort_multipart(&Self::path(key)?, id).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(DestError::Store { op: "abort_multipart", key: key.0.clone(), source }),
-        }
+        let (mp, path) = (self.mp()?, Self::path(key)?);
+        self.guarded(async {
+            match mp.abort_multipart(&path, id).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(source) => Err(DestError::Store { op: "abort_multipart", key: key.0.clone(), source }),
+            }
+        })
+        .await
     }
 
     /// The object's size, or `None` if absent.
     pub async fn head(&self, key: &ObjectKey) -> Result<Option<u64>, DestError> {
-        match self.store.head(&Self::path(key)?).await {
-            Ok(m) => Ok(Some(m.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(source) => Err(DestError::Store { op: "head", key: key.0.clone(), source }),
-        }
+        let path = Self::path(key)?;
+        self.guarded(async {
+            match self.store.head(&path).await {
+                Ok(m) => Ok(Some(m.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(source) => Err(DestError::Store { op: "head", key: key.0.clone(), source }),
+            }
+        })
+        .await
     }
 
     /// Reads a whole object (for tests and `verify`).
     pub async fn get(&self, key: &ObjectKey) -> Result<Bytes, DestError> {
-        let r = self.store.get(&Self::path(key)?).await.map_err(|source| DestError::Store {
-            op: "get",
-            key: key.0.clone(),
-            source,
-        })?;
-        r.bytes().await.map_err(|source| DestError::Store { op: "get", key: key.0.clone(), source })
+        let path = Self::path(key)?;
+        let store_err = |source| DestError::Store { op: "get", key: key.0.clone(), source };
+        self.guarded(async { self.store.get(&path).await.map_err(store_err)?.bytes().await.map_err(store_err) }).await
     }
 
     /// Server-side copy.
     pub async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), DestError> {
-        self.store.copy(&Self::path(from)?, &Self::path(to)?).await.map_err(|source| DestError::Store {
-            op: "copy",
-            key: from.0.clone(),
-            source,
+        let (src, dst) = (Self::path(from)?, Self::path(to)?);
+        self.guarded(async {
+            self.store.copy(&src, &dst).await.map_err(|source| DestError::Store {
+                op: "copy",
+                key: from.0.clone(),
+                source,
+            })
         })
+        .await
     }
 
     /// Deletes an object; absent is fine.
     pub async fn delete(&self, key: &ObjectKey) -> Result<(), DestError> {
-        match self.store.delete(&Self::path(key)?).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(DestError::Store { op: "delete", key: key.0.clone(), source }),
-        }
+        let path = Self::path(key)?;
+        self.guarded(async {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(source) => Err(DestError::Store { op: "delete", key: key.0.clone(), source }),
+            }
+        })
+        .await
     }
 
     /// Applies the delete policy to `key`: trash (move under `<prefix>/.trash/`), delete, or keep.
@@ -308,11 +346,13 @@ impl Destination {
     pub async fn check_reachable(&self) -> Result<(), DestError> {
         use futures::StreamExt;
         let prefix = if self.prefix.is_empty() { None } else { Some(Path::from(self.prefix.as_str())) };
-        let mut listing = self.store.list(prefix.as_ref());
-        match listing.next().await {
-            None | Some(Ok(_)) => Ok(()),
-            Some(Err(source)) => Err(DestError::Store { op: "list", key: self.prefix.clone(), source }),
-        }
+        self.guarded(async {
+            match self.store.list(prefix.as_ref()).next().await {
+                None | Some(Ok(_)) => Ok(()),
+                Some(Err(source)) => Err(DestError::Store { op: "list", key: self.prefix.clone(), source }),
+            }
+        })
+        .await
     }
 
     /// Every key under the prefix (for tests and `verify`).
@@ -320,11 +360,14 @@ impl Destination {
         use futures::TryStreamExt;
         let prefix = if self.prefix.is_empty() { None } else { Some(Path::from(self.prefix.as_str())) };
         let metas: Vec<_> = self
-            .store
-            .list(prefix.as_ref())
-            .try_collect()
-            .await
-            .map_err(|source| DestError::Store { op: "list", key: self.prefix.clone(), source })?;
+            .guarded(async {
+                self.store.list(prefix.as_ref()).try_collect().await.map_err(|source| DestError::Store {
+                    op: "list",
+                    key: self.prefix.clone(),
+                    source,
+                })
+            })
+            .await?;
         Ok(metas.into_iter().map(|m| (ObjectKey(m.location.to_string()), m.size)).collect())
     }
 }

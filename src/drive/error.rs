@@ -43,6 +43,16 @@ impl DriveError {
         DriveError::Api { status, reason, message, retry_after }
     }
 
+    /// Attaches a `Retry-After` captured outside the error (google-drive3 drops response headers).
+    pub fn with_retry_after(mut self, delay: Option<Duration>) -> DriveError {
+        if let DriveError::Api { retry_after, .. } = &mut self
+            && retry_after.is_none()
+        {
+            *retry_after = delay;
+        }
+        self
+    }
+
     /// The short reason, for the dead-letter store.
     pub fn short_reason(&self) -> String {
         match self {
@@ -67,10 +77,47 @@ impl From<google_drive3::Error> for DriveError {
                 status: r.status().as_u16(),
                 reason: r.status().canonical_reason().unwrap_or("failure").into(),
                 message: "non-JSON error body".into(),
-                retry_after: None,
+                retry_after: parse_retry_after(r.headers()),
             },
             other => DriveError::Decode(other.to_string()),
         }
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (a date in the past means no wait).
+pub fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
+    let wait = at - time::OffsetDateTime::now_utc();
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+/// A google-drive3 delegate for one metadata call: the hub's error keeps the JSON body but drops the
+/// response headers, so this keeps the `Retry-After` of a failed answer, and never retries on its own
+/// (our `RetryPolicy` stays the one place that decides).
+#[derive(Debug, Default)]
+pub struct RetryAfterCapture {
+    retry_after: Option<Duration>,
+}
+
+impl RetryAfterCapture {
+    /// The hub's error as ours, with the captured `Retry-After`.
+    pub fn error(&self, e: google_drive3::Error) -> DriveError {
+        DriveError::from(e).with_retry_after(self.retry_after)
+    }
+}
+
+impl google_drive3::Delegate for RetryAfterCapture {
+    fn http_failure(
+        &mut self,
+        response: &google_drive3::common::Response,
+        _err: Option<&serde_json::Value>,
+    ) -> google_drive3::common::Retry {
+        self.retry_after = parse_retry_after(response.headers());
+        google_drive3::common::Retry::Abort
     }
 }
 
@@ -123,6 +170,32 @@ mod tests {
         assert_eq!(classify_api(403, "fileNotDownloadable"), ErrorClass::Permanent);
         assert_eq!(classify_api(403, "exportSizeLimitExceeded"), ErrorClass::Permanent);
         assert_eq!(classify_api(404, "notFound"), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_an_http_date() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(parse_retry_after(&h), None);
+        h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("7"));
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(7)));
+        let later = time::OffsetDateTime::now_utc() + time::Duration::seconds(120);
+        let date = later.format(&time::format_description::well_known::Rfc2822).unwrap();
+        h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_str(&date).unwrap());
+        let wait = parse_retry_after(&h).unwrap();
+        assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120), "{wait:?}");
+        h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"));
+        assert_eq!(parse_retry_after(&h), Some(Duration::ZERO));
+        h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("soon"));
+        assert_eq!(parse_retry_after(&h), None);
+    }
+
+    #[test]
+    fn a_captured_retry_after_reaches_the_classified_error() {
+        let v = serde_json::json!({"error":{"code":429,"message":"m","errors":[{"reason":"rateLimitExceeded"}]}});
+        let capture = RetryAfterCapture { retry_after: Some(Duration::from_secs(3)) };
+        let e = capture.error(google_drive3::Error::BadRequest(v));
+        assert_eq!(e.class(), ErrorClass::Retryable);
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
     }
 
     #[test]

@@ -6,7 +6,9 @@ pub mod error;
 pub mod webhook;
 
 pub use error::DriveError;
+use error::RetryAfterCapture;
 
+use crate::breaker::{Breaker, BreakerSettings};
 use crate::model::{DriveFile, DriveId, FileId};
 use crate::retry::{RetryPolicy, TokenBucket};
 use bytes::Bytes;
@@ -108,6 +110,8 @@ pub struct DriveSettings {
     pub acknowledge_abuse: bool,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// Circuit breaker in front of every Drive request.
+    pub breaker: BreakerSettings,
     /// Requests per second.
     pub rps: f64,
 }
@@ -122,6 +126,7 @@ pub struct DriveClient {
     http: reqwest::Client,
     settings: Arc<DriveSettings>,
     limiter: Arc<TokenBucket>,
+    breaker: Arc<Breaker>,
 }
 
 const GOOGLE_DOCS_BASE: &str = "https://docs.google.com/";
@@ -148,9 +153,12 @@ impl DriveClient {
             .build()
             .map_err(|e| DriveError::Transport(e.to_string()))?;
         let limiter = Arc::new(TokenBucket::new(settings.rps, settings.rps.max(1.0)));
-        Ok(DriveClient { hub: Arc::new(hub), auth, http, settings: Arc::new(settings), limiter })
+        let breaker = Arc::new(Breaker::new("drive", settings.breaker));
+        Ok(DriveClient { hub: Arc::new(hub), auth, http, settings: Arc::new(settings), limiter, breaker })
     }
 
+    /// Every Drive request goes through here: retried by the policy, each attempt held by the breaker
+    /// while Drive is failing, then paced by the token bucket.
     async fn paced<T, F, Fut>(&self, remote: &'static str, op: F) -> Result<T, DriveError>
     where
         F: Fn() -> Fut,
@@ -158,10 +166,12 @@ impl DriveClient {
     {
         self.settings
             .retry
-            .run(remote, || async {
-                self.limiter.acquire().await;
-                crate::metrics::drive_request(remote);
-                op().await
+            .run(remote, || {
+                self.breaker.call(|| async {
+                    self.limiter.acquire().await;
+                    crate::metrics::drive_request(remote);
+                    op().await
+                })
             })
             .await
     }
@@ -169,14 +179,17 @@ impl DriveClient {
     /// `changes.getStartPageToken`, taken before a full listing.
     pub async fn start_page_token(&self) -> Result<String, DriveError> {
         self.paced("drive", || async {
+            let mut d = RetryAfterCapture::default();
             let (_, t) = self
                 .hub
                 .changes()
                 .get_start_page_token()
                 .supports_all_drives(true)
                 .add_scope(Scope::Readonly)
+                .delegate(&mut d)
                 .doit()
-                .await?;
+                .await
+                .map_err(|e| d.error(e))?;
             t.start_page_token.ok_or_else(|| DriveError::Decode("no startPageToken".into()))
         })
         .await
@@ -185,7 +198,17 @@ impl DriveClient {
     /// The id of the My Drive root folder (`files.get("root")`).
     pub async fn root_folder_id(&self) -> Result<FileId, DriveError> {
         self.paced("drive", || async {
-            let (_, f) = self.hub.files().get("root").param("fields", "id").add_scope(Scope::Readonly).doit().await?;
+            let mut d = RetryAfterCapture::default();
+            let (_, f) = self
+                .hub
+                .files()
+                .get("root")
+                .param("fields", "id")
+                .add_scope(Scope::Readonly)
+                .delegate(&mut d)
+                .doit()
+                .await
+                .map_err(|e| d.error(e))?;
             f.id.map(FileId).ok_or_else(|| DriveError::Decode("root has no id".into()))
         })
         .await
@@ -198,12 +221,14 @@ impl DriveClient {
         loop {
             let (list_token, drives) = self
                 .paced("drive", || async {
+                    let mut d = RetryAfterCapture::default();
                     let mut call =
                         self.hub.drives().list().page_size(100).param("fields", "nextPageToken,drives(id,name)");
                     if let Some(t) = &token {
                         call = call.page_token(t);
                     }
-                    let (_, l) = call.add_scope(Scope::Readonly).doit().await?;
+                    let (_, l) =
+                        call.add_scope(Scope::Readonly).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
                     Ok((l.next_page_token, l.drives.unwrap_or_default()))
                 })
                 .await?;
@@ -229,6 +254,7 @@ impl DriveClient {
         };
         let fields = format!("nextPageToken,files({FILE_FIELDS})");
         self.paced("drive", || async {
+            let mut d = RetryAfterCapture::default();
             let mut call =
                 self.hub.files().list().q(&q).page_size(self.settings.page_size as i32).param("fields", &fields);
             call = match corpus {
@@ -240,7 +266,7 @@ impl DriveClient {
             if let Some(t) = page_token {
                 call = call.page_token(t);
             }
-            let (_, list) = call.add_scope(Scope::Readonly).doit().await?;
+            let (_, list) = call.add_scope(Scope::Readonly).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
             let files = list.files.unwrap_or_default().into_iter().filter_map(convert_file).collect();
             Ok(FilePage { files, next_page_token: list.next_page_token })
         })
@@ -254,6 +280,7 @@ impl DriveClient {
         );
         let r = self
             .paced("drive", || async {
+                let mut d = RetryAfterCapture::default();
                 let (_, list) = self
                     .hub
                     .changes()
@@ -264,8 +291,10 @@ impl DriveClient {
                     .supports_all_drives(true)
                     .param("fields", &fields)
                     .add_scope(Scope::Readonly)
+                    .delegate(&mut d)
                     .doit()
-                    .await?;
+                    .await
+                    .map_err(|e| d.error(e))?;
                 Ok(list)
             })
             .await;
@@ -355,12 +384,7 @@ fn total_length(resp: &reqwest::Response, offset: u64) -> Option<u64> {
 
 async fn error_from_response(resp: reqwest::Response) -> DriveError {
     let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = error::parse_retry_after(resp.headers());
     let body = resp.text().await.unwrap_or_default();
     match serde_json::from_str::<serde_json::Value>(&body) {
         Ok(v) if v.get("error").is_some() => DriveError::from_envelope(status, &v, retry_after),
@@ -407,6 +431,7 @@ impl DriveClient {
     pub async fn get_file(&self, id: &FileId) -> Result<Option<DriveFile>, DriveError> {
         let r = self
             .paced("drive", || async {
+                let mut d = RetryAfterCapture::default();
                 let (_, f) = self
                     .hub
                     .files()
@@ -414,8 +439,10 @@ impl DriveClient {
                     .supports_all_drives(true)
                     .param("fields", FILE_FIELDS)
                     .add_scope(Scope::Readonly)
+                    .delegate(&mut d)
                     .doit()
-                    .await?;
+                    .await
+                    .map_err(|e| d.error(e))?;
                 Ok(f)
             })
             .await;
@@ -489,6 +516,7 @@ impl DriveClient {
         };
         let ch = self
             .paced("drive", || async {
+                let mut d = RetryAfterCapture::default();
                 let (_, ch) = self
                     .hub
                     .changes()
@@ -497,8 +525,10 @@ impl DriveClient {
                     .include_items_from_all_drives(true)
                     .include_removed(true)
                     .add_scope(Scope::Readonly)
+                    .delegate(&mut d)
                     .doit()
-                    .await?;
+                    .await
+                    .map_err(|e| d.error(e))?;
                 Ok(ch)
             })
             .await?;
@@ -518,7 +548,15 @@ impl DriveClient {
             ..Default::default()
         };
         self.paced("drive", || async {
-            self.hub.channels().stop(request.clone()).add_scope(Scope::Readonly).doit().await?;
+            let mut d = RetryAfterCapture::default();
+            self.hub
+                .channels()
+                .stop(request.clone())
+                .add_scope(Scope::Readonly)
+                .delegate(&mut d)
+                .doit()
+                .await
+                .map_err(|e| d.error(e))?;
             Ok(())
         })
         .await

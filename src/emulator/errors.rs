@@ -15,11 +15,27 @@ pub(crate) struct ApiError {
     pub location: Option<(&'static str, String)>,
     /// Total size, for the `Content-Range: bytes */N` header of a 416.
     pub unsatisfiable_size: Option<u64>,
+    /// `Retry-After` seconds to send (0 = no header).
+    pub retry_after_secs: u32,
 }
 
 impl ApiError {
     fn new(status: StatusCode, domain: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, domain, reason, message: message.into(), location: None, unsatisfiable_size: None }
+        ApiError {
+            status,
+            domain,
+            reason,
+            message: message.into(),
+            location: None,
+            unsatisfiable_size: None,
+            retry_after_secs: 0,
+        }
+    }
+
+    /// Adds `Retry-After: <secs>` to the answer (none when 0).
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after_secs = secs;
+        self
     }
 
     fn at(mut self, location_type: &'static str, location: &str) -> Self {
@@ -192,6 +208,9 @@ impl IntoResponse for ApiError {
             && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
         {
             headers.insert(header::CONTENT_RANGE, v);
+        }
+        if self.retry_after_secs > 0 {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after_secs));
         }
         resp
     }

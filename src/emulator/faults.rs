@@ -21,6 +21,9 @@ pub struct FaultSettings {
     pub reset_pct: f64,
     /// Delay before every API answer.
     pub latency_ms: u64,
+    /// When > 0, injected 429 answers carry `Retry-After: <n>` (some Google APIs send it on 429;
+    /// Drive usually does not, so 0, the default, sends none). 403 rate limits never carry it.
+    pub retry_after_secs: u32,
     /// Access token lifetime (0 = the configured default).
     pub token_lifetime_secs: u64,
     /// Seed of the fault generator.
@@ -79,7 +82,7 @@ impl Faults {
             Decision::Fail(match variant {
                 0 => ApiError::user_rate_limit(),
                 1 => ApiError::rate_limit(),
-                _ => ApiError::too_many_requests(),
+                _ => ApiError::too_many_requests().retry_after(settings.retry_after_secs),
             })
         } else if roll < server {
             let status = if variant == 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };

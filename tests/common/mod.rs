@@ -2,6 +2,8 @@
 //! `mirrorflow` binary, a real S3 server (moto), and the check that a destination is an exact mirror.
 #![allow(dead_code)]
 
+pub mod slowdown_proxy;
+
 use mirrorflow::config::Config;
 use mirrorflow::dest::Destination;
 use mirrorflow::emulator::{EmuTree, Emulator, EmulatorConfig};
