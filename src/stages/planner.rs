@@ -47,16 +47,34 @@ pub trait FolderLookup: Send + Sync + 'static {
 pub struct PlanBarrier {
     in_flight: Arc<super::dedup::InFlight>,
     outstanding: std::sync::Mutex<BTreeMap<u64, FileId>>,
+    /// Size at which `outstanding` is next pruned of finished actions (amortised O(1) per action).
+    prune_at: std::sync::atomic::AtomicUsize,
 }
+
+/// `outstanding` is never pruned below this many entries (pruning costs a pass over the map).
+const MIN_PRUNE_AT: usize = 1024;
 
 impl PlanBarrier {
     /// A barrier over the pipeline's in-flight table.
     pub fn new(in_flight: Arc<super::dedup::InFlight>) -> Self {
-        PlanBarrier { in_flight, outstanding: Default::default() }
+        PlanBarrier { in_flight, outstanding: Default::default(), prune_at: MIN_PRUNE_AT.into() }
     }
 
+    /// Remembers an action until its outcome is committed. Finished actions are dropped whenever the
+    /// map doubles, so it stays proportional to the work in flight, not to the drive's size.
     fn planned(&self, seq: ChangeSeq, file: &FileId) {
-        self.outstanding.lock().unwrap_or_else(|p| p.into_inner()).insert(seq.0, file.clone());
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut o = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
+        o.insert(seq.0, file.clone());
+        if o.len() >= self.prune_at.load(Relaxed).max(MIN_PRUNE_AT) {
+            o.retain(|seq, file| self.in_flight.is_active(file, *seq));
+            self.prune_at.store((o.len() * 2).max(MIN_PRUNE_AT), Relaxed);
+        }
+    }
+
+    /// Actions remembered (for tests and benches).
+    pub fn remembered(&self) -> usize {
+        self.outstanding.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Waits until every action planned so far has its terminal outcome committed.
@@ -553,6 +571,15 @@ mod tests {
             Err(Outcome { kind: OutcomeKind::FolderRecorded(r), .. }) => r.key.0,
             Err(o) => panic!("unexpected {o:?}"),
         }
+    }
+
+    #[test]
+    fn the_barrier_forgets_finished_actions_as_it_goes() {
+        let barrier = PlanBarrier::new(Arc::new(crate::stages::dedup::InFlight::default()));
+        for seq in 0..100_000 {
+            barrier.planned(ChangeSeq(seq), &FileId(format!("f{seq}")));
+        }
+        assert!(barrier.remembered() <= MIN_PRUNE_AT, "{} finished actions kept", barrier.remembered());
     }
 
     #[tokio::test]
