@@ -68,13 +68,19 @@ impl ContentHasher {
         }
     }
 
-    /// Feeds the next bytes of the stream.
+    /// Feeds the next bytes of the stream. A large piece is hashed on two cores at once (sha256 on a
+    /// scoped thread, md5 on this one): sha256 alone is half the CPU of a large transfer here, and a
+    /// thread per MiB costs far less than the hashing it overlaps.
     pub fn update(&mut self, bytes: &[u8]) {
-        // SAFETY: the contexts were initialised by `new` or validated by `restore`; the pointer and
-        // length describe a live slice.
-        unsafe {
-            MD5_Update(&mut self.md5, bytes.as_ptr().cast(), bytes.len());
-            SHA256_Update(&mut self.sha256, bytes.as_ptr().cast(), bytes.len());
+        let (md5, sha256) = (&mut self.md5, &mut self.sha256);
+        if bytes.len() >= PARALLEL_MIN {
+            std::thread::scope(|s| {
+                s.spawn(|| sha256_update(sha256, bytes));
+                md5_update(md5, bytes);
+            });
+        } else {
+            md5_update(md5, bytes);
+            sha256_update(sha256, bytes);
         }
         self.len += bytes.len() as u64;
     }
@@ -140,6 +146,20 @@ impl ContentHasher {
     }
 }
 
+/// Pieces at least this large are hashed with md5 and sha256 in parallel.
+const PARALLEL_MIN: usize = 256 << 10;
+
+fn md5_update(ctx: &mut MD5_CTX, bytes: &[u8]) {
+    // SAFETY: `ctx` was initialised by `ContentHasher::new` or validated by `restore`; the pointer and
+    // length describe a live slice.
+    unsafe { MD5_Update(ctx, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+fn sha256_update(ctx: &mut SHA256_CTX, bytes: &[u8]) {
+    // SAFETY: as for `md5_update`.
+    unsafe { SHA256_Update(ctx, bytes.as_ptr().cast(), bytes.len()) };
+}
+
 impl HashState {
     /// Bytes the saved state covers.
     pub fn len(&self) -> u64 {
@@ -174,6 +194,17 @@ mod tests {
         let empty = digest_of(&[]);
         assert_eq!(empty.md5, "d41d8cd98f00b204e9800998ecf8427e");
         assert_eq!(empty.sha256, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+
+    #[test]
+    fn large_pieces_hashed_in_parallel_give_the_same_digests() {
+        let data: Vec<u8> = (0..(3 * PARALLEL_MIN + 77)).map(|i| (i * 31 % 251) as u8).collect();
+        let whole = digest_of(&[&data]);
+        let small: Vec<&[u8]> = data.chunks(4096).collect();
+        assert_eq!(whole, digest_of(&small));
+        use md5::Digest;
+        assert_eq!(whole.md5, hex::encode(md5::Md5::digest(&data)));
+        assert_eq!(whole.sha256, hex::encode(sha2::Sha256::digest(&data)));
     }
 
     #[test]
