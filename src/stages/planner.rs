@@ -92,6 +92,10 @@ impl PlanBarrier {
     }
 }
 
+fn fatal(e: crate::state::StoreError) -> StageError {
+    StageError::Fatal(e.to_string())
+}
+
 /// Maximum folder depth followed when resolving a path (Drive has no parent cycles, but be safe).
 const MAX_DEPTH: usize = 128;
 
@@ -102,8 +106,6 @@ pub struct Planner<L: FolderLookup> {
     scope: Scope,
     layout: Layout,
     folders: HashMap<FileId, FolderRecord>,
-    claims: HashMap<String, FileId>,
-    owned: HashMap<FileId, String>,
     drive_roots: BTreeMap<DriveId, String>,
     barrier: Arc<PlanBarrier>,
     faults: Arc<super::FailureInjector>,
@@ -125,74 +127,70 @@ impl<L: FolderLookup> Planner<L> {
             scope,
             layout,
             folders: HashMap::new(),
-            claims: HashMap::new(),
-            owned: HashMap::new(),
             drive_roots: BTreeMap::new(),
             barrier,
             faults,
         };
-        let fatal = |e: crate::state::StoreError| StageError::Fatal(e.to_string());
         for f in p.store.all_folders().map_err(fatal)? {
-            p.claim_exact(&f.id, &f.key.0);
             p.folders.insert(f.id.clone(), f);
         }
-        let mut files = Vec::new();
-        p.store.for_each_file(|r| files.push((r.id, r.key))).map_err(fatal)?;
-        for (id, key) in files {
-            p.claim_exact(&id, &key.0);
+        if !p.store.claims_built().map_err(fatal)? {
+            p.build_claims()?;
         }
-        p.drive_roots = p.assign_drive_roots();
+        p.drive_roots = p.assign_drive_roots()?;
         Ok(p)
+    }
+
+    /// Claims every recorded key once, for a store written before claims were kept in it.
+    fn build_claims(&mut self) -> Result<(), StageError> {
+        let folders: Vec<(FileId, String)> = self.folders.values().map(|f| (f.id.clone(), f.key.0.clone())).collect();
+        let mut files = Vec::new();
+        self.store.for_each_file(|r| files.push((r.id, r.key.0))).map_err(fatal)?;
+        for (id, key) in folders.into_iter().chain(files) {
+            self.claim_exact(&id, &key)?;
+        }
+        self.store.mark_claims_built().map_err(fatal)
     }
 
     fn join(&self, rel: &str) -> String {
         if self.layout.prefix.is_empty() { rel.to_string() } else { format!("{}/{rel}", self.layout.prefix) }
     }
 
-    fn assign_drive_roots(&mut self) -> BTreeMap<DriveId, String> {
+    fn assign_drive_roots(&mut self) -> Result<BTreeMap<DriveId, String>, StageError> {
         let base = self.join("shared-drives");
         let drives: Vec<(DriveId, String)> = self.scope.shared.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         drives
             .into_iter()
             .map(|(id, name)| {
-                let key = self.claim(&FileId(id.0.clone()), &base, &name, None);
-                (id, key)
+                let key = self.claim(&FileId(id.0.clone()), &base, &name, None)?;
+                Ok((id, key))
             })
             .collect()
     }
 
-    fn claim_exact(&mut self, id: &FileId, key: &str) {
-        let class = keys::collision_class(key);
-        self.claims.insert(class.clone(), id.clone());
-        self.owned.insert(id.clone(), class);
+    fn claim_exact(&mut self, id: &FileId, key: &str) -> Result<(), StageError> {
+        self.store.set_claim(id, &keys::collision_class(key)).map_err(fatal)
     }
 
-    fn release(&mut self, id: &FileId) {
-        if let Some(class) = self.owned.remove(id)
-            && self.claims.get(&class) == Some(id)
-        {
-            self.claims.remove(&class);
-        }
+    fn release(&mut self, id: &FileId) -> Result<(), StageError> {
+        self.store.release_claim(id).map_err(fatal)
     }
 
     /// The key of `name` inside `parent`: the plain name when free (or already ours), else the name
     /// with ` (fileId)`, which no one else can hold.
-    fn claim(&mut self, id: &FileId, parent: &str, name: &str, ext: Option<&str>) -> String {
+    fn claim(&mut self, id: &FileId, parent: &str, name: &str, ext: Option<&str>) -> Result<String, StageError> {
         let plain = format!("{parent}/{}", keys::segment(name, ext, None, self.layout.mode));
-        let class = keys::collision_class(&plain);
-        let key = match self.claims.get(&class) {
-            Some(holder) if holder != id => {
+        let key = match self.store.claim_holder(&keys::collision_class(&plain)).map_err(fatal)? {
+            Some(holder) if holder != *id => {
                 format!("{parent}/{}", keys::segment(name, ext, Some(id), self.layout.mode))
             }
             _ => plain,
         };
         let class = keys::collision_class(&key);
-        if self.owned.get(id) != Some(&class) {
-            self.release(id);
-            self.claims.insert(class.clone(), id.clone());
-            self.owned.insert(id.clone(), class);
+        if self.store.claim_of(id).map_err(fatal)?.as_deref() != Some(class.as_str()) {
+            self.store.set_claim(id, &class).map_err(fatal)?;
         }
-        key
+        Ok(key)
     }
 
     /// The key prefix of the folder that holds `file`, or `None` when out of scope.
@@ -229,7 +227,7 @@ impl<L: FolderLookup> Planner<L> {
         // Record the looked-up ancestors, outermost first, so their keys are claimed once.
         let mut prefix = prefix;
         for folder in chain.into_iter().rev() {
-            let key = self.claim(&folder.id, &prefix, &folder.name, None);
+            let key = self.claim(&folder.id, &prefix, &folder.name, None)?;
             self.folders.insert(folder.id.clone(), folder_record(&folder, &key));
             prefix = key;
         }
@@ -290,7 +288,7 @@ impl<L: FolderLookup> Planner<L> {
         } else {
             (Source::Media, None)
         };
-        let key = ObjectKey(self.claim(&file.id, &parent, &file.name, source.1.as_deref()));
+        let key = ObjectKey(self.claim(&file.id, &parent, &file.name, source.1.as_deref())?);
         if let (Some(max), Some(size)) = (self.layout.max_file_size, file.size)
             && size > max
         {
@@ -313,7 +311,7 @@ impl<L: FolderLookup> Planner<L> {
         let fatal = |e: crate::state::StoreError| StageError::Fatal(e.to_string());
         let ev_outcome = |kind| Outcome { seq, file_id: id.clone(), kind };
         if let Some(rec) = self.store.file(id).map_err(fatal)? {
-            self.release(id);
+            self.release(id)?;
             let mut file = placeholder(id, &rec.name);
             file.mime_type = rec.mime_type.clone();
             return Ok(Ok(Planned {
@@ -329,7 +327,7 @@ impl<L: FolderLookup> Planner<L> {
             Some(f) => Some(f),
             None => self.store.folder(id).map_err(fatal)?,
         };
-        self.release(id);
+        self.release(id)?;
         let Some(folder) = folder else {
             return Ok(Err(ev_outcome(OutcomeKind::Skipped(SkipReason::NotInScope))));
         };
@@ -345,7 +343,7 @@ impl<L: FolderLookup> Planner<L> {
         parent: &str,
     ) -> Result<Result<Planned, Outcome>, StageError> {
         let old = self.folders.get(&file.id).cloned();
-        let key = self.claim(&file.id, parent, &file.name, None);
+        let key = self.claim(&file.id, parent, &file.name, None)?;
         let record = folder_record(&file, &key);
         self.folders.insert(file.id.clone(), record.clone());
         match old.filter(|o| o.key.0 != key) {
@@ -396,8 +394,7 @@ impl<L: FolderLookup> Planner<L> {
         for mut rec in self.files_under(old)? {
             let before = rec.key.clone();
             rec.key = ObjectKey(rekey(&before.0));
-            self.release(&rec.id);
-            self.claim_exact(&rec.id, &rec.key.0);
+            self.claim_exact(&rec.id, &rec.key.0)?;
             files.push((rec, before));
         }
         let p = format!("{old}/");
@@ -408,8 +405,7 @@ impl<L: FolderLookup> Planner<L> {
             let Some(f) = self.folders.get_mut(&id) else { continue };
             f.key = ObjectKey(rekey(&f.key.0));
             let f = f.clone();
-            self.release(&id);
-            self.claim_exact(&id, &f.key.0);
+            self.claim_exact(&id, &f.key.0)?;
             folders.push(f);
         }
         Ok(TreeChange { folder: None, files, folders, removed_folders: Vec::new(), remove: false })
@@ -426,14 +422,14 @@ impl<L: FolderLookup> Planner<L> {
             })
             .collect();
         for (r, _) in &files {
-            self.release(&r.id);
+            self.release(&r.id)?;
         }
         let p = format!("{prefix}/");
         let removed_folders: Vec<FileId> =
             self.folders.values().filter(|f| f.key.0.starts_with(&p)).map(|f| f.id.clone()).collect();
         for id in &removed_folders {
             self.folders.remove(id);
-            self.release(id);
+            self.release(id)?;
         }
         Ok(TreeChange { folder: None, files, folders: Vec::new(), removed_folders, remove: true })
     }

@@ -1,6 +1,7 @@
 //! The embedded fjall store: file and folder records, the content index, checkpoints, the dead-letter
 //! store and the audit log. Only the committer writes; everyone may read.
 
+mod claims;
 pub mod codec;
 pub mod watermark;
 
@@ -91,6 +92,10 @@ pub struct Store {
     dlq: Keyspace,
     audit: Keyspace,
     uploads: Keyspace,
+    /// Collision class → file id holding it.
+    claims: Keyspace,
+    /// File id → collision class it holds.
+    claimed: Keyspace,
 }
 
 /// A multipart upload in progress, recorded before its first part so a crash never orphans it, and
@@ -170,6 +175,8 @@ impl Store {
             dlq: ks("dlq")?,
             audit: ks("audit")?,
             uploads: ks("uploads")?,
+            claims: ks("claims")?,
+            claimed: ks("claimed")?,
             db,
         })
     }
