@@ -56,13 +56,7 @@ async fn continuous_mode_follows_changes_and_sigterm_drains_and_exits_zero() {
         .replace("drives = [\"all\"]", "drives = [\"all\"]\npoll_interval = \"200ms\"")
         + &format!("\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
     std::fs::write(&config, text_cfg).unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
-        .args(["run", config.to_str().unwrap()])
-        .env("MIRRORFLOW_LOG", "mirrorflow=warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_continuous(&config);
     let mirror = env.dir.path().join("mirror");
     let expected_initial = expected_files(&env.tree().await).len();
     poll_until(|| count_files(&mirror) >= expected_initial).await;

@@ -17,13 +17,7 @@ async fn a_notification_triggers_a_poll_and_a_forged_one_is_rejected() {
         .unwrap()
         .replace("drives = [\"all\"]\n", &format!("drives = [\"all\"]\n{hook}"));
     std::fs::write(&config, t).unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
-        .args(["run", config.to_str().unwrap()])
-        .env("MIRRORFLOW_LOG", "mirrorflow=warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_continuous(&config);
     let mirror = env.dir.path().join("mirror");
     let expected = expected_files(&env.tree().await).len();
     poll_until(|| count_files(&mirror) >= expected).await;

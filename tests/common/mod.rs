@@ -92,6 +92,17 @@ fn split_destination_extra(extra: &str) -> (String, String) {
     (d, rest)
 }
 
+/// Starts `mirrorflow run` in continuous mode (output piped, warnings only); the caller stops it.
+pub fn spawn_continuous(config: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
+        .args(["run", config.to_str().unwrap()])
+        .env("MIRRORFLOW_LOG", "mirrorflow=warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Runs the real binary (without blocking the emulator's runtime).
 pub async fn mirrorflow(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
