@@ -187,8 +187,9 @@ impl<L: FolderLookup> Planner<L> {
             _ => plain,
         };
         let class = keys::collision_class(&key);
-        if self.store.claim_of(id).map_err(fatal)?.as_deref() != Some(class.as_str()) {
-            self.store.set_claim(id, &class).map_err(fatal)?;
+        let previous = self.store.claim_of(id).map_err(fatal)?;
+        if previous.as_deref() != Some(class.as_str()) {
+            self.store.move_claim(id, previous, &class).map_err(fatal)?;
         }
         Ok(key)
     }

@@ -22,8 +22,13 @@ impl Store {
 
     /// Gives `class` to `id`, releasing the class `id` held before (if it still held it).
     pub fn set_claim(&self, id: &FileId, class: &str) -> Result<(), StoreError> {
+        self.move_claim(id, self.claim_of(id)?, class)
+    }
+
+    /// `set_claim` for a caller that already read the class `id` held (`previous`).
+    pub fn move_claim(&self, id: &FileId, previous: Option<String>, class: &str) -> Result<(), StoreError> {
         let mut b = self.db.batch();
-        if let Some(old) = self.claim_of(id)?
+        if let Some(old) = previous
             && old != class
             && self.claim_holder(&old)?.as_ref() == Some(id)
         {
