@@ -8,7 +8,8 @@
 # Scenarios
 #   small        10,000 files × 4,096 bytes (in 50 folders)
 #                → local folder (target ≥ 2,000 files/s) and → S3 (target ≥ 1.5× rclone's files/s)
-#   big1g        one 1 GiB file → local folder (target ≥ 85 % of `curl alt=media | md5sum`), → S3
+#   big1g        one 1 GiB file → local folder (target ≥ 85 % of `curl alt=media | md5sum`), → S3, and
+#                → local folder with `[pipeline] sha256 = false` (md5 only, like the reference)
 #   big8g        one 8 GiB file → local folder: peak RSS within 10 % of big1g's and
 #                ≤ 64 MiB + uploader concurrency × chunk_size × chunk_depth (needs ~25 GB of disk with S3)
 #   listing200k  200,000 zero-byte files → local folder (peak RSS ≤ 512 MiB), then a --once re-run with
@@ -333,6 +334,16 @@ big_file() { # scenario mib
     mirror_pair "$sc" 1 "$bytes"
     printf '   mirrorflow → local / curl|md5sum = %s (target ≥ 0.85)\n' \
         "$(ratio "${R[$sc.curl.secs]:-}" "${R[$sc.local.secs]:-}")" | tee -a "$RESULTS"
+    # The same with `[pipeline] sha256 = false`: md5 only, as the reference hashes.
+    local md5cfg
+    md5cfg=$(local_config "$sc-md5only")
+    sed -i 's/^chunk_depth = .*/&\nsha256 = false/' "$md5cfg"
+    read -r secs rss code cpu < <(run_mirrorflow "$sc-md5only" "$md5cfg")
+    check_exit "$sc-md5only" "$code"
+    row "$sc" "mirrorflow → local, md5 only" 1 "$bytes" "$secs" "$rss" "$code" "$cpu"
+    if [ "$code" = 0 ]; then R[$sc.md5only.secs]=$secs; fi
+    printf '   mirrorflow (sha256 = false) → local / curl|md5sum = %s\n' \
+        "$(ratio "${R[$sc.curl.secs]:-}" "${R[$sc.md5only.secs]:-}")" | tee -a "$RESULTS"
     local bound=$((64 * 1024 + CONCURRENCY * CHUNK_MIB * 1024 * CHUNK_DEPTH))
     printf '   peak RSS → local %s MiB (bound 64 MiB + %d × %d MiB × %d = %d MiB)\n' \
         "$(ratio "${R[$sc.local.rss]:-}" 1024)" "$CONCURRENCY" "$CHUNK_MIB" "$CHUNK_DEPTH" $((bound / 1024)) |

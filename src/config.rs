@@ -400,6 +400,22 @@ pub struct PipelineConfig {
     /// Multipart part size; files smaller go in one PUT.
     #[serde(default = "default_part")]
     pub part_size: ByteSize,
+    /// Whether sha256 is computed on the stream beside md5 (and checked against Drive's
+    /// `sha256Checksum`). Off, one large file streams about twice as fast on a CPU without SHA
+    /// extensions; md5 is still verified.
+    #[serde(default = "default_true")]
+    pub sha256: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl PipelineConfig {
+    /// The digests the chunk path computes.
+    pub fn digests(&self) -> crate::hashing::Digests {
+        if self.sha256 { crate::hashing::Digests::Md5AndSha256 } else { crate::hashing::Digests::Md5 }
+    }
 }
 
 fn default_chunk() -> ByteSize {
@@ -414,7 +430,12 @@ fn default_part() -> ByteSize {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { chunk_size: default_chunk(), chunk_depth: default_chunk_depth(), part_size: default_part() }
+        PipelineConfig {
+            chunk_size: default_chunk(),
+            chunk_depth: default_chunk_depth(),
+            part_size: default_part(),
+            sha256: true,
+        }
     }
 }
 

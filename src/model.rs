@@ -194,8 +194,8 @@ pub struct Uploaded {
     pub planned: Planned,
     /// MD5 of the bytes streamed, hex.
     pub md5: String,
-    /// SHA-256 of the bytes streamed, hex.
-    pub sha256: String,
+    /// SHA-256 of the bytes streamed, hex; `None` when `[pipeline] sha256 = false`.
+    pub sha256: Option<String>,
     /// Bytes streamed.
     pub size: u64,
     /// The md5 the destination reported for the stored object (a single PUT's ETag on S3), which

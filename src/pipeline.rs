@@ -215,7 +215,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     for _ in 0..st("downloader").concurrency {
         let (drive, dest, faults, store) = (drive.clone(), dest.clone(), faults.clone(), store.clone());
         let (chunk_size, chunk_depth) = (cfg.pipeline.chunk_size.0 as usize, cfg.pipeline.chunk_depth);
-        let max_resumes = cfg.retry.max_attempts;
+        let (max_resumes, digests) = (cfg.retry.max_attempts, cfg.pipeline.digests());
         let build = move || {
             Ok(Downloader {
                 source: drive.clone(),
@@ -223,6 +223,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
                 store: store.clone(),
                 chunk_size,
                 chunk_depth,
+                digests,
                 max_resumes,
                 faults: faults.clone(),
             })
@@ -232,12 +233,15 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     for _ in 0..st("uploader").concurrency {
         let (dest, faults, store) = (dest.clone(), faults.clone(), store.clone());
         let (part_size, part_concurrency) = (cfg.pipeline.part_size.0 as usize, st("uploader").part_concurrency);
-        let refetch = to_downloader.tx.clone();
+        let (refetch, digests) = (to_downloader.tx.clone(), cfg.pipeline.digests());
+        let chunk_size = cfg.pipeline.chunk_size.0 as usize;
         let build = move || {
             Ok(Uploader {
                 dest: dest.clone(),
                 part_size,
+                chunk_size,
                 part_concurrency,
+                digests,
                 store: store.clone(),
                 refetch: refetch.clone(),
                 faults: faults.clone(),

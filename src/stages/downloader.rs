@@ -60,6 +60,8 @@ pub struct Downloader<B: ByteSource> {
     pub chunk_size: usize,
     /// Chunks buffered per transfer.
     pub chunk_depth: usize,
+    /// Digests the uploader computes: a recorded upload resumes only if its saved state has them.
+    pub digests: crate::hashing::Digests,
     /// Resumptions allowed per file.
     pub max_resumes: u32,
     /// Failure injection.
@@ -116,7 +118,7 @@ impl<B: ByteSource> Downloader<B> {
         }
         let rec = self.store.upload(&planned.file.id).ok().flatten()?;
         let point = rec.resumable_for(&planned.key, planned.file.md5.as_deref(), planned.file.size)?;
-        crate::hashing::ContentHasher::restore(&point.hashes).is_ok().then_some(rec)
+        crate::hashing::ContentHasher::restore(&point.hashes, self.digests).is_ok().then_some(rec)
     }
 
     /// Opens the body where `resume` ends (or at 0). If the source refuses that range, the upload

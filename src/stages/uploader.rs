@@ -19,8 +19,14 @@ pub struct Uploader {
     pub dest: Destination,
     /// Multipart part size; smaller files go in one PUT.
     pub part_size: usize,
+    /// Part size of a multipart write without an upload id (local folders). Such a write goes to one
+    /// file, in order, under a lock, so larger parts would only hold memory: each chunk is written as
+    /// it comes.
+    pub chunk_size: usize,
     /// Parts in flight per file.
     pub part_concurrency: usize,
+    /// Digests computed on the stream.
+    pub digests: crate::hashing::Digests,
     /// Store, to record multipart uploads before their first part.
     pub store: crate::state::Store,
     /// The downloader's input, for a copy whose source vanished (fetch the bytes instead).
@@ -62,7 +68,7 @@ impl Uploader {
                 let (hasher, upload) = self.continue_upload(&planned, rec)?;
                 (hasher, Some(Multipart::Recorded(Box::new(upload))))
             }
-            None => (ContentHasher::new(), None),
+            None => (ContentHasher::new(self.digests), None),
         };
         let mut pending: Vec<Bytes> = Vec::new();
         let mut pending_len = 0usize;
@@ -73,13 +79,14 @@ impl Uploader {
                     crate::metrics::bytes("upload", bytes.len() as u64);
                     pending_len += bytes.len();
                     pending.push(bytes);
-                    if pending_len >= self.part_size {
+                    let streaming = matches!(multipart, Some(Multipart::Plain(_)));
+                    if pending_len >= self.part_size || streaming {
                         if multipart.is_none() {
                             multipart = Some(self.start_multipart(&planned, &meta).await?);
                         }
                         if let Some(mp) = multipart.as_mut() {
-                            let end = (hasher.len(), hasher.snapshot());
-                            mp.send(std::mem::take(&mut pending), self.part_concurrency, Some(end)).await?;
+                            let end = mp.records_progress().then(|| (hasher.len(), hasher.snapshot()));
+                            mp.send(std::mem::take(&mut pending), self.part_concurrency, end).await?;
                         }
                         pending_len = 0;
                     }
@@ -113,7 +120,7 @@ impl Uploader {
     /// or aborts it).
     async fn start_multipart(&self, planned: &Planned, meta: &ObjectMeta) -> Result<Multipart, DestError> {
         if !self.dest.has_recorded_multipart() {
-            let mp = self.dest.multipart(&planned.key, meta, self.part_size).await?;
+            let mp = self.dest.multipart(&planned.key, meta, self.chunk_size).await?;
             return Ok(Multipart::Plain(mp));
         }
         let id = self.dest.create_upload(&planned.key, meta).await?;
@@ -134,7 +141,8 @@ impl Uploader {
         record: UploadRecord,
     ) -> Result<(ContentHasher, RecordedUpload), DestError> {
         let point = record.resume.as_ref().ok_or_else(|| DestError::Config("resume without recorded parts".into()))?;
-        let hasher = ContentHasher::restore(&point.hashes).map_err(|e| DestError::Config(e.to_string()))?;
+        let hasher =
+            ContentHasher::restore(&point.hashes, self.digests).map_err(|e| DestError::Config(e.to_string()))?;
         tracing::debug!(file = %planned.file.id, parts = point.parts.len(), offset = point.offset, "continuing multipart upload");
         crate::metrics::event(Self::NAME, "upload_resumed");
         Ok((hasher, RecordedUpload::new(self.dest.clone(), self.store.clone(), planned, record)))
@@ -245,7 +253,7 @@ impl Uploader {
         Ok(Written::Done(Uploaded {
             planned: planned.clone(),
             md5: planned.file.md5.clone().unwrap_or_default(),
-            sha256: planned.file.sha256.clone().unwrap_or_default(),
+            sha256: planned.file.sha256.clone(),
             size: planned.file.size.unwrap_or(0),
             stored_md5: None,
         }))
@@ -325,6 +333,12 @@ impl RecordedUpload {
 }
 
 impl Multipart {
+    /// Whether progress is recorded for a restart to continue from (then each part needs the digest
+    /// state where it ends).
+    fn records_progress(&self) -> bool {
+        matches!(self, Multipart::Recorded(_))
+    }
+
     /// Sends the next part; `end` is where it ends in the file and the digest state there (`None`
     /// for the last part).
     async fn send(

@@ -1,5 +1,5 @@
-//! Verifier: a write is committed only if its size and md5 match Drive's metadata (exports: the size
-//! received) and the object is really there. A mismatch is fetched again, then dead-lettered; it is
+//! Verifier: a write is committed only if its size, md5 and (when both sides have it) sha256 match
+//! Drive's metadata (exports: the size received) and the object is really there. A mismatch is fetched again, then dead-lettered; it is
 //! never committed.
 
 use super::planner::dead_letter;
@@ -17,6 +17,13 @@ pub const MAX_ATTEMPTS: u32 = 3;
 pub enum Mismatch {
     /// md5 differs from Drive's.
     Md5 {
+        /// Drive's.
+        expected: String,
+        /// Ours.
+        got: String,
+    },
+    /// sha256 differs from Drive's `sha256Checksum` (checked when both are known).
+    Sha256 {
         /// Drive's.
         expected: String,
         /// Ours.
@@ -50,6 +57,11 @@ pub fn check_against_drive(u: &Uploaded) -> Result<(), Mismatch> {
             && !expected.eq_ignore_ascii_case(&u.md5)
         {
             return Err(Mismatch::Md5 { expected: expected.clone(), got: u.md5.clone() });
+        }
+        if let (Some(expected), Some(got)) = (&f.sha256, &u.sha256)
+            && !expected.eq_ignore_ascii_case(got)
+        {
+            return Err(Mismatch::Sha256 { expected: expected.clone(), got: got.clone() });
         }
     }
     Ok(())
@@ -99,7 +111,7 @@ impl Verifier {
             mime_type: p.file.mime_type.clone(),
             version: p.file.version,
             md5: if u.md5.is_empty() { None } else { Some(u.md5.clone()) },
-            sha256: if u.sha256.is_empty() { None } else { Some(u.sha256.clone()) },
+            sha256: u.sha256.clone(),
             size: u.size,
             key: p.key.clone(),
             modified_time: p.file.modified_time.clone(),
@@ -179,7 +191,7 @@ mod tests {
             kind: ActionKind::Upload { source },
             attempt: 0,
         };
-        Uploaded { planned, md5: md5.into(), sha256: String::new(), size, stored_md5: None }
+        Uploaded { planned, md5: md5.into(), sha256: None, size, stored_md5: None }
     }
 
     #[test]
@@ -187,6 +199,19 @@ mod tests {
         assert_eq!(check_against_drive(&uploaded("abc", 3, Source::Media)), Ok(()));
         assert!(matches!(check_against_drive(&uploaded("abd", 3, Source::Media)), Err(Mismatch::Md5 { .. })));
         assert!(matches!(check_against_drive(&uploaded("abc", 4, Source::Media)), Err(Mismatch::Size { .. })));
+    }
+
+    #[test]
+    fn sha256_is_compared_only_when_both_sides_have_it() {
+        let mut u = uploaded("abc", 3, Source::Media);
+        u.sha256 = Some("00ff".into());
+        assert_eq!(check_against_drive(&u), Ok(()), "Drive gave no sha256Checksum");
+        u.planned.file.sha256 = Some("00FF".into());
+        assert_eq!(check_against_drive(&u), Ok(()));
+        u.planned.file.sha256 = Some("00fe".into());
+        assert!(matches!(check_against_drive(&u), Err(Mismatch::Sha256 { .. })));
+        u.sha256 = None;
+        assert_eq!(check_against_drive(&u), Ok(()), "sha256 = false: md5 alone decides");
     }
 
     #[test]
