@@ -48,3 +48,28 @@ async fn clean_corpus_exits_zero_and_status_reports_it() {
     assert_eq!(v["files"].as_u64(), Some(expected.len() as u64));
     assert_eq!(v["dead_lettered"].as_u64(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_only_mirrors_exactly_and_records_no_sha256() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let on = env.config("sha256-on", &env.local_dest("with-sha256"), "");
+    let off = env.config("sha256-off", &env.local_dest("md5-only"), "[pipeline]\nsha256 = false\n");
+    let expected = expected_files(&env.tree().await);
+    for config in [&on, &off] {
+        let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert_exact_mirror(config, &expected).await;
+    }
+    let recorded_sha256 = |config: &std::path::Path| {
+        let (_cfg, store, _dest) = open(config);
+        let mut n = 0;
+        store.for_each_file(|r| n += usize::from(r.sha256.is_some())).unwrap();
+        n
+    };
+    // With sha256 on, every streamed file (binary or export) records one, checked against its bytes by
+    // assert_exact_mirror; with sha256 = false none is computed (this corpus has no duplicate content
+    // that would become a server-side copy carrying Drive's).
+    assert!(expected.len() > 10, "corpus has {} files", expected.len());
+    assert_eq!(recorded_sha256(&on), expected.len());
+    assert_eq!(recorded_sha256(&off), 0);
+}

@@ -246,6 +246,10 @@ pub async fn assert_exact_mirror(config: &Path, expected: &BTreeMap<String, Expe
             assert_eq!(&got, md5, "md5 of {key}");
             assert_eq!(rec.md5.as_ref(), Some(md5), "recorded md5 of {key}");
         }
+        if let Some(sha256) = &rec.sha256 {
+            let got = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            assert_eq!(&got, sha256, "recorded sha256 of {key}");
+        }
     }
     let in_store: BTreeSet<String> = keys.values().map(|k| k.0.clone()).collect();
     let trash = if dest.prefix().is_empty() { ".trash/".to_string() } else { format!("{}/.trash/", dest.prefix()) };
