@@ -159,14 +159,24 @@ fn decode_upload(bytes: &[u8]) -> Result<UploadRecord, StoreError> {
     })
 }
 
+/// Largest memtable of a keyspace before fjall flushes it to a segment (fjall's default is 64 MiB).
+/// Nine keyspaces at the default could hold over half a GiB in memory on a large drive; at this size
+/// the store's memory stays small and a flush is still large enough to be cheap.
+const MEMTABLE_LIMIT: u64 = 16 << 20;
+
+/// Journal bytes kept before fjall flushes the memtables they cover (fjall's default is 512 MiB, its
+/// minimum 64 MiB). Opening the store replays this much into memory, so it bounds a restart's memory.
+const JOURNAL_LIMIT: u64 = 64 << 20;
+
 const CHECKPOINT_KEY: &[u8] = b"feed";
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
 
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = Database::builder(dir).open()?;
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let db = Database::builder(dir).max_journaling_size(JOURNAL_LIMIT).open()?;
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_LIMIT);
+        let ks = |name: &str| db.keyspace(name, options);
         Ok(Store {
             files: ks("files")?,
             folders: ks("folders")?,
