@@ -141,45 +141,31 @@ impl ContentHasher {
 
     /// Moves the sha256 context to a worker thread; stays on this thread if none can be started.
     fn start_worker(&mut self) {
-        let ctx = match std::mem::replace(&mut self.sha256, Sha256Lane::Off) {
-            Sha256Lane::Here(ctx) => ctx,
-            other => {
-                self.sha256 = other;
-                return;
-            }
-        };
+        let Sha256Lane::Here(ctx) = &self.sha256 else { return };
+        // The context is plain data: the thread gets a copy, and ours stays valid if it cannot start.
+        let mut theirs: SHA256_CTX = **ctx;
         let (tx, rx) = sync_channel::<Bytes>(WORKER_QUEUE);
-        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(ctx)));
-        let theirs = slot.clone();
         let spawned = std::thread::Builder::new().name("sha256".into()).spawn(move || {
-            let mut ctx = theirs.lock().map(|mut c| c.take()).ok().flatten().expect("context handed over");
             for piece in rx {
-                sha256_update(&mut ctx, &piece);
+                sha256_update(&mut theirs, &piece);
             }
-            ctx
+            Box::new(theirs)
         });
-        self.sha256 = match spawned {
-            Ok(done) => Sha256Lane::Worker(Sha256Worker { pieces: tx, done }),
-            Err(e) => {
-                tracing::debug!(error = %e, "no sha256 thread; hashing on this one");
-                let ctx = slot.lock().map(|mut c| c.take()).ok().flatten().unwrap_or_else(new_sha256);
-                Sha256Lane::Here(ctx)
-            }
-        };
+        match spawned {
+            Ok(done) => self.sha256 = Sha256Lane::Worker(Sha256Worker { pieces: tx, done }),
+            Err(e) => tracing::debug!(error = %e, "no sha256 thread; hashing on this one"),
+        }
     }
 
     /// Waits for the worker to hash everything it was sent and takes its context back.
     fn join_worker(&mut self) {
-        let w = match std::mem::replace(&mut self.sha256, Sha256Lane::Off) {
-            Sha256Lane::Worker(w) => w,
-            other => {
-                self.sha256 = other;
-                return;
-            }
-        };
-        drop(w.pieces);
-        let ctx = w.done.join().expect("the sha256 thread does not panic");
-        self.sha256 = Sha256Lane::Here(ctx);
+        if !matches!(self.sha256, Sha256Lane::Worker(_)) {
+            return;
+        }
+        if let Sha256Lane::Worker(w) = std::mem::replace(&mut self.sha256, Sha256Lane::Off) {
+            drop(w.pieces);
+            self.sha256 = Sha256Lane::Here(w.done.join().expect("the sha256 thread does not panic"));
+        }
     }
 
     /// Bytes hashed so far.

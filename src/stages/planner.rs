@@ -309,7 +309,6 @@ impl<L: FolderLookup> Planner<L> {
     }
 
     fn plan_removal(&mut self, seq: ChangeSeq, id: &FileId) -> Result<Result<Planned, Outcome>, StageError> {
-        let fatal = |e: crate::state::StoreError| StageError::Fatal(e.to_string());
         let ev_outcome = |kind| Outcome { seq, file_id: id.clone(), kind };
         if let Some(rec) = self.store.file(id).map_err(fatal)? {
             self.release(id)?;
