@@ -85,12 +85,29 @@ fn truncate_bytes(s: &str, max: usize) -> &str {
 /// optional disambiguating ` (fileId)` before the extension, encoded, and capped by bytes while
 /// keeping the extension and suffix intact.
 pub fn segment(name: &str, export_ext: Option<&str>, disambiguate: Option<&FileId>, mode: KeyMode) -> String {
+    candidate_segment(name, export_ext, disambiguate.map(|id| (id, 1)), mode)
+}
+
+/// The `nth` candidate segment for a file whose plain name is taken: ` (fileId)` first (n = 1), then
+/// ` (fileId) (n)`. A further candidate is needed only when another file literally holds the earlier
+/// ones (a file named `x (<id>).txt`), so keys stay readable and stable: each file keeps the key
+/// recorded for it.
+pub fn candidate_segment(
+    name: &str,
+    export_ext: Option<&str>,
+    disambiguate: Option<(&FileId, u32)>,
+    mode: KeyMode,
+) -> String {
     let mut base = sanitize_name(name);
     if let Some(ext) = export_ext {
         base = format!("{base}.{ext}");
     }
     let (stem, ext) = split_ext(&base);
-    let suffix = disambiguate.map(|id| format!(" ({id})")).unwrap_or_default();
+    let suffix = match disambiguate {
+        None => String::new(),
+        Some((id, n)) if n <= 1 => format!(" ({id})"),
+        Some((id, n)) => format!(" ({id}) ({n})"),
+    };
     let mut budget = MAX_SEGMENT_BYTES;
     loop {
         let candidate = format!("{}{suffix}{ext}", truncate_bytes(stem, budget).trim_end());

@@ -32,6 +32,8 @@ pub(crate) struct App {
 pub(crate) struct Pass {
     /// Drop the connection after this fraction of the body (downloads only).
     pub reset: Option<f64>,
+    /// Flip one byte of the body (length intact), to prove corrupted downloads never replace good copies.
+    pub corrupt: bool,
 }
 
 impl App {
@@ -79,10 +81,11 @@ impl App {
             if latency > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
             }
+            let corrupt = body && self.faults.draw_corrupt();
             match decision {
                 Decision::Fail(e) => Err(e),
-                Decision::Reset(f) => handler(Pass { reset: Some(f) }).await,
-                Decision::Pass => handler(Pass { reset: None }).await,
+                Decision::Reset(f) => handler(Pass { reset: Some(f), corrupt }).await,
+                Decision::Pass => handler(Pass { reset: None, corrupt }).await,
             }
         }
         .await;

@@ -14,6 +14,8 @@ pub(crate) struct GenBody {
     pub end: u64,
     /// Absolute offset at which the connection is dropped instead of continuing.
     pub abort_at: Option<u64>,
+    /// Absolute offset of a byte served inverted (fault injection: corruption, length intact).
+    pub flip_at: Option<u64>,
     pub counter: ByteCounter,
 }
 
@@ -30,6 +32,9 @@ impl GenBody {
         let n = (limit - self.pos).min(CHUNK as u64) as usize;
         let mut buf = BytesMut::zeroed(n);
         fill(self.key, self.pos, &mut buf);
+        if let Some(at) = self.flip_at.filter(|at| (self.pos..self.pos + n as u64).contains(at)) {
+            buf[(at - self.pos) as usize] ^= 0xff;
+        }
         self.pos += n as u64;
         self.counter.add(n as u64);
         if self.pos >= self.end {

@@ -19,6 +19,9 @@ pub struct FaultSettings {
     pub server_error_pct: f64,
     /// % of media/export downloads whose connection is dropped part-way through the body.
     pub reset_pct: f64,
+    /// % of media downloads (alt=media) with one byte flipped in the middle of the file, length and
+    /// headers intact: what a bad proxy or disk does, and what only a checksum catches.
+    pub corrupt_pct: f64,
     /// Delay before every API answer.
     pub latency_ms: u64,
     /// When > 0, injected 429 answers carry `Retry-After: <n>` (some Google APIs send it on 429;
@@ -66,6 +69,14 @@ impl Faults {
     /// Is `id` flagged abusive by the fault settings?
     pub fn is_abusive(&self, id: &str) -> bool {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.abuse_ids.iter().any(|a| a == id)
+    }
+
+    /// Whether this download's body is corrupted (drawn apart from the other faults, so setting it
+    /// does not shift their sequence).
+    pub fn draw_corrupt(&self) -> bool {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (settings, rng) = &mut *guard;
+        settings.corrupt_pct > 0.0 && (settings.corrupt_pct >= 100.0 || rng.percent() < settings.corrupt_pct)
     }
 
     /// Draw the fate of one request; `body` is true for media/export downloads.

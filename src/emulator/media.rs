@@ -40,7 +40,8 @@ fn stream(app: &App, src: Source, range: RangeSpec, pass: Pass) -> Result<Respon
     let abort_at = pass.reset.filter(|_| len > 1).map(|f| start + ((len as f64 * f) as u64).clamp(1, len - 1));
     let counter =
         ByteCounter { stats: app.stats.clone(), export: src.export, file_id: src.file_id.clone(), pending: 0 };
-    let body = GenBody { key: src.key, pos: start, end, abort_at, counter }.into_body();
+    let flip_at = (pass.corrupt && !src.export && src.size > 0).then_some(src.size / 2);
+    let body = GenBody { key: src.key, pos: start, end, abort_at, flip_at, counter }.into_body();
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();

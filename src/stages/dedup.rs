@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Default)]
 pub struct InFlight {
     slots: Mutex<HashMap<FileId, Slot>>,
+    /// Woken whenever an event finishes, for the planner waiting on the actions ahead of it.
+    finished: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -53,6 +55,25 @@ impl InFlight {
 
     /// The active event of `file` ended; returns the parked event, which becomes active.
     pub fn finish(&self, file: &FileId, seq: u64) -> Option<ChangeEvent> {
+        let next = self.finish_slot(file, seq);
+        self.finished.notify_waiters();
+        next
+    }
+
+    /// Waits until `done` holds, re-checking whenever an event finishes (and at least every 50 ms).
+    pub async fn wait_until(&self, mut done: impl FnMut() -> bool) {
+        loop {
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            if done() {
+                return;
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(50), finished).await;
+        }
+    }
+
+    fn finish_slot(&self, file: &FileId, seq: u64) -> Option<ChangeEvent> {
         let mut slots = self.lock();
         let slot = slots.get_mut(file)?;
         if slot.active != seq {

@@ -49,6 +49,10 @@ pub struct PlanBarrier {
     outstanding: std::sync::Mutex<BTreeMap<u64, FileId>>,
     /// Size at which `outstanding` is next pruned of finished actions (amortised O(1) per action).
     prune_at: std::sync::atomic::AtomicUsize,
+    /// Key class → the last action (file, seq) planned on it; free once that action is committed.
+    keys: std::sync::Mutex<HashMap<String, (FileId, u64)>>,
+    /// Size at which `keys` is next pruned of committed actions.
+    keys_prune_at: std::sync::atomic::AtomicUsize,
 }
 
 /// `outstanding` is never pruned below this many entries (pruning costs a pass over the map).
@@ -57,7 +61,13 @@ const MIN_PRUNE_AT: usize = 1024;
 impl PlanBarrier {
     /// A barrier over the pipeline's in-flight table.
     pub fn new(in_flight: Arc<super::dedup::InFlight>) -> Self {
-        PlanBarrier { in_flight, outstanding: Default::default(), prune_at: MIN_PRUNE_AT.into() }
+        PlanBarrier {
+            in_flight,
+            outstanding: Default::default(),
+            prune_at: MIN_PRUNE_AT.into(),
+            keys: Default::default(),
+            keys_prune_at: MIN_PRUNE_AT.into(),
+        }
     }
 
     /// Remembers an action until its outcome is committed. Finished actions are dropped whenever the
@@ -79,17 +89,55 @@ impl PlanBarrier {
 
     /// Waits until every action planned so far has its terminal outcome committed.
     async fn drain(&self) {
-        loop {
-            {
+        self.in_flight
+            .wait_until(|| {
                 let mut o = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
                 o.retain(|seq, file| self.in_flight.is_active(file, *seq));
-                if o.is_empty() {
-                    return;
-                }
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                o.is_empty()
+            })
+            .await
+    }
+
+    /// Waits until no action planned earlier that touches one of `classes` (writes, copies from or
+    /// removes that key) is still without a committed outcome, then records `seq` as the action on
+    /// them. So actions on one key run in change order, never at once: a new `r.txt` is written only
+    /// after the move or delete of the old `r.txt` is committed.
+    async fn take_keys(&self, seq: ChangeSeq, file: &FileId, classes: &[String]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if classes.is_empty() {
+            return;
+        }
+        self.in_flight
+            .wait_until(|| {
+                let holders = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+                classes.iter().all(|c| match holders.get(c) {
+                    Some((holder, s)) => (holder == file && *s == seq.0) || !self.in_flight.is_active(holder, *s),
+                    None => true,
+                })
+            })
+            .await;
+        let mut holders = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        for c in classes {
+            holders.insert(c.clone(), (file.clone(), seq.0));
+        }
+        if holders.len() >= self.keys_prune_at.load(Relaxed).max(MIN_PRUNE_AT) {
+            holders.retain(|_, (holder, s)| self.in_flight.is_active(holder, *s));
+            self.keys_prune_at.store((holders.len() * 2).max(MIN_PRUNE_AT), Relaxed);
         }
     }
+}
+
+/// The key classes an action touches: where it writes, what it copies from, what it removes.
+fn touched_classes(p: &Planned) -> Vec<String> {
+    let mut keys: Vec<&ObjectKey> = vec![&p.key];
+    keys.extend(p.previous_key.iter());
+    if let ActionKind::Copy { from, .. } = &p.kind {
+        keys.push(from);
+    }
+    let mut classes: Vec<String> = keys.into_iter().map(|k| keys::collision_class(&k.0)).collect();
+    classes.sort();
+    classes.dedup();
+    classes
 }
 
 fn fatal(e: crate::state::StoreError) -> StageError {
@@ -176,15 +224,22 @@ impl<L: FolderLookup> Planner<L> {
         self.store.release_claim(id).map_err(fatal)
     }
 
-    /// The key of `name` inside `parent`: the plain name when free (or already ours), else the name
-    /// with ` (fileId)`, which no one else can hold.
+    /// The key of `name` inside `parent`: the plain name when free (or already ours), else the first
+    /// of ` (fileId)`, ` (fileId) (2)`, … that is free: a disambiguated key is claimed like any other,
+    /// since another file may literally be named `x (<that id>).txt`.
     fn claim(&mut self, id: &FileId, parent: &str, name: &str, ext: Option<&str>) -> Result<String, StageError> {
-        let plain = format!("{parent}/{}", keys::segment(name, ext, None, self.layout.mode));
-        let key = match self.store.claim_holder(&keys::collision_class(&plain)).map_err(fatal)? {
-            Some(holder) if holder != *id => {
-                format!("{parent}/{}", keys::segment(name, ext, Some(id), self.layout.mode))
+        const MAX_CANDIDATES: u32 = 1000;
+        let mut nth = 0;
+        let key = loop {
+            let suffix = (nth > 0).then_some((id, nth));
+            let key = format!("{parent}/{}", keys::candidate_segment(name, ext, suffix, self.layout.mode));
+            match self.store.claim_holder(&keys::collision_class(&key)).map_err(fatal)? {
+                Some(holder) if holder != *id && nth < MAX_CANDIDATES => nth += 1,
+                Some(holder) if holder != *id => {
+                    return Err(StageError::Failed(format!("no free key for {id} in {parent:?}")));
+                }
+                _ => break key,
             }
-            _ => plain,
         };
         let class = keys::collision_class(&key);
         let previous = self.store.claim_of(id).map_err(fatal)?;
@@ -495,6 +550,9 @@ impl<L: FolderLookup> Stage for Planner<L> {
                 Ok(planned) => {
                     crate::metrics::event(Self::NAME, "planned");
                     let tree = matches!(planned.kind, ActionKind::Tree(_));
+                    if !tree {
+                        self.barrier.take_keys(planned.seq, &planned.file.id, &touched_classes(&planned)).await;
+                    }
                     self.barrier.planned(planned.seq, &planned.file.id);
                     emit.forward(planned).await?;
                     if tree {

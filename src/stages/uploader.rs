@@ -4,6 +4,7 @@
 
 use super::downloader::{Chunk, Transfer};
 use super::planner::dead_letter;
+use super::verifier::{Mismatch, check_against_drive, retry_or_dead_letter};
 use super::{Emit, Replay, Stage, StageError};
 use crate::dest::{DestError, Destination, ObjectMeta};
 use crate::hashing::{ContentHasher, HashState};
@@ -39,6 +40,18 @@ pub struct Uploader {
 enum Written {
     Done(Uploaded),
     Abandoned,
+    /// The bytes do not match Drive's metadata; nothing was published and the old object is intact.
+    Rejected(Planned, Mismatch),
+}
+
+/// Whether `len` bytes already exceed what Drive says the file holds (media only: an export's size is
+/// not known in advance). Reading stops there: the extra bytes are never stored.
+fn over_drive_size(planned: &Planned, len: u64) -> bool {
+    is_media(planned) && planned.file.size.is_some_and(|size| len > size)
+}
+
+fn is_media(planned: &Planned) -> bool {
+    !matches!(&planned.kind, ActionKind::Upload { source: crate::model::Source::Export { .. } })
 }
 
 impl Uploader {
@@ -76,6 +89,13 @@ impl Uploader {
             match body.recv().await {
                 Some(Chunk::Data(bytes)) => {
                     hasher.update(&bytes);
+                    if over_drive_size(&planned, hasher.len()) {
+                        if let Some(mp) = multipart {
+                            mp.abort(&self.store).await;
+                        }
+                        let (expected, got) = (planned.file.size.unwrap_or(0), hasher.len());
+                        return Ok(Written::Rejected(planned, Mismatch::Size { expected, got }));
+                    }
                     crate::metrics::bytes("upload", bytes.len() as u64);
                     pending_len += bytes.len();
                     pending.push(bytes);
@@ -100,19 +120,30 @@ impl Uploader {
                 }
             }
         }
+        if let Some(mp) = multipart.as_mut()
+            && !pending.is_empty()
+        {
+            mp.send(std::mem::take(&mut pending), self.part_concurrency, None).await?;
+        }
+        // Write, verify, publish: the digests are compared with Drive's before the bytes become
+        // visible at the key, so a corrupted download never replaces the good copy.
+        let digest = hasher.finish();
+        let (md5, sha256, size) = (digest.md5, digest.sha256, digest.len);
+        let streamed = Uploaded { planned, md5, sha256, size, stored_md5: None };
+        if let Err(m) = check_against_drive(&streamed) {
+            if let Some(mp) = multipart {
+                mp.abort(&self.store).await;
+            }
+            return Ok(Written::Rejected(streamed.planned, m));
+        }
         let stored_md5 = match multipart {
-            Some(mut mp) => {
-                if !pending.is_empty() {
-                    mp.send(pending, self.part_concurrency, None).await?;
-                }
+            Some(mp) => {
                 mp.finish(&self.store).await?;
                 None
             }
-            None => self.dest.put(&planned.key, pending, &meta).await?,
+            None => self.dest.put(&streamed.planned.key, pending, &meta).await?,
         };
-        let digest = hasher.finish();
-        let (md5, sha256, size) = (digest.md5, digest.sha256, digest.len);
-        Ok(Written::Done(Uploaded { planned, md5, sha256, size, stored_md5 }))
+        Ok(Written::Done(Uploaded { stored_md5, ..streamed }))
     }
 
     /// Starts a multipart upload: on stores with upload ids (S3, GCS, Azure) the id is recorded in the
@@ -206,6 +237,10 @@ impl Uploader {
         match result {
             Ok(Written::Done(u)) => emit.forward(u).await,
             Ok(Written::Abandoned) => Ok(()),
+            Ok(Written::Rejected(planned, m)) => {
+                crate::metrics::event(Self::NAME, "rejected");
+                retry_or_dead_letter(planned, m, &self.refetch, &emit.commit).await
+            }
             Err(e) => {
                 tracing::warn!(file = %planned.file.id, key = %planned.key, error = %e, "upload failed; dead-lettered");
                 crate::metrics::event(Self::NAME, "dead_lettered");

@@ -67,6 +67,33 @@ pub fn check_against_drive(u: &Uploaded) -> Result<(), Mismatch> {
     Ok(())
 }
 
+/// A write that did not match is fetched again (up to [`MAX_ATTEMPTS`] fetches), then dead-lettered
+/// with the mismatch as its reason; it is never committed.
+pub async fn retry_or_dead_letter(
+    mut planned: Planned,
+    m: Mismatch,
+    refetch: &mpsc::Sender<Planned>,
+    commit: &mpsc::Sender<super::CommitMsg>,
+) -> Result<(), StageError> {
+    planned.attempt += 1;
+    if planned.attempt < MAX_ATTEMPTS {
+        tracing::info!(file = %planned.file.id, ?m, attempt = planned.attempt, "verification failed; fetching again");
+        crate::metrics::retry("verify", "mismatch");
+        let tx = refetch.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(planned).await;
+        });
+        return Ok(());
+    }
+    tracing::warn!(file = %planned.file.id, ?m, "verification failed on every fetch; dead-lettered");
+    crate::metrics::event("verifier", "dead_lettered");
+    let mut dl = dead_letter(&planned.file, Some(planned.key.clone()), "checksumMismatch", format!("{m:?}"));
+    dl.attempts = planned.attempt;
+    let kind = OutcomeKind::DeadLettered(dl);
+    let outcome = Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind };
+    commit.send(super::CommitMsg::Outcome(outcome)).await.map_err(|_| StageError::Closed)
+}
+
 /// Whether the destination's own receipt for the write (a single PUT's md5 ETag) matches the bytes
 /// streamed: then the object is there with those bytes, and a HEAD would only cost a request.
 pub fn stored_as_streamed(u: &Uploaded) -> bool {
@@ -95,7 +122,7 @@ impl Verifier {
             },
         };
         if let Some(m) = mismatch {
-            return self.retry_or_dead_letter(u, m, emit).await;
+            return retry_or_dead_letter(u.planned, m, &self.refetch, &emit.commit).await;
         }
         if let Some(old) = &u.planned.previous_key
             && let Err(e) = self.dest.delete(old).await
@@ -117,29 +144,6 @@ impl Verifier {
             modified_time: p.file.modified_time.clone(),
         };
         emit.outcome(Outcome { seq: p.seq, file_id: p.file.id.clone(), kind: OutcomeKind::Committed(record) }).await
-    }
-
-    async fn retry_or_dead_letter(&self, u: Uploaded, m: Mismatch, emit: &Emit<()>) -> Result<(), StageError> {
-        let mut planned = u.planned;
-        planned.attempt += 1;
-        if planned.attempt < MAX_ATTEMPTS {
-            tracing::info!(file = %planned.file.id, ?m, attempt = planned.attempt, "verification failed; fetching again");
-            crate::metrics::retry("verify", "mismatch");
-            let tx = self.refetch.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(planned).await;
-            });
-            return Ok(());
-        }
-        crate::metrics::event(Self::NAME, "dead_lettered");
-        let mut dl = dead_letter(&planned.file, Some(planned.key.clone()), "checksumMismatch", format!("{m:?}"));
-        dl.attempts = planned.attempt;
-        emit.outcome(Outcome {
-            seq: planned.seq,
-            file_id: planned.file.id.clone(),
-            kind: OutcomeKind::DeadLettered(dl),
-        })
-        .await
     }
 }
 
