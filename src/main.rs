@@ -297,8 +297,13 @@ fn dlq_list(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
 fn dlq_retry(path: &std::path::Path, ids: Vec<String>) -> anyhow::Result<ExitCode> {
     let store = open_store(path)?;
     let ids: Vec<_> = ids.into_iter().map(mirrorflow::model::FileId).collect();
-    let n = store.clear_dead_letters(&ids)?;
-    store.reset_checkpoint()?;
+    let targets: Vec<_> =
+        store.dead_letters()?.into_iter().map(|d| d.id).filter(|id| ids.is_empty() || ids.contains(id)).collect();
+    // The change token is kept: each file is fetched from Drive as it is now (and removed if it is
+    // gone), so changes made meanwhile, deletions included, still arrive through the feed.
+    let requests: Vec<_> = targets.iter().cloned().map(mirrorflow::model::Refresh::File).collect();
+    store.request_refresh(&requests)?;
+    let n = if targets.is_empty() { 0 } else { store.clear_dead_letters(&targets)? };
     println!(
         "{n} file(s) released from the dead-letter store; run `mirrorflow run --once {}` to mirror them again",
         path.display()

@@ -118,6 +118,33 @@ pub struct ChangeEvent {
     pub file_id: FileId,
     /// What happened.
     pub kind: ChangeKind,
+    /// Where the feed got it: a folder that enters the mirror through a change must bring its
+    /// subtree (Drive reports the folder only), while a full listing already lists every child.
+    pub origin: Origin,
+}
+
+/// Where an event comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// A full listing (`files.list` over a drive).
+    Listing,
+    /// `changes.list`.
+    #[default]
+    Change,
+    /// A refresh the mirror asked for itself (`files.get`, or the listing of one folder's children).
+    Refresh,
+}
+
+/// Work the mirror asks the feed to do because a change's side effects could not be completed from
+/// what the destination holds. Requests are recorded in the store in the same batch as (or before)
+/// the outcome that needs them, and cleared only once their events are committed, so a crash never
+/// drops one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Refresh {
+    /// Fetch this item's metadata again and plan it (its object was lost, or it was dead-lettered).
+    File(FileId),
+    /// List this folder's children and plan each: the folder came (back) into the mirror.
+    Children(FileId),
 }
 
 /// How the bytes of a file are fetched.
@@ -168,6 +195,10 @@ pub struct TreeChange {
     pub removed_folders: Vec<FileId>,
     /// True when the subtree is removed rather than moved.
     pub remove: bool,
+    /// Files whose object was found neither at the old nor at the new key (a crash between steps):
+    /// their records are dropped and they are fetched from Drive again (a [`Refresh::File`]).
+    #[serde(default)]
+    pub lost: Vec<FileId>,
 }
 
 /// A planned action for one event, carrying everything later stages need.

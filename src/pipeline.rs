@@ -191,10 +191,12 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
 
     let mut children = Vec::new();
     let wake = Arc::new(Notify::new());
-    children.push(feed_spec(cfg, &opts, &store, &drive, &scope, &next_seq, &wake, &faults, &to_dedup.tx, &commit));
+    let refresh_wake = Arc::new(Notify::new());
+    let wakes = (wake.clone(), refresh_wake.clone());
+    children.push(feed_spec(cfg, &opts, &store, &drive, &scope, &next_seq, &wakes, &faults, &to_dedup.tx, &commit));
     {
-        let (store, in_flight, faults) = (store.clone(), in_flight.clone(), faults.clone());
-        let build = move || Ok(Dedup { in_flight: in_flight.clone(), store: store.clone(), faults: faults.clone() });
+        let (in_flight, faults) = (in_flight.clone(), faults.clone());
+        let build = move || Ok(Dedup { in_flight: in_flight.clone(), faults: faults.clone() });
         children.push(worker_spec(build, to_dedup.rx.clone(), emit_to(to_planner.tx.clone(), &commit)));
     }
     {
@@ -257,7 +259,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     {
         let (store, in_flight, faults, release, progress) =
             (store.clone(), in_flight.clone(), faults.clone(), to_dedup.tx.clone(), progress_tx.clone());
-        let next_seq = next_seq.clone();
+        let (next_seq, refresh_wake) = (next_seq.clone(), refresh_wake.clone());
         let state = Arc::new(std::sync::Mutex::new(CommitState::new(first_seq)));
         let build = move || {
             Ok(Committer {
@@ -267,6 +269,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
                 release: release.clone(),
                 progress: progress.clone(),
                 next_seq: next_seq.clone(),
+                refresh_wake: refresh_wake.clone(),
                 faults: faults.clone(),
             })
         };
@@ -382,13 +385,14 @@ fn feed_spec(
     drive: &Arc<DriveClient>,
     scope: &Scope,
     next_seq: &Arc<AtomicU64>,
-    wake: &Arc<Notify>,
+    (wake, refresh_wake): &(Arc<Notify>, Arc<Notify>),
     faults: &Arc<FailureInjector>,
     events: &mpsc::Sender<crate::model::ChangeEvent>,
     commit: &mpsc::Sender<CommitMsg>,
 ) -> ChildSpec {
     let (store, drive, next_seq, wake, faults) =
         (store.clone(), drive.clone(), next_seq.clone(), wake.clone(), faults.clone());
+    let refresh_wake = refresh_wake.clone();
     let (events, commit) = (events.clone(), commit.clone());
     let jobs = listing_jobs(scope);
     let (once, poll_interval) = (opts.once, cfg.source.poll_interval.0);
@@ -401,6 +405,8 @@ fn feed_spec(
             once,
             poll_interval,
             wake: wake.clone(),
+            refresh_wake: refresh_wake.clone(),
+            served: Default::default(),
             faults: faults.clone(),
         };
         let out = FeedOutputs { events: events.clone(), commit: commit.clone() };

@@ -162,3 +162,79 @@ async fn corrupted_downloads_never_replace_the_good_copy() {
         assert!(store.dead_letters().unwrap().is_empty());
     }
 }
+
+/// Trash a folder `T` holding a folder `A` (files in `A` and in its subfolder), then move `A` back
+/// out of `T`: Drive reports a change for `A` only, and the mirror must bring `A`'s subtree back.
+/// The same for a folder moved into the scope from outside it (here: from a trashed folder again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_that_comes_back_brings_its_files() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let config = env.config("back", &env.local_dest("mirror"), "");
+    let root = env.tree().await.root_id;
+    let t = mutate(&env, vec![json!({"op": "create_folder", "parent": root, "name": "T"})]).await["created"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = mutate(&env, vec![json!({"op": "create_folder", "parent": t, "name": "A"})]).await["created"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sub = mutate(&env, vec![json!({"op": "create_folder", "parent": a, "name": "sub"})]).await["created"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ops = Vec::new();
+    for i in 0..5 {
+        ops.push(json!({"op": "create", "parent": a, "name": format!("a{i}.bin"), "size": 500 + i}));
+        ops.push(json!({"op": "create", "parent": sub, "name": format!("s{i}.bin"), "size": 700 + i}));
+    }
+    mutate(&env, ops).await;
+    let out = run_once(&config).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_mirrors_drive(&env, &config).await;
+
+    mutate(&env, vec![json!({"op": "trash", "id": t})]).await;
+    let out = run_once(&config).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_mirrors_drive(&env, &config).await;
+
+    mutate(&env, vec![json!({"op": "move", "id": a, "new_parent": root})]).await;
+    let out = run_once(&config).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = env.tree().await;
+    let back = expected_files(&tree).values().filter(|e| e.name.ends_with(".bin") && e.size < 1000).count();
+    assert!(back >= 10, "the files of A and A/sub are live in Drive again ({back})");
+    assert_mirrors_drive(&env, &config).await;
+}
+
+/// Random everyday changes (freed names reused at once, `x (<id>).ext` names, folders moved into new
+/// folders and out of trashed ones, folders renamed to `.`/`..`) caught up in one run: exact mirror,
+/// several seeds, to a local folder with trash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_everyday_changes_end_in_an_exact_mirror() {
+    for seed in [21u64, 22, 23, 24] {
+        let mut corpus = small_corpus(seed % 2 == 0);
+        corpus.seed = seed;
+        corpus.files = 150;
+        corpus.folders = 20;
+        let env = TestEnv::start(corpus).await;
+        let config = env.config("random", &env.local_dest("mirror"), "dest.deletes = \"trash\"");
+        // The hostile corpus holds a file Drive flags as abusive: dead-lettered (exit 3), never lost.
+        let only_abusive_dead = |out: &std::process::Output| {
+            let (_cfg, store, _dest) = open(&config);
+            let reasons: Vec<String> = store.dead_letters().unwrap().into_iter().map(|d| d.reason).collect();
+            let ok = match out.status.code() {
+                Some(0) => reasons.is_empty(),
+                Some(3) => !reasons.is_empty() && reasons.iter().all(|r| r == "cannotDownloadAbusiveFile"),
+                _ => false,
+            };
+            assert!(ok, "seed {seed}: {reasons:?}\n{}", text(out));
+        };
+        only_abusive_dead(&run_once(&config).await);
+        for round in 0..2 {
+            mutate(&env, vec![json!({"op": "random", "count": 150, "seed": seed * 10 + round})]).await;
+            only_abusive_dead(&run_once(&config).await);
+            assert_mirrors_drive(&env, &config).await;
+        }
+    }
+}

@@ -273,6 +273,34 @@ impl DriveClient {
         .await
     }
 
+    /// One page of the live children of `folder` (any drive): how a folder that comes back into the
+    /// mirror brings its subtree, since Drive reports a change for the folder only.
+    pub async fn children_page(&self, folder: &FileId, page_token: Option<&str>) -> Result<FilePage, DriveError> {
+        let q =
+            format!("'{}' in parents and trashed = false", folder.as_str().replace('\\', "\\\\").replace('\'', "\\'"));
+        let fields = format!("nextPageToken,files({FILE_FIELDS})");
+        self.paced("drive", || async {
+            let mut d = RetryAfterCapture::default();
+            let mut call = self
+                .hub
+                .files()
+                .list()
+                .q(&q)
+                .page_size(self.settings.page_size as i32)
+                .param("fields", &fields)
+                .corpora("allDrives")
+                .include_items_from_all_drives(true)
+                .supports_all_drives(true);
+            if let Some(t) = page_token {
+                call = call.page_token(t);
+            }
+            let (_, list) = call.add_scope(Scope::Readonly).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
+            let files = list.files.unwrap_or_default().into_iter().filter_map(convert_file).collect();
+            Ok(FilePage { files, next_page_token: list.next_page_token })
+        })
+        .await
+    }
+
     /// One page of `changes.list` from `token`, covering My Drive and every shared drive.
     pub async fn changes_page(&self, token: &str) -> Result<ChangePage, DriveError> {
         let fields = format!(
@@ -468,6 +496,12 @@ impl crate::stages::change_feed::ChangeSource for DriveClient {
     }
     async fn changes_page(&self, token: &str) -> Result<ChangePage, DriveError> {
         DriveClient::changes_page(self, token).await
+    }
+    async fn get_file(&self, id: &FileId) -> Result<Option<DriveFile>, DriveError> {
+        DriveClient::get_file(self, id).await
+    }
+    async fn children_page(&self, folder: &FileId, token: Option<&str>) -> Result<FilePage, DriveError> {
+        DriveClient::children_page(self, folder, token).await
     }
 }
 

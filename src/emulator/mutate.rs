@@ -16,6 +16,8 @@ use super::state::State;
 pub enum MutateOp {
     /// New binary file of `size` bytes.
     Create { parent: String, name: String, size: u64, mime: Option<String> },
+    /// New folder.
+    CreateFolder { parent: String, name: String },
     /// New content revision (optionally with a new size).
     UpdateContent { id: String, size: Option<u64> },
     /// Rename any item.
@@ -56,6 +58,12 @@ impl State {
             MutateOp::Create { parent, name, size, mime } => {
                 let mime = mime.clone().unwrap_or_else(|| mime_for_name(name).to_string());
                 Ok(vec![self.create_file(parent, name, *size, &mime)?])
+            }
+            MutateOp::CreateFolder { parent, name } => {
+                let place = self.placement(parent)?;
+                let id = self.corpus.add_folder(name, place);
+                self.record(&id);
+                Ok(vec![id])
             }
             MutateOp::UpdateContent { id, size } => self.update_content(id, *size).map(|_| vec![]),
             MutateOp::Rename { id, name } => self.rename(id, name).map(|_| vec![]),
@@ -158,17 +166,13 @@ impl State {
         if self.corpus.is_self_or_descendant(&id, &target) {
             return Err(MutateError::Invalid(format!("cannot move {id} into itself or a descendant")));
         }
-        let below = self.corpus.descendants(&id);
-        let before: Vec<bool> = below.iter().map(|d| self.corpus.is_trashed(d)).collect();
         if let Some(item) = self.corpus.items.get_mut(&id) {
             item.parents = vec![target];
         }
+        // Like Drive: only the moved item changes. Its descendants' own records stay as they are,
+        // also when the move takes them out of (or into) a trashed folder, so no change is logged
+        // for them: a mirror must bring a folder's subtree along by itself.
         self.touch(&id, false);
-        for (d, was) in below.iter().zip(before) {
-            if self.corpus.is_trashed(d) != was {
-                self.touch(d, false);
-            }
-        }
         Ok(())
     }
 
@@ -221,14 +225,71 @@ impl State {
         let mut rng = Rng64::new(seed, 0x6d75_7461_7465);
         let mut created = Vec::new();
         for n in 0..count {
-            let op = self.random_op(&mut rng, n);
-            if let Some(op) = op
-                && let Ok(ids) = self.apply(&op)
-            {
-                created.extend(ids);
+            let ops = match rng.below(100) {
+                0..=79 => self.random_op(&mut rng, n).into_iter().collect(),
+                _ => self.everyday_pattern(&mut rng, n),
+            };
+            for op in ops {
+                if let Ok(ids) = self.apply(&op) {
+                    created.extend(ids);
+                }
             }
         }
         created
+    }
+
+    /// The compound changes people make every day that stress key ownership and subtrees: a name
+    /// freed by a rename or delete taken at once by a new file, a name of the form `x (<id of another
+    /// file>).ext`, a folder moved into a folder created just before, a folder moved out of a trashed
+    /// folder, a folder renamed to `.` or `..`.
+    fn everyday_pattern(&mut self, rng: &mut Rng64, n: usize) -> Vec<MutateOp> {
+        let files = self.ids_where(|i| matches!(i.kind, Kind::Binary { .. }));
+        let folders = self.ids_where(|i| i.is_folder() && i.drive_id.is_none());
+        let new_file =
+            |parent: String, name: String| MutateOp::Create { parent, name, size: 100 + n as u64, mime: None };
+        match rng.below(5) {
+            0 | 1 => {
+                let Some(id) = rng.pick(&files).cloned() else { return vec![] };
+                let Some(item) = self.corpus.items.get(&id) else { return vec![] };
+                let (name, parent) = (item.name.clone(), item.parents.first().cloned().unwrap_or_default());
+                let free = if rng.below(2) == 0 {
+                    MutateOp::Rename { id, name: format!("freed-{n}.bin") }
+                } else {
+                    MutateOp::Delete { id }
+                };
+                vec![free, new_file(parent, name)]
+            }
+            2 => {
+                let Some(other) = rng.pick(&files).cloned() else { return vec![] };
+                let Some(item) = self.corpus.items.get(&other) else { return vec![] };
+                let parent = item.parents.first().cloned().unwrap_or_default();
+                vec![new_file(parent, format!("x ({other}).txt"))]
+            }
+            3 => {
+                let Some(moved) = rng.pick(&folders).cloned() else { return vec![] };
+                let root = self.corpus.root_id.clone();
+                let home = MutateOp::CreateFolder { parent: root, name: format!("new-home-{n}") };
+                match self.apply(&home).ok().and_then(|ids| ids.into_iter().next()) {
+                    Some(new_parent) => vec![MutateOp::Move { id: moved, new_parent }],
+                    None => vec![],
+                }
+            }
+            _ => {
+                let Some(folder) = rng.pick(&folders).cloned() else { return vec![] };
+                let parent =
+                    self.corpus.items.get(&folder).and_then(|i| i.parents.first().cloned()).unwrap_or_default();
+                let dots = if rng.below(2) == 0 { "." } else { ".." };
+                let Some(inner) = self.ids_where(|i| i.is_folder() && i.parents.contains(&folder)).first().cloned()
+                else {
+                    return vec![MutateOp::Rename { id: folder, name: dots.into() }];
+                };
+                vec![
+                    MutateOp::Trash { id: folder.clone() },
+                    MutateOp::Move { id: inner.clone(), new_parent: parent },
+                    MutateOp::Rename { id: inner, name: dots.into() },
+                ]
+            }
+        }
     }
 
     /// Non-root items in listing order (for deterministic picks).

@@ -4,7 +4,7 @@
 
 use super::{CommitMsg, StageError};
 use crate::drive::{ChangePage, Corpus, DriveError, FilePage};
-use crate::model::{ChangeEvent, ChangeKind, ChangeSeq, FileId};
+use crate::model::{ChangeEvent, ChangeKind, ChangeSeq, DriveFile, FileId, Origin, Refresh};
 use crate::state::{Checkpoint, FeedPhase, Store};
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +25,18 @@ pub trait ChangeSource: Send + Sync + 'static {
     ) -> impl Future<Output = Result<FilePage, DriveError>> + Send;
     /// One page of `changes.list`.
     fn changes_page(&self, token: &str) -> impl Future<Output = Result<ChangePage, DriveError>> + Send;
+    /// `files.get` of one item; `None` when it is gone or not visible.
+    fn get_file(&self, id: &FileId) -> impl Future<Output = Result<Option<DriveFile>, DriveError>> + Send;
+    /// One page of a folder's live children.
+    fn children_page(
+        &self,
+        folder: &FileId,
+        token: Option<&str>,
+    ) -> impl Future<Output = Result<FilePage, DriveError>> + Send;
 }
+
+/// Refresh requests read from the store per pass.
+const REFRESH_BATCH: usize = 256;
 
 /// One pass of the initial listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +76,10 @@ pub struct ChangeFeed<S: ChangeSource> {
     pub poll_interval: Duration,
     /// Wakes a sleeping poll early (push notifications, shutdown).
     pub wake: Arc<Notify>,
+    /// Wakes the feed when refresh requests were recorded.
+    pub refresh_wake: Arc<Notify>,
+    /// Refresh requests already served (with their generation) and not yet cleared by the committer.
+    pub served: std::sync::Mutex<std::collections::HashSet<(Refresh, u64)>>,
     /// Failure injection.
     pub faults: Arc<super::FailureInjector>,
 }
@@ -82,10 +97,76 @@ impl<S: ChangeSource> ChangeFeed<S> {
         self.next_seq.load(Ordering::SeqCst).saturating_sub(1)
     }
 
-    async fn emit(&self, out: &FeedOutputs, file_id: FileId, kind: ChangeKind) -> Result<(), StageError> {
+    async fn emit(
+        &self,
+        out: &FeedOutputs,
+        file_id: FileId,
+        kind: ChangeKind,
+        origin: Origin,
+    ) -> Result<(), StageError> {
         self.faults.check("change_feed")?;
         let seq = ChangeSeq(self.next_seq.fetch_add(1, Ordering::SeqCst));
-        out.events.send(ChangeEvent { seq, file_id, kind }).await.map_err(|_| StageError::Closed)
+        out.events.send(ChangeEvent { seq, file_id, kind, origin }).await.map_err(|_| StageError::Closed)
+    }
+
+    /// Emits the events of every recorded refresh request not served yet: the item as Drive has it
+    /// now (`files.get`), or every live child of a folder. Each request is cleared by the committer
+    /// once its events are committed; until then a restarted feed serves it again (harmless: dedup
+    /// skips what the store already holds).
+    async fn serve_refreshes(&self, out: &FeedOutputs) -> Result<(), StageError> {
+        let pending = self.store.pending_refreshes(REFRESH_BATCH).map_err(|e| StageError::Fatal(e.to_string()))?;
+        let fresh: Vec<(Refresh, u64)> = {
+            let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.len() < REFRESH_BATCH {
+                served.retain(|s| pending.contains(s));
+            }
+            pending.into_iter().filter(|p| !served.contains(p)).collect()
+        };
+        for (request, generation) in fresh {
+            match &request {
+                Refresh::File(id) => {
+                    let kind = match self.source.get_file(id).await.map_err(Self::drive_err)? {
+                        Some(f) => ChangeKind::Upsert(f),
+                        None => ChangeKind::Removed,
+                    };
+                    self.emit(out, id.clone(), kind, Origin::Refresh).await?;
+                }
+                Refresh::Children(folder) => {
+                    let mut token: Option<String> = None;
+                    loop {
+                        let page =
+                            self.source.children_page(folder, token.as_deref()).await.map_err(Self::drive_err)?;
+                        for f in page.files {
+                            self.emit(out, f.id.clone(), ChangeKind::Upsert(f), Origin::Refresh).await?;
+                        }
+                        token = page.next_page_token;
+                        if token.is_none() {
+                            break;
+                        }
+                    }
+                }
+            }
+            self.served.lock().unwrap_or_else(|p| p.into_inner()).insert((request.clone(), generation));
+            let done = vec![(request, generation)];
+            out.commit
+                .send(CommitMsg::Refreshed { last_seq: self.last_seq(), done })
+                .await
+                .map_err(|_| StageError::Closed)?;
+        }
+        Ok(())
+    }
+
+    /// `--once` after catching up: keeps serving refresh requests (which the changes applied may
+    /// still record) until the pipeline ends the run.
+    async fn serve_refreshes_until_closed(&self, out: &FeedOutputs) -> Result<(), StageError> {
+        loop {
+            self.serve_refreshes(out).await?;
+            tokio::select! {
+                _ = self.refresh_wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = out.commit.closed() => return Ok(()),
+            }
+        }
     }
 
     async fn mark(&self, out: &FeedOutputs, start_token: &str, phase: &FeedPhase) -> Result<(), StageError> {
@@ -110,6 +191,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
         };
         self.mark(out, &start_token, &phase).await?;
         loop {
+            self.serve_refreshes(out).await?;
             phase = match phase {
                 FeedPhase::Listing { job, page_token } => self.list_step(out, &start_token, job, page_token).await?,
                 FeedPhase::Changes { token } => match self.source.changes_page(&token).await {
@@ -129,7 +211,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
                                     .send(CommitMsg::FeedCaughtUp { last_seq })
                                     .await
                                     .map_err(|_| StageError::Closed)?;
-                                return Ok(());
+                                return self.serve_refreshes_until_closed(out).await;
                             }
                             self.sleep_until_poll().await;
                             next
@@ -157,7 +239,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
         };
         let page = self.source.list_page(&j.corpus, j.folders_only, token.as_deref()).await.map_err(Self::drive_err)?;
         for f in page.files {
-            self.emit(out, f.id.clone(), ChangeKind::Upsert(f)).await?;
+            self.emit(out, f.id.clone(), ChangeKind::Upsert(f), Origin::Listing).await?;
         }
         Ok(match page.next_page_token {
             Some(t) => FeedPhase::Listing { job, page_token: Some(t) },
@@ -172,7 +254,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
                 Some(f) => ChangeKind::Upsert(f),
                 None => ChangeKind::Removed,
             };
-            self.emit(out, c.file_id, kind).await?;
+            self.emit(out, c.file_id, kind, Origin::Change).await?;
         }
         match (page.next_page_token, page.new_start_page_token) {
             (Some(next), _) => Ok((FeedPhase::Changes { token: next }, true)),
@@ -187,6 +269,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
         tokio::select! {
             _ = tokio::time::sleep(self.poll_interval) => {}
             _ = self.wake.notified() => {}
+            _ = self.refresh_wake.notified() => {}
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::dedup::InFlight;
 use super::{CommitMsg, Emit, Replay, Stage, StageError};
-use crate::model::{ChangeEvent, OutcomeKind};
+use crate::model::{ChangeEvent, OutcomeKind, Refresh};
 use crate::state::watermark::{CheckpointGate, Watermark};
 use crate::state::{Checkpoint, CommitBatch, Store};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,17 +42,26 @@ pub struct CommitState {
     pub gate: CheckpointGate<Checkpoint>,
     /// Seq the feed reported as its last, in `--once` mode.
     pub caught_up_at: Option<u64>,
+    /// Refresh requests the feed served, each cleared once the watermark covers its events.
+    pub refreshed: CheckpointGate<Vec<(Refresh, u64)>>,
 }
 
 impl CommitState {
     /// State for a run whose first seq is `first_seq`.
     pub fn new(first_seq: u64) -> Self {
-        CommitState { watermark: Watermark::new(first_seq), gate: CheckpointGate::default(), caught_up_at: None }
+        CommitState {
+            watermark: Watermark::new(first_seq),
+            gate: CheckpointGate::default(),
+            caught_up_at: None,
+            refreshed: CheckpointGate::default(),
+        }
     }
 
     /// True when the feed caught up and every event and checkpoint is done.
     pub fn caught_up(&self) -> bool {
-        self.caught_up_at.is_some_and(|s| self.watermark.covers(s)) && self.gate.pending() == 0
+        self.caught_up_at.is_some_and(|s| self.watermark.covers(s))
+            && self.gate.pending() == 0
+            && self.refreshed.pending() == 0
     }
 }
 
@@ -70,6 +79,8 @@ pub struct Committer {
     pub progress: watch::Sender<Progress>,
     /// The feed's next seq, saved so a later run continues the sequence.
     pub next_seq: Arc<AtomicU64>,
+    /// Wakes the feed when refresh requests were recorded.
+    pub refresh_wake: Arc<tokio::sync::Notify>,
     /// Failure injection.
     pub faults: Arc<super::FailureInjector>,
 }
@@ -86,9 +97,12 @@ fn absorb(state: &CommitState, msgs: Vec<CommitMsg>, next_seq: u64) -> (CommitSt
             }
             CommitMsg::Mark { last_seq, checkpoint } => st.gate.offer(last_seq, checkpoint),
             CommitMsg::FeedCaughtUp { last_seq } => st.caught_up_at = Some(last_seq),
+            CommitMsg::Refresh(requests) => batch.refresh_add.extend(requests),
+            CommitMsg::Refreshed { last_seq, done } => st.refreshed.offer(last_seq, done),
         }
     }
     batch.checkpoint = st.gate.take_ready(&st.watermark);
+    batch.refresh_done = st.refreshed.take_all_ready(&st.watermark).into_iter().flatten().collect();
     batch.next_seq = next_seq;
     (st, batch)
 }
@@ -149,7 +163,12 @@ impl Stage for Committer {
             crate::metrics::checkpoint_lag(crate::state::unix_ms().saturating_sub(cp.read_at_unix_ms) as f64 / 1000.0);
             tracing::debug!(watermark = next_state.watermark.next_unfinished(), "checkpoint saved");
         }
-        let caught_up = next_state.caught_up();
+        if !batch.refresh_add.is_empty() {
+            self.refresh_wake.notify_one();
+        }
+        // Refresh requests count as work to do: `--once` ends only when none is left.
+        let caught_up = next_state.caught_up()
+            && !self.store.has_pending_refreshes().map_err(|e| StageError::Fatal(e.to_string()))?;
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = next_state;
         for o in &batch.outcomes {
             crate::metrics::event(Self::NAME, outcome_label(&o.kind));

@@ -1,5 +1,6 @@
 //! Dedup: one event per file in flight at a time (a newer event waits, an older waiting one is
-//! superseded), and events the store already reflects are skipped (replays after a restart are harmless).
+//! superseded). Whether the store already reflects an event (replays after a restart are harmless) is
+//! decided here too, by [`already_applied`], but asked by the planner, in change order.
 
 use super::{Emit, Replay, Stage, StageError};
 use crate::model::{ChangeEvent, ChangeKind, FileId, Outcome, OutcomeKind, SkipReason};
@@ -111,42 +112,41 @@ impl InFlight {
 pub struct Dedup {
     /// Shared in-flight table.
     pub in_flight: Arc<InFlight>,
-    /// Store, read for idempotency.
-    pub store: Store,
     /// Failure injection.
     pub faults: Arc<super::FailureInjector>,
 }
 
-impl Dedup {
-    /// True when the store already reflects this event.
-    fn already_applied(&self, event: &ChangeEvent) -> Result<bool, StageError> {
-        let err = |e: crate::state::StoreError| StageError::Fatal(e.to_string());
-        Ok(match &event.kind {
-            ChangeKind::Upsert(f) if f.is_folder() => match self.store.folder(&f.id).map_err(err)? {
-                Some(r) => {
-                    r.name == f.name && r.parent.as_ref() == f.parents.first() && r.trashed == f.trashed && !f.trashed
-                }
-                None => false,
-            },
-            ChangeKind::Upsert(f) => match self.store.file(&f.id).map_err(err)? {
-                Some(r) => {
-                    !f.trashed
-                        && r.version == f.version
-                        && r.name == f.name
-                        && r.parent.as_ref() == f.parents.first()
-                        && (f.md5.is_none() || r.md5 == f.md5)
-                }
-                None => false,
-            },
-            ChangeKind::Removed => {
-                self.store.file(&event.file_id).map_err(err)?.is_none()
-                    && self.store.folder(&event.file_id).map_err(err)?.is_none()
+/// True when the store already reflects this event (a replay, or a change that touched nothing the
+/// mirror keeps). Asked by the planner, not by dedup: only the planner sees the store after every
+/// earlier folder change is committed (it drains them), so a file whose record an uncommitted folder
+/// removal is about to drop is never skipped as unchanged.
+pub fn already_applied(store: &Store, event: &ChangeEvent) -> Result<bool, StageError> {
+    let err = |e: crate::state::StoreError| StageError::Fatal(e.to_string());
+    Ok(match &event.kind {
+        ChangeKind::Upsert(f) if f.is_folder() => match store.folder(&f.id).map_err(err)? {
+            Some(r) => {
+                r.name == f.name && r.parent.as_ref() == f.parents.first() && r.trashed == f.trashed && !f.trashed
             }
-        })
-    }
+            None => false,
+        },
+        ChangeKind::Upsert(f) => match store.file(&f.id).map_err(err)? {
+            Some(r) => {
+                !f.trashed
+                    && r.version == f.version
+                    && r.name == f.name
+                    && r.parent.as_ref() == f.parents.first()
+                    && (f.md5.is_none() || r.md5 == f.md5)
+            }
+            None => false,
+        },
+        ChangeKind::Removed => {
+            store.file(&event.file_id).map_err(err)?.is_none() && store.folder(&event.file_id).map_err(err)?.is_none()
+        }
+    })
 }
 
-fn skipped(event: &ChangeEvent, reason: SkipReason) -> Outcome {
+/// The outcome of an event that needs no work.
+pub fn skipped(event: &ChangeEvent, reason: SkipReason) -> Outcome {
     Outcome { seq: event.seq, file_id: event.file_id.clone(), kind: OutcomeKind::Skipped(reason) }
 }
 
@@ -164,10 +164,6 @@ impl Stage for Dedup {
                         crate::metrics::event(Self::NAME, "superseded");
                         emit.outcome(skipped(&old, SkipReason::Superseded)).await?;
                     }
-                }
-                Admission::Proceed if self.already_applied(&event)? => {
-                    crate::metrics::event(Self::NAME, "unchanged");
-                    emit.outcome(skipped(&event, SkipReason::Unchanged)).await?;
                 }
                 Admission::Proceed => {
                     crate::metrics::event(Self::NAME, "forwarded");
@@ -189,7 +185,12 @@ mod tests {
     use crate::model::ChangeSeq;
 
     fn ev(id: &str, seq: u64) -> ChangeEvent {
-        ChangeEvent { seq: ChangeSeq(seq), file_id: FileId(id.into()), kind: ChangeKind::Removed }
+        ChangeEvent {
+            seq: ChangeSeq(seq),
+            file_id: FileId(id.into()),
+            kind: ChangeKind::Removed,
+            origin: Default::default(),
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod planner;
 pub mod uploader;
 pub mod verifier;
 
-use crate::model::{ChangeEvent, Outcome, Planned, Uploaded};
+use crate::model::{ChangeEvent, Outcome, Planned, Refresh, Uploaded};
 use crate::state::Checkpoint;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +32,17 @@ pub enum CommitMsg {
     FeedCaughtUp {
         /// Last seq emitted.
         last_seq: u64,
+    },
+    /// Work for the feed, recorded in the store. A stage sends it *before* the outcome that needs it
+    /// on this same channel, so it is committed in the same batch as that outcome or an earlier one.
+    Refresh(Vec<Refresh>),
+    /// The feed emitted the events of these requests (with the generation it read); each is cleared
+    /// once every seq ≤ `last_seq` is done.
+    Refreshed {
+        /// Last seq emitted for them.
+        last_seq: u64,
+        /// The requests served and their generations.
+        done: Vec<(Refresh, u64)>,
     },
 }
 

@@ -157,6 +157,8 @@ pub struct Planner<L: FolderLookup> {
     drive_roots: BTreeMap<DriveId, String>,
     barrier: Arc<PlanBarrier>,
     faults: Arc<super::FailureInjector>,
+    /// Refresh requests of the event being planned, sent to the committer before its action.
+    requests: Vec<Refresh>,
 }
 
 impl<L: FolderLookup> Planner<L> {
@@ -178,6 +180,7 @@ impl<L: FolderLookup> Planner<L> {
             drive_roots: BTreeMap::new(),
             barrier,
             faults,
+            requests: Vec::new(),
         };
         for f in p.store.all_folders().map_err(fatal)? {
             p.folders.insert(f.id.clone(), f);
@@ -320,6 +323,10 @@ impl<L: FolderLookup> Planner<L> {
         if self.folders.contains_key(&event.file_id) {
             self.barrier.drain().await;
         }
+        if super::dedup::already_applied(&self.store, &event)? {
+            crate::metrics::event("dedup", "unchanged");
+            return Ok(Err(super::dedup::skipped(&event, SkipReason::Unchanged)));
+        }
         let file = match &event.kind {
             ChangeKind::Removed => return self.plan_removal(event.seq, &event.file_id),
             ChangeKind::Upsert(f) => f.clone(),
@@ -332,6 +339,11 @@ impl<L: FolderLookup> Planner<L> {
             return self.plan_removal(event.seq, &file.id);
         };
         if file.is_folder() {
+            if event.origin != Origin::Listing && !self.folders.contains_key(&file.id) {
+                // The folder enters the mirror (created, moved in from outside the scope, or out of a
+                // trashed folder): Drive reports the folder alone, so its subtree is listed.
+                self.requests.push(Refresh::Children(file.id.clone()));
+            }
             return self.plan_folder(event.seq, file, &parent);
         }
         let source = if file.is_google_doc() {
@@ -463,7 +475,7 @@ impl<L: FolderLookup> Planner<L> {
             self.claim_exact(&id, &f.key.0)?;
             folders.push(f);
         }
-        Ok(TreeChange { folder: None, files, folders, removed_folders: Vec::new(), remove: false })
+        Ok(TreeChange { folder: None, files, folders, removed_folders: Vec::new(), remove: false, lost: Vec::new() })
     }
 
     /// Everything below `prefix` goes away (claims released).
@@ -486,7 +498,7 @@ impl<L: FolderLookup> Planner<L> {
             self.folders.remove(id);
             self.release(id)?;
         }
-        Ok(TreeChange { folder: None, files, folders: Vec::new(), removed_folders, remove: true })
+        Ok(TreeChange { folder: None, files, folders: Vec::new(), removed_folders, remove: true, lost: Vec::new() })
     }
 }
 
@@ -546,7 +558,12 @@ impl<L: FolderLookup> Stage for Planner<L> {
     async fn process(&mut self, items: Vec<ChangeEvent>, emit: &Emit<Planned>) -> Result<(), StageError> {
         for event in items {
             self.faults.check(Self::NAME)?;
-            match self.plan(event).await? {
+            let planned = self.plan(event).await?;
+            if !self.requests.is_empty() {
+                let requests = std::mem::take(&mut self.requests);
+                emit.commit.send(super::CommitMsg::Refresh(requests)).await.map_err(|_| StageError::Closed)?;
+            }
+            match planned {
                 Ok(planned) => {
                     crate::metrics::event(Self::NAME, "planned");
                     let tree = matches!(planned.kind, ActionKind::Tree(_));
@@ -616,7 +633,7 @@ mod tests {
     }
 
     fn upsert(seq: u64, f: DriveFile) -> ChangeEvent {
-        ChangeEvent { seq: ChangeSeq(seq), file_id: f.id.clone(), kind: ChangeKind::Upsert(f) }
+        ChangeEvent { seq: ChangeSeq(seq), file_id: f.id.clone(), kind: ChangeKind::Upsert(f), origin: Origin::Change }
     }
 
     async fn key_of(p: &mut Planner<NoLookup>, seq: u64, f: DriveFile) -> String {

@@ -212,8 +212,16 @@ impl Uploader {
                 other => other,
             },
             (ActionKind::Tree(tree), _) => match self.apply_tree(tree).await {
-                Ok(()) => {
-                    let kind = OutcomeKind::TreeChanged(tree.clone());
+                Ok(lost) => {
+                    let mut tree = tree.clone();
+                    if !lost.is_empty() {
+                        // Recorded before the outcome (same channel, same or earlier batch): a crash
+                        // can never keep the tree change and drop the re-fetch.
+                        let refresh = lost.iter().cloned().map(crate::model::Refresh::File).collect();
+                        emit.commit.send(super::CommitMsg::Refresh(refresh)).await.map_err(|_| StageError::Closed)?;
+                        tree.lost = lost;
+                    }
+                    let kind = OutcomeKind::TreeChanged(tree);
                     return emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind }).await;
                 }
                 Err(e) => Err(e),
@@ -263,8 +271,12 @@ impl Uploader {
         });
     }
 
-    /// Moves (copy + delete) or removes every object of a folder's subtree, server-side.
-    async fn apply_tree(&self, tree: &crate::model::TreeChange) -> Result<(), DestError> {
+    /// Moves (copy + delete) or removes every object of a folder's subtree, server-side. Each step
+    /// is idempotent, so a replay after a crash finishes the job: source present → copy then delete;
+    /// source gone and target holding the file's size → already done; both gone → the file is
+    /// returned as lost, to be fetched from Drive again at once.
+    async fn apply_tree(&self, tree: &crate::model::TreeChange) -> Result<Vec<crate::model::FileId>, DestError> {
+        let mut lost = Vec::new();
         for (rec, old) in &tree.files {
             if tree.remove {
                 self.dest.remove(old).await?;
@@ -272,13 +284,16 @@ impl Uploader {
                 match self.dest.copy(old, &rec.key).await {
                     Ok(()) => self.dest.delete(old).await?,
                     Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
-                        tracing::warn!(key = %old, "object to move is missing; it will be fetched again on its next change");
+                        if self.dest.head(&rec.key).await? != Some(rec.size) {
+                            tracing::warn!(key = %old, file = %rec.id, "object to move is missing; fetching it from Drive again");
+                            lost.push(rec.id.clone());
+                        }
                     }
                     Err(e) => return Err(e),
                 }
             }
         }
-        Ok(())
+        Ok(lost)
     }
 
     async fn copy(&self, planned: &Planned, from: &crate::model::ObjectKey) -> Result<Written, DestError> {

@@ -5,7 +5,7 @@ mod claims;
 pub mod codec;
 pub mod watermark;
 
-use crate::model::{ChangeSeq, DeadLetter, FileId, FileRecord, FolderRecord, ObjectKey, Outcome, OutcomeKind};
+use crate::model::{ChangeSeq, DeadLetter, FileId, FileRecord, FolderRecord, ObjectKey, Outcome, OutcomeKind, Refresh};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -66,6 +66,10 @@ pub struct CommitBatch {
     pub checkpoint: Option<Checkpoint>,
     /// The next seq a later run should use.
     pub next_seq: u64,
+    /// Refresh requests to record.
+    pub refresh_add: Vec<Refresh>,
+    /// Refresh requests served and committed: cleared if still at the generation served.
+    pub refresh_done: Vec<(Refresh, u64)>,
 }
 
 /// Summary counts, for `status` and metrics.
@@ -96,6 +100,8 @@ pub struct Store {
     claims: Keyspace,
     /// File id → collision class it holds.
     claimed: Keyspace,
+    /// Refresh requests (encoded [`Refresh`]) → generation, until their events are committed.
+    refresh: Keyspace,
 }
 
 /// A multipart upload in progress, recorded before its first part so a crash never orphans it, and
@@ -188,6 +194,7 @@ impl Store {
             uploads: ks("uploads")?,
             claims: ks("claims")?,
             claimed: ks("claimed")?,
+            refresh: ks("refresh")?,
             db,
         })
     }
@@ -251,14 +258,6 @@ impl Store {
         Ok(n)
     }
 
-    /// Forgets the saved checkpoint so the next run lists everything again (idempotency skips what is
-    /// already mirrored).
-    pub fn reset_checkpoint(&self) -> Result<(), StoreError> {
-        self.checkpoints.remove(CHECKPOINT_KEY)?;
-        self.db.persist(PersistMode::SyncData)?;
-        Ok(())
-    }
-
     /// Counts for `status`.
     pub fn counts(&self) -> Result<StoreCounts, StoreError> {
         let mut c = StoreCounts::default();
@@ -276,6 +275,15 @@ impl Store {
         let durability = batch.checkpoint.as_ref().map(|_| PersistMode::SyncData);
         let mut b = self.db.batch().durability(durability);
         let mut report = ApplyReport::default();
+        for (request, generation) in &batch.refresh_done {
+            let key = codec::encode(request)?;
+            if self.refresh.get(&key)?.is_some_and(|v| codec::decode::<u64>(&v).ok() == Some(*generation)) {
+                b.remove(&self.refresh, key);
+            }
+        }
+        for request in &batch.refresh_add {
+            b.insert(&self.refresh, codec::encode(request)?, codec::encode(&rand::random::<u64>())?);
+        }
         for o in &batch.outcomes {
             self.stage_outcome(&mut b, o, &mut report)?;
         }
@@ -337,6 +345,31 @@ impl Store {
         Ok(())
     }
 
+    /// Up to `limit` recorded refresh requests with their generations, oldest key first.
+    pub fn pending_refreshes(&self, limit: usize) -> Result<Vec<(Refresh, u64)>, StoreError> {
+        self.refresh
+            .iter()
+            .take(limit)
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                Ok((codec::decode(&k)?, codec::decode(&v)?))
+            })
+            .collect()
+    }
+
+    /// True while some refresh request is not yet served and committed.
+    pub fn has_pending_refreshes(&self) -> Result<bool, StoreError> {
+        Ok(self.refresh.first_key_value().is_some())
+    }
+
+    /// Records refresh requests outside a pipeline run (`dlq retry`), synced.
+    pub fn request_refresh(&self, requests: &[Refresh]) -> Result<(), StoreError> {
+        let batch = CommitBatch { refresh_add: requests.to_vec(), next_seq: self.next_seq()?, ..Default::default() };
+        self.apply(&batch)?;
+        self.db.persist(PersistMode::SyncData)?;
+        Ok(())
+    }
+
     /// Number of dead-lettered files (cheap: the keyspace holds only live dead letters).
     pub fn dead_letter_count(&self) -> Result<usize, StoreError> {
         Ok(self.dlq.len()?)
@@ -353,7 +386,7 @@ impl Store {
             None => b.remove(&self.folders, o.file_id.as_str()),
         }
         for (rec, _old) in &t.files {
-            if t.remove {
+            if t.remove || t.lost.contains(&rec.id) {
                 b.remove(&self.files, rec.id.as_str());
             } else {
                 b.insert(&self.files, rec.id.as_str(), codec::encode(rec)?);
@@ -481,6 +514,7 @@ mod tests {
                     phase: FeedPhase::Changes { token: "t9".into() },
                 }),
                 next_seq: 3,
+                ..Default::default()
             };
             s.apply(&batch).unwrap();
         }
@@ -509,7 +543,7 @@ mod tests {
     }
 
     fn apply(s: &Store, outcomes: Vec<Outcome>) -> ApplyReport {
-        s.apply(&CommitBatch { outcomes, checkpoint: None, next_seq: 0 }).unwrap()
+        s.apply(&CommitBatch { outcomes, ..Default::default() }).unwrap()
     }
 
     #[test]

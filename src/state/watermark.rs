@@ -74,6 +74,16 @@ impl<C> CheckpointGate<C> {
         ready
     }
 
+    /// Every offered item the watermark now covers, oldest first (for items that must all be acted
+    /// on, not only the newest).
+    pub fn take_all_ready(&mut self, w: &Watermark) -> Vec<C> {
+        let mut ready = Vec::new();
+        while self.marks.front().is_some_and(|(last, _)| *last < w.next_unfinished()) {
+            ready.extend(self.marks.pop_front().map(|(_, c)| c));
+        }
+        ready
+    }
+
     /// Checkpoints not yet saved.
     pub fn pending(&self) -> usize {
         self.marks.len()

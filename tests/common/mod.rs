@@ -340,7 +340,15 @@ pub fn assert_paths_follow_drive(config: &Path, tree: &EmuTree) {
             store
                 .folder(&FileId(parent.to_string()))
                 .unwrap()
-                .unwrap_or_else(|| panic!("folder {parent} not recorded"))
+                .unwrap_or_else(|| {
+                    let audit: Vec<_> = store
+                        .audit_since(mirrorflow::model::ChangeSeq(0))
+                        .unwrap()
+                        .into_iter()
+                        .filter(|(_, e)| e.file_id.0 == parent)
+                        .collect();
+                    panic!("folder {parent} ({:?}) not recorded; audit: {audit:?}", by_id.get(parent))
+                })
                 .key
                 .0,
         )
