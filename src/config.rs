@@ -562,6 +562,10 @@ pub struct TestingConfig {
     /// How many times to fail in all.
     #[serde(default = "default_fail_times")]
     pub fail_times: u64,
+    /// Aborts the process (like `kill -9`: no cleanup, no flush) right after this many writes to the
+    /// destination (puts, part uploads, completions, copies, deletes), so crash tests kill at an exact
+    /// amount of work instead of at a wall-clock time.
+    pub crash_after_writes: Option<u64>,
 }
 
 fn default_fail_after() -> u64 {

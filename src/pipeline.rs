@@ -165,7 +165,10 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         crate::metrics::install_exporter(addr).map_err(PipelineError::Metrics)?;
     }
     let store = Store::open(&cfg.state.dir)?;
-    let dest = Destination::from_config(&cfg.destination, &cfg.retry)?;
+    let mut dest = Destination::from_config(&cfg.destination, &cfg.retry)?;
+    if let Some(writes) = cfg.testing.crash_after_writes {
+        dest = dest.crash_after_writes(writes);
+    }
     dest.check_reachable().await?;
     abort_orphaned_uploads(&store, &dest).await?;
     let drive = Arc::new(drive_client(cfg).await?);

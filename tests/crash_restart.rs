@@ -118,3 +118,69 @@ async fn sigkill_during_initial_sync_and_catch_up_loses_nothing_and_repeats_noth
     assert_paths_follow_drive(&config, &tree);
     assert!(!before_catch_up.is_empty());
 }
+
+/// Runs `--once` with `[testing] crash_after_writes = writes`: the process aborts (no cleanup, like
+/// `kill -9`) right after that many writes to the destination. Returns true if it crashed.
+async fn run_crashing_after(env: &TestEnv, dest: &Dest, writes: u64) -> bool {
+    let config = env.config("work", dest, &format!("[testing]\ncrash_after_writes = {writes}"));
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    match out.status.code() {
+        Some(0) => false,
+        None => true,
+        _ => panic!("unexpected end\n{}", text(&out)),
+    }
+}
+
+/// Folder moves (into folders created in the same batch, out of trashed folders), folder renames to
+/// `.`/`..`, trashes and removals, with the process killed at twenty amounts of work (destination
+/// writes: objects written, tree steps done), never at a wall-clock time. The final state is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_at_twenty_amounts_of_work_during_subtree_moves_lose_nothing() {
+    let mut corpus = small_corpus(false);
+    corpus.files = 300;
+    corpus.folders = 25;
+    corpus.depth = 3;
+    let env = TestEnv::start(corpus).await;
+    let dest = env.local_dest("mirror");
+    let config = env.config("work", &dest, "");
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let mut kills = 0;
+    for point in 0..20u64 {
+        let tree = env.tree().await;
+        let folders: Vec<&mirrorflow::emulator::EmuItem> = tree
+            .items
+            .iter()
+            .filter(|i| i.mime_type == "application/vnd.google-apps.folder" && i.drive_id.is_none() && !i.trashed)
+            .collect();
+        let mut ops = vec![serde_json::json!({"op": "random", "count": 25, "seed": 100 + point})];
+        if let Some(f) = folders.get((point as usize * 7) % folders.len().max(1)) {
+            let name = if point % 3 == 0 { ".." } else { "moved" };
+            ops.push(serde_json::json!({"op": "rename", "id": f.id, "name": format!("{name}-{point}")}));
+            ops.push(serde_json::json!({"op": "create_folder", "parent": tree.root_id, "name": format!("home-{point}")}));
+        }
+        let r = env.control("mutate", serde_json::json!({ "ops": ops })).await;
+        assert!(r.get("error").is_none_or(|e| e.is_null()), "{r}");
+        if let (Some(home), Some(f)) = (
+            r["created"].as_array().and_then(|c| c.last()).and_then(|v| v.as_str()),
+            folders.get((point as usize * 7 + 3) % folders.len().max(1)),
+        ) {
+            let moved = serde_json::json!({"ops": [{"op": "move", "id": f.id, "new_parent": home}]});
+            env.control("mutate", moved).await;
+        }
+        // Kill points spread over small and large amounts of work.
+        kills += run_crashing_after(&env, &dest, 1 + (point * 13) % 60).await as usize;
+        if point % 4 == 3 {
+            // A second crash before the first one's work is finished.
+            kills += run_crashing_after(&env, &dest, 2 + point).await as usize;
+        }
+    }
+    assert!(kills >= 15, "too few crashes landed ({kills})");
+    let config = env.config("work", &dest, "");
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = env.tree().await;
+    assert_exact_mirror(&config, &expected_files(&tree)).await;
+    assert_paths_follow_drive(&config, &tree);
+}

@@ -86,6 +86,8 @@ pub struct Destination {
     pub key_mode: KeyMode,
     /// What Drive deletes do.
     pub delete_policy: DeletePolicy,
+    /// `[testing] crash_after_writes`: writes left before the process aborts.
+    crash_countdown: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl std::fmt::Debug for Destination {
@@ -130,7 +132,24 @@ impl Destination {
             breaker: Arc::new(Breaker::new("destination", retry.breaker())),
             key_mode: cfg.key_mode(),
             delete_policy: cfg.deletes,
+            crash_countdown: None,
         })
+    }
+
+    /// Aborts the process right after `writes` more writes (`[testing] crash_after_writes`).
+    pub fn crash_after_writes(mut self, writes: u64) -> Self {
+        self.crash_countdown = Some(Arc::new(writes.into()));
+        self
+    }
+
+    /// Counts one write for `[testing] crash_after_writes`.
+    fn wrote(&self) {
+        if let Some(left) = &self.crash_countdown
+            && left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 1
+        {
+            eprintln!("[testing] crash_after_writes reached: aborting");
+            std::process::abort();
+        }
     }
 
     /// The prefix every key starts with (may be empty).
@@ -182,6 +201,7 @@ impl Destination {
         let result = self
             .guarded(async { put.await.map_err(|source| DestError::Store { op: "put", key: key.0.clone(), source }) })
             .await?;
+        self.wrote();
         Ok(result.e_tag.filter(|_| self.etag_is_md5).map(|t| t.trim_matches('"').to_ascii_lowercase()))
     }
 
@@ -239,14 +259,17 @@ impl Destination {
     ) -> Result<PartId, DestError> {
         let payload: object_store::PutPayload = body.into_iter().collect();
         let (mp, path) = (self.mp()?, Self::path(key)?);
-        self.guarded(async {
-            mp.put_part(&path, id, idx, payload).await.map_err(|source| DestError::Store {
-                op: "put_part",
-                key: key.0.clone(),
-                source,
+        let part = self
+            .guarded(async {
+                mp.put_part(&path, id, idx, payload).await.map_err(|source| DestError::Store {
+                    op: "put_part",
+                    key: key.0.clone(),
+                    source,
+                })
             })
-        })
-        .await
+            .await?;
+        self.wrote();
+        Ok(part)
     }
 
     /// Completes an upload from its parts, in order.
@@ -264,7 +287,9 @@ impl Destination {
                 source,
             })
         })
-        .await
+        .await?;
+        self.wrote();
+        Ok(())
     }
 
     /// Aborts an upload; an upload the server no longer knows is fine.
@@ -309,7 +334,9 @@ impl Destination {
                 source,
             })
         })
-        .await
+        .await?;
+        self.wrote();
+        Ok(())
     }
 
     /// Deletes an object; absent is fine.
@@ -321,7 +348,9 @@ impl Destination {
                 Err(source) => Err(DestError::Store { op: "delete", key: key.0.clone(), source }),
             }
         })
-        .await
+        .await?;
+        self.wrote();
+        Ok(())
     }
 
     /// Applies the delete policy to `key`: trash (move under `<prefix>/.trash/`), delete, or keep.
@@ -329,16 +358,36 @@ impl Destination {
         match self.delete_policy {
             DeletePolicy::Keep => Ok(()),
             DeletePolicy::Delete => self.delete(key).await,
-            DeletePolicy::Trash => {
-                let rel = key.as_str().strip_prefix(&self.prefix).unwrap_or(key.as_str()).trim_start_matches('/');
-                let trash = self.key(&format!(".trash/{rel}"));
-                match self.copy(key, &trash).await {
-                    Ok(()) => self.delete(key).await,
-                    Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) => Ok(()),
-                    Err(e) => Err(e),
+            DeletePolicy::Trash => self.trash(key).await,
+        }
+    }
+
+    /// Moves `key` under `<prefix>/.trash/`. A key trashed before keeps its earlier copy, and a path
+    /// the trash cannot hold (on a local folder: a file trashed where a folder was, or the reverse)
+    /// goes under a fresh time-stamped folder instead, so a trash never overwrites or fails on an
+    /// earlier one. Idempotent: a source already gone is done.
+    async fn trash(&self, key: &ObjectKey) -> Result<(), DestError> {
+        let rel = key.as_str().strip_prefix(&self.prefix).unwrap_or(key.as_str()).trim_start_matches('/');
+        let plain = self.key(&format!(".trash/{rel}"));
+        let plain_free = matches!(self.head(&plain).await, Ok(None));
+        let stamp = crate::state::unix_ms();
+        let mut last = None;
+        for attempt in 0..3 {
+            let target = match attempt {
+                0 if plain_free => plain.clone(),
+                n => self.key(&format!(".trash/{stamp}-{n}/{rel}")),
+            };
+            match self.copy(key, &target).await {
+                Ok(()) => return self.delete(key).await,
+                Err(e) => {
+                    if self.head(key).await?.is_none() {
+                        return Ok(());
+                    }
+                    last = Some(e);
                 }
             }
         }
+        Err(last.unwrap_or_else(|| DestError::Config("trash failed".into())))
     }
 
     /// Proves the destination answers (one listing request) before any work starts, so an unreachable

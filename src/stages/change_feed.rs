@@ -187,7 +187,11 @@ impl<S: ChangeSource> ChangeFeed<S> {
         let saved = self.store.checkpoint().map_err(|e| StageError::Fatal(e.to_string()))?;
         let (mut start_token, mut phase) = match saved {
             Some(cp) => (cp.start_token, cp.phase),
-            None => (self.fresh_start().await?, FeedPhase::Listing { job: 0, page_token: None }),
+            None => {
+                let token = self.fresh_start().await?;
+                self.start_listing(out).await?;
+                (token, FeedPhase::Listing { job: 0, page_token: None })
+            }
         };
         self.mark(out, &start_token, &phase).await?;
         loop {
@@ -198,6 +202,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
                     Err(DriveError::InvalidPageToken(msg)) => {
                         tracing::warn!(%msg, "saved change token rejected; listing everything again");
                         start_token = self.fresh_start().await?;
+                        self.start_listing(out).await?;
                         FeedPhase::Listing { job: 0, page_token: None }
                     }
                     Err(e) => return Err(Self::drive_err(e)),
@@ -223,6 +228,15 @@ impl<S: ChangeSource> ChangeFeed<S> {
         }
     }
 
+    /// A full listing over a store that already holds files (a lost change token, or a checkpoint
+    /// reset) is a mark and sweep: what it does not see is checked against Drive at its end.
+    async fn start_listing(&self, out: &FeedOutputs) -> Result<(), StageError> {
+        if self.store.has_files() {
+            out.commit.send(CommitMsg::ListingStarted).await.map_err(|_| StageError::Closed)?;
+        }
+        Ok(())
+    }
+
     async fn fresh_start(&self) -> Result<String, StageError> {
         self.source.start_page_token().await.map_err(Self::drive_err)
     }
@@ -235,12 +249,16 @@ impl<S: ChangeSource> ChangeFeed<S> {
         token: Option<String>,
     ) -> Result<FeedPhase, StageError> {
         let Some(j) = self.jobs.get(job) else {
+            let last_seq = self.last_seq();
+            out.commit.send(CommitMsg::ListingDone { last_seq }).await.map_err(|_| StageError::Closed)?;
             return Ok(FeedPhase::Changes { token: t0.to_string() });
         };
         let page = self.source.list_page(&j.corpus, j.folders_only, token.as_deref()).await.map_err(Self::drive_err)?;
+        let ids: Vec<FileId> = page.files.iter().map(|f| f.id.clone()).collect();
         for f in page.files {
             self.emit(out, f.id.clone(), ChangeKind::Upsert(f), Origin::Listing).await?;
         }
+        out.commit.send(CommitMsg::Listed(ids)).await.map_err(|_| StageError::Closed)?;
         Ok(match page.next_page_token {
             Some(t) => FeedPhase::Listing { job, page_token: Some(t) },
             None => FeedPhase::Listing { job: job + 1, page_token: None },

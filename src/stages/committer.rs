@@ -44,6 +44,8 @@ pub struct CommitState {
     pub caught_up_at: Option<u64>,
     /// Refresh requests the feed served, each cleared once the watermark covers its events.
     pub refreshed: CheckpointGate<Vec<(Refresh, u64)>>,
+    /// A finished full listing, swept once the watermark covers it.
+    pub sweeps: CheckpointGate<()>,
 }
 
 impl CommitState {
@@ -54,6 +56,7 @@ impl CommitState {
             gate: CheckpointGate::default(),
             caught_up_at: None,
             refreshed: CheckpointGate::default(),
+            sweeps: CheckpointGate::default(),
         }
     }
 
@@ -62,6 +65,7 @@ impl CommitState {
         self.caught_up_at.is_some_and(|s| self.watermark.covers(s))
             && self.gate.pending() == 0
             && self.refreshed.pending() == 0
+            && self.sweeps.pending() == 0
     }
 }
 
@@ -98,11 +102,19 @@ fn absorb(state: &CommitState, msgs: Vec<CommitMsg>, next_seq: u64) -> (CommitSt
             CommitMsg::Mark { last_seq, checkpoint } => st.gate.offer(last_seq, checkpoint),
             CommitMsg::FeedCaughtUp { last_seq } => st.caught_up_at = Some(last_seq),
             CommitMsg::Refresh(requests) => batch.refresh_add.extend(requests),
+            CommitMsg::Folders(folders) => batch.folders.extend(folders),
+            CommitMsg::ListingStarted => {
+                batch.listing_started = true;
+                batch.listed.clear();
+            }
+            CommitMsg::Listed(ids) => batch.listed.extend(ids),
+            CommitMsg::ListingDone { last_seq } => st.sweeps.offer(last_seq, ()),
             CommitMsg::Refreshed { last_seq, done } => st.refreshed.offer(last_seq, done),
         }
     }
     batch.checkpoint = st.gate.take_ready(&st.watermark);
     batch.refresh_done = st.refreshed.take_all_ready(&st.watermark).into_iter().flatten().collect();
+    batch.sweep = !st.sweeps.take_all_ready(&st.watermark).is_empty();
     batch.next_seq = next_seq;
     (st, batch)
 }

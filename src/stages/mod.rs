@@ -33,6 +33,20 @@ pub enum CommitMsg {
         /// Last seq emitted.
         last_seq: u64,
     },
+    /// Folders the planner resolved with `files.get` on the way to an event's path. Sent before the
+    /// event's action, so they are recorded in the same batch as its outcome or an earlier one (a
+    /// crash before that replays the event, which looks them up again). Not an outcome: no seq.
+    Folders(Vec<crate::model::FolderRecord>),
+    /// A full listing starts over a store that already holds files: what it does not see is swept.
+    ListingStarted,
+    /// Items a listing page returned (marked as seen, for the sweep).
+    Listed(Vec<crate::model::FileId>),
+    /// The full listing ended with `last_seq`: once every event up to it is committed, every record
+    /// it did not see is fetched again (a refresh: gone → removed per `deletes`).
+    ListingDone {
+        /// Last seq of the listing.
+        last_seq: u64,
+    },
     /// Work for the feed, recorded in the store. A stage sends it *before* the outcome that needs it
     /// on this same channel, so it is committed in the same batch as that outcome or an earlier one.
     Refresh(Vec<Refresh>),

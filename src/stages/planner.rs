@@ -159,6 +159,8 @@ pub struct Planner<L: FolderLookup> {
     faults: Arc<super::FailureInjector>,
     /// Refresh requests of the event being planned, sent to the committer before its action.
     requests: Vec<Refresh>,
+    /// Ancestors looked up while planning the event, recorded before its action.
+    discovered: Vec<FolderRecord>,
 }
 
 impl<L: FolderLookup> Planner<L> {
@@ -181,6 +183,7 @@ impl<L: FolderLookup> Planner<L> {
             barrier,
             faults,
             requests: Vec::new(),
+            discovered: Vec::new(),
         };
         for f in p.store.all_folders().map_err(fatal)? {
             p.folders.insert(f.id.clone(), f);
@@ -252,8 +255,11 @@ impl<L: FolderLookup> Planner<L> {
         Ok(key)
     }
 
-    /// The key prefix of the folder that holds `file`, or `None` when out of scope.
-    async fn parent_prefix(&mut self, file: &DriveFile) -> Result<Option<String>, StageError> {
+    /// The key prefix of the folder that holds `file`, or `None` when out of scope. Ancestors it has
+    /// to look up are recorded (through the committer); when the event is a change, not a listing,
+    /// such an ancestor may just have entered the mirror with files Drive reports no change for, so
+    /// its children are listed too.
+    async fn parent_prefix(&mut self, file: &DriveFile, origin: Origin) -> Result<Option<String>, StageError> {
         let mut child = file.clone();
         let mut chain: Vec<DriveFile> = Vec::new();
         let prefix = loop {
@@ -287,7 +293,12 @@ impl<L: FolderLookup> Planner<L> {
         let mut prefix = prefix;
         for folder in chain.into_iter().rev() {
             let key = self.claim(&folder.id, &prefix, &folder.name, None)?;
-            self.folders.insert(folder.id.clone(), folder_record(&folder, &key));
+            let record = folder_record(&folder, &key);
+            self.folders.insert(folder.id.clone(), record.clone());
+            self.discovered.push(record);
+            if origin != Origin::Listing {
+                self.requests.push(Refresh::Children(folder.id.clone()));
+            }
             prefix = key;
         }
         Ok(Some(prefix))
@@ -334,7 +345,7 @@ impl<L: FolderLookup> Planner<L> {
         if file.is_shortcut() {
             return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Shortcut))));
         }
-        let parent = if file.trashed { None } else { self.parent_prefix(&file).await? };
+        let parent = if file.trashed { None } else { self.parent_prefix(&file, event.origin).await? };
         let Some(parent) = parent else {
             return self.plan_removal(event.seq, &file.id);
         };
@@ -559,6 +570,10 @@ impl<L: FolderLookup> Stage for Planner<L> {
         for event in items {
             self.faults.check(Self::NAME)?;
             let planned = self.plan(event).await?;
+            if !self.discovered.is_empty() {
+                let folders = std::mem::take(&mut self.discovered);
+                emit.commit.send(super::CommitMsg::Folders(folders)).await.map_err(|_| StageError::Closed)?;
+            }
             if !self.requests.is_empty() {
                 let requests = std::mem::take(&mut self.requests);
                 emit.commit.send(super::CommitMsg::Refresh(requests)).await.map_err(|_| StageError::Closed)?;

@@ -70,6 +70,14 @@ pub struct CommitBatch {
     pub refresh_add: Vec<Refresh>,
     /// Refresh requests served and committed: cleared if still at the generation served.
     pub refresh_done: Vec<(Refresh, u64)>,
+    /// Folder records to write before the outcomes (ancestors the planner looked up).
+    pub folders: Vec<FolderRecord>,
+    /// A full listing starts over a populated store: forget what an earlier one saw, start marking.
+    pub listing_started: bool,
+    /// Items the listing saw (kept only while a sweep is armed).
+    pub listed: Vec<FileId>,
+    /// The listing is over and committed: refresh every record it did not see, then disarm.
+    pub sweep: bool,
 }
 
 /// Summary counts, for `status` and metrics.
@@ -102,7 +110,12 @@ pub struct Store {
     claimed: Keyspace,
     /// Refresh requests (encoded [`Refresh`]) → generation, until their events are committed.
     refresh: Keyspace,
+    /// Ids a full listing over a populated store has seen (mark and sweep), plus [`SWEEP_ARMED`].
+    seen: Keyspace,
 }
+
+/// Key in `seen` present while a listing marks what it sees (ids never start with a NUL byte).
+const SWEEP_ARMED: &[u8] = b"\0armed";
 
 /// A multipart upload in progress, recorded before its first part so a crash never orphans it, and
 /// updated as parts finish so a restarted run continues from the last recorded part.
@@ -195,6 +208,7 @@ impl Store {
             claims: ks("claims")?,
             claimed: ks("claimed")?,
             refresh: ks("refresh")?,
+            seen: ks("seen")?,
             db,
         })
     }
@@ -275,6 +289,7 @@ impl Store {
         let durability = batch.checkpoint.as_ref().map(|_| PersistMode::SyncData);
         let mut b = self.db.batch().durability(durability);
         let mut report = ApplyReport::default();
+        self.stage_mark_and_sweep(&mut b, batch)?;
         for (request, generation) in &batch.refresh_done {
             let key = codec::encode(request)?;
             if self.refresh.get(&key)?.is_some_and(|v| codec::decode::<u64>(&v).ok() == Some(*generation)) {
@@ -283,6 +298,9 @@ impl Store {
         }
         for request in &batch.refresh_add {
             b.insert(&self.refresh, codec::encode(request)?, codec::encode(&rand::random::<u64>())?);
+        }
+        for f in &batch.folders {
+            b.insert(&self.folders, f.id.as_str(), codec::encode(f)?);
         }
         for o in &batch.outcomes {
             self.stage_outcome(&mut b, o, &mut report)?;
@@ -343,6 +361,57 @@ impl Store {
             report.dead_letters_changed = true;
         }
         Ok(())
+    }
+
+    /// Mark and sweep of a full listing over a populated store: arms at its start, marks what it
+    /// sees, and at its committed end asks for a refresh of every file and folder record it did not
+    /// see (Drive then says whether each is gone, out of scope, or there after all), so a relist
+    /// after a lost change token removes what was deleted meanwhile.
+    fn stage_mark_and_sweep(&self, b: &mut fjall::OwnedWriteBatch, batch: &CommitBatch) -> Result<(), StoreError> {
+        let armed = if batch.listing_started {
+            for g in self.seen.iter() {
+                b.remove(&self.seen, g.key()?);
+            }
+            b.insert(&self.seen, SWEEP_ARMED, []);
+            true
+        } else {
+            self.seen.contains_key(SWEEP_ARMED)?
+        };
+        if !armed {
+            return Ok(());
+        }
+        for id in &batch.listed {
+            b.insert(&self.seen, id.as_str(), []);
+        }
+        if !batch.sweep {
+            return Ok(());
+        }
+        let listed: std::collections::HashSet<&str> = batch.listed.iter().map(|id| id.as_str()).collect();
+        let unseen = |k: &[u8]| -> Result<bool, StoreError> {
+            let id = std::str::from_utf8(k).unwrap_or_default();
+            Ok(!listed.contains(id) && !self.seen.contains_key(k)?)
+        };
+        let mut swept = 0usize;
+        for keyspace in [&self.files, &self.folders] {
+            for g in keyspace.iter() {
+                let k = g.key()?;
+                if unseen(&k)? {
+                    let id = FileId(String::from_utf8_lossy(&k).into_owned());
+                    b.insert(&self.refresh, codec::encode(&Refresh::File(id))?, codec::encode(&rand::random::<u64>())?);
+                    swept += 1;
+                }
+            }
+        }
+        for g in self.seen.iter() {
+            b.remove(&self.seen, g.key()?);
+        }
+        tracing::info!(swept, "full listing done: records it did not see are checked against Drive");
+        Ok(())
+    }
+
+    /// True when the store holds at least one file record.
+    pub fn has_files(&self) -> bool {
+        self.files.first_key_value().is_some()
     }
 
     /// Up to `limit` recorded refresh requests with their generations, oldest key first.

@@ -231,7 +231,17 @@ pub async fn assert_exact_mirror(config: &Path, expected: &BTreeMap<String, Expe
         );
     }
     let extra: Vec<_> = keys.keys().filter(|id| !expected.contains_key(*id)).collect();
-    assert!(extra.is_empty(), "files in the mirror that should not be: {extra:?}");
+    if !extra.is_empty() {
+        let records: Vec<_> = extra.iter().map(|id| store.file(&FileId((*id).clone())).unwrap()).collect();
+        let audit: Vec<_> = store
+            .audit_since(mirrorflow::model::ChangeSeq(0))
+            .unwrap()
+            .into_iter()
+            .filter(|(_, e)| extra.iter().any(|id| **id == e.file_id.0))
+            .collect();
+        let dead = store.dead_letters().unwrap();
+        panic!("files in the mirror that should not be: {extra:?}\nrecords: {records:?}\naudit: {audit:?}\ndead letters: {dead:?}");
+    }
     let distinct: BTreeSet<_> = keys.values().map(|k| k.0.to_lowercase()).collect();
     assert_eq!(distinct.len(), keys.len(), "two files share a key (case-insensitively)");
     for (id, e) in expected {
