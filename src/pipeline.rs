@@ -171,6 +171,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     }
     dest.check_reachable().await?;
     abort_orphaned_uploads(&store, &dest).await?;
+    remove_unfinished_writes(&store, &dest).await?;
     let drive = Arc::new(drive_client(cfg).await?);
     let scope = discover_scope(cfg, &drive).await?;
     tracing::info!(my_drive = scope.my_drive_root.is_some(), shared_drives = scope.shared.len(), "scope resolved");
@@ -376,6 +377,20 @@ async fn abort_orphaned_uploads(store: &Store, dest: &Destination) -> Result<(),
         tracing::info!(%file, key = %rec.key, "aborting a multipart upload left by an interrupted run");
         dest.abort_upload(&rec.key, &rec.upload_id).await?;
         store.clear_upload(&file)?;
+    }
+    Ok(())
+}
+
+/// Removes what a crashed run wrote at keys no record owns (a move copied but not committed, an
+/// upload to a key the file has since left): the events that wrote them are replayed from the
+/// checkpoint and write again wherever Drive has the file now, so these objects are orphans.
+async fn remove_unfinished_writes(store: &Store, dest: &Destination) -> Result<(), PipelineError> {
+    for (key, owned) in store.pending_intents()? {
+        if !owned {
+            tracing::info!(%key, "removing a write an interrupted run did not commit");
+            dest.delete(&key).await?;
+        }
+        store.clear_intent(&key)?;
     }
     Ok(())
 }

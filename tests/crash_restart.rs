@@ -158,7 +158,9 @@ async fn crashes_at_twenty_amounts_of_work_during_subtree_moves_lose_nothing() {
         if let Some(f) = folders.get((point as usize * 7) % folders.len().max(1)) {
             let name = if point % 3 == 0 { ".." } else { "moved" };
             ops.push(serde_json::json!({"op": "rename", "id": f.id, "name": format!("{name}-{point}")}));
-            ops.push(serde_json::json!({"op": "create_folder", "parent": tree.root_id, "name": format!("home-{point}")}));
+            ops.push(
+                serde_json::json!({"op": "create_folder", "parent": tree.root_id, "name": format!("home-{point}")}),
+            );
         }
         let r = env.control("mutate", serde_json::json!({ "ops": ops })).await;
         assert!(r.get("error").is_none_or(|e| e.is_null()), "{r}");

@@ -238,3 +238,43 @@ async fn random_everyday_changes_end_in_an_exact_mirror() {
         }
     }
 }
+
+/// A full relist (here: the saved change token is rejected) is mark and sweep: files and folders
+/// deleted or trashed while the token was lost are removed, not kept forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relist_after_a_lost_change_token_removes_what_was_deleted_meanwhile() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let config = env.config("sweep", &env.local_dest("mirror"), "");
+    let out = run_once(&config).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let tree = env.tree().await;
+    let files = live_binaries(&tree);
+    let folder = tree
+        .items
+        .iter()
+        .find(|i| i.mime_type == "application/vnd.google-apps.folder" && !i.trashed && i.drive_id.is_none())
+        .unwrap()
+        .id
+        .clone();
+    let mut ops: Vec<Value> = files.iter().take(5).map(|f| json!({"op": "delete", "id": f.id})).collect();
+    ops.push(json!({"op": "trash", "id": folder}));
+    mutate(&env, ops).await;
+    {
+        let (_cfg, store, _dest) = open(&config);
+        let lost = mirrorflow::state::Checkpoint {
+            start_token: "no-such-token".into(),
+            phase: mirrorflow::state::FeedPhase::Changes { token: "no-such-token".into() },
+            read_at_unix_ms: 0,
+        };
+        let batch = mirrorflow::state::CommitBatch {
+            checkpoint: Some(lost),
+            next_seq: store.next_seq().unwrap(),
+            ..Default::default()
+        };
+        store.apply(&batch).unwrap();
+    }
+    let out = run_once(&config).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_mirrors_drive(&env, &config).await;
+}

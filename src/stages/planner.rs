@@ -127,6 +127,17 @@ impl PlanBarrier {
     }
 }
 
+/// The keys an action writes before its outcome records them (a crash may leave them half done).
+fn written_keys(p: &Planned) -> Vec<(ObjectKey, FileId)> {
+    match &p.kind {
+        ActionKind::Upload { .. } | ActionKind::Copy { .. } => vec![(p.key.clone(), p.file.id.clone())],
+        ActionKind::Tree(t) if !t.remove => {
+            t.files.iter().filter(|(r, old)| r.key != *old).map(|(r, _)| (r.key.clone(), r.id.clone())).collect()
+        }
+        ActionKind::Tree(_) | ActionKind::Delete => Vec::new(),
+    }
+}
+
 /// The key classes an action touches: where it writes, what it copies from, what it removes.
 fn touched_classes(p: &Planned) -> Vec<String> {
     let mut keys: Vec<&ObjectKey> = vec![&p.key];
@@ -585,6 +596,7 @@ impl<L: FolderLookup> Stage for Planner<L> {
                     if !tree {
                         self.barrier.take_keys(planned.seq, &planned.file.id, &touched_classes(&planned)).await;
                     }
+                    self.store.record_intents(&written_keys(&planned)).map_err(fatal)?;
                     self.barrier.planned(planned.seq, &planned.file.id);
                     emit.forward(planned).await?;
                     if tree {

@@ -112,6 +112,10 @@ pub struct Store {
     refresh: Keyspace,
     /// Ids a full listing over a populated store has seen (mark and sweep), plus [`SWEEP_ARMED`].
     seen: Keyspace,
+    /// Keys an action is about to write (object key → file id), until the outcome that records them
+    /// is committed: what a crash leaves here and no record owns is an unfinished write, removed at
+    /// the next start (see [`Store::pending_intents`]).
+    intents: Keyspace,
 }
 
 /// Key in `seen` present while a listing marks what it sees (ids never start with a NUL byte).
@@ -209,6 +213,7 @@ impl Store {
             claimed: ks("claimed")?,
             refresh: ks("refresh")?,
             seen: ks("seen")?,
+            intents: ks("intents")?,
             db,
         })
     }
@@ -323,6 +328,7 @@ impl Store {
         match &o.kind {
             OutcomeKind::Committed(rec) => {
                 b.insert(&self.files, id, codec::encode(rec)?);
+                b.remove(&self.intents, rec.key.as_str());
                 if let Some(md5) = &rec.md5 {
                     b.insert(&self.content, md5.as_str(), codec::encode(&rec.key)?);
                 }
@@ -409,6 +415,42 @@ impl Store {
         Ok(())
     }
 
+    /// Records that actions are about to write these keys. Flushed to the OS (not synced): it must
+    /// survive the process being killed, which is what leaves half-done writes behind.
+    pub fn record_intents(&self, intents: &[(ObjectKey, FileId)]) -> Result<(), StoreError> {
+        if intents.is_empty() {
+            return Ok(());
+        }
+        let mut b = self.db.batch().durability(Some(PersistMode::Buffer));
+        for (key, file) in intents {
+            b.insert(&self.intents, key.as_str(), file.as_str());
+        }
+        b.commit()?;
+        Ok(())
+    }
+
+    /// Writes a crashed run announced and never committed, each with whether a record owns the key
+    /// now (then the object is kept).
+    pub fn pending_intents(&self) -> Result<Vec<(ObjectKey, bool)>, StoreError> {
+        let mut out = Vec::new();
+        for g in self.intents.iter() {
+            let (k, _v) = g.into_inner()?;
+            let key = ObjectKey(String::from_utf8_lossy(&k).into_owned());
+            let owned = match self.claim_holder(&crate::dest::keys::collision_class(key.as_str()))? {
+                Some(holder) => self.file(&holder)?.is_some_and(|r| r.key == key),
+                None => false,
+            };
+            out.push((key, owned));
+        }
+        Ok(out)
+    }
+
+    /// Forgets an intent once its write is dealt with.
+    pub fn clear_intent(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        self.intents.remove(key.as_str())?;
+        Ok(())
+    }
+
     /// True when the store holds at least one file record.
     pub fn has_files(&self) -> bool {
         self.files.first_key_value().is_some()
@@ -459,6 +501,7 @@ impl Store {
                 b.remove(&self.files, rec.id.as_str());
             } else {
                 b.insert(&self.files, rec.id.as_str(), codec::encode(rec)?);
+                b.remove(&self.intents, rec.key.as_str());
                 if let Some(md5) = &rec.md5 {
                     b.insert(&self.content, md5.as_str(), codec::encode(&rec.key)?);
                 }

@@ -240,7 +240,9 @@ pub async fn assert_exact_mirror(config: &Path, expected: &BTreeMap<String, Expe
             .filter(|(_, e)| extra.iter().any(|id| **id == e.file_id.0))
             .collect();
         let dead = store.dead_letters().unwrap();
-        panic!("files in the mirror that should not be: {extra:?}\nrecords: {records:?}\naudit: {audit:?}\ndead letters: {dead:?}");
+        panic!(
+            "files in the mirror that should not be: {extra:?}\nrecords: {records:?}\naudit: {audit:?}\ndead letters: {dead:?}"
+        );
     }
     let distinct: BTreeSet<_> = keys.values().map(|k| k.0.to_lowercase()).collect();
     assert_eq!(distinct.len(), keys.len(), "two files share a key (case-insensitively)");
