@@ -170,8 +170,12 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         dest = dest.crash_after_writes(writes);
     }
     dest.check_reachable().await?;
+    if store.begin_run()? {
+        tracing::info!("the previous run did not end cleanly: key claims are rebuilt from the committed records");
+        store.forget_claims()?;
+    }
     abort_orphaned_uploads(&store, &dest).await?;
-    remove_unfinished_writes(&store, &dest).await?;
+    settle_unfinished_writes(&store, &dest).await?;
     let drive = Arc::new(drive_client(cfg).await?);
     let scope = discover_scope(cfg, &drive).await?;
     tracing::info!(my_drive = scope.my_drive_root.is_some(), shared_drives = scope.shared.len(), "scope resolved");
@@ -359,6 +363,9 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     }
     write_live_status(&cfg.state.dir, &progress_rx.borrow(), in_flight.len(), false);
     result?;
+    if !interrupted || in_flight.is_empty() {
+        store.end_run()?;
+    }
     let dead_letters = store.dead_letters()?;
     let progress = progress_rx.borrow().clone();
     Ok(RunSummary { progress, dead_letters, interrupted })
@@ -381,16 +388,31 @@ async fn abort_orphaned_uploads(store: &Store, dest: &Destination) -> Result<(),
     Ok(())
 }
 
-/// Removes what a crashed run wrote at keys no record owns (a move copied but not committed, an
-/// upload to a key the file has since left): the events that wrote them are replayed from the
-/// checkpoint and write again wherever Drive has the file now, so these objects are orphans.
-async fn remove_unfinished_writes(store: &Store, dest: &Destination) -> Result<(), PipelineError> {
-    for (key, owned) in store.pending_intents()? {
-        if !owned {
-            tracing::info!(%key, "removing a write an interrupted run did not commit");
-            dest.delete(&key).await?;
+/// Settles what a crashed run wrote and did not commit, so the destination matches the committed
+/// records again before anything is replayed: a move of recorded bytes that already removed its source
+/// is moved back (the record still names the source, and a replay may find nothing left to do, e.g. a
+/// folder moved and moved back), and writes no record owns are removed (the events that made them are
+/// replayed from the checkpoint and write again wherever Drive has the file now).
+async fn settle_unfinished_writes(store: &Store, dest: &Destination) -> Result<(), PipelineError> {
+    use crate::state::Unfinished;
+    for (intent, verdict) in store.pending_intents()? {
+        let key = &intent.key;
+        match verdict {
+            Unfinished::Owned => {}
+            Unfinished::MovedFrom(source, size) => {
+                let source_gone = dest.head(&source).await?.is_none();
+                if source_gone && dest.head(key).await? == Some(size) {
+                    tracing::info!(from = %key, to = %source, "moving back an uncommitted move");
+                    dest.copy(key, &source).await?;
+                }
+                dest.delete(key).await?;
+            }
+            Unfinished::Orphan => {
+                tracing::info!(%key, "removing a write an interrupted run did not commit");
+                dest.delete(key).await?;
+            }
         }
-        store.clear_intent(&key)?;
+        store.clear_intent(key)?;
     }
     Ok(())
 }

@@ -128,11 +128,17 @@ impl PlanBarrier {
 }
 
 /// The keys an action writes before its outcome records them (a crash may leave them half done).
-fn written_keys(p: &Planned) -> Vec<(ObjectKey, FileId)> {
+fn written_keys(p: &Planned) -> Vec<crate::state::Intent> {
+    let intent = |key: &ObjectKey, file: &FileId, moves_recorded_bytes| crate::state::Intent {
+        key: key.clone(),
+        file: file.clone(),
+        moves_recorded_bytes,
+    };
     match &p.kind {
-        ActionKind::Upload { .. } | ActionKind::Copy { .. } => vec![(p.key.clone(), p.file.id.clone())],
+        ActionKind::Upload { .. } => vec![intent(&p.key, &p.file.id, false)],
+        ActionKind::Copy { .. } => vec![intent(&p.key, &p.file.id, true)],
         ActionKind::Tree(t) if !t.remove => {
-            t.files.iter().filter(|(r, old)| r.key != *old).map(|(r, _)| (r.key.clone(), r.id.clone())).collect()
+            t.files.iter().filter(|(r, old)| r.key != *old).map(|(r, _)| intent(&r.key, &r.id, true)).collect()
         }
         ActionKind::Tree(_) | ActionKind::Delete => Vec::new(),
     }
@@ -235,6 +241,12 @@ impl<L: FolderLookup> Planner<L> {
 
     fn claim_exact(&mut self, id: &FileId, key: &str) -> Result<(), StageError> {
         self.store.set_claim(id, &keys::collision_class(key)).map_err(fatal)
+    }
+
+    /// Whether `key` is claimed by a file other than `id`.
+    fn held_by_other(&self, id: &FileId, key: &ObjectKey) -> Result<bool, StageError> {
+        let holder = self.store.claim_holder(&keys::collision_class(key.as_str())).map_err(fatal)?;
+        Ok(holder.is_some_and(|h| h != *id))
     }
 
     fn release(&mut self, id: &FileId) -> Result<(), StageError> {
@@ -386,6 +398,12 @@ impl<L: FolderLookup> Planner<L> {
             return Ok(Err(outcome(&event, OutcomeKind::DeadLettered(dl))));
         }
         let existing = self.store.file(&file.id).map_err(|e| StageError::Fatal(e.to_string()))?;
+        // A recorded key another file has claimed since (its earlier move was dead-lettered) holds that
+        // file's bytes now: never copy from it or remove it as ours.
+        let existing = match existing {
+            Some(r) if r.key != key && self.held_by_other(&file.id, &r.key)? => None,
+            other => other,
+        };
         let previous_key = existing.as_ref().map(|r| r.key.clone()).filter(|k| *k != key);
         // Binary content is the same when the md5 is. A Google Doc has no md5 and Drive bumps its version
         // and modifiedTime on renames too, so nothing proves an export unchanged: docs are exported again.
@@ -400,6 +418,12 @@ impl<L: FolderLookup> Planner<L> {
     fn plan_removal(&mut self, seq: ChangeSeq, id: &FileId) -> Result<Result<Planned, Outcome>, StageError> {
         let ev_outcome = |kind| Outcome { seq, file_id: id.clone(), kind };
         if let Some(rec) = self.store.file(id).map_err(fatal)? {
+            if self.held_by_other(id, &rec.key)? {
+                // The key went to another file (this file's earlier move was dead-lettered): the object
+                // there is not ours to remove. Only the record goes.
+                self.release(id)?;
+                return Ok(Err(ev_outcome(OutcomeKind::Removed { key: None })));
+            }
             self.release(id)?;
             let mut file = placeholder(id, &rec.name);
             file.mime_type = rec.mime_type.clone();

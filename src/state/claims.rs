@@ -8,6 +8,8 @@ use super::{Store, StoreError};
 use crate::model::FileId;
 
 const BUILT_MARK: &[u8] = b"claims_built_v1";
+/// Present while a run is in progress (absent after a clean end).
+const RUNNING_MARK: &[u8] = b"run_in_progress";
 
 impl Store {
     /// The file holding a collision class, if any.
@@ -55,6 +57,36 @@ impl Store {
     /// Whether the claims were built (stores written before claims lived here have records only).
     pub fn claims_built(&self) -> Result<bool, StoreError> {
         Ok(self.checkpoints.contains_key(BUILT_MARK)?)
+    }
+
+    /// Marks the start of a run; returns true when the previous run did not end cleanly. Claims pass
+    /// to a new owner when the planner plans it, before the old owner's move or delete is committed;
+    /// after a crash, replayed events may come back in another order, so the claims of the crashed run
+    /// are not trusted: they are rebuilt from the committed records (see [`Store::forget_claims`]).
+    pub fn begin_run(&self) -> Result<bool, StoreError> {
+        let dirty = self.checkpoints.contains_key(RUNNING_MARK)?;
+        self.checkpoints.insert(RUNNING_MARK, [1u8])?;
+        self.db.persist(fjall::PersistMode::SyncData)?;
+        Ok(dirty)
+    }
+
+    /// Marks a clean end of a run (every claim matches a committed record or a committed release).
+    pub fn end_run(&self) -> Result<(), StoreError> {
+        self.checkpoints.remove(RUNNING_MARK)?;
+        self.db.persist(fjall::PersistMode::SyncData)?;
+        Ok(())
+    }
+
+    /// Drops every claim, so the planner rebuilds them from the committed records.
+    pub fn forget_claims(&self) -> Result<(), StoreError> {
+        for ks in [&self.claims, &self.claimed] {
+            for g in ks.iter() {
+                ks.remove(g.key()?)?;
+            }
+        }
+        self.checkpoints.remove(BUILT_MARK)?;
+        self.db.persist(fjall::PersistMode::SyncData)?;
+        Ok(())
     }
 
     /// Records that the claims reflect every recorded key.

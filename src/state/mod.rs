@@ -159,6 +159,30 @@ impl UploadRecord {
     }
 }
 
+/// A key an action is about to write, noted before the write (see [`Store::record_intents`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intent {
+    /// The key written.
+    pub key: ObjectKey,
+    /// The file whose action writes it.
+    pub file: FileId,
+    /// True when the write moves the bytes the file's record already describes (a rename's copy, a
+    /// folder move's step), false when it writes new bytes.
+    pub moves_recorded_bytes: bool,
+}
+
+/// What a crashed run's uncommitted write is, judged at the next start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unfinished {
+    /// A committed record owns the key after all (or may: another file holds its claim): keep it.
+    Owned,
+    /// A move of recorded bytes that was not committed: the record still names this key (and size).
+    /// If the move already removed the object there, it is moved back, so the record holds again.
+    MovedFrom(ObjectKey, u64),
+    /// Nobody owns it: remove it (the replayed event writes again wherever Drive has the file).
+    Orphan,
+}
+
 /// What one `apply` changed that callers track outside the store.
 #[derive(Debug, Default)]
 pub struct ApplyReport {
@@ -417,30 +441,36 @@ impl Store {
 
     /// Records that actions are about to write these keys. Flushed to the OS (not synced): it must
     /// survive the process being killed, which is what leaves half-done writes behind.
-    pub fn record_intents(&self, intents: &[(ObjectKey, FileId)]) -> Result<(), StoreError> {
+    pub fn record_intents(&self, intents: &[Intent]) -> Result<(), StoreError> {
         if intents.is_empty() {
             return Ok(());
         }
         let mut b = self.db.batch().durability(Some(PersistMode::Buffer));
-        for (key, file) in intents {
-            b.insert(&self.intents, key.as_str(), file.as_str());
+        for i in intents {
+            b.insert(&self.intents, i.key.as_str(), codec::encode(&(&i.file, i.moves_recorded_bytes))?);
         }
         b.commit()?;
         Ok(())
     }
 
-    /// Writes a crashed run announced and never committed, each with whether a record owns the key
-    /// now (then the object is kept).
-    pub fn pending_intents(&self) -> Result<Vec<(ObjectKey, bool)>, StoreError> {
+    /// Writes a crashed run announced and never committed, each with what to do about it now.
+    pub fn pending_intents(&self) -> Result<Vec<(Intent, Unfinished)>, StoreError> {
         let mut out = Vec::new();
         for g in self.intents.iter() {
-            let (k, _v) = g.into_inner()?;
+            let (k, v) = g.into_inner()?;
             let key = ObjectKey(String::from_utf8_lossy(&k).into_owned());
-            let owned = match self.claim_holder(&crate::dest::keys::collision_class(key.as_str()))? {
-                Some(holder) => self.file(&holder)?.is_some_and(|r| r.key == key),
-                None => false,
+            let (file, moves_recorded_bytes): (FileId, bool) = codec::decode(&v)?;
+            let holder = self.claim_holder(&crate::dest::keys::collision_class(key.as_str()))?;
+            let record = self.file(&file)?;
+            let verdict = match (holder, record) {
+                (_, Some(rec)) if rec.key == key => Unfinished::Owned,
+                // The key is claimed by another file now: it may own the object there (its record is
+                // what counts, not this intent), so the object is kept — an orphan, never a loss.
+                (Some(holder), _) if holder != file => Unfinished::Owned,
+                (_, Some(rec)) if moves_recorded_bytes => Unfinished::MovedFrom(rec.key, rec.size),
+                _ => Unfinished::Orphan,
             };
-            out.push((key, owned));
+            out.push((Intent { key, file, moves_recorded_bytes }, verdict));
         }
         Ok(out)
     }

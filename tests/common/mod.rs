@@ -244,8 +244,12 @@ pub async fn assert_exact_mirror(config: &Path, expected: &BTreeMap<String, Expe
             "files in the mirror that should not be: {extra:?}\nrecords: {records:?}\naudit: {audit:?}\ndead letters: {dead:?}"
         );
     }
-    let distinct: BTreeSet<_> = keys.values().map(|k| k.0.to_lowercase()).collect();
-    assert_eq!(distinct.len(), keys.len(), "two files share a key (case-insensitively)");
+    let mut by_class: BTreeMap<String, Vec<&String>> = BTreeMap::new();
+    for (id, k) in &keys {
+        by_class.entry(k.0.to_lowercase()).or_default().push(id);
+    }
+    let shared: Vec<_> = by_class.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    assert!(shared.is_empty(), "files share a key (case-insensitively): {shared:?}");
     for (id, e) in expected {
         let key = &keys[id];
         let rec = store.file(&FileId(id.clone())).unwrap().unwrap();
