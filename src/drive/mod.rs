@@ -56,6 +56,17 @@ pub enum Corpus {
     SharedDrive(DriveId),
 }
 
+/// Which items a `files.list` call covers (Drive's `corpora`).
+#[derive(Clone, Copy, Debug)]
+enum ListScope<'a> {
+    /// My Drive (and what is shared with the user).
+    User,
+    /// One shared drive.
+    Drive(&'a DriveId),
+    /// Every drive the user can see.
+    AllDrives,
+}
+
 /// One page of files.list.
 #[derive(Debug)]
 pub struct FilePage {
@@ -252,25 +263,11 @@ impl DriveClient {
         } else {
             "trashed = false".to_string()
         };
-        let fields = format!("nextPageToken,files({FILE_FIELDS})");
-        self.paced("drive", || async {
-            let mut d = RetryAfterCapture::default();
-            let mut call =
-                self.hub.files().list().q(&q).page_size(self.settings.page_size as i32).param("fields", &fields);
-            call = match corpus {
-                Corpus::MyDrive => call.corpora("user"),
-                Corpus::SharedDrive(d) => {
-                    call.corpora("drive").drive_id(&d.0).include_items_from_all_drives(true).supports_all_drives(true)
-                }
-            };
-            if let Some(t) = page_token {
-                call = call.page_token(t);
-            }
-            let (_, list) = call.add_scope(Scope::Readonly).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
-            let files = list.files.unwrap_or_default().into_iter().filter_map(convert_file).collect();
-            Ok(FilePage { files, next_page_token: list.next_page_token })
-        })
-        .await
+        let scope = match corpus {
+            Corpus::MyDrive => ListScope::User,
+            Corpus::SharedDrive(d) => ListScope::Drive(d),
+        };
+        self.files_list_page(&q, scope, page_token).await
     }
 
     /// One page of the live children of `folder` (any drive): how a folder that comes back into the
@@ -278,19 +275,30 @@ impl DriveClient {
     pub async fn children_page(&self, folder: &FileId, page_token: Option<&str>) -> Result<FilePage, DriveError> {
         let q =
             format!("'{}' in parents and trashed = false", folder.as_str().replace('\\', "\\\\").replace('\'', "\\'"));
+        self.files_list_page(&q, ListScope::AllDrives, page_token).await
+    }
+
+    /// One page of `files.list` for query `q` over `scope`: the one place that pages files.
+    async fn files_list_page(
+        &self,
+        q: &str,
+        scope: ListScope<'_>,
+        page_token: Option<&str>,
+    ) -> Result<FilePage, DriveError> {
         let fields = format!("nextPageToken,files({FILE_FIELDS})");
         self.paced("drive", || async {
             let mut d = RetryAfterCapture::default();
-            let mut call = self
-                .hub
-                .files()
-                .list()
-                .q(&q)
-                .page_size(self.settings.page_size as i32)
-                .param("fields", &fields)
-                .corpora("allDrives")
-                .include_items_from_all_drives(true)
-                .supports_all_drives(true);
+            let mut call =
+                self.hub.files().list().q(q).page_size(self.settings.page_size as i32).param("fields", &fields);
+            call = match scope {
+                ListScope::User => call.corpora("user"),
+                ListScope::Drive(id) => {
+                    call.corpora("drive").drive_id(&id.0).include_items_from_all_drives(true).supports_all_drives(true)
+                }
+                ListScope::AllDrives => {
+                    call.corpora("allDrives").include_items_from_all_drives(true).supports_all_drives(true)
+                }
+            };
             if let Some(t) = page_token {
                 call = call.page_token(t);
             }
