@@ -469,6 +469,47 @@ fn bench_committer(c: &mut Criterion) {
         )
     });
     while release_rx.try_recv().is_ok() {}
+
+    // One event (seq 1) never finishes while `held` later events already have: the watermark cannot
+    // move, every later seq and page mark waits in the committer's state. A batch must cost the same
+    // whatever that backlog (issue 11: it used to clone the whole state twice per batch).
+    for held in [0usize, 100_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut state = CommitState::new(1);
+        for seq in 2..=held as u64 + 1 {
+            state.watermark.finish(seq);
+        }
+        let (release, mut release_rx) = mpsc::channel(16);
+        let (progress, _progress_rx) = watch::channel(Progress::default());
+        let mut committer = Committer {
+            store,
+            state: Arc::new(Mutex::new(state)),
+            in_flight: Arc::new(InFlight::default()),
+            release,
+            progress,
+            next_seq: Arc::new(AtomicU64::new(1)),
+            refresh_wake: Arc::default(),
+            faults: Arc::new(FailureInjector::default()),
+        };
+        let committer = &mut committer;
+        let mut next = held + 1;
+        g.bench_function(format!("held_event_process_1024_after_{held}_finished"), |b| {
+            b.iter_batched(
+                || {
+                    let msgs: Vec<CommitMsg> = (next..next + COMMIT_BATCH)
+                        .map(|n| CommitMsg::Outcome(committed(n as u64 + 1, n)))
+                        .chain([CommitMsg::Mark { last_seq: (next + COMMIT_BATCH) as u64, checkpoint: checkpoint(0) }])
+                        .collect();
+                    next += COMMIT_BATCH;
+                    msgs
+                },
+                |msgs| rt.block_on(committer.process(msgs, &emit)).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+        while release_rx.try_recv().is_ok() {}
+    }
     g.finish();
 
     // `Store::dead_letters()` (called by the committer after every batch holding a Committed outcome)

@@ -34,7 +34,7 @@ pub struct Progress {
 
 /// What the committer must not forget across its own restarts: the watermark, the checkpoints waiting
 /// for it, and whether the feed has caught up. Kept outside the actor (restart by builder).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CommitState {
     /// Low watermark.
     pub watermark: Watermark,
@@ -89,9 +89,13 @@ pub struct Committer {
     pub faults: Arc<super::FailureInjector>,
 }
 
-/// Folds messages into a copy of the state; the copy replaces the state only once the batch is durable.
-fn absorb(state: &CommitState, msgs: Vec<CommitMsg>, next_seq: u64) -> (CommitState, CommitBatch) {
-    let mut st = state.clone();
+/// Folds messages into the state, in place, and returns the batch to write. Cost is proportional to the
+/// batch, never to the state: one slow event may hold the watermark while any number of later events
+/// finish (their seqs wait in the watermark), and each batch still costs the same (criterion
+/// `committer/held_event_*`). In place is safe because nothing after it can fail and be retried: a store
+/// write that fails is fatal, the run ends, and this state is dropped with it. A failure injected for
+/// tests happens before it.
+fn absorb(st: &mut CommitState, msgs: Vec<CommitMsg>, next_seq: u64) -> CommitBatch {
     let mut batch = CommitBatch::default();
     for m in msgs {
         match m {
@@ -116,7 +120,7 @@ fn absorb(state: &CommitState, msgs: Vec<CommitMsg>, next_seq: u64) -> (CommitSt
     batch.refresh_done = st.refreshed.take_all_ready(&st.watermark).into_iter().flatten().collect();
     batch.sweep = !st.sweeps.take_all_ready(&st.watermark).is_empty();
     batch.next_seq = next_seq;
-    (st, batch)
+    batch
 }
 
 impl Committer {
@@ -164,8 +168,11 @@ impl Stage for Committer {
 
     async fn process(&mut self, items: Vec<CommitMsg>, _emit: &Emit<()>) -> Result<(), StageError> {
         self.faults.check(Self::NAME)?;
-        let current = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let (next_state, batch) = absorb(&current, items, self.next_seq.load(Ordering::SeqCst));
+        let (batch, all_done) = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let batch = absorb(&mut state, items, self.next_seq.load(Ordering::SeqCst));
+            (batch, state.caught_up())
+        };
         let store = self.store.clone();
         let (batch, report) = tokio::task::spawn_blocking(move || store.apply(&batch).map(|r| (batch, r)))
             .await
@@ -173,15 +180,14 @@ impl Stage for Committer {
             .map_err(|e| StageError::Fatal(e.to_string()))?;
         if let Some(cp) = &batch.checkpoint {
             crate::metrics::checkpoint_lag(crate::state::unix_ms().saturating_sub(cp.read_at_unix_ms) as f64 / 1000.0);
-            tracing::debug!(watermark = next_state.watermark.next_unfinished(), "checkpoint saved");
+            tracing::debug!("checkpoint saved");
         }
         if !batch.refresh_add.is_empty() {
             self.refresh_wake.notify_one();
         }
         // Refresh requests count as work to do: `--once` ends only when none is left.
-        let caught_up = next_state.caught_up()
-            && !self.store.has_pending_refreshes().map_err(|e| StageError::Fatal(e.to_string()))?;
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = next_state;
+        let caught_up =
+            all_done && !self.store.has_pending_refreshes().map_err(|e| StageError::Fatal(e.to_string()))?;
         for o in &batch.outcomes {
             crate::metrics::event(Self::NAME, outcome_label(&o.kind));
         }
