@@ -450,6 +450,8 @@ fn bench_committer(c: &mut Criterion) {
         next_seq: Arc::new(AtomicU64::new(1)),
         refresh_wake: Arc::default(),
         faults: Arc::new(FailureInjector::default()),
+        audit_retention: Duration::from_secs(30 * 24 * 3600),
+        next_prune: None,
     };
     let (emit, _next_rx, _commit_rx) = emit::<()>(1);
     let committer = &mut committer;
@@ -491,6 +493,8 @@ fn bench_committer(c: &mut Criterion) {
             next_seq: Arc::new(AtomicU64::new(1)),
             refresh_wake: Arc::default(),
             faults: Arc::new(FailureInjector::default()),
+            audit_retention: Duration::from_secs(30 * 24 * 3600),
+            next_prune: None,
         };
         let committer = &mut committer;
         let mut next = held + 1;

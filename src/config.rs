@@ -311,15 +311,23 @@ pub struct StateConfig {
     /// fjall directory.
     #[serde(default = "default_state_dir")]
     pub dir: PathBuf,
+    /// How long the audit log keeps an entry (`"30days"`): older entries are removed as the mirror
+    /// runs, so the log does not grow with the mirror's age.
+    #[serde(default = "default_audit_retention")]
+    pub audit_retention: HumanDuration,
 }
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".mirrorflow")
 }
 
+fn default_audit_retention() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 24 * 3600))
+}
+
 impl Default for StateConfig {
     fn default() -> Self {
-        StateConfig { dir: default_state_dir() }
+        StateConfig { dir: default_state_dir(), audit_retention: default_audit_retention() }
     }
 }
 

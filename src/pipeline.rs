@@ -269,6 +269,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
             (store.clone(), in_flight.clone(), faults.clone(), to_dedup.tx.clone(), progress_tx.clone());
         let (next_seq, refresh_wake) = (next_seq.clone(), refresh_wake.clone());
         let state = Arc::new(std::sync::Mutex::new(CommitState::new(first_seq)));
+        let audit_retention = cfg.state.audit_retention.0;
         let build = move || {
             Ok(Committer {
                 store: store.clone(),
@@ -279,6 +280,8 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
                 next_seq: next_seq.clone(),
                 refresh_wake: refresh_wake.clone(),
                 faults: faults.clone(),
+                audit_retention,
+                next_prune: None,
             })
         };
         children.push(worker_spec(build, to_committer.rx.clone(), emit_to(unit_tx.clone(), &commit)));

@@ -87,7 +87,17 @@ pub struct Committer {
     pub refresh_wake: Arc<tokio::sync::Notify>,
     /// Failure injection.
     pub faults: Arc<super::FailureInjector>,
+    /// Audit entries older than this are pruned as the run goes (`[state] audit_retention`).
+    pub audit_retention: std::time::Duration,
+    /// When the next prune is due (`None`: at the next batch).
+    pub next_prune: Option<std::time::Instant>,
 }
+
+/// Audit entries removed per prune, so a prune never makes one batch slow (a backlog goes over
+/// several batches).
+const PRUNE_LIMIT: usize = 10_000;
+/// Time between prunes once the backlog is gone.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Folds messages into the state, in place, and returns the batch to write. Cost is proportional to the
 /// batch, never to the state: one slow event may hold the watermark while any number of later events
@@ -145,6 +155,25 @@ impl Committer {
         });
     }
 
+    /// Removes expired audit entries when a prune is due (bounded per call; see [`PRUNE_LIMIT`]).
+    async fn prune_audit_when_due(&mut self) -> Result<(), StageError> {
+        let now = std::time::Instant::now();
+        if self.next_prune.is_some_and(|due| now < due) {
+            return Ok(());
+        }
+        let cutoff = crate::state::unix_ms().saturating_sub(self.audit_retention.as_millis() as u64);
+        let store = self.store.clone();
+        let removed = tokio::task::spawn_blocking(move || store.prune_audit(cutoff, PRUNE_LIMIT))
+            .await
+            .map_err(|e| StageError::Fatal(format!("store task: {e}")))?
+            .map_err(|e| StageError::Fatal(e.to_string()))?;
+        if removed > 0 {
+            tracing::debug!(removed, "audit entries past the retention removed");
+        }
+        self.next_prune = Some(if removed == PRUNE_LIMIT { now } else { now + PRUNE_EVERY });
+        Ok(())
+    }
+
     /// Hands each finished file's waiting event back to dedup without ever blocking the committer.
     fn release_waiting(&self, batch: &CommitBatch) {
         for o in &batch.outcomes {
@@ -198,7 +227,7 @@ impl Stage for Committer {
         }
         self.release_waiting(&batch);
         self.publish(&batch, caught_up);
-        Ok(())
+        self.prune_audit_when_due().await
     }
 
     fn replay(item: &CommitMsg) -> Replay {

@@ -1,5 +1,5 @@
-//! The embedded fjall store: file and folder records, the content index, checkpoints, the dead-letter
-//! store and the audit log. Only the committer writes; everyone may read.
+//! The embedded fjall store: file and folder records, key claims, checkpoints, the dead-letter store
+//! and the audit log (kept for `[state] audit_retention`). Only the committer writes; everyone may read.
 
 mod claims;
 pub mod codec;
@@ -99,7 +99,6 @@ pub struct Store {
     db: Database,
     files: Keyspace,
     folders: Keyspace,
-    content: Keyspace,
     checkpoints: Keyspace,
     dlq: Keyspace,
     audit: Keyspace,
@@ -225,10 +224,10 @@ impl Store {
         let db = Database::builder(dir).max_journaling_size(JOURNAL_LIMIT).open()?;
         let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_LIMIT);
         let ks = |name: &str| db.keyspace(name, options);
+        drop_retired_keyspaces(&db)?;
         Ok(Store {
             files: ks("files")?,
             folders: ks("folders")?,
-            content: ks("content")?,
             checkpoints: ks("checkpoints")?,
             dlq: ks("dlq")?,
             audit: ks("audit")?,
@@ -263,11 +262,6 @@ impl Store {
             f(codec::decode(&g.value()?)?);
         }
         Ok(())
-    }
-
-    /// An object already holding content with this md5, if any.
-    pub fn content_key(&self, md5: &str) -> Result<Option<ObjectKey>, StoreError> {
-        self.content.get(md5)?.map(|v| codec::decode(&v)).transpose()
     }
 
     /// The saved feed checkpoint.
@@ -331,8 +325,9 @@ impl Store {
         for f in &batch.folders {
             b.insert(&self.folders, f.id.as_str(), codec::encode(f)?);
         }
+        let now_ms = unix_ms();
         for o in &batch.outcomes {
-            self.stage_outcome(&mut b, o, &mut report)?;
+            self.stage_outcome(&mut b, o, &mut report, now_ms)?;
         }
         if let Some(cp) = &batch.checkpoint {
             b.insert(&self.checkpoints, CHECKPOINT_KEY, codec::encode(cp)?);
@@ -347,15 +342,13 @@ impl Store {
         b: &mut fjall::OwnedWriteBatch,
         o: &Outcome,
         report: &mut ApplyReport,
+        now_ms: u64,
     ) -> Result<(), StoreError> {
         let id = o.file_id.as_str();
         match &o.kind {
             OutcomeKind::Committed(rec) => {
                 b.insert(&self.files, id, codec::encode(rec)?);
                 b.remove(&self.intents, rec.key.as_str());
-                if let Some(md5) = &rec.md5 {
-                    b.insert(&self.content, md5.as_str(), codec::encode(&rec.key)?);
-                }
                 self.stage_dlq_removal(b, &o.file_id, report)?;
             }
             OutcomeKind::FolderRecorded(f) => b.insert(&self.folders, id, codec::encode(f)?),
@@ -373,7 +366,8 @@ impl Store {
             OutcomeKind::TreeChanged(t) => self.stage_tree(b, o, t)?,
         }
         if !matches!(o.kind, OutcomeKind::Skipped(_)) {
-            b.insert(&self.audit, o.seq.0.to_be_bytes(), codec::encode(&AuditEntry::from(o))?);
+            let entry = AuditEntry { at_unix_ms: now_ms, ..AuditEntry::from(o) };
+            b.insert(&self.audit, o.seq.0.to_be_bytes(), codec::encode(&entry)?);
         }
         Ok(())
     }
@@ -532,9 +526,6 @@ impl Store {
             } else {
                 b.insert(&self.files, rec.id.as_str(), codec::encode(rec)?);
                 b.remove(&self.intents, rec.key.as_str());
-                if let Some(md5) = &rec.md5 {
-                    b.insert(&self.content, md5.as_str(), codec::encode(&rec.key)?);
-                }
             }
         }
         for f in &t.folders {
@@ -583,10 +574,69 @@ impl Store {
                 let (k, v) = g.into_inner()?;
                 let mut seq = [0u8; 8];
                 seq.copy_from_slice(&k[..8.min(k.len())]);
-                Ok((u64::from_be_bytes(seq), codec::decode(&v)?))
+                Ok((u64::from_be_bytes(seq), decode_audit(&v)?))
             })
             .collect()
     }
+
+    /// Removes up to `limit` audit entries written before `cutoff_unix_ms`, oldest first, and returns
+    /// how many it removed (`limit` means there may be more). Entries are keyed by seq, which grows with
+    /// time, so the walk stops at the first entry still inside the retention. Entries written before
+    /// entries had a time (time 0) go with the first dated entry after them that expired.
+    pub fn prune_audit(&self, cutoff_unix_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let mut undated = Vec::new();
+        let mut expired = Vec::new();
+        for g in self.audit.iter() {
+            if expired.len() + undated.len() >= limit {
+                break;
+            }
+            let (k, v) = g.into_inner()?;
+            match decode_audit(&v)?.at_unix_ms {
+                0 => undated.push(k),
+                at if at < cutoff_unix_ms => {
+                    expired.append(&mut undated);
+                    expired.push(k);
+                }
+                _ => break,
+            }
+        }
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut b = self.db.batch();
+        for k in &expired {
+            b.remove(&self.audit, k.clone());
+        }
+        b.commit()?;
+        Ok(expired.len())
+    }
+}
+
+/// Keyspaces earlier versions wrote and nothing reads any more, dropped at open so they stop holding
+/// disk: `content` (md5 → a key that once held it) was written on every commit and never read, and its
+/// entries went stale as files changed.
+fn drop_retired_keyspaces(db: &Database) -> Result<(), StoreError> {
+    for name in ["content"] {
+        if db.keyspace_exists(name) {
+            let ks = db.keyspace(name, KeyspaceCreateOptions::default)?;
+            db.delete_keyspace(ks)?;
+        }
+    }
+    Ok(())
+}
+
+/// An audit entry, also one written before entries had a time.
+fn decode_audit(bytes: &[u8]) -> Result<AuditEntry, StoreError> {
+    #[derive(Deserialize)]
+    struct Undated {
+        file_id: FileId,
+        what: String,
+        key: Option<ObjectKey>,
+    }
+    codec::decode::<AuditEntry>(bytes).or_else(|e| {
+        let old: Undated = codec::decode(bytes).map_err(|_| e)?;
+        Ok(AuditEntry { file_id: old.file_id, what: old.what, key: old.key, at_unix_ms: 0 })
+    })
 }
 
 /// What the audit log remembers of an outcome.
@@ -598,6 +648,9 @@ pub struct AuditEntry {
     pub what: String,
     /// Key written or removed.
     pub key: Option<ObjectKey>,
+    /// When the outcome was committed (Unix ms; 0 for entries written before entries had a time). The
+    /// audit log keeps entries for `[state] audit_retention`.
+    pub at_unix_ms: u64,
 }
 
 impl From<&Outcome> for AuditEntry {
@@ -612,7 +665,7 @@ impl From<&Outcome> for AuditEntry {
                 (if t.remove { "tree_removed" } else { "tree_moved" }, t.folder.as_ref().map(|f| f.key.clone()))
             }
         };
-        AuditEntry { file_id: o.file_id.clone(), what: what.into(), key }
+        AuditEntry { file_id: o.file_id.clone(), what: what.into(), key, at_unix_ms: 0 }
     }
 }
 
@@ -662,7 +715,6 @@ mod tests {
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.file(&FileId("a".into())).unwrap(), Some(rec("a")));
-        assert_eq!(s.content_key("abc").unwrap(), Some(ObjectKey("my-drive/a".into())));
         assert_eq!(s.next_seq().unwrap(), 3);
         assert!(matches!(s.checkpoint().unwrap().unwrap().phase, FeedPhase::Changes { .. }));
         assert_eq!(s.audit_since(ChangeSeq(0)).unwrap().len(), 1);
@@ -703,5 +755,54 @@ mod tests {
                 .dead_letters_changed
         );
         assert_eq!(s.dead_letters().unwrap().iter().map(|d| d.id.0.as_str()).collect::<Vec<_>>(), ["c"]);
+    }
+
+    #[test]
+    fn audit_entries_older_than_the_retention_are_pruned_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let committed = |seq| outcome(seq, &format!("f{seq}"), OutcomeKind::Committed(rec(&format!("f{seq}"))));
+        apply(&s, (1..=5).map(committed).collect());
+        let written_by = unix_ms();
+        assert_eq!(s.prune_audit(1, 100).unwrap(), 0, "nothing is older than the cutoff");
+        assert_eq!(s.prune_audit(written_by + 1, 2).unwrap(), 2, "the limit bounds one call");
+        assert_eq!(s.audit_since(ChangeSeq(0)).unwrap().iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [3, 4, 5]);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let cutoff = unix_ms();
+        apply(&s, (6..=7).map(committed).collect());
+        assert_eq!(s.prune_audit(cutoff, 100).unwrap(), 3, "entries inside the retention stay");
+        assert_eq!(s.audit_since(ChangeSeq(0)).unwrap().iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [6, 7]);
+    }
+
+    #[test]
+    fn undated_audit_entries_still_decode_and_go_with_the_next_expired_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        #[derive(Serialize)]
+        struct Undated {
+            file_id: FileId,
+            what: String,
+            key: Option<ObjectKey>,
+        }
+        let old =
+            codec::encode(&Undated { file_id: FileId("old".into()), what: "committed".into(), key: None }).unwrap();
+        s.audit.insert(1u64.to_be_bytes(), old).unwrap();
+        assert_eq!(s.audit_since(ChangeSeq(0)).unwrap()[0].1.at_unix_ms, 0);
+        assert_eq!(s.prune_audit(u64::MAX, 100).unwrap(), 0, "an undated entry alone is kept");
+        apply(&s, vec![outcome(2, "new", OutcomeKind::Committed(rec("new")))]);
+        assert_eq!(s.prune_audit(u64::MAX, 100).unwrap(), 2);
+    }
+
+    #[test]
+    fn the_retired_content_index_is_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::builder(dir.path()).open().unwrap();
+            let ks = db.keyspace("content", KeyspaceCreateOptions::default).unwrap();
+            ks.insert("abc", "k").unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert!(!s.db.keyspace_exists("content"));
     }
 }
