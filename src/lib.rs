@@ -4,6 +4,7 @@
 //! change-feed → dedup → planner → downloader → chunk-uploader → verifier → committer → fjall
 
 pub mod actors;
+pub mod adopt;
 pub mod breaker;
 pub mod config;
 pub mod dest;

@@ -49,6 +49,9 @@ pub enum PipelineError {
     /// Metrics listener.
     #[error("metrics.listen: {0}")]
     Metrics(String),
+    /// Adopting an existing destination failed.
+    #[error("{0}")]
+    Adopt(#[from] crate::adopt::AdoptError),
 }
 
 /// How to run.
@@ -176,6 +179,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     }
     abort_orphaned_uploads(&store, &dest).await?;
     settle_unfinished_writes(&store, &dest).await?;
+    let adopting = crate::adopt::begin_if_needed(&store, &dest).await?;
     let drive = Arc::new(drive_client(cfg).await?);
     let scope = discover_scope(cfg, &drive).await?;
     tracing::info!(my_drive = scope.my_drive_root.is_some(), shared_drives = scope.shared.len(), "scope resolved");
@@ -236,6 +240,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
                 digests,
                 max_resumes,
                 faults: faults.clone(),
+                adopt: adopting,
             })
         };
         children.push(worker_spec(build, to_downloader.rx.clone(), emit_to(to_uploader.tx.clone(), &commit)));
@@ -329,13 +334,16 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         .await
         .map_err(|e| PipelineError::Supervision(format!("pipeline failed to start: {e}")))?;
 
+    let mut sweep = adopting.then(|| tokio::spawn(crate::adopt::sweep_when_listed(store.clone(), dest.clone())));
     let mut interrupted = false;
     let mut ticker = tokio::time::interval(Duration::from_secs(2));
     let result = loop {
         tokio::select! {
             changed = progress_rx.changed() => {
                 if changed.is_err() { break Ok(()); }
-                if opts.once && progress_rx.borrow().caught_up { break Ok(()); }
+                if opts.once && progress_rx.borrow().caught_up {
+                    break finish_adoption(sweep.take()).await;
+                }
             }
             _ = fatal_rx.changed() => {
                 if let Some(msg) = fatal_rx.borrow().clone() { break Err(PipelineError::Supervision(msg)); }
@@ -356,6 +364,9 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         drain(&in_flight, &commit, Duration::from_secs(30)).await;
     }
     depth_sampler.abort();
+    if let Some(task) = sweep {
+        task.abort();
+    }
     if let Some(hook) = webhook {
         hook.stop().await;
     }
@@ -372,6 +383,19 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     let dead_letters = store.dead_letters()?;
     let progress = progress_rx.borrow().clone();
     Ok(RunSummary { progress, dead_letters, interrupted })
+}
+
+/// `--once` over an adoption: the listing is committed by now, so the sweep is done or about to be.
+async fn finish_adoption(
+    sweep: Option<tokio::task::JoinHandle<Result<usize, crate::adopt::AdoptError>>>,
+) -> Result<(), PipelineError> {
+    match sweep {
+        None => Ok(()),
+        Some(task) => match task.await {
+            Ok(result) => result.map(|_| ()).map_err(PipelineError::from),
+            Err(e) => Err(PipelineError::Supervision(format!("orphan sweep: {e}"))),
+        },
+    }
 }
 
 /// Multipart uploads a crashed run left behind are aborted (their files are fetched again).

@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use mirrorflow::emulator::EmuTree;
+use mirrorflow::model::FileId;
 use serde_json::{Value, json};
 
 /// Binary files that are mirrored (live, downloadable, not empty), in listing order.
@@ -277,4 +278,62 @@ async fn a_relist_after_a_lost_change_token_removes_what_was_deleted_meanwhile()
     let out = run_once(&config).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_mirrors_drive(&env, &config).await;
+}
+
+/// The state is lost over a full destination (and Drive changed meanwhile): the next run adopts every
+/// object that holds its file's exact bytes (nothing is downloaded again but the one object whose bytes
+/// were damaged), and once its listing is committed, sweeps what no file owns — a stray object and
+/// the object of a file deleted meanwhile — into the trash. Local folder and S3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_state_over_a_mirror_adopts_it_and_sweeps_orphans() {
+    for dest in ["local", "s3"] {
+        let env = TestEnv::start(small_corpus(false)).await;
+        let _s3;
+        let target = if dest == "s3" {
+            _s3 = s3_server().await;
+            let bucket = format!("adopt-{}", std::process::id());
+            create_bucket(&_s3.endpoint, &bucket).await;
+            Dest::S3 { endpoint: _s3.endpoint.clone(), bucket, prefix: "m".into() }
+        } else {
+            env.local_dest("mirror")
+        };
+        let config = env.config("adopt", &target, "");
+        let out = run_once(&config).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+        let tree = env.tree().await;
+        let files = live_binaries(&tree);
+        let (damaged, deleted) = (files[0].clone(), files[1].clone());
+        let (cfg, store, dst) = open(&config);
+        let damaged_key = store.file(&FileId(damaged.id.clone())).unwrap().unwrap().key;
+        let deleted_key = store.file(&FileId(deleted.id.clone())).unwrap().unwrap().key;
+        drop(store);
+        let mut bytes = dst.get(&damaged_key).await.unwrap().to_vec();
+        bytes[0] ^= 0xff;
+        let meta = mirrorflow::dest::ObjectMeta::default();
+        dst.put(&damaged_key, vec![bytes.into()], &meta).await.unwrap();
+        let stray = dst.key("my-drive/left behind by nobody.txt");
+        dst.put(&stray, vec![bytes::Bytes::from_static(b"stray")], &meta).await.unwrap();
+        std::fs::remove_dir_all(&cfg.state.dir).unwrap();
+        mutate(&env, vec![json!({"op": "delete", "id": deleted.id})]).await;
+
+        env.control("stats/reset", json!({})).await;
+        let out = run_once(&config).await;
+        assert_eq!(out.status.code(), Some(0), "{dest}: {}", text(&out));
+        let stats = env.stats().await;
+        let fetched: Vec<&String> = stats["media_bytes_by_file"].as_object().unwrap().keys().collect();
+        assert_eq!(fetched, [&damaged.id], "{dest}: only the damaged object is downloaded again: {stats}");
+        assert_mirrors_drive(&env, &config).await;
+
+        let trashed: Vec<String> = dst.list_keys().await.unwrap().into_iter().map(|(k, _)| k.0).collect();
+        for swept in [&stray, &deleted_key] {
+            let rel = swept.0.strip_prefix(dst.prefix()).unwrap().trim_start_matches('/');
+            assert!(
+                trashed.iter().any(|k| k.ends_with(&format!(".trash/{rel}"))),
+                "{dest}: {swept} not in the trash: {trashed:?}"
+            );
+        }
+        let (_cfg, store, _dst) = open(&config);
+        assert!(!store.adopting().unwrap(), "{dest}: the adoption ends with its sweep");
+    }
 }

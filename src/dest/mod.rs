@@ -70,7 +70,23 @@ pub struct ObjectMeta {
     pub drive_name: String,
     /// Content type.
     pub content_type: Option<String>,
+    /// Drive's md5 of the bytes (`drive-md5` metadata): lets a later run with an empty state adopt the
+    /// object without downloading it again, also when the store's ETag is not an md5 (multipart).
+    pub md5: Option<String>,
 }
+
+/// What an existing object holds, as far as the store can tell without trusting any record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredContent {
+    /// Its size.
+    pub size: u64,
+    /// md5 of its bytes: the `drive-md5` metadata written at upload, an S3 single-part ETag, or (on a
+    /// local folder) the hash of the file. `None` when none of those is available.
+    pub md5: Option<String>,
+}
+
+/// Metadata key under which the upload records Drive's md5.
+const MD5_METADATA: &str = "drive-md5";
 
 /// An opened destination.
 #[derive(Clone)]
@@ -187,6 +203,9 @@ impl Destination {
         a.insert(Attribute::Metadata("drive-id".into()), meta.drive_id.clone().into());
         let name: String = url::form_urlencoded::byte_serialize(meta.drive_name.as_bytes()).collect();
         a.insert(Attribute::Metadata("drive-name".into()), name.into());
+        if let Some(md5) = &meta.md5 {
+            a.insert(Attribute::Metadata(MD5_METADATA.into()), md5.clone().into());
+        }
         a
     }
 
@@ -317,6 +336,45 @@ impl Destination {
         .await
     }
 
+    /// What the object at `key` holds (size and md5), or `None` if absent. On a local folder the file
+    /// is read and hashed (cheaper than downloading it from Drive again); elsewhere one HEAD request.
+    pub async fn stored_content(&self, key: &ObjectKey) -> Result<Option<StoredContent>, DestError> {
+        use futures::StreamExt;
+        let path = Self::path(key)?;
+        let store_err = |source| DestError::Store { op: "head", key: key.0.clone(), source };
+        let head = object_store::GetOptions { head: !self.hash_to_learn_md5(), ..Default::default() };
+        self.guarded(async {
+            let got = match self.store.get_opts(&path, head).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(source) => return Err(store_err(source)),
+            };
+            let size = got.meta.size;
+            let recorded = got.attributes.get(&Attribute::Metadata(MD5_METADATA.into())).map(|v| v.to_string());
+            let etag = got.meta.e_tag.clone().filter(|_| self.etag_is_md5).map(|t| t.trim_matches('"').to_string());
+            let md5 = match (recorded, etag) {
+                (Some(md5), _) => Some(md5),
+                (None, Some(etag)) if etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()) => Some(etag),
+                _ if self.hash_to_learn_md5() => {
+                    let mut hasher = crate::hashing::ContentHasher::new(crate::hashing::Digests::Md5);
+                    let mut body = got.into_stream();
+                    while let Some(piece) = body.next().await {
+                        hasher.update(&piece.map_err(store_err)?);
+                    }
+                    Some(hasher.finish().md5)
+                }
+                _ => None,
+            };
+            Ok(Some(StoredContent { size, md5: md5.map(|m| m.to_ascii_lowercase()) }))
+        })
+        .await
+    }
+
+    /// A local folder keeps no metadata and its ETag is not an md5: the file itself must be hashed.
+    fn hash_to_learn_md5(&self) -> bool {
+        !self.supports_metadata
+    }
+
     /// Reads a whole object (for tests and `verify`).
     pub async fn get(&self, key: &ObjectKey) -> Result<Bytes, DestError> {
         let path = Self::path(key)?;
@@ -402,6 +460,17 @@ impl Destination {
             }
         })
         .await
+    }
+
+    /// Every key under `relative` (below the prefix), as a stream: memory stays bounded whatever the
+    /// number of objects.
+    pub fn keys_under(&self, relative: &str) -> impl futures::Stream<Item = Result<ObjectKey, DestError>> + '_ {
+        use futures::StreamExt;
+        let under = self.key(relative);
+        let list_err = move |source| DestError::Store { op: "list", key: under.0.clone(), source };
+        self.store
+            .list(Some(&Path::from(self.key(relative).as_str())))
+            .map(move |m| m.map(|m| ObjectKey(m.location.to_string())).map_err(list_err.clone()))
     }
 
     /// Every key under the prefix (for tests and `verify`).

@@ -66,10 +66,39 @@ pub struct Downloader<B: ByteSource> {
     pub max_resumes: u32,
     /// Failure injection.
     pub faults: Arc<super::FailureInjector>,
+    /// A run over an empty state and a populated destination: an object that already holds the
+    /// file's exact bytes at its key is kept, not downloaded again (see [`Store::begin_adoption`]).
+    pub adopt: bool,
 }
 
 impl<B: ByteSource> Downloader<B> {
+    /// True when adopting and the object at the planned key already holds exactly Drive's bytes (size
+    /// and md5 both known and equal). Exports have no Drive md5 and are always fetched.
+    async fn already_holds_the_bytes(&self, planned: &Planned) -> bool {
+        let (ActionKind::Upload { source: Source::Media }, Some(md5), Some(size)) =
+            (&planned.kind, &planned.file.md5, planned.file.size)
+        else {
+            return false;
+        };
+        match self.dest.stored_content(&planned.key).await {
+            Ok(Some(stored)) => stored.size == size && stored.md5.is_some_and(|m| m.eq_ignore_ascii_case(md5)),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::debug!(key = %planned.key, error = %e, "cannot read the existing object; downloading");
+                false
+            }
+        }
+    }
+
     async fn handle(&self, mut planned: Planned, emit: &Emit<Transfer>) -> Result<(), StageError> {
+        if self.adopt && self.already_holds_the_bytes(&planned).await {
+            // A copy onto itself: the uploader writes nothing, the verifier checks the object, and the
+            // committer records it like any write.
+            tracing::debug!(key = %planned.key, "adopting the object already there");
+            crate::metrics::event(Self::NAME, "adopted");
+            planned.kind = ActionKind::Copy { from: planned.key.clone(), fallback: Source::Media };
+            return emit.forward(Transfer { planned, body: None, resume: None }).await;
+        }
         if let ActionKind::Copy { from, fallback } = &planned.kind {
             let still_there = self.dest.head(from).await.ok().flatten().is_some();
             // A crash between the copy and its commit leaves the bytes at the new key only.

@@ -66,6 +66,7 @@ impl Uploader {
                 }
                 _ => None,
             },
+            md5: planned.file.md5.clone().filter(|_| is_media(planned)),
         }
     }
 

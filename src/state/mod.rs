@@ -216,6 +216,8 @@ const MEMTABLE_LIMIT: u64 = 64 << 20;
 const JOURNAL_LIMIT: u64 = 64 << 20;
 
 const CHECKPOINT_KEY: &[u8] = b"feed";
+/// Present while a run over an empty state adopts what the destination already holds.
+const ADOPTING_MARK: &[u8] = b"adopting";
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
 
 impl Store {
@@ -473,6 +475,42 @@ impl Store {
     pub fn clear_intent(&self, key: &ObjectKey) -> Result<(), StoreError> {
         self.intents.remove(key.as_str())?;
         Ok(())
+    }
+
+    /// True while a write to `key` was announced and not yet committed.
+    pub fn has_intent(&self, key: &ObjectKey) -> Result<bool, StoreError> {
+        Ok(self.intents.contains_key(key.as_str())?)
+    }
+
+    /// Starts adopting: this state is empty but the destination is not. Until the first full listing
+    /// is committed and the orphans are swept, objects that already hold a file's bytes are kept
+    /// instead of downloaded again. Persisted, so a crash during the adoption run continues it.
+    pub fn begin_adoption(&self) -> Result<(), StoreError> {
+        self.checkpoints.insert(ADOPTING_MARK, [1u8])?;
+        self.db.persist(PersistMode::SyncData)?;
+        Ok(())
+    }
+
+    /// True while an adoption is under way (see [`Store::begin_adoption`]).
+    pub fn adopting(&self) -> Result<bool, StoreError> {
+        Ok(self.checkpoints.contains_key(ADOPTING_MARK)?)
+    }
+
+    /// Ends the adoption once its orphans are swept.
+    pub fn end_adoption(&self) -> Result<(), StoreError> {
+        self.checkpoints.remove(ADOPTING_MARK)?;
+        self.db.persist(PersistMode::SyncData)?;
+        Ok(())
+    }
+
+    /// True when nothing was ever committed here (no checkpoint, no file record).
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.checkpoint()?.is_none() && !self.has_files())
+    }
+
+    /// True once the feed follows changes: the first full listing is committed.
+    pub fn listing_done(&self) -> Result<bool, StoreError> {
+        Ok(matches!(self.checkpoint()?, Some(Checkpoint { phase: FeedPhase::Changes { .. }, .. })))
     }
 
     /// True when the store holds at least one file record.
