@@ -265,8 +265,10 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         children.push(worker_spec(build, to_uploader.rx.clone(), emit_to(to_verifier.tx.clone(), &commit)));
     }
     for _ in 0..st("verifier").concurrency {
-        let (dest, faults, refetch) = (dest.clone(), faults.clone(), to_downloader.tx.clone());
-        let build = move || Ok(Verifier { dest: dest.clone(), refetch: refetch.clone(), faults: faults.clone() });
+        let (dest, faults, refetch, store) = (dest.clone(), faults.clone(), to_downloader.tx.clone(), store.clone());
+        let build = move || {
+            Ok(Verifier { dest: dest.clone(), store: store.clone(), refetch: refetch.clone(), faults: faults.clone() })
+        };
         children.push(worker_spec(build, to_verifier.rx.clone(), emit_to(unit_tx.clone(), &commit)));
     }
     {
@@ -378,6 +380,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     write_live_status(&cfg.state.dir, &progress_rx.borrow(), in_flight.len(), false);
     result?;
     if !interrupted || in_flight.is_empty() {
+        abort_stale_uploads(&store, &dest).await?;
         store.end_run()?;
     }
     let dead_letters = store.dead_letters()?;
@@ -409,6 +412,19 @@ async fn abort_orphaned_uploads(store: &Store, dest: &Destination) -> Result<(),
             continue;
         }
         tracing::info!(%file, key = %rec.key, "aborting a multipart upload left by an interrupted run");
+        dest.abort_upload(&rec.key, &rec.upload_id).await?;
+        store.clear_upload(&file)?;
+    }
+    Ok(())
+}
+
+/// At a clean end (every event has its outcome, nothing in flight) an upload still recorded belongs to
+/// no transfer: an earlier crashed run kept it to resume, and its file was then deleted, left the
+/// scope or was dead-lettered without being fetched again. It is aborted so no multipart upload is
+/// left open (S3 bills its parts and never lists them as objects).
+async fn abort_stale_uploads(store: &Store, dest: &Destination) -> Result<(), PipelineError> {
+    for (file, rec) in store.pending_uploads()? {
+        tracing::info!(%file, key = %rec.key, "aborting a multipart upload no transfer continued");
         dest.abort_upload(&rec.key, &rec.upload_id).await?;
         store.clear_upload(&file)?;
     }

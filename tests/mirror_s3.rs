@@ -112,3 +112,43 @@ async fn a_large_transfer_killed_part_way_resumes_from_its_recorded_parts() {
     assert_eq!(open_uploads(&s3.endpoint, "crash").await, 0, "a multipart upload was left open");
     assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
 }
+
+/// A transfer killed part-way keeps its multipart upload to resume; when the file is deleted in Drive
+/// before the next run, nothing continues that upload, and the run must abort it rather than leave it
+/// open for ever (S3 keeps, and bills, the parts of an upload that is never completed or aborted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_upload_of_a_file_deleted_meanwhile_is_aborted() {
+    let s3 = s3_server().await;
+    let mut corpus = small_corpus(false);
+    corpus.files = 3;
+    corpus.big_file_mib = 64;
+    let env = TestEnv::start(corpus).await;
+    create_bucket(&s3.endpoint, "stale").await;
+    let tree = env.tree().await;
+    let big = tree.items.iter().find(|i| i.size.unwrap_or(0) >= 64 << 20).expect("corpus has the big file").clone();
+    let dest = Dest::S3 { endpoint: s3.endpoint.clone(), bucket: "stale".into(), prefix: "p".into() };
+    let settings = "[pipeline]\npart_size = \"5MiB\"\nchunk_size = \"1MiB\"\nchunk_depth = 4\n\
+                    [stages.uploader]\npart_concurrency = 2";
+    let config = env.config("s3-stale", &dest, settings);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
+        .args(["run", "--once", config.to_str().unwrap()])
+        .env("MIRRORFLOW_LOG", "off")
+        .spawn()
+        .unwrap();
+    for _ in 0..3000 {
+        if media_bytes(&env, &big.id).await >= big.size.unwrap() / 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    child.kill().await.unwrap();
+    child.wait().await.unwrap();
+    assert_eq!(open_uploads(&s3.endpoint, "stale").await, 1, "the interrupted upload should be kept to resume");
+
+    let r = env.control("mutate", serde_json::json!({"ops": [{"op": "delete", "id": big.id}]})).await;
+    assert!(r.get("error").is_none_or(|e| e.is_null()), "{r}");
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(open_uploads(&s3.endpoint, "stale").await, 0, "the upload of the deleted file was left open");
+    assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
+}

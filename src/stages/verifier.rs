@@ -6,6 +6,7 @@ use super::planner::dead_letter;
 use super::{Emit, Replay, Stage, StageError};
 use crate::dest::Destination;
 use crate::model::{FileRecord, Outcome, OutcomeKind, Planned, Source, Uploaded};
+use crate::state::{Intent, Store};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -104,6 +105,8 @@ pub fn stored_as_streamed(u: &Uploaded) -> bool {
 pub struct Verifier {
     /// Destination, for HEAD and for removing the old key after a move.
     pub dest: Destination,
+    /// Store, to note an old key whose removal failed (removed at the next start).
+    pub store: Store,
     /// The downloader's input, to fetch a mismatching file again.
     pub refetch: mpsc::Sender<Planned>,
     /// Failure injection.
@@ -127,7 +130,11 @@ impl Verifier {
         if let Some(old) = &u.planned.previous_key
             && let Err(e) = self.dest.delete(old).await
         {
-            tracing::warn!(key = %old, error = %e, "could not remove the old key after a move");
+            // Noted as an unfinished write of this file: the next start removes it (unless another
+            // file has claimed the key since), so a failed delete never leaves an orphan for good.
+            tracing::warn!(key = %old, error = %e, "could not remove the old key after a move; the next start removes it");
+            let leftover = Intent { key: old.clone(), file: u.planned.file.id.clone(), moves_recorded_bytes: false };
+            self.store.record_intents(&[leftover]).map_err(|e| StageError::Fatal(e.to_string()))?;
         }
         crate::metrics::event(Self::NAME, "verified");
         let p = &u.planned;

@@ -843,4 +843,23 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         assert!(!s.db.keyspace_exists("content"));
     }
+
+    #[test]
+    fn an_old_key_left_after_a_move_is_an_orphan_unless_another_file_claimed_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut moved = rec("a");
+        moved.key = ObjectKey("my-drive/new".into());
+        apply(&s, vec![outcome(1, "a", OutcomeKind::Committed(moved))]);
+        s.set_claim(&FileId("a".into()), "my-drive/new").unwrap();
+        let left = |key: &str| Intent { key: ObjectKey(key.into()), file: FileId("a".into()), moves_recorded_bytes: false };
+        s.record_intents(&[left("my-drive/old"), left("my-drive/taken")]).unwrap();
+        s.set_claim(&FileId("b".into()), "my-drive/taken").unwrap();
+        let verdicts: Vec<(String, Unfinished)> =
+            s.pending_intents().unwrap().into_iter().map(|(i, v)| (i.key.0, v)).collect();
+        assert_eq!(
+            verdicts,
+            [("my-drive/old".to_string(), Unfinished::Orphan), ("my-drive/taken".to_string(), Unfinished::Owned)]
+        );
+    }
 }
