@@ -404,7 +404,12 @@ fn bench_hash(c: &mut Criterion) {
 }
 
 fn checkpoint(n: u64) -> Checkpoint {
-    Checkpoint { start_token: "12345".into(), phase: FeedPhase::Changes { token: format!("{n}") }, read_at_unix_ms: 0 }
+    Checkpoint {
+        start_token: "12345".into(),
+        phase: FeedPhase::Changes { token: format!("{n}") },
+        read_at_unix_ms: 0,
+        feeds: vec![(mirrorflow::drive::Corpus::MyDrive, format!("{n}"))],
+    }
 }
 
 fn bench_committer(c: &mut Criterion) {

@@ -477,13 +477,14 @@ fn feed_spec(
         (store.clone(), drive.clone(), next_seq.clone(), wake.clone(), faults.clone());
     let refresh_wake = refresh_wake.clone();
     let (events, commit) = (events.clone(), commit.clone());
-    let jobs = listing_jobs(scope);
+    let (jobs, logs) = (listing_jobs(scope), crate::stages::change_feed::change_logs(scope));
     let (once, poll_interval) = (opts.once, cfg.source.poll_interval.0);
     let spawn: SpawnFn = Arc::new(move |sup| {
         let feed = ChangeFeed {
             source: drive.clone(),
             store: store.clone(),
             jobs: jobs.clone(),
+            logs: logs.clone(),
             next_seq: next_seq.clone(),
             once,
             poll_interval,

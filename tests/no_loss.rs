@@ -263,11 +263,11 @@ async fn a_relist_after_a_lost_change_token_removes_what_was_deleted_meanwhile()
     mutate(&env, ops).await;
     {
         let (_cfg, store, _dest) = open(&config);
-        let lost = mirrorflow::state::Checkpoint {
-            start_token: "no-such-token".into(),
-            phase: mirrorflow::state::FeedPhase::Changes { token: "no-such-token".into() },
-            read_at_unix_ms: 0,
-        };
+        let mut lost = store.checkpoint().unwrap().unwrap();
+        assert!(matches!(lost.phase, mirrorflow::state::FeedPhase::Changes { .. }));
+        for (_, token) in &mut lost.feeds {
+            *token = "no-such-token".into();
+        }
         let batch = mirrorflow::state::CommitBatch {
             checkpoint: Some(lost),
             next_seq: store.next_seq().unwrap(),

@@ -47,8 +47,8 @@ pub fn export_mime(ext: &str) -> Option<&'static str> {
     })
 }
 
-/// Which part of Drive one listing covers.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Which part of Drive one listing or one change log covers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Corpus {
     /// The user's My Drive.
     MyDrive,
@@ -187,20 +187,16 @@ impl DriveClient {
             .await
     }
 
-    /// `changes.getStartPageToken`, taken before a full listing.
-    pub async fn start_page_token(&self) -> Result<String, DriveError> {
+    /// `changes.getStartPageToken` of one change log (the user's, or a shared drive's with
+    /// `driveId`), taken before that corpus is listed.
+    pub async fn start_page_token(&self, corpus: &Corpus) -> Result<String, DriveError> {
         self.paced("drive", || async {
             let mut d = RetryAfterCapture::default();
-            let (_, t) = self
-                .hub
-                .changes()
-                .get_start_page_token()
-                .supports_all_drives(true)
-                .add_scope(Scope::Readonly)
-                .delegate(&mut d)
-                .doit()
-                .await
-                .map_err(|e| d.error(e))?;
+            let mut call = self.hub.changes().get_start_page_token().supports_all_drives(true);
+            if let Corpus::SharedDrive(id) = corpus {
+                call = call.drive_id(&id.0);
+            }
+            let (_, t) = call.add_scope(Scope::Readonly).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
             t.start_page_token.ok_or_else(|| DriveError::Decode("no startPageToken".into()))
         })
         .await
@@ -309,22 +305,29 @@ impl DriveClient {
         .await
     }
 
-    /// One page of `changes.list` from `token`, covering My Drive and every shared drive.
-    pub async fn changes_page(&self, token: &str) -> Result<ChangePage, DriveError> {
+    /// One page of one change log from `token`. Google's "Retrieve changes" guide: changes to items
+    /// in a shared drive may appear only in that drive's own log, so each shared drive is followed
+    /// through its log (`driveId`), and My Drive through the user's log restricted to it
+    /// (`restrictToMyDrive`: items shared with the user are not mirrored).
+    pub async fn changes_page(&self, corpus: &Corpus, token: &str) -> Result<ChangePage, DriveError> {
         let fields = format!(
-            "nextPageToken,newStartPageToken,changes(changeType,removed,fileId,driveId,time,file({FILE_FIELDS}))"
+            "nextPageToken,newStartPageToken,changes(changeType,removed,fileId,driveId,time,drive(id,name),file({FILE_FIELDS}))"
         );
         let r = self
             .paced("drive", || async {
                 let mut d = RetryAfterCapture::default();
-                let (_, list) = self
+                let call = self
                     .hub
                     .changes()
                     .list(token)
                     .page_size(self.settings.page_size as i32)
                     .include_removed(true)
-                    .include_items_from_all_drives(true)
-                    .supports_all_drives(true)
+                    .supports_all_drives(true);
+                let call = match corpus {
+                    Corpus::MyDrive => call.restrict_to_my_drive(true),
+                    Corpus::SharedDrive(id) => call.drive_id(&id.0).include_items_from_all_drives(true),
+                };
+                let (_, list) = call
                     .param("fields", &fields)
                     .add_scope(Scope::Readonly)
                     .delegate(&mut d)
@@ -491,8 +494,8 @@ impl DriveClient {
 }
 
 impl crate::stages::change_feed::ChangeSource for DriveClient {
-    async fn start_page_token(&self) -> Result<String, DriveError> {
-        DriveClient::start_page_token(self).await
+    async fn start_page_token(&self, corpus: &Corpus) -> Result<String, DriveError> {
+        DriveClient::start_page_token(self, corpus).await
     }
     async fn list_page(
         &self,
@@ -502,8 +505,8 @@ impl crate::stages::change_feed::ChangeSource for DriveClient {
     ) -> Result<FilePage, DriveError> {
         DriveClient::list_page(self, corpus, folders_only, token).await
     }
-    async fn changes_page(&self, token: &str) -> Result<ChangePage, DriveError> {
-        DriveClient::changes_page(self, token).await
+    async fn changes_page(&self, corpus: &Corpus, token: &str) -> Result<ChangePage, DriveError> {
+        DriveClient::changes_page(self, corpus, token).await
     }
     async fn get_file(&self, id: &FileId) -> Result<Option<DriveFile>, DriveError> {
         DriveClient::get_file(self, id).await
@@ -541,7 +544,7 @@ pub struct WatchChannel {
 impl DriveClient {
     /// `changes.watch`: asks Drive to POST change notifications to `address`.
     pub async fn watch_changes(&self, address: &str, ttl: Duration) -> Result<WatchChannel, DriveError> {
-        let page_token = self.start_page_token().await?;
+        let page_token = self.start_page_token(&Corpus::MyDrive).await?;
         let id = random_hex(16);
         let token = random_hex(24);
         let now_ms = std::time::SystemTime::now()

@@ -148,6 +148,9 @@ impl State {
         if req.drive.is_some() && rec.drive_id != req.drive {
             return None;
         }
+        if req.drive.is_none() && rec.drive_id.is_some() && !self.config.drive_changes_in_user_log {
+            return None;
+        }
         let mut change = json!({
             "kind": "drive#change",
             "changeType": "file",

@@ -1,6 +1,8 @@
-//! Change-feed: takes the start page token first (T0), lists every drive in scope (folders first, so
-//! paths resolve without lookups), then follows `changes.list` from T0. Every page offers the
-//! committer a checkpoint that resumes after it; the committer saves it once the page is done.
+//! Change-feed: takes a start page token (T0) of every change log in scope first — the user's log for
+//! My Drive and each shared drive's own log, since Google documents that shared-drive changes may
+//! appear only there — then lists every drive in scope (folders first, so paths resolve without
+//! lookups), then follows each log from its T0. Every page offers the committer a checkpoint holding
+//! every log's position; the committer saves it once every event up to that page is done.
 
 use super::{CommitMsg, StageError};
 use crate::drive::{ChangePage, Corpus, DriveError, FilePage};
@@ -14,8 +16,8 @@ use tokio::sync::{Notify, mpsc};
 
 /// The Drive calls the feed needs.
 pub trait ChangeSource: Send + Sync + 'static {
-    /// `changes.getStartPageToken`.
-    fn start_page_token(&self) -> impl Future<Output = Result<String, DriveError>> + Send;
+    /// `changes.getStartPageToken` of one change log.
+    fn start_page_token(&self, log: &Corpus) -> impl Future<Output = Result<String, DriveError>> + Send;
     /// One page of `files.list`.
     fn list_page(
         &self,
@@ -23,8 +25,8 @@ pub trait ChangeSource: Send + Sync + 'static {
         folders_only: bool,
         token: Option<&str>,
     ) -> impl Future<Output = Result<FilePage, DriveError>> + Send;
-    /// One page of `changes.list`.
-    fn changes_page(&self, token: &str) -> impl Future<Output = Result<ChangePage, DriveError>> + Send;
+    /// One page of one change log's `changes.list`.
+    fn changes_page(&self, log: &Corpus, token: &str) -> impl Future<Output = Result<ChangePage, DriveError>> + Send;
     /// `files.get` of one item; `None` when it is gone or not visible.
     fn get_file(&self, id: &FileId) -> impl Future<Output = Result<Option<DriveFile>, DriveError>> + Send;
     /// One page of a folder's live children.
@@ -47,14 +49,19 @@ pub struct ListJob {
     pub folders_only: bool,
 }
 
-/// The listing passes for a scope: for each drive, folders then everything.
-pub fn listing_jobs(scope: &super::planner::Scope) -> Vec<ListJob> {
+/// The drives of a scope, each listed once and followed through its own change log.
+pub fn change_logs(scope: &super::planner::Scope) -> Vec<Corpus> {
     let mut corpora = Vec::new();
     if scope.my_drive_root.is_some() {
         corpora.push(Corpus::MyDrive);
     }
     corpora.extend(scope.shared.keys().cloned().map(Corpus::SharedDrive));
     corpora
+}
+
+/// The listing passes for a scope: for each drive, folders then everything.
+pub fn listing_jobs(scope: &super::planner::Scope) -> Vec<ListJob> {
+    change_logs(scope)
         .into_iter()
         .flat_map(|c| [ListJob { corpus: c.clone(), folders_only: true }, ListJob { corpus: c, folders_only: false }])
         .collect()
@@ -68,6 +75,8 @@ pub struct ChangeFeed<S: ChangeSource> {
     pub store: Store,
     /// Listing passes.
     pub jobs: Vec<ListJob>,
+    /// The change logs followed, in order (see [`change_logs`]).
+    pub logs: Vec<Corpus>,
     /// Next seq to assign (shared so a restarted feed continues the sequence).
     pub next_seq: Arc<AtomicU64>,
     /// Stop once caught up.
@@ -169,12 +178,8 @@ impl<S: ChangeSource> ChangeFeed<S> {
         }
     }
 
-    async fn mark(&self, out: &FeedOutputs, start_token: &str, phase: &FeedPhase) -> Result<(), StageError> {
-        let checkpoint = Checkpoint {
-            start_token: start_token.to_string(),
-            phase: phase.clone(),
-            read_at_unix_ms: crate::state::unix_ms(),
-        };
+    async fn mark(&self, out: &FeedOutputs, checkpoint: &Checkpoint) -> Result<(), StageError> {
+        let checkpoint = Checkpoint { read_at_unix_ms: crate::state::unix_ms(), ..checkpoint.clone() };
         out.commit.send(CommitMsg::Mark { last_seq: self.last_seq(), checkpoint }).await.map_err(|_| StageError::Closed)
     }
 
@@ -182,76 +187,74 @@ impl<S: ChangeSource> ChangeFeed<S> {
         StageError::Failed(format!("change feed: {e}"))
     }
 
+    /// True when `cp` holds a position in exactly the change logs this scope follows.
+    fn follows_this_scope(&self, cp: &Checkpoint) -> bool {
+        cp.feeds.len() == self.logs.len() && cp.feeds.iter().zip(&self.logs).all(|((log, _), want)| log == want)
+    }
+
     /// Runs until caught up (`once`) or until the outputs close.
     pub async fn run(&self, out: &FeedOutputs) -> Result<(), StageError> {
-        let saved = self.store.checkpoint().map_err(|e| StageError::Fatal(e.to_string()))?;
-        let (mut start_token, mut phase) = match saved {
-            Some(cp) => (cp.start_token, cp.phase),
-            None => {
-                let token = self.fresh_start().await?;
-                self.start_listing(out).await?;
-                (token, FeedPhase::Listing { job: 0, page_token: None })
+        let mut cp = match self.store.checkpoint().map_err(|e| StageError::Fatal(e.to_string()))? {
+            Some(cp) if self.follows_this_scope(&cp) => cp,
+            Some(_) => {
+                tracing::warn!(
+                    "the saved checkpoint follows other change logs than this scope (written by an older version, or the drives in scope changed): listing everything again"
+                );
+                self.start_over(out).await?
             }
+            None => self.start_over(out).await?,
         };
-        self.mark(out, &start_token, &phase).await?;
+        self.mark(out, &cp).await?;
         loop {
             self.serve_refreshes(out).await?;
-            phase = match phase {
-                FeedPhase::Listing { job, page_token } => self.list_step(out, &start_token, job, page_token).await?,
-                FeedPhase::Changes { token } => match self.source.changes_page(&token).await {
-                    Err(DriveError::InvalidPageToken(msg)) => {
-                        tracing::warn!(%msg, "saved change token rejected; listing everything again");
-                        start_token = self.fresh_start().await?;
-                        self.start_listing(out).await?;
-                        FeedPhase::Listing { job: 0, page_token: None }
+            match cp.phase.clone() {
+                FeedPhase::Listing { job, page_token } => cp.phase = self.list_step(out, &cp, job, page_token).await?,
+                FeedPhase::Changes { .. } => {
+                    if !self.poll_logs(out, &mut cp).await? {
+                        cp = self.start_over(out).await?;
+                    } else if self.once {
+                        let last_seq = self.last_seq();
+                        out.commit.send(CommitMsg::FeedCaughtUp { last_seq }).await.map_err(|_| StageError::Closed)?;
+                        return self.serve_refreshes_until_closed(out).await;
+                    } else {
+                        self.sleep_until_poll().await;
                     }
-                    Err(e) => return Err(Self::drive_err(e)),
-                    Ok(page) => match self.changes_step(out, page).await? {
-                        (next, true) => next,
-                        (next, false) => {
-                            self.mark(out, &start_token, &next).await?;
-                            if self.once {
-                                let last_seq = self.last_seq();
-                                out.commit
-                                    .send(CommitMsg::FeedCaughtUp { last_seq })
-                                    .await
-                                    .map_err(|_| StageError::Closed)?;
-                                return self.serve_refreshes_until_closed(out).await;
-                            }
-                            self.sleep_until_poll().await;
-                            next
-                        }
-                    },
-                },
-            };
-            self.mark(out, &start_token, &phase).await?;
+                }
+            }
+            self.mark(out, &cp).await?;
         }
     }
 
-    /// A full listing over a store that already holds files (a lost change token, or a checkpoint
-    /// reset) is a mark and sweep: what it does not see is checked against Drive at its end.
-    async fn start_listing(&self, out: &FeedOutputs) -> Result<(), StageError> {
+    /// Takes a start page token of every log, then lists everything. Over a store that already holds
+    /// files (a lost change token, a changed scope) this is a mark and sweep: what the listing does
+    /// not see is checked against Drive at its end.
+    async fn start_over(&self, out: &FeedOutputs) -> Result<Checkpoint, StageError> {
+        let mut feeds = Vec::with_capacity(self.logs.len());
+        for log in &self.logs {
+            feeds.push((log.clone(), self.source.start_page_token(log).await.map_err(Self::drive_err)?));
+        }
         if self.store.has_files() {
             out.commit.send(CommitMsg::ListingStarted).await.map_err(|_| StageError::Closed)?;
         }
-        Ok(())
-    }
-
-    async fn fresh_start(&self) -> Result<String, StageError> {
-        self.source.start_page_token().await.map_err(Self::drive_err)
+        Ok(Checkpoint {
+            start_token: feeds.first().map(|(_, t)| t.clone()).unwrap_or_default(),
+            phase: FeedPhase::Listing { job: 0, page_token: None },
+            read_at_unix_ms: crate::state::unix_ms(),
+            feeds,
+        })
     }
 
     async fn list_step(
         &self,
         out: &FeedOutputs,
-        t0: &str,
+        cp: &Checkpoint,
         job: usize,
         token: Option<String>,
     ) -> Result<FeedPhase, StageError> {
         let Some(j) = self.jobs.get(job) else {
             let last_seq = self.last_seq();
             out.commit.send(CommitMsg::ListingDone { last_seq }).await.map_err(|_| StageError::Closed)?;
-            return Ok(FeedPhase::Changes { token: t0.to_string() });
+            return Ok(FeedPhase::Changes { token: cp.start_token.clone() });
         };
         let page = self.source.list_page(&j.corpus, j.folders_only, token.as_deref()).await.map_err(Self::drive_err)?;
         let ids: Vec<FileId> = page.files.iter().map(|f| f.id.clone()).collect();
@@ -265,18 +268,53 @@ impl<S: ChangeSource> ChangeFeed<S> {
         })
     }
 
-    /// Emits a page of changes; returns the next phase and whether more pages follow at once.
-    async fn changes_step(&self, out: &FeedOutputs, page: ChangePage) -> Result<(FeedPhase, bool), StageError> {
+    /// Reads every log up to its end, one page at a time, offering a checkpoint after each page.
+    /// Returns false when Drive rejected a saved token (the caller lists everything again).
+    async fn poll_logs(&self, out: &FeedOutputs, cp: &mut Checkpoint) -> Result<bool, StageError> {
+        for i in 0..cp.feeds.len() {
+            loop {
+                let (log, token) = cp.feeds[i].clone();
+                let page = match self.source.changes_page(&log, &token).await {
+                    Err(DriveError::InvalidPageToken(msg)) => {
+                        tracing::warn!(?log, %msg, "saved change token rejected; listing everything again");
+                        return Ok(false);
+                    }
+                    Err(e) => return Err(Self::drive_err(e)),
+                    Ok(page) => page,
+                };
+                let (next, more) = self.changes_step(out, page).await?;
+                cp.feeds[i].1 = next;
+                if i == 0 {
+                    cp.phase = FeedPhase::Changes { token: cp.feeds[0].1.clone() };
+                }
+                self.mark(out, cp).await?;
+                if !more {
+                    break;
+                }
+                self.serve_refreshes(out).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Emits a page of changes; returns where the log continues and whether more pages follow now.
+    /// `removed` means "removed from this log" — deleted, access lost, or (in a shared drive's log)
+    /// moved to another drive — so the item is looked up: it is removed only if Drive no longer
+    /// shows it, and otherwise planned where it is now.
+    async fn changes_step(&self, out: &FeedOutputs, page: ChangePage) -> Result<(String, bool), StageError> {
         for c in page.changes {
             let kind = match c.file {
                 Some(f) => ChangeKind::Upsert(f),
-                None => ChangeKind::Removed,
+                None => match self.source.get_file(&c.file_id).await.map_err(Self::drive_err)? {
+                    Some(f) => ChangeKind::Upsert(f),
+                    None => ChangeKind::Removed,
+                },
             };
             self.emit(out, c.file_id, kind, Origin::Change).await?;
         }
         match (page.next_page_token, page.new_start_page_token) {
-            (Some(next), _) => Ok((FeedPhase::Changes { token: next }, true)),
-            (None, Some(new_start)) => Ok((FeedPhase::Changes { token: new_start }, false)),
+            (Some(next), _) => Ok((next, true)),
+            (None, Some(new_start)) => Ok((new_start, false)),
             (None, None) => {
                 Err(StageError::Failed("changes.list page without nextPageToken or newStartPageToken".into()))
             }
@@ -302,6 +340,7 @@ mod tests {
         let mut scope = super::super::planner::Scope { my_drive_root: Some(FileId("r".into())), ..Default::default() };
         scope.shared.insert(DriveId("d1".into()), "D".into());
         let jobs = listing_jobs(&scope);
+        assert_eq!(change_logs(&scope), [Corpus::MyDrive, Corpus::SharedDrive(DriveId("d1".into()))]);
         assert_eq!(jobs.len(), 4);
         assert!(jobs[0].folders_only && !jobs[1].folders_only);
         assert_eq!(jobs[2].corpus, Corpus::SharedDrive(DriveId("d1".into())));

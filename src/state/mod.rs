@@ -33,6 +33,30 @@ pub struct Checkpoint {
     pub phase: FeedPhase,
     /// When the feed read the page this checkpoint resumes after (Unix ms): the last poll time.
     pub read_at_unix_ms: u64,
+    /// One token per change log followed (the user's for My Drive, each shared drive's own): while
+    /// listing, the start page token taken before the listing; after, where that log resumes. A
+    /// checkpoint whose logs are not those of the current scope (written before per-drive logs, or a
+    /// drive joined the scope) is resumed by listing everything again (mark and sweep).
+    pub feeds: Vec<(crate::drive::Corpus, String)>,
+}
+
+/// A checkpoint, also one written before per-drive change logs (no `feeds`: it resumes with a relist).
+fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, StoreError> {
+    #[derive(Deserialize)]
+    struct OneLog {
+        start_token: String,
+        phase: FeedPhase,
+        read_at_unix_ms: u64,
+    }
+    codec::decode::<Checkpoint>(bytes).or_else(|e| {
+        let old: OneLog = codec::decode(bytes).map_err(|_| e)?;
+        Ok(Checkpoint {
+            start_token: old.start_token,
+            phase: old.phase,
+            read_at_unix_ms: old.read_at_unix_ms,
+            feeds: vec![],
+        })
+    })
 }
 
 /// Now, in Unix milliseconds.
@@ -268,7 +292,7 @@ impl Store {
 
     /// The saved feed checkpoint.
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        self.checkpoints.get(CHECKPOINT_KEY)?.map(|v| codec::decode(&v)).transpose()
+        self.checkpoints.get(CHECKPOINT_KEY)?.map(|v| decode_checkpoint(&v)).transpose()
     }
 
     /// The first seq a new run should use.
@@ -745,6 +769,7 @@ mod tests {
                     read_at_unix_ms: 1,
                     start_token: "t0".into(),
                     phase: FeedPhase::Changes { token: "t9".into() },
+                    feeds: vec![(crate::drive::Corpus::MyDrive, "t9".into())],
                 }),
                 next_seq: 3,
                 ..Default::default()
@@ -852,7 +877,8 @@ mod tests {
         moved.key = ObjectKey("my-drive/new".into());
         apply(&s, vec![outcome(1, "a", OutcomeKind::Committed(moved))]);
         s.set_claim(&FileId("a".into()), "my-drive/new").unwrap();
-        let left = |key: &str| Intent { key: ObjectKey(key.into()), file: FileId("a".into()), moves_recorded_bytes: false };
+        let left =
+            |key: &str| Intent { key: ObjectKey(key.into()), file: FileId("a".into()), moves_recorded_bytes: false };
         s.record_intents(&[left("my-drive/old"), left("my-drive/taken")]).unwrap();
         s.set_claim(&FileId("b".into()), "my-drive/taken").unwrap();
         let verdicts: Vec<(String, Unfinished)> =
@@ -861,5 +887,20 @@ mod tests {
             verdicts,
             [("my-drive/old".to_string(), Unfinished::Orphan), ("my-drive/taken".to_string(), Unfinished::Owned)]
         );
+    }
+
+    #[test]
+    fn a_checkpoint_from_before_per_drive_logs_decodes_with_no_logs() {
+        #[derive(Serialize)]
+        struct OneLog {
+            start_token: String,
+            phase: FeedPhase,
+            read_at_unix_ms: u64,
+        }
+        let old =
+            OneLog { start_token: "t0".into(), phase: FeedPhase::Changes { token: "t7".into() }, read_at_unix_ms: 5 };
+        let cp = decode_checkpoint(&codec::encode(&old).unwrap()).unwrap();
+        assert_eq!(cp.phase, FeedPhase::Changes { token: "t7".into() });
+        assert!(cp.feeds.is_empty(), "no log matches a scope: the feed lists everything again");
     }
 }

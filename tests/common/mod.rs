@@ -287,6 +287,8 @@ pub fn small_corpus(hostile: bool) -> EmulatorConfig {
         shared_drives: 1,
         hostile,
         big_file_mib: 0,
+        // As Google documents it: shared-drive changes only in each drive's own log.
+        drive_changes_in_user_log: false,
         ..Default::default()
     }
 }

@@ -1,0 +1,58 @@
+//! Drive as Google documents it: changes to shared-drive items may appear only in that drive's own
+//! change log ("Retrieve changes"), so the emulator here keeps them out of the user's log
+//! (`drive_changes_in_user_log = false`, as every test corpus does) and the mirror must still follow
+//! every change in every drive.
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+
+async fn mutate(env: &TestEnv, ops: Vec<Value>) {
+    let r = env.control("mutate", json!({ "ops": ops })).await;
+    assert!(r.get("error").is_none_or(|e| e.is_null()), "{r}");
+}
+
+async fn run_once_exact(env: &TestEnv, config: &std::path::Path) {
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = env.tree().await;
+    assert_exact_mirror(config, &expected_files(&tree)).await;
+    assert_paths_follow_drive(config, &tree);
+}
+
+/// Creates, content updates, renames, moves, trashes and deletes inside two shared drives (and My
+/// Drive) after the first sync: each reaches the mirror through its drive's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_drive_changes_are_read_from_each_drives_own_log() {
+    for seed in [31u64, 32] {
+        let mut corpus = small_corpus(false);
+        corpus.seed = seed;
+        corpus.shared_drives = 2;
+        assert!(!corpus.drive_changes_in_user_log);
+        let env = TestEnv::start(corpus).await;
+        let config = env.config("logs", &env.local_dest("mirror"), "");
+        run_once_exact(&env, &config).await;
+
+        let tree = env.tree().await;
+        let mut ops = Vec::new();
+        for (n, drive) in tree.drives.iter().enumerate() {
+            ops.push(
+                json!({"op": "create", "parent": drive.id, "name": format!("new-in-drive-{n}.bin"), "size": 1234 + n}),
+            );
+            let files: Vec<_> = tree
+                .items
+                .iter()
+                .filter(|i| i.drive_id.as_deref() == Some(drive.id.as_str()) && i.md5.is_some() && !i.trashed)
+                .collect();
+            assert!(files.len() >= 3, "corpus has files in shared drive {}", drive.id);
+            ops.push(json!({"op": "update_content", "id": files[0].id, "size": 4321}));
+            ops.push(json!({"op": "rename", "id": files[1].id, "name": format!("renamed-in-drive-{n}.bin")}));
+            ops.push(json!({"op": "delete", "id": files[2].id}));
+        }
+        mutate(&env, ops).await;
+        run_once_exact(&env, &config).await;
+
+        mutate(&env, vec![json!({"op": "random", "count": 200, "seed": seed})]).await;
+        run_once_exact(&env, &config).await;
+    }
+}
