@@ -134,13 +134,17 @@ async fn list_inner(app: &App, p: &Params) -> Result<Response, ApiError> {
             return Err(ApiError::drive_not_found(d));
         }
         let after = match p.get("pageToken").filter(|t| !t.is_empty()) {
-            Some(t) => parse_list_token(t, st.log.epoch, fp)
+            Some(t) => parse_list_token(t, st.log.epoch.wrapping_add(st.list_epoch), fp)
                 .ok_or_else(|| ApiError::invalid_value("pageToken", "Invalid Value"))?,
             None => 0,
         };
         let size = page_size.min(st.config.page_size_max.max(1));
         let (items, more) = st.list(&scope, &query, after, size);
-        let next = if more { items.last().map(|i| list_token(st.log.epoch, i.seq, fp)) } else { None };
+        let next = if more {
+            items.last().map(|i| list_token(st.log.epoch.wrapping_add(st.list_epoch), i.seq, fp))
+        } else {
+            None
+        };
         let pending: Vec<Pending> = items.iter().map(|i| st.render(i, with_digests)).collect();
         (pending, next)
     };
@@ -199,14 +203,15 @@ pub(crate) async fn drives_list(
         let page_size = p.int_in("pageSize", 10, 1, 100)?;
         let st = app.state();
         let after = match p.get("pageToken").filter(|t| !t.is_empty()) {
-            Some(t) => parse_list_token(t, st.log.epoch, 0xd71e)
+            Some(t) => parse_list_token(t, st.log.epoch.wrapping_add(st.list_epoch), 0xd71e)
                 .ok_or_else(|| ApiError::invalid_value("pageToken", "Invalid Value"))?,
             None => 0,
         } as usize;
         let drives: Vec<Value> = st.corpus.drives.iter().skip(after).take(page_size).map(drive_json).collect();
         let mut body = json!({"kind": "drive#driveList", "drives": drives});
         if after + page_size < st.corpus.drives.len() {
-            body["nextPageToken"] = json!(list_token(st.log.epoch, (after + page_size) as u64, 0xd71e));
+            body["nextPageToken"] =
+                json!(list_token(st.log.epoch.wrapping_add(st.list_epoch), (after + page_size) as u64, 0xd71e));
         }
         Ok(json_response(mask.apply(body)))
     })

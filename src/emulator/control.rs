@@ -260,6 +260,14 @@ pub(crate) async fn stats(AxState(app): AxState<Arc<App>>) -> Response {
     json_response(json!(app.stats.snapshot()))
 }
 
+/// `POST /_emu/expire_page_tokens`: every `files.list` page token handed out so far is rejected from
+/// now on (400 `invalid`), as Drive may do with an old page token; change tokens keep working.
+pub(crate) async fn expire_page_tokens(AxState(app): AxState<Arc<App>>) -> Response {
+    let mut st = app.state();
+    st.list_epoch = st.list_epoch.wrapping_add(1);
+    json_response(json!({"list_epoch": st.list_epoch}))
+}
+
 /// `POST /_emu/stats/reset`.
 pub(crate) async fn stats_reset(AxState(app): AxState<Arc<App>>) -> Response {
     app.stats.reset();

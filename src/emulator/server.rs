@@ -47,6 +47,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/tree", get(control::tree))
         .route("/stats", get(control::stats))
         .route("/stats/reset", post(control::stats_reset))
+        .route("/expire_page_tokens", post(control::expire_page_tokens))
         .route("/refresh_token", post(control::refresh_token));
     let mut router = Router::new()
         .route("/token", post(token))

@@ -18,6 +18,9 @@ pub(crate) struct State {
     pub config: EmulatorConfig,
     pub corpus: Corpus,
     pub log: ChangeLog,
+    /// Bumped by `/_emu/expire_page_tokens`: every `files.list` page token issued before is rejected
+    /// (400), as Drive does with a page token that expired. Change tokens stay valid.
+    pub list_epoch: u32,
 }
 
 /// Which items a listing covers.
@@ -57,7 +60,7 @@ impl State {
     /// Fresh state for `config`; `epoch` makes older tokens invalid.
     pub fn new(config: EmulatorConfig, epoch: u32) -> State {
         let corpus = corpus::generate(&config);
-        State { config, corpus, log: ChangeLog::new(epoch) }
+        State { config, corpus, log: ChangeLog::new(epoch), list_epoch: 0 }
     }
 
     /// Record that `id` reached a new state (bumping nothing: callers bump version).

@@ -256,7 +256,16 @@ impl<S: ChangeSource> ChangeFeed<S> {
             out.commit.send(CommitMsg::ListingDone { last_seq }).await.map_err(|_| StageError::Closed)?;
             return Ok(FeedPhase::Changes { token: cp.start_token.clone() });
         };
-        let page = self.source.list_page(&j.corpus, j.folders_only, token.as_deref()).await.map_err(Self::drive_err)?;
+        let page = match self.source.list_page(&j.corpus, j.folders_only, token.as_deref()).await {
+            // Google: a rejected page token "should be discarded, and pagination restarted from the
+            // first page". The pages already emitted are applied again harmlessly (the planner skips
+            // what the store holds), and the mark and sweep at the end still sees every item.
+            Err(DriveError::Api { status: 400, message, .. }) if token.is_some() => {
+                tracing::warn!(corpus = ?j.corpus, %message, "listing page token rejected; restarting this listing from its first page");
+                return Ok(FeedPhase::Listing { job, page_token: None });
+            }
+            other => other.map_err(Self::drive_err)?,
+        };
         let ids: Vec<FileId> = page.files.iter().map(|f| f.id.clone()).collect();
         for f in page.files {
             self.emit(out, f.id.clone(), ChangeKind::Upsert(f), Origin::Listing).await?;

@@ -1,7 +1,7 @@
-//! Drive as Google documents it: changes to shared-drive items may appear only in that drive's own
-//! change log ("Retrieve changes"), so the emulator here keeps them out of the user's log
-//! (`drive_changes_in_user_log = false`, as every test corpus does) and the mirror must still follow
-//! every change in every drive.
+//! Drive as Google documents it, not as kindly as an emulator could: changes to shared-drive items may
+//! appear only in that drive's own change log ("Retrieve changes"), so the emulator here keeps them out
+//! of the user's log (`drive_changes_in_user_log = false`, as every test corpus does); listing page
+//! tokens may be rejected later ("should be discarded, and pagination restarted from the first page").
 
 mod common;
 use common::*;
@@ -55,4 +55,30 @@ async fn shared_drive_changes_are_read_from_each_drives_own_log() {
         mutate(&env, vec![json!({"op": "random", "count": 200, "seed": seed})]).await;
         run_once_exact(&env, &config).await;
     }
+}
+
+/// Killed during the initial listing (by amount of work), then every listing page token expires: the
+/// next run restarts that listing from its first page instead of failing for ever, and ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_listing_page_token_restarts_the_listing() {
+    let mut corpus = small_corpus(false);
+    corpus.files = 120;
+    corpus.page_size_max = 7;
+    let env = TestEnv::start(corpus).await;
+    let mirror = env.local_dest("mirror");
+    let crashing = env.config("expire", &mirror, "[testing]\ncrash_after_writes = 40");
+    let out = mirrorflow(&["run", "--once", crashing.to_str().unwrap()]).await;
+    assert_ne!(out.status.code(), Some(0), "the run was to be killed part-way\n{}", text(&out));
+    {
+        let (_cfg, store, _dest) = open(&crashing);
+        let phase = store.checkpoint().unwrap().expect("a checkpoint was saved before the kill").phase;
+        assert!(
+            matches!(phase, mirrorflow::state::FeedPhase::Listing { page_token: Some(_), .. }),
+            "the kill was to come part-way through a listing: {phase:?}"
+        );
+    }
+    let r = env.control("expire_page_tokens", json!({})).await;
+    assert!(r.get("error").is_none_or(|e| e.is_null()), "{r}");
+    let config = env.config("expire", &mirror, "");
+    run_once_exact(&env, &config).await;
 }
