@@ -289,6 +289,8 @@ pub enum SkipReason {
     NotInScope,
     /// Drive changed while we were downloading; a newer change will come.
     Stale,
+    /// Deleted (or access lost) in Drive before its bytes were read: its removal is in the change log.
+    Gone,
 }
 
 /// Dead-letter entry: a file we could not mirror and why.

@@ -82,3 +82,38 @@ async fn an_expired_listing_page_token_restarts_the_listing() {
     let config = env.config("expire", &mirror, "");
     run_once_exact(&env, &config).await;
 }
+
+/// A file deleted between its change and its download (404 on its bytes) is not a failure: the run
+/// exits 0 with no dead letter, and the next run applies the removal. Both for a new file (no record:
+/// its removal is out of scope, which also clears any dead letter) and a changed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_deleted_before_its_download_is_not_dead_lettered() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let config = env.config("gone", &env.local_dest("mirror"), "");
+    run_once_exact(&env, &config).await;
+    let tree = env.tree().await;
+    let changed =
+        tree.items.iter().find(|i| i.md5.is_some() && !i.trashed && i.size.unwrap_or(0) > 0).unwrap().id.clone();
+    let r = env
+        .control(
+            "mutate",
+            json!({"ops": [
+                {"op": "create", "parent": tree.root_id, "name": "short-lived.bin", "size": 999},
+                {"op": "update_content", "id": changed},
+            ]}),
+        )
+        .await;
+    let created = r["created"][0].as_str().unwrap().to_string();
+    env.control("faults", json!({"delete_on_download_ids": [created, changed]})).await;
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "a file gone from Drive is not a failure\n{}", text(&out));
+    let stats = env.stats().await;
+    assert!(
+        stats["requests"]["files.get.media 404"].as_u64().unwrap_or(0) >= 2,
+        "both downloads found the files gone: {stats}"
+    );
+    env.control("faults", json!({})).await;
+    run_once_exact(&env, &config).await;
+    let (_cfg, store, _dest) = open(&config);
+    assert!(store.dead_letters().unwrap().is_empty());
+}

@@ -520,6 +520,9 @@ impl crate::stages::downloader::ByteSource for DriveClient {
     async fn open(&self, file: &FileId, source: &crate::model::Source, offset: u64) -> Result<ByteStream, DriveError> {
         DriveClient::open(self, file, source, offset).await
     }
+    async fn still_exists(&self, file: &FileId) -> Result<bool, DriveError> {
+        Ok(DriveClient::get_file(self, file).await?.is_some_and(|f| !f.trashed))
+    }
 }
 
 impl crate::stages::planner::FolderLookup for DriveClient {

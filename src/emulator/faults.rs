@@ -33,6 +33,9 @@ pub struct FaultSettings {
     pub seed: u64,
     /// Extra ids flagged as abusive (403 cannotDownloadAbusiveFile without acknowledgeAbuse).
     pub abuse_ids: Vec<String>,
+    /// Ids deleted for good the moment their bytes are asked for (alt=media): the client read the
+    /// change, then the file went away before its download (404, and a removal in the change log).
+    pub delete_on_download_ids: Vec<String>,
 }
 
 /// What to do with one request.
@@ -64,6 +67,11 @@ impl Faults {
     /// Current settings.
     pub fn get(&self) -> FaultSettings {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.clone()
+    }
+
+    /// Is `id` to be deleted when its bytes are asked for?
+    pub fn deletes_on_download(&self, id: &str) -> bool {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.delete_on_download_ids.iter().any(|a| a == id)
     }
 
     /// Is `id` flagged abusive by the fault settings?

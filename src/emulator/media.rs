@@ -67,7 +67,10 @@ pub(crate) async fn media(
 ) -> Result<Response, ApiError> {
     let ack = p.flag("acknowledgeAbuse", false)?;
     let src = {
-        let st = app.state();
+        let mut st = app.state();
+        if app.faults.deletes_on_download(id) {
+            let _ = st.apply(&super::MutateOp::Delete { id: id.to_string() });
+        }
         let item = visible(&st, id, p)?;
         let Kind::Binary { blob, .. } = &item.kind else {
             return Err(ApiError::not_downloadable());

@@ -23,6 +23,8 @@ pub trait ByteSource: Send + Sync + 'static {
         source: &Source,
         offset: u64,
     ) -> impl Future<Output = Result<ByteStream, DriveError>> + Send;
+    /// Whether Drive still shows the file (`files.get`), asked when its bytes answer 404.
+    fn still_exists(&self, file: &FileId) -> impl Future<Output = Result<bool, DriveError>> + Send;
 }
 
 /// A piece of a transfer on the chunk channel.
@@ -126,6 +128,7 @@ impl<B: ByteSource> Downloader<B> {
         let mut resume = self.resumable_upload(&planned, &source);
         let (stream, offset) = match self.open_at_resume_point(&planned, &source, &mut resume).await {
             Ok(opened) => opened,
+            Err(e) if self.is_gone(&planned.file.id, &e).await => return self.skip_gone(planned, emit).await,
             Err(e) => return self.dead_letter(planned, e, emit).await,
         };
         let (tx, rx) = mpsc::channel(self.chunk_depth);
@@ -172,6 +175,20 @@ impl<B: ByteSource> Downloader<B> {
             }
         }
         Ok((self.source.open(&planned.file.id, source, 0).await?, 0))
+    }
+
+    /// A 404 on the bytes of a file Drive no longer shows: it was deleted (or access was lost) after
+    /// the change was read, and its removal is in the change log. Not a failure. A 404 on a file
+    /// Drive still shows is one (dead-lettered), so nothing is skipped that could be mirrored.
+    async fn is_gone(&self, file: &FileId, e: &DriveError) -> bool {
+        matches!(e, DriveError::Api { status: 404, .. }) && matches!(self.source.still_exists(file).await, Ok(false))
+    }
+
+    async fn skip_gone(&self, planned: Planned, emit: &Emit<Transfer>) -> Result<(), StageError> {
+        tracing::info!(file = %planned.file.id, "gone from Drive before its download; its removal follows");
+        crate::metrics::event(Self::NAME_STATIC, "gone");
+        let kind = OutcomeKind::Skipped(crate::model::SkipReason::Gone);
+        emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind }).await
     }
 
     async fn dead_letter(&self, planned: Planned, e: DriveError, emit: &Emit<Transfer>) -> Result<(), StageError> {

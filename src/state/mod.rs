@@ -5,7 +5,9 @@ mod claims;
 pub mod codec;
 pub mod watermark;
 
-use crate::model::{ChangeSeq, DeadLetter, FileId, FileRecord, FolderRecord, ObjectKey, Outcome, OutcomeKind, Refresh};
+use crate::model::{
+    ChangeSeq, DeadLetter, FileId, FileRecord, FolderRecord, ObjectKey, Outcome, OutcomeKind, Refresh, SkipReason,
+};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -387,6 +389,11 @@ impl Store {
                 b.insert(&self.dlq, id, codec::encode(d)?);
                 report.dead_lettered_in_batch.push(o.file_id.clone());
                 report.dead_letters_changed = true;
+            }
+            // Trashed, out of scope, or gone before its download: whatever made it a dead letter no
+            // longer applies (every later run would otherwise exit 3 for a file that is not there).
+            OutcomeKind::Skipped(SkipReason::NotInScope | SkipReason::Gone) => {
+                self.stage_dlq_removal(b, &o.file_id, report)?
             }
             OutcomeKind::Skipped(_) => {}
             OutcomeKind::TreeChanged(t) => self.stage_tree(b, o, t)?,
