@@ -55,8 +55,35 @@ pub struct Webhook {
     pub local_addr: SocketAddr,
 }
 
+/// Drive's longest channel lifetime for the changes resource (one week, Drive API "Push
+/// notifications"): a longer `channel_ttl` is clamped to it.
+pub const MAX_CHANGES_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// First wait before registering again after a failed registration or renewal; doubles up to
+/// [`MAX_RETRY`]. Polling goes on meanwhile.
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// The lifetime asked of Drive: the configured one, at most Drive's maximum.
+pub fn clamp_ttl(ttl: Duration) -> Duration {
+    ttl.min(MAX_CHANGES_TTL)
+}
+
+/// When to renew a channel Drive says expires at `expiration_ms`: at 80 % of the time left (never
+/// sooner than in one second), so a channel Drive granted for less than asked is renewed in time.
+pub fn renewal_delay(expiration_ms: i64, now_ms: i64) -> Duration {
+    let left = expiration_ms.saturating_sub(now_ms).max(0) as u64;
+    Duration::from_millis(left * 4 / 5).max(Duration::from_secs(1))
+}
+
+fn now_ms() -> i64 {
+    crate::state::unix_ms() as i64
+}
+
 impl Webhook {
-    /// Binds `listen`, registers a channel delivering to `public_url`, and renews it at 80% of `ttl`.
+    /// Binds `listen` and registers a channel delivering to `public_url` (lifetime `ttl`, clamped to
+    /// Drive's maximum), renewed from the expiration Drive returns. A registration that fails is
+    /// retried with backoff while the feed keeps polling; only a listen address that cannot be bound
+    /// is an error.
     pub async fn start(
         listen: SocketAddr,
         public_url: String,
@@ -64,6 +91,7 @@ impl Webhook {
         drive: Arc<DriveClient>,
         wake: Arc<Notify>,
     ) -> Result<Webhook, String> {
+        let ttl = clamp_ttl(ttl);
         let accepted = Arc::new(Mutex::new(Accepted::default()));
         let shared = Shared { accepted: accepted.clone(), wake };
         let app = axum::Router::new().fallback(axum::routing::post(notification)).with_state(shared);
@@ -73,11 +101,20 @@ impl Webhook {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        let first = drive.watch_changes(&public_url, ttl).await.map_err(|e| format!("changes.watch: {e}"))?;
-        accepted.lock().unwrap_or_else(|p| p.into_inner()).channels.push(first);
+        let first_wait = match drive.watch_changes(&public_url, ttl).await {
+            Ok(first) => {
+                let wait = renewal_delay(first.expiration_ms, now_ms());
+                accepted.lock().unwrap_or_else(|p| p.into_inner()).channels.push(first);
+                wait
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "push channel registration failed; polling continues, retrying");
+                FIRST_RETRY
+            }
+        };
         let (acc, d) = (accepted.clone(), drive.clone());
         let task = tokio::spawn(async move {
-            renew_forever(acc, d, public_url, ttl).await;
+            keep_registered(acc, d, public_url, ttl, first_wait).await;
             server.abort();
         });
         Ok(Webhook { task, accepted, drive, local_addr })
@@ -95,11 +132,22 @@ impl Webhook {
     }
 }
 
-async fn renew_forever(accepted: Arc<Mutex<Accepted>>, drive: Arc<DriveClient>, public_url: String, ttl: Duration) {
+/// Registers a new channel each time the current one is due (or after a failure, with backoff),
+/// then stops the one it replaces.
+async fn keep_registered(
+    accepted: Arc<Mutex<Accepted>>,
+    drive: Arc<DriveClient>,
+    public_url: String,
+    ttl: Duration,
+    mut wait: Duration,
+) {
+    let mut retry = FIRST_RETRY;
     loop {
-        tokio::time::sleep(ttl.mul_f64(0.8)).await;
+        tokio::time::sleep(wait).await;
         match drive.watch_changes(&public_url, ttl).await {
             Ok(new) => {
+                wait = renewal_delay(new.expiration_ms, now_ms());
+                retry = FIRST_RETRY;
                 let old: Vec<WatchChannel> = {
                     let mut a = accepted.lock().unwrap_or_else(|p| p.into_inner());
                     let old = std::mem::take(&mut a.channels);
@@ -109,9 +157,13 @@ async fn renew_forever(accepted: Arc<Mutex<Accepted>>, drive: Arc<DriveClient>, 
                 for ch in old {
                     let _ = drive.stop_channel(&ch).await;
                 }
-                tracing::info!("push channel renewed");
+                tracing::info!(renew_in = ?wait, "push channel registered");
             }
-            Err(e) => tracing::warn!(error = %e, "push channel renewal failed; polling continues, will retry"),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?retry, "push channel registration failed; polling continues");
+                wait = retry;
+                retry = (retry * 2).min(MAX_RETRY);
+            }
         }
     }
 }
@@ -135,5 +187,14 @@ mod tests {
         h.insert("x-goog-channel-id", "other".parse().unwrap());
         h.insert("x-goog-channel-token", "secret".parse().unwrap());
         assert!(!verify(&h, &[ch()]));
+    }
+
+    #[test]
+    fn the_lifetime_is_clamped_to_a_week_and_renewal_follows_drives_expiration() {
+        assert_eq!(clamp_ttl(Duration::from_secs(30 * 24 * 3600)), MAX_CHANGES_TTL);
+        assert_eq!(clamp_ttl(Duration::from_secs(3600)), Duration::from_secs(3600));
+        // Drive granted 10 minutes although more was asked: renew after 8, not after 80 % of the ask.
+        assert_eq!(renewal_delay(1_000 + 600_000, 1_000), Duration::from_secs(480));
+        assert_eq!(renewal_delay(0, 5_000), Duration::from_secs(1), "already expired: renew at once");
     }
 }

@@ -8,7 +8,7 @@ use crate::dest::keys;
 use crate::drive::DriveError;
 use crate::model::*;
 use crate::state::Store;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -178,7 +178,14 @@ pub struct Planner<L: FolderLookup> {
     requests: Vec<Refresh>,
     /// Ancestors looked up while planning the event, recorded before its action.
     discovered: Vec<FolderRecord>,
+    /// Folders known to lie outside the scope (gone, trashed, or in nobody's mirrored drive: the
+    /// parents of items shared with the user), so their children cost no `files.get` each time.
+    /// Bounded (cleared when full); an item's entry goes as soon as any event about it is planned.
+    out_of_scope: HashSet<FileId>,
 }
+
+/// Entries of the out-of-scope cache before it is cleared.
+const OUT_OF_SCOPE_CACHE: usize = 10_000;
 
 impl<L: FolderLookup> Planner<L> {
     /// Loads the folder map and key claims from the store.
@@ -201,6 +208,7 @@ impl<L: FolderLookup> Planner<L> {
             faults,
             requests: Vec::new(),
             discovered: Vec::new(),
+            out_of_scope: HashSet::new(),
         };
         for f in p.store.all_folders().map_err(fatal)? {
             p.folders.insert(f.id.clone(), f);
@@ -301,12 +309,19 @@ impl<L: FolderLookup> Planner<L> {
             if let Some(f) = self.folders.get(&parent) {
                 break f.key.0.clone();
             }
+            if self.out_of_scope.contains(&parent) {
+                self.remember_out_of_scope(chain.iter().map(|f| f.id.clone()));
+                return Ok(None);
+            }
             match self.lookup.lookup(&parent).await {
                 Ok(Some(folder)) if folder.is_folder() && !folder.trashed => {
                     chain.push(folder.clone());
                     child = folder;
                 }
-                Ok(_) => return Ok(None),
+                Ok(_) => {
+                    self.remember_out_of_scope(chain.iter().map(|f| f.id.clone()).chain([parent]));
+                    return Ok(None);
+                }
                 Err(e) => {
                     return Err(StageError::Failed(format!("cannot resolve parent {parent}: {e}")));
                 }
@@ -325,6 +340,15 @@ impl<L: FolderLookup> Planner<L> {
             prefix = key;
         }
         Ok(Some(prefix))
+    }
+
+    fn remember_out_of_scope(&mut self, ids: impl Iterator<Item = FileId>) {
+        for id in ids {
+            if self.out_of_scope.len() >= OUT_OF_SCOPE_CACHE {
+                self.out_of_scope.clear();
+            }
+            self.out_of_scope.insert(id);
+        }
     }
 
     fn drive_in_scope(&self, f: &DriveFile) -> bool {
@@ -354,6 +378,8 @@ impl<L: FolderLookup> Planner<L> {
 
     /// Plans one event; returns the action, or the outcome when no I/O is needed.
     pub async fn plan(&mut self, event: ChangeEvent) -> Result<Result<Planned, Outcome>, StageError> {
+        // Whatever this item was, its change may bring it into the scope.
+        self.out_of_scope.remove(&event.file_id);
         if self.folders.contains_key(&event.file_id) {
             self.barrier.drain().await;
         }
@@ -693,6 +719,45 @@ mod tests {
             Err(Outcome { kind: OutcomeKind::FolderRecorded(r), .. }) => r.key.0,
             Err(o) => panic!("unexpected {o:?}"),
         }
+    }
+
+    /// Answers every lookup with "not there", counting the calls.
+    #[derive(Default)]
+    struct CountingLookup(std::sync::atomic::AtomicUsize);
+    impl FolderLookup for CountingLookup {
+        async fn lookup(&self, _id: &FileId) -> Result<Option<DriveFile>, DriveError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_out_of_scope_parent_is_looked_up_once_until_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new() };
+        let layout =
+            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None };
+        let lookup = Arc::new(CountingLookup::default());
+        let mut p = Planner::new(
+            Store::open(dir.path()).unwrap(),
+            lookup.clone(),
+            scope,
+            layout,
+            Arc::default(),
+            Arc::default(),
+        )
+        .unwrap();
+        let calls = || lookup.0.load(std::sync::atomic::Ordering::SeqCst);
+        for (seq, id) in [(1, "shared1"), (2, "shared2"), (3, "shared3")] {
+            let outcome = p.plan(upsert(seq, file(id, "s.txt", "elsewhere"))).await.unwrap();
+            assert!(matches!(outcome, Err(Outcome { kind: OutcomeKind::Skipped(SkipReason::NotInScope), .. })));
+        }
+        assert_eq!(calls(), 1, "the parent outside the scope is asked about once");
+        // A change of that folder (it may have moved into the scope) forgets what was known of it.
+        let _ = p.plan(upsert(4, file("elsewhere", "f", "further"))).await.unwrap();
+        let before = calls();
+        let _ = p.plan(upsert(5, file("shared4", "s.txt", "elsewhere"))).await.unwrap();
+        assert_eq!(calls(), before + 1);
     }
 
     #[test]
