@@ -412,6 +412,29 @@ fn checkpoint(n: u64) -> Checkpoint {
     }
 }
 
+/// A committer stage over a fresh store in `dir`, starting from `state`, with the receivers of what
+/// it releases and publishes.
+fn committer_over(
+    dir: &tempfile::TempDir,
+    state: CommitState,
+) -> (Committer, mpsc::Receiver<ChangeEvent>, watch::Receiver<Progress>) {
+    let (release, release_rx) = mpsc::channel(16);
+    let (progress, progress_rx) = watch::channel(Progress::default());
+    let committer = Committer {
+        store: Store::open(dir.path()).unwrap(),
+        state: Arc::new(Mutex::new(state)),
+        in_flight: Arc::new(InFlight::default()),
+        release,
+        progress,
+        next_seq: Arc::new(AtomicU64::new(1)),
+        refresh_wake: Arc::default(),
+        faults: Arc::new(FailureInjector::default()),
+        audit_retention: Duration::from_secs(30 * 24 * 3600),
+        next_prune: None,
+    };
+    (committer, release_rx, progress_rx)
+}
+
 fn bench_committer(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("committer");
@@ -443,21 +466,7 @@ fn bench_committer(c: &mut Criterion) {
     // The committer stage as the pipeline runs it: watermark, checkpoint gate (one page mark per
     // batch, so every batch persists with SyncData), spawn_blocking store write, release, progress.
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let (release, mut release_rx) = mpsc::channel(16);
-    let (progress, _progress_rx) = watch::channel(Progress::default());
-    let mut committer = Committer {
-        store,
-        state: Arc::new(Mutex::new(CommitState::new(1))),
-        in_flight: Arc::new(InFlight::default()),
-        release,
-        progress,
-        next_seq: Arc::new(AtomicU64::new(1)),
-        refresh_wake: Arc::default(),
-        faults: Arc::new(FailureInjector::default()),
-        audit_retention: Duration::from_secs(30 * 24 * 3600),
-        next_prune: None,
-    };
+    let (mut committer, mut release_rx, _progress_rx) = committer_over(&dir, CommitState::new(1));
     let (emit, _next_rx, _commit_rx) = emit::<()>(1);
     let committer = &mut committer;
     let mut next = 0usize;
@@ -482,25 +491,11 @@ fn bench_committer(c: &mut Criterion) {
     // whatever that backlog (issue 11: it used to clone the whole state twice per batch).
     for held in [0usize, 100_000] {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
         let mut state = CommitState::new(1);
         for seq in 2..=held as u64 + 1 {
             state.watermark.finish(seq);
         }
-        let (release, mut release_rx) = mpsc::channel(16);
-        let (progress, _progress_rx) = watch::channel(Progress::default());
-        let mut committer = Committer {
-            store,
-            state: Arc::new(Mutex::new(state)),
-            in_flight: Arc::new(InFlight::default()),
-            release,
-            progress,
-            next_seq: Arc::new(AtomicU64::new(1)),
-            refresh_wake: Arc::default(),
-            faults: Arc::new(FailureInjector::default()),
-            audit_retention: Duration::from_secs(30 * 24 * 3600),
-            next_prune: None,
-        };
+        let (mut committer, mut release_rx, _progress_rx) = committer_over(&dir, state);
         let committer = &mut committer;
         let mut next = held + 1;
         g.bench_function(format!("held_event_process_1024_after_{held}_finished"), |b| {
