@@ -177,7 +177,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         tracing::info!("the previous run did not end cleanly: key claims are rebuilt from the committed records");
         store.forget_claims()?;
     }
-    abort_orphaned_uploads(&store, &dest).await?;
+    abort_recorded_uploads(&store, &dest, true).await?;
     settle_unfinished_writes(&store, &dest).await?;
     let adopting = crate::adopt::begin_if_needed(&store, &dest).await?;
     let drive = Arc::new(drive_client(cfg).await?);
@@ -380,7 +380,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     write_live_status(&cfg.state.dir, &progress_rx.borrow(), in_flight.len(), false);
     result?;
     if !interrupted || in_flight.is_empty() {
-        abort_stale_uploads(&store, &dest).await?;
+        abort_recorded_uploads(&store, &dest, false).await?;
         store.end_run()?;
     }
     let dead_letters = store.dead_letters()?;
@@ -401,30 +401,18 @@ async fn finish_adoption(
     }
 }
 
-/// Multipart uploads a crashed run left behind are aborted (their files are fetched again).
-/// Aborts the multipart uploads an interrupted run left that cannot be continued (no part recorded).
-/// Those with recorded parts are kept: the file's next transfer continues them if its content is
-/// unchanged, and aborts them otherwise (or when the file is deleted or dead-lettered).
-async fn abort_orphaned_uploads(store: &Store, dest: &Destination) -> Result<(), PipelineError> {
+/// Aborts recorded multipart uploads. At the start (`keep_resumable`), an interrupted run's uploads
+/// with recorded parts are kept: the file's next transfer continues them if its content is unchanged,
+/// and aborts them otherwise. At a clean end (nothing in flight) every upload still recorded belongs to
+/// no transfer: kept to resume, its file was then deleted, left the scope or was dead-lettered. It is
+/// aborted, so no multipart upload is left open (S3 bills its parts and never lists them as objects).
+async fn abort_recorded_uploads(store: &Store, dest: &Destination, keep_resumable: bool) -> Result<(), PipelineError> {
     for (file, rec) in store.pending_uploads()? {
-        if let Some(point) = &rec.resume {
+        if let (true, Some(point)) = (keep_resumable, &rec.resume) {
             tracing::info!(%file, key = %rec.key, parts = point.parts.len(), offset = point.offset, "keeping an interrupted multipart upload to resume");
             continue;
         }
-        tracing::info!(%file, key = %rec.key, "aborting a multipart upload left by an interrupted run");
-        dest.abort_upload(&rec.key, &rec.upload_id).await?;
-        store.clear_upload(&file)?;
-    }
-    Ok(())
-}
-
-/// At a clean end (every event has its outcome, nothing in flight) an upload still recorded belongs to
-/// no transfer: an earlier crashed run kept it to resume, and its file was then deleted, left the
-/// scope or was dead-lettered without being fetched again. It is aborted so no multipart upload is
-/// left open (S3 bills its parts and never lists them as objects).
-async fn abort_stale_uploads(store: &Store, dest: &Destination) -> Result<(), PipelineError> {
-    for (file, rec) in store.pending_uploads()? {
-        tracing::info!(%file, key = %rec.key, "aborting a multipart upload no transfer continued");
+        tracing::info!(%file, key = %rec.key, "aborting a multipart upload no transfer will continue");
         dest.abort_upload(&rec.key, &rec.upload_id).await?;
         store.clear_upload(&file)?;
     }
