@@ -208,7 +208,8 @@ fn default_page_size() -> u32 {
     1000
 }
 
-/// `[source.export]`: which format each kind of Google Doc is exported to.
+/// `[source.export]`: which format each kind of Google Workspace file is exported to. The formats each
+/// kind allows are Google's (`drive::export::EXPORTABLE`); `validate` refuses any other.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct ExportConfig {
@@ -224,6 +225,13 @@ pub struct ExportConfig {
     /// Drawings.
     #[serde(default = "default_drawing")]
     pub drawing: String,
+    /// Apps Script projects.
+    #[serde(default = "default_script")]
+    pub script: String,
+    /// Accept formats that hold only part of a file (CSV/TSV: the first sheet; a Slides image: the
+    /// first slide). Off by default, so nobody loses the rest of a file without having asked for it.
+    #[serde(default)]
+    pub allow_partial: bool,
 }
 
 fn default_document() -> String {
@@ -238,6 +246,9 @@ fn default_presentation() -> String {
 fn default_drawing() -> String {
     "pdf".into()
 }
+fn default_script() -> String {
+    "json".into()
+}
 
 impl Default for ExportConfig {
     fn default() -> Self {
@@ -246,6 +257,54 @@ impl Default for ExportConfig {
             spreadsheet: default_spreadsheet(),
             presentation: default_presentation(),
             drawing: default_drawing(),
+            script: default_script(),
+            allow_partial: false,
+        }
+    }
+}
+
+impl ExportConfig {
+    /// The configured value of one `[source.export]` key (one per exportable kind).
+    fn value(&self, config_key: &str) -> &str {
+        match config_key {
+            "document" => &self.document,
+            "spreadsheet" => &self.spreadsheet,
+            "presentation" => &self.presentation,
+            "drawing" => &self.drawing,
+            "script" => &self.script,
+            _ => "",
+        }
+    }
+
+    /// The export format for a Google file's `mimeType`; `None` when Drive cannot export that type.
+    /// A configured value that `validate` would refuse falls back to the kind's default.
+    pub fn format_for(&self, google_mime: &str) -> Option<&'static crate::drive::export::ExportFormat> {
+        let kind = crate::drive::export::kind_of(google_mime)?;
+        kind.format(self.value(kind.config_key)).or_else(|| kind.format(kind.default_ext))
+    }
+
+    /// One line per configured format that Google does not offer for its kind, or that exports only
+    /// part of the file while `allow_partial` is off.
+    fn problems(&self, p: &mut Vec<String>) {
+        for kind in crate::drive::export::EXPORTABLE {
+            let value = self.value(kind.config_key);
+            match kind.format(value) {
+                None => p.push(format!(
+                    "source.export.{}: Google cannot export a {} as {value:?}; choose one of: {}",
+                    kind.config_key,
+                    kind.config_key,
+                    kind.format_names()
+                )),
+                Some(f) => {
+                    if let (Some(what), false) = (f.partial, self.allow_partial) {
+                        p.push(format!(
+                            "source.export.{}: {value:?} holds {what} of each {}; \
+                             set source.export.allow_partial = true to accept that",
+                            kind.config_key, kind.config_key
+                        ));
+                    }
+                }
+            }
         }
     }
 }
@@ -674,16 +733,7 @@ impl Config {
         if !(1..=1000).contains(&s.page_size) {
             p.push("source.page_size: must be between 1 and 1000".into());
         }
-        for (key, fmt) in [
-            ("document", &s.export.document),
-            ("spreadsheet", &s.export.spreadsheet),
-            ("presentation", &s.export.presentation),
-            ("drawing", &s.export.drawing),
-        ] {
-            if crate::drive::export_mime(fmt).is_none() {
-                p.push(format!("source.export.{key}: unknown format {fmt:?}"));
-            }
-        }
+        s.export.problems(p);
     }
 
     fn destination_problems(&self, p: &mut Vec<String>) {

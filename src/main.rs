@@ -189,6 +189,12 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
                 "mirrorflow: {} files mirrored ({} bytes), {} removed, {} skipped, {} dead-lettered this run",
                 p.committed, p.bytes, p.removed, p.skipped, p.dead_lettered
             );
+            if p.no_export > 0 {
+                println!(
+                    "mirrorflow: {} Google file(s) have no export format (Forms, Sites, Maps…) and were not mirrored",
+                    p.no_export
+                );
+            }
             if summary.dead_letters.is_empty() {
                 return ExitCode::SUCCESS;
             }

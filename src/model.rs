@@ -291,6 +291,8 @@ pub enum SkipReason {
     Stale,
     /// Deleted (or access lost) in Drive before its bytes were read: its removal is in the change log.
     Gone,
+    /// A Google type Drive cannot export (Forms, Sites, Maps…): there are no bytes to mirror.
+    NoExport,
 }
 
 /// Dead-letter entry: a file we could not mirror and why.

@@ -519,7 +519,7 @@ fn write_live_status(dir: &std::path::Path, p: &Progress, in_flight: usize, runn
         "updated_unix_ms": crate::state::unix_ms(),
         "in_flight": in_flight,
         "this_run": {"mirrored": p.committed, "bytes": p.bytes, "removed": p.removed, "skipped": p.skipped,
-                     "folders": p.folders, "dead_lettered": p.dead_lettered},
+                     "no_export": p.no_export, "folders": p.folders, "dead_lettered": p.dead_lettered},
     });
     let tmp = dir.join(format!("{LIVE_STATUS_FILE}.tmp"));
     if std::fs::write(&tmp, v.to_string()).is_ok() {

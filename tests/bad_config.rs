@@ -58,6 +58,18 @@ async fn config_errors_exit_2_and_name_the_key_and_line() {
         assert!(stderr(&out).contains(k), "{k} not named: {}", text(&out));
     }
 
+    // Export formats follow Google's table per kind: CSV is for Sheets only, and a format that holds
+    // part of a file (CSV: the first sheet) is refused unless asked for.
+    let exports = format!("{}[source.export]\ndocument = \"csv\"\nspreadsheet = \"csv\"\n", good(&key));
+    let out = run_config(dir.path(), &exports).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("source.export.document") && stderr(&out).contains("docx"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("source.export.spreadsheet") && stderr(&out).contains("allow_partial"),
+        "{}",
+        text(&out)
+    );
+
     let validate = mirrorflow(&["validate", dir.path().join("bad.toml").to_str().unwrap()]).await;
     assert_eq!(validate.status.code(), Some(2), "{}", text(&validate));
 }

@@ -117,3 +117,45 @@ async fn a_file_deleted_before_its_download_is_not_dead_lettered() {
     let (_cfg, store, _dest) = open(&config);
     assert!(store.dead_letters().unwrap().is_empty());
 }
+
+/// Google's export table, per type: an Apps Script project is exported as JSON (its only format), a
+/// spreadsheet configured as ODS gets today's ODS MIME type and `.ods`, and a Form, which Drive cannot
+/// export, is not mirrored but reported in the run summary and status, never skipped silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_google_type_is_exported_as_googles_table_says_or_reported() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let config = env.config("exports", &env.local_dest("mirror"), "[source.export]\nspreadsheet = \"ods\"");
+    let root = env.tree().await.root_id;
+    mutate(
+        &env,
+        vec![
+            json!({"op": "create_gdoc", "parent": root, "name": "Build script", "kind": "script"}),
+            json!({"op": "create_gdoc", "parent": root, "name": "Feedback form", "kind": "form"}),
+            json!({"op": "create_gdoc", "parent": root, "name": "Budget", "kind": "spreadsheet"}),
+        ],
+    )
+    .await;
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 Google file(s) have no export format"), "{}", text(&out));
+
+    let tree = env.tree().await;
+    let mut expected = expected_files(&tree);
+    let ods = "application/vnd.oasis.opendocument.spreadsheet";
+    let sheets: Vec<_> =
+        tree.items.iter().filter(|i| i.mime_type == "application/vnd.google-apps.spreadsheet").collect();
+    for sheet in &sheets {
+        if let Some(e) = expected.get_mut(&sheet.id) {
+            e.size = sheet.export_sizes.as_ref().unwrap()[ods];
+        }
+    }
+    let keys = assert_exact_mirror(&config, &expected).await;
+    let id_named = |name: &str| tree.items.iter().find(|i| i.name == name).unwrap().id.clone();
+    assert!(keys[&id_named("Build script")].as_str().ends_with("my-drive/Build script.json"), "{keys:?}");
+    assert!(keys[&id_named("Budget")].as_str().ends_with("my-drive/Budget.ods"), "{keys:?}");
+    assert!(!keys.contains_key(&id_named("Feedback form")));
+    let (cfg, _store, _dest) = open(&config);
+    let status: Value = serde_json::from_slice(&std::fs::read(cfg.state.dir.join("status.json")).unwrap()).unwrap();
+    assert_eq!(status["this_run"]["no_export"], 1, "{status}");
+}

@@ -3,6 +3,7 @@
 
 mod auth;
 pub mod error;
+pub mod export;
 pub mod webhook;
 
 pub use error::DriveError;
@@ -24,28 +25,6 @@ use std::time::Duration;
 
 /// Every file field the mirror needs, asked for explicitly (Drive returns only what `fields` names).
 pub const FILE_FIELDS: &str = "id,name,mimeType,parents,size,md5Checksum,sha256Checksum,modifiedTime,version,trashed,driveId,shortcutDetails,exportLinks,capabilities/canDownload";
-
-/// Google Docs export formats we know: extension → mime type.
-pub fn export_mime(ext: &str) -> Option<&'static str> {
-    Some(match ext {
-        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-        "odt" => "application/vnd.oasis.opendocument.text",
-        "ods" => "application/x-vnd.oasis.opendocument.spreadsheet",
-        "odp" => "application/vnd.oasis.opendocument.presentation",
-        "pdf" => "application/pdf",
-        "txt" => "text/plain",
-        "html" => "text/html",
-        "csv" => "text/csv",
-        "rtf" => "application/rtf",
-        "epub" => "application/epub+zip",
-        "png" => "image/png",
-        "jpeg" | "jpg" => "image/jpeg",
-        "svg" => "image/svg+xml",
-        _ => return None,
-    })
-}
 
 /// Which part of Drive one listing or one change log covers.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]

@@ -125,7 +125,8 @@ pub(crate) async fn ensure_digests(blobs: Vec<Arc<Blob>>) {
     }
 }
 
-/// The four kinds of Google Docs Editors files the emulator knows how to export.
+/// The kinds of Google Workspace files the emulator holds: the four Docs Editors types, Apps Script
+/// projects (exported as JSON) and Forms (which Drive cannot export at all).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DocKind {
@@ -137,6 +138,10 @@ pub enum DocKind {
     Presentation,
     /// Google Drawings.
     Drawing,
+    /// An Apps Script project.
+    Script,
+    /// Google Forms: listed in Drive, never exportable.
+    Form,
 }
 
 /// `(export mime type, exportFormat)` pairs per kind, as in Drive's `exportLinks`.
@@ -171,11 +176,22 @@ const SLIDES_FORMATS: &[(&str, &str)] = &[
 ];
 const DRAWING_FORMATS: &[(&str, &str)] =
     &[("image/svg+xml", "svg"), ("image/png", "png"), ("application/pdf", "pdf"), ("image/jpeg", "jpeg")];
+const SCRIPT_FORMATS: &[(&str, &str)] = &[("application/vnd.google-apps.script+json", "json")];
 
 /// Drive's limit for `files.export` (exportLinks have none).
 pub(crate) const EXPORT_LIMIT: u64 = 10_000_000;
 
 impl DocKind {
+    /// Every kind, for lookups by mime type.
+    pub const ALL: [DocKind; 6] = [
+        DocKind::Document,
+        DocKind::Spreadsheet,
+        DocKind::Presentation,
+        DocKind::Drawing,
+        DocKind::Script,
+        DocKind::Form,
+    ];
+
     /// The Google Apps mime type.
     pub fn mime(self) -> &'static str {
         match self {
@@ -183,6 +199,8 @@ impl DocKind {
             DocKind::Spreadsheet => "application/vnd.google-apps.spreadsheet",
             DocKind::Presentation => "application/vnd.google-apps.presentation",
             DocKind::Drawing => "application/vnd.google-apps.drawing",
+            DocKind::Script => "application/vnd.google-apps.script",
+            DocKind::Form => "application/vnd.google-apps.form",
         }
     }
 
@@ -193,6 +211,8 @@ impl DocKind {
             DocKind::Spreadsheet => SHEET_FORMATS,
             DocKind::Presentation => SLIDES_FORMATS,
             DocKind::Drawing => DRAWING_FORMATS,
+            DocKind::Script => SCRIPT_FORMATS,
+            DocKind::Form => &[],
         }
     }
 
@@ -203,6 +223,9 @@ impl DocKind {
             DocKind::Spreadsheet => "/spreadsheets/export",
             DocKind::Presentation => "/feeds/download/presentations/Export",
             DocKind::Drawing => "/feeds/download/drawings/Export",
+            // Drive serves these from script.google.com; the emulator keeps one host for its links.
+            DocKind::Script => "/feeds/download/scripts/Export",
+            DocKind::Form => "/forms/export",
         }
     }
 
@@ -218,9 +241,7 @@ impl DocKind {
 
     /// Kind from a Google Apps mime type.
     pub fn from_mime(mime: &str) -> Option<DocKind> {
-        [DocKind::Document, DocKind::Spreadsheet, DocKind::Presentation, DocKind::Drawing]
-            .into_iter()
-            .find(|k| k.mime() == mime)
+        DocKind::ALL.into_iter().find(|k| k.mime() == mime)
     }
 
     /// Drive's `exportLinks` map for a document id.

@@ -98,6 +98,9 @@ fn export_source(app: &App, id: &str, format: Format<'_>, limit: bool) -> Result
     let Kind::Doc { kind, rev, export_base } = &item.kind else {
         return Err(ApiError::not_exportable());
     };
+    if kind.formats().is_empty() {
+        return Err(ApiError::not_exportable());
+    }
     let (fmt, mime) = match format {
         Format::Mime(m) => (kind.format_for_mime(m).ok_or_else(ApiError::unsupported_conversion)?, m.to_string()),
         Format::Name(f) => (f, kind.mime_for_format(f).ok_or_else(ApiError::unsupported_conversion)?.to_string()),
@@ -181,8 +184,5 @@ async fn link_inner(app: Arc<App>, path_fmt: Option<String>, q: Option<String>, 
 
 /// Keep `DocKind` in this module's vocabulary for the router.
 pub(crate) fn link_paths() -> Vec<&'static str> {
-    [DocKind::Document, DocKind::Spreadsheet, DocKind::Presentation, DocKind::Drawing]
-        .iter()
-        .map(|k| k.link_path())
-        .collect()
+    DocKind::ALL.iter().filter(|k| !k.formats().is_empty()).map(|k| k.link_path()).collect()
 }

@@ -72,7 +72,9 @@ fn kind_fields(m: &mut Map<String, Value>, item: &Item, digests: Option<&Digests
             }
         }
         Kind::Doc { kind, .. } => {
-            m.insert("exportLinks".into(), Value::Object(kind.export_links(&item.id)));
+            if !kind.formats().is_empty() {
+                m.insert("exportLinks".into(), Value::Object(kind.export_links(&item.id)));
+            }
             m.insert("quotaBytesUsed".into(), json!("0"));
         }
         Kind::Shortcut { target_id, target_mime } => {
@@ -99,6 +101,8 @@ fn web_view_link(item: &Item) -> String {
                 DocKind::Spreadsheet => "spreadsheets",
                 DocKind::Presentation => "presentation",
                 DocKind::Drawing => "drawings",
+                DocKind::Script => return format!("https://script.google.com/d/{}/edit?usp=drivesdk", item.id),
+                DocKind::Form => "forms",
             };
             format!("https://docs.google.com/{path}/d/{}/edit?usp=drivesdk", item.id)
         }
@@ -145,7 +149,7 @@ pub(crate) fn drive_json(d: &SharedDrive) -> Value {
 pub(crate) fn about_json(c: &Corpus) -> Value {
     let usage: u64 = c.items.values().filter_map(Item::size).sum();
     let mut export_formats = Map::new();
-    for kind in [DocKind::Document, DocKind::Spreadsheet, DocKind::Presentation, DocKind::Drawing] {
+    for kind in DocKind::ALL.into_iter().filter(|k| !k.formats().is_empty()) {
         let mut mimes: Vec<&str> = kind.formats().iter().map(|(m, _)| *m).collect();
         mimes.dedup();
         export_formats.insert(kind.mime().into(), json!(mimes));

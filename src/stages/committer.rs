@@ -4,7 +4,7 @@
 
 use super::dedup::InFlight;
 use super::{CommitMsg, Emit, Replay, Stage, StageError};
-use crate::model::{ChangeEvent, OutcomeKind, Refresh};
+use crate::model::{ChangeEvent, OutcomeKind, Refresh, SkipReason};
 use crate::state::watermark::{CheckpointGate, Watermark};
 use crate::state::{Checkpoint, CommitBatch, Store};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +22,8 @@ pub struct Progress {
     pub removed: u64,
     /// Events skipped.
     pub skipped: u64,
+    /// Of those, Google files Drive has no export for (Forms, Sites…): reported, never silent.
+    pub no_export: u64,
     /// Folders recorded.
     pub folders: u64,
     /// Files dead-lettered this run.
@@ -147,7 +149,10 @@ impl Committer {
                     OutcomeKind::FolderRecorded(_) => p.folders += 1,
                     OutcomeKind::TreeChanged(t) if t.remove => p.removed += t.files.len() as u64,
                     OutcomeKind::TreeChanged(_) => p.folders += 1,
-                    OutcomeKind::Skipped(_) => p.skipped += 1,
+                    OutcomeKind::Skipped(reason) => {
+                        p.skipped += 1;
+                        p.no_export += u64::from(*reason == SkipReason::NoExport);
+                    }
                     OutcomeKind::DeadLettered(_) => p.dead_lettered += 1,
                 }
             }

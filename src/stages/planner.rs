@@ -364,18 +364,6 @@ impl<L: FolderLookup> Planner<L> {
         }
     }
 
-    fn export_ext(&self, mime: &str) -> Option<String> {
-        let e = &self.layout.export;
-        let ext = match mime {
-            "application/vnd.google-apps.document" => &e.document,
-            "application/vnd.google-apps.spreadsheet" => &e.spreadsheet,
-            "application/vnd.google-apps.presentation" => &e.presentation,
-            "application/vnd.google-apps.drawing" => &e.drawing,
-            _ => return None,
-        };
-        Some(ext.clone())
-    }
-
     /// Plans one event; returns the action, or the outcome when no I/O is needed.
     pub async fn plan(&mut self, event: ChangeEvent) -> Result<Result<Planned, Outcome>, StageError> {
         // Whatever this item was, its change may bring it into the scope.
@@ -407,10 +395,13 @@ impl<L: FolderLookup> Planner<L> {
             return self.plan_folder(event.seq, file, &parent);
         }
         let source = if file.is_google_doc() {
-            let Some(ext) = self.export_ext(&file.mime_type) else {
-                return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::NotInScope))));
+            let Some(format) = self.layout.export.format_for(&file.mime_type) else {
+                // A Form, Site, Map…: Drive has no export for it, so there are no bytes to mirror.
+                crate::metrics::event("planner", "no_export");
+                tracing::debug!(file = %file.id, mime = %file.mime_type, "no export format for this Google type");
+                return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::NoExport))));
             };
-            let mime = crate::drive::export_mime(&ext).unwrap_or("application/pdf").to_string();
+            let (mime, ext) = (format.mime.to_string(), format.ext.to_string());
             let link = file.export_links.get(&mime).cloned();
             (Source::Export { mime, link }, Some(ext))
         } else {

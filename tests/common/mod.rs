@@ -150,6 +150,7 @@ fn export_mime_for(doc_mime: &str) -> Option<&'static str> {
             "application/vnd.openxmlformats-officedocument.presentationml.presentation"
         }
         "application/vnd.google-apps.drawing" => "application/pdf",
+        "application/vnd.google-apps.script" => "application/vnd.google-apps.script+json",
         _ => return None,
     })
 }
