@@ -107,6 +107,15 @@ pub enum ChangeKind {
     Upsert(DriveFile),
     /// The item is gone for us: deleted permanently or access lost.
     Removed,
+    /// A shared drive (the event's id is the drive's) is in scope under `name`, or, with `None`, is
+    /// gone: deleted, access lost, or no longer selected. Drive-level changes and the reconciliation
+    /// at start both say it this way, so the planner alone decides what moves or goes.
+    SharedDrive {
+        /// The drive's name now; `None` when it left the scope.
+        name: Option<String>,
+        /// The mirror did not follow this drive until now: its whole tree must be listed.
+        joined: bool,
+    },
 }
 
 /// One unit of work entering the pipeline; every event ends in exactly one [`Outcome`].
@@ -274,6 +283,14 @@ pub struct FolderRecord {
     pub key: ObjectKey,
     /// Whether the folder is trashed (its subtree is then not mirrored).
     pub trashed: bool,
+}
+
+impl FolderRecord {
+    /// A shared drive's root: recorded like a folder (its key holds the drive's name), with the
+    /// drive's id and no parent. Its fate follows drive-level changes, never file-level ones.
+    pub fn is_drive_root(&self) -> bool {
+        self.parent.is_none() && self.drive_id.as_ref().is_some_and(|d| d.0 == self.id.0)
+    }
 }
 
 /// Why an event ended without a write.

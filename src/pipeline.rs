@@ -13,7 +13,7 @@ use crate::dest::{DestError, Destination};
 use crate::drive::{DriveClient, DriveError, DriveSettings};
 use crate::model::{DeadLetter, DriveId};
 use crate::retry::RetryPolicy;
-use crate::stages::change_feed::{ChangeFeed, FeedOutputs, listing_jobs};
+use crate::stages::change_feed::{ChangeFeed, DriveSelection, FeedOutputs, listing_jobs};
 use crate::stages::committer::{CommitState, Committer, Progress};
 use crate::stages::dedup::{Dedup, InFlight};
 use crate::stages::downloader::Downloader;
@@ -115,7 +115,12 @@ pub async fn discover_scope(cfg: &Config, drive: &DriveClient) -> Result<Scope, 
         }
         for d in explicit {
             if !scope.shared.contains_key(&DriveId(d.clone())) {
-                return Err(PipelineError::Scope(format!("shared drive {d:?} is not visible to this account")));
+                // Deleted, or the account lost access: reported, and the rest of the mirror goes on (the
+                // feed removes what the mirror held of it; it is followed again if it comes back).
+                tracing::warn!(drive = %d, "shared drive in source.drives is not visible to this account (deleted, access lost, or a wrong id)");
+                eprintln!(
+                    "mirrorflow: warning: shared drive {d:?} in source.drives is not visible to this account (deleted, access lost, or a wrong id)"
+                );
             }
         }
     }
@@ -466,6 +471,7 @@ fn feed_spec(
     let refresh_wake = refresh_wake.clone();
     let (events, commit) = (events.clone(), commit.clone());
     let (jobs, logs) = (listing_jobs(scope), crate::stages::change_feed::change_logs(scope));
+    let (drives, selection) = (scope.shared.clone(), DriveSelection::from_config(&cfg.source.drives));
     let (once, poll_interval) = (opts.once, cfg.source.poll_interval.0);
     let spawn: SpawnFn = Arc::new(move |sup| {
         let feed = ChangeFeed {
@@ -473,6 +479,8 @@ fn feed_spec(
             store: store.clone(),
             jobs: jobs.clone(),
             logs: logs.clone(),
+            drives: drives.clone(),
+            selection: selection.clone(),
             next_seq: next_seq.clone(),
             once,
             poll_interval,

@@ -159,3 +159,129 @@ async fn each_google_type_is_exported_as_googles_table_says_or_reported() {
     let status: Value = serde_json::from_slice(&std::fs::read(cfg.state.dir.join("status.json")).unwrap()).unwrap();
     assert_eq!(status["this_run"]["no_export"], 1, "{status}");
 }
+
+fn drive_named(tree: &mirrorflow::emulator::EmuTree, name: &str) -> String {
+    tree.drives.iter().find(|d| d.name == name).unwrap_or_else(|| panic!("no drive {name:?}")).id.clone()
+}
+
+/// Drive-level changes as Drive reports them (`changeType = "drive"`, in the user's log only): a drive
+/// the account joins is listed and followed from then on (its later changes too, also after a
+/// restart), a renamed drive's subtree moves to the new name (nothing left under the old one), and a
+/// drive the account loses has its files removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drive_level_changes_join_rename_and_removal() {
+    let mut corpus = small_corpus(false);
+    corpus.shared_drives = 1;
+    let env = TestEnv::start(corpus).await;
+    let config = env.config("drives", &env.local_dest("mirror"), "");
+    run_once_exact(&env, &config).await;
+
+    // Joined: a drive with a folder tree and files the mirror has never seen changes for.
+    mutate(&env, vec![json!({"op": "create_drive", "name": "Team B"})]).await;
+    let team_b = drive_named(&env.tree().await, "Team B");
+    let r = env.control("mutate", json!({"ops": [{"op": "create_folder", "parent": team_b, "name": "Plans"}]})).await;
+    let plans = r["created"][0].as_str().unwrap().to_string();
+    let r = env.control("mutate", json!({"ops": [{"op": "create_folder", "parent": plans, "name": "2027"}]})).await;
+    let deep = r["created"][0].as_str().unwrap().to_string();
+    let mut ops = vec![json!({"op": "create", "parent": team_b, "name": "top.bin", "size": 1000})];
+    for n in 0..5 {
+        ops.push(json!({"op": "create", "parent": plans, "name": format!("plan-{n}.bin"), "size": 2000 + n}));
+        ops.push(json!({"op": "create", "parent": deep, "name": format!("q{n}.bin"), "size": 3000 + n}));
+    }
+    mutate(&env, ops).await;
+    run_once_exact(&env, &config).await;
+
+    // Followed from then on: a change inside the joined drive arrives through its own log.
+    mutate(&env, vec![json!({"op": "create", "parent": plans, "name": "later.bin", "size": 777})]).await;
+    run_once_exact(&env, &config).await;
+
+    // Renamed, with a change inside it in the same batch: one tree, under the new name only.
+    let first = drive_named(&env.tree().await, "Shared drive 1");
+    mutate(
+        &env,
+        vec![
+            json!({"op": "rename_drive", "id": first, "name": "Engineering"}),
+            json!({"op": "create", "parent": first, "name": "after-rename.bin", "size": 4321}),
+        ],
+    )
+    .await;
+    run_once_exact(&env, &config).await;
+    let keys = {
+        let (_cfg, store, _dest) = open(&config);
+        let mut keys = Vec::new();
+        store.for_each_file(|r| keys.push(r.key.0)).unwrap();
+        keys
+    };
+    assert!(keys.iter().any(|k| k.contains("shared-drives/Engineering/")), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.contains("shared-drives/Shared drive 1")), "{keys:?}");
+    let old_dir = config.parent().unwrap().join("mirror/shared-drives/Shared drive 1");
+    assert_eq!(count_files(&old_dir), 0, "objects left under the drive's old name");
+
+    // Lost: the account leaves Team B; its files leave the mirror, the rest stays exact.
+    mutate(&env, vec![json!({"op": "remove_drive", "id": team_b})]).await;
+    run_once_exact(&env, &config).await;
+    assert_eq!(count_files(&config.parent().unwrap().join("mirror/shared-drives/Team B")), 0);
+}
+
+/// An explicitly configured drive that disappears is reported and its files removed; the run goes on
+/// and ends exact, and so does the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_drive_that_disappears_is_reported_not_fatal() {
+    let mut corpus = small_corpus(false);
+    corpus.shared_drives = 2;
+    let env = TestEnv::start(corpus).await;
+    let tree = env.tree().await;
+    let ids: Vec<String> = tree.drives.iter().map(|d| format!("{:?}", d.id)).collect();
+    let config = env.config("explicit", &env.local_dest("mirror"), "");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    let toml = toml.replace("drives = [\"all\"]", &format!("drives = [\"my-drive\", {}]", ids.join(", ")));
+    std::fs::write(&config, toml).unwrap();
+    run_once_exact(&env, &config).await;
+
+    let gone = tree.drives[1].id.clone();
+    mutate(&env, vec![json!({"op": "remove_drive", "id": gone})]).await;
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&gone), "the lost drive is reported\n{}", text(&out));
+    let tree = env.tree().await;
+    assert_exact_mirror(&config, &expected_files(&tree)).await;
+    run_once_exact(&env, &config).await;
+}
+
+/// The same drive-level changes while running (no restart to reconcile them): the continuous feed
+/// applies the drive change from the user's log, joins, renames and removes on the next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drive_level_changes_apply_while_running() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let config = env.config("live-drives", &env.local_dest("mirror"), "");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, toml.replace("drives = [\"all\"]", "drives = [\"all\"]\npoll_interval = \"200ms\""))
+        .unwrap();
+    let child = spawn_continuous(&config);
+    let mirror = env.dir.path().join("mirror");
+    let expected_initial = expected_files(&env.tree().await).len();
+    poll_until(|| count_files(&mirror) >= expected_initial).await;
+
+    let r = env.control("mutate", json!({"ops": [{"op": "create_drive", "name": "Live"}]})).await;
+    let live = r["created"][0].as_str().unwrap().to_string();
+    mutate(&env, vec![json!({"op": "create", "parent": live, "name": "x.bin", "size": 5000})]).await;
+    poll_until(|| mirror.join("shared-drives/Live/x.bin").exists()).await;
+
+    mutate(&env, vec![json!({"op": "rename_drive", "id": live, "name": "Live renamed"})]).await;
+    poll_until(|| mirror.join("shared-drives/Live renamed/x.bin").exists()).await;
+    poll_until(|| !mirror.join("shared-drives/Live/x.bin").exists()).await;
+
+    mutate(&env, vec![json!({"op": "remove_drive", "id": live})]).await;
+    poll_until(|| !mirror.join("shared-drives/Live renamed/x.bin").exists()).await;
+
+    let pid = child.id().unwrap() as i32;
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(40), child.wait_with_output())
+        .await
+        .expect("stops in time")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = env.tree().await;
+    assert_exact_mirror(&config, &expected_files(&tree)).await;
+    assert_paths_follow_drive(&config, &tree);
+}

@@ -55,13 +55,23 @@ pub struct FilePage {
     pub next_page_token: Option<String>,
 }
 
-/// One change as the mirror sees it.
+/// One change as the mirror sees it. (Unboxed like `ChangeKind`: file changes are the common case.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
-pub struct DriveChange {
-    /// The file concerned.
-    pub file_id: FileId,
-    /// Its new state, or `None` if removed (deleted or access lost).
-    pub file: Option<DriveFile>,
+pub enum DriveChange {
+    /// A file or folder changed (`changeType = "file"`).
+    File {
+        /// The file concerned.
+        file_id: FileId,
+        /// Its new state, or `None` if removed (deleted or access lost).
+        file: Option<DriveFile>,
+    },
+    /// A shared drive changed (`changeType = "drive"`): joined, renamed, hidden, or gone. What it is
+    /// now is asked of `drives.get`, the one answer that cannot be half-filled by a `fields` mask.
+    Drive {
+        /// The shared drive.
+        id: DriveId,
+    },
 }
 
 /// One page of changes.list.
@@ -223,6 +233,25 @@ impl DriveClient {
                 Some(t) => token = Some(t),
                 None => return Ok(out),
             }
+        }
+    }
+
+    /// `drives.get` of one shared drive: its name, or `None` when it is deleted or not visible to this
+    /// account (404).
+    pub async fn shared_drive(&self, id: &DriveId) -> Result<Option<String>, DriveError> {
+        let r = self
+            .paced("drive", || async {
+                let mut d = RetryAfterCapture::default();
+                let call = self.hub.drives().get(&id.0).param("fields", "id,name");
+                let (_, drive) =
+                    call.add_scope(Scope::Readonly).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
+                Ok(drive)
+            })
+            .await;
+        match r {
+            Ok(drive) => Ok(Some(drive.name.unwrap_or_default())),
+            Err(DriveError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -436,12 +465,18 @@ pub fn convert_file(f: File) -> Option<DriveFile> {
 }
 
 fn convert_change(c: Change) -> Option<DriveChange> {
-    if c.change_type.as_deref().is_some_and(|t| t != "file") {
-        return None;
+    match c.change_type.as_deref() {
+        Some("drive") => {
+            let id = DriveId(c.drive_id.or_else(|| c.drive.and_then(|d| d.id))?);
+            Some(DriveChange::Drive { id })
+        }
+        None | Some("file") => {
+            let file_id = FileId(c.file_id?);
+            let file = if c.removed.unwrap_or(false) { None } else { c.file.and_then(convert_file) };
+            Some(DriveChange::File { file_id, file })
+        }
+        Some(_) => None,
     }
-    let file_id = FileId(c.file_id?);
-    let file = if c.removed.unwrap_or(false) { None } else { c.file.and_then(convert_file) };
-    Some(DriveChange { file_id, file })
 }
 
 impl DriveClient {
@@ -489,6 +524,9 @@ impl crate::stages::change_feed::ChangeSource for DriveClient {
     }
     async fn get_file(&self, id: &FileId) -> Result<Option<DriveFile>, DriveError> {
         DriveClient::get_file(self, id).await
+    }
+    async fn shared_drive(&self, id: &DriveId) -> Result<Option<String>, DriveError> {
+        DriveClient::shared_drive(self, id).await
     }
     async fn children_page(&self, folder: &FileId, token: Option<&str>) -> Result<FilePage, DriveError> {
         DriveClient::children_page(self, folder, token).await

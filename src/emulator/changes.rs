@@ -13,6 +13,8 @@ pub(crate) struct ChangeRecord {
     pub removed: bool,
     /// Shared drive of the item when the change happened.
     pub drive_id: Option<String>,
+    /// A drive-level change (`changeType = "drive"`): `file_id` holds the shared drive's id.
+    pub drive_change: bool,
 }
 
 /// Append-only log; a file's older records are superseded by its latest one.

@@ -36,6 +36,13 @@ pub enum MutateOp {
     EditGdoc { id: String },
     /// `count` random operations from the other kinds, reproducible from `seed`.
     Random { count: usize, seed: u64 },
+    /// A shared drive the account joins (or creates): empty, with a drive-level change.
+    CreateDrive { name: String },
+    /// Rename a shared drive (a drive-level change; its items' own records do not change).
+    RenameDrive { id: String, name: String },
+    /// The account loses a shared drive (deleted, or membership removed): it and its items vanish,
+    /// reported by one drive-level change with `removed: true` and no file-level ones.
+    RemoveDrive { id: String },
 }
 
 /// Why a mutation was refused.
@@ -74,7 +81,44 @@ impl State {
             MutateOp::CreateGdoc { parent, name, kind } => Ok(vec![self.create_doc(parent, name, *kind)?]),
             MutateOp::EditGdoc { id } => self.edit_doc(id).map(|_| vec![]),
             MutateOp::Random { count, seed } => Ok(self.random(*count, *seed)),
+            MutateOp::CreateDrive { name } => Ok(vec![self.create_drive(name)]),
+            MutateOp::RenameDrive { id, name } => self.rename_drive(id, name).map(|_| vec![]),
+            MutateOp::RemoveDrive { id } => self.remove_drive(id).map(|_| vec![]),
         }
+    }
+
+    fn create_drive(&mut self, name: &str) -> String {
+        let id = self.corpus.rng.drive_id();
+        let at = self.corpus.tick();
+        self.corpus.drives.push(super::model::SharedDrive { id: id.clone(), name: name.into(), created_ms: at });
+        self.corpus.insert_root(id.clone(), name.into(), Some(id.clone()), at);
+        self.record_drive(&id, false);
+        id
+    }
+
+    fn rename_drive(&mut self, id: &str, name: &str) -> MResult<()> {
+        let drive =
+            self.corpus.drives.iter_mut().find(|d| d.id == id).ok_or_else(|| MutateError::NotFound(id.into()))?;
+        drive.name = name.into();
+        if let Some(root) = self.corpus.items.get_mut(id) {
+            root.name = name.into();
+        }
+        self.record_drive(id, false);
+        Ok(())
+    }
+
+    fn remove_drive(&mut self, id: &str) -> MResult<()> {
+        if self.corpus.drive(id).is_none() {
+            return Err(MutateError::NotFound(id.into()));
+        }
+        self.corpus.drives.retain(|d| d.id != id);
+        let items: Vec<String> =
+            self.corpus.items.values().filter(|i| i.drive_id.as_deref() == Some(id)).map(|i| i.id.clone()).collect();
+        for item in items {
+            self.corpus.remove(&item);
+        }
+        self.record_drive(id, true);
+        Ok(())
     }
 
     fn item_mut(&mut self, id: &str) -> MResult<&mut Item> {

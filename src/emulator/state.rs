@@ -67,13 +67,20 @@ impl State {
     pub fn record(&mut self, id: &str) {
         let drive_id = self.corpus.items.get(id).and_then(|i| i.drive_id.clone());
         let time_ms = self.corpus.tick();
-        self.log.push(ChangeRecord { file_id: id.to_string(), time_ms, removed: false, drive_id });
+        self.log.push(ChangeRecord { file_id: id.to_string(), time_ms, removed: false, drive_id, drive_change: false });
     }
 
     /// Record a permanent removal.
     pub fn record_removed(&mut self, id: &str, drive_id: Option<String>) {
         let time_ms = self.corpus.tick();
-        self.log.push(ChangeRecord { file_id: id.to_string(), time_ms, removed: true, drive_id });
+        self.log.push(ChangeRecord { file_id: id.to_string(), time_ms, removed: true, drive_id, drive_change: false });
+    }
+
+    /// Record a drive-level change: a shared drive created (or joined), renamed, or removed.
+    pub fn record_drive(&mut self, drive_id: &str, removed: bool) {
+        let time_ms = self.corpus.tick();
+        let file_id = drive_id.to_string();
+        self.log.push(ChangeRecord { file_id, time_ms, removed, drive_id: Some(drive_id.into()), drive_change: true });
     }
 
     /// Is `item` visible in `scope`?
@@ -145,6 +152,9 @@ impl State {
         if rec.removed && !req.include_removed {
             return None;
         }
+        if rec.drive_change {
+            return self.drive_change_at(rec, req);
+        }
         if rec.drive_id.is_some() && (!req.all_drives || req.restrict_to_my_drive) {
             return None;
         }
@@ -174,6 +184,29 @@ impl State {
             blob = b;
         }
         Some((change, blob))
+    }
+}
+
+impl State {
+    /// A drive-level change, in the user's log only (a shared drive's own log holds its items).
+    fn drive_change_at(&self, rec: &super::changes::ChangeRecord, req: &ChangesRequest) -> Option<Pending> {
+        if req.drive.is_some() {
+            return None;
+        }
+        let mut change = json!({
+            "kind": "drive#change",
+            "changeType": "drive",
+            "type": "drive",
+            "time": rfc3339(rec.time_ms),
+            "removed": rec.removed,
+            "driveId": rec.file_id,
+            "teamDriveId": rec.file_id,
+        });
+        if !rec.removed {
+            let drive = self.corpus.drive(&rec.file_id)?;
+            change["drive"] = json!({"kind": "drive#drive", "id": drive.id, "name": drive.name});
+        }
+        Some((change, None))
     }
 }
 

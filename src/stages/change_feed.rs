@@ -5,9 +5,10 @@
 //! every log's position; the committer saves it once every event up to that page is done.
 
 use super::{CommitMsg, StageError};
-use crate::drive::{ChangePage, Corpus, DriveError, FilePage};
-use crate::model::{ChangeEvent, ChangeKind, ChangeSeq, DriveFile, FileId, Origin, Refresh};
+use crate::drive::{ChangePage, Corpus, DriveChange, DriveError, FilePage};
+use crate::model::{ChangeEvent, ChangeKind, ChangeSeq, DriveFile, DriveId, FileId, Origin, Refresh};
 use crate::state::{Checkpoint, FeedPhase, Store};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +30,8 @@ pub trait ChangeSource: Send + Sync + 'static {
     fn changes_page(&self, log: &Corpus, token: &str) -> impl Future<Output = Result<ChangePage, DriveError>> + Send;
     /// `files.get` of one item; `None` when it is gone or not visible.
     fn get_file(&self, id: &FileId) -> impl Future<Output = Result<Option<DriveFile>, DriveError>> + Send;
+    /// `drives.get`: a shared drive's name, or `None` when it is deleted or not visible.
+    fn shared_drive(&self, id: &DriveId) -> impl Future<Output = Result<Option<String>, DriveError>> + Send;
     /// One page of a folder's live children.
     fn children_page(
         &self,
@@ -67,6 +70,37 @@ pub fn listing_jobs(scope: &super::planner::Scope) -> Vec<ListJob> {
         .collect()
 }
 
+/// Which shared drives `[source] drives` selects: every drive the account can see, or the ones named.
+#[derive(Clone, Debug, Default)]
+pub enum DriveSelection {
+    /// `"all"`: a drive the account joins is followed from then on.
+    All,
+    /// Only these ids (none when only My Drive is mirrored).
+    #[default]
+    None,
+    /// The ids listed.
+    Only(BTreeSet<DriveId>),
+}
+
+impl DriveSelection {
+    /// From `[source] drives`.
+    pub fn from_config(drives: &[String]) -> Self {
+        if drives.iter().any(|d| d == "all") {
+            return DriveSelection::All;
+        }
+        let ids: BTreeSet<DriveId> = drives.iter().filter(|d| *d != "my-drive").map(|d| DriveId(d.clone())).collect();
+        if ids.is_empty() { DriveSelection::None } else { DriveSelection::Only(ids) }
+    }
+
+    fn wants(&self, id: &DriveId) -> bool {
+        match self {
+            DriveSelection::All => true,
+            DriveSelection::None => false,
+            DriveSelection::Only(ids) => ids.contains(id),
+        }
+    }
+}
+
 /// The change-feed.
 pub struct ChangeFeed<S: ChangeSource> {
     /// Drive.
@@ -75,8 +109,12 @@ pub struct ChangeFeed<S: ChangeSource> {
     pub store: Store,
     /// Listing passes.
     pub jobs: Vec<ListJob>,
-    /// The change logs followed, in order (see [`change_logs`]).
+    /// The change logs of the scope at start, in order (see [`change_logs`]).
     pub logs: Vec<Corpus>,
+    /// The shared drives in scope at start, with their names.
+    pub drives: BTreeMap<DriveId, String>,
+    /// Which shared drives the configuration selects (for drives joined while running).
+    pub selection: DriveSelection,
     /// Next seq to assign (shared so a restarted feed continues the sequence).
     pub next_seq: Arc<AtomicU64>,
     /// Stop once caught up.
@@ -187,23 +225,38 @@ impl<S: ChangeSource> ChangeFeed<S> {
         StageError::Failed(format!("change feed: {e}"))
     }
 
-    /// True when `cp` holds a position in exactly the change logs this scope follows.
-    fn follows_this_scope(&self, cp: &Checkpoint) -> bool {
-        cp.feeds.len() == self.logs.len() && cp.feeds.iter().zip(&self.logs).all(|((log, _), want)| log == want)
+    /// True when the feed can go on from `cp`. A listing resumes only over exactly the logs it began
+    /// with (its job numbers index them); the change logs of shared drives joined or left while
+    /// mirrorflow was down are reconciled instead (see [`Self::reconcile_drives`]). A checkpoint
+    /// without logs (written before per-drive logs) or with My Drive added or dropped lists again.
+    fn can_resume(&self, cp: &Checkpoint) -> bool {
+        let logs_of = |feeds: &[(Corpus, String)]| feeds.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>();
+        match cp.phase {
+            _ if cp.feeds.is_empty() => false,
+            FeedPhase::Listing { .. } => logs_of(&cp.feeds) == self.logs,
+            FeedPhase::Changes { .. } => {
+                let my_drive = |logs: &[Corpus]| logs.contains(&Corpus::MyDrive);
+                my_drive(&logs_of(&cp.feeds)) == my_drive(&self.logs)
+            }
+        }
     }
 
     /// Runs until caught up (`once`) or until the outputs close.
     pub async fn run(&self, out: &FeedOutputs) -> Result<(), StageError> {
-        let mut cp = match self.store.checkpoint().map_err(|e| StageError::Fatal(e.to_string()))? {
-            Some(cp) if self.follows_this_scope(&cp) => cp,
+        let (mut cp, listing) = match self.store.checkpoint().map_err(|e| StageError::Fatal(e.to_string()))? {
+            Some(cp) if self.can_resume(&cp) => {
+                let listing = matches!(cp.phase, FeedPhase::Listing { .. });
+                (cp, listing)
+            }
             Some(_) => {
                 tracing::warn!(
-                    "the saved checkpoint follows other change logs than this scope (written by an older version, or the drives in scope changed): listing everything again"
+                    "the saved checkpoint follows other change logs than this scope (written by an older version, or My Drive joined or left the scope): listing everything again"
                 );
-                self.start_over(out).await?
+                (self.start_over(out).await?, true)
             }
-            None => self.start_over(out).await?,
+            None => (self.start_over(out).await?, true),
         };
+        self.reconcile_drives(out, &mut cp, listing).await?;
         self.mark(out, &cp).await?;
         loop {
             self.serve_refreshes(out).await?;
@@ -212,6 +265,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
                 FeedPhase::Changes { .. } => {
                     if !self.poll_logs(out, &mut cp).await? {
                         cp = self.start_over(out).await?;
+                        self.reconcile_drives(out, &mut cp, true).await?;
                     } else if self.once {
                         let last_seq = self.last_seq();
                         out.commit.send(CommitMsg::FeedCaughtUp { last_seq }).await.map_err(|_| StageError::Closed)?;
@@ -223,6 +277,77 @@ impl<S: ChangeSource> ChangeFeed<S> {
             }
             self.mark(out, &cp).await?;
         }
+    }
+
+    /// Brings the followed change logs in line with the shared drives in scope now, and tells the
+    /// planner each drive's name (it moves a drive renamed while mirrorflow was down, and records
+    /// the root of one it did not know). A drive in scope whose log is not followed yet was joined:
+    /// its log is followed from a token taken now and its tree listed (unless a listing covers it).
+    /// A drive followed or recorded before and out of scope now is gone: its files are removed.
+    async fn reconcile_drives(&self, out: &FeedOutputs, cp: &mut Checkpoint, listing: bool) -> Result<(), StageError> {
+        let origin = if listing { Origin::Listing } else { Origin::Change };
+        for (id, name) in &self.drives {
+            let log = Corpus::SharedDrive(id.clone());
+            let joined = !cp.feeds.iter().any(|(l, _)| *l == log);
+            if joined {
+                cp.feeds.push((log.clone(), self.source.start_page_token(&log).await.map_err(Self::drive_err)?));
+            }
+            let kind = ChangeKind::SharedDrive { name: Some(name.clone()), joined: joined && !listing };
+            self.emit(out, FileId(id.0.clone()), kind, origin).await?;
+        }
+        let mut gone: BTreeSet<DriveId> = cp
+            .feeds
+            .iter()
+            .filter_map(|(l, _)| match l {
+                Corpus::SharedDrive(d) if !self.drives.contains_key(d) => Some(d.clone()),
+                _ => None,
+            })
+            .collect();
+        for root in self.store.drive_roots().map_err(|e| StageError::Fatal(e.to_string()))? {
+            if !self.drives.contains_key(&root) {
+                gone.insert(root);
+            }
+        }
+        for id in gone {
+            tracing::warn!(drive = %id, "shared drive no longer in scope (deleted, access lost, or not selected): its mirrored files are removed per `deletes`");
+            cp.feeds.retain(|(l, _)| *l != Corpus::SharedDrive(id.clone()));
+            let kind = ChangeKind::SharedDrive { name: None, joined: false };
+            self.emit(out, FileId(id.0), kind, origin).await?;
+        }
+        Ok(())
+    }
+
+    /// A drive-level change: asks Drive what the drive is now and tells the planner. A drive the
+    /// selection wants and the feed did not follow was joined: its log is followed from now.
+    async fn apply_drive_change(&self, out: &FeedOutputs, cp: &mut Checkpoint, id: &DriveId) -> Result<(), StageError> {
+        let log = Corpus::SharedDrive(id.clone());
+        let followed = cp.feeds.iter().any(|(l, _)| *l == log);
+        if !followed && !self.selection.wants(id) {
+            return Ok(());
+        }
+        let name = self.source.shared_drive(id).await.map_err(Self::drive_err)?;
+        let kind = match name {
+            Some(name) => {
+                if !followed {
+                    tracing::info!(drive = %id, %name, "joined a shared drive: listing it and following its change log");
+                    cp.feeds.push((
+                        log,
+                        self.source
+                            .start_page_token(&Corpus::SharedDrive(id.clone()))
+                            .await
+                            .map_err(Self::drive_err)?,
+                    ));
+                }
+                ChangeKind::SharedDrive { name: Some(name), joined: !followed }
+            }
+            None if followed => {
+                tracing::warn!(drive = %id, "shared drive deleted or no longer accessible: its mirrored files are removed per `deletes`");
+                cp.feeds.retain(|(l, _)| *l != log);
+                ChangeKind::SharedDrive { name: None, joined: false }
+            }
+            None => return Ok(()),
+        };
+        self.emit(out, FileId(id.0.clone()), kind, Origin::Change).await
     }
 
     /// Takes a start page token of every log, then lists everything. Over a store that already holds
@@ -277,24 +402,39 @@ impl<S: ChangeSource> ChangeFeed<S> {
         })
     }
 
-    /// Reads every log up to its end, one page at a time, offering a checkpoint after each page.
-    /// Returns false when Drive rejected a saved token (the caller lists everything again).
+    /// Reads every log up to its end, one page at a time, offering a checkpoint after each page; logs
+    /// of drives joined on the way are read too. Returns false when Drive rejected a saved token (the
+    /// caller lists everything again); a shared drive's log that fails because the drive is gone is
+    /// a drive removal, not a lost token.
     async fn poll_logs(&self, out: &FeedOutputs, cp: &mut Checkpoint) -> Result<bool, StageError> {
-        for i in 0..cp.feeds.len() {
-            loop {
-                let (log, token) = cp.feeds[i].clone();
+        let mut polled: Vec<Corpus> = Vec::new();
+        while let Some(log) = cp.feeds.iter().map(|(l, _)| l).find(|l| !polled.contains(l)).cloned() {
+            polled.push(log.clone());
+            while let Some(token) = cp.feeds.iter().find(|(l, _)| *l == log).map(|(_, t)| t.clone()) {
                 let page = match self.source.changes_page(&log, &token).await {
                     Err(DriveError::InvalidPageToken(msg)) => {
+                        if let Corpus::SharedDrive(id) = &log
+                            && self.source.shared_drive(id).await.map_err(Self::drive_err)?.is_none()
+                        {
+                            self.apply_drive_change(out, cp, id).await?;
+                            self.mark(out, cp).await?;
+                            break;
+                        }
                         tracing::warn!(?log, %msg, "saved change token rejected; listing everything again");
                         return Ok(false);
                     }
                     Err(e) => return Err(Self::drive_err(e)),
                     Ok(page) => page,
                 };
-                let (next, more) = self.changes_step(out, page).await?;
-                cp.feeds[i].1 = next;
-                if i == 0 {
-                    cp.phase = FeedPhase::Changes { token: cp.feeds[0].1.clone() };
+                let (next, more, drives) = self.changes_step(out, page).await?;
+                if let Some(entry) = cp.feeds.iter_mut().find(|(l, _)| *l == log) {
+                    entry.1 = next;
+                }
+                for id in drives {
+                    self.apply_drive_change(out, cp, &id).await?;
+                }
+                if let Some((_, first)) = cp.feeds.first() {
+                    cp.phase = FeedPhase::Changes { token: first.clone() };
                 }
                 self.mark(out, cp).await?;
                 if !more {
@@ -306,24 +446,37 @@ impl<S: ChangeSource> ChangeFeed<S> {
         Ok(true)
     }
 
-    /// Emits a page of changes; returns where the log continues and whether more pages follow now.
+    /// Emits a page of file changes; returns where the log continues, whether more pages follow now,
+    /// and the shared drives that changed (applied by the caller once the page's position is kept).
     /// `removed` means "removed from this log" — deleted, access lost, or (in a shared drive's log)
     /// moved to another drive — so the item is looked up: it is removed only if Drive no longer
     /// shows it, and otherwise planned where it is now.
-    async fn changes_step(&self, out: &FeedOutputs, page: ChangePage) -> Result<(String, bool), StageError> {
+    async fn changes_step(
+        &self,
+        out: &FeedOutputs,
+        page: ChangePage,
+    ) -> Result<(String, bool, BTreeSet<DriveId>), StageError> {
+        let mut drives = BTreeSet::new();
         for c in page.changes {
-            let kind = match c.file {
+            let (file_id, file) = match c {
+                DriveChange::File { file_id, file } => (file_id, file),
+                DriveChange::Drive { id } => {
+                    drives.insert(id);
+                    continue;
+                }
+            };
+            let kind = match file {
                 Some(f) => ChangeKind::Upsert(f),
-                None => match self.source.get_file(&c.file_id).await.map_err(Self::drive_err)? {
+                None => match self.source.get_file(&file_id).await.map_err(Self::drive_err)? {
                     Some(f) => ChangeKind::Upsert(f),
                     None => ChangeKind::Removed,
                 },
             };
-            self.emit(out, c.file_id, kind, Origin::Change).await?;
+            self.emit(out, file_id, kind, Origin::Change).await?;
         }
         match (page.next_page_token, page.new_start_page_token) {
-            (Some(next), _) => Ok((next, true)),
-            (None, Some(new_start)) => Ok((new_start, false)),
+            (Some(next), _) => Ok((next, true, drives)),
+            (None, Some(new_start)) => Ok((new_start, false, drives)),
             (None, None) => {
                 Err(StageError::Failed("changes.list page without nextPageToken or newStartPageToken".into()))
             }

@@ -142,6 +142,9 @@ pub fn already_applied(store: &Store, event: &ChangeEvent) -> Result<bool, Stage
         ChangeKind::Removed => {
             store.file(&event.file_id).map_err(err)?.is_none() && store.folder(&event.file_id).map_err(err)?.is_none()
         }
+        // The planner compares these with the drive roots it holds (a store written before roots were
+        // recorded has none for a drive it mirrors).
+        ChangeKind::SharedDrive { .. } => false,
     })
 }
 

@@ -235,16 +235,82 @@ impl<L: FolderLookup> Planner<L> {
         if self.layout.prefix.is_empty() { rel.to_string() } else { format!("{}/{rel}", self.layout.prefix) }
     }
 
+    /// The key of each shared drive's root: the recorded one (a rename while mirrorflow was down is
+    /// applied by the drive event the feed sends at start), else claimed from the drive's name. Drives
+    /// joined during an earlier run of this process (a planner restart) come from their records.
     fn assign_drive_roots(&mut self) -> Result<BTreeMap<DriveId, String>, StageError> {
         let base = self.join("shared-drives");
+        for root in self.folders.values().filter(|f| f.is_drive_root()) {
+            if let Some(d) = &root.drive_id {
+                self.scope.shared.entry(d.clone()).or_insert_with(|| root.name.clone());
+            }
+        }
         let drives: Vec<(DriveId, String)> = self.scope.shared.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         drives
             .into_iter()
             .map(|(id, name)| {
-                let key = self.claim(&FileId(id.0.clone()), &base, &name, None)?;
+                let root = FileId(id.0.clone());
+                let key = match self.folders.get(&root) {
+                    Some(r) if r.is_drive_root() => r.key.0.clone(),
+                    _ => self.claim(&root, &base, &name, None)?,
+                };
                 Ok((id, key))
             })
             .collect()
+    }
+
+    /// A shared drive is in scope under `name` (joined, renamed, or just confirmed at start), or gone
+    /// (`None`). A rename moves the drive's subtree to the new root key, a removal removes it (per
+    /// `deletes`), both as one journaled tree action like a folder's; a joined drive's tree is listed.
+    fn plan_drive(
+        &mut self,
+        event: &ChangeEvent,
+        name: Option<&str>,
+        joined: bool,
+    ) -> Result<Result<Planned, Outcome>, StageError> {
+        let root_id = event.file_id.clone();
+        let drive = DriveId(root_id.0.clone());
+        let Some(name) = name else {
+            self.scope.shared.remove(&drive);
+            let recorded = self.folders.remove(&root_id).filter(FolderRecord::is_drive_root).map(|r| r.key.0);
+            let Some(root_key) = self.drive_roots.remove(&drive).or(recorded) else {
+                return Ok(Err(outcome(event, OutcomeKind::Skipped(SkipReason::NotInScope))));
+            };
+            self.release(&root_id)?;
+            let mut tree = self.remove_subtree(&root_key)?;
+            tree.removed_folders.push(root_id.clone());
+            tracing::warn!(drive = %drive, key = %root_key, files = tree.files.len(), "shared drive left the scope: its mirrored files are removed per `deletes`");
+            return Ok(self.tree_action(event.seq, root_id, "", ObjectKey(root_key), tree));
+        };
+        let old = self.drive_roots.get(&drive).cloned();
+        let recorded = self.folders.get(&root_id).filter(|r| r.is_drive_root()).cloned();
+        if !joined && recorded.as_ref().is_some_and(|r| r.name == name) && old.is_some() {
+            return Ok(Err(outcome(event, OutcomeKind::Skipped(SkipReason::Unchanged))));
+        }
+        self.scope.shared.insert(drive.clone(), name.to_string());
+        let key = self.claim(&root_id, &self.join("shared-drives"), name, None)?;
+        self.drive_roots.insert(drive.clone(), key.clone());
+        let record = FolderRecord {
+            id: root_id.clone(),
+            name: name.to_string(),
+            parent: None,
+            drive_id: Some(drive),
+            key: ObjectKey(key.clone()),
+            trashed: false,
+        };
+        self.folders.insert(root_id.clone(), record.clone());
+        if joined {
+            // Drive sends no change for the items already in a drive the account joins.
+            self.requests.push(Refresh::Children(root_id.clone()));
+        }
+        match old.filter(|o| *o != key) {
+            Some(old) => {
+                let mut tree = self.move_subtree(&old, &key)?;
+                tree.folder = Some(record);
+                Ok(self.tree_action(event.seq, root_id, name, ObjectKey(key), tree))
+            }
+            None => Ok(Err(outcome(event, OutcomeKind::FolderRecorded(record)))),
+        }
     }
 
     fn claim_exact(&mut self, id: &FileId, key: &str) -> Result<(), StageError> {
@@ -368,8 +434,13 @@ impl<L: FolderLookup> Planner<L> {
     pub async fn plan(&mut self, event: ChangeEvent) -> Result<Result<Planned, Outcome>, StageError> {
         // Whatever this item was, its change may bring it into the scope.
         self.out_of_scope.remove(&event.file_id);
-        if self.folders.contains_key(&event.file_id) {
+        let drive_event = matches!(event.kind, ChangeKind::SharedDrive { .. });
+        if drive_event || self.folders.contains_key(&event.file_id) {
             self.barrier.drain().await;
+        }
+        if !drive_event && self.drive_roots.contains_key(&DriveId(event.file_id.0.clone())) {
+            // A file-level change of a shared drive's root folder: the drive-level change decides.
+            return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Unchanged))));
         }
         if super::dedup::already_applied(&self.store, &event)? {
             crate::metrics::event("dedup", "unchanged");
@@ -378,6 +449,7 @@ impl<L: FolderLookup> Planner<L> {
         let file = match &event.kind {
             ChangeKind::Removed => return self.plan_removal(event.seq, &event.file_id),
             ChangeKind::Upsert(f) => f.clone(),
+            ChangeKind::SharedDrive { name, joined } => return self.plan_drive(&event, name.as_deref(), *joined),
         };
         if file.is_shortcut() {
             return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Shortcut))));
@@ -825,5 +897,70 @@ mod tests {
         let planned = p.plan(upsert(1, d)).await.unwrap().unwrap();
         assert_eq!(planned.key.0, "pre/my-drive/Notes.docx");
         assert!(matches!(planned.kind, ActionKind::Upload { source: Source::Export { .. } }));
+    }
+
+    fn drive_event(seq: u64, name: Option<&str>, joined: bool) -> ChangeEvent {
+        let kind = ChangeKind::SharedDrive { name: name.map(Into::into), joined };
+        ChangeEvent { seq: ChangeSeq(seq), file_id: FileId("d1".into()), kind, origin: Origin::Change }
+    }
+
+    fn commit(store: &Store, outcomes: Vec<Outcome>) {
+        store.apply(&crate::state::CommitBatch { outcomes, ..Default::default() }).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_renamed_shared_drive_moves_its_subtree_and_a_lost_one_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = planner(dir.path());
+        // Joined: the root is recorded under the drive's name and its tree is listed.
+        let Err(joined) = p.plan(drive_event(1, Some("Team"), true)).await.unwrap() else { panic!("no I/O to join") };
+        assert!(
+            matches!(&joined.kind, OutcomeKind::FolderRecorded(f) if f.key.0 == "pre/shared-drives/Team" && f.is_drive_root()),
+            "{joined:?}"
+        );
+        assert_eq!(std::mem::take(&mut p.requests), vec![Refresh::Children(FileId("d1".into()))]);
+        commit(&p.store, vec![joined]);
+        let mut f = file("F", "a.txt", "d1");
+        f.drive_id = Some(DriveId("d1".into()));
+        let key = key_of(&mut p, 2, f.clone()).await;
+        assert_eq!(key, "pre/shared-drives/Team/a.txt");
+        let rec = FileRecord {
+            id: f.id.clone(),
+            name: f.name.clone(),
+            parent: f.parents.first().cloned(),
+            mime_type: f.mime_type.clone(),
+            version: 1,
+            md5: f.md5.clone(),
+            sha256: None,
+            size: 5,
+            key: ObjectKey(key),
+            modified_time: None,
+        };
+        commit(&p.store, vec![Outcome { seq: ChangeSeq(2), file_id: f.id.clone(), kind: OutcomeKind::Committed(rec) }]);
+
+        // The same name again (the feed confirms every drive at start): nothing to do.
+        let same = p.plan(drive_event(3, Some("Team"), false)).await.unwrap();
+        assert!(matches!(same, Err(Outcome { kind: OutcomeKind::Skipped(SkipReason::Unchanged), .. })), "{same:?}");
+
+        // Renamed: one tree action moves the file to the new root, which is recorded with it.
+        let Ok(rename) = p.plan(drive_event(4, Some("Team 2"), false)).await.unwrap() else { panic!("a move") };
+        let ActionKind::Tree(tree) = &rename.kind else { panic!("{rename:?}") };
+        assert_eq!(tree.files.len(), 1);
+        assert_eq!(tree.files[0].0.key.0, "pre/shared-drives/Team 2/a.txt");
+        assert_eq!(tree.folder.as_ref().map(|r| r.key.0.as_str()), Some("pre/shared-drives/Team 2"));
+        let moved = OutcomeKind::TreeChanged(tree.clone());
+        commit(&p.store, vec![Outcome { seq: ChangeSeq(4), file_id: FileId("d1".into()), kind: moved }]);
+
+        // A file-level change about the root folder itself (no parents) never removes the drive.
+        let mut root = file("d1", "Team 2", "nowhere");
+        root.parents.clear();
+        root.mime_type = FOLDER_MIME.into();
+        let r = p.plan(upsert(5, root)).await.unwrap();
+        assert!(matches!(r, Err(Outcome { kind: OutcomeKind::Skipped(SkipReason::Unchanged), .. })), "{r:?}");
+
+        // Lost: the subtree goes, and the root record with it.
+        let Ok(lost) = p.plan(drive_event(6, None, false)).await.unwrap() else { panic!("a removal") };
+        let ActionKind::Tree(tree) = &lost.kind else { panic!("{lost:?}") };
+        assert!(tree.remove && tree.files.len() == 1 && tree.removed_folders.contains(&FileId("d1".into())));
     }
 }

@@ -6,7 +6,8 @@ pub mod codec;
 pub mod watermark;
 
 use crate::model::{
-    ChangeSeq, DeadLetter, FileId, FileRecord, FolderRecord, ObjectKey, Outcome, OutcomeKind, Refresh, SkipReason,
+    ChangeSeq, DeadLetter, DriveId, FileId, FileRecord, FolderRecord, ObjectKey, Outcome, OutcomeKind, Refresh,
+    SkipReason,
 };
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
@@ -284,6 +285,12 @@ impl Store {
         self.folders.iter().map(|g| codec::decode(&g.value()?)).collect()
     }
 
+    /// The shared drives whose roots are recorded: the drives the mirror holds files of.
+    pub fn drive_roots(&self) -> Result<Vec<DriveId>, StoreError> {
+        let roots = self.all_folders()?.into_iter().filter(FolderRecord::is_drive_root);
+        Ok(roots.filter_map(|f| f.drive_id).collect())
+    }
+
     /// Every file record, streamed.
     pub fn for_each_file(&self, mut f: impl FnMut(FileRecord)) -> Result<(), StoreError> {
         for g in self.files.iter() {
@@ -451,8 +458,11 @@ impl Store {
         let mut swept = 0usize;
         for keyspace in [&self.files, &self.folders] {
             for g in keyspace.iter() {
-                let k = g.key()?;
-                if unseen(&k)? {
+                let (k, v) = g.into_inner()?;
+                // A shared drive's root is never listed as an item: drive-level changes decide its fate.
+                let drive_root = std::ptr::eq(keyspace, &self.folders)
+                    && codec::decode::<FolderRecord>(&v).is_ok_and(|f| f.is_drive_root());
+                if !drive_root && unseen(&k)? {
                     let id = FileId(String::from_utf8_lossy(&k).into_owned());
                     b.insert(&self.refresh, codec::encode(&Refresh::File(id))?, codec::encode(&rand::random::<u64>())?);
                     swept += 1;

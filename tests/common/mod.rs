@@ -352,8 +352,13 @@ pub fn assert_paths_follow_drive(config: &Path, tree: &EmuTree) {
         if parent == tree.root_id {
             return Some(join("my-drive"));
         }
-        if tree.drives.iter().any(|d| d.id == parent) {
-            return None; // a shared drive root: checked by prefix below
+        if let Some(drive) = tree.drives.iter().find(|d| d.id == parent) {
+            // A shared drive's root is recorded under the drive's current name.
+            let root = store.folder(&FileId(drive.id.clone())).unwrap();
+            let root = root.unwrap_or_else(|| panic!("root of shared drive {} not recorded", drive.id));
+            assert_eq!(root.name, drive.name, "recorded name of shared drive {}", drive.id);
+            assert!(root.key.0.starts_with(&join("shared-drives/")), "{}", root.key);
+            return Some(root.key.0);
         }
         Some(
             store
@@ -388,6 +393,10 @@ pub fn assert_paths_follow_drive(config: &Path, tree: &EmuTree) {
         })
         .unwrap();
     for f in store.all_folders().unwrap() {
+        if f.is_drive_root() {
+            assert!(tree.drives.iter().any(|d| d.id == f.id.0), "shared drive {} recorded but gone from Drive", f.id);
+            continue;
+        }
         let Some(item) = by_id.get(f.id.0.as_str()) else { panic!("folder {} recorded but gone from Drive", f.id) };
         assert!(!item.trashed, "trashed folder {} still recorded", f.id);
         assert_eq!(f.name, item.name);
