@@ -329,6 +329,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
                 w.channel_ttl.0,
                 drive.clone(),
                 wake.clone(),
+                crate::stages::change_feed::change_logs(&scope),
             )
             .await
             .map_err(PipelineError::Supervision)?;

@@ -1,5 +1,6 @@
 //! Push notifications: a `change` notification from Drive triggers a poll long before
-//! `poll_interval`; a forged notification is rejected with 401; the channel is stopped on shutdown.
+//! `poll_interval`, for the user's log and for each shared drive's own log (one channel each); a forged
+//! notification is rejected with 401; the channels are stopped on shutdown.
 
 mod common;
 use common::*;
@@ -41,6 +42,18 @@ async fn a_notification_triggers_a_poll_and_a_forged_one_is_rejected() {
     )
     .await;
     poll_until(|| mirror.join("my-drive/pushed.txt").exists()).await;
+
+    // A change in a shared drive lands only in that drive's own log (as Google documents it): its own
+    // channel brings it long before the 1h poll too.
+    let tree = env.tree().await;
+    let drive = &tree.drives[0];
+    env.control(
+        "mutate",
+        serde_json::json!({"ops": [{"op": "create", "parent": drive.id, "name": "pushed-in-drive.txt", "size": 322}]}),
+    )
+    .await;
+    let in_drive = mirror.join("shared-drives").join(&drive.name).join("pushed-in-drive.txt");
+    poll_until(|| in_drive.exists()).await;
     let stats = env.stats().await;
     assert!(stats["requests"].as_object().unwrap().keys().any(|k| k.starts_with("changes.watch 200")), "{stats}");
 

@@ -562,9 +562,10 @@ pub struct WatchChannel {
 }
 
 impl DriveClient {
-    /// `changes.watch`: asks Drive to POST change notifications to `address`.
-    pub async fn watch_changes(&self, address: &str, ttl: Duration) -> Result<WatchChannel, DriveError> {
-        let page_token = self.start_page_token(&Corpus::MyDrive).await?;
+    /// `changes.watch` of one change log (the user's, or a shared drive's with `driveId`): asks Drive
+    /// to POST that log's change notifications to `address`.
+    pub async fn watch_changes(&self, log: &Corpus, address: &str, ttl: Duration) -> Result<WatchChannel, DriveError> {
+        let page_token = self.start_page_token(log).await?;
         let id = random_hex(16);
         let token = random_hex(24);
         let now_ms = std::time::SystemTime::now()
@@ -582,18 +583,18 @@ impl DriveClient {
         let ch = self
             .paced("drive", || async {
                 let mut d = RetryAfterCapture::default();
-                let (_, ch) = self
+                let call = self
                     .hub
                     .changes()
                     .watch(request.clone(), &page_token)
                     .supports_all_drives(true)
                     .include_items_from_all_drives(true)
-                    .include_removed(true)
-                    .add_scope(Scope::Readonly)
-                    .delegate(&mut d)
-                    .doit()
-                    .await
-                    .map_err(|e| d.error(e))?;
+                    .include_removed(true);
+                let call = match log {
+                    Corpus::MyDrive => call,
+                    Corpus::SharedDrive(id) => call.drive_id(&id.0),
+                };
+                let (_, ch) = call.add_scope(Scope::Readonly).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
                 Ok(ch)
             })
             .await?;

@@ -1,8 +1,10 @@
-//! Push notifications: registers a `changes.watch` channel with a random secret, answers Drive's
-//! notifications (a valid `change` wakes the feed's poll at once; a forged one gets 401 and is counted),
-//! renews the channel before it expires and stops it on shutdown. Polling remains the fallback.
+//! Push notifications: registers one `changes.watch` channel per change log followed (the user's, and
+//! each shared drive's own: Drive notifies a channel only of its log), each with a random secret;
+//! answers Drive's notifications (a valid `change` wakes the feed's poll at once; a forged one gets 401
+//! and is counted), renews each channel before it expires and stops them on shutdown. Polling remains
+//! the fallback.
 
-use super::{DriveClient, WatchChannel};
+use super::{Corpus, DriveClient, WatchChannel};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use std::net::SocketAddr;
@@ -13,10 +15,17 @@ use tokio::sync::Notify;
 /// Counter of rejected notifications.
 pub const REJECTED_TOTAL: &str = "mirrorflow_webhook_rejected_total";
 
-/// Channels whose notifications we accept (the current one and, during a renewal, the previous one).
+/// Channels whose notifications we accept: per log, the current one and, during a renewal, the
+/// previous one.
 #[derive(Default)]
 struct Accepted {
-    channels: Vec<WatchChannel>,
+    channels: std::collections::BTreeMap<Corpus, Vec<WatchChannel>>,
+}
+
+impl Accepted {
+    fn all(&self) -> Vec<WatchChannel> {
+        self.channels.values().flatten().cloned().collect()
+    }
 }
 
 #[derive(Clone)]
@@ -33,7 +42,7 @@ fn verify(headers: &HeaderMap, channels: &[WatchChannel]) -> bool {
 }
 
 async fn notification(State(s): State<Shared>, headers: HeaderMap) -> StatusCode {
-    let ok = verify(&headers, &s.accepted.lock().unwrap_or_else(|p| p.into_inner()).channels);
+    let ok = verify(&headers, &s.accepted.lock().unwrap_or_else(|p| p.into_inner()).all());
     if !ok {
         metrics::counter!(REJECTED_TOTAL).increment(1);
         tracing::warn!("rejected a push notification with an unknown channel id or token");
@@ -80,16 +89,17 @@ fn now_ms() -> i64 {
 }
 
 impl Webhook {
-    /// Binds `listen` and registers a channel delivering to `public_url` (lifetime `ttl`, clamped to
-    /// Drive's maximum), renewed from the expiration Drive returns. A registration that fails is
-    /// retried with backoff while the feed keeps polling; only a listen address that cannot be bound
-    /// is an error.
+    /// Binds `listen` and registers a channel per log in `logs` delivering to `public_url` (lifetime
+    /// `ttl`, clamped to Drive's maximum), each renewed from the expiration Drive returns. A
+    /// registration that fails is retried with backoff while the feed keeps polling; only a listen
+    /// address that cannot be bound is an error.
     pub async fn start(
         listen: SocketAddr,
         public_url: String,
         ttl: Duration,
         drive: Arc<DriveClient>,
         wake: Arc<Notify>,
+        logs: Vec<Corpus>,
     ) -> Result<Webhook, String> {
         let ttl = clamp_ttl(ttl);
         let accepted = Arc::new(Mutex::new(Accepted::default()));
@@ -101,20 +111,30 @@ impl Webhook {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        let first_wait = match drive.watch_changes(&public_url, ttl).await {
-            Ok(first) => {
-                let wait = renewal_delay(first.expiration_ms, now_ms());
-                accepted.lock().unwrap_or_else(|p| p.into_inner()).channels.push(first);
-                wait
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "push channel registration failed; polling continues, retrying");
-                FIRST_RETRY
-            }
-        };
-        let (acc, d) = (accepted.clone(), drive.clone());
+        let mut renewals = tokio::task::JoinSet::new();
+        for log in logs {
+            let first_wait = match drive.watch_changes(&log, &public_url, ttl).await {
+                Ok(first) => {
+                    let wait = renewal_delay(first.expiration_ms, now_ms());
+                    accepted.lock().unwrap_or_else(|p| p.into_inner()).channels.insert(log.clone(), vec![first]);
+                    wait
+                }
+                Err(e) => {
+                    tracing::warn!(?log, error = %e, "push channel registration failed; polling continues, retrying");
+                    FIRST_RETRY
+                }
+            };
+            let registration = Registration {
+                log,
+                accepted: accepted.clone(),
+                drive: drive.clone(),
+                public_url: public_url.clone(),
+                ttl,
+            };
+            renewals.spawn(registration.keep(first_wait));
+        }
         let task = tokio::spawn(async move {
-            keep_registered(acc, d, public_url, ttl, first_wait).await;
+            while renewals.join_next().await.is_some() {}
             server.abort();
         });
         Ok(Webhook { task, accepted, drive, local_addr })
@@ -124,7 +144,7 @@ impl Webhook {
     pub async fn stop(self) {
         self.task.abort();
         let channels = std::mem::take(&mut self.accepted.lock().unwrap_or_else(|p| p.into_inner()).channels);
-        for ch in channels {
+        for ch in channels.into_values().flatten() {
             if let Err(e) = self.drive.stop_channel(&ch).await {
                 tracing::warn!(error = %e, "could not stop the push channel");
             }
@@ -132,37 +152,40 @@ impl Webhook {
     }
 }
 
-/// Registers a new channel each time the current one is due (or after a failure, with backoff),
-/// then stops the one it replaces.
-async fn keep_registered(
+/// One log's channel, kept registered.
+struct Registration {
+    log: Corpus,
     accepted: Arc<Mutex<Accepted>>,
     drive: Arc<DriveClient>,
     public_url: String,
     ttl: Duration,
-    mut wait: Duration,
-) {
-    let mut retry = FIRST_RETRY;
-    loop {
-        tokio::time::sleep(wait).await;
-        match drive.watch_changes(&public_url, ttl).await {
-            Ok(new) => {
-                wait = renewal_delay(new.expiration_ms, now_ms());
-                retry = FIRST_RETRY;
-                let old: Vec<WatchChannel> = {
-                    let mut a = accepted.lock().unwrap_or_else(|p| p.into_inner());
-                    let old = std::mem::take(&mut a.channels);
-                    a.channels = vec![new];
-                    old
-                };
-                for ch in old {
-                    let _ = drive.stop_channel(&ch).await;
+}
+
+impl Registration {
+    /// Registers a new channel each time the current one is due (or after a failure, with backoff),
+    /// then stops the one it replaces.
+    async fn keep(self, mut wait: Duration) {
+        let mut retry = FIRST_RETRY;
+        loop {
+            tokio::time::sleep(wait).await;
+            match self.drive.watch_changes(&self.log, &self.public_url, self.ttl).await {
+                Ok(new) => {
+                    wait = renewal_delay(new.expiration_ms, now_ms());
+                    retry = FIRST_RETRY;
+                    let old = {
+                        let mut a = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+                        a.channels.insert(self.log.clone(), vec![new]).unwrap_or_default()
+                    };
+                    for ch in old {
+                        let _ = self.drive.stop_channel(&ch).await;
+                    }
+                    tracing::info!(log = ?self.log, renew_in = ?wait, "push channel registered");
                 }
-                tracing::info!(renew_in = ?wait, "push channel registered");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?retry, "push channel registration failed; polling continues");
-                wait = retry;
-                retry = (retry * 2).min(MAX_RETRY);
+                Err(e) => {
+                    tracing::warn!(log = ?self.log, error = %e, retry_in = ?retry, "push channel registration failed; polling continues");
+                    wait = retry;
+                    retry = (retry * 2).min(MAX_RETRY);
+                }
             }
         }
     }

@@ -105,10 +105,14 @@ pub(crate) async fn watch(
     app.gate("changes.watch", &headers, false, |_| async {
         let token = p.require("pageToken")?;
         app.state().log.parse_token(token).ok_or_else(invalid_token)?;
+        let drive = check_drive(&app, &p)?;
         let req: WatchRequest =
             serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("Parse Error: {e}")))?;
-        let uri = format!("{}drive/v3/changes?alt=json&pageToken={token}", app.base_url);
-        let channel = app.watch.open(req, uri).map_err(ApiError::bad_request)?;
+        let mut uri = format!("{}drive/v3/changes?alt=json&pageToken={token}", app.base_url);
+        if let Some(d) = &drive {
+            uri.push_str(&format!("&driveId={d}"));
+        }
+        let channel = app.watch.open(req, uri, drive).map_err(ApiError::bad_request)?;
         Ok(json_response(channel))
     })
     .await

@@ -140,7 +140,7 @@ pub(crate) async fn mutate(AxState(app): AxState<Arc<App>>, body: Bytes) -> Resp
         Ok(b) => b,
         Err(resp) => return *resp,
     };
-    let (status, value, changed) = {
+    let (status, value, touched) = {
         let mut st = app.state();
         let before = st.log.records.len();
         let mut created = Vec::new();
@@ -154,7 +154,7 @@ pub(crate) async fn mutate(AxState(app): AxState<Arc<App>>, body: Bytes) -> Resp
                 }
             }
         }
-        let changed = st.log.records.len() > before;
+        let touched = st.touched_since(before);
         let mut value = json!({"created": created, "applied": failure.as_ref().map_or(req.ops.len(), |f| f.0), "summary": summary(&st)});
         let status = match &failure {
             None => StatusCode::OK,
@@ -164,11 +164,9 @@ pub(crate) async fn mutate(AxState(app): AxState<Arc<App>>, body: Bytes) -> Resp
         if let Some((_, e)) = failure {
             value["error"] = json!(e.to_string());
         }
-        (status, value, changed)
+        (status, value, touched)
     };
-    if changed {
-        app.watch.notify_change();
-    }
+    app.watch.notify_change(&touched);
     (status, json_response(value)).into_response()
 }
 

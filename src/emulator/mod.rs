@@ -162,8 +162,9 @@ impl Emulator {
     pub fn mutate(&self, ops: &[MutateOp]) -> Result<Vec<String>, MutateError> {
         let mut created = Vec::new();
         let mut result = Ok(());
-        {
+        let touched = {
             let mut st = self.app.state();
+            let before = st.log.records.len();
             for op in ops {
                 match st.apply(op) {
                     Ok(ids) => created.extend(ids),
@@ -173,8 +174,9 @@ impl Emulator {
                     }
                 }
             }
-        }
-        self.app.watch.notify_change();
+            st.touched_since(before)
+        };
+        self.app.watch.notify_change(&touched);
         result.map(|()| created)
     }
 

@@ -37,6 +37,8 @@ pub(crate) struct StopRequest {
 #[derive(Debug, Clone)]
 struct Channel {
     id: String,
+    /// The shared drive whose log the channel watches; `None` for the user's log.
+    drive: Option<String>,
     resource_id: String,
     resource_uri: String,
     token: Option<String>,
@@ -50,6 +52,16 @@ struct Channel {
 struct Notification {
     address: String,
     headers: Vec<(&'static str, String)>,
+}
+
+/// Which change logs a batch of mutations wrote to: a channel is notified only for its own log, as
+/// Drive does (a channel on a shared drive's log hears nothing of My Drive, and the other way round).
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    /// The user's log got a change.
+    pub user_log: bool,
+    /// These shared drives' logs got changes.
+    pub drives: std::collections::HashSet<String>,
 }
 
 /// Open channels and the queue to the delivery task.
@@ -67,7 +79,7 @@ impl Watch {
     }
 
     /// Open a channel; returns Drive's Channel resource or a message for a 400.
-    pub fn open(&self, req: WatchRequest, resource_uri: String) -> Result<Value, String> {
+    pub fn open(&self, req: WatchRequest, resource_uri: String, drive: Option<String>) -> Result<Value, String> {
         let id = req.id.filter(|s| !s.is_empty()).ok_or("Required: id")?;
         let address = req.address.filter(|s| !s.is_empty()).ok_or("Required: address")?;
         match req.kind.as_deref() {
@@ -85,6 +97,7 @@ impl Watch {
         rand::fill(&mut rid[..]);
         let channel = Channel {
             id: id.clone(),
+            drive,
             resource_id: base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, rid),
             resource_uri,
             token: req.token,
@@ -109,13 +122,19 @@ impl Watch {
         matches && channels.remove(id).is_some()
     }
 
-    /// Tell every live channel that changes happened.
-    pub fn notify_change(&self) {
+    /// Tell every live channel whose log received changes (see [`Touched`]).
+    pub fn notify_change(&self, touched: &Touched) {
         let now = now_ms();
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels.retain(|_, c| c.expiration_ms > now);
         for ch in channels.values_mut() {
-            self.send(ch, "change");
+            let hit = match &ch.drive {
+                None => touched.user_log,
+                Some(d) => touched.drives.contains(d),
+            };
+            if hit {
+                self.send(ch, "change");
+            }
         }
     }
 
