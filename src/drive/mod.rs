@@ -525,6 +525,9 @@ impl crate::stages::change_feed::ChangeSource for DriveClient {
     async fn get_file(&self, id: &FileId) -> Result<Option<DriveFile>, DriveError> {
         DriveClient::get_file(self, id).await
     }
+    async fn shared_drives(&self) -> Result<Vec<(DriveId, String)>, DriveError> {
+        DriveClient::shared_drives(self).await
+    }
     async fn shared_drive(&self, id: &DriveId) -> Result<Option<String>, DriveError> {
         DriveClient::shared_drive(self, id).await
     }

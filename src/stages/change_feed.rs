@@ -30,6 +30,8 @@ pub trait ChangeSource: Send + Sync + 'static {
     fn changes_page(&self, log: &Corpus, token: &str) -> impl Future<Output = Result<ChangePage, DriveError>> + Send;
     /// `files.get` of one item; `None` when it is gone or not visible.
     fn get_file(&self, id: &FileId) -> impl Future<Output = Result<Option<DriveFile>, DriveError>> + Send;
+    /// `drives.list`: every shared drive the account can see, with its name.
+    fn shared_drives(&self) -> impl Future<Output = Result<Vec<(DriveId, String)>, DriveError>> + Send;
     /// `drives.get`: a shared drive's name, or `None` when it is deleted or not visible.
     fn shared_drive(&self, id: &DriveId) -> impl Future<Output = Result<Option<String>, DriveError>> + Send;
     /// One page of a folder's live children.
@@ -39,6 +41,10 @@ pub trait ChangeSource: Send + Sync + 'static {
         token: Option<&str>,
     ) -> impl Future<Output = Result<FilePage, DriveError>> + Send;
 }
+
+/// How often continuous mode checks the shared drives itself, besides the drive-level changes: a safety
+/// net should a Drive leave those out of the user's log (`restrictToMyDrive` is not documented either way).
+const DRIVE_CHECK_EVERY: Duration = Duration::from_secs(600);
 
 /// Refresh requests read from the store per pass.
 const REFRESH_BATCH: usize = 256;
@@ -258,6 +264,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
         };
         self.reconcile_drives(out, &mut cp, listing).await?;
         self.mark(out, &cp).await?;
+        let mut drives_checked = tokio::time::Instant::now();
         loop {
             self.serve_refreshes(out).await?;
             match cp.phase.clone() {
@@ -271,6 +278,10 @@ impl<S: ChangeSource> ChangeFeed<S> {
                         out.commit.send(CommitMsg::FeedCaughtUp { last_seq }).await.map_err(|_| StageError::Closed)?;
                         return self.serve_refreshes_until_closed(out).await;
                     } else {
+                        if drives_checked.elapsed() >= DRIVE_CHECK_EVERY {
+                            self.check_drives(out, &mut cp).await?;
+                            drives_checked = tokio::time::Instant::now();
+                        }
                         self.sleep_until_poll().await;
                     }
                 }
@@ -315,6 +326,31 @@ impl<S: ChangeSource> ChangeFeed<S> {
             self.emit(out, FileId(id.0), kind, origin).await?;
         }
         Ok(())
+    }
+
+    /// Treats every shared drive the selection names or the feed follows as changed: joins, renames
+    /// and removals the change logs did not report are applied all the same.
+    async fn check_drives(&self, out: &FeedOutputs, cp: &mut Checkpoint) -> Result<(), StageError> {
+        let mut ids: BTreeSet<DriveId> = cp
+            .feeds
+            .iter()
+            .filter_map(|(l, _)| match l {
+                Corpus::SharedDrive(d) => Some(d.clone()),
+                Corpus::MyDrive => None,
+            })
+            .collect();
+        match &self.selection {
+            DriveSelection::All => {
+                let visible = self.source.shared_drives().await.map_err(Self::drive_err)?;
+                ids.extend(visible.into_iter().map(|(id, _)| id));
+            }
+            DriveSelection::Only(wanted) => ids.extend(wanted.iter().cloned()),
+            DriveSelection::None => {}
+        }
+        for id in ids {
+            self.apply_drive_change(out, cp, &id).await?;
+        }
+        self.mark(out, cp).await
     }
 
     /// A drive-level change: asks Drive what the drive is now and tells the planner. A drive the

@@ -259,6 +259,13 @@ impl<L: FolderLookup> Planner<L> {
             .collect()
     }
 
+    /// Whether the drive `root` is mirrored under a recorded root of this very name (nothing to do).
+    fn drive_named(&self, root: &FileId, name: Option<&str>) -> bool {
+        let recorded = self.folders.get(root).filter(|r| r.is_drive_root());
+        recorded.is_some_and(|r| Some(r.name.as_str()) == name)
+            && self.drive_roots.contains_key(&DriveId(root.0.clone()))
+    }
+
     /// A shared drive is in scope under `name` (joined, renamed, or just confirmed at start), or gone
     /// (`None`). A rename moves the drive's subtree to the new root key, a removal removes it (per
     /// `deletes`), both as one journaled tree action like a folder's; a joined drive's tree is listed.
@@ -283,10 +290,6 @@ impl<L: FolderLookup> Planner<L> {
             return Ok(self.tree_action(event.seq, root_id, "", ObjectKey(root_key), tree));
         };
         let old = self.drive_roots.get(&drive).cloned();
-        let recorded = self.folders.get(&root_id).filter(|r| r.is_drive_root()).cloned();
-        if !joined && recorded.as_ref().is_some_and(|r| r.name == name) && old.is_some() {
-            return Ok(Err(outcome(event, OutcomeKind::Skipped(SkipReason::Unchanged))));
-        }
         self.scope.shared.insert(drive.clone(), name.to_string());
         let key = self.claim(&root_id, &self.join("shared-drives"), name, None)?;
         self.drive_roots.insert(drive.clone(), key.clone());
@@ -434,11 +437,18 @@ impl<L: FolderLookup> Planner<L> {
     pub async fn plan(&mut self, event: ChangeEvent) -> Result<Result<Planned, Outcome>, StageError> {
         // Whatever this item was, its change may bring it into the scope.
         self.out_of_scope.remove(&event.file_id);
-        let drive_event = matches!(event.kind, ChangeKind::SharedDrive { .. });
-        if drive_event || self.folders.contains_key(&event.file_id) {
+        if let ChangeKind::SharedDrive { name, joined } = &event.kind {
+            if !joined && name.is_some() && self.drive_named(&event.file_id, name.as_deref()) {
+                return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Unchanged))));
+            }
+            // A drive's subtree is computed from the store: every action planned before must be in it.
+            self.barrier.drain().await;
+            return self.plan_drive(&event, name.as_deref(), *joined);
+        }
+        if self.folders.contains_key(&event.file_id) {
             self.barrier.drain().await;
         }
-        if !drive_event && self.drive_roots.contains_key(&DriveId(event.file_id.0.clone())) {
+        if self.drive_roots.contains_key(&DriveId(event.file_id.0.clone())) {
             // A file-level change of a shared drive's root folder: the drive-level change decides.
             return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Unchanged))));
         }
@@ -449,7 +459,9 @@ impl<L: FolderLookup> Planner<L> {
         let file = match &event.kind {
             ChangeKind::Removed => return self.plan_removal(event.seq, &event.file_id),
             ChangeKind::Upsert(f) => f.clone(),
-            ChangeKind::SharedDrive { name, joined } => return self.plan_drive(&event, name.as_deref(), *joined),
+            ChangeKind::SharedDrive { .. } => {
+                return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Unchanged))));
+            }
         };
         if file.is_shortcut() {
             return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Shortcut))));
