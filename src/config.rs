@@ -169,6 +169,10 @@ pub struct SourceConfig {
     /// files.list / changes.list page size (1..=1000).
     #[serde(default = "default_page_size")]
     pub page_size: u32,
+    /// Longest wait for one Drive request (token endpoint included) to answer, and for a download's
+    /// body to make progress; a request that exceeds it is retried like any transient failure.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
     /// Email to impersonate with domain-wide delegation.
     pub subject: Option<String>,
     /// Push notifications (continuous mode).
@@ -206,6 +210,9 @@ fn default_poll() -> HumanDuration {
 }
 fn default_page_size() -> u32 {
     1000
+}
+fn default_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 /// `[source.export]`: which format each kind of Google Workspace file is exported to. The formats each
@@ -732,6 +739,9 @@ impl Config {
         }
         if !(1..=1000).contains(&s.page_size) {
             p.push("source.page_size: must be between 1 and 1000".into());
+        }
+        if s.timeout.0 < Duration::from_millis(100) {
+            p.push("source.timeout: must be at least 100ms".into());
         }
         s.export.problems(p);
     }

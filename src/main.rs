@@ -1,5 +1,21 @@
 //! The `mirrorflow` command line. Only argument handling and exit codes live here.
 
+/// `println!` that ignores a closed stdout (`mirrorflow status | head -1` must not panic).
+macro_rules! out_line {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr.
+macro_rules! err_line {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mirrorflow::config::Config;
@@ -13,13 +29,15 @@ const EXIT_DEAD_LETTERED: u8 = 3;
 const EXIT_USAGE: u8 = 2;
 /// Exit code: the run failed (Drive or destination unreachable, store error, stage failing too often).
 const EXIT_FAILED: u8 = 1;
+/// Exit code: `run --once` was stopped by SIGINT/SIGTERM before it finished (state kept; run again).
+const EXIT_INTERRUPTED: u8 = 4;
 
 #[derive(Parser)]
 #[command(
     name = "mirrorflow",
     version,
     about = "Keep a one-way mirror of Google Drive in object storage (S3, Supabase, GCS, Azure, a local folder).",
-    after_help = "EXIT CODES:\n  0  done: every file mirrored or skipped\n  1  the run failed (Drive or destination unreachable after retries, state store error)\n  2  bad usage or configuration\n  3  some files could not be mirrored; they are in the dead-letter store (mirrorflow dlq list)\n\nQUICK START (offline, against the bundled Drive emulator):\n  bash scripts/quickstart.sh"
+    after_help = "EXIT CODES:\n  0  done: every file mirrored or skipped\n  1  the run failed (Drive or destination unreachable after retries, state store error)\n  2  bad usage or configuration\n  3  some files could not be mirrored; they are in the dead-letter store (mirrorflow dlq list)\n  4  run --once was interrupted (SIGINT/SIGTERM) before it finished; state is kept and the next run resumes\n     (continuous mode stops on a signal as its normal end: 0, or 3)\n\nQUICK START (offline, against the bundled Drive emulator):\n  bash scripts/quickstart.sh"
 )]
 struct Cli {
     /// Log as JSON lines instead of text.
@@ -121,7 +139,14 @@ struct EmulatorArgs {
 fn init_logs(json: bool) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("MIRRORFLOW_LOG").unwrap_or_else(|_| "mirrorflow=info,warn".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A closed stderr must not turn the logger's own write errors into panics; no colour codes unless a
+    // terminal reads them.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .log_internal_errors(false);
     if json {
         b.json().init();
     } else {
@@ -131,7 +156,7 @@ fn init_logs(json: bool) {
 
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
-        eprintln!("error: {e}");
+        err_line!("error: {e}");
         ExitCode::from(EXIT_USAGE)
     })
 }
@@ -162,11 +187,11 @@ async fn dispatch(cmd: Command) -> ExitCode {
     match r {
         Ok(code) => code,
         Err(e) if e.downcast_ref::<UsageError>().is_some() => {
-            eprintln!("error: {e:#}");
+            err_line!("error: {e:#}");
             ExitCode::from(EXIT_USAGE)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            err_line!("error: {e:#}");
             ExitCode::from(EXIT_FAILED)
         }
     }
@@ -185,24 +210,34 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
     match pipeline::run(&cfg, RunOptions { once, progress }).await {
         Ok(summary) => {
             let p = &summary.progress;
-            println!(
+            out_line!(
                 "mirrorflow: {} files mirrored ({} bytes), {} removed, {} skipped, {} dead-lettered this run",
-                p.committed, p.bytes, p.removed, p.skipped, p.dead_lettered
+                p.committed,
+                p.bytes,
+                p.removed,
+                p.skipped,
+                p.dead_lettered
             );
             if p.no_export > 0 {
-                println!(
+                out_line!(
                     "mirrorflow: {} Google file(s) have no export format (Forms, Sites, Maps…) and were not mirrored",
                     p.no_export
                 );
             }
+            if once && summary.interrupted {
+                err_line!(
+                    "mirrorflow: interrupted before the mirror was complete; state is kept and the next run resumes"
+                );
+                return ExitCode::from(EXIT_INTERRUPTED);
+            }
             if summary.dead_letters.is_empty() {
                 return ExitCode::SUCCESS;
             }
-            println!("{} file(s) could not be mirrored:", summary.dead_letters.len());
+            out_line!("{} file(s) could not be mirrored:", summary.dead_letters.len());
             for d in &summary.dead_letters {
-                println!("  {}  {:?}  {}: {}", d.id, d.name, d.reason, d.last_error);
+                out_line!("  {}  {:?}  {}: {}", d.id, d.name, d.reason, d.last_error);
             }
-            println!(
+            out_line!(
                 "(see `mirrorflow dlq list {}`; retry with `mirrorflow dlq retry {}`)",
                 path.display(),
                 path.display()
@@ -210,7 +245,7 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
             ExitCode::from(EXIT_DEAD_LETTERED)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            err_line!("error: {e}");
             if matches!(e, pipeline::PipelineError::Scope(_) | pipeline::PipelineError::Metrics(_)) {
                 ExitCode::from(EXIT_USAGE)
             } else {
@@ -223,7 +258,7 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
 fn validate(path: &std::path::Path) -> ExitCode {
     match load_config(path) {
         Ok(_) => {
-            println!("{}: ok", path.display());
+            out_line!("{}: ok", path.display());
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -246,7 +281,7 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         Err(e) => {
             // A running pipeline holds the store's lock: show what it publishes instead.
             let Some(live) = live else { return Err(e).context("opening the state store") };
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"live": live}))?);
+            out_line!("{}", serde_json::to_string_pretty(&serde_json::json!({"live": live}))?);
             return Ok(ExitCode::SUCCESS);
         }
     };
@@ -268,20 +303,23 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         "last_run": live,
     });
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out_line!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     match &cp {
-        Some(c) => println!(
+        Some(c) => out_line!(
             "checkpoint: {} (last poll {}s ago)",
             c["phase"].as_str().unwrap_or(""),
             c["checkpoint_age_seconds"]
         ),
-        None => println!("checkpoint: none (the next run lists everything)"),
+        None => out_line!("checkpoint: none (the next run lists everything)"),
     }
-    println!(
+    out_line!(
         "files mirrored: {}\nbytes mirrored: {}\nfolders: {}\ndead-lettered: {}",
-        counts.files, counts.bytes, counts.folders, counts.dead_lettered
+        counts.files,
+        counts.bytes,
+        counts.folders,
+        counts.dead_lettered
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -289,12 +327,12 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
 fn dlq_list(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     let dl = open_store(path)?.dead_letters()?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&dl)?);
+        out_line!("{}", serde_json::to_string_pretty(&dl)?);
     } else if dl.is_empty() {
-        println!("the dead-letter store is empty");
+        out_line!("the dead-letter store is empty");
     } else {
         for d in &dl {
-            println!("{}  {:?}  {}  attempts={}  {}", d.id, d.name, d.reason, d.attempts, d.last_error);
+            out_line!("{}  {:?}  {}  attempts={}  {}", d.id, d.name, d.reason, d.attempts, d.last_error);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -310,7 +348,7 @@ fn dlq_retry(path: &std::path::Path, ids: Vec<String>) -> anyhow::Result<ExitCod
     let requests: Vec<_> = targets.iter().cloned().map(mirrorflow::model::Refresh::File).collect();
     store.request_refresh(&requests)?;
     let n = if targets.is_empty() { 0 } else { store.clear_dead_letters(&targets)? };
-    println!(
+    out_line!(
         "{n} file(s) released from the dead-letter store; run `mirrorflow run --once {}` to mirror them again",
         path.display()
     );

@@ -23,6 +23,7 @@ use crate::stages::verifier::Verifier;
 use crate::stages::{CommitMsg, Emit, FailureInjector, Stage};
 use crate::state::{Store, StoreError};
 use ractor::Actor;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -86,6 +87,7 @@ pub async fn drive_client(cfg: &Config) -> Result<DriveClient, DriveError> {
         retry: retry_policy(cfg),
         breaker: cfg.retry.breaker(),
         rps: cfg.rate_limit.drive_rps,
+        timeout: cfg.source.timeout.0,
     })
     .await
 }
@@ -118,7 +120,8 @@ pub async fn discover_scope(cfg: &Config, drive: &DriveClient) -> Result<Scope, 
                 // Deleted, or the account lost access: reported, and the rest of the mirror goes on (the
                 // feed removes what the mirror held of it; it is followed again if it comes back).
                 tracing::warn!(drive = %d, "shared drive in source.drives is not visible to this account (deleted, access lost, or a wrong id)");
-                eprintln!(
+                let _ = writeln!(
+                    std::io::stderr(),
                     "mirrorflow: warning: shared drive {d:?} in source.drives is not visible to this account (deleted, access lost, or a wrong id)"
                 );
             }
@@ -345,22 +348,32 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     let mut sweep = adopting.then(|| tokio::spawn(crate::adopt::sweep_when_listed(store.clone(), dest.clone())));
     let mut interrupted = false;
     let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    // Made once: a signal that arrives while another branch runs is still seen on the next turn.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     let result = loop {
         tokio::select! {
             changed = progress_rx.changed() => {
-                if changed.is_err() { break Ok(()); }
+                if changed.is_err() {
+                    break Err(PipelineError::Supervision("the committer stopped unexpectedly".into()));
+                }
                 if opts.once && progress_rx.borrow().caught_up {
                     break finish_adoption(sweep.take()).await;
                 }
             }
-            _ = fatal_rx.changed() => {
-                if let Some(msg) = fatal_rx.borrow().clone() { break Err(PipelineError::Supervision(msg)); }
+            changed = fatal_rx.changed() => {
+                // A closed channel means the supervisor is gone: fatal, never a loop that spins.
+                let msg = match changed {
+                    Ok(()) => fatal_rx.borrow().clone(),
+                    Err(_) => Some("the pipeline supervisor stopped unexpectedly".into()),
+                };
+                if let Some(msg) = msg { break Err(PipelineError::Supervision(msg)); }
             }
             _ = ticker.tick() => {
                 if opts.progress { print_progress(&progress_rx.borrow(), in_flight.len()); }
                 write_live_status(&cfg.state.dir, &progress_rx.borrow(), in_flight.len(), true);
             }
-            _ = shutdown_signal() => {
+            _ = &mut shutdown => {
                 tracing::info!("signal received: stopping the feed and draining");
                 interrupted = true;
                 break Ok(());
@@ -381,7 +394,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     sup.cast(SupervisorMsg::Shutdown).ok();
     let _ = sup_handle.await;
     if opts.progress {
-        eprintln!();
+        let _ = writeln!(std::io::stderr());
     }
     write_live_status(&cfg.state.dir, &progress_rx.borrow(), in_flight.len(), false);
     result?;
@@ -537,8 +550,8 @@ fn write_live_status(dir: &std::path::Path, p: &Progress, in_flight: usize, runn
 }
 
 fn print_progress(p: &Progress, in_flight: usize) {
-    use std::io::Write;
-    eprint!(
+    let _ = write!(
+        std::io::stderr(),
         "\r{} mirrored ({:.1} MiB), {} skipped, {} removed, {} dead-lettered, {} in flight   ",
         p.committed,
         p.bytes as f64 / (1u64 << 20) as f64,

@@ -25,7 +25,16 @@ pub trait Classified {
     }
     /// Short label for the retries metric.
     fn reason(&self) -> String;
+    /// The remote did not answer in time. A call is tried at most [`MAX_TIMED_OUT_ATTEMPTS`] times
+    /// on time-outs: a remote silent for that many whole time-outs is down, not slow, and the run
+    /// must say so within minutes rather than hang.
+    fn timed_out(&self) -> bool {
+        false
+    }
 }
+
+/// Attempts of one call that may end in a time-out before it fails (see [`Classified::timed_out`]).
+pub const MAX_TIMED_OUT_ATTEMPTS: u32 = 3;
 
 /// The longest server-requested `Retry-After` honoured; a server asking for more gets this (a mirror
 /// worker must not sleep for hours on one header).
@@ -66,11 +75,14 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, E>>,
     {
         let mut failures = 0;
+        let mut timeouts = 0;
         loop {
             match op().await {
                 Ok(v) => return Ok(v),
+                Err(e) if e.timed_out() && timeouts + 1 >= MAX_TIMED_OUT_ATTEMPTS => return Err(e),
                 Err(e) if e.class() == ErrorClass::Retryable && failures + 1 < self.max_attempts => {
                     failures += 1;
+                    timeouts += u32::from(e.timed_out());
                     crate::metrics::retry(remote, &e.reason());
                     let wait = self.wait(&e, failures);
                     tracing::debug!(remote, reason = %e.reason(), ?wait, failures, "retrying");
@@ -156,6 +168,34 @@ mod tests {
             .await;
         assert!(r.is_err());
         assert_eq!(calls, 4);
+    }
+
+    #[derive(Debug)]
+    struct Silent;
+    impl Classified for Silent {
+        fn class(&self) -> ErrorClass {
+            ErrorClass::Retryable
+        }
+        fn reason(&self) -> String {
+            "timeout".into()
+        }
+        fn timed_out(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remote_that_keeps_timing_out_fails_after_three_attempts() {
+        let mut calls = 0;
+        let many = RetryPolicy { max_attempts: 10, ..policy() };
+        let r: Result<(), Silent> = many
+            .run("t", || {
+                calls += 1;
+                async { Err(Silent) }
+            })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(calls, MAX_TIMED_OUT_ATTEMPTS);
     }
 
     #[tokio::test(start_paused = true)]

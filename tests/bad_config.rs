@@ -102,6 +102,34 @@ async fn unreachable_drive_fails_after_bounded_retries_with_state_intact() {
     assert_eq!(v["files"].as_u64(), Some(expected_files(&env.tree().await).len() as u64));
 }
 
+/// A Drive that accepts connections and never answers: every call times out (`[source] timeout`), is
+/// retried a bounded number of times, and the run ends with exit 1 and a message naming the time-out
+/// instead of hanging for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drive_that_never_answers_ends_the_run_naming_the_timeout() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket); // accepted, never answered
+        }
+    });
+    let config = env.config("silent", &env.local_dest("mirror"), "");
+    let text_cfg = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&env.emu.base_url(), &silent_url)
+        .replace("drives = [\"all\"]", "drives = [\"all\"]\ntimeout = \"300ms\"");
+    std::fs::write(&config, text_cfg).unwrap();
+    let args = ["run", "--once", config.to_str().unwrap()];
+    let run = mirrorflow(&args);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), run).await.expect("the run does not hang");
+    held.abort();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("source.timeout"), "{}", text(&out));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_store_fails_clearly() {
     let env = TestEnv::start(small_corpus(false)).await;

@@ -133,6 +133,7 @@ async fn drive_client(ctx: &emu_support::Ctx, dir: &std::path::Path) -> mirrorfl
         },
         breaker: mirrorflow::breaker::BreakerSettings::default(),
         rps: 1000.0,
+        timeout: Duration::from_secs(30),
     })
     .await
     .expect("client connects")

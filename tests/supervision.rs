@@ -50,3 +50,61 @@ async fn a_stage_failing_past_its_restart_budget_stops_the_run_with_state_intact
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_exact_mirror(&clean, &expected_files(&env.tree().await)).await;
 }
+
+/// `run --once` stopped by SIGTERM part-way exits with its own code (4), not "done", and the next run
+/// resumes from the kept state to the exact mirror.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_once_run_says_so_and_the_next_run_finishes() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    env.control("faults", serde_json::json!({"latency_ms": 150})).await;
+    let config = env.config("interrupted", &env.local_dest("mirror"), "");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
+        .args(["run", "--once", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mirror = env.dir.path().join("mirror");
+    poll_until(|| count_files(&mirror) >= 3).await;
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("stops in time")
+        .unwrap();
+    assert!(count_files(&mirror) < expected_files(&env.tree().await).len(), "the run was to be stopped part-way");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"), "{}", text(&out));
+    env.control("faults", serde_json::json!({})).await;
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
+}
+
+/// Output into closed pipes (`mirrorflow status | head -1`, `run 2>&1 | true`) never panics, and a
+/// run whose stderr is closed still finishes its job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_stdout_and_stderr_never_panic() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let config = env.config("closed", &env.local_dest("mirror"), "");
+    let spawn_closed = |args: &[&str]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
+            .args(args)
+            .env("MIRRORFLOW_LOG", "mirrorflow=debug")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close both read ends at once: every write the process makes hits a closed pipe.
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        child
+    };
+    let mut run = spawn_closed(&["run", "--once", config.to_str().unwrap()]);
+    let status = tokio::task::spawn_blocking(move || run.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0), "a run with closed output pipes ends normally");
+    assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
+    let mut status_cmd = spawn_closed(&["status", config.to_str().unwrap()]);
+    let status = tokio::task::spawn_blocking(move || status_cmd.wait().unwrap()).await.unwrap();
+    assert_ne!(status.code(), Some(101), "status panicked on a closed stdout");
+}

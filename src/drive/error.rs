@@ -21,6 +21,9 @@ pub enum DriveError {
     /// The connection failed, was reset or timed out.
     #[error("Drive transport error: {0}")]
     Transport(String),
+    /// Drive (or its token endpoint) did not answer within `[source] timeout`.
+    #[error("Drive did not answer within {0:?} (source.timeout)")]
+    TimedOut(Duration),
     /// No token could be obtained.
     #[error("Drive authentication failed: {0}")]
     Auth(String),
@@ -58,6 +61,7 @@ impl DriveError {
         match self {
             DriveError::Api { reason, .. } => reason.clone(),
             DriveError::Transport(_) => "transport".into(),
+            DriveError::TimedOut(_) => "timeout".into(),
             DriveError::Auth(_) => "auth".into(),
             DriveError::Decode(_) => "decode".into(),
             DriveError::InvalidPageToken(_) => "invalidPageToken".into(),
@@ -125,7 +129,7 @@ impl Classified for DriveError {
     fn class(&self) -> ErrorClass {
         match self {
             DriveError::Api { status, reason, .. } => classify_api(*status, reason),
-            DriveError::Transport(_) => ErrorClass::Retryable,
+            DriveError::Transport(_) | DriveError::TimedOut(_) => ErrorClass::Retryable,
             DriveError::Auth(_) => ErrorClass::Retryable,
             DriveError::Decode(_) | DriveError::InvalidPageToken(_) => ErrorClass::Permanent,
         }
@@ -138,6 +142,9 @@ impl Classified for DriveError {
     }
     fn reason(&self) -> String {
         self.short_reason()
+    }
+    fn timed_out(&self) -> bool {
+        matches!(self, DriveError::TimedOut(_))
     }
 }
 

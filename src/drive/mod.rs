@@ -114,6 +114,8 @@ pub struct DriveSettings {
     pub breaker: BreakerSettings,
     /// Requests per second.
     pub rps: f64,
+    /// Longest wait for one request to answer (`[source] timeout`).
+    pub timeout: Duration,
 }
 
 type Connector = HttpsConnector<HttpConnector>;
@@ -149,7 +151,7 @@ impl DriveClient {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
+            .read_timeout(settings.timeout)
             .build()
             .map_err(|e| DriveError::Transport(e.to_string()))?;
         let limiter = Arc::new(TokenBucket::new(settings.rps, settings.rps.max(1.0)));
@@ -170,7 +172,8 @@ impl DriveClient {
                 self.breaker.call(|| async {
                     self.limiter.acquire().await;
                     crate::metrics::drive_request(remote);
-                    op().await
+                    let limit = self.settings.timeout;
+                    tokio::time::timeout(limit, op()).await.unwrap_or(Err(DriveError::TimedOut(limit)))
                 })
             })
             .await
@@ -403,12 +406,18 @@ impl DriveClient {
     }
 
     async fn get_stream(&self, url: &str, offset: u64) -> Result<ByteStream, DriveError> {
-        let token = self.auth.token().await?;
-        let mut req = self.http.get(url).bearer_auth(token);
-        if offset > 0 {
-            req = req.header(reqwest::header::RANGE, format!("bytes={offset}-"));
-        }
-        let resp = req.send().await.map_err(|e| DriveError::Transport(e.to_string()))?;
+        let limit = self.settings.timeout;
+        // The token and the response head within the time-out; the body then has `read_timeout` per read.
+        let resp = tokio::time::timeout(limit, async {
+            let token = self.auth.token().await?;
+            let mut req = self.http.get(url).bearer_auth(token);
+            if offset > 0 {
+                req = req.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+            }
+            req.send().await.map_err(|e| DriveError::Transport(e.to_string()))
+        })
+        .await
+        .unwrap_or(Err(DriveError::TimedOut(limit)))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(error_from_response(resp).await);
