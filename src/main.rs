@@ -246,7 +246,12 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
         }
         Err(e) => {
             err_line!("error: {e}");
-            if matches!(e, pipeline::PipelineError::Scope(_) | pipeline::PipelineError::Metrics(_)) {
+            if matches!(
+                e,
+                pipeline::PipelineError::Scope(_)
+                    | pipeline::PipelineError::Metrics(_)
+                    | pipeline::PipelineError::OtherDestination { .. }
+            ) {
                 ExitCode::from(EXIT_USAGE)
             } else {
                 ExitCode::from(EXIT_FAILED)

@@ -50,6 +50,18 @@ pub enum PipelineError {
     /// Metrics listener.
     #[error("metrics.listen: {0}")]
     Metrics(String),
+    /// The state store records another destination than the configuration names.
+    #[error(
+        "the state in {state} belongs to destination {recorded:?}, but the configuration names {configured:?}; give each destination its own [state] dir"
+    )]
+    OtherDestination {
+        /// `[state] dir`.
+        state: String,
+        /// The destination the store describes.
+        recorded: String,
+        /// The destination the configuration names.
+        configured: String,
+    },
     /// Adopting an existing destination failed.
     #[error("{0}")]
     Adopt(#[from] crate::adopt::AdoptError),
@@ -168,6 +180,15 @@ where
     ChildSpec { stage: S::NAME, spawn, in_hand }
 }
 
+/// What names one destination: its URL (bucket and prefix) and, for S3-compatible stores, the endpoint.
+fn destination_identity(d: &crate::config::DestinationConfig) -> String {
+    let url = d.url.trim_end_matches('/');
+    match &d.endpoint {
+        Some(e) => format!("{url} at {}", e.trim_end_matches('/')),
+        None => url.to_string(),
+    }
+}
+
 /// Runs the pipeline described by `cfg`.
 pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineError> {
     crate::install_crypto_provider();
@@ -176,6 +197,11 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         crate::metrics::install_exporter(addr).map_err(PipelineError::Metrics)?;
     }
     let store = Store::open(&cfg.state.dir)?;
+    let configured = destination_identity(&cfg.destination);
+    if let Some(recorded) = store.bind_destination(&configured)? {
+        let state = cfg.state.dir.display().to_string();
+        return Err(PipelineError::OtherDestination { state, recorded, configured });
+    }
     let mut dest = Destination::from_config(&cfg.destination, &cfg.retry)?;
     if let Some(writes) = cfg.testing.crash_after_writes {
         dest = dest.crash_after_writes(writes);

@@ -130,6 +130,25 @@ async fn a_drive_that_never_answers_ends_the_run_naming_the_timeout() {
     assert!(stderr(&out).contains("source.timeout"), "{}", text(&out));
 }
 
+/// The state belongs to one destination: pointing a config at another one with the same state stops
+/// with exit 2 naming both, instead of skipping every file as "unchanged" in the new, empty place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_bound_to_another_destination_is_refused() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let config = env.config("bound", &env.local_dest("first"), "");
+    assert_eq!(mirrorflow(&["run", "--once", config.to_str().unwrap()]).await.status.code(), Some(0));
+    let second = env.dir.path().join("second");
+    let text_cfg = std::fs::read_to_string(&config).unwrap();
+    let moved = text_cfg.replace(&env.dir.path().join("first").display().to_string(), &second.display().to_string());
+    assert_ne!(moved, text_cfg);
+    std::fs::write(&config, moved).unwrap();
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("/first") && err.contains("/second") && err.contains("[state] dir"), "{}", text(&out));
+    assert_eq!(count_files(&second), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_store_fails_clearly() {
     let env = TestEnv::start(small_corpus(false)).await;

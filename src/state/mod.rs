@@ -246,6 +246,8 @@ const CHECKPOINT_KEY: &[u8] = b"feed";
 /// Present while a run over an empty state adopts what the destination already holds.
 const ADOPTING_MARK: &[u8] = b"adopting";
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
+/// The destination (URL and endpoint) whose objects this state describes.
+const DESTINATION_KEY: &[u8] = b"destination";
 
 impl Store {
     /// Opens (or creates) the store in `dir`.
@@ -521,6 +523,22 @@ impl Store {
     /// True while a write to `key` was announced and not yet committed.
     pub fn has_intent(&self, key: &ObjectKey) -> Result<bool, StoreError> {
         Ok(self.intents.contains_key(key.as_str())?)
+    }
+
+    /// Binds this state to one destination: the first run records `identity`; a later one naming
+    /// another destination gets the recorded one back and must stop, since every record here describes
+    /// an object in the recorded destination (over a new, empty bucket they would all read as
+    /// "unchanged" and nothing would be written).
+    pub fn bind_destination(&self, identity: &str) -> Result<Option<String>, StoreError> {
+        match self.checkpoints.get(DESTINATION_KEY)? {
+            Some(v) if v.as_ref() != identity.as_bytes() => Ok(Some(String::from_utf8_lossy(&v).into_owned())),
+            Some(_) => Ok(None),
+            None => {
+                self.checkpoints.insert(DESTINATION_KEY, identity.as_bytes())?;
+                self.db.persist(PersistMode::SyncData)?;
+                Ok(None)
+            }
+        }
     }
 
     /// Starts adopting: this state is empty but the destination is not. Until the first full listing
