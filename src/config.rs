@@ -652,6 +652,51 @@ fn default_fail_times() -> u64 {
     1
 }
 
+/// Appends the line of the key a problem names (`"stages.uploader.capacity: …"` → `… (line 12)`), so
+/// a semantic error points into the file like a syntax error does. Problems about a key the file
+/// leaves to its default stay as they are.
+fn with_line(text: &str, problem: String) -> String {
+    let key = problem.split(':').next().unwrap_or_default().trim();
+    match line_of(text, key) {
+        Some(n) => format!("{problem} (line {n})"),
+        None => problem,
+    }
+}
+
+/// The 1-based line where dotted `key` is set: a `name = …` line under its `[table]` header, or the
+/// header itself when `key` names a table.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let mut table = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or_default().trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = header.trim().to_string();
+            if table == key {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        let Some((name, _)) = line.split_once('=') else { continue };
+        let name = name.trim().trim_matches('"');
+        let full = if table.is_empty() { name.to_string() } else { format!("{table}.{name}") };
+        if full == key {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// Upper bounds that catch a typo'd or absurd value before it costs memory or threads: workers per
+/// stage, channel capacity, parts in flight per upload, chunks in flight per transfer.
+const MAX_CONCURRENCY: usize = 1024;
+const MAX_CAPACITY: usize = 1_000_000;
+const MAX_PART_CONCURRENCY: usize = 64;
+const MAX_CHUNK_DEPTH: usize = 1024;
+/// S3's largest part.
+const MAX_PART_SIZE: u64 = 5 << 30;
+/// The most part buffers all uploads may hold at once (uploaders × parts in flight × part size).
+const MAX_PART_MEMORY: u64 = 16 << 30;
+
 /// Stage names, as used in `[stages.*]`, metrics and `[testing] fail_stage`.
 pub const STAGE_NAMES: [&str; 7] =
     ["change_feed", "dedup", "planner", "downloader", "uploader", "verifier", "committer"];
@@ -663,7 +708,7 @@ impl Config {
         let mut cfg = Config::parse(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         cfg.resolve_paths(base);
-        let problems = cfg.problems();
+        let problems: Vec<String> = cfg.problems().into_iter().map(|p| with_line(&text, p)).collect();
         if problems.is_empty() { Ok(cfg) } else { Err(ConfigError::Invalid { path: path.into(), problems }) }
     }
 
@@ -743,6 +788,18 @@ impl Config {
         if s.timeout.0 < Duration::from_millis(100) {
             p.push("source.timeout: must be at least 100ms".into());
         }
+        if s.poll_interval.0 < Duration::from_millis(100) {
+            p.push(
+                "source.poll_interval: must be at least 100ms (a zero interval would poll Drive in a busy loop)".into(),
+            );
+        }
+        if let Some(w) = &s.webhook
+            && w.channel_ttl.0 < Duration::from_secs(60)
+        {
+            p.push(
+                "source.webhook.channel_ttl: must be at least 1min (it is clamped to Drive's maximum of a week)".into(),
+            );
+        }
         s.export.problems(p);
     }
 
@@ -764,22 +821,40 @@ impl Config {
         {
             p.push(format!("destination.endpoint: {e:?} is not a URL"));
         }
-        if self.pipeline.part_size.0 < 5 << 20 {
-            p.push("pipeline.part_size: S3 needs parts of at least 5MiB".into());
+        if self.pipeline.part_size.0 < 5 << 20 || self.pipeline.part_size.0 > MAX_PART_SIZE {
+            p.push("pipeline.part_size: S3 takes parts of 5MiB to 5GiB".into());
+        }
+        let uploader = self.stages.settings("uploader");
+        let part_memory = (uploader.concurrency as u64)
+            .saturating_mul(uploader.part_concurrency as u64)
+            .saturating_mul(self.pipeline.part_size.0);
+        if part_memory > MAX_PART_MEMORY {
+            p.push(format!(
+                "pipeline.part_size: {} uploads × {} parts in flight × this part size would hold {} GiB in memory (at most 16 GiB)",
+                uploader.concurrency,
+                uploader.part_concurrency,
+                part_memory >> 30
+            ));
         }
         if self.pipeline.chunk_size.0 == 0 || self.pipeline.chunk_size.0 > self.pipeline.part_size.0 {
             p.push("pipeline.chunk_size: must be > 0 and not larger than pipeline.part_size".into());
         }
-        if self.pipeline.chunk_depth == 0 {
-            p.push("pipeline.chunk_depth: must be at least 1".into());
+        if self.pipeline.chunk_depth == 0 || self.pipeline.chunk_depth > MAX_CHUNK_DEPTH {
+            p.push(format!("pipeline.chunk_depth: must be between 1 and {MAX_CHUNK_DEPTH}"));
         }
     }
 
     fn stage_problems(&self, p: &mut Vec<String>) {
         for name in STAGE_NAMES {
             let s = self.stages.settings(name);
-            if s.concurrency == 0 || s.capacity == 0 || s.part_concurrency == 0 {
-                p.push(format!("stages.{name}: concurrency, capacity and part_concurrency must be at least 1"));
+            for (key, value, max) in [
+                ("concurrency", s.concurrency, MAX_CONCURRENCY),
+                ("capacity", s.capacity, MAX_CAPACITY),
+                ("part_concurrency", s.part_concurrency, MAX_PART_CONCURRENCY),
+            ] {
+                if !(1..=max).contains(&value) {
+                    p.push(format!("stages.{name}.{key}: must be between 1 and {max}"));
+                }
             }
             let single = ["change_feed", "dedup", "planner", "committer"];
             if single.contains(&name) && s.concurrency != 1 {
@@ -794,6 +869,24 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = "[source]\ncredentials = \"k.json\"\n[destination]\nurl = \"file:///tmp/m\"\n";
+
+    #[test]
+    fn absurd_values_are_problems_that_name_their_key_and_line() {
+        let text = format!(
+            "{MINIMAL}[stages.uploader]\ncapacity = 4611686018427387904\nconcurrency = 64\npart_concurrency = 16\n\
+             [pipeline]\nchunk_depth = 4611686018427387904\npart_size = \"1GiB\"\n"
+        )
+        .replace("[source]\n", "[source]\npoll_interval = \"0s\"\n");
+        let c = Config::parse(&text).unwrap();
+        let problems: Vec<String> = c.problems().into_iter().map(|p| with_line(&text, p)).collect();
+        let find = |key: &str| problems.iter().find(|p| p.starts_with(key)).cloned().unwrap_or_default();
+        assert!(find("source.poll_interval").ends_with("(line 2)"), "{problems:#?}");
+        assert!(find("stages.uploader.capacity").ends_with("(line 7)"), "{problems:#?}");
+        assert!(find("pipeline.chunk_depth").ends_with("(line 11)"), "{problems:#?}");
+        assert!(find("pipeline.part_size").contains("GiB in memory"), "{problems:#?}");
+        assert_eq!(line_of(&text, "stages.uploader"), Some(6));
+        assert_eq!(line_of(&text, "source.page_size"), None, "a defaulted key has no line");
+    }
 
     #[test]
     fn minimal_config_parses_with_defaults() {

@@ -57,6 +57,12 @@ async fn config_errors_exit_2_and_name_the_key_and_line() {
     for k in ["destination.url", "stages.dedup.concurrency", "pipeline.part_size"] {
         assert!(stderr(&out).contains(k), "{k} not named: {}", text(&out));
     }
+    // ...and with the line that sets it.
+    assert!(
+        stderr(&out).contains("stages.dedup.concurrency: this stage keeps order and must run with 1 worker (line 8)"),
+        "{}",
+        text(&out)
+    );
 
     // Export formats follow Google's table per kind: CSV is for Sheets only, and a format that holds
     // part of a file (CSV: the first sheet) is refused unless asked for.

@@ -86,6 +86,7 @@ impl Uploader {
         };
         let mut pending: Vec<Bytes> = Vec::new();
         let mut pending_len = 0usize;
+        let part_size = part_size_for(self.part_size, planned.file.size);
         loop {
             match body.recv().await {
                 Some(Chunk::Data(bytes)) => {
@@ -101,7 +102,7 @@ impl Uploader {
                     pending_len += bytes.len();
                     pending.push(bytes);
                     let streaming = matches!(multipart, Some(Multipart::Plain(_)));
-                    if pending_len >= self.part_size || streaming {
+                    if pending_len >= part_size || streaming {
                         if multipart.is_none() {
                             multipart = Some(self.start_multipart(&planned, &meta).await?);
                         }
@@ -496,5 +497,37 @@ impl Stage for Uploader {
 
     fn replay(item: &Transfer) -> Replay {
         Replay::Downloader(item.planned.clone())
+    }
+}
+
+/// S3's most parts in one multipart upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// The part size for a file of `size` bytes: the configured one, or, for a file that would need more
+/// than S3's 10,000 parts, the smallest whole number of MiB that fits it (deterministic, so a resumed
+/// upload cuts the same parts).
+fn part_size_for(configured: usize, size: Option<u64>) -> usize {
+    const MIB: u64 = 1 << 20;
+    let needed = size.unwrap_or(0).div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+    configured.max(usize::try_from(needed).unwrap_or(usize::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_too_big_for_ten_thousand_parts_gets_larger_parts() {
+        let mib = 1usize << 20;
+        assert_eq!(part_size_for(8 * mib, Some(1 << 30)), 8 * mib, "1 GiB fits in 8 MiB parts");
+        assert_eq!(part_size_for(8 * mib, None), 8 * mib);
+        // 100 GiB in 8 MiB parts would be 12,800 parts: 11 MiB parts make 9,310.
+        let big = 100u64 << 30;
+        let part = part_size_for(8 * mib, Some(big));
+        assert_eq!(part, 11 * mib);
+        assert!(big.div_ceil(part as u64) <= MAX_PARTS);
+        // Drive's 5 TB maximum still fits.
+        let huge = 5_000_000_000_000u64;
+        assert!(huge.div_ceil(part_size_for(8 * mib, Some(huge)) as u64) <= MAX_PARTS);
     }
 }
