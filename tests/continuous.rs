@@ -83,12 +83,7 @@ async fn continuous_mode_follows_changes_and_sigterm_drains_and_exits_zero() {
     assert!(value("mirrorflow_drive_requests_total") > 0.0, "{scrape}");
     assert!(scrape.contains("mirrorflow_stage_seconds") && scrape.contains("mirrorflow_queue_depth"), "{scrape}");
     // SIGTERM: drain, persist, exit 0.
-    let pid = child.id().unwrap() as i32;
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(40), child.wait_with_output())
-        .await
-        .expect("stops in time")
-        .unwrap();
+    let out = sigterm_and_wait(child).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let tree = env.tree().await;
     assert_exact_mirror(&config, &expected_files(&tree)).await;

@@ -274,12 +274,7 @@ async fn drive_level_changes_apply_while_running() {
     mutate(&env, vec![json!({"op": "remove_drive", "id": live})]).await;
     poll_until(|| !mirror.join("shared-drives/Live renamed/x.bin").exists()).await;
 
-    let pid = child.id().unwrap() as i32;
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(40), child.wait_with_output())
-        .await
-        .expect("stops in time")
-        .unwrap();
+    let out = sigterm_and_wait(child).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let tree = env.tree().await;
     assert_exact_mirror(&config, &expected_files(&tree)).await;

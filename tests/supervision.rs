@@ -66,12 +66,7 @@ async fn an_interrupted_once_run_says_so_and_the_next_run_finishes() {
         .unwrap();
     let mirror = env.dir.path().join("mirror");
     poll_until(|| count_files(&mirror) >= 3).await;
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("stops in time")
-        .unwrap();
+    let out = sigterm_and_wait(child).await;
     assert!(count_files(&mirror) < expected_files(&env.tree().await).len(), "the run was to be stopped part-way");
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"), "{}", text(&out));

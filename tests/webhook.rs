@@ -4,7 +4,6 @@
 
 mod common;
 use common::*;
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_triggers_a_poll_and_a_forged_one_is_rejected() {
@@ -57,9 +56,7 @@ async fn a_notification_triggers_a_poll_and_a_forged_one_is_rejected() {
     let stats = env.stats().await;
     assert!(stats["requests"].as_object().unwrap().keys().any(|k| k.starts_with("changes.watch 200")), "{stats}");
 
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output()).await.unwrap().unwrap();
+    let out = sigterm_and_wait(child).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stats = env.stats().await;
     assert!(stats["requests"].as_object().unwrap().keys().any(|k| k.starts_with("channels.stop 2")), "{stats}");

@@ -103,6 +103,16 @@ pub fn spawn_continuous(config: &Path) -> tokio::process::Child {
         .unwrap()
 }
 
+/// Sends SIGTERM to a running `mirrorflow` and waits (up to 40 s, a deadline against hangs) for it.
+pub async fn sigterm_and_wait(child: tokio::process::Child) -> Output {
+    let pid = child.id().expect("still running").to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(40), child.wait_with_output())
+        .await
+        .expect("stops in time")
+        .unwrap()
+}
+
 /// Runs the real binary (without blocking the emulator's runtime).
 pub async fn mirrorflow(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
