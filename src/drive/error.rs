@@ -24,6 +24,10 @@ pub enum DriveError {
     /// Drive (or its token endpoint) did not answer within `[source] timeout`.
     #[error("Drive did not answer within {0:?} (source.timeout)")]
     TimedOut(Duration),
+    /// A URL or id from Drive that mirrorflow will not use: an export link off Google's hosts (the
+    /// bearer token would go with it), or a file id outside Drive's alphabet.
+    #[error("refused: {0}")]
+    Refused(String),
     /// No token could be obtained.
     #[error("Drive authentication failed: {0}")]
     Auth(String),
@@ -62,6 +66,7 @@ impl DriveError {
             DriveError::Api { reason, .. } => reason.clone(),
             DriveError::Transport(_) => "transport".into(),
             DriveError::TimedOut(_) => "timeout".into(),
+            DriveError::Refused(_) => "refused".into(),
             DriveError::Auth(_) => "auth".into(),
             DriveError::Decode(_) => "decode".into(),
             DriveError::InvalidPageToken(_) => "invalidPageToken".into(),
@@ -131,7 +136,7 @@ impl Classified for DriveError {
             DriveError::Api { status, reason, .. } => classify_api(*status, reason),
             DriveError::Transport(_) | DriveError::TimedOut(_) => ErrorClass::Retryable,
             DriveError::Auth(_) => ErrorClass::Retryable,
-            DriveError::Decode(_) | DriveError::InvalidPageToken(_) => ErrorClass::Permanent,
+            DriveError::Decode(_) | DriveError::InvalidPageToken(_) | DriveError::Refused(_) => ErrorClass::Permanent,
         }
     }
     fn retry_after(&self) -> Option<Duration> {

@@ -370,6 +370,7 @@ impl DriveClient {
         source: &crate::model::Source,
         offset: u64,
     ) -> Result<ByteStream, DriveError> {
+        let file = checked_id(file)?;
         match source {
             crate::model::Source::Media => {
                 let mut url =
@@ -388,13 +389,24 @@ impl DriveClient {
                 );
                 match self.paced("drive", || self.get_stream(&url, offset)).await {
                     Err(DriveError::Api { reason, .. }) if reason == "exportSizeLimitExceeded" && link.is_some() => {
-                        let link = self.rebase_docs_link(link.as_deref().unwrap_or_default());
+                        let link = self.trusted_link(link.as_deref().unwrap_or_default())?;
                         self.paced("drive", || self.get_stream(&link, offset)).await
                     }
                     other => other,
                 }
             }
         }
+    }
+
+    /// An export link rebased onto `docs_base_url`, if it may carry the bearer token: it must point at
+    /// the configured docs host, or at Google over https (`*.google.com`, `*.googleusercontent.com`).
+    fn trusted_link(&self, link: &str) -> Result<String, DriveError> {
+        let rebased = self.rebase_docs_link(link);
+        if rebased.starts_with(&self.settings.docs_base_url) || is_google_https(&rebased) {
+            return Ok(rebased);
+        }
+        let host = url::Url::parse(&rebased).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+        Err(DriveError::Refused(format!("export link to {host:?} is not Google's: the token is not sent there")))
     }
 
     /// Points a `https://docs.google.com/…` export link at `docs_base_url`.
@@ -438,10 +450,36 @@ fn total_length(resp: &reqwest::Response, offset: u64) -> Option<u64> {
     resp.content_length().map(|l| l + offset)
 }
 
-async fn error_from_response(resp: reqwest::Response) -> DriveError {
+/// Whether `link` is an https URL on one of Google's hosts.
+fn is_google_https(link: &str) -> bool {
+    let Ok(u) = url::Url::parse(link) else { return false };
+    let host = u.host_str().unwrap_or_default();
+    u.scheme() == "https"
+        && ["google.com", "googleusercontent.com"].iter().any(|d| host == *d || host.ends_with(&format!(".{d}")))
+}
+
+/// A file id as Drive issues them (letters, digits, `-` and `_`), before it goes into a URL.
+fn checked_id(id: &FileId) -> Result<&FileId, DriveError> {
+    let ok = !id.0.is_empty()
+        && id.0.len() <= 256
+        && id.0.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok { Ok(id) } else { Err(DriveError::Refused(format!("{:?} is not a Drive file id", id.0))) }
+}
+
+/// The most of an error body read (an error envelope is small; a hostile server's body is not).
+const ERROR_BODY_CAP: usize = 64 << 10;
+
+async fn error_from_response(mut resp: reqwest::Response) -> DriveError {
     let status = resp.status().as_u16();
     let retry_after = error::parse_retry_after(resp.headers());
-    let body = resp.text().await.unwrap_or_default();
+    let mut raw = Vec::new();
+    while raw.len() < ERROR_BODY_CAP {
+        match resp.chunk().await {
+            Ok(Some(c)) => raw.extend_from_slice(&c[..c.len().min(ERROR_BODY_CAP - raw.len())]),
+            _ => break,
+        }
+    }
+    let body = String::from_utf8_lossy(&raw).into_owned();
     match serde_json::from_str::<serde_json::Value>(&body) {
         Ok(v) if v.get("error").is_some() => DriveError::from_envelope(status, &v, retry_after),
         _ => DriveError::Api {
@@ -644,4 +682,27 @@ impl DriveClient {
 /// A random lowercase hex string of `bytes` random bytes (channel ids and secrets).
 pub fn random_hex(bytes: usize) -> String {
     (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_drive_shaped_ids_go_into_urls() {
+        assert!(checked_id(&FileId("1aB-_9".into())).is_ok());
+        for bad in ["", "a/b", "x?alt=media", "../etc", "a b", "é"] {
+            assert!(checked_id(&FileId(bad.into())).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn export_links_carry_the_token_only_to_google() {
+        assert!(is_google_https("https://docs.google.com/feeds/download/documents/export/Export?id=x"));
+        assert!(is_google_https("https://script.google.com/feeds/download/export?id=x&format=json"));
+        assert!(is_google_https("https://doc-0s-1c-docs.googleusercontent.com/export/x"));
+        assert!(!is_google_https("http://docs.google.com/x"), "not over plain http");
+        assert!(!is_google_https("https://docs.google.com.evil.example/x"));
+        assert!(!is_google_https("https://evilgoogle.com/x"));
+    }
 }

@@ -34,18 +34,38 @@ struct Shared {
     wake: Arc<Notify>,
 }
 
-/// Whether a notification's headers name one of our channels with its secret (pure, for tests).
+/// Whether a notification's headers name one of our channels with its secret (pure, for tests). The
+/// secret is compared in constant time, so its bytes cannot be guessed one by one from response times.
 fn verify(headers: &HeaderMap, channels: &[WatchChannel]) -> bool {
     let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("");
     let (id, token) = (get("x-goog-channel-id"), get("x-goog-channel-token"));
-    channels.iter().any(|c| c.id == id && c.token == token)
+    channels.iter().any(|c| c.id == id && constant_time_eq(c.token.as_bytes(), token.as_bytes()))
 }
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// At most one warning about forged notifications per this many milliseconds (a flood must not
+/// flood the log too); the counter counts every one.
+const FORGED_WARN_EVERY_MS: u64 = 10_000;
+static LAST_FORGED_WARN_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 async fn notification(State(s): State<Shared>, headers: HeaderMap) -> StatusCode {
     let ok = verify(&headers, &s.accepted.lock().unwrap_or_else(|p| p.into_inner()).all());
     if !ok {
         metrics::counter!(REJECTED_TOTAL).increment(1);
-        tracing::warn!("rejected a push notification with an unknown channel id or token");
+        let now = crate::state::unix_ms();
+        let last = LAST_FORGED_WARN_MS.load(std::sync::atomic::Ordering::Relaxed);
+        if now.saturating_sub(last) >= FORGED_WARN_EVERY_MS
+            && LAST_FORGED_WARN_MS
+                .compare_exchange(last, now, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                "rejected a push notification with an unknown channel id or token (further ones for 10 s are only counted in {REJECTED_TOTAL})"
+            );
+        }
         return StatusCode::UNAUTHORIZED;
     }
     let state = headers.get("x-goog-resource-state").and_then(|v| v.to_str().ok()).unwrap_or("");

@@ -141,9 +141,15 @@ impl Emulator {
         self.app.auth.key_json(&self.app.base_url)
     }
 
-    /// Write [`Emulator::service_account_key_json`] to `path`.
+    /// Write [`Emulator::service_account_key_json`] to `path`, readable by its owner only (it holds a
+    /// private key, like a real service-account key file).
     pub fn write_service_account_key(&self, path: &Path) -> std::io::Result<()> {
-        std::fs::write(path, self.service_account_key_json())
+        use std::io::Write as _;
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+        // An existing file keeps its mode on open: tighten it too.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(self.service_account_key_json().as_bytes())
     }
 
     /// The expected mirror (same as `GET /_emu/tree`), without going through HTTP.

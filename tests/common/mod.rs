@@ -35,6 +35,9 @@ impl TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key.json");
         emu.write_service_account_key(&key).unwrap();
+        // It holds a private key: readable by its owner only.
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "key file mode {mode:o}");
         TestEnv { emu, dir, key }
     }
 
