@@ -15,12 +15,13 @@ use crate::model::{DeadLetter, DriveId};
 use crate::retry::RetryPolicy;
 use crate::stages::change_feed::{ChangeFeed, DriveSelection, FeedOutputs, listing_jobs};
 use crate::stages::committer::{CommitState, Committer, Progress};
-use crate::stages::dedup::{Dedup, InFlight};
+use crate::stages::dedup::Dedup;
 use crate::stages::downloader::Downloader;
-use crate::stages::planner::{Layout, PlanBarrier, Planner, Scope};
+use crate::stages::ledger::Ledger;
+use crate::stages::planner::{Layout, Planner, Scope};
 use crate::stages::uploader::Uploader;
 use crate::stages::verifier::Verifier;
-use crate::stages::{CommitMsg, Emit, FailureInjector, Stage};
+use crate::stages::{CommitMsg, Emit, FailureInjector, Redo, Stage};
 use crate::state::{Store, StoreError};
 use ractor::Actor;
 use std::io::Write as _;
@@ -146,14 +147,35 @@ fn emit_to<O>(next: mpsc::Sender<O>, commit: &mpsc::Sender<CommitMsg>) -> Emit<O
     Emit { next, commit: commit.clone() }
 }
 
+/// One stage's input: the main channel upstream sends into (its capacity is the backpressure) and the
+/// redo lane for work already admitted (sized from the ledger's limit; see [`Redo`]).
 struct Channels<T> {
     tx: mpsc::Sender<T>,
+    redo: Redo<T>,
     rx: SharedInput<T>,
 }
 
-fn channel<T>(capacity: usize) -> Channels<T> {
+fn channel<T>(stage: &'static str, capacity: usize, redo_capacity: usize) -> Channels<T> {
     let (tx, rx) = mpsc::channel(capacity);
-    Channels { tx, rx: Arc::new(tokio::sync::Mutex::new(rx)) }
+    let (redo_tx, redo_rx) = mpsc::channel(redo_capacity);
+    let lanes = crate::actors::worker::Lanes::new(redo_rx, rx);
+    Channels { tx, redo: Redo::new(stage, redo_tx), rx: Arc::new(tokio::sync::Mutex::new(lanes)) }
+}
+
+/// The most events unfinished at once: what the channels and workers between the feed and the
+/// committer hold when every one of them is full, so the ledger's limit never bites before ordinary
+/// backpressure would, while everything sized by work in flight (the watermark's finished seqs, parked
+/// events, the redo lanes) stays bounded.
+pub fn in_flight_limit(cfg: &Config) -> usize {
+    let st = |name| cfg.stages.settings(name);
+    let stages = ["change_feed", "dedup", "planner", "downloader", "uploader", "verifier"];
+    let channels: usize = stages.iter().map(|n| st(n).capacity).sum::<usize>() + committer_capacity(cfg);
+    let workers: usize = stages.iter().map(|n| st(n).concurrency).sum();
+    channels + workers
+}
+
+fn committer_capacity(cfg: &Config) -> usize {
+    cfg.stages.settings("committer").capacity.max(1024)
 }
 
 /// Makes the spec of one worker of stage `S`, whose stage is built fresh by `build` at every start.
@@ -220,18 +242,22 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
 
     let st = |name| cfg.stages.settings(name);
     let faults = Arc::new(FailureInjector::new(&cfg.testing));
-    let in_flight = Arc::new(InFlight::default());
     let first_seq = store.next_seq()?;
+    let limit = in_flight_limit(cfg);
+    let ledger = Arc::new(Ledger::new(first_seq, limit));
+    // Room for every admitted event, plus one replay per worker of an item already finished.
+    let redo = limit + 64 + cfg.stages.settings("downloader").concurrency + cfg.stages.settings("uploader").concurrency;
     let next_seq = Arc::new(AtomicU64::new(first_seq));
     let (progress_tx, mut progress_rx) = watch::channel(Progress::default());
     let (fatal_tx, mut fatal_rx) = watch::channel(None::<String>);
 
-    let to_dedup = channel(st("change_feed").capacity);
-    let to_planner = channel(st("dedup").capacity);
-    let to_downloader = channel(st("planner").capacity);
-    let to_uploader = channel(st("downloader").capacity);
-    let to_verifier = channel(st("uploader").capacity);
-    let to_committer = channel::<CommitMsg>(st("committer").capacity.max(1024));
+    let to_dedup = channel("dedup", st("change_feed").capacity, redo);
+    let to_planner = channel("planner", st("dedup").capacity, redo);
+    let to_downloader = channel("downloader", st("planner").capacity, redo);
+    let to_uploader = channel("uploader", st("downloader").capacity, redo);
+    let to_verifier = channel("verifier", st("uploader").capacity, redo);
+    // The committer's redo lane holds one replayed batch of a dead committer.
+    let to_committer = channel::<CommitMsg>("committer", committer_capacity(cfg), Committer::BATCH);
     let commit = to_committer.tx.clone();
     let (unit_tx, _unit_rx) = mpsc::channel::<()>(1);
 
@@ -239,15 +265,16 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     let wake = Arc::new(Notify::new());
     let refresh_wake = Arc::new(Notify::new());
     let wakes = (wake.clone(), refresh_wake.clone());
-    children.push(feed_spec(cfg, &opts, &store, &drive, &scope, &next_seq, &wakes, &faults, &to_dedup.tx, &commit));
+    let outputs = FeedOutputs { events: to_dedup.tx.clone(), commit: commit.clone(), ledger: ledger.clone() };
+    children.push(feed_spec(cfg, &opts, &store, &drive, &scope, &next_seq, &wakes, &faults, outputs));
     {
-        let (in_flight, faults) = (in_flight.clone(), faults.clone());
-        let build = move || Ok(Dedup { in_flight: in_flight.clone(), faults: faults.clone() });
+        let (ledger, faults) = (ledger.clone(), faults.clone());
+        let build = move || Ok(Dedup { ledger: ledger.clone(), faults: faults.clone() });
         children.push(worker_spec(build, to_dedup.rx.clone(), emit_to(to_planner.tx.clone(), &commit)));
     }
     {
-        let (store, drive, scope, faults) = (store.clone(), drive.clone(), scope.clone(), faults.clone());
-        let barrier = Arc::new(PlanBarrier::new(in_flight.clone()));
+        let (store, drive, scope, faults, ledger) =
+            (store.clone(), drive.clone(), scope.clone(), faults.clone(), ledger.clone());
         let layout = Layout {
             prefix: dest.prefix().to_string(),
             mode: dest.key_mode,
@@ -255,7 +282,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
             max_file_size: cfg.source.max_file_size.map(|b| b.0),
         };
         let build = move || {
-            Planner::new(store.clone(), drive.clone(), scope.clone(), layout.clone(), barrier.clone(), faults.clone())
+            Planner::new(store.clone(), drive.clone(), scope.clone(), layout.clone(), ledger.clone(), faults.clone())
                 .map_err(|e| e.to_string())
         };
         children.push(worker_spec(build, to_planner.rx.clone(), emit_to(to_downloader.tx.clone(), &commit)));
@@ -282,7 +309,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     for _ in 0..st("uploader").concurrency {
         let (dest, faults, store) = (dest.clone(), faults.clone(), store.clone());
         let (part_size, part_concurrency) = (cfg.pipeline.part_size.0 as usize, st("uploader").part_concurrency);
-        let (refetch, digests) = (to_downloader.tx.clone(), cfg.pipeline.digests());
+        let (refetch, digests) = (to_downloader.redo.clone(), cfg.pipeline.digests());
         let chunk_size = cfg.pipeline.chunk_size.0 as usize;
         let build = move || {
             Ok(Uploader {
@@ -299,23 +326,23 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         children.push(worker_spec(build, to_uploader.rx.clone(), emit_to(to_verifier.tx.clone(), &commit)));
     }
     for _ in 0..st("verifier").concurrency {
-        let (dest, faults, refetch, store) = (dest.clone(), faults.clone(), to_downloader.tx.clone(), store.clone());
+        let (dest, faults, refetch, store) = (dest.clone(), faults.clone(), to_downloader.redo.clone(), store.clone());
         let build = move || {
             Ok(Verifier { dest: dest.clone(), store: store.clone(), refetch: refetch.clone(), faults: faults.clone() })
         };
         children.push(worker_spec(build, to_verifier.rx.clone(), emit_to(unit_tx.clone(), &commit)));
     }
     {
-        let (store, in_flight, faults, release, progress) =
-            (store.clone(), in_flight.clone(), faults.clone(), to_dedup.tx.clone(), progress_tx.clone());
+        let (store, ledger, faults, release, progress) =
+            (store.clone(), ledger.clone(), faults.clone(), to_dedup.redo.clone(), progress_tx.clone());
         let (next_seq, refresh_wake) = (next_seq.clone(), refresh_wake.clone());
-        let state = Arc::new(std::sync::Mutex::new(CommitState::new(first_seq)));
+        let state = Arc::new(std::sync::Mutex::new(CommitState::default()));
         let audit_retention = cfg.state.audit_retention.0;
         let build = move || {
             Ok(Committer {
                 store: store.clone(),
                 state: state.clone(),
-                in_flight: in_flight.clone(),
+                ledger: ledger.clone(),
                 release: release.clone(),
                 progress: progress.clone(),
                 next_seq: next_seq.clone(),
@@ -329,11 +356,11 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     }
 
     let routes = ReplayRoutes {
-        dedup: to_dedup.tx.clone(),
-        planner: to_planner.tx.clone(),
-        downloader: to_downloader.tx.clone(),
-        verifier: to_verifier.tx.clone(),
-        committer: commit.clone(),
+        dedup: to_dedup.redo.clone(),
+        planner: to_planner.redo.clone(),
+        downloader: to_downloader.redo.clone(),
+        verifier: to_verifier.redo.clone(),
+        committer: to_committer.redo.clone(),
     };
     let depth_sampler = spawn_depth_sampler(
         vec![("feed_dedup", to_dedup.tx.clone()), ("dedup_planner", to_planner.tx.clone())],
@@ -396,8 +423,8 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
                 if let Some(msg) = msg { break Err(PipelineError::Supervision(msg)); }
             }
             _ = ticker.tick() => {
-                if opts.progress { print_progress(&progress_rx.borrow(), in_flight.len()); }
-                write_live_status(&cfg.state.dir, &progress_rx.borrow(), in_flight.len(), true);
+                if opts.progress { print_progress(&progress_rx.borrow(), ledger.files_in_flight()); }
+                write_live_status(&cfg.state.dir, &progress_rx.borrow(), ledger.files_in_flight(), true);
             }
             _ = &mut shutdown => {
                 tracing::info!("signal received: stopping the feed and draining");
@@ -408,7 +435,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     };
     if interrupted {
         sup.cast(SupervisorMsg::StopStage("change_feed")).ok();
-        drain(&in_flight, &commit, Duration::from_secs(30)).await;
+        drain(&ledger, &commit, Duration::from_secs(30)).await;
     }
     depth_sampler.abort();
     if let Some(task) = sweep {
@@ -422,9 +449,9 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     if opts.progress {
         let _ = writeln!(std::io::stderr());
     }
-    write_live_status(&cfg.state.dir, &progress_rx.borrow(), in_flight.len(), false);
+    write_live_status(&cfg.state.dir, &progress_rx.borrow(), ledger.files_in_flight(), false);
     result?;
-    if !interrupted || in_flight.is_empty() {
+    if !interrupted || ledger.is_idle() {
         abort_recorded_uploads(&store, &dest, false).await?;
         store.end_run()?;
     }
@@ -452,7 +479,21 @@ async fn finish_adoption(
 /// no transfer: kept to resume, its file was then deleted, left the scope or was dead-lettered. It is
 /// aborted, so no multipart upload is left open (S3 bills its parts and never lists them as objects).
 async fn abort_recorded_uploads(store: &Store, dest: &Destination, keep_resumable: bool) -> Result<(), PipelineError> {
+    let recorded = store.recorded_upload_ids()?;
     for (file, rec) in store.pending_uploads()? {
+        if rec.upload_id.is_empty() {
+            match dest.abort_unrecorded_uploads(&rec.key, &recorded).await? {
+                Some(0) => {}
+                Some(n) => {
+                    tracing::info!(%file, key = %rec.key, n, "aborted uploads a killed run opened without recording them")
+                }
+                None => {
+                    tracing::warn!(%file, key = %rec.key, "a killed run may have left an unfinished upload here; this store cannot list them (the bucket's lifecycle rules remove them)")
+                }
+            }
+            store.clear_upload(&file)?;
+            continue;
+        }
         if let (true, Some(point)) = (keep_resumable, &rec.resume) {
             tracing::info!(%file, key = %rec.key, parts = point.parts.len(), offset = point.offset, "keeping an interrupted multipart upload to resume");
             continue;
@@ -503,13 +544,11 @@ fn feed_spec(
     next_seq: &Arc<AtomicU64>,
     (wake, refresh_wake): &(Arc<Notify>, Arc<Notify>),
     faults: &Arc<FailureInjector>,
-    events: &mpsc::Sender<crate::model::ChangeEvent>,
-    commit: &mpsc::Sender<CommitMsg>,
+    outputs: FeedOutputs,
 ) -> ChildSpec {
     let (store, drive, next_seq, wake, faults) =
         (store.clone(), drive.clone(), next_seq.clone(), wake.clone(), faults.clone());
     let refresh_wake = refresh_wake.clone();
-    let (events, commit) = (events.clone(), commit.clone());
     let (jobs, logs) = (listing_jobs(scope), crate::stages::change_feed::change_logs(scope));
     let (drives, selection) = (scope.shared.clone(), DriveSelection::from_config(&cfg.source.drives));
     let (once, poll_interval) = (opts.once, cfg.source.poll_interval.0);
@@ -529,7 +568,7 @@ fn feed_spec(
             served: Default::default(),
             faults: faults.clone(),
         };
-        let out = FeedOutputs { events: events.clone(), commit: commit.clone() };
+        let out = outputs.clone();
         Box::pin(async move {
             let (actor, _) = Actor::spawn_linked(None, FeedActor::default(), FeedArgs { feed, out }, sup)
                 .await
@@ -542,15 +581,15 @@ fn feed_spec(
 
 /// After a stop signal, waits (bounded) until every admitted file is committed and the committer's
 /// queue is empty; what is left is replayed from the checkpoint by the next run.
-async fn drain(in_flight: &InFlight, commit: &mpsc::Sender<CommitMsg>, limit: Duration) {
+async fn drain(ledger: &Ledger, commit: &mpsc::Sender<CommitMsg>, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
-    let idle = || in_flight.is_empty() && commit.capacity() == commit.max_capacity();
+    let idle = || ledger.is_idle() && commit.capacity() == commit.max_capacity();
     while !idle() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if !idle() {
         tracing::warn!(
-            in_flight = in_flight.len(),
+            in_flight = ledger.files_in_flight(),
             "stop timeout: abandoning in-flight work (it is replayed on the next run)"
         );
     }

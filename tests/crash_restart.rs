@@ -122,8 +122,16 @@ async fn sigkill_during_initial_sync_and_catch_up_loses_nothing_and_repeats_noth
 /// Runs `--once` with `[testing] crash_after_writes = writes`: the process aborts (no cleanup, like
 /// `kill -9`) right after that many writes to the destination. Returns true if it crashed.
 async fn run_crashing_after(env: &TestEnv, dest: &Dest, writes: u64) -> bool {
-    let config = env.config("work", dest, &format!("[testing]\ncrash_after_writes = {writes}"));
+    run_crashing_after_with(env, dest, "", writes).await
+}
+
+/// [`run_crashing_after`] with more settings in the config.
+async fn run_crashing_after_with(env: &TestEnv, dest: &Dest, settings: &str, writes: u64) -> bool {
+    let config = env.config("work", dest, &format!("{settings}\n[testing]\ncrash_after_writes = {writes}"));
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    if std::env::var("TEST_MIRRORFLOW_LOG").is_ok() {
+        eprintln!("RUN crash_after_writes={writes}\n{}", text(&out));
+    }
     match out.status.code() {
         // 3: a file Drive flags as abusive (hostile corpora) is dead-lettered, the rest is done.
         Some(0 | 3) => false,
@@ -186,6 +194,75 @@ async fn crashes_at_twenty_amounts_of_work_during_subtree_moves_lose_nothing() {
     let tree = env.tree().await;
     assert_exact_mirror(&config, &expected_files(&tree)).await;
     assert_paths_follow_drive(&config, &tree);
+}
+
+/// The same on S3, where a file is written in parts: files of 6–16 MiB (5 MiB parts, so every one is a
+/// multipart upload) are created, rewritten and moved with their folders while the process is killed
+/// at twenty amounts of work (parts sent, uploads completed, server-side copies, deletes). The final
+/// mirror is exact and no multipart upload is left open in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_at_twenty_amounts_of_work_on_s3_lose_nothing_and_leave_no_upload_open() {
+    let s3 = s3_server().await;
+    create_bucket(&s3.endpoint, "kill").await;
+    let mut corpus = small_corpus(false);
+    corpus.files = 80;
+    corpus.folders = 10;
+    corpus.depth = 2;
+    let env = TestEnv::start(corpus).await;
+    let dest = Dest::S3 { endpoint: s3.endpoint.clone(), bucket: "kill".into(), prefix: "m".into() };
+    let settings = "[pipeline]\npart_size = \"5MiB\"\n[stages.uploader]\npart_concurrency = 2";
+    let config = env.config("work", &dest, settings);
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let mut kills = 0;
+    for point in 0..20u64 {
+        let tree = env.tree().await;
+        let root = &tree.root_id;
+        let live = |folder: bool| {
+            tree.items
+                .iter()
+                .filter(move |i| {
+                    (i.mime_type == "application/vnd.google-apps.folder") == folder
+                        && i.drive_id.is_none()
+                        && !i.trashed
+                        && i.id != *root
+                })
+                .collect::<Vec<_>>()
+        };
+        let folders = live(true);
+        let files: Vec<_> =
+            live(false).into_iter().filter(|i| !i.mime_type.starts_with("application/vnd.google-apps.")).collect();
+        let pick = |v: &Vec<&mirrorflow::emulator::EmuItem>, n: u64| v[(n as usize) % v.len()].id.clone();
+        let mib = |n: u64| (6 + n % 11) << 20;
+        let mut ops = vec![
+            serde_json::json!({"op": "create", "parent": pick(&folders, point * 3), "name": format!("big-{point}.bin"), "size": mib(point)}),
+            serde_json::json!({"op": "update_content", "id": pick(&files, point * 5 + 1), "size": mib(point + 4)}),
+        ];
+        if point % 2 == 0 {
+            ops.push(
+                serde_json::json!({"op": "move", "id": pick(&folders, point * 7 + 1), "new_parent": tree.root_id}),
+            );
+        }
+        // Last: the random mix may delete what the ops above name.
+        ops.push(serde_json::json!({"op": "random", "count": 10, "seed": 500 + point}));
+        let r = env.control("mutate", serde_json::json!({ "ops": ops })).await;
+        assert!(r.get("error").is_none_or(|e| e.is_null()), "{r}");
+        kills += run_crashing_after_with(&env, &dest, settings, 1 + (point * 11) % 40).await as usize;
+        if point % 5 == 4 {
+            // A second crash before the first one's work is finished.
+            kills += run_crashing_after_with(&env, &dest, settings, 3 + point).await as usize;
+        }
+    }
+    assert!(kills >= 15, "too few crashes landed ({kills})");
+    let config = env.config("work", &dest, settings);
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = env.tree().await;
+    assert_exact_mirror(&config, &expected_files(&tree)).await;
+    assert_paths_follow_drive(&config, &tree);
+    let open = reqwest::get(format!("{}/kill?uploads", s3.endpoint)).await.unwrap().text().await.unwrap();
+    assert_eq!(open_uploads(&s3.endpoint, "kill").await, 0, "a multipart upload was left open: {open}");
 }
 
 /// Model-based: a random sequence of Drive operations (the emulator's random mix, everyday compound

@@ -47,12 +47,6 @@ async fn a_file_larger_than_the_part_size_goes_multipart_and_verifies() {
     assert_exact_mirror(&config, &expected).await;
 }
 
-/// In-progress multipart uploads in a bucket (S3 ListMultipartUploads).
-async fn open_uploads(endpoint: &str, bucket: &str) -> usize {
-    let xml = reqwest::get(format!("{endpoint}/{bucket}?uploads")).await.unwrap().text().await.unwrap();
-    xml.matches("<UploadId>").count()
-}
-
 /// Media bytes the emulator has streamed for one file since its counters were last reset.
 async fn media_bytes(env: &TestEnv, file: &str) -> u64 {
     env.stats().await["media_bytes_by_file"][file].as_u64().unwrap_or(0)
@@ -151,4 +145,34 @@ async fn a_kept_upload_of_a_file_deleted_meanwhile_is_aborted() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(open_uploads(&s3.endpoint, "stale").await, 0, "the upload of the deleted file was left open");
     assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
+}
+
+/// An upload opened without a record (a process killed between `CreateMultipartUpload` and the record of
+/// its id) is found by listing the uploads open at its key, and aborted; a recorded one, or one at a key
+/// that merely starts with it, is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_opened_without_a_record_are_found_and_aborted() {
+    let s3 = s3_server().await;
+    create_bucket(&s3.endpoint, "unrecorded").await;
+    let env = TestEnv::start(small_corpus(false)).await;
+    let dest = Dest::S3 { endpoint: s3.endpoint.clone(), bucket: "unrecorded".into(), prefix: "p".into() };
+    let (_cfg, _store, d) = open(&env.config("c", &dest, ""));
+    let meta = mirrorflow::dest::ObjectMeta {
+        drive_id: "f".into(),
+        drive_name: "a & b.bin".into(),
+        content_type: None,
+        md5: None,
+    };
+    let key = mirrorflow::model::ObjectKey("p/my-drive/Ünï cødé & <more>/a b.bin".into());
+    let longer = mirrorflow::model::ObjectKey(format!("{}.2", key.0));
+    let lost = d.create_upload(&key, &meta).await.unwrap();
+    let kept = d.create_upload(&key, &meta).await.unwrap();
+    d.create_upload(&longer, &meta).await.unwrap();
+    assert_eq!(open_uploads(&s3.endpoint, "unrecorded").await, 3);
+
+    let aborted = d.abort_unrecorded_uploads(&key, std::slice::from_ref(&kept)).await.unwrap();
+    assert_eq!(aborted, Some(1));
+    assert_eq!(open_uploads(&s3.endpoint, "unrecorded").await, 2);
+    let listing = reqwest::get(format!("{}/unrecorded?uploads", s3.endpoint)).await.unwrap().text().await.unwrap();
+    assert!(!listing.contains(&lost) && listing.contains(&kept), "{listing}");
 }

@@ -4,13 +4,13 @@
 
 use super::worker::InHand;
 use crate::model::{ChangeEvent, Planned, Uploaded};
-use crate::stages::{CommitMsg, Replay};
+use crate::stages::{CommitMsg, Redo, Replay, StageError};
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Starts one child linked to the given supervisor; called again for every restart.
 pub type SpawnFn = Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, String>> + Send + Sync>;
@@ -26,34 +26,32 @@ pub struct ChildSpec {
     pub in_hand: InHand,
 }
 
-/// Senders used to re-deliver a dead worker's items.
+/// The redo lanes a dead worker's items are re-delivered on.
 #[derive(Clone)]
 pub struct ReplayRoutes {
-    /// Dedup input.
-    pub dedup: mpsc::Sender<ChangeEvent>,
-    /// Planner input.
-    pub planner: mpsc::Sender<ChangeEvent>,
-    /// Downloader input.
-    pub downloader: mpsc::Sender<Planned>,
-    /// Verifier input.
-    pub verifier: mpsc::Sender<Uploaded>,
-    /// Committer input.
-    pub committer: mpsc::Sender<CommitMsg>,
+    /// Dedup's.
+    pub dedup: Redo<ChangeEvent>,
+    /// The planner's.
+    pub planner: Redo<ChangeEvent>,
+    /// The downloader's.
+    pub downloader: Redo<Planned>,
+    /// The verifier's.
+    pub verifier: Redo<Uploaded>,
+    /// The committer's.
+    pub committer: Redo<CommitMsg>,
 }
 
 impl ReplayRoutes {
-    /// Sends a replay to its stage from a task, so the supervisor never blocks on a full channel.
-    fn deliver(&self, r: Replay) {
-        let routes = self.clone();
-        tokio::spawn(async move {
-            let _ = match r {
-                Replay::Dedup(e) => routes.dedup.send(e).await.map_err(|_| ()),
-                Replay::Planner(e) => routes.planner.send(e).await.map_err(|_| ()),
-                Replay::Downloader(p) => routes.downloader.send(p).await.map_err(|_| ()),
-                Replay::Verifier(u) => routes.verifier.send(u).await.map_err(|_| ()),
-                Replay::Committer(m) => routes.committer.send(m).await.map_err(|_| ()),
-            };
-        });
+    /// Puts a replay on its stage's redo lane, at once (the lanes are sized so the supervisor never
+    /// waits); an error means the pipeline cannot go on.
+    fn deliver(&self, r: Replay) -> Result<(), StageError> {
+        match r {
+            Replay::Dedup(e) => self.dedup.put(e),
+            Replay::Planner(e) => self.planner.put(e),
+            Replay::Downloader(p) => self.downloader.put(p),
+            Replay::Verifier(u) => self.verifier.put(u),
+            Replay::Committer(m) => self.committer.put(m),
+        }
     }
 }
 
@@ -118,10 +116,13 @@ impl PipelineSupervisor {
         tracing::error!(stage = spec.stage, error = %err, "stage failed; restarting it");
         crate::metrics::restart(spec.stage);
         let replays: Vec<Replay> = std::mem::take(&mut *spec.in_hand.lock().unwrap_or_else(|p| p.into_inner()));
-        for r in replays {
-            st.args.routes.deliver(r);
-        }
-        let fatal = if err.contains("fatal:") {
+        let lost = replays.into_iter().map(|r| st.args.routes.deliver(r)).find_map(|r| match r {
+            Err(StageError::Fatal(e)) => Some(e),
+            _ => None,
+        });
+        let fatal = if let Some(e) = lost {
+            Some(format!("stage {} failed and its work could not be re-delivered: {e}", spec.stage))
+        } else if err.contains("fatal:") {
             Some(format!("stage {} hit an unrecoverable error: {err}", spec.stage))
         } else if Self::over_intensity(st) {
             Some(format!(

@@ -9,7 +9,52 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// A stage input shared by the workers of a pool.
-pub type SharedInput<T> = Arc<tokio::sync::Mutex<mpsc::Receiver<T>>>;
+pub type SharedInput<T> = Arc<tokio::sync::Mutex<Lanes<T>>>;
+
+/// A stage's input: its redo lane (work already admitted coming back, see [`crate::stages::Redo`]),
+/// always drained first, and its main channel, whose bound is the backpressure upstream feels.
+pub struct Lanes<T> {
+    redo: mpsc::Receiver<T>,
+    main: mpsc::Receiver<T>,
+    redo_open: bool,
+}
+
+impl<T> Lanes<T> {
+    /// The two receivers of one stage.
+    pub fn new(redo: mpsc::Receiver<T>, main: mpsc::Receiver<T>) -> Self {
+        Lanes { redo, main, redo_open: true }
+    }
+
+    /// Takes up to `limit` items, redo work first; 0 when the main channel is closed.
+    pub async fn recv_many(&mut self, buf: &mut Vec<T>, limit: usize) -> usize {
+        let first = loop {
+            tokio::select! {
+                biased;
+                item = self.redo.recv(), if self.redo_open => match item {
+                    Some(item) => break item,
+                    None => self.redo_open = false,
+                },
+                item = self.main.recv() => match item {
+                    Some(item) => break item,
+                    None => return 0,
+                },
+            }
+        };
+        let before = buf.len();
+        buf.push(first);
+        while buf.len() - before < limit
+            && let Ok(item) = self.redo.try_recv()
+        {
+            buf.push(item);
+        }
+        while buf.len() - before < limit
+            && let Ok(item) = self.main.try_recv()
+        {
+            buf.push(item);
+        }
+        buf.len() - before
+    }
+}
 
 /// Items a worker holds while processing them, for re-delivery if it dies.
 pub type InHand = Arc<Mutex<Vec<Replay>>>;

@@ -2,6 +2,7 @@
 //! folder. Keys arrive already sanitized; this module only moves bytes and reports errors by class.
 
 pub mod keys;
+mod uploads;
 
 use crate::breaker::Breaker;
 use crate::config::{DeletePolicy, DestinationConfig, KeyMode, RetryConfig};
@@ -36,6 +37,9 @@ pub enum DestError {
     /// A key that object_store refuses (should not happen after sanitizing).
     #[error("invalid object key {0:?}")]
     InvalidKey(String),
+    /// The state store could not record a step a write depends on (such as an upload's completion).
+    #[error("state store: {0}")]
+    State(String),
 }
 
 impl Classified for DestError {
@@ -49,7 +53,7 @@ impl Classified for DestError {
                 | object_store::Error::Unauthenticated { .. } => ErrorClass::Permanent,
                 _ => ErrorClass::Retryable,
             },
-            DestError::Config(_) | DestError::InvalidKey(_) => ErrorClass::Permanent,
+            DestError::Config(_) | DestError::InvalidKey(_) | DestError::State(_) => ErrorClass::Permanent,
         }
     }
     fn reason(&self) -> String {
@@ -57,6 +61,7 @@ impl Classified for DestError {
             DestError::Store { op, .. } => format!("{op}_failed"),
             DestError::Config(_) => "config".into(),
             DestError::InvalidKey(_) => "invalid_key".into(),
+            DestError::State(_) => "state".into(),
         }
     }
 }
@@ -93,6 +98,8 @@ const MD5_METADATA: &str = "drive-md5";
 pub struct Destination {
     store: Arc<dyn ObjectStore>,
     multipart: Option<Arc<dyn MultipartStore>>,
+    /// The S3 store itself, for what object_store's traits do not offer (listing open uploads).
+    s3: Option<Arc<object_store::aws::AmazonS3>>,
     prefix: String,
     supports_metadata: bool,
     /// A single PUT's ETag is the md5 of the bytes (S3), so it proves the write without a HEAD.
@@ -117,6 +124,7 @@ impl Destination {
     pub fn from_config(cfg: &DestinationConfig, retry: &RetryConfig) -> Result<Destination, DestError> {
         let url = url::Url::parse(&cfg.url).map_err(|e| DestError::Config(format!("url {:?}: {e}", cfg.url)))?;
         let mut multipart: Option<Arc<dyn MultipartStore>> = None;
+        let mut s3_store = None;
         let (store, prefix, supports_metadata): (Arc<dyn ObjectStore>, String, bool) = match url.scheme() {
             "file" => {
                 let dir = url.to_file_path().map_err(|_| DestError::Config(format!("bad file URL {:?}", cfg.url)))?;
@@ -131,6 +139,7 @@ impl Destination {
             "s3" => {
                 let s3 = Arc::new(build_s3(cfg, &url, retry)?);
                 multipart = Some(s3.clone());
+                s3_store = Some(s3.clone());
                 (s3, url_prefix(&url), true)
             }
             _ => {
@@ -142,6 +151,7 @@ impl Destination {
         Ok(Destination {
             store,
             multipart,
+            s3: s3_store,
             prefix,
             supports_metadata,
             etag_is_md5,
@@ -321,6 +331,34 @@ impl Destination {
             }
         })
         .await
+    }
+
+    /// Aborts the uploads in progress at `key` that no record names (`recorded`): those a process
+    /// killed between `CreateMultipartUpload` and the record of its id left behind. Returns how many
+    /// were aborted, or `None` when this store cannot list them (GCS and Azure: an unfinished upload
+    /// there is left to the bucket's lifecycle rules or Azure's 7-day expiry of uncommitted blocks).
+    pub async fn abort_unrecorded_uploads(
+        &self,
+        key: &ObjectKey,
+        recorded: &[String],
+    ) -> Result<Option<usize>, DestError> {
+        let Some(s3) = &self.s3 else { return Ok(None) };
+        let path = Self::path(key)?;
+        let ids = self
+            .guarded(async {
+                uploads::open_at(s3, path.as_ref()).await.map_err(|e| DestError::Store {
+                    op: "list_multipart_uploads",
+                    key: key.0.clone(),
+                    source: object_store::Error::Generic { store: "S3", source: e.into() },
+                })
+            })
+            .await?;
+        let mut aborted = 0;
+        for id in ids.iter().filter(|id| !recorded.contains(id)) {
+            self.abort_upload(key, &id.clone()).await?;
+            aborted += 1;
+        }
+        Ok(Some(aborted))
     }
 
     /// The object's size, or `None` if absent.

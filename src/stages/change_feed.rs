@@ -138,11 +138,14 @@ pub struct ChangeFeed<S: ChangeSource> {
 }
 
 /// Where the feed sends things.
+#[derive(Clone)]
 pub struct FeedOutputs {
     /// Events, to dedup.
     pub events: mpsc::Sender<ChangeEvent>,
     /// Marks, to the committer.
     pub commit: mpsc::Sender<CommitMsg>,
+    /// The pipeline's ledger: one permit per event emitted, so work in flight stays bounded.
+    pub ledger: std::sync::Arc<super::ledger::Ledger>,
 }
 
 impl<S: ChangeSource> ChangeFeed<S> {
@@ -158,6 +161,8 @@ impl<S: ChangeSource> ChangeFeed<S> {
         origin: Origin,
     ) -> Result<(), StageError> {
         self.faults.check("change_feed")?;
+        // Taken before the seq: a seq, once given, is always sent (the watermark waits for it).
+        out.ledger.reserve().await;
         let seq = ChangeSeq(self.next_seq.fetch_add(1, Ordering::SeqCst));
         out.events.send(ChangeEvent { seq, file_id, kind, origin }).await.map_err(|_| StageError::Closed)
     }

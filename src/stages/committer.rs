@@ -2,14 +2,14 @@
 //! low watermark, saves the feed checkpoint only when the watermark covers it (synced to disk), and
 //! releases the next waiting event of each finished file.
 
-use super::dedup::InFlight;
-use super::{CommitMsg, Emit, Replay, Stage, StageError};
+use super::ledger::Ledger;
+use super::{CommitMsg, Emit, Redo, Replay, Stage, StageError};
 use crate::model::{ChangeEvent, OutcomeKind, Refresh, SkipReason};
-use crate::state::watermark::{CheckpointGate, Watermark};
+use crate::state::watermark::CheckpointGate;
 use crate::state::{Checkpoint, CommitBatch, Store};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Progress the committer publishes (for `--once`, the progress line and tests).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,12 +34,11 @@ pub struct Progress {
     pub caught_up: bool,
 }
 
-/// What the committer must not forget across its own restarts: the watermark, the checkpoints waiting
-/// for it, and whether the feed has caught up. Kept outside the actor (restart by builder).
-#[derive(Debug)]
+/// What the committer must not forget across its own restarts besides the ledger: the checkpoints
+/// waiting for the watermark, and whether the feed has caught up. Kept outside the actor (restart by
+/// builder).
+#[derive(Debug, Default)]
 pub struct CommitState {
-    /// Low watermark.
-    pub watermark: Watermark,
     /// Checkpoints waiting for the watermark.
     pub gate: CheckpointGate<Checkpoint>,
     /// Seq the feed reported as its last, in `--once` mode.
@@ -51,20 +50,9 @@ pub struct CommitState {
 }
 
 impl CommitState {
-    /// State for a run whose first seq is `first_seq`.
-    pub fn new(first_seq: u64) -> Self {
-        CommitState {
-            watermark: Watermark::new(first_seq),
-            gate: CheckpointGate::default(),
-            caught_up_at: None,
-            refreshed: CheckpointGate::default(),
-            sweeps: CheckpointGate::default(),
-        }
-    }
-
     /// True when the feed caught up and every event and checkpoint is done.
-    pub fn caught_up(&self) -> bool {
-        self.caught_up_at.is_some_and(|s| self.watermark.covers(s))
+    pub fn caught_up(&self, ledger: &Ledger) -> bool {
+        self.caught_up_at.is_some_and(|s| ledger.covers(s))
             && self.gate.pending() == 0
             && self.refreshed.pending() == 0
             && self.sweeps.pending() == 0
@@ -77,10 +65,10 @@ pub struct Committer {
     pub store: Store,
     /// Survives restarts.
     pub state: Arc<Mutex<CommitState>>,
-    /// Shared with dedup.
-    pub in_flight: Arc<InFlight>,
-    /// Dedup's input, for released waiting events.
-    pub release: mpsc::Sender<ChangeEvent>,
+    /// The pipeline's ledger: the committer alone finishes events in it.
+    pub ledger: Arc<Ledger>,
+    /// Dedup's redo lane, for a file's waiting event once the event before it is released.
+    pub release: Redo<ChangeEvent>,
     /// Published progress.
     pub progress: watch::Sender<Progress>,
     /// The feed's next seq, saved so a later run continues the sequence.
@@ -101,18 +89,18 @@ const PRUNE_LIMIT: usize = 10_000;
 /// Time between prunes once the backlog is gone.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Folds messages into the state, in place, and returns the batch to write. Cost is proportional to the
-/// batch, never to the state: one slow event may hold the watermark while any number of later events
-/// finish (their seqs wait in the watermark), and each batch still costs the same (criterion
-/// `committer/held_event_*`). In place is safe because nothing after it can fail and be retried: a store
+/// Folds messages into the state and the ledger's watermark, in place, and returns the batch to write.
+/// Cost is proportional to the batch, never to the state: one slow event may hold the watermark while
+/// later events finish (their seqs wait in the watermark, at most the ledger's limit of them), and each
+/// batch still costs the same (criterion `committer/held_event_*`). In place is safe because nothing after it can fail and be retried: a store
 /// write that fails is fatal, the run ends, and this state is dropped with it. A failure injected for
 /// tests happens before it.
-fn absorb(st: &mut CommitState, msgs: Vec<CommitMsg>, next_seq: u64) -> CommitBatch {
+fn absorb(st: &mut CommitState, ledger: &Ledger, msgs: Vec<CommitMsg>, next_seq: u64) -> CommitBatch {
     let mut batch = CommitBatch::default();
     for m in msgs {
         match m {
             CommitMsg::Outcome(o) => {
-                st.watermark.finish(o.seq.0);
+                ledger.settle(o.seq);
                 batch.outcomes.push(o);
             }
             CommitMsg::Mark { last_seq, checkpoint } => st.gate.offer(last_seq, checkpoint),
@@ -128,9 +116,10 @@ fn absorb(st: &mut CommitState, msgs: Vec<CommitMsg>, next_seq: u64) -> CommitBa
             CommitMsg::Refreshed { last_seq, done } => st.refreshed.offer(last_seq, done),
         }
     }
-    batch.checkpoint = st.gate.take_ready(&st.watermark);
-    batch.refresh_done = st.refreshed.take_all_ready(&st.watermark).into_iter().flatten().collect();
-    batch.sweep = !st.sweeps.take_all_ready(&st.watermark).is_empty();
+    let next_unfinished = ledger.next_unfinished();
+    batch.checkpoint = st.gate.take_ready(next_unfinished);
+    batch.refresh_done = st.refreshed.take_all_ready(next_unfinished).into_iter().flatten().collect();
+    batch.sweep = !st.sweeps.take_all_ready(next_unfinished).is_empty();
     batch.next_seq = next_seq;
     batch
 }
@@ -179,18 +168,15 @@ impl Committer {
         Ok(())
     }
 
-    /// Hands each finished file's waiting event back to dedup without ever blocking the committer.
-    fn release_waiting(&self, batch: &CommitBatch) {
+    /// Releases the written outcomes' events and hands each file's waiting event to dedup's redo
+    /// lane, which the ledger's limit sizes: the committer never waits on the stages it feeds.
+    fn release_written(&self, batch: &CommitBatch) -> Result<(), StageError> {
         for o in &batch.outcomes {
-            if let Some(next) = self.in_flight.finish(&o.file_id, o.seq.0)
-                && let Err(mpsc::error::TrySendError::Full(ev)) = self.release.try_send(next)
-            {
-                let tx = self.release.clone();
-                tokio::spawn(async move {
-                    let _ = tx.send(ev).await;
-                });
+            if let Some(next) = self.ledger.release(&o.file_id, o.seq) {
+                self.release.put(next)?;
             }
         }
+        Ok(())
     }
 }
 
@@ -204,8 +190,8 @@ impl Stage for Committer {
         self.faults.check(Self::NAME)?;
         let (batch, all_done) = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let batch = absorb(&mut state, items, self.next_seq.load(Ordering::SeqCst));
-            (batch, state.caught_up())
+            let batch = absorb(&mut state, &self.ledger, items, self.next_seq.load(Ordering::SeqCst));
+            (batch, state.caught_up(&self.ledger))
         };
         let store = self.store.clone();
         let (batch, report) = tokio::task::spawn_blocking(move || store.apply(&batch).map(|r| (batch, r)))
@@ -230,7 +216,7 @@ impl Stage for Committer {
         {
             crate::metrics::dlq_files(n);
         }
-        self.release_waiting(&batch);
+        self.release_written(&batch)?;
         self.publish(&batch, caught_up);
         self.prune_audit_when_due().await
     }

@@ -6,6 +6,7 @@ pub mod change_feed;
 pub mod committer;
 pub mod dedup;
 pub mod downloader;
+pub mod ledger;
 pub mod planner;
 pub mod uploader;
 pub mod verifier;
@@ -96,6 +97,41 @@ impl<O> Emit<O> {
     /// Sends a terminal outcome.
     pub async fn outcome(&self, o: Outcome) -> Result<(), StageError> {
         self.commit.send(CommitMsg::Outcome(o)).await.map_err(|_| StageError::Closed)
+    }
+}
+
+/// A stage's redo lane: work already admitted coming back into the stage (a file's next event, a fetch
+/// to do again, a dead worker's items). The stage drains it before its main input, and it is sized from
+/// the ledger's limit, which bounds everything in flight, so a put never waits: nothing bypasses
+/// backpressure through a spawned send, and a cycle of full channels cannot form. A full lane would
+/// mean that bound is broken, which stops the pipeline (fatal) rather than blocking or dropping work.
+pub struct Redo<T> {
+    stage: &'static str,
+    tx: mpsc::Sender<T>,
+}
+
+impl<T> Clone for Redo<T> {
+    fn clone(&self) -> Self {
+        Redo { stage: self.stage, tx: self.tx.clone() }
+    }
+}
+
+impl<T> Redo<T> {
+    /// The redo lane of `stage`, fed through `tx`.
+    pub fn new(stage: &'static str, tx: mpsc::Sender<T>) -> Self {
+        Redo { stage, tx }
+    }
+
+    /// Puts work back into the stage, at once.
+    pub fn put(&self, item: T) -> Result<(), StageError> {
+        match self.tx.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(StageError::Closed),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(StageError::Fatal(format!(
+                "the redo lane of stage {} is full: more work in flight than the ledger admits (a bug)",
+                self.stage
+            ))),
+        }
     }
 }
 

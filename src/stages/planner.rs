@@ -40,93 +40,6 @@ pub trait FolderLookup: Send + Sync + 'static {
     fn lookup(&self, id: &FileId) -> impl Future<Output = Result<Option<DriveFile>, DriveError>> + Send;
 }
 
-/// Orders folder moves against file work: a folder's subtree is computed from the store, so before a
-/// known folder is re-planned every action planned earlier must be committed, and a subtree move must be
-/// committed before anything after it is planned. Shared so that it survives planner restarts.
-#[derive(Debug, Default)]
-pub struct PlanBarrier {
-    in_flight: Arc<super::dedup::InFlight>,
-    outstanding: std::sync::Mutex<BTreeMap<u64, FileId>>,
-    /// Size at which `outstanding` is next pruned of finished actions (amortised O(1) per action).
-    prune_at: std::sync::atomic::AtomicUsize,
-    /// Key class → the last action (file, seq) planned on it; free once that action is committed.
-    keys: std::sync::Mutex<HashMap<String, (FileId, u64)>>,
-    /// Size at which `keys` is next pruned of committed actions.
-    keys_prune_at: std::sync::atomic::AtomicUsize,
-}
-
-/// `outstanding` is never pruned below this many entries (pruning costs a pass over the map).
-const MIN_PRUNE_AT: usize = 1024;
-
-impl PlanBarrier {
-    /// A barrier over the pipeline's in-flight table.
-    pub fn new(in_flight: Arc<super::dedup::InFlight>) -> Self {
-        PlanBarrier {
-            in_flight,
-            outstanding: Default::default(),
-            prune_at: MIN_PRUNE_AT.into(),
-            keys: Default::default(),
-            keys_prune_at: MIN_PRUNE_AT.into(),
-        }
-    }
-
-    /// Remembers an action until its outcome is committed. Finished actions are dropped whenever the
-    /// map doubles, so it stays proportional to the work in flight, not to the drive's size.
-    fn planned(&self, seq: ChangeSeq, file: &FileId) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut o = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
-        o.insert(seq.0, file.clone());
-        if o.len() >= self.prune_at.load(Relaxed).max(MIN_PRUNE_AT) {
-            o.retain(|seq, file| self.in_flight.is_active(file, *seq));
-            self.prune_at.store((o.len() * 2).max(MIN_PRUNE_AT), Relaxed);
-        }
-    }
-
-    /// Actions remembered (for tests and benches).
-    pub fn remembered(&self) -> usize {
-        self.outstanding.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Waits until every action planned so far has its terminal outcome committed.
-    async fn drain(&self) {
-        self.in_flight
-            .wait_until(|| {
-                let mut o = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
-                o.retain(|seq, file| self.in_flight.is_active(file, *seq));
-                o.is_empty()
-            })
-            .await
-    }
-
-    /// Waits until no action planned earlier that touches one of `classes` (writes, copies from or
-    /// removes that key) is still without a committed outcome, then records `seq` as the action on
-    /// them. So actions on one key run in change order, never at once: a new `r.txt` is written only
-    /// after the move or delete of the old `r.txt` is committed.
-    async fn take_keys(&self, seq: ChangeSeq, file: &FileId, classes: &[String]) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if classes.is_empty() {
-            return;
-        }
-        self.in_flight
-            .wait_until(|| {
-                let holders = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-                classes.iter().all(|c| match holders.get(c) {
-                    Some((holder, s)) => (holder == file && *s == seq.0) || !self.in_flight.is_active(holder, *s),
-                    None => true,
-                })
-            })
-            .await;
-        let mut holders = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        for c in classes {
-            holders.insert(c.clone(), (file.clone(), seq.0));
-        }
-        if holders.len() >= self.keys_prune_at.load(Relaxed).max(MIN_PRUNE_AT) {
-            holders.retain(|_, (holder, s)| self.in_flight.is_active(holder, *s));
-            self.keys_prune_at.store((holders.len() * 2).max(MIN_PRUNE_AT), Relaxed);
-        }
-    }
-}
-
 /// The keys an action writes before its outcome records them (a crash may leave them half done).
 fn written_keys(p: &Planned) -> Vec<crate::state::Intent> {
     let intent = |key: &ObjectKey, file: &FileId, moves_recorded_bytes| crate::state::Intent {
@@ -172,7 +85,8 @@ pub struct Planner<L: FolderLookup> {
     layout: Layout,
     folders: HashMap<FileId, FolderRecord>,
     drive_roots: BTreeMap<DriveId, String>,
-    barrier: Arc<PlanBarrier>,
+    /// Orders actions: a subtree change waits for every action sent before it, a key for the event holding it.
+    ledger: Arc<super::ledger::Ledger>,
     faults: Arc<super::FailureInjector>,
     /// Refresh requests of the event being planned, sent to the committer before its action.
     requests: Vec<Refresh>,
@@ -194,7 +108,7 @@ impl<L: FolderLookup> Planner<L> {
         lookup: Arc<L>,
         scope: Scope,
         layout: Layout,
-        barrier: Arc<PlanBarrier>,
+        ledger: Arc<super::ledger::Ledger>,
         faults: Arc<super::FailureInjector>,
     ) -> Result<Self, StageError> {
         let mut p = Planner {
@@ -204,7 +118,7 @@ impl<L: FolderLookup> Planner<L> {
             layout,
             folders: HashMap::new(),
             drive_roots: BTreeMap::new(),
-            barrier,
+            ledger,
             faults,
             requests: Vec::new(),
             discovered: Vec::new(),
@@ -442,11 +356,11 @@ impl<L: FolderLookup> Planner<L> {
                 return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Unchanged))));
             }
             // A drive's subtree is computed from the store: every action planned before must be in it.
-            self.barrier.drain().await;
+            self.ledger.drain().await;
             return self.plan_drive(&event, name.as_deref(), *joined);
         }
         if self.folders.contains_key(&event.file_id) {
-            self.barrier.drain().await;
+            self.ledger.drain().await;
         }
         if self.drive_roots.contains_key(&DriveId(event.file_id.0.clone())) {
             // A file-level change of a shared drive's root folder: the drive-level change decides.
@@ -719,13 +633,13 @@ impl<L: FolderLookup> Stage for Planner<L> {
                     crate::metrics::event(Self::NAME, "planned");
                     let tree = matches!(planned.kind, ActionKind::Tree(_));
                     if !tree {
-                        self.barrier.take_keys(planned.seq, &planned.file.id, &touched_classes(&planned)).await;
+                        self.ledger.take_keys(planned.seq, &planned.file.id, &touched_classes(&planned)).await;
                     }
                     self.store.record_intents(&written_keys(&planned)).map_err(fatal)?;
-                    self.barrier.planned(planned.seq, &planned.file.id);
+                    self.ledger.planned(planned.seq, &planned.file.id);
                     emit.forward(planned).await?;
                     if tree {
-                        self.barrier.drain().await;
+                        self.ledger.drain().await;
                     }
                 }
                 Err(o) => {
@@ -833,15 +747,6 @@ mod tests {
         let before = calls();
         let _ = p.plan(upsert(5, file("shared4", "s.txt", "elsewhere"))).await.unwrap();
         assert_eq!(calls(), before + 1);
-    }
-
-    #[test]
-    fn the_barrier_forgets_finished_actions_as_it_goes() {
-        let barrier = PlanBarrier::new(Arc::new(crate::stages::dedup::InFlight::default()));
-        for seq in 0..100_000 {
-            barrier.planned(ChangeSeq(seq), &FileId(format!("f{seq}")));
-        }
-        assert!(barrier.remembered() <= MIN_PRUNE_AT, "{} finished actions kept", barrier.remembered());
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ pub struct Uploader {
     /// Store, to record multipart uploads before their first part.
     pub store: crate::state::Store,
     /// The downloader's input, for a copy whose source vanished (fetch the bytes instead).
-    pub refetch: tokio::sync::mpsc::Sender<Planned>,
+    pub refetch: super::Redo<Planned>,
     /// Failure injection.
     pub faults: Arc<super::FailureInjector>,
 }
@@ -156,12 +156,18 @@ impl Uploader {
             let mp = self.dest.multipart(&planned.key, meta, self.chunk_size).await?;
             return Ok(Multipart::Plain(mp));
         }
-        let id = self.dest.create_upload(&planned.key, meta).await?;
         let content = planned.file.md5.clone().zip(planned.file.size);
-        let record = UploadRecord { key: planned.key.clone(), upload_id: id.clone(), content, resume: None };
+        // A marker first (synced): a kill between the create and the record of its id leaves an upload
+        // only a listing can find, and the marker tells the next start where to list.
+        let marker = UploadRecord { key: planned.key.clone(), upload_id: String::new(), content, resume: None };
+        self.store
+            .record_upload(&planned.file.id, &marker)
+            .map_err(|e| DestError::State(format!("cannot record the upload: {e}")))?;
+        let id = self.dest.create_upload(&planned.key, meta).await?;
+        let record = UploadRecord { upload_id: id.clone(), ..marker };
         if let Err(e) = self.store.record_upload(&planned.file.id, &record) {
             let _ = self.dest.abort_upload(&planned.key, &id).await;
-            return Err(DestError::Config(format!("cannot record the upload: {e}")));
+            return Err(DestError::State(format!("cannot record the upload: {e}")));
         }
         Ok(Multipart::Recorded(Box::new(RecordedUpload::new(self.dest.clone(), self.store.clone(), planned, record))))
     }
@@ -186,7 +192,14 @@ impl Uploader {
     async fn discard_stale_upload(&self, file: &crate::model::FileId) {
         let Ok(Some(rec)) = self.store.upload(file) else { return };
         tracing::info!(%file, key = %rec.key, "aborting an interrupted multipart upload that cannot be continued");
-        if self.dest.abort_upload(&rec.key, &rec.upload_id).await.is_ok() {
+        let aborted = if rec.upload_id.is_empty() {
+            // A create that failed in this run may still have opened an upload.
+            let recorded = self.store.recorded_upload_ids().unwrap_or_default();
+            self.dest.abort_unrecorded_uploads(&rec.key, &recorded).await.map(|_| ())
+        } else {
+            self.dest.abort_upload(&rec.key, &rec.upload_id).await
+        };
+        if aborted.is_ok() {
             let _ = self.store.clear_upload(file);
         }
     }
@@ -208,8 +221,7 @@ impl Uploader {
                 Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
                     let mut again = planned.clone();
                     again.kind = ActionKind::Upload { source: fallback.clone() };
-                    self.refetch(again);
-                    return Ok(());
+                    return self.refetch.put(again);
                 }
                 other => other,
             },
@@ -234,8 +246,7 @@ impl Uploader {
                     Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) if resumed => {
                         tracing::warn!(file = %planned.file.id, "the interrupted upload is gone from the destination; starting over");
                         let _ = self.store.clear_upload(&planned.file.id);
-                        self.refetch(planned.clone());
-                        return Ok(());
+                        return self.refetch.put(planned.clone());
                     }
                     other => other,
                 }
@@ -263,14 +274,6 @@ impl Uploader {
                 .await
             }
         }
-    }
-
-    /// Sends a plan back to the downloader, without blocking this stage on the downloader's queue.
-    fn refetch(&self, planned: Planned) {
-        let tx = self.refetch.clone();
-        tokio::spawn(async move {
-            let _ = tx.send(planned).await;
-        });
     }
 
     /// Moves (copy + delete) or removes every object of a folder's subtree, server-side. Each step
@@ -456,6 +459,12 @@ impl Multipart {
                         .iter()
                         .map(|p| p.clone().ok_or_else(|| DestError::Config("missing part".into())))
                         .collect::<Result<Vec<_>, _>>()?;
+                    // Once completed, the upload id is dead: a restart must abort the record (a no-op
+                    // then), never resume parts into it. So the record stops being resumable first.
+                    up.record.resume = None;
+                    up.store
+                        .record_upload(&up.file, &up.record)
+                        .map_err(|e| DestError::State(format!("cannot record the upload's completion: {e}")))?;
                     up.dest.complete_upload(up.key(), &up.record.upload_id, parts).await
                 }
                 .await;

@@ -73,18 +73,14 @@ pub fn check_against_drive(u: &Uploaded) -> Result<(), Mismatch> {
 pub async fn retry_or_dead_letter(
     mut planned: Planned,
     m: Mismatch,
-    refetch: &mpsc::Sender<Planned>,
+    refetch: &super::Redo<Planned>,
     commit: &mpsc::Sender<super::CommitMsg>,
 ) -> Result<(), StageError> {
     planned.attempt += 1;
     if planned.attempt < MAX_ATTEMPTS {
         tracing::info!(file = %planned.file.id, ?m, attempt = planned.attempt, "verification failed; fetching again");
         crate::metrics::retry("verify", "mismatch");
-        let tx = refetch.clone();
-        tokio::spawn(async move {
-            let _ = tx.send(planned).await;
-        });
-        return Ok(());
+        return refetch.put(planned);
     }
     tracing::warn!(file = %planned.file.id, ?m, "verification failed on every fetch; dead-lettered");
     crate::metrics::event("verifier", "dead_lettered");
@@ -107,8 +103,8 @@ pub struct Verifier {
     pub dest: Destination,
     /// Store, to note an old key whose removal failed (removed at the next start).
     pub store: Store,
-    /// The downloader's input, to fetch a mismatching file again.
-    pub refetch: mpsc::Sender<Planned>,
+    /// The downloader's redo lane, to fetch a mismatching file again.
+    pub refetch: super::Redo<Planned>,
     /// Failure injection.
     pub faults: Arc<super::FailureInjector>,
 }

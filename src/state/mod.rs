@@ -652,6 +652,11 @@ impl Store {
         Ok(())
     }
 
+    /// The upload ids the store knows (markers of uploads being created have none).
+    pub fn recorded_upload_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.pending_uploads()?.into_iter().map(|(_, r)| r.upload_id).filter(|id| !id.is_empty()).collect())
+    }
+
     /// Uploads left by a previous process (crashed mid-upload).
     pub fn pending_uploads(&self) -> Result<Vec<(FileId, UploadRecord)>, StoreError> {
         self.uploads

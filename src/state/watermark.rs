@@ -16,15 +16,15 @@ impl Watermark {
         Watermark { next_unfinished: first_seq, finished_above: BTreeSet::new() }
     }
 
-    /// Marks `seq` finished (idempotent; seqs below the watermark are ignored).
-    pub fn finish(&mut self, seq: u64) {
-        if seq < self.next_unfinished {
-            return;
+    /// Marks `seq` finished; true the first time (idempotent: a seq finished before changes nothing).
+    pub fn finish(&mut self, seq: u64) -> bool {
+        if seq < self.next_unfinished || !self.finished_above.insert(seq) {
+            return false;
         }
-        self.finished_above.insert(seq);
         while self.finished_above.remove(&self.next_unfinished) {
             self.next_unfinished += 1;
         }
+        true
     }
 
     /// Every seq strictly below this is finished.
@@ -62,11 +62,12 @@ impl<C> CheckpointGate<C> {
         self.marks.push_back((last_seq, checkpoint));
     }
 
-    /// The newest offered checkpoint the watermark now covers, if any; older ones are dropped.
-    pub fn take_ready(&mut self, w: &Watermark) -> Option<C> {
+    /// The newest offered checkpoint the watermark (every seq below `next_unfinished` is finished)
+    /// now covers, if any; older ones are dropped.
+    pub fn take_ready(&mut self, next_unfinished: u64) -> Option<C> {
         let mut ready = None;
         while let Some((last, _)) = self.marks.front() {
-            if *last >= w.next_unfinished() {
+            if *last >= next_unfinished {
                 break;
             }
             ready = self.marks.pop_front().map(|(_, c)| c);
@@ -76,9 +77,9 @@ impl<C> CheckpointGate<C> {
 
     /// Every offered item the watermark now covers, oldest first (for items that must all be acted
     /// on, not only the newest).
-    pub fn take_all_ready(&mut self, w: &Watermark) -> Vec<C> {
+    pub fn take_all_ready(&mut self, next_unfinished: u64) -> Vec<C> {
         let mut ready = Vec::new();
-        while self.marks.front().is_some_and(|(last, _)| *last < w.next_unfinished()) {
+        while self.marks.front().is_some_and(|(last, _)| *last < next_unfinished) {
             ready.extend(self.marks.pop_front().map(|(_, c)| c));
         }
         ready
@@ -100,7 +101,7 @@ mod tests {
         let mut w = Watermark::new(1);
         w.finish(2);
         assert!(!w.covers(1) && !w.covers(2));
-        w.finish(1);
+        assert!(w.finish(1) && !w.finish(1) && !w.finish(2));
         assert!(w.covers(2) && !w.covers(3));
     }
 
@@ -111,12 +112,12 @@ mod tests {
         g.offer(2, "a");
         g.offer(4, "b");
         w.finish(1);
-        assert_eq!(g.take_ready(&w), None);
+        assert_eq!(g.take_ready(w.next_unfinished()), None);
         w.finish(2);
         w.finish(3);
-        assert_eq!(g.take_ready(&w), Some("a"));
+        assert_eq!(g.take_ready(w.next_unfinished()), Some("a"));
         w.finish(4);
-        assert_eq!(g.take_ready(&w), Some("b"));
+        assert_eq!(g.take_ready(w.next_unfinished()), Some("b"));
         assert_eq!(g.pending(), 0);
     }
 
@@ -136,7 +137,7 @@ mod tests {
             for seq in order.iter().take(stop_after) {
                 w.finish(*seq);
                 finished.insert(*seq);
-                if let Some(end) = g.take_ready(&w) { saved = end; }
+                if let Some(end) = g.take_ready(w.next_unfinished()) { saved = end; }
                 // Every event up to the saved page end has finished.
                 prop_assert!((1..=saved).all(|s| finished.contains(&s)));
             }

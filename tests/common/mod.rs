@@ -72,8 +72,10 @@ impl TestEnv {
     pub async fn control(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
         let url = format!("{}_emu/{path}", self.emu.base_url());
         let r = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
-        assert!(r.status().is_success(), "control {path}: {}", r.status());
-        r.json().await.unwrap_or(serde_json::Value::Null)
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        assert!(status.is_success(), "control {path}: {status}: {text}");
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
     }
 
     pub async fn stats(&self) -> serde_json::Value {
@@ -122,7 +124,7 @@ pub async fn mirrorflow(args: &[&str]) -> Output {
     tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
             .args(&args)
-            .env("MIRRORFLOW_LOG", "mirrorflow=warn")
+            .env("MIRRORFLOW_LOG", std::env::var("TEST_MIRRORFLOW_LOG").unwrap_or("mirrorflow=warn".into()))
             .env_remove("AWS_CA_BUNDLE")
             .output()
             .expect("binary runs")
@@ -352,6 +354,12 @@ pub async fn s3_server() -> S3Server {
 pub async fn create_bucket(endpoint: &str, bucket: &str) {
     let r = reqwest::Client::new().put(format!("{endpoint}/{bucket}")).send().await.unwrap();
     assert!(r.status().is_success(), "create bucket: {}", r.status());
+}
+
+/// In-progress multipart uploads in a bucket (S3 ListMultipartUploads).
+pub async fn open_uploads(endpoint: &str, bucket: &str) -> usize {
+    let xml = reqwest::get(format!("{endpoint}/{bucket}?uploads")).await.unwrap().text().await.unwrap();
+    xml.matches("<UploadId>").count()
 }
 
 /// Asserts every mirrored file sits where Drive has it now: its key's folder is the recorded key of
