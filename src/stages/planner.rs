@@ -70,6 +70,11 @@ fn touched_classes(p: &Planned) -> Vec<String> {
     classes
 }
 
+/// The last segment of a key (a file's or folder's own name part).
+fn last_segment(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
 fn fatal(e: crate::state::StoreError) -> StageError {
     StageError::Fatal(e.to_string())
 }
@@ -198,7 +203,7 @@ impl<L: FolderLookup> Planner<L> {
                 return Ok(Err(outcome(event, OutcomeKind::Skipped(SkipReason::NotInScope))));
             };
             self.release(&root_id)?;
-            let mut tree = self.remove_subtree(&root_key)?;
+            let mut tree = self.remove_subtree(&root_id)?;
             tree.removed_folders.push(root_id.clone());
             tracing::warn!(drive = %drive, key = %root_key, files = tree.files.len(), "shared drive left the scope: its mirrored files are removed per `deletes`");
             return Ok(self.tree_action(event.seq, root_id, "", ObjectKey(root_key), tree));
@@ -221,8 +226,8 @@ impl<L: FolderLookup> Planner<L> {
             self.requests.push(Refresh::Children(root_id.clone()));
         }
         match old.filter(|o| *o != key) {
-            Some(old) => {
-                let mut tree = self.move_subtree(&old, &key)?;
+            Some(_) => {
+                let mut tree = self.move_subtree(&root_id, &key)?;
                 tree.folder = Some(record);
                 Ok(self.tree_action(event.seq, root_id, name, ObjectKey(key), tree))
             }
@@ -459,7 +464,7 @@ impl<L: FolderLookup> Planner<L> {
         let Some(folder) = folder else {
             return Ok(Err(ev_outcome(OutcomeKind::Skipped(SkipReason::NotInScope))));
         };
-        let tree = self.remove_subtree(&folder.key.0)?;
+        let tree = self.remove_subtree(&folder.id)?;
         Ok(self.tree_action(seq, folder.id.clone(), &folder.name, folder.key, tree))
     }
 
@@ -475,8 +480,8 @@ impl<L: FolderLookup> Planner<L> {
         let record = folder_record(&file, &key);
         self.folders.insert(file.id.clone(), record.clone());
         match old.filter(|o| o.key.0 != key) {
-            Some(old) => {
-                let mut tree = self.move_subtree(&old.key.0, &key)?;
+            Some(_) => {
+                let mut tree = self.move_subtree(&file.id, &key)?;
                 tree.folder = Some(record);
                 Ok(self.tree_action(seq, file.id.clone(), &file.name, ObjectKey(key), tree))
             }
@@ -502,59 +507,75 @@ impl<L: FolderLookup> Planner<L> {
         Ok(Planned { seq, file, key, previous_key: None, kind: ActionKind::Tree(tree), attempt: 0 })
     }
 
-    fn files_under(&self, prefix: &str) -> Result<Vec<FileRecord>, StageError> {
-        let p = format!("{prefix}/");
-        let mut out = Vec::new();
-        self.store
-            .for_each_file(|r| {
-                if r.key.0.starts_with(&p) {
-                    out.push(r)
+    /// The folders below `root` (not `root` itself), each after its parent, by the parent links of
+    /// the folder map: a subtree is what Drive says is below the folder, whatever keys its records hold
+    /// now (a move that was cut short leaves some below the old key and some below the new one).
+    fn folders_below(&self, root: &FileId) -> Vec<FileId> {
+        let mut children: HashMap<&FileId, Vec<&FileId>> = HashMap::new();
+        for f in self.folders.values() {
+            if let Some(parent) = &f.parent {
+                children.entry(parent).or_default().push(&f.id);
+            }
+        }
+        let mut below = Vec::new();
+        let mut seen = HashSet::new();
+        let mut queue = std::collections::VecDeque::from([root]);
+        while let Some(id) = queue.pop_front() {
+            for child in children.get(id).into_iter().flatten() {
+                if *child != root && seen.insert(*child) {
+                    below.push((*child).clone());
+                    queue.push_back(child);
                 }
-            })
-            .map_err(|e| StageError::Fatal(e.to_string()))?;
-        Ok(out)
+            }
+        }
+        below
     }
 
-    /// Re-keys everything below `old` to below `new` (claims included).
-    fn move_subtree(&mut self, old: &str, new: &str) -> Result<TreeChange, StageError> {
-        let rekey = |k: &str| format!("{new}/{}", &k[old.len() + 1..]);
-        let mut files = Vec::new();
-        for mut rec in self.files_under(old)? {
-            let before = rec.key.clone();
-            rec.key = ObjectKey(rekey(&before.0));
-            self.claim_exact(&rec.id, &rec.key.0)?;
-            files.push((rec, before));
-        }
-        let p = format!("{old}/");
-        let ids: Vec<FileId> =
-            self.folders.values().filter(|f| f.key.0.starts_with(&p)).map(|f| f.id.clone()).collect();
+    /// The file records directly in `folder` (the store's children index: the cost is the folder's,
+    /// not the drive's).
+    fn files_in(&self, folder: &FileId) -> Result<Vec<FileRecord>, StageError> {
+        self.store.files_in_folder(folder).map_err(fatal)
+    }
+
+    /// Re-keys everything below folder `root`, whose key is now `new`, claims included: each folder
+    /// and file keeps its own last key segment under its parent's new key.
+    fn move_subtree(&mut self, root: &FileId, new: &str) -> Result<TreeChange, StageError> {
+        let mut new_keys: HashMap<FileId, String> = HashMap::from([(root.clone(), new.to_string())]);
         let mut folders = Vec::new();
-        for id in ids {
+        for id in self.folders_below(root) {
+            let Some(f) = self.folders.get(&id) else { continue };
+            let Some(parent_key) = f.parent.as_ref().and_then(|p| new_keys.get(p)) else { continue };
+            let key = format!("{parent_key}/{}", last_segment(&f.key.0));
             let Some(f) = self.folders.get_mut(&id) else { continue };
-            f.key = ObjectKey(rekey(&f.key.0));
+            f.key = ObjectKey(key.clone());
             let f = f.clone();
-            self.claim_exact(&id, &f.key.0)?;
+            self.claim_exact(&id, &key)?;
+            new_keys.insert(id, key);
             folders.push(f);
+        }
+        let mut files = Vec::new();
+        for (folder, folder_key) in &new_keys {
+            for mut rec in self.files_in(folder)? {
+                let before = rec.key.clone();
+                rec.key = ObjectKey(format!("{folder_key}/{}", last_segment(&before.0)));
+                self.claim_exact(&rec.id, &rec.key.0)?;
+                files.push((rec, before));
+            }
         }
         Ok(TreeChange { folder: None, files, folders, removed_folders: Vec::new(), remove: false, lost: Vec::new() })
     }
 
-    /// Everything below `prefix` goes away (claims released).
-    fn remove_subtree(&mut self, prefix: &str) -> Result<TreeChange, StageError> {
-        let files: Vec<(FileRecord, ObjectKey)> = self
-            .files_under(prefix)?
-            .into_iter()
-            .map(|r| {
+    /// Everything below folder `root` goes away (claims released).
+    fn remove_subtree(&mut self, root: &FileId) -> Result<TreeChange, StageError> {
+        let removed_folders = self.folders_below(root);
+        let mut files = Vec::new();
+        for folder in std::iter::once(root).chain(&removed_folders) {
+            for r in self.files_in(folder)? {
+                self.release(&r.id)?;
                 let k = r.key.clone();
-                (r, k)
-            })
-            .collect();
-        for (r, _) in &files {
-            self.release(&r.id)?;
+                files.push((r, k));
+            }
         }
-        let p = format!("{prefix}/");
-        let removed_folders: Vec<FileId> =
-            self.folders.values().filter(|f| f.key.0.starts_with(&p)).map(|f| f.id.clone()).collect();
         for id in &removed_folders {
             self.folders.remove(id);
             self.release(id)?;

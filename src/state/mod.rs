@@ -138,6 +138,9 @@ pub struct Store {
     refresh: Keyspace,
     /// Ids a full listing over a populated store has seen (mark and sweep), plus [`SWEEP_ARMED`].
     seen: Keyspace,
+    /// `parent id/file id` of every file record with a parent: a folder's files without a scan of
+    /// every file (subtree moves and removals cost the subtree, not the drive).
+    children: Keyspace,
     /// Keys an action is about to write (object key → file id), until the outcome that records them
     /// is committed: what a crash leaves here and no record owns is an unfinished write, removed at
     /// the next start (see [`Store::pending_intents`]).
@@ -248,6 +251,13 @@ const ADOPTING_MARK: &[u8] = b"adopting";
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
 /// The destination (URL and endpoint) whose objects this state describes.
 const DESTINATION_KEY: &[u8] = b"destination";
+/// Present once the children index covers every file record.
+const CHILDREN_INDEXED: &[u8] = b"children_indexed";
+
+/// The children-index key of `file` under `parent`.
+fn children_key(parent: &FileId, file: &FileId) -> String {
+    format!("{parent}/{file}")
+}
 
 impl Store {
     /// Opens (or creates) the store in `dir`.
@@ -268,8 +278,51 @@ impl Store {
             refresh: ks("refresh")?,
             seen: ks("seen")?,
             intents: ks("intents")?,
+            children: ks("children")?,
             db,
         })
+        .and_then(|store| {
+            store.build_children_index_once()?;
+            Ok(store)
+        })
+    }
+
+    /// A store written before the children index gets it, once, from its file records.
+    fn build_children_index_once(&self) -> Result<(), StoreError> {
+        if self.checkpoints.contains_key(CHILDREN_INDEXED)? {
+            return Ok(());
+        }
+        let mut b = self.db.batch();
+        for g in self.files.iter() {
+            let rec: FileRecord = codec::decode(&g.value()?)?;
+            if let Some(parent) = &rec.parent {
+                b.insert(&self.children, children_key(parent, &rec.id), []);
+            }
+        }
+        b.insert(&self.checkpoints, CHILDREN_INDEXED, []);
+        b.commit()?;
+        Ok(())
+    }
+
+    /// The file records whose parent is `folder` (from the children index; an entry whose record
+    /// names another parent now is not returned).
+    pub fn files_in_folder(&self, folder: &FileId) -> Result<Vec<FileRecord>, StoreError> {
+        let mut out = Vec::new();
+        for g in self.children.prefix(format!("{folder}/")) {
+            let key = g.key()?;
+            let id = String::from_utf8_lossy(&key[folder.as_str().len() + 1..]).into_owned();
+            if let Some(rec) = self.file(&FileId(id))?
+                && rec.parent.as_ref() == Some(folder)
+            {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Index entries (for tests: they follow the file records).
+    pub fn children_entries(&self) -> Result<usize, StoreError> {
+        Ok(self.children.len()?)
     }
 
     /// The record of a mirrored file.
@@ -363,8 +416,9 @@ impl Store {
             b.insert(&self.folders, f.id.as_str(), codec::encode(f)?);
         }
         let now_ms = unix_ms();
+        let mut parents = ParentsInBatch::default();
         for o in &batch.outcomes {
-            self.stage_outcome(&mut b, o, &mut report, now_ms)?;
+            self.stage_outcome(&mut b, o, &mut report, now_ms, &mut parents)?;
         }
         if let Some(cp) = &batch.checkpoint {
             b.insert(&self.checkpoints, CHECKPOINT_KEY, codec::encode(cp)?);
@@ -374,22 +428,54 @@ impl Store {
         Ok(report)
     }
 
+    /// The parent a file's record names before this write: as written earlier in the same batch, else
+    /// as stored.
+    fn parent_before(&self, id: &FileId, parents: &ParentsInBatch) -> Result<Option<FileId>, StoreError> {
+        match parents.get(id) {
+            Some(p) => Ok(p.clone()),
+            None => Ok(self.file(id)?.and_then(|r| r.parent)),
+        }
+    }
+
+    /// Keeps the children index in step with a file record written (`parent` = its parent) or
+    /// removed (`parent` = `None`).
+    fn stage_parent(
+        &self,
+        b: &mut fjall::OwnedWriteBatch,
+        id: &FileId,
+        parent: Option<&FileId>,
+        parents: &mut ParentsInBatch,
+    ) -> Result<(), StoreError> {
+        let before = self.parent_before(id, parents)?;
+        if let Some(old) = before.as_ref().filter(|old| Some(*old) != parent) {
+            b.remove(&self.children, children_key(old, id));
+        }
+        if let Some(new) = parent {
+            b.insert(&self.children, children_key(new, id), []);
+        }
+        parents.insert(id.clone(), parent.cloned());
+        Ok(())
+    }
+
     fn stage_outcome(
         &self,
         b: &mut fjall::OwnedWriteBatch,
         o: &Outcome,
         report: &mut ApplyReport,
         now_ms: u64,
+        parents: &mut ParentsInBatch,
     ) -> Result<(), StoreError> {
         let id = o.file_id.as_str();
         match &o.kind {
             OutcomeKind::Committed(rec) => {
+                self.stage_parent(b, &o.file_id, rec.parent.as_ref(), parents)?;
                 b.insert(&self.files, id, codec::encode(rec)?);
                 b.remove(&self.intents, rec.key.as_str());
                 self.stage_dlq_removal(b, &o.file_id, report)?;
             }
             OutcomeKind::FolderRecorded(f) => b.insert(&self.folders, id, codec::encode(f)?),
             OutcomeKind::Removed { .. } => {
+                self.stage_parent(b, &o.file_id, None, parents)?;
                 b.remove(&self.files, id);
                 b.remove(&self.folders, id);
                 self.stage_dlq_removal(b, &o.file_id, report)?;
@@ -405,7 +491,7 @@ impl Store {
                 self.stage_dlq_removal(b, &o.file_id, report)?
             }
             OutcomeKind::Skipped(_) => {}
-            OutcomeKind::TreeChanged(t) => self.stage_tree(b, o, t)?,
+            OutcomeKind::TreeChanged(t) => self.stage_tree(b, o, t, parents)?,
         }
         if !matches!(o.kind, OutcomeKind::Skipped(_)) {
             let entry = AuditEntry { at_unix_ms: now_ms, ..AuditEntry::from(o) };
@@ -612,6 +698,7 @@ impl Store {
         b: &mut fjall::OwnedWriteBatch,
         o: &Outcome,
         t: &crate::model::TreeChange,
+        parents: &mut ParentsInBatch,
     ) -> Result<(), StoreError> {
         match &t.folder {
             Some(f) => b.insert(&self.folders, o.file_id.as_str(), codec::encode(f)?),
@@ -619,8 +706,10 @@ impl Store {
         }
         for (rec, _old) in &t.files {
             if t.remove || t.lost.contains(&rec.id) {
+                self.stage_parent(b, &rec.id, None, parents)?;
                 b.remove(&self.files, rec.id.as_str());
             } else {
+                self.stage_parent(b, &rec.id, rec.parent.as_ref(), parents)?;
                 b.insert(&self.files, rec.id.as_str(), codec::encode(rec)?);
                 b.remove(&self.intents, rec.key.as_str());
             }
@@ -717,6 +806,10 @@ impl Store {
 /// Keyspaces earlier versions wrote and nothing reads any more, dropped at open so they stop holding
 /// disk: `content` (md5 → a key that once held it) was written on every commit and never read, and its
 /// entries went stale as files changed.
+/// File id → the parent its record names after the outcomes staged so far in one batch (`None`:
+/// removed), so the children index stays exact when one batch writes a file twice.
+type ParentsInBatch = std::collections::HashMap<FileId, Option<FileId>>;
+
 fn drop_retired_keyspaces(db: &Database) -> Result<(), StoreError> {
     for name in ["content"] {
         if db.keyspace_exists(name) {
@@ -825,6 +918,46 @@ mod tests {
 
     fn outcome(seq: u64, id: &str, kind: OutcomeKind) -> Outcome {
         Outcome { seq: ChangeSeq(seq), file_id: FileId(id.into()), kind }
+    }
+
+    fn in_folder(id: &str, parent: &str) -> OutcomeKind {
+        OutcomeKind::Committed(FileRecord { parent: Some(FileId(parent.into())), ..rec(id) })
+    }
+
+    fn ids_in(s: &Store, folder: &str) -> Vec<String> {
+        s.files_in_folder(&FileId(folder.into())).unwrap().into_iter().map(|r| r.id.0).collect()
+    }
+
+    #[test]
+    fn the_children_index_follows_moves_removals_and_two_writes_in_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        apply(&s, vec![outcome(1, "a", in_folder("a", "p1")), outcome(2, "b", in_folder("b", "p1"))]);
+        assert_eq!(ids_in(&s, "p1"), ["a", "b"]);
+        // A move in a later batch; a move and a removal of one file in the same batch.
+        apply(&s, vec![outcome(3, "a", in_folder("a", "p2"))]);
+        apply(&s, vec![outcome(4, "b", in_folder("b", "p3")), outcome(5, "b", OutcomeKind::Removed { key: None })]);
+        assert_eq!(ids_in(&s, "p1"), Vec::<String>::new());
+        assert_eq!(ids_in(&s, "p2"), ["a"]);
+        assert_eq!(ids_in(&s, "p3"), Vec::<String>::new());
+        assert_eq!(s.children_entries().unwrap(), 1, "a stale index entry was left");
+        // A folder id that is a prefix of another is not confused with it.
+        apply(&s, vec![outcome(6, "c", in_folder("c", "p22"))]);
+        assert_eq!(ids_in(&s, "p2"), ["a"]);
+    }
+
+    #[test]
+    fn a_store_written_before_the_children_index_gets_it_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            apply(&s, vec![outcome(1, "a", in_folder("a", "p1"))]);
+            // As an older version left it: records, no index.
+            s.children.remove(children_key(&FileId("p1".into()), &FileId("a".into()))).unwrap();
+            s.checkpoints.remove(CHILDREN_INDEXED).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(ids_in(&s, "p1"), ["a"]);
     }
 
     fn letter(id: &str) -> OutcomeKind {
