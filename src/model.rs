@@ -210,6 +210,23 @@ pub struct TreeChange {
     pub lost: Vec<FileId>,
 }
 
+/// One bounded step of a subtree move or removal, committed as soon as its objects are moved or
+/// removed: a large folder is many small commits, and a crash redoes at most the step in progress (the
+/// replayed folder change finds the files of earlier steps already at their new keys).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeStep {
+    /// The step's files: each record (with its new key when moved) and the key it had.
+    pub files: Vec<(FileRecord, ObjectKey)>,
+    /// True when the files are removed rather than moved.
+    pub remove: bool,
+    /// Files of the step found neither at the old nor at the new key: their records are dropped and
+    /// they are fetched from Drive again.
+    pub lost: Vec<FileId>,
+}
+
+/// Files per [`TreeStep`].
+pub const TREE_STEP_FILES: usize = 256;
+
 /// A planned action for one event, carrying everything later stages need.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Planned {

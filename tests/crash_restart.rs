@@ -265,6 +265,51 @@ async fn crashes_at_twenty_amounts_of_work_on_s3_lose_nothing_and_leave_no_uploa
     assert_eq!(open_uploads(&s3.endpoint, "kill").await, 0, "a multipart upload was left open: {open}");
 }
 
+/// A folder of 600 files is moved in steps of 256 files, each committed as soon as its objects are
+/// moved: killed in the middle of the second step, the store already holds the first step's files at
+/// their new keys (the folder's own record still old), and the next run finishes the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_folder_move_is_committed_in_steps_and_a_kill_keeps_the_steps_done() {
+    let mut corpus = small_corpus(false);
+    corpus.files = 20;
+    let env = TestEnv::start(corpus).await;
+    let tree = env.tree().await;
+    let made = env
+        .control("mutate", serde_json::json!({"ops": [{"op": "create_folder", "parent": tree.root_id, "name": "big"}]}))
+        .await;
+    let big = made["created"][0].as_str().unwrap().to_string();
+    let files: Vec<serde_json::Value> = (0..600)
+        .map(|n| serde_json::json!({"op": "create", "parent": big, "name": format!("f{n}.txt"), "size": 100 + n}))
+        .collect();
+    env.control("mutate", serde_json::json!({ "ops": files })).await;
+    let dest = env.local_dest("mirror");
+    let config = env.config("work", &dest, "");
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    env.control("mutate", serde_json::json!({"ops": [{"op": "rename", "id": big, "name": "bigger"}]})).await;
+    // A moved file is a copy and a delete: 1000 writes end inside the second step.
+    assert!(run_crashing_after(&env, &dest, 1000).await, "the run was not killed");
+    {
+        let (_cfg, store, _dest) = open(&config);
+        let moved = store
+            .files_in_folder(&mirrorflow::model::FileId(big.clone()))
+            .unwrap()
+            .iter()
+            .filter(|r| r.key.0.contains("/bigger/"))
+            .count();
+        assert!((256..600).contains(&moved), "{moved} files were recorded at their new keys before the kill");
+        let folder = store.folder(&mirrorflow::model::FileId(big.clone())).unwrap().unwrap();
+        assert_eq!(folder.name, "big", "the folder's record moves with the last step");
+    }
+    let config = env.config("work", &dest, "");
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = env.tree().await;
+    assert_exact_mirror(&config, &expected_files(&tree)).await;
+    assert_paths_follow_drive(&config, &tree);
+}
+
 /// Model-based: a random sequence of Drive operations (the emulator's random mix, everyday compound
 /// changes included) with the process crashed at random amounts of work between them; whatever the
 /// sequence and crash points, one clean run afterwards leaves the exact mirror of the model (the

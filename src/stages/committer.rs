@@ -107,6 +107,7 @@ fn absorb(st: &mut CommitState, ledger: &Ledger, msgs: Vec<CommitMsg>, next_seq:
             CommitMsg::FeedCaughtUp { last_seq } => st.caught_up_at = Some(last_seq),
             CommitMsg::Refresh(requests) => batch.refresh_add.extend(requests),
             CommitMsg::Folders(folders) => batch.folders.extend(folders),
+            CommitMsg::TreeStep(step) => batch.tree_steps.push(step),
             CommitMsg::ListingStarted => {
                 batch.listing_started = true;
                 batch.listed.clear();
@@ -127,6 +128,7 @@ fn absorb(st: &mut CommitState, ledger: &Ledger, msgs: Vec<CommitMsg>, next_seq:
 impl Committer {
     fn publish(&self, batch: &CommitBatch, caught_up: bool) {
         self.progress.send_modify(|p| {
+            p.removed += batch.tree_steps.iter().filter(|s| s.remove).map(|s| s.files.len() as u64).sum::<u64>();
             for o in &batch.outcomes {
                 p.outcomes += 1;
                 match &o.kind {

@@ -48,6 +48,9 @@ pub enum CommitMsg {
         /// Last seq of the listing.
         last_seq: u64,
     },
+    /// A step of a subtree move or removal whose objects are done; sent before the tree's outcome on
+    /// this channel, so it is committed in the same batch as that outcome or an earlier one.
+    TreeStep(crate::model::TreeStep),
     /// Work for the feed, recorded in the store. A stage sends it *before* the outcome that needs it
     /// on this same channel, so it is committed in the same batch as that outcome or an earlier one.
     Refresh(Vec<Refresh>),

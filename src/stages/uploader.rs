@@ -225,17 +225,18 @@ impl Uploader {
                 }
                 other => other,
             },
-            (ActionKind::Tree(tree), _) => match self.apply_tree(tree).await {
+            (ActionKind::Tree(tree), _) => match self.apply_tree_in_steps(tree, emit).await? {
                 Ok(lost) => {
-                    let mut tree = tree.clone();
-                    if !lost.is_empty() {
-                        // Recorded before the outcome (same channel, same or earlier batch): a crash
-                        // can never keep the tree change and drop the re-fetch.
-                        let refresh = lost.iter().cloned().map(crate::model::Refresh::File).collect();
-                        emit.commit.send(super::CommitMsg::Refresh(refresh)).await.map_err(|_| StageError::Closed)?;
-                        tree.lost = lost;
-                    }
-                    let kind = OutcomeKind::TreeChanged(tree);
+                    // The files are committed by the steps; the outcome records the folders.
+                    let done = crate::model::TreeChange {
+                        folder: tree.folder.clone(),
+                        files: Vec::new(),
+                        folders: tree.folders.clone(),
+                        removed_folders: tree.removed_folders.clone(),
+                        remove: tree.remove,
+                        lost,
+                    };
+                    let kind = OutcomeKind::TreeChanged(done);
                     return emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind }).await;
                 }
                 Err(e) => Err(e),
@@ -280,10 +281,14 @@ impl Uploader {
     /// is idempotent, so a replay after a crash finishes the job: source present → copy then delete;
     /// source gone and target holding the file's size → already done; both gone → the file is
     /// returned as lost, to be fetched from Drive again at once.
-    async fn apply_tree(&self, tree: &crate::model::TreeChange) -> Result<Vec<crate::model::FileId>, DestError> {
+    async fn apply_tree(
+        &self,
+        files: &[(crate::model::FileRecord, crate::model::ObjectKey)],
+        remove: bool,
+    ) -> Result<Vec<crate::model::FileId>, DestError> {
         let mut lost = Vec::new();
-        for (rec, old) in &tree.files {
-            if tree.remove {
+        for (rec, old) in files {
+            if remove {
                 self.dest.remove(old).await?;
             } else if rec.key != *old {
                 match self.dest.copy(old, &rec.key).await {
@@ -299,6 +304,34 @@ impl Uploader {
             }
         }
         Ok(lost)
+    }
+
+    /// Applies a subtree change [`crate::model::TREE_STEP_FILES`] files at a time, sending each step
+    /// to the committer as soon as its objects are done (a crash redoes at most one step). Returns the
+    /// files found lost, or the destination error that stopped it (the steps before stay committed:
+    /// their records match their objects).
+    async fn apply_tree_in_steps(
+        &self,
+        tree: &crate::model::TreeChange,
+        emit: &Emit<Uploaded>,
+    ) -> Result<Result<Vec<crate::model::FileId>, DestError>, StageError> {
+        let mut all_lost = Vec::new();
+        for files in tree.files.chunks(crate::model::TREE_STEP_FILES) {
+            let lost = match self.apply_tree(files, tree.remove).await {
+                Ok(lost) => lost,
+                Err(e) => return Ok(Err(e)),
+            };
+            if !lost.is_empty() {
+                // Recorded before the step (same channel, same or earlier batch): a crash can never
+                // drop a record and its re-fetch.
+                let refresh = lost.iter().cloned().map(crate::model::Refresh::File).collect();
+                emit.commit.send(super::CommitMsg::Refresh(refresh)).await.map_err(|_| StageError::Closed)?;
+            }
+            let step = crate::model::TreeStep { files: files.to_vec(), remove: tree.remove, lost: lost.clone() };
+            emit.commit.send(super::CommitMsg::TreeStep(step)).await.map_err(|_| StageError::Closed)?;
+            all_lost.extend(lost);
+        }
+        Ok(Ok(all_lost))
     }
 
     async fn copy(&self, planned: &Planned, from: &crate::model::ObjectKey) -> Result<Written, DestError> {

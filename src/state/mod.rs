@@ -89,6 +89,8 @@ pub enum FeedPhase {
 pub struct CommitBatch {
     /// Terminal outcomes.
     pub outcomes: Vec<Outcome>,
+    /// Steps of subtree changes, written before the outcomes (a tree's steps precede its outcome).
+    pub tree_steps: Vec<crate::model::TreeStep>,
     /// A checkpoint the watermark now covers.
     pub checkpoint: Option<Checkpoint>,
     /// The next seq a later run should use.
@@ -397,9 +399,11 @@ impl Store {
         Ok(c)
     }
 
-    /// Writes one group of outcomes atomically; syncs to disk when the checkpoint advances.
+    /// Writes one group of outcomes atomically; syncs to disk when the checkpoint advances, and when it
+    /// holds subtree steps (so a crash keeps the objects moved so far instead of moving them back).
     pub fn apply(&self, batch: &CommitBatch) -> Result<ApplyReport, StoreError> {
-        let durability = batch.checkpoint.as_ref().map(|_| PersistMode::SyncData);
+        let synced = batch.checkpoint.is_some() || !batch.tree_steps.is_empty();
+        let durability = synced.then_some(PersistMode::SyncData);
         let mut b = self.db.batch().durability(durability);
         let mut report = ApplyReport::default();
         self.stage_mark_and_sweep(&mut b, batch)?;
@@ -417,6 +421,9 @@ impl Store {
         }
         let now_ms = unix_ms();
         let mut parents = ParentsInBatch::default();
+        for step in &batch.tree_steps {
+            self.stage_tree_files(&mut b, &step.files, step.remove, &step.lost, &mut parents)?;
+        }
         for o in &batch.outcomes {
             self.stage_outcome(&mut b, o, &mut report, now_ms, &mut parents)?;
         }
@@ -693,6 +700,29 @@ impl Store {
         Ok(self.dlq.len()?)
     }
 
+    /// Writes the files of a subtree change: removed (or lost: fetched again) records go, moved ones
+    /// take their new keys and their write intents are cleared.
+    fn stage_tree_files(
+        &self,
+        b: &mut fjall::OwnedWriteBatch,
+        files: &[(FileRecord, ObjectKey)],
+        remove: bool,
+        lost: &[FileId],
+        parents: &mut ParentsInBatch,
+    ) -> Result<(), StoreError> {
+        for (rec, _old) in files {
+            if remove || lost.contains(&rec.id) {
+                self.stage_parent(b, &rec.id, None, parents)?;
+                b.remove(&self.files, rec.id.as_str());
+            } else {
+                self.stage_parent(b, &rec.id, rec.parent.as_ref(), parents)?;
+                b.insert(&self.files, rec.id.as_str(), codec::encode(rec)?);
+                b.remove(&self.intents, rec.key.as_str());
+            }
+        }
+        Ok(())
+    }
+
     fn stage_tree(
         &self,
         b: &mut fjall::OwnedWriteBatch,
@@ -704,16 +734,7 @@ impl Store {
             Some(f) => b.insert(&self.folders, o.file_id.as_str(), codec::encode(f)?),
             None => b.remove(&self.folders, o.file_id.as_str()),
         }
-        for (rec, _old) in &t.files {
-            if t.remove || t.lost.contains(&rec.id) {
-                self.stage_parent(b, &rec.id, None, parents)?;
-                b.remove(&self.files, rec.id.as_str());
-            } else {
-                self.stage_parent(b, &rec.id, rec.parent.as_ref(), parents)?;
-                b.insert(&self.files, rec.id.as_str(), codec::encode(rec)?);
-                b.remove(&self.intents, rec.key.as_str());
-            }
-        }
+        self.stage_tree_files(b, &t.files, t.remove, &t.lost, parents)?;
         for f in &t.folders {
             b.insert(&self.folders, f.id.as_str(), codec::encode(f)?);
         }
