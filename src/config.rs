@@ -320,10 +320,14 @@ impl ExportConfig {
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyMode {
-    /// Any UTF-8 (S3, GCS, Azure, local folders).
+    /// Any UTF-8 (S3, GCS, Azure).
     Utf8,
     /// Supabase Storage's restricted alphabet.
     Supabase,
+    /// UTF-8 for a local folder (implied by a `file://` URL): a file name object_store's local store
+    /// refuses (`#` followed by digits only, the form of its own temporary files: `Chapter #2`) gets
+    /// that `#` as `＃` (U+FF03, as rclone's encoder does).
+    Local,
 }
 
 /// What a Drive delete does to the mirror.
@@ -363,10 +367,14 @@ pub struct DestinationConfig {
 impl DestinationConfig {
     /// The key mode in force, applying the Supabase-endpoint default.
     pub fn key_mode(&self) -> KeyMode {
-        self.keys.unwrap_or_else(|| match &self.endpoint {
+        let mode = self.keys.unwrap_or_else(|| match &self.endpoint {
             Some(e) if e.contains("supabase.co") || e.contains("/storage/v1/s3") => KeyMode::Supabase,
             _ => KeyMode::Utf8,
-        })
+        });
+        match mode {
+            KeyMode::Utf8 if self.url.starts_with("file:") => KeyMode::Local,
+            mode => mode,
+        }
     }
 }
 
@@ -893,7 +901,10 @@ mod tests {
         let c = Config::parse(MINIMAL).unwrap();
         assert_eq!(c.source.drives, vec!["my-drive"]);
         assert_eq!(c.stages.settings("downloader").concurrency, 8);
-        assert_eq!(c.destination.key_mode(), KeyMode::Utf8);
+        // A local folder escapes the names object_store's local store refuses; other stores take UTF-8.
+        assert_eq!(c.destination.key_mode(), KeyMode::Local);
+        let s3 = Config::parse(&MINIMAL.replace("file:///tmp/m", "s3://bucket/p")).unwrap();
+        assert_eq!(s3.destination.key_mode(), KeyMode::Utf8);
     }
 
     #[test]

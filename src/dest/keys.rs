@@ -37,6 +37,19 @@ pub fn encode_segment(segment: &str, mode: KeyMode) -> String {
     match mode {
         KeyMode::Utf8 => segment.to_string(),
         KeyMode::Supabase => supabase_encode(segment),
+        KeyMode::Local => local_encode(segment),
+    }
+}
+
+/// object_store's local store refuses a file name whose part after its first `#` is all digits (its
+/// temporary files are named so): that `#` becomes `＃`. A real name that differs only by it is
+/// told apart like any other taken name (the claims give it a ` (fileId)` suffix).
+pub fn local_encode(segment: &str) -> String {
+    match segment.split_once('#') {
+        Some((head, digits)) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{head}\u{ff03}{digits}")
+        }
+        _ => segment.to_string(),
     }
 }
 
@@ -110,13 +123,25 @@ pub fn candidate_segment(
     };
     let mut budget = MAX_SEGMENT_BYTES;
     loop {
-        let candidate = format!("{}{suffix}{ext}", truncate_bytes(stem, budget).trim_end());
+        let candidate = format!("{}{suffix}{ext}", stem_within(stem, budget));
         let encoded = encode_segment(&candidate, mode);
-        if encoded.len() <= MAX_SEGMENT_BYTES || budget == 0 {
+        if encoded.len() <= MAX_SEGMENT_BYTES || budget <= 1 {
             return encoded;
         }
-        budget = budget.saturating_sub((encoded.len() - MAX_SEGMENT_BYTES).max(1));
+        // Shrink in proportion to the overshoot (an escaped byte takes three), by at least one byte:
+        // subtracting the overshoot itself cut a name of `é`s to nothing under Supabase keys.
+        budget = (budget * MAX_SEGMENT_BYTES / encoded.len()).clamp(1, budget - 1);
     }
+}
+
+/// The stem cut to `budget` bytes on a char boundary, never to nothing: at least its first character
+/// stays, so a capped segment always keeps part of the name.
+fn stem_within(stem: &str, budget: usize) -> &str {
+    let cut = truncate_bytes(stem, budget).trim_end();
+    if !cut.is_empty() {
+        return cut;
+    }
+    stem.char_indices().nth(1).map_or(stem, |(end, _)| &stem[..end])
 }
 
 /// The collision class of a segment: keys that differ only by case (or by nothing) would land on the
@@ -153,6 +178,36 @@ mod tests {
         assert!(s.ends_with(" (abc123).txt"), "{s}");
         let s = segment(&long, None, None, KeyMode::Supabase);
         assert!(s.len() <= MAX_SEGMENT_BYTES && s.ends_with(".txt") && is_supabase_safe(&s));
+    }
+
+    #[test]
+    fn a_long_name_of_escaped_characters_keeps_part_of_the_name_in_every_mode() {
+        let id = FileId("1AbC".into());
+        for name in ["é".repeat(280), "é".repeat(280) + ".pdf", "☠".repeat(200)] {
+            for mode in [KeyMode::Utf8, KeyMode::Supabase, KeyMode::Local] {
+                for suffix in [None, Some(&id)] {
+                    let s = segment(&name, None, suffix, mode);
+                    assert!(s.len() <= MAX_SEGMENT_BYTES, "{} bytes: {s}", s.len());
+                    let unsuffixed =
+                        suffix.map_or(s.as_str(), |id| s.split(&format!(" ({id})")).next().unwrap_or_default());
+                    let stem = unsuffixed.trim_end_matches(".pdf");
+                    assert!(stem.len() >= MAX_SEGMENT_BYTES / 2, "{mode:?}: only {stem:?} is left of the name");
+                    assert!(!name.ends_with(".pdf") || s.ends_with(".pdf"), "{s}");
+                    assert!(suffix.is_none_or(|id| s.contains(&format!(" ({id})"))), "{s}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn names_the_local_store_refuses_are_escaped_only_there() {
+        assert_eq!(segment("Chapter #2", None, None, KeyMode::Local), "Chapter \u{ff03}2");
+        assert_eq!(segment("scan#0001", None, None, KeyMode::Local), "scan\u{ff03}0001");
+        assert_eq!(segment("scan#0001.png", None, None, KeyMode::Local), "scan#0001.png");
+        assert_eq!(segment("a#1#2", None, None, KeyMode::Local), "a#1#2");
+        assert_eq!(segment("Chapter #2", None, None, KeyMode::Utf8), "Chapter #2");
+        let p = object_store::path::Path::parse(segment("scan#0001", None, None, KeyMode::Local)).unwrap();
+        assert!(p.filename().is_some_and(|f| f.split_once('#').is_none()));
     }
 
     #[test]

@@ -256,6 +256,11 @@ fn add_hostile(c: &mut Corpus) {
         "dup.txt".into(),
         "dup.txt".into(),
         "report".into(),
+        // A local folder refuses these as they are (object_store's temporary-file form).
+        "Chapter #2".into(),
+        "scan#0001".into(),
+        // 560 bytes of `é`: capped, and under Supabase keys every byte is escaped.
+        "\u{e9}".repeat(280),
     ];
     let mut first_dup = None;
     for name in &names {
