@@ -13,14 +13,15 @@ const SUPABASE_PUNCT: &str = "_/!.*'() &$=@;:+,?-";
 /// Escape character of the Supabase encoding (quoted-printable style: `=XX`).
 const ESCAPE: char = '=';
 
-/// Turns one Drive name into a safe path segment: NFC, no `/` or `\`, no control characters, never
+/// Turns one Drive name into a safe path segment: NFC, no `/` or `\`, no control characters, no
+/// characters that make a key read differently than it is (bidi controls, zero-width ones), never
 /// empty, `.` or `..`, no leading/trailing whitespace.
 pub fn sanitize_name(name: &str) -> String {
     let cleaned: String = name
         .nfc()
         .map(|c| match c {
             '/' | '\\' => '_',
-            c if c.is_control() => '_',
+            c if c.is_control() || is_invisible_format(c) => '_',
             c => c,
         })
         .collect();
@@ -30,6 +31,14 @@ pub fn sanitize_name(name: &str) -> String {
         "." | ".." => format!("_{trimmed}"),
         t => t.to_string(),
     }
+}
+
+/// Bidi controls (a right-to-left override shows `gpj.exe` as `exe.jpg`), zero-width characters and
+/// other invisible format characters: a key holding them reads as a different key.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Encodes a sanitized segment for the destination's key alphabet.
@@ -162,6 +171,15 @@ mod tests {
         assert_eq!(sanitize_name("."), "_.");
         assert_eq!(sanitize_name("   "), "_");
         assert_eq!(sanitize_name(" x\u{7}y "), "x_y");
+    }
+
+    #[test]
+    fn bidi_and_zero_width_characters_never_reach_a_key() {
+        assert_eq!(sanitize_name("invoice\u{202E}fdp.exe"), "invoice_fdp.exe");
+        assert_eq!(sanitize_name("a\u{200B}b\u{FEFF}c\u{2067}d\u{061C}"), "a_b_c_d_");
+        assert_eq!(sanitize_name("\u{200D}"), "_");
+        // Joiners inside emoji sequences are format characters too, and go the same way.
+        assert_eq!(sanitize_name("👩\u{200D}💻.txt"), "👩_💻.txt");
     }
 
     #[test]
