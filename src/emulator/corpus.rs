@@ -261,7 +261,7 @@ fn add_hostile(c: &mut Corpus) {
         "scan#0001".into(),
         // 560 bytes of `é`: capped, and under Supabase keys every byte is escaped.
         "\u{e9}".repeat(280),
-        // Read right to left from the override on, this shows as `invoice_exe.pdf`.
+        // Read right to left from the override on, this shows as `invoiceexe.pdf`.
         "invoice\u{202E}fdp.exe".into(),
         "zero\u{200B}width.txt".into(),
     ];
