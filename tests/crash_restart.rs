@@ -119,6 +119,17 @@ async fn sigkill_during_initial_sync_and_catch_up_loses_nothing_and_repeats_noth
     assert!(!before_catch_up.is_empty());
 }
 
+/// After the crashes: one clean `--once` run exits 0 and leaves the exact mirror, every file where
+/// Drive has it now.
+async fn clean_run_ends_exact(env: &TestEnv, dest: &Dest, settings: &str) {
+    let config = env.config("work", dest, settings);
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = env.tree().await;
+    assert_exact_mirror(&config, &expected_files(&tree)).await;
+    assert_paths_follow_drive(&config, &tree);
+}
+
 /// Runs `--once` with `[testing] crash_after_writes = writes`: the process aborts (no cleanup, like
 /// `kill -9`) right after that many writes to the destination. Returns true if it crashed.
 async fn run_crashing_after(env: &TestEnv, dest: &Dest, writes: u64) -> bool {
@@ -188,12 +199,7 @@ async fn crashes_at_twenty_amounts_of_work_during_subtree_moves_lose_nothing() {
         }
     }
     assert!(kills >= 15, "too few crashes landed ({kills})");
-    let config = env.config("work", &dest, "");
-    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let tree = env.tree().await;
-    assert_exact_mirror(&config, &expected_files(&tree)).await;
-    assert_paths_follow_drive(&config, &tree);
+    clean_run_ends_exact(&env, &dest, "").await;
 }
 
 /// The same on S3, where a file is written in parts: files of 6–16 MiB (5 MiB parts, so every one is a
@@ -255,12 +261,7 @@ async fn crashes_at_twenty_amounts_of_work_on_s3_lose_nothing_and_leave_no_uploa
         }
     }
     assert!(kills >= 15, "too few crashes landed ({kills})");
-    let config = env.config("work", &dest, settings);
-    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let tree = env.tree().await;
-    assert_exact_mirror(&config, &expected_files(&tree)).await;
-    assert_paths_follow_drive(&config, &tree);
+    clean_run_ends_exact(&env, &dest, settings).await;
     let open = reqwest::get(format!("{}/kill?uploads", s3.endpoint)).await.unwrap().text().await.unwrap();
     assert_eq!(open_uploads(&s3.endpoint, "kill").await, 0, "a multipart upload was left open: {open}");
 }
@@ -302,12 +303,7 @@ async fn a_large_folder_move_is_committed_in_steps_and_a_kill_keeps_the_steps_do
         let folder = store.folder(&mirrorflow::model::FileId(big.clone())).unwrap().unwrap();
         assert_eq!(folder.name, "big", "the folder's record moves with the last step");
     }
-    let config = env.config("work", &dest, "");
-    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let tree = env.tree().await;
-    assert_exact_mirror(&config, &expected_files(&tree)).await;
-    assert_paths_follow_drive(&config, &tree);
+    clean_run_ends_exact(&env, &dest, "").await;
 }
 
 /// Model-based: a random sequence of Drive operations (the emulator's random mix, everyday compound
