@@ -191,13 +191,16 @@ pub enum ActionKind {
     Tree(TreeChange),
 }
 
-/// Everything below a folder that must follow it, computed by the planner from the store.
+/// Everything below a folder that must follow it, computed by the planner from the folder map. The
+/// files are not listed here: the writer reads them folder by folder from the store's children index,
+/// one bounded step at a time, so a subtree of any size costs the memory of its folders and one step.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreeChange {
     /// The folder's new record; `None` when the folder is gone.
     pub folder: Option<FolderRecord>,
-    /// Files below it: each record (with its new key when moved) and the key it had.
-    pub files: Vec<(FileRecord, ObjectKey)>,
+    /// The folders whose files follow (the folder itself and every folder below it), each with the
+    /// key its files go under now.
+    pub dirs: Vec<TreeDir>,
     /// Folders below it, with their new keys (empty when removed).
     pub folders: Vec<FolderRecord>,
     /// Folder ids below it that are gone (when removed).
@@ -208,6 +211,15 @@ pub struct TreeChange {
     /// their records are dropped and they are fetched from Drive again (a [`Refresh::File`]).
     #[serde(default)]
     pub lost: Vec<FileId>,
+}
+
+/// A folder of a [`TreeChange`] and the key its files go under (moved), or had (removed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeDir {
+    /// The folder.
+    pub folder: FileId,
+    /// Its key after the change (its key before, when removed).
+    pub key: ObjectKey,
 }
 
 /// One bounded step of a subtree move or removal, committed as soon as its objects are moved or

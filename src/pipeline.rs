@@ -229,10 +229,6 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         dest = dest.crash_after_writes(writes);
     }
     dest.check_reachable().await?;
-    if store.begin_run()? {
-        tracing::info!("the previous run did not end cleanly: key claims are rebuilt from the committed records");
-        store.forget_claims()?;
-    }
     abort_recorded_uploads(&store, &dest, true).await?;
     settle_unfinished_writes(&store, &dest).await?;
     let adopting = crate::adopt::begin_if_needed(&store, &dest).await?;
@@ -453,7 +449,6 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     result?;
     if !interrupted || ledger.is_idle() {
         abort_recorded_uploads(&store, &dest, false).await?;
-        store.end_run()?;
     }
     let dead_letters = store.dead_letters()?;
     let progress = progress_rx.borrow().clone();

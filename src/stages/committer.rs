@@ -107,6 +107,7 @@ fn absorb(st: &mut CommitState, ledger: &Ledger, msgs: Vec<CommitMsg>, next_seq:
             CommitMsg::FeedCaughtUp { last_seq } => st.caught_up_at = Some(last_seq),
             CommitMsg::Refresh(requests) => batch.refresh_add.extend(requests),
             CommitMsg::Folders(folders) => batch.folders.extend(folders),
+            CommitMsg::Leftovers(keys) => batch.leftovers.extend(keys),
             CommitMsg::TreeStep(step) => batch.tree_steps.push(step),
             CommitMsg::ListingStarted => {
                 batch.listing_started = true;
@@ -138,7 +139,6 @@ impl Committer {
                     }
                     OutcomeKind::Removed { .. } => p.removed += 1,
                     OutcomeKind::FolderRecorded(_) => p.folders += 1,
-                    OutcomeKind::TreeChanged(t) if t.remove => p.removed += t.files.len() as u64,
                     OutcomeKind::TreeChanged(_) => p.folders += 1,
                     OutcomeKind::Skipped(reason) => {
                         p.skipped += 1;

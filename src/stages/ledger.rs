@@ -152,6 +152,18 @@ impl Ledger {
         book.held.entry(seq.0).or_default().extend(classes.iter().cloned());
     }
 
+    /// Planner: waits until no active event other than `seq` holds `class`. Such an event may free
+    /// the key (a rename or delete) or take it (a new file): its commit decides, and the claims the
+    /// planner reads next show it.
+    pub async fn wait_key_free(&self, seq: ChangeSeq, class: &str) {
+        self.wait_until(|book| book.key_holders.get(class).is_none_or(|s| *s == seq.0)).await;
+    }
+
+    /// Whether an active event holds `class` (for a claim made outside any event, which cannot wait).
+    pub fn key_held(&self, class: &str) -> bool {
+        self.book().key_holders.contains_key(class)
+    }
+
     /// Committer, while it builds a batch: `seq` has its terminal outcome in that batch. Advances the
     /// watermark and returns the event's permit (once, however often an outcome is replayed).
     pub fn settle(&self, seq: ChangeSeq) {

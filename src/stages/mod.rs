@@ -38,6 +38,9 @@ pub enum CommitMsg {
     /// event's action, so they are recorded in the same batch as its outcome or an earlier one (a
     /// crash before that replays the event, which looks them up again). Not an outcome: no seq.
     Folders(Vec<crate::model::FolderRecord>),
+    /// Old keys a move could not remove (the verifier's delete after a copy failed): noted as
+    /// unfinished writes, so the next start removes them. Sent before the move's outcome.
+    Leftovers(Vec<crate::state::Intent>),
     /// A full listing starts over a store that already holds files: what it does not see is swept.
     ListingStarted,
     /// Items a listing page returned (marked as seen, for the sweep).

@@ -40,23 +40,6 @@ pub trait FolderLookup: Send + Sync + 'static {
     fn lookup(&self, id: &FileId) -> impl Future<Output = Result<Option<DriveFile>, DriveError>> + Send;
 }
 
-/// The keys an action writes before its outcome records them (a crash may leave them half done).
-fn written_keys(p: &Planned) -> Vec<crate::state::Intent> {
-    let intent = |key: &ObjectKey, file: &FileId, moves_recorded_bytes| crate::state::Intent {
-        key: key.clone(),
-        file: file.clone(),
-        moves_recorded_bytes,
-    };
-    match &p.kind {
-        ActionKind::Upload { .. } => vec![intent(&p.key, &p.file.id, false)],
-        ActionKind::Copy { .. } => vec![intent(&p.key, &p.file.id, true)],
-        ActionKind::Tree(t) if !t.remove => {
-            t.files.iter().filter(|(r, old)| r.key != *old).map(|(r, _)| intent(&r.key, &r.id, true)).collect()
-        }
-        ActionKind::Tree(_) | ActionKind::Delete => Vec::new(),
-    }
-}
-
 /// The key classes an action touches: where it writes, what it copies from, what it removes.
 fn touched_classes(p: &Planned) -> Vec<String> {
     let mut keys: Vec<&ObjectKey> = vec![&p.key];
@@ -70,8 +53,14 @@ fn touched_classes(p: &Planned) -> Vec<String> {
     classes
 }
 
+fn sorted(mut classes: Vec<String>) -> Vec<String> {
+    classes.sort();
+    classes.dedup();
+    classes
+}
+
 /// The last segment of a key (a file's or folder's own name part).
-fn last_segment(key: &str) -> &str {
+pub(crate) fn last_segment(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }
 
@@ -97,6 +86,9 @@ pub struct Planner<L: FolderLookup> {
     requests: Vec<Refresh>,
     /// Ancestors looked up while planning the event, recorded before its action.
     discovered: Vec<FolderRecord>,
+    /// Key classes the event being planned claims (class → claimant) or frees: held in the ledger
+    /// for its seq until its outcome commits, when the store's claims show the change.
+    holds: HashMap<String, Option<FileId>>,
     /// Folders known to lie outside the scope (gone, trashed, or in nobody's mirrored drive: the
     /// parents of items shared with the user), so their children cost no `files.get` each time.
     /// Bounded (cleared when full); an item's entry goes as soon as any event about it is planned.
@@ -107,7 +99,7 @@ pub struct Planner<L: FolderLookup> {
 const OUT_OF_SCOPE_CACHE: usize = 10_000;
 
 impl<L: FolderLookup> Planner<L> {
-    /// Loads the folder map and key claims from the store.
+    /// Loads the folder map from the store and assigns the shared drives' root keys.
     pub fn new(
         store: Store,
         lookup: Arc<L>,
@@ -127,27 +119,15 @@ impl<L: FolderLookup> Planner<L> {
             faults,
             requests: Vec::new(),
             discovered: Vec::new(),
+            holds: HashMap::new(),
             out_of_scope: HashSet::new(),
         };
         for f in p.store.all_folders().map_err(fatal)? {
             p.folders.insert(f.id.clone(), f);
         }
-        if !p.store.claims_built().map_err(fatal)? {
-            p.build_claims()?;
-        }
         p.drive_roots = p.assign_drive_roots()?;
+        p.holds.clear();
         Ok(p)
-    }
-
-    /// Claims every recorded key once, for a store written before claims were kept in it.
-    fn build_claims(&mut self) -> Result<(), StageError> {
-        let folders: Vec<(FileId, String)> = self.folders.values().map(|f| (f.id.clone(), f.key.0.clone())).collect();
-        let mut files = Vec::new();
-        self.store.for_each_file(|r| files.push((r.id, r.key.0))).map_err(fatal)?;
-        for (id, key) in folders.into_iter().chain(files) {
-            self.claim_exact(&id, &key)?;
-        }
-        self.store.mark_claims_built().map_err(fatal)
     }
 
     fn join(&self, rel: &str) -> String {
@@ -171,7 +151,7 @@ impl<L: FolderLookup> Planner<L> {
                 let root = FileId(id.0.clone());
                 let key = match self.folders.get(&root) {
                     Some(r) if r.is_drive_root() => r.key.0.clone(),
-                    _ => self.claim(&root, &base, &name, None)?,
+                    _ => self.claim_outside_event(&root, &base, &name)?,
                 };
                 Ok((id, key))
             })
@@ -188,7 +168,7 @@ impl<L: FolderLookup> Planner<L> {
     /// A shared drive is in scope under `name` (joined, renamed, or just confirmed at start), or gone
     /// (`None`). A rename moves the drive's subtree to the new root key, a removal removes it (per
     /// `deletes`), both as one journaled tree action like a folder's; a joined drive's tree is listed.
-    fn plan_drive(
+    async fn plan_drive(
         &mut self,
         event: &ChangeEvent,
         name: Option<&str>,
@@ -202,15 +182,18 @@ impl<L: FolderLookup> Planner<L> {
             let Some(root_key) = self.drive_roots.remove(&drive).or(recorded) else {
                 return Ok(Err(outcome(event, OutcomeKind::Skipped(SkipReason::NotInScope))));
             };
-            self.release(&root_id)?;
-            let mut tree = self.remove_subtree(&root_id)?;
+            self.frees(&root_key);
+            let mut tree = self.remove_subtree(&root_id, &root_key);
             tree.removed_folders.push(root_id.clone());
-            tracing::warn!(drive = %drive, key = %root_key, files = tree.files.len(), "shared drive left the scope: its mirrored files are removed per `deletes`");
-            return Ok(self.tree_action(event.seq, root_id, "", ObjectKey(root_key), tree));
+            tracing::warn!(drive = %drive, key = %root_key, folders = tree.dirs.len(), "shared drive left the scope: its mirrored files are removed per `deletes`");
+            return self.tree_action(event.seq, root_id, "", ObjectKey(root_key), tree);
         };
         let old = self.drive_roots.get(&drive).cloned();
         self.scope.shared.insert(drive.clone(), name.to_string());
-        let key = self.claim(&root_id, &self.join("shared-drives"), name, None)?;
+        if let Some(old) = &old {
+            self.frees(old);
+        }
+        let key = self.claim(event.seq, &root_id, &self.join("shared-drives"), name, None).await?;
         self.drive_roots.insert(drive.clone(), key.clone());
         let record = FolderRecord {
             id: root_id.clone(),
@@ -227,58 +210,109 @@ impl<L: FolderLookup> Planner<L> {
         }
         match old.filter(|o| *o != key) {
             Some(_) => {
-                let mut tree = self.move_subtree(&root_id, &key)?;
+                let mut tree = self.move_subtree(&root_id, &key);
                 tree.folder = Some(record);
-                Ok(self.tree_action(event.seq, root_id, name, ObjectKey(key), tree))
+                self.tree_action(event.seq, root_id, name, ObjectKey(key), tree)
             }
             None => Ok(Err(outcome(event, OutcomeKind::FolderRecorded(record)))),
         }
     }
 
-    fn claim_exact(&mut self, id: &FileId, key: &str) -> Result<(), StageError> {
-        self.store.set_claim(id, &keys::collision_class(key)).map_err(fatal)
-    }
-
     /// Whether `key` is claimed by a file other than `id`.
     fn held_by_other(&self, id: &FileId, key: &ObjectKey) -> Result<bool, StageError> {
-        let holder = self.store.claim_holder(&keys::collision_class(key.as_str())).map_err(fatal)?;
+        self.class_held_by_other(id, &keys::collision_class(key.as_str()))
+    }
+
+    /// Whether a committed record of a file other than `id` holds `class`.
+    fn class_held_by_other(&self, id: &FileId, class: &str) -> Result<bool, StageError> {
+        let holder = self.store.claim_holder(class).map_err(fatal)?;
         Ok(holder.is_some_and(|h| h != *id))
     }
 
-    fn release(&mut self, id: &FileId) -> Result<(), StageError> {
-        self.store.release_claim(id).map_err(fatal)
+    /// Whether the event being planned already claimed `class` for a file other than `id`.
+    fn claimed_now_by_other(&self, id: &FileId, class: &str) -> bool {
+        self.holds.get(class).is_some_and(|h| h.as_ref().is_some_and(|h| h != id))
     }
 
-    /// The key of `name` inside `parent`: the plain name when free (or already ours), else the first
-    /// of ` (fileId)`, ` (fileId) (2)`, … that is free: a disambiguated key is claimed like any other,
-    /// since another file may literally be named `x (<that id>).txt`.
-    fn claim(&mut self, id: &FileId, parent: &str, name: &str, ext: Option<&str>) -> Result<String, StageError> {
+    /// Notes that the event being planned frees `key` (a folder renamed, moved or removed): it is held
+    /// until that commits, so a new item wanting the name waits for it instead of being disambiguated.
+    fn frees(&mut self, key: &str) {
+        self.holds.entry(keys::collision_class(key)).or_insert(None);
+    }
+
+    /// Candidate `nth` for `name` in `parent`: the plain name, then ` (fileId)`, ` (fileId) (2)`, …
+    fn candidate(
+        &self,
+        id: &FileId,
+        parent: &str,
+        name: &str,
+        ext: Option<&str>,
+        nth: u32,
+    ) -> Result<String, StageError> {
         const MAX_CANDIDATES: u32 = 1000;
-        let mut nth = 0;
-        let key = loop {
-            let suffix = (nth > 0).then_some((id, nth));
-            let key = format!("{parent}/{}", keys::candidate_segment(name, ext, suffix, self.layout.mode));
-            match self.store.claim_holder(&keys::collision_class(&key)).map_err(fatal)? {
-                Some(holder) if holder != *id && nth < MAX_CANDIDATES => nth += 1,
-                Some(holder) if holder != *id => {
-                    return Err(StageError::Failed(format!("no free key for {id} in {parent:?}")));
-                }
-                _ => break key,
-            }
-        };
-        let class = keys::collision_class(&key);
-        let previous = self.store.claim_of(id).map_err(fatal)?;
-        if previous.as_deref() != Some(class.as_str()) {
-            self.store.move_claim(id, previous, &class).map_err(fatal)?;
+        if nth > MAX_CANDIDATES {
+            return Err(StageError::Failed(format!("no free key for {id} in {parent:?}")));
         }
-        Ok(key)
+        let suffix = (nth > 0).then_some((id, nth));
+        Ok(format!("{parent}/{}", keys::candidate_segment(name, ext, suffix, self.layout.mode)))
+    }
+
+    /// The key of `name` inside `parent` for event `seq`: the first candidate that is free (or already
+    /// `id`'s). A disambiguated key is claimed like any other, since another file may literally be
+    /// named `x (<that id>).txt`. A class an in-flight event holds is waited for: that event may free
+    /// it (a rename or delete) or take it (a new file), and only its commit, which moves the claims
+    /// in the store with the records, decides. The claim itself is recorded when this event commits.
+    async fn claim(
+        &mut self,
+        seq: ChangeSeq,
+        id: &FileId,
+        parent: &str,
+        name: &str,
+        ext: Option<&str>,
+    ) -> Result<String, StageError> {
+        let mut nth = 0;
+        loop {
+            let key = self.candidate(id, parent, name, ext, nth)?;
+            let class = keys::collision_class(&key);
+            if !self.claimed_now_by_other(id, &class) {
+                self.ledger.wait_key_free(seq, &class).await;
+                if !self.class_held_by_other(id, &class)? {
+                    self.holds.insert(class, Some(id.clone()));
+                    return Ok(key);
+                }
+            }
+            nth += 1;
+        }
+    }
+
+    /// `claim` outside any event (drive roots at start), which cannot wait: a class an active event
+    /// holds counts as taken. The drive's own event claims its key for real.
+    fn claim_outside_event(&mut self, id: &FileId, parent: &str, name: &str) -> Result<String, StageError> {
+        let mut nth = 0;
+        loop {
+            let key = self.candidate(id, parent, name, None, nth)?;
+            let class = keys::collision_class(&key);
+            let taken = self.claimed_now_by_other(id, &class)
+                || self.ledger.key_held(&class)
+                || self.class_held_by_other(id, &class)?;
+            if !taken {
+                self.holds.insert(class, Some(id.clone()));
+                return Ok(key);
+            }
+            nth += 1;
+        }
     }
 
     /// The key prefix of the folder that holds `file`, or `None` when out of scope. Ancestors it has
     /// to look up are recorded (through the committer); when the event is a change, not a listing,
     /// such an ancestor may just have entered the mirror with files Drive reports no change for, so
     /// its children are listed too.
-    async fn parent_prefix(&mut self, file: &DriveFile, origin: Origin) -> Result<Option<String>, StageError> {
+    async fn parent_prefix(
+        &mut self,
+        seq: ChangeSeq,
+        file: &DriveFile,
+        origin: Origin,
+    ) -> Result<Option<String>, StageError> {
         let mut child = file.clone();
         let mut chain: Vec<DriveFile> = Vec::new();
         let prefix = loop {
@@ -318,7 +352,7 @@ impl<L: FolderLookup> Planner<L> {
         // Record the looked-up ancestors, outermost first, so their keys are claimed once.
         let mut prefix = prefix;
         for folder in chain.into_iter().rev() {
-            let key = self.claim(&folder.id, &prefix, &folder.name, None)?;
+            let key = self.claim(seq, &folder.id, &prefix, &folder.name, None).await?;
             let record = folder_record(&folder, &key);
             self.folders.insert(folder.id.clone(), record.clone());
             self.discovered.push(record);
@@ -354,6 +388,7 @@ impl<L: FolderLookup> Planner<L> {
 
     /// Plans one event; returns the action, or the outcome when no I/O is needed.
     pub async fn plan(&mut self, event: ChangeEvent) -> Result<Result<Planned, Outcome>, StageError> {
+        self.holds.clear();
         // Whatever this item was, its change may bring it into the scope.
         self.out_of_scope.remove(&event.file_id);
         if let ChangeKind::SharedDrive { name, joined } = &event.kind {
@@ -362,7 +397,7 @@ impl<L: FolderLookup> Planner<L> {
             }
             // A drive's subtree is computed from the store: every action planned before must be in it.
             self.ledger.drain().await;
-            return self.plan_drive(&event, name.as_deref(), *joined);
+            return self.plan_drive(&event, name.as_deref(), *joined).await;
         }
         if self.folders.contains_key(&event.file_id) {
             self.ledger.drain().await;
@@ -385,7 +420,7 @@ impl<L: FolderLookup> Planner<L> {
         if file.is_shortcut() {
             return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Shortcut))));
         }
-        let parent = if file.trashed { None } else { self.parent_prefix(&file, event.origin).await? };
+        let parent = if file.trashed { None } else { self.parent_prefix(event.seq, &file, event.origin).await? };
         let Some(parent) = parent else {
             return self.plan_removal(event.seq, &file.id);
         };
@@ -395,7 +430,7 @@ impl<L: FolderLookup> Planner<L> {
                 // trashed folder): Drive reports the folder alone, so its subtree is listed.
                 self.requests.push(Refresh::Children(file.id.clone()));
             }
-            return self.plan_folder(event.seq, file, &parent);
+            return self.plan_folder(event.seq, file, &parent).await;
         }
         let source = if file.is_google_doc() {
             let Some(format) = self.layout.export.format_for(&file.mime_type) else {
@@ -410,7 +445,7 @@ impl<L: FolderLookup> Planner<L> {
         } else {
             (Source::Media, None)
         };
-        let key = ObjectKey(self.claim(&file.id, &parent, &file.name, source.1.as_deref())?);
+        let key = ObjectKey(self.claim(event.seq, &file.id, &parent, &file.name, source.1.as_deref()).await?);
         if let (Some(max), Some(size)) = (self.layout.max_file_size, file.size)
             && size > max
         {
@@ -439,12 +474,11 @@ impl<L: FolderLookup> Planner<L> {
         let ev_outcome = |kind| Outcome { seq, file_id: id.clone(), kind };
         if let Some(rec) = self.store.file(id).map_err(fatal)? {
             if self.held_by_other(id, &rec.key)? {
-                // The key went to another file (this file's earlier move was dead-lettered): the object
-                // there is not ours to remove. Only the record goes.
-                self.release(id)?;
+                // Another file's committed record holds the key (never so while claims move with
+                // records; a store from before kept such claims): the object there is not ours to
+                // remove. Only the record goes.
                 return Ok(Err(ev_outcome(OutcomeKind::Removed { key: None })));
             }
-            self.release(id)?;
             let mut file = placeholder(id, &rec.name);
             file.mime_type = rec.mime_type.clone();
             return Ok(Ok(Planned {
@@ -460,37 +494,39 @@ impl<L: FolderLookup> Planner<L> {
             Some(f) => Some(f),
             None => self.store.folder(id).map_err(fatal)?,
         };
-        self.release(id)?;
         let Some(folder) = folder else {
             return Ok(Err(ev_outcome(OutcomeKind::Skipped(SkipReason::NotInScope))));
         };
-        let tree = self.remove_subtree(&folder.id)?;
-        Ok(self.tree_action(seq, folder.id.clone(), &folder.name, folder.key, tree))
+        self.frees(&folder.key.0);
+        let tree = self.remove_subtree(&folder.id, &folder.key.0);
+        self.tree_action(seq, folder.id.clone(), &folder.name, folder.key, tree)
     }
 
     /// Records a folder; when its key changed (rename or move), its whole subtree follows.
-    fn plan_folder(
+    async fn plan_folder(
         &mut self,
         seq: ChangeSeq,
         file: DriveFile,
         parent: &str,
     ) -> Result<Result<Planned, Outcome>, StageError> {
         let old = self.folders.get(&file.id).cloned();
-        let key = self.claim(&file.id, parent, &file.name, None)?;
+        if let Some(old) = &old {
+            self.frees(&old.key.0);
+        }
+        let key = self.claim(seq, &file.id, parent, &file.name, None).await?;
         let record = folder_record(&file, &key);
         self.folders.insert(file.id.clone(), record.clone());
         match old.filter(|o| o.key.0 != key) {
             Some(_) => {
-                let mut tree = self.move_subtree(&file.id, &key)?;
+                let mut tree = self.move_subtree(&file.id, &key);
                 tree.folder = Some(record);
-                Ok(self.tree_action(seq, file.id.clone(), &file.name, ObjectKey(key), tree))
+                self.tree_action(seq, file.id.clone(), &file.name, ObjectKey(key), tree)
             }
             None => Ok(Err(Outcome { seq, file_id: file.id, kind: OutcomeKind::FolderRecorded(record) })),
         }
     }
 
     /// A tree change that only touches the store is an outcome; one that moves objects is an action.
-    #[allow(clippy::result_large_err)]
     fn tree_action(
         &self,
         seq: ChangeSeq,
@@ -498,13 +534,13 @@ impl<L: FolderLookup> Planner<L> {
         name: &str,
         key: ObjectKey,
         tree: TreeChange,
-    ) -> Result<Planned, Outcome> {
-        if tree.files.is_empty() {
-            return Err(Outcome { seq, file_id: id, kind: OutcomeKind::TreeChanged(tree) });
+    ) -> Result<Result<Planned, Outcome>, StageError> {
+        if !self.tree_has_files(&tree)? {
+            return Ok(Err(Outcome { seq, file_id: id, kind: OutcomeKind::TreeChanged(tree) }));
         }
         let mut file = placeholder(&id, name);
         file.mime_type = FOLDER_MIME.into();
-        Ok(Planned { seq, file, key, previous_key: None, kind: ActionKind::Tree(tree), attempt: 0 })
+        Ok(Ok(Planned { seq, file, key, previous_key: None, kind: ActionKind::Tree(tree), attempt: 0 }))
     }
 
     /// The folders below `root` (not `root` itself), each after its parent, by the parent links of
@@ -531,16 +567,29 @@ impl<L: FolderLookup> Planner<L> {
         below
     }
 
-    /// The file records directly in `folder` (the store's children index: the cost is the folder's,
-    /// not the drive's).
-    fn files_in(&self, folder: &FileId) -> Result<Vec<FileRecord>, StageError> {
-        self.store.files_in_folder(folder).map_err(fatal)
+    /// Whether any folder of `tree` holds a file record (the store's children index).
+    fn tree_has_files(&self, tree: &TreeChange) -> Result<bool, StageError> {
+        for dir in &tree.dirs {
+            let mut after = None;
+            loop {
+                let page = self.store.files_in_folder_page(&dir.folder, after.as_ref(), 64).map_err(fatal)?;
+                if !page.records.is_empty() {
+                    return Ok(true);
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(false)
     }
 
-    /// Re-keys everything below folder `root`, whose key is now `new`, claims included: each folder
-    /// and file keeps its own last key segment under its parent's new key.
-    fn move_subtree(&mut self, root: &FileId, new: &str) -> Result<TreeChange, StageError> {
+    /// Re-keys everything below folder `root`, whose key is now `new`: each folder and file keeps its
+    /// own last key segment under its parent's new key (the claims follow as the records commit).
+    fn move_subtree(&mut self, root: &FileId, new: &str) -> TreeChange {
         let mut new_keys: HashMap<FileId, String> = HashMap::from([(root.clone(), new.to_string())]);
+        let mut dirs = vec![TreeDir { folder: root.clone(), key: ObjectKey(new.to_string()) }];
         let mut folders = Vec::new();
         for id in self.folders_below(root) {
             let Some(f) = self.folders.get(&id) else { continue };
@@ -549,38 +598,23 @@ impl<L: FolderLookup> Planner<L> {
             let Some(f) = self.folders.get_mut(&id) else { continue };
             f.key = ObjectKey(key.clone());
             let f = f.clone();
-            self.claim_exact(&id, &key)?;
+            dirs.push(TreeDir { folder: id.clone(), key: ObjectKey(key.clone()) });
             new_keys.insert(id, key);
             folders.push(f);
         }
-        let mut files = Vec::new();
-        for (folder, folder_key) in &new_keys {
-            for mut rec in self.files_in(folder)? {
-                let before = rec.key.clone();
-                rec.key = ObjectKey(format!("{folder_key}/{}", last_segment(&before.0)));
-                self.claim_exact(&rec.id, &rec.key.0)?;
-                files.push((rec, before));
-            }
-        }
-        Ok(TreeChange { folder: None, files, folders, removed_folders: Vec::new(), remove: false, lost: Vec::new() })
+        TreeChange { folder: None, dirs, folders, removed_folders: Vec::new(), remove: false, lost: Vec::new() }
     }
 
-    /// Everything below folder `root` goes away (claims released).
-    fn remove_subtree(&mut self, root: &FileId) -> Result<TreeChange, StageError> {
+    /// Everything below folder `root` (key `root_key`) goes away (the claims go as the removals commit).
+    fn remove_subtree(&mut self, root: &FileId, root_key: &str) -> TreeChange {
         let removed_folders = self.folders_below(root);
-        let mut files = Vec::new();
-        for folder in std::iter::once(root).chain(&removed_folders) {
-            for r in self.files_in(folder)? {
-                self.release(&r.id)?;
-                let k = r.key.clone();
-                files.push((r, k));
+        let mut dirs = vec![TreeDir { folder: root.clone(), key: ObjectKey(root_key.to_string()) }];
+        for id in &removed_folders {
+            if let Some(f) = self.folders.remove(id) {
+                dirs.push(TreeDir { folder: f.id, key: f.key });
             }
         }
-        for id in &removed_folders {
-            self.folders.remove(id);
-            self.release(id)?;
-        }
-        Ok(TreeChange { folder: None, files, folders: Vec::new(), removed_folders, remove: true, lost: Vec::new() })
+        TreeChange { folder: None, dirs, folders: Vec::new(), removed_folders, remove: true, lost: Vec::new() }
     }
 }
 
@@ -640,7 +674,9 @@ impl<L: FolderLookup> Stage for Planner<L> {
     async fn process(&mut self, items: Vec<ChangeEvent>, emit: &Emit<Planned>) -> Result<(), StageError> {
         for event in items {
             self.faults.check(Self::NAME)?;
+            let (seq, file_id) = (event.seq, event.file_id.clone());
             let planned = self.plan(event).await?;
+            let mut holds: Vec<String> = self.holds.drain().map(|(class, _)| class).collect();
             if !self.discovered.is_empty() {
                 let folders = std::mem::take(&mut self.discovered);
                 emit.commit.send(super::CommitMsg::Folders(folders)).await.map_err(|_| StageError::Closed)?;
@@ -654,9 +690,9 @@ impl<L: FolderLookup> Stage for Planner<L> {
                     crate::metrics::event(Self::NAME, "planned");
                     let tree = matches!(planned.kind, ActionKind::Tree(_));
                     if !tree {
-                        self.ledger.take_keys(planned.seq, &planned.file.id, &touched_classes(&planned)).await;
+                        holds.extend(touched_classes(&planned));
                     }
-                    self.store.record_intents(&written_keys(&planned)).map_err(fatal)?;
+                    self.ledger.take_keys(seq, &file_id, &sorted(holds)).await;
                     self.ledger.planned(planned.seq, &planned.file.id);
                     emit.forward(planned).await?;
                     if tree {
@@ -665,6 +701,7 @@ impl<L: FolderLookup> Stage for Planner<L> {
                 }
                 Err(o) => {
                     crate::metrics::event(Self::NAME, "resolved");
+                    self.ledger.take_keys(seq, &file_id, &sorted(holds)).await;
                     emit.outcome(o).await?
                 }
             }
@@ -723,12 +760,69 @@ mod tests {
         ChangeEvent { seq: ChangeSeq(seq), file_id: f.id.clone(), kind: ChangeKind::Upsert(f), origin: Origin::Change }
     }
 
+    /// Plans `f` and commits the result, as the pipeline would before the next event wanting its key.
     async fn key_of(p: &mut Planner<NoLookup>, seq: u64, f: DriveFile) -> String {
-        match p.plan(upsert(seq, f)).await.unwrap() {
-            Ok(planned) => planned.key.0,
-            Err(Outcome { kind: OutcomeKind::FolderRecorded(r), .. }) => r.key.0,
+        let outcome = match p.plan(upsert(seq, f)).await.unwrap() {
+            Ok(planned) => committed(&planned),
+            Err(o @ Outcome { kind: OutcomeKind::FolderRecorded(_), .. }) => o,
             Err(o) => panic!("unexpected {o:?}"),
-        }
+        };
+        let key = match &outcome.kind {
+            OutcomeKind::Committed(r) => r.key.0.clone(),
+            OutcomeKind::FolderRecorded(r) => r.key.0.clone(),
+            _ => unreachable!(),
+        };
+        commit(&p.store, vec![outcome]);
+        key
+    }
+
+    /// The outcome of `planned` written and verified.
+    fn committed(planned: &Planned) -> Outcome {
+        let f = &planned.file;
+        let rec = FileRecord {
+            id: f.id.clone(),
+            name: f.name.clone(),
+            parent: f.parents.first().cloned(),
+            mime_type: f.mime_type.clone(),
+            version: f.version,
+            md5: f.md5.clone(),
+            sha256: None,
+            size: f.size.unwrap_or(0),
+            key: planned.key.clone(),
+            modified_time: None,
+        };
+        Outcome { seq: planned.seq, file_id: f.id.clone(), kind: OutcomeKind::Committed(rec) }
+    }
+
+    #[tokio::test]
+    async fn a_name_freed_by_a_rename_passes_to_a_new_file_only_when_the_rename_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(super::super::ledger::Ledger::new(1, 16));
+        let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new() };
+        let layout =
+            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None };
+        let store = Store::open(dir.path()).unwrap();
+        let mut p =
+            Planner::new(store.clone(), Arc::new(NoLookup), scope, layout, ledger.clone(), Arc::default()).unwrap();
+        assert_eq!(key_of(&mut p, 1, file("A", "r.txt", "root")).await, "pre/my-drive/r.txt");
+        // A is renamed to s.txt: planned and holding both keys, not yet committed.
+        let rename = upsert(2, file("A", "s.txt", "root"));
+        ledger.admit(&rename);
+        let planned = p.plan(rename).await.unwrap().unwrap();
+        assert_eq!(planned.previous_key.as_ref().map(|k| k.0.as_str()), Some("pre/my-drive/r.txt"));
+        ledger.take_keys(planned.seq, &planned.file.id, &touched_classes(&planned)).await;
+        // A new r.txt waits: the old object is still at r.txt until the rename commits.
+        let create = upsert(3, file("B", "r.txt", "root"));
+        ledger.admit(&create);
+        let mut waiting = Box::pin(p.plan(create));
+        let early = tokio::time::timeout(std::time::Duration::from_millis(200), waiting.as_mut()).await;
+        assert!(early.is_err(), "the new file was planned before the rename committed: {early:?}");
+        // The rename commits (its claim moves with its record), then is released.
+        commit(&store, vec![committed(&planned)]);
+        ledger.settle(ChangeSeq(2));
+        ledger.release(&FileId("A".into()), ChangeSeq(2));
+        let b = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap();
+        assert_eq!(b.key.0, "pre/my-drive/r.txt", "the freed name goes to the new file, not a suffixed one");
     }
 
     /// Answers every lookup with "not there", counting the calls.
@@ -780,8 +874,10 @@ mod tests {
         assert_eq!(a, "pre/my-drive/x.txt");
         assert_eq!(b, "pre/my-drive/x (B).txt");
         assert_eq!(c, "pre/my-drive/X (C).TXT");
-        // Re-planning B (e.g. a replay) keeps its key.
-        assert_eq!(key_of(&mut p, 4, file("B", "x.txt", "root")).await, b);
+        // B changed (new content): planned again, it keeps its key.
+        let mut changed = file("B", "x.txt", "root");
+        changed.md5 = Some("other".into());
+        assert_eq!(key_of(&mut p, 4, changed).await, b);
     }
 
     #[tokio::test]
@@ -883,8 +979,8 @@ mod tests {
         // Renamed: one tree action moves the file to the new root, which is recorded with it.
         let Ok(rename) = p.plan(drive_event(4, Some("Team 2"), false)).await.unwrap() else { panic!("a move") };
         let ActionKind::Tree(tree) = &rename.kind else { panic!("{rename:?}") };
-        assert_eq!(tree.files.len(), 1);
-        assert_eq!(tree.files[0].0.key.0, "pre/shared-drives/Team 2/a.txt");
+        let root_dir = TreeDir { folder: FileId("d1".into()), key: ObjectKey("pre/shared-drives/Team 2".into()) };
+        assert_eq!(tree.dirs, vec![root_dir], "the root's files go under the new root key");
         assert_eq!(tree.folder.as_ref().map(|r| r.key.0.as_str()), Some("pre/shared-drives/Team 2"));
         let moved = OutcomeKind::TreeChanged(tree.clone());
         commit(&p.store, vec![Outcome { seq: ChangeSeq(4), file_id: FileId("d1".into()), kind: moved }]);
@@ -899,6 +995,6 @@ mod tests {
         // Lost: the subtree goes, and the root record with it.
         let Ok(lost) = p.plan(drive_event(6, None, false)).await.unwrap() else { panic!("a removal") };
         let ActionKind::Tree(tree) = &lost.kind else { panic!("{lost:?}") };
-        assert!(tree.remove && tree.files.len() == 1 && tree.removed_folders.contains(&FileId("d1".into())));
+        assert!(tree.remove && tree.dirs.len() == 1 && tree.removed_folders.contains(&FileId("d1".into())));
     }
 }

@@ -9,7 +9,7 @@ use super::{Emit, Replay, Stage, StageError};
 use crate::dest::{DestError, Destination, ObjectMeta};
 use crate::hashing::{ContentHasher, HashState};
 use crate::model::{ActionKind, Outcome, OutcomeKind, Planned, Uploaded};
-use crate::state::{ResumePoint, UploadRecord};
+use crate::state::{Intent, ResumePoint, UploadRecord};
 use bytes::Bytes;
 use object_store::multipart::PartId;
 use std::sync::Arc;
@@ -209,6 +209,7 @@ impl Uploader {
         if t.resume.is_none() {
             self.discard_stale_upload(&planned.file.id).await;
         }
+        self.store.record_intents(&written_keys(&planned)).map_err(|e| StageError::Fatal(e.to_string()))?;
         let result = match (&planned.kind, t.body) {
             (ActionKind::Delete, _) => match self.dest.remove(&planned.key).await {
                 Ok(()) => {
@@ -230,7 +231,7 @@ impl Uploader {
                     // The files are committed by the steps; the outcome records the folders.
                     let done = crate::model::TreeChange {
                         folder: tree.folder.clone(),
-                        files: Vec::new(),
+                        dirs: Vec::new(),
                         folders: tree.folders.clone(),
                         removed_folders: tree.removed_folders.clone(),
                         remove: tree.remove,
@@ -306,32 +307,62 @@ impl Uploader {
         Ok(lost)
     }
 
-    /// Applies a subtree change [`crate::model::TREE_STEP_FILES`] files at a time, sending each step
-    /// to the committer as soon as its objects are done (a crash redoes at most one step). Returns the
-    /// files found lost, or the destination error that stopped it (the steps before stay committed:
-    /// their records match their objects).
+    /// Applies a subtree change [`crate::model::TREE_STEP_FILES`] files at a time, reading each
+    /// folder's files from the store's children index a page at a time and sending each step to the
+    /// committer as soon as its objects are done (a crash redoes at most one step; memory holds one
+    /// step, whatever the subtree's size). Returns the files found lost, or the destination error that
+    /// stopped it (the steps before stay committed: their records match their objects).
     async fn apply_tree_in_steps(
         &self,
         tree: &crate::model::TreeChange,
         emit: &Emit<Uploaded>,
     ) -> Result<Result<Vec<crate::model::FileId>, DestError>, StageError> {
         let mut all_lost = Vec::new();
-        for files in tree.files.chunks(crate::model::TREE_STEP_FILES) {
-            let lost = match self.apply_tree(files, tree.remove).await {
-                Ok(lost) => lost,
-                Err(e) => return Ok(Err(e)),
-            };
-            if !lost.is_empty() {
-                // Recorded before the step (same channel, same or earlier batch): a crash can never
-                // drop a record and its re-fetch.
-                let refresh = lost.iter().cloned().map(crate::model::Refresh::File).collect();
-                emit.commit.send(super::CommitMsg::Refresh(refresh)).await.map_err(|_| StageError::Closed)?;
+        for dir in &tree.dirs {
+            let mut after = None;
+            loop {
+                let page = self
+                    .store
+                    .files_in_folder_page(&dir.folder, after.as_ref(), crate::model::TREE_STEP_FILES)
+                    .map_err(|e| StageError::Fatal(e.to_string()))?;
+                let files = step_files(page.records, dir, tree.remove);
+                if !files.is_empty() {
+                    match self.apply_tree_step(&files, tree.remove, emit).await? {
+                        Ok(lost) => all_lost.extend(lost),
+                        Err(e) => return Ok(Err(e)),
+                    }
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
             }
-            let step = crate::model::TreeStep { files: files.to_vec(), remove: tree.remove, lost: lost.clone() };
-            emit.commit.send(super::CommitMsg::TreeStep(step)).await.map_err(|_| StageError::Closed)?;
-            all_lost.extend(lost);
         }
         Ok(Ok(all_lost))
+    }
+
+    /// One step of a subtree change: its keys noted, its objects moved or removed, then the step sent
+    /// to the committer.
+    async fn apply_tree_step(
+        &self,
+        files: &[(crate::model::FileRecord, crate::model::ObjectKey)],
+        remove: bool,
+        emit: &Emit<Uploaded>,
+    ) -> Result<Result<Vec<crate::model::FileId>, DestError>, StageError> {
+        self.store.record_intents(&step_keys(files, remove)).map_err(|e| StageError::Fatal(e.to_string()))?;
+        let lost = match self.apply_tree(files, remove).await {
+            Ok(lost) => lost,
+            Err(e) => return Ok(Err(e)),
+        };
+        if !lost.is_empty() {
+            // Recorded before the step (same channel, same or earlier batch): a crash can never
+            // drop a record and its re-fetch.
+            let refresh = lost.iter().cloned().map(crate::model::Refresh::File).collect();
+            emit.commit.send(super::CommitMsg::Refresh(refresh)).await.map_err(|_| StageError::Closed)?;
+        }
+        let step = crate::model::TreeStep { files: files.to_vec(), remove, lost: lost.clone() };
+        emit.commit.send(super::CommitMsg::TreeStep(step)).await.map_err(|_| StageError::Closed)?;
+        Ok(Ok(lost))
     }
 
     async fn copy(&self, planned: &Planned, from: &crate::model::ObjectKey) -> Result<Written, DestError> {
@@ -346,6 +377,50 @@ impl Uploader {
             stored_md5: None,
         }))
     }
+}
+
+/// The keys an action (or one step of a subtree move) writes before its outcome records them: noted
+/// in the store just before the writes, so a crash that leaves one half done is settled at the next
+/// start. Like upload records, these are the writer's own write-ahead notes, not outcomes.
+fn written_keys(p: &Planned) -> Vec<Intent> {
+    match &p.kind {
+        ActionKind::Upload { .. } => vec![intent(&p.key, &p.file.id, false)],
+        ActionKind::Copy { .. } => vec![intent(&p.key, &p.file.id, true)],
+        ActionKind::Tree(_) | ActionKind::Delete => Vec::new(),
+    }
+}
+
+/// A page of a folder's records as a step: each record with its key after the change, and the key
+/// it has now. A moved file already at its new key (an earlier, committed step of this change, before
+/// a crash) needs nothing.
+fn step_files(
+    records: Vec<crate::model::FileRecord>,
+    dir: &crate::model::TreeDir,
+    remove: bool,
+) -> Vec<(crate::model::FileRecord, crate::model::ObjectKey)> {
+    records
+        .into_iter()
+        .filter_map(|mut rec| {
+            let now = rec.key.clone();
+            if remove {
+                return Some((rec, now));
+            }
+            rec.key = crate::model::ObjectKey(format!("{}/{}", dir.key, super::planner::last_segment(&now.0)));
+            (rec.key != now).then_some((rec, now))
+        })
+        .collect()
+}
+
+/// The keys a subtree move's step writes (its files' new keys).
+fn step_keys(files: &[(crate::model::FileRecord, crate::model::ObjectKey)], remove: bool) -> Vec<Intent> {
+    if remove {
+        return Vec::new();
+    }
+    files.iter().filter(|(r, old)| r.key != *old).map(|(r, _)| intent(&r.key, &r.id, true)).collect()
+}
+
+fn intent(key: &crate::model::ObjectKey, file: &crate::model::FileId, moves_recorded_bytes: bool) -> Intent {
+    Intent { key: key.clone(), file: file.clone(), moves_recorded_bytes }
 }
 
 /// A multipart upload in progress.

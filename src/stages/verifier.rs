@@ -130,7 +130,8 @@ impl Verifier {
             // file has claimed the key since), so a failed delete never leaves an orphan for good.
             tracing::warn!(key = %old, error = %e, "could not remove the old key after a move; the next start removes it");
             let leftover = Intent { key: old.clone(), file: u.planned.file.id.clone(), moves_recorded_bytes: false };
-            self.store.record_intents(&[leftover]).map_err(|e| StageError::Fatal(e.to_string()))?;
+            let note = super::CommitMsg::Leftovers(vec![leftover]);
+            emit.commit.send(note).await.map_err(|_| StageError::Closed)?;
         }
         crate::metrics::event(Self::NAME, "verified");
         let p = &u.planned;

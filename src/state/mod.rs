@@ -101,6 +101,8 @@ pub struct CommitBatch {
     pub refresh_done: Vec<(Refresh, u64)>,
     /// Folder records to write before the outcomes (ancestors the planner looked up).
     pub folders: Vec<FolderRecord>,
+    /// Old keys a committed move left behind, noted as unfinished writes (removed at the next start).
+    pub leftovers: Vec<Intent>,
     /// A full listing starts over a populated store: forget what an earlier one saw, start marking.
     pub listing_started: bool,
     /// Items the listing saw (kept only while a sweep is armed).
@@ -214,6 +216,15 @@ pub enum Unfinished {
     Orphan,
 }
 
+/// One page of a folder's files (see [`Store::files_in_folder_page`]).
+#[derive(Debug, Default)]
+pub struct FolderPage {
+    /// The records read.
+    pub records: Vec<FileRecord>,
+    /// Where the next page starts (`after`), or `None` when the folder has no more entries.
+    pub next: Option<FileId>,
+}
+
 /// What one `apply` changed that callers track outside the store.
 #[derive(Debug, Default)]
 pub struct ApplyReport {
@@ -285,6 +296,7 @@ impl Store {
         })
         .and_then(|store| {
             store.build_children_index_once()?;
+            store.rebuild_claims_once()?;
             Ok(store)
         })
     }
@@ -310,16 +322,50 @@ impl Store {
     /// names another parent now is not returned).
     pub fn files_in_folder(&self, folder: &FileId) -> Result<Vec<FileRecord>, StoreError> {
         let mut out = Vec::new();
-        for g in self.children.prefix(format!("{folder}/")) {
-            let key = g.key()?;
-            let id = String::from_utf8_lossy(&key[folder.as_str().len() + 1..]).into_owned();
-            if let Some(rec) = self.file(&FileId(id))?
-                && rec.parent.as_ref() == Some(folder)
-            {
-                out.push(rec);
+        let mut after = None;
+        loop {
+            let page = self.files_in_folder_page(folder, after.as_ref(), 1024)?;
+            out.extend(page.records);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(out),
             }
         }
-        Ok(out)
+    }
+
+    /// Up to `limit` index entries of `folder` after the id `after` (in id order), as records: a
+    /// folder of any size is read a bounded page at a time. Paging by id is stable while earlier pages'
+    /// records are rewritten or removed.
+    pub fn files_in_folder_page(
+        &self,
+        folder: &FileId,
+        after: Option<&FileId>,
+        limit: usize,
+    ) -> Result<FolderPage, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(id) => Bound::Excluded(children_key(folder, id)),
+            None => Bound::Included(format!("{folder}/")),
+        };
+        // Ids never contain '/', and '0' is the byte after it: the end of this folder's entries.
+        let end = Bound::Excluded(format!("{folder}0"));
+        let mut page = FolderPage::default();
+        let mut read = 0;
+        for g in self.children.range((start, end)) {
+            let key = g.key()?;
+            let id = FileId(String::from_utf8_lossy(&key[folder.as_str().len() + 1..]).into_owned());
+            if let Some(rec) = self.file(&id)?
+                && rec.parent.as_ref() == Some(folder)
+            {
+                page.records.push(rec);
+            }
+            read += 1;
+            if read == limit {
+                page.next = Some(id);
+                break;
+            }
+        }
+        Ok(page)
     }
 
     /// Index entries (for tests: they follow the file records).
@@ -416,11 +462,15 @@ impl Store {
         for request in &batch.refresh_add {
             b.insert(&self.refresh, codec::encode(request)?, codec::encode(&rand::random::<u64>())?);
         }
+        let now_ms = unix_ms();
+        let mut parents = InBatch::default();
+        for i in &batch.leftovers {
+            b.insert(&self.intents, i.key.as_str(), codec::encode(&(&i.file, i.moves_recorded_bytes))?);
+        }
         for f in &batch.folders {
             b.insert(&self.folders, f.id.as_str(), codec::encode(f)?);
+            self.stage_claim(&mut b, &f.id, &f.key, &mut parents.claims)?;
         }
-        let now_ms = unix_ms();
-        let mut parents = ParentsInBatch::default();
         for step in &batch.tree_steps {
             self.stage_tree_files(&mut b, &step.files, step.remove, &step.lost, &mut parents)?;
         }
@@ -437,8 +487,8 @@ impl Store {
 
     /// The parent a file's record names before this write: as written earlier in the same batch, else
     /// as stored.
-    fn parent_before(&self, id: &FileId, parents: &ParentsInBatch) -> Result<Option<FileId>, StoreError> {
-        match parents.get(id) {
+    fn parent_before(&self, id: &FileId, parents: &InBatch) -> Result<Option<FileId>, StoreError> {
+        match parents.parents.get(id) {
             Some(p) => Ok(p.clone()),
             None => Ok(self.file(id)?.and_then(|r| r.parent)),
         }
@@ -451,7 +501,7 @@ impl Store {
         b: &mut fjall::OwnedWriteBatch,
         id: &FileId,
         parent: Option<&FileId>,
-        parents: &mut ParentsInBatch,
+        parents: &mut InBatch,
     ) -> Result<(), StoreError> {
         let before = self.parent_before(id, parents)?;
         if let Some(old) = before.as_ref().filter(|old| Some(*old) != parent) {
@@ -460,7 +510,7 @@ impl Store {
         if let Some(new) = parent {
             b.insert(&self.children, children_key(new, id), []);
         }
-        parents.insert(id.clone(), parent.cloned());
+        parents.parents.insert(id.clone(), parent.cloned());
         Ok(())
     }
 
@@ -470,19 +520,24 @@ impl Store {
         o: &Outcome,
         report: &mut ApplyReport,
         now_ms: u64,
-        parents: &mut ParentsInBatch,
+        parents: &mut InBatch,
     ) -> Result<(), StoreError> {
         let id = o.file_id.as_str();
         match &o.kind {
             OutcomeKind::Committed(rec) => {
                 self.stage_parent(b, &o.file_id, rec.parent.as_ref(), parents)?;
+                self.stage_claim(b, &o.file_id, &rec.key, &mut parents.claims)?;
                 b.insert(&self.files, id, codec::encode(rec)?);
                 b.remove(&self.intents, rec.key.as_str());
                 self.stage_dlq_removal(b, &o.file_id, report)?;
             }
-            OutcomeKind::FolderRecorded(f) => b.insert(&self.folders, id, codec::encode(f)?),
+            OutcomeKind::FolderRecorded(f) => {
+                b.insert(&self.folders, id, codec::encode(f)?);
+                self.stage_claim(b, &o.file_id, &f.key, &mut parents.claims)?;
+            }
             OutcomeKind::Removed { .. } => {
                 self.stage_parent(b, &o.file_id, None, parents)?;
+                self.stage_release(b, &o.file_id, &mut parents.claims)?;
                 b.remove(&self.files, id);
                 b.remove(&self.folders, id);
                 self.stage_dlq_removal(b, &o.file_id, report)?;
@@ -708,14 +763,16 @@ impl Store {
         files: &[(FileRecord, ObjectKey)],
         remove: bool,
         lost: &[FileId],
-        parents: &mut ParentsInBatch,
+        parents: &mut InBatch,
     ) -> Result<(), StoreError> {
         for (rec, _old) in files {
             if remove || lost.contains(&rec.id) {
                 self.stage_parent(b, &rec.id, None, parents)?;
+                self.stage_release(b, &rec.id, &mut parents.claims)?;
                 b.remove(&self.files, rec.id.as_str());
             } else {
                 self.stage_parent(b, &rec.id, rec.parent.as_ref(), parents)?;
+                self.stage_claim(b, &rec.id, &rec.key, &mut parents.claims)?;
                 b.insert(&self.files, rec.id.as_str(), codec::encode(rec)?);
                 b.remove(&self.intents, rec.key.as_str());
             }
@@ -728,18 +785,26 @@ impl Store {
         b: &mut fjall::OwnedWriteBatch,
         o: &Outcome,
         t: &crate::model::TreeChange,
-        parents: &mut ParentsInBatch,
+        parents: &mut InBatch,
     ) -> Result<(), StoreError> {
         match &t.folder {
-            Some(f) => b.insert(&self.folders, o.file_id.as_str(), codec::encode(f)?),
-            None => b.remove(&self.folders, o.file_id.as_str()),
+            Some(f) => {
+                b.insert(&self.folders, o.file_id.as_str(), codec::encode(f)?);
+                self.stage_claim(b, &o.file_id, &f.key, &mut parents.claims)?;
+            }
+            None => {
+                b.remove(&self.folders, o.file_id.as_str());
+                self.stage_release(b, &o.file_id, &mut parents.claims)?;
+            }
         }
-        self.stage_tree_files(b, &t.files, t.remove, &t.lost, parents)?;
+        // The files were written by the change's steps (`CommitBatch::tree_steps`), before this.
         for f in &t.folders {
             b.insert(&self.folders, f.id.as_str(), codec::encode(f)?);
+            self.stage_claim(b, &f.id, &f.key, &mut parents.claims)?;
         }
         for id in &t.removed_folders {
             b.remove(&self.folders, id.as_str());
+            self.stage_release(b, id, &mut parents.claims)?;
         }
         Ok(())
     }
@@ -829,7 +894,13 @@ impl Store {
 /// entries went stale as files changed.
 /// File id → the parent its record names after the outcomes staged so far in one batch (`None`:
 /// removed), so the children index stays exact when one batch writes a file twice.
-type ParentsInBatch = std::collections::HashMap<FileId, Option<FileId>>;
+/// What one batch has staged so far that later writes in it must see (a write batch is not readable).
+#[derive(Default)]
+struct InBatch {
+    /// File id → the parent its record names as the batch leaves it.
+    parents: std::collections::HashMap<FileId, Option<FileId>>,
+    claims: claims::ClaimsInBatch,
+}
 
 fn drop_retired_keyspaces(db: &Database) -> Result<(), StoreError> {
     for name in ["content"] {
@@ -965,6 +1036,32 @@ mod tests {
         // A folder id that is a prefix of another is not confused with it.
         apply(&s, vec![outcome(6, "c", in_folder("c", "p22"))]);
         assert_eq!(ids_in(&s, "p2"), ["a"]);
+    }
+
+    #[test]
+    fn a_folder_is_read_in_pages_that_survive_writes_between_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let ids = ["a", "b", "c", "d", "e", "f", "g"];
+        apply(&s, ids.iter().enumerate().map(|(i, id)| outcome(i as u64 + 1, id, in_folder(id, "p"))).collect());
+        apply(&s, vec![outcome(8, "x", in_folder("x", "p0"))]);
+        let folder = FileId("p".into());
+        let (mut seen, mut after, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let page = s.files_in_folder_page(&folder, after.as_ref(), 3).unwrap();
+            pages += 1;
+            // What a subtree removal does between pages: the page read is committed as removed.
+            let gone = page.records.iter().map(|r| outcome(9, r.id.as_str(), OutcomeKind::Removed { key: None }));
+            apply(&s, gone.collect());
+            seen.extend(page.records.into_iter().map(|r| r.id.0));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ids, "every file once, in id order, and none of the folder p0");
+        assert_eq!(pages, 3);
+        assert!(ids_in(&s, "p").is_empty());
     }
 
     #[test]
