@@ -316,6 +316,7 @@ async fn hostile_corpus_has_every_trap_and_is_deterministic() {
         assert!(names.contains(&want), "missing {want:?}");
     }
     assert!(names.iter().any(|n| n.len() > 255));
+    assert!(names.iter().filter(|n| n.starts_with("deep")).map(|n| n.len() + 1).sum::<usize>() > 1024, "a deep path");
     assert!(names.iter().any(|n| n.chars().any(char::is_control)));
     assert!(names.iter().any(|n| n.chars().any(|c| c as u32 > 0x1F000)));
     let mut by_parent_name: HashMap<(String, String), Vec<&str>> = HashMap::new();

@@ -17,6 +17,7 @@ async fn hostile_corpus_mirrors_exactly_into_a_folder_and_a_second_run_transfers
     assert!(expected.len() > 60, "corpus too small: {}", expected.len());
     let keys = assert_exact_mirror(&config, &expected).await;
     assert_paths_follow_drive(&config, &tree);
+    assert_keys_fit(&keys);
     // Every key stays inside the mirror folder on disk.
     let root = env.dir.path().join("mirror");
     for key in keys.values() {

@@ -19,6 +19,7 @@ async fn hostile_corpus_mirrors_exactly_into_s3_in_both_key_modes() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let keys = assert_exact_mirror(&config, &expected).await;
     assert!(keys.values().any(|k| !k.0.is_ascii()), "utf8 mode keeps non-ASCII names");
+    assert_keys_fit(&keys);
 
     let supa = Dest::S3 { endpoint: s3.endpoint.clone(), bucket: "mirror".into(), prefix: "supa".into() };
     let config = env.config("s3-supabase", &supa, "dest.keys = \"supabase\"");
@@ -28,6 +29,7 @@ async fn hostile_corpus_mirrors_exactly_into_s3_in_both_key_modes() {
     for key in keys.values() {
         assert!(is_supabase_safe(&key.0), "key outside Supabase's alphabet: {key}");
     }
+    assert_keys_fit(&keys);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -153,6 +153,66 @@ fn stem_within(stem: &str, budget: usize) -> &str {
     stem.char_indices().nth(1).map_or(stem, |(end, _)| &stem[..end])
 }
 
+/// S3's longest key, in bytes (GCS allows the same; Azure more): every key we write fits it.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Room a folder's key always leaves for the name of an item in it: a ` (fileId)` suffix, an
+/// extension and part of the name.
+const MIN_CHILD_BYTES: usize = 128;
+
+/// The key of `segment` inside the folder whose key is `parent`, never longer than
+/// [`MAX_KEY_BYTES`]: deep paths shorten, stably (the same parent and segment give the same key),
+/// instead of failing. See [`fit_parent`] for a folder too deep to hold its items under its own key,
+/// and [`shorten_segment`] for a name too long for the room left.
+pub fn child_key(parent: &str, segment: &str) -> String {
+    let parent = fit_parent(parent);
+    let room = MAX_KEY_BYTES.saturating_sub(parent.len() + 1);
+    if segment.len() <= room {
+        return format!("{parent}/{segment}");
+    }
+    format!("{parent}/{}", shorten_segment(segment, room))
+}
+
+/// `key` itself when it fits [`MAX_KEY_BYTES`], else its last segment under its folder per
+/// [`child_key`] (a trashed key gains `.trash/…` in front).
+pub fn fit_key(key: &str) -> String {
+    match key.rsplit_once('/') {
+        Some((parent, segment)) if key.len() > MAX_KEY_BYTES => child_key(parent, segment),
+        _ => key.to_string(),
+    }
+}
+
+/// The folder key the items of folder `parent` go under: `parent` itself, or, when it leaves less
+/// than [`MIN_CHILD_BYTES`] for them, its leading whole segments followed by `_deep-<hash of
+/// parent>`. The hash keeps two deep folders apart; the leading segments keep the mirror browsable.
+pub fn fit_parent(parent: &str) -> std::borrow::Cow<'_, str> {
+    if parent.len() + 1 + MIN_CHILD_BYTES <= MAX_KEY_BYTES {
+        return std::borrow::Cow::Borrowed(parent);
+    }
+    let tag = format!("_deep-{}", short_hash(parent));
+    let budget = MAX_KEY_BYTES - MIN_CHILD_BYTES - tag.len() - 2;
+    let head_end = parent.match_indices('/').map(|(i, _)| i).take_while(|i| *i <= budget).last().unwrap_or(0);
+    std::borrow::Cow::Owned(match &parent[..head_end] {
+        "" => tag,
+        head => format!("{head}/{tag}"),
+    })
+}
+
+/// `segment` cut to `room` bytes: the start of its stem, `-<hash of the whole segment>` (distinct
+/// segments stay distinct) and its extension.
+pub fn shorten_segment(segment: &str, room: usize) -> String {
+    let (stem, ext) = split_ext(segment);
+    let tag = format!("-{}", short_hash(segment));
+    let stem_room = room.saturating_sub(tag.len() + ext.len());
+    format!("{}{tag}{ext}", truncate_bytes(stem, stem_room))
+}
+
+/// 16 hex digits of the md5 of `s`: stable across versions and platforms.
+fn short_hash(s: &str) -> String {
+    use md5::Digest;
+    hex::encode(&md5::Md5::digest(s.as_bytes())[..8])
+}
+
 /// The collision class of a segment: keys that differ only by case (or by nothing) would land on the
 /// same file on case-insensitive stores, so they must not share a class.
 pub fn collision_class(segment: &str) -> String {
@@ -163,6 +223,40 @@ pub fn collision_class(segment: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_key_that_fits_is_the_plain_join() {
+        assert_eq!(child_key("pre/my-drive/a", "b.txt"), "pre/my-drive/a/b.txt");
+    }
+
+    #[test]
+    fn a_long_name_in_a_deep_folder_is_shortened_keeping_its_extension() {
+        let parent = format!("pre/{}", "p".repeat(800));
+        let long = format!("{}.pdf", "n".repeat(230));
+        let key = child_key(&parent, &long);
+        assert!(key.len() <= MAX_KEY_BYTES, "{}", key.len());
+        assert!(key.starts_with(&format!("{parent}/nnn")) && key.ends_with(".pdf"), "{key}");
+        let twin = format!("{}x.pdf", "n".repeat(229));
+        assert_ne!(child_key(&parent, &twin), key, "two names sharing a long start stay apart");
+    }
+
+    proptest! {
+        #[test]
+        fn every_key_fits_however_deep_and_is_stable(
+            names in proptest::collection::vec("[a-z\u{e9}]{1,120}", 1..40),
+        ) {
+            let mut parent = "pre/my-drive".to_string();
+            for name in &names {
+                let segment = segment(name, None, None, KeyMode::Supabase);
+                let key = child_key(&parent, &segment);
+                prop_assert!(key.len() <= MAX_KEY_BYTES, "{} bytes: {key}", key.len());
+                prop_assert!(key.starts_with("pre/my-drive/"));
+                prop_assert_eq!(&child_key(&parent, &segment), &key, "not stable");
+                prop_assert!(key.split('/').all(|s| !s.is_empty() && s.len() <= MAX_SEGMENT_BYTES));
+                parent = key;
+            }
+        }
+    }
 
     #[test]
     fn separators_and_dots_never_escape() {

@@ -464,14 +464,15 @@ impl Destination {
     /// earlier one. Idempotent: a source already gone is done.
     async fn trash(&self, key: &ObjectKey) -> Result<(), DestError> {
         let rel = key.as_str().strip_prefix(&self.prefix).unwrap_or(key.as_str()).trim_start_matches('/');
-        let plain = self.key(&format!(".trash/{rel}"));
+        let fit = |key: ObjectKey| ObjectKey(keys::fit_key(key.as_str()));
+        let plain = fit(self.key(&format!(".trash/{rel}")));
         let plain_free = matches!(self.head(&plain).await, Ok(None));
         let stamp = crate::state::unix_ms();
         let mut last = None;
         for attempt in 0..3 {
             let target = match attempt {
                 0 if plain_free => plain.clone(),
-                n => self.key(&format!(".trash/{stamp}-{n}/{rel}")),
+                n => fit(self.key(&format!(".trash/{stamp}-{n}/{rel}"))),
             };
             match self.copy(key, &target).await {
                 Ok(()) => return self.delete(key).await,

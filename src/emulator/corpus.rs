@@ -294,7 +294,24 @@ fn add_hostile(c: &mut Corpus) {
     }
     let place = c.under(&hostile);
     c.add_doc("Huge export doc", DocKind::Document, 13_000_000, place);
+    add_deep_chain(c, &hostile);
     add_hostile_shortcuts(c, &hostile, &inner, first_dup.as_deref(), &report_folder);
+}
+
+/// Seven folders of 180-byte names, a long-named file in the sixth and a file at the bottom: a path
+/// of about 1,400 bytes, over S3's 1,024-byte key limit.
+fn add_deep_chain(c: &mut Corpus, hostile: &str) {
+    let mut parent = hostile.to_string();
+    for level in 1..=7 {
+        let place = c.under(&parent);
+        parent = c.add_folder(&format!("deep{level}-{}", "d".repeat(174)), place);
+        if level == 6 {
+            let place = c.under(&parent);
+            c.add_binary(&format!("{}.txt", "long".repeat(55)), 300, "text/plain", place);
+        }
+    }
+    let place = c.under(&parent);
+    c.add_binary("bottom.txt", 200, "text/plain", place);
 }
 
 fn add_hostile_shortcuts(c: &mut Corpus, hostile: &str, inner: &str, file: Option<&str>, folder: &str) {

@@ -254,7 +254,7 @@ impl<L: FolderLookup> Planner<L> {
             return Err(StageError::Failed(format!("no free key for {id} in {parent:?}")));
         }
         let suffix = (nth > 0).then_some((id, nth));
-        Ok(format!("{parent}/{}", keys::candidate_segment(name, ext, suffix, self.layout.mode)))
+        Ok(keys::child_key(parent, &keys::candidate_segment(name, ext, suffix, self.layout.mode)))
     }
 
     /// The key of `name` inside `parent` for event `seq`: the first candidate that is free (or already
@@ -594,7 +594,7 @@ impl<L: FolderLookup> Planner<L> {
         for id in self.folders_below(root) {
             let Some(f) = self.folders.get(&id) else { continue };
             let Some(parent_key) = f.parent.as_ref().and_then(|p| new_keys.get(p)) else { continue };
-            let key = format!("{parent_key}/{}", last_segment(&f.key.0));
+            let key = keys::child_key(parent_key, last_segment(&f.key.0));
             let Some(f) = self.folders.get_mut(&id) else { continue };
             f.key = ObjectKey(key.clone());
             let f = f.clone();

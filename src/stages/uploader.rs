@@ -405,7 +405,8 @@ fn step_files(
             if remove {
                 return Some((rec, now));
             }
-            rec.key = crate::model::ObjectKey(format!("{}/{}", dir.key, super::planner::last_segment(&now.0)));
+            let segment = super::planner::last_segment(&now.0);
+            rec.key = crate::model::ObjectKey(crate::dest::keys::child_key(&dir.key.0, segment));
             (rec.key != now).then_some((rec, now))
         })
         .collect()

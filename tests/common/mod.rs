@@ -6,6 +6,7 @@ pub mod slowdown_proxy;
 
 use mirrorflow::config::Config;
 use mirrorflow::dest::Destination;
+use mirrorflow::dest::keys::{MAX_KEY_BYTES, fit_parent};
 use mirrorflow::emulator::{EmuTree, Emulator, EmulatorConfig};
 use mirrorflow::model::{FileId, ObjectKey};
 use mirrorflow::state::Store;
@@ -405,9 +406,13 @@ pub fn assert_paths_follow_drive(config: &Path, tree: &EmuTree) {
             assert_eq!(rec.name, item.name, "recorded name of {}", rec.id);
             let parent = item.parents.first().unwrap();
             match parent_dir(parent) {
-                Some(dir) => {
-                    assert_eq!(dir_of(&rec.key.0), dir, "{} ({:?}) is not in its parent's folder", rec.id, item.name)
-                }
+                Some(dir) => assert_eq!(
+                    dir_of(&rec.key.0),
+                    fit_parent(&dir),
+                    "{} ({:?}) is not in its parent's folder",
+                    rec.id,
+                    item.name
+                ),
                 None => assert!(rec.key.0.starts_with(&join("shared-drives/")), "{}", rec.key),
             }
             checked += 1;
@@ -422,10 +427,24 @@ pub fn assert_paths_follow_drive(config: &Path, tree: &EmuTree) {
         assert!(!item.trashed, "trashed folder {} still recorded", f.id);
         assert_eq!(f.name, item.name);
         if let Some(dir) = parent_dir(item.parents.first().unwrap()) {
-            assert_eq!(dir_of(&f.key.0), dir, "folder {} ({:?}) is not in its parent's folder", f.id, item.name);
+            assert_eq!(
+                dir_of(&f.key.0),
+                fit_parent(&dir),
+                "folder {} ({:?}) is not in its parent's folder",
+                f.id,
+                item.name
+            );
         }
     }
     assert!(checked > 0);
+}
+
+/// Every key fits S3's 1,024 bytes, and the hostile corpus's deep chain went under a shortened folder.
+pub fn assert_keys_fit(keys: &BTreeMap<String, ObjectKey>) {
+    for key in keys.values() {
+        assert!(key.0.len() <= MAX_KEY_BYTES, "{} bytes: {key}", key.0.len());
+    }
+    assert!(keys.values().any(|k| k.0.contains("/_deep-") && k.0.ends_with("/bottom.txt")), "no deep path");
 }
 
 /// Files below `dir`, recursively.
