@@ -14,6 +14,7 @@ pub mod hashing;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod progress;
 pub mod retry;
 pub mod stages;
 pub mod state;

@@ -397,6 +397,8 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     let mut sweep = adopting.then(|| tokio::spawn(crate::adopt::sweep_when_listed(store.clone(), dest.clone())));
     let mut interrupted = false;
     let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    let mut meter = crate::progress::Meter::default();
+    let mut last_summary = progress_rx.borrow().clone();
     // Made once: a signal that arrives while another branch runs is still seen on the next turn.
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -419,7 +421,14 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
                 if let Some(msg) = msg { break Err(PipelineError::Supervision(msg)); }
             }
             _ = ticker.tick() => {
-                if opts.progress { print_progress(&progress_rx.borrow(), ledger.files_in_flight()); }
+                let now = progress_rx.borrow().clone();
+                if opts.progress { print_progress(&mut meter, &now, &ledger); }
+                if !opts.once && ledger.is_idle() {
+                    if let Some(line) = crate::progress::summary(&last_summary, &now) {
+                        tracing::info!("{line}");
+                    }
+                    last_summary = now;
+                }
                 write_live_status(&cfg.state.dir, &progress_rx.borrow(), ledger.files_in_flight(), true);
             }
             _ = &mut shutdown => {
@@ -609,17 +618,13 @@ fn write_live_status(dir: &std::path::Path, p: &Progress, in_flight: usize, runn
     }
 }
 
-fn print_progress(p: &Progress, in_flight: usize) {
-    let _ = write!(
-        std::io::stderr(),
-        "\r{} mirrored ({:.1} MiB), {} skipped, {} removed, {} dead-lettered, {} in flight   ",
-        p.committed,
-        p.bytes as f64 / (1u64 << 20) as f64,
-        p.skipped,
-        p.removed,
-        p.dead_lettered,
-        in_flight
-    );
+/// Rewrites the terminal's progress line (files, bytes, rates, ETA).
+fn print_progress(meter: &mut crate::progress::Meter, p: &Progress, ledger: &Ledger) {
+    let rates = meter.sample(std::time::Instant::now(), p);
+    let pending = ledger.issued().saturating_sub(p.outcomes);
+    let line = crate::progress::line(p, ledger.files_in_flight(), pending, rates);
+    // `\x1b[K` clears what a longer earlier line left; only written to a terminal.
+    let _ = write!(std::io::stderr(), "\r{line}\x1b[K");
     let _ = std::io::stderr().flush();
 }
 

@@ -56,10 +56,12 @@ async fn continuous_mode_follows_changes_and_sigterm_drains_and_exits_zero() {
         .replace("drives = [\"all\"]", "drives = [\"all\"]\npoll_interval = \"200ms\"")
         + &format!("\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
     std::fs::write(&config, text_cfg).unwrap();
-    let child = spawn_continuous(&config);
+    let child = spawn_continuous_logging(&config, "mirrorflow=info");
     let mirror = env.dir.path().join("mirror");
     let expected_initial = expected_files(&env.tree().await).len();
     poll_until(|| count_files(&mirror) >= expected_initial).await;
+    // The first sync's summary is logged on the next 2-second tick once the pipeline is idle.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     // A change while running is picked up by the next poll.
     let root = env.tree().await.root_id;
     let r = env
@@ -82,9 +84,13 @@ async fn continuous_mode_follows_changes_and_sigterm_drains_and_exits_zero() {
     assert!(value("mirrorflow_bytes_total{direction=\"download\"}") > 0.0, "{scrape}");
     assert!(value("mirrorflow_drive_requests_total") > 0.0, "{scrape}");
     assert!(scrape.contains("mirrorflow_stage_seconds") && scrape.contains("mirrorflow_queue_depth"), "{scrape}");
+    // And the summary of that poll's work.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     // SIGTERM: drain, persist, exit 0.
     let out = sigterm_and_wait(child).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("caught up: 1 mirrored (0.0 MiB)"), "no summary of the late arrival's poll:\n{log}");
     let tree = env.tree().await;
     assert_exact_mirror(&config, &expected_files(&tree)).await;
 }

@@ -36,6 +36,8 @@ pub struct Ledger {
     /// One permit per unfinished event.
     permits: Semaphore,
     limit: usize,
+    /// Events the feed has handed out this run (progress: what is left is this less what finished).
+    issued: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -86,6 +88,7 @@ impl Ledger {
             released: Notify::new(),
             permits: Semaphore::new(limit),
             limit,
+            issued: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -105,6 +108,12 @@ impl Ledger {
         if let Ok(permit) = self.permits.acquire().await {
             permit.forget();
         }
+        self.issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Events the feed has handed out this run.
+    pub fn issued(&self) -> u64 {
+        self.issued.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Dedup: admits `event`, or parks it behind the file's active event.

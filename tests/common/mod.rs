@@ -100,9 +100,14 @@ fn split_destination_extra(extra: &str) -> (String, String) {
 
 /// Starts `mirrorflow run` in continuous mode (output piped, warnings only); the caller stops it.
 pub fn spawn_continuous(config: &Path) -> tokio::process::Child {
+    spawn_continuous_logging(config, "mirrorflow=warn")
+}
+
+/// [`spawn_continuous`] with its own `MIRRORFLOW_LOG` filter.
+pub fn spawn_continuous_logging(config: &Path, filter: &str) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
         .args(["run", config.to_str().unwrap()])
-        .env("MIRRORFLOW_LOG", "mirrorflow=warn")
+        .env("MIRRORFLOW_LOG", filter)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
