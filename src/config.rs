@@ -487,6 +487,13 @@ pub struct PipelineConfig {
     /// extensions; md5 is still verified.
     #[serde(default = "default_true")]
     pub sha256: bool,
+    /// The most bytes all uploads together hold in part buffers (parts being filled and in flight).
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget: ByteSize,
+}
+
+fn default_memory_budget() -> ByteSize {
+    ByteSize(256 << 20)
 }
 
 fn default_true() -> bool {
@@ -517,6 +524,7 @@ impl Default for PipelineConfig {
             chunk_depth: default_chunk_depth(),
             part_size: default_part(),
             sha256: true,
+            memory_budget: default_memory_budget(),
         }
     }
 }
@@ -844,6 +852,12 @@ impl Config {
                 part_memory >> 30
             ));
         }
+        let budget = self.pipeline.memory_budget.0;
+        if budget < self.pipeline.part_size.0 || budget > MAX_PART_MEMORY {
+            p.push(
+                "pipeline.memory_budget: must hold at least one part (pipeline.part_size) and be at most 16GiB".into(),
+            );
+        }
         if self.pipeline.chunk_size.0 == 0 || self.pipeline.chunk_size.0 > self.pipeline.part_size.0 {
             p.push("pipeline.chunk_size: must be > 0 and not larger than pipeline.part_size".into());
         }
@@ -882,7 +896,7 @@ mod tests {
     fn absurd_values_are_problems_that_name_their_key_and_line() {
         let text = format!(
             "{MINIMAL}[stages.uploader]\ncapacity = 4611686018427387904\nconcurrency = 64\npart_concurrency = 16\n\
-             [pipeline]\nchunk_depth = 4611686018427387904\npart_size = \"1GiB\"\n"
+             [pipeline]\nchunk_depth = 4611686018427387904\npart_size = \"1GiB\"\nmemory_budget = \"8MiB\"\n"
         )
         .replace("[source]\n", "[source]\npoll_interval = \"0s\"\n");
         let c = Config::parse(&text).unwrap();
@@ -892,6 +906,7 @@ mod tests {
         assert!(find("stages.uploader.capacity").ends_with("(line 7)"), "{problems:#?}");
         assert!(find("pipeline.chunk_depth").ends_with("(line 11)"), "{problems:#?}");
         assert!(find("pipeline.part_size").contains("GiB in memory"), "{problems:#?}");
+        assert!(find("pipeline.memory_budget").ends_with("(line 13)"), "a budget under one part: {problems:#?}");
         assert_eq!(line_of(&text, "stages.uploader"), Some(6));
         assert_eq!(line_of(&text, "source.page_size"), None, "a defaulted key has no line");
     }

@@ -18,6 +18,8 @@ pub const RETRIES_TOTAL: &str = "mirrorflow_retries_total";
 pub const RESTARTS_TOTAL: &str = "mirrorflow_restarts_total";
 /// Files in the dead-letter store.
 pub const DLQ_FILES: &str = "mirrorflow_dlq_files";
+/// Gauge: bytes of part buffers reserved under `[pipeline] memory_budget`.
+pub const PART_MEMORY_BYTES: &str = "mirrorflow_part_memory_bytes";
 /// Age of the oldest unfinished event when the checkpoint last moved.
 pub const CHECKPOINT_LAG_SECONDS: &str = "mirrorflow_checkpoint_lag_seconds";
 /// Drive API requests sent (before retries are counted separately).
@@ -53,6 +55,11 @@ pub fn stage_time(stage: &'static str, d: Duration) {
 /// Current depth of a channel.
 pub fn queue_depth(edge: &'static str, depth: usize) {
     gauge!(QUEUE_DEPTH, "edge" => edge).set(depth as f64);
+}
+
+/// Part buffers now hold `n` bytes of the memory budget.
+pub fn part_memory(n: u64) {
+    gauge!(PART_MEMORY_BYTES).set(n as f64);
 }
 
 /// Bytes moved.

@@ -302,8 +302,9 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         };
         children.push(worker_spec(build, to_downloader.rx.clone(), emit_to(to_uploader.tx.clone(), &commit)));
     }
+    let budget = crate::stages::budget::MemoryBudget::new(cfg.pipeline.memory_budget.0);
     for _ in 0..st("uploader").concurrency {
-        let (dest, faults, store) = (dest.clone(), faults.clone(), store.clone());
+        let (dest, faults, store, budget) = (dest.clone(), faults.clone(), store.clone(), budget.clone());
         let (part_size, part_concurrency) = (cfg.pipeline.part_size.0 as usize, st("uploader").part_concurrency);
         let (refetch, digests) = (to_downloader.redo.clone(), cfg.pipeline.digests());
         let chunk_size = cfg.pipeline.chunk_size.0 as usize;
@@ -313,6 +314,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
                 part_size,
                 chunk_size,
                 part_concurrency,
+                budget: budget.clone(),
                 digests,
                 store: store.clone(),
                 refetch: refetch.clone(),

@@ -49,6 +49,39 @@ async fn a_file_larger_than_the_part_size_goes_multipart_and_verifies() {
     assert_exact_mirror(&config, &expected).await;
 }
 
+/// Eight multipart files at once under a memory budget of one part: they take turns for it (no upload
+/// waits on another's half-filled part) and the mirror is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_large_files_at_once_share_a_budget_of_one_part() {
+    let s3 = s3_server().await;
+    let mut corpus = small_corpus(false);
+    corpus.files = 3;
+    let env = TestEnv::start(corpus).await;
+    let root = env.tree().await.root_id;
+    let ops: Vec<_> = (0..8)
+        .map(
+            |i| serde_json::json!({"op": "create", "parent": root, "name": format!("large-{i}.bin"), "size": 12 << 20}),
+        )
+        .collect();
+    let r = env.control("mutate", serde_json::json!({ "ops": ops })).await;
+    assert!(r.get("error").is_none_or(|e| e.is_null()), "{r}");
+    create_bucket(&s3.endpoint, "budget").await;
+    let dest = Dest::S3 { endpoint: s3.endpoint.clone(), bucket: "budget".into(), prefix: "p".into() };
+    let settings = "[pipeline]\npart_size = \"5MiB\"\nchunk_size = \"1MiB\"\nmemory_budget = \"5MiB\"\n\
+                    [stages.uploader]\nconcurrency = 8\npart_concurrency = 4";
+    let config = env.config("s3-budget", &dest, settings);
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        mirrorflow(&["run", "--once", config.to_str().unwrap()]),
+    )
+    .await
+    .expect("the uploads finish under the budget (none waits forever)");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let expected = expected_files(&env.tree().await);
+    assert_eq!(expected.values().filter(|e| e.size == 12 << 20).count(), 8);
+    assert_exact_mirror(&config, &expected).await;
+}
+
 /// Media bytes the emulator has streamed for one file since its counters were last reset.
 async fn media_bytes(env: &TestEnv, file: &str) -> u64 {
     env.stats().await["media_bytes_by_file"][file].as_u64().unwrap_or(0)

@@ -2,6 +2,7 @@
 //! bounded channels and restart them. A stage consumes its input type, emits its output type to the
 //! next stage, and sends terminal outcomes straight to the committer.
 
+pub mod budget;
 pub mod change_feed;
 pub mod committer;
 pub mod dedup;

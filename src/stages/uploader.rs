@@ -2,6 +2,7 @@
 //! the stream, no second pass). Below the part size it is one PUT; above, a multipart upload with
 //! parts in parallel. Copies and deletes are server-side.
 
+use super::budget::Reservation;
 use super::downloader::{Chunk, Transfer};
 use super::planner::dead_letter;
 use super::verifier::{Mismatch, check_against_drive, retry_or_dead_letter};
@@ -26,6 +27,8 @@ pub struct Uploader {
     pub chunk_size: usize,
     /// Parts in flight per file.
     pub part_concurrency: usize,
+    /// Bytes all uploads may hold in part buffers at once (shared by every uploader worker).
+    pub budget: super::budget::MemoryBudget,
     /// Digests computed on the stream.
     pub digests: crate::hashing::Digests,
     /// Store, to record multipart uploads before their first part.
@@ -86,10 +89,19 @@ impl Uploader {
         };
         let mut pending: Vec<Bytes> = Vec::new();
         let mut pending_len = 0usize;
+        let mut room: Option<Reservation> = None;
         let part_size = part_size_for(self.part_size, planned.file.size);
         loop {
             match body.recv().await {
                 Some(Chunk::Data(bytes)) => {
+                    if room.is_none() {
+                        // The whole part (or what is left of the file) before its first byte is kept;
+                        // a write that streams chunk by chunk (a local folder) needs the chunk only.
+                        let left = planned.file.size.map_or(part_size as u64, |s| s.saturating_sub(hasher.len()));
+                        let streaming = matches!(multipart, Some(Multipart::Plain(_)));
+                        let want = if streaming { bytes.len() } else { part_size.min(left.max(1) as usize) };
+                        room = Some(self.budget.reserve(want).await);
+                    }
                     hasher.update(&bytes);
                     if over_drive_size(&planned, hasher.len()) {
                         if let Some(mp) = multipart {
@@ -108,7 +120,7 @@ impl Uploader {
                         }
                         if let Some(mp) = multipart.as_mut() {
                             let end = mp.records_progress().then(|| (hasher.len(), hasher.snapshot()));
-                            mp.send(std::mem::take(&mut pending), self.part_concurrency, end).await?;
+                            mp.send(std::mem::take(&mut pending), self.part_concurrency, end, room.take()).await?;
                         }
                         pending_len = 0;
                     }
@@ -125,7 +137,7 @@ impl Uploader {
         if let Some(mp) = multipart.as_mut()
             && !pending.is_empty()
         {
-            mp.send(std::mem::take(&mut pending), self.part_concurrency, None).await?;
+            mp.send(std::mem::take(&mut pending), self.part_concurrency, None, room.take()).await?;
         }
         // Write, verify, publish: the digests are compared with Drive's before the bytes become
         // visible at the key, so a corrupted download never replaces the good copy.
@@ -521,9 +533,12 @@ impl Multipart {
         body: Vec<Bytes>,
         concurrency: usize,
         end: Option<(u64, HashState)>,
+        room: Option<Reservation>,
     ) -> Result<(), DestError> {
         match self {
             Multipart::Plain(mp) => {
+                // Chunks go on as they come, under the write's own bound (`concurrency` × chunk size).
+                drop(room);
                 for b in body {
                     mp.wait_for_capacity(concurrency).await.map_err(|source| DestError::Store {
                         op: "put_part",
@@ -542,7 +557,11 @@ impl Multipart {
                 up.parts.push(None);
                 up.ends.push(end);
                 let (dest, key, id) = (up.dest.clone(), up.key().clone(), up.record.upload_id.clone());
-                up.running.spawn(async move { (idx, dest.put_part(&key, &id, idx, body).await) });
+                up.running.spawn(async move {
+                    let result = dest.put_part(&key, &id, idx, body).await;
+                    drop(room);
+                    (idx, result)
+                });
                 Ok(())
             }
         }
