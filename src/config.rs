@@ -362,6 +362,14 @@ pub struct DestinationConfig {
     /// What Drive deletes do.
     #[serde(default)]
     pub deletes: DeletePolicy,
+    /// Longest wait for one destination request, its body included (a part upload must finish
+    /// within it); a request that exceeds it is retried.
+    #[serde(default = "default_destination_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_destination_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(120))
 }
 
 impl DestinationConfig {
@@ -803,6 +811,9 @@ impl Config {
         }
         if s.timeout.0 < Duration::from_millis(100) {
             p.push("source.timeout: must be at least 100ms".into());
+        }
+        if self.destination.timeout.0 < Duration::from_millis(100) {
+            p.push("destination.timeout: must be at least 100ms".into());
         }
         if s.poll_interval.0 < Duration::from_millis(100) {
             p.push(

@@ -136,6 +136,33 @@ async fn a_drive_that_never_answers_ends_the_run_naming_the_timeout() {
     assert!(stderr(&out).contains("source.timeout"), "{}", text(&out));
 }
 
+/// A destination that accepts connections and never answers: the first request (the reachability
+/// check) times out (`[destination] timeout`), is retried a bounded number of times, and the run ends
+/// with exit 1 naming the setting instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_never_answers_ends_the_run_naming_the_timeout() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket); // accepted, never answered
+        }
+    });
+    let dest = Dest::S3 { endpoint, bucket: "silent".into(), prefix: "p".into() };
+    let config = env.config("silent-dest", &dest, "dest.timeout = \"300ms\"");
+    let text_cfg = std::fs::read_to_string(&config).unwrap().replace("max_attempts = 6", "max_attempts = 2");
+    std::fs::write(&config, text_cfg).unwrap();
+    let args = ["run", "--once", config.to_str().unwrap()];
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), mirrorflow(&args))
+        .await
+        .expect("the run does not hang");
+    held.abort();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("destination.timeout"), "{}", text(&out));
+}
+
 /// The state belongs to one destination: pointing a config at another one with the same state stops
 /// with exit 2 naming both, instead of skipping every file as "unchanged" in the new, empty place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,7 @@ pub enum DestError {
     #[error("destination config: {0}")]
     Config(String),
     /// The store failed (after object_store's own retries).
-    #[error("destination {op} {key}: {source}")]
+    #[error("destination {op} {key}: {source}{}", timeout_hint(source))]
     Store {
         /// Operation.
         op: &'static str,
@@ -40,6 +40,16 @@ pub enum DestError {
     /// The state store could not record a step a write depends on (such as an upload's completion).
     #[error("state store: {0}")]
     State(String),
+}
+
+/// Names the setting when object_store gave up on a request that timed out.
+fn timeout_hint(source: &object_store::Error) -> &'static str {
+    let text = source.to_string();
+    if text.contains("timed out") || text.contains("timeout") {
+        " (the destination did not answer within destination.timeout)"
+    } else {
+        ""
+    }
 }
 
 impl Classified for DestError {
@@ -143,7 +153,9 @@ impl Destination {
                 (s3, url_prefix(&url), true)
             }
             _ => {
-                let (store, path) = object_store::parse_url(&url).map_err(|e| DestError::Config(e.to_string()))?;
+                let timeout = [("timeout", format!("{}ms", cfg.timeout.0.as_millis()))];
+                let (store, path) =
+                    object_store::parse_url_opts(&url, timeout).map_err(|e| DestError::Config(e.to_string()))?;
                 (Arc::from(store), path.to_string(), true)
             }
         };
@@ -541,7 +553,7 @@ fn build_s3(
     let bucket = url.host_str().ok_or_else(|| DestError::Config(format!("s3 URL {:?} has no bucket", cfg.url)))?;
     let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
     let mut client = object_store::ClientOptions::new()
-        .with_timeout(Duration::from_secs(120))
+        .with_timeout(cfg.timeout.0)
         .with_connect_timeout(Duration::from_secs(10))
         .with_pool_max_idle_per_host(64);
     if let Some(endpoint) = &cfg.endpoint {
@@ -560,7 +572,9 @@ fn build_s3(
     b = b.with_retry(object_store::RetryConfig {
         backoff,
         max_retries: retry.max_attempts.saturating_sub(1) as usize,
-        retry_timeout: Duration::from_secs(300),
+        // New attempts start for 3 minutes at most: with the default 2-minute time-out, a store that
+        // never answers fails the run within about 5 minutes.
+        retry_timeout: Duration::from_secs(180),
     });
     b.build().map_err(|e| DestError::Config(e.to_string()))
 }
