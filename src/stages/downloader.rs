@@ -203,6 +203,13 @@ impl<B: ByteSource> Downloader<B> {
         .await
     }
 
+    /// An empty chunk of exactly the size it will hold: `chunk_size`, or what is left of a smaller
+    /// file from `offset` on.
+    fn chunk_buffer(&self, planned: &Planned, offset: u64) -> BytesMut {
+        let left = planned.file.size.map_or(self.chunk_size, |s| s.saturating_sub(offset) as usize);
+        BytesMut::with_capacity(left.clamp(1, self.chunk_size))
+    }
+
     /// Copies the body into the chunk channel, re-opening at the current offset when it breaks.
     async fn pump(
         &self,
@@ -213,17 +220,22 @@ impl<B: ByteSource> Downloader<B> {
         tx: &mpsc::Sender<Chunk>,
     ) -> Result<(), PumpError> {
         let mut resumes = 0;
-        let expected = planned.file.size.map_or(self.chunk_size, |s| s.saturating_sub(offset) as usize);
-        let mut buf = BytesMut::with_capacity(expected.clamp(1, self.chunk_size));
+        let mut buf = self.chunk_buffer(planned, offset);
         loop {
             match stream.body.next().await {
-                Some(Ok(bytes)) => {
+                Some(Ok(mut bytes)) => {
                     offset += bytes.len() as u64;
                     crate::metrics::bytes("download", bytes.len() as u64);
-                    buf.extend_from_slice(&bytes);
-                    while buf.len() >= self.chunk_size {
-                        let chunk = buf.split_to(self.chunk_size).freeze();
-                        tx.send(Chunk::Data(chunk)).await.map_err(|_| PumpError::ReceiverGone)?;
+                    // Fill the chunk exactly to its capacity and start the next one: a buffer that grew
+                    // past its capacity would double, and each chunk would pin twice its size.
+                    while !bytes.is_empty() {
+                        let take = (self.chunk_size - buf.len()).min(bytes.len());
+                        buf.extend_from_slice(&bytes.split_to(take));
+                        if buf.len() == self.chunk_size {
+                            let next = self.chunk_buffer(planned, offset - bytes.len() as u64);
+                            let chunk = std::mem::replace(&mut buf, next).freeze();
+                            tx.send(Chunk::Data(chunk)).await.map_err(|_| PumpError::ReceiverGone)?;
+                        }
                     }
                 }
                 Some(Err(e)) => stream = self.resume(planned, source, offset, &mut resumes, e).await?,
