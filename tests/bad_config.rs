@@ -108,20 +108,27 @@ async fn unreachable_drive_fails_after_bounded_retries_with_state_intact() {
     assert_eq!(v["files"].as_u64(), Some(expected_files(&env.tree().await).len() as u64));
 }
 
-/// A Drive that accepts connections and never answers: every call times out (`[source] timeout`), is
-/// retried a bounded number of times, and the run ends with exit 1 and a message naming the time-out
-/// instead of hanging for ever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drive_that_never_answers_ends_the_run_naming_the_timeout() {
-    let env = TestEnv::start(small_corpus(false)).await;
+/// A server on loopback that accepts connections and never answers; abort the task to stop it.
+async fn silent_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_url = format!("http://{}/", silent.local_addr().unwrap());
+    let addr = silent.local_addr().unwrap();
     let held = tokio::spawn(async move {
         let mut open = Vec::new();
         while let Ok((socket, _)) = silent.accept().await {
             open.push(socket); // accepted, never answered
         }
     });
+    (addr, held)
+}
+
+/// A Drive that accepts connections and never answers: every call times out (`[source] timeout`), is
+/// retried a bounded number of times, and the run ends with exit 1 and a message naming the time-out
+/// instead of hanging for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drive_that_never_answers_ends_the_run_naming_the_timeout() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let (addr, held) = silent_server().await;
+    let silent_url = format!("http://{addr}/");
     let config = env.config("silent", &env.local_dest("mirror"), "");
     let text_cfg = std::fs::read_to_string(&config)
         .unwrap()
@@ -142,14 +149,8 @@ async fn a_drive_that_never_answers_ends_the_run_naming_the_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_that_never_answers_ends_the_run_naming_the_timeout() {
     let env = TestEnv::start(small_corpus(false)).await;
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", silent.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            open.push(socket); // accepted, never answered
-        }
-    });
+    let (addr, held) = silent_server().await;
+    let endpoint = format!("http://{addr}");
     let dest = Dest::S3 { endpoint, bucket: "silent".into(), prefix: "p".into() };
     let config = env.config("silent-dest", &dest, "dest.timeout = \"300ms\"");
     let text_cfg = std::fs::read_to_string(&config).unwrap().replace("max_attempts = 6", "max_attempts = 2");
