@@ -18,6 +18,7 @@ pub mod progress;
 pub mod retry;
 pub mod stages;
 pub mod state;
+pub mod verify;
 
 /// Installs aws-lc-rs as the process-wide rustls provider (several crates here use rustls; without one
 /// chosen explicitly rustls panics at the first TLS handshake). Safe to call many times.

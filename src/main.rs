@@ -29,15 +29,17 @@ const EXIT_DEAD_LETTERED: u8 = 3;
 const EXIT_USAGE: u8 = 2;
 /// Exit code: the run failed (Drive or destination unreachable, store error, stage failing too often).
 const EXIT_FAILED: u8 = 1;
+/// Exit code: `verify` found differences between the mirror and Drive.
+const EXIT_DIFFERENCES: u8 = 4;
 /// Exit code: `run --once` was stopped by SIGINT/SIGTERM before it finished (state kept; run again).
-const EXIT_INTERRUPTED: u8 = 4;
+const EXIT_INTERRUPTED: u8 = 5;
 
 #[derive(Parser)]
 #[command(
     name = "mirrorflow",
     version,
     about = "Keep a one-way mirror of Google Drive in object storage (S3, Supabase, GCS, Azure, a local folder).",
-    after_help = "EXIT CODES:\n  0  done: every file mirrored or skipped\n  1  the run failed (Drive or destination unreachable after retries, state store error)\n  2  bad usage or configuration\n  3  some files could not be mirrored; they are in the dead-letter store (mirrorflow dlq list)\n  4  run --once was interrupted (SIGINT/SIGTERM) before it finished; state is kept and the next run resumes\n     (continuous mode stops on a signal as its normal end: 0, or 3)\n\nQUICK START (offline, against the bundled Drive emulator):\n  bash scripts/quickstart.sh"
+    after_help = "EXIT CODES:\n  0  done: every file mirrored or skipped\n  1  the run failed (Drive or destination unreachable after retries, state store error)\n  2  bad usage or configuration\n  3  some files could not be mirrored; they are in the dead-letter store (mirrorflow dlq list)\n  4  verify found differences between the mirror and Drive (missing, mismatched or extra objects)\n  5  run --once was interrupted (SIGINT/SIGTERM) before it finished; state is kept and the next run resumes\n     (continuous mode stops on a signal as its normal end: 0, or 3)\n\nQUICK START (offline, against the bundled Drive emulator):\n  bash scripts/quickstart.sh"
 )]
 struct Cli {
     /// Log as JSON lines instead of text.
@@ -54,6 +56,29 @@ enum Command {
         /// Do the initial sync (or catch up from the saved checkpoint) and exit.
         #[arg(long)]
         once: bool,
+        /// Hide the progress line.
+        #[arg(long)]
+        quiet: bool,
+        /// The pipeline configuration.
+        config: PathBuf,
+    },
+    /// Compare the mirror with Drive, key by key: missing, mismatched and extra objects.
+    ///
+    /// Lists every drive in scope from Drive and every object under the destination's prefix. Sizes are
+    /// compared, and md5s where the destination tells them without reading (an S3 single-part ETag,
+    /// the `drive-md5` metadata); --checksum reads and hashes every object. Exit 0 when the mirror
+    /// equals Drive, 4 when it does not.
+    Verify {
+        /// Read and hash every object (finds same-size corruption on any destination).
+        #[arg(long)]
+        checksum: bool,
+        /// Fetch missing and mismatched files again, remove extras per `deletes`, then verify again
+        /// (exit 0 when equal, 3 when some files were dead-lettered).
+        #[arg(long)]
+        repair: bool,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
         /// Hide the progress line.
         #[arg(long)]
         quiet: bool,
@@ -179,6 +204,9 @@ async fn dispatch(cmd: Command) -> ExitCode {
     let r = match cmd {
         Command::Run { once, quiet, config } => return run(&config, once, quiet).await,
         Command::Validate { config } => return validate(&config),
+        Command::Verify { checksum, repair, json, quiet, config } => {
+            return verify(&config, VerifyArgs { checksum, repair, json, quiet }).await;
+        }
         Command::Status { json, config } => status(&config, json),
         Command::Dlq { action: DlqAction::List { json, config } } => dlq_list(&config, json),
         Command::Dlq { action: DlqAction::Retry { config, ids } } => dlq_retry(&config, ids),
@@ -257,6 +285,68 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         }
+    }
+}
+
+/// `verify`'s flags.
+struct VerifyArgs {
+    checksum: bool,
+    repair: bool,
+    json: bool,
+    quiet: bool,
+}
+
+async fn verify(path: &std::path::Path, a: VerifyArgs) -> ExitCode {
+    use mirrorflow::verify::{self as v, VerifyOptions};
+    let cfg = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let opts = VerifyOptions {
+        checksum: a.checksum,
+        progress: !a.quiet && !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let failed = |e: v::VerifyError| {
+        err_line!("error: {e}");
+        ExitCode::from(if e.is_usage() { EXIT_USAGE } else { EXIT_FAILED })
+    };
+    let found = match v::verify(&cfg, &opts).await {
+        Ok(r) => r,
+        Err(e) => return failed(e),
+    };
+    if !a.repair || found.equal() {
+        return print_verify(&found, a.json, 0);
+    }
+    if !a.json {
+        let _ = found.write_human(&mut std::io::stdout());
+        out_line!("repairing…");
+    }
+    match v::repair(&cfg, &found, &opts).await {
+        Ok(r) => {
+            if !a.json && r.extras_removed > 0 {
+                out_line!("{} extra object(s) removed per `deletes`", r.extras_removed);
+            }
+            print_verify(&r.after, a.json, r.dead_lettered)
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// Prints a verify report; the exit code says whether the mirror equals Drive.
+fn print_verify(report: &mirrorflow::verify::Report, json: bool, dead_lettered: usize) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let written = if json { report.write_json(&mut out) } else { report.write_human(&mut out) };
+    if let Err(e) = written {
+        err_line!("error: {e}");
+        return ExitCode::from(EXIT_FAILED);
+    }
+    match (report.equal(), dead_lettered) {
+        (true, _) => ExitCode::SUCCESS,
+        (false, n) if n > 0 => {
+            err_line!("{n} file(s) could not be mirrored (see `mirrorflow dlq list`)");
+            ExitCode::from(EXIT_DEAD_LETTERED)
+        }
+        (false, _) => ExitCode::from(EXIT_DIFFERENCES),
     }
 }
 

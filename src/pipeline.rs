@@ -203,7 +203,8 @@ where
 }
 
 /// What names one destination: its URL (bucket and prefix) and, for S3-compatible stores, the endpoint.
-fn destination_identity(d: &crate::config::DestinationConfig) -> String {
+/// How a state store names the destination it describes: URL and endpoint.
+pub fn destination_identity(d: &crate::config::DestinationConfig) -> String {
     let url = d.url.trim_end_matches('/');
     match &d.endpoint {
         Some(e) => format!("{url} at {}", e.trim_end_matches('/')),

@@ -68,7 +68,7 @@ async fn an_interrupted_once_run_says_so_and_the_next_run_finishes() {
     poll_until(|| count_files(&mirror) >= 3).await;
     let out = sigterm_and_wait(child).await;
     assert!(count_files(&mirror) < expected_files(&env.tree().await).len(), "the run was to be stopped part-way");
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"), "{}", text(&out));
     env.control("faults", serde_json::json!({})).await;
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;

@@ -100,6 +100,17 @@ pub struct StoredContent {
     pub md5: Option<String>,
 }
 
+/// One object of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Its full key.
+    pub key: ObjectKey,
+    /// Its size.
+    pub size: u64,
+    /// md5 of its bytes, when the listing proves it (S3 single-part ETag).
+    pub md5: Option<String>,
+}
+
 /// Metadata key under which the upload records Drive's md5.
 const MD5_METADATA: &str = "drive-md5";
 
@@ -522,6 +533,49 @@ impl Destination {
         self.store
             .list(Some(&Path::from(self.key(relative).as_str())))
             .map(move |m| m.map(|m| ObjectKey(m.location.to_string())).map_err(list_err.clone()))
+    }
+
+    /// Every object under the prefix with its size, and its md5 when the listing tells it (an S3
+    /// single-part ETag is the md5 of the bytes), as a stream: `verify` compares a million objects in
+    /// bounded memory.
+    pub fn list_objects(&self) -> impl futures::Stream<Item = Result<ListedObject, DestError>> + '_ {
+        use futures::StreamExt;
+        let prefix = if self.prefix.is_empty() { None } else { Some(Path::from(self.prefix.as_str())) };
+        let list_err = |source| DestError::Store { op: "list", key: self.prefix.clone(), source };
+        self.store.list(prefix.as_ref()).map(move |m| {
+            let m = m.map_err(list_err)?;
+            let md5 = m.e_tag.filter(|_| self.etag_is_md5).map(|t| t.trim_matches('"').to_ascii_lowercase());
+            let md5 = md5.filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()));
+            Ok(ListedObject { key: ObjectKey(m.location.to_string()), size: m.size, md5 })
+        })
+    }
+
+    /// True when objects carry the `drive-md5` metadata written at upload (not on a local folder).
+    pub fn keeps_metadata(&self) -> bool {
+        self.supports_metadata
+    }
+
+    /// Reads the object at `key` and hashes it: its md5 and length, or `None` if it is gone. Memory
+    /// holds one piece of the body at a time.
+    pub async fn content_md5(&self, key: &ObjectKey) -> Result<Option<(String, u64)>, DestError> {
+        use futures::StreamExt;
+        let path = Self::path(key)?;
+        let store_err = |source| DestError::Store { op: "get", key: key.0.clone(), source };
+        self.guarded(async {
+            let got = match self.store.get(&path).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(source) => return Err(store_err(source)),
+            };
+            let mut hasher = crate::hashing::ContentHasher::new(crate::hashing::Digests::Md5);
+            let mut body = got.into_stream();
+            while let Some(piece) = body.next().await {
+                hasher.update(&piece.map_err(store_err)?);
+            }
+            let len = hasher.len();
+            Ok(Some((hasher.finish().md5, len)))
+        })
+        .await
     }
 
     /// Every key under the prefix (for tests and `verify`).

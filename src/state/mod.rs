@@ -27,6 +27,13 @@ pub enum StoreError {
     Task(String),
 }
 
+impl StoreError {
+    /// True when another process (a running pipeline) holds the store.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, StoreError::Fjall(fjall::Error::Locked))
+    }
+}
+
 /// Where the change-feed is, saved under the checkpoint rule.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -417,6 +424,33 @@ impl Store {
         self.dlq.iter().map(|g| codec::decode(&g.value()?)).collect()
     }
 
+    /// The dead-letter entry of one file.
+    pub fn dead_letter(&self, id: &FileId) -> Result<Option<DeadLetter>, StoreError> {
+        self.dlq.get(id.as_str())?.map(|v| codec::decode(&v)).transpose()
+    }
+
+    /// Makes the next run fetch these files from Drive again, whatever their records say: `verify
+    /// --repair` found their objects missing or wrong. Each record keeps its key (and so its claim)
+    /// but forgets the version and checksums it proved, so the planner cannot skip the file as
+    /// unchanged or copy from the bad object; the dead letter goes, and a refresh request is recorded.
+    /// Synced, in batches of 10,000.
+    pub fn refetch(&self, ids: &[FileId]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(10_000) {
+            let mut b = self.db.batch().durability(Some(PersistMode::SyncData));
+            for id in chunk {
+                if let Some(mut r) = self.file(id)? {
+                    (r.version, r.md5, r.sha256) = (0, None, None);
+                    b.insert(&self.files, id.as_str(), codec::encode(&r)?);
+                }
+                b.remove(&self.dlq, id.as_str());
+                let request = codec::encode(&Refresh::File(id.clone()))?;
+                b.insert(&self.refresh, request, codec::encode(&rand::random::<u64>())?);
+            }
+            b.commit()?;
+        }
+        Ok(())
+    }
+
     /// Removes files from the dead-letter store (before a retry); all of them when `ids` is empty.
     pub fn clear_dead_letters(&self, ids: &[FileId]) -> Result<usize, StoreError> {
         let targets: Vec<FileId> =
@@ -687,6 +721,11 @@ impl Store {
                 Ok(None)
             }
         }
+    }
+
+    /// The destination this state describes, if one was recorded (read-only: `verify`).
+    pub fn bound_destination(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.checkpoints.get(DESTINATION_KEY)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Starts adopting: this state is empty but the destination is not. Until the first full listing

@@ -1,0 +1,491 @@
+//! `mirrorflow verify`: proves the mirror equals Drive, and repairs it when it does not.
+//!
+//! The file set comes from Drive (`files.list` of every drive in scope), never from the state store;
+//! the store only says which key a file holds when the planner's rules leave a choice (a duplicate
+//! name's ` (fileId)`) and the recorded size and md5 of an export. The destination is listed under
+//! the prefix, and the two sides meet in a throwaway on-disk table ([`spill`]), so memory stays
+//! bounded whatever the number of files.
+
+pub mod expect;
+mod report;
+pub mod spill;
+
+pub use report::Report;
+
+use crate::config::Config;
+use crate::dest::{DestError, Destination, ListedObject, keys};
+use crate::drive::{Corpus, DriveClient, DriveError};
+use crate::model::{DriveFile, FileId, ObjectKey};
+use crate::pipeline::{self, PipelineError, RunOptions};
+use crate::state::{Store, StoreError};
+use expect::{Claims, FolderTree, KeyRules, Records};
+use spill::{Expected, Spill};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Why `verify` could not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Drive could not be listed.
+    #[error("{0}")]
+    Drive(#[from] DriveError),
+    /// The destination could not be listed or read.
+    #[error("{0}")]
+    Dest(#[from] DestError),
+    /// The state store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// A running pipeline holds the state store.
+    #[error(
+        "the state in {0} is in use by a running pipeline: stop it first (a running pipeline repairs with [verify] every)"
+    )]
+    Locked(String),
+    /// The state describes another destination.
+    #[error("the state in {state} belongs to destination {recorded:?}, but the configuration names {configured:?}")]
+    OtherDestination {
+        /// `[state] dir`.
+        state: String,
+        /// The destination the store describes.
+        recorded: String,
+        /// The destination the configuration names.
+        configured: String,
+    },
+    /// The scope could not be resolved.
+    #[error("{0}")]
+    Scope(String),
+    /// The working files could not be written.
+    #[error("verify's working files: {0}")]
+    Spill(String),
+    /// No key rule applies (a thousand files of one name).
+    #[error("{0}")]
+    NoKey(String),
+    /// The repair's pipeline run failed.
+    #[error("repair: {0}")]
+    Repair(Box<PipelineError>),
+}
+
+impl VerifyError {
+    fn spill(e: impl std::fmt::Display) -> Self {
+        VerifyError::Spill(e.to_string())
+    }
+
+    /// True for problems of usage or configuration (exit 2), not of the run.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, VerifyError::Locked(_) | VerifyError::OtherDestination { .. } | VerifyError::Scope(_))
+    }
+}
+
+impl From<PipelineError> for VerifyError {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Drive(e) => VerifyError::Drive(e),
+            PipelineError::Dest(e) => VerifyError::Dest(e),
+            PipelineError::Store(e) => VerifyError::Store(e),
+            PipelineError::Scope(s) => VerifyError::Scope(format!("source.drives: {s}")),
+            other => VerifyError::Repair(Box::new(other)),
+        }
+    }
+}
+
+/// How to verify.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Read and hash every object (finds same-size corruption on any store).
+    pub checksum: bool,
+    /// Print a progress line on stderr.
+    pub progress: bool,
+}
+
+/// Objects compared or hashed at once.
+const OBJECT_CONCURRENCY: usize = 8;
+
+/// Dead-letter reasons that mean Drive will not hand the file over until it changes: such a file is
+/// skipped, not missing.
+const PERMANENT_REASONS: &[&str] = &[
+    "cannotDownloadAbusiveFile",
+    "fileNotDownloadable",
+    "fileNotExportable",
+    "exportSizeLimitExceeded",
+    "fileTooLarge",
+];
+
+/// Counters shown on the progress line.
+#[derive(Default)]
+struct Counters {
+    listed: AtomicU64,
+    compared: AtomicU64,
+    hashed: AtomicU64,
+}
+
+/// Verifies the mirror `cfg` describes: Drive against the destination, key by key.
+pub async fn verify(cfg: &Config, opts: &VerifyOptions) -> Result<Report, VerifyError> {
+    crate::install_crypto_provider();
+    let store = open_store(cfg)?;
+    let dest = Destination::from_config(&cfg.destination, &cfg.retry)?;
+    let drive = pipeline::drive_client(cfg).await?;
+    let scope = pipeline::discover_scope(cfg, &drive).await?;
+    let counters = Arc::new(Counters::default());
+    let ticker = opts.progress.then(|| spawn_progress(counters.clone()));
+    let rules = KeyRules { prefix: dest.prefix().to_string(), mode: dest.key_mode };
+    let mut pass = Pass {
+        cfg,
+        store: store.as_ref(),
+        spill: Spill::new()?,
+        rules,
+        tree: FolderTree::new(scope.my_drive_root.clone(), scope.shared.clone()),
+        counters: counters.clone(),
+        checked: 0,
+    };
+    let mut corpora: Vec<Corpus> = scope.shared.keys().cloned().map(Corpus::SharedDrive).collect();
+    if scope.my_drive_root.is_some() {
+        corpora.insert(0, Corpus::MyDrive);
+    }
+    let result = pass.run(&drive, &dest, &corpora, opts.checksum).await;
+    if let Some(t) = ticker {
+        t.abort();
+        eprint!("\r\x1b[2K");
+    }
+    result?;
+    let Pass { spill, rules, checked, .. } = pass;
+    Report::new(spill, rules, checked, counters.hashed.load(Ordering::Relaxed))
+}
+
+/// Opens the state store to read records and claims, without creating one; a running pipeline's
+/// lock is a clear error, not a wait.
+fn open_store(cfg: &Config) -> Result<Option<Store>, VerifyError> {
+    let dir = &cfg.state.dir;
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let store = Store::open(dir).map_err(|e| {
+        if e.is_locked() { VerifyError::Locked(dir.display().to_string()) } else { VerifyError::Store(e) }
+    })?;
+    let configured = pipeline::destination_identity(&cfg.destination);
+    match store.bound_destination()? {
+        Some(recorded) if recorded != configured => {
+            Err(VerifyError::OtherDestination { state: dir.display().to_string(), recorded, configured })
+        }
+        _ => Ok(Some(store)),
+    }
+}
+
+/// One reconcile: the Drive side into the spill, then the destination against it.
+struct Pass<'a> {
+    cfg: &'a Config,
+    store: Option<&'a Store>,
+    spill: Spill,
+    rules: KeyRules,
+    tree: FolderTree,
+    counters: Arc<Counters>,
+    checked: u64,
+}
+
+/// Claims as the planner sees them at rest: the store's committed claims, then this pass's own.
+struct PassClaims<'a> {
+    store: Option<&'a Store>,
+    spill: &'a Spill,
+}
+
+impl Claims for PassClaims<'_> {
+    fn holder(&mut self, class: &str) -> Result<Option<FileId>, VerifyError> {
+        if let Some(store) = self.store
+            && let Some(holder) = store.claim_holder(class)?
+        {
+            return Ok(Some(holder));
+        }
+        self.spill.class_holder(class)
+    }
+
+    fn take(&mut self, class: &str, id: &FileId) -> Result<(), VerifyError> {
+        if let Some(store) = self.store
+            && store.claim_holder(class)?.is_some()
+        {
+            return Ok(());
+        }
+        self.spill.take_class(class, id)
+    }
+}
+
+/// Recorded keys of files and folders.
+struct StoreRecords<'a>(Option<&'a Store>);
+
+impl Records for StoreRecords<'_> {
+    fn recorded_key(&mut self, id: &FileId) -> Result<Option<ObjectKey>, VerifyError> {
+        let Some(store) = self.0 else { return Ok(None) };
+        if let Some(f) = store.file(id)? {
+            return Ok(Some(f.key));
+        }
+        Ok(store.folder(id)?.map(|f| f.key))
+    }
+}
+
+impl Pass<'_> {
+    async fn run(
+        &mut self,
+        drive: &DriveClient,
+        dest: &Destination,
+        corpora: &[Corpus],
+        checksum: bool,
+    ) -> Result<(), VerifyError> {
+        for corpus in corpora {
+            self.list_folders(drive, corpus).await?;
+        }
+        for corpus in corpora {
+            self.list_files(drive, corpus).await?;
+        }
+        self.compare_objects(dest, checksum).await?;
+        self.spill.settle_missing()
+    }
+
+    async fn list_folders(&mut self, drive: &DriveClient, corpus: &Corpus) -> Result<(), VerifyError> {
+        let mut token: Option<String> = None;
+        loop {
+            let page = drive.list_page(corpus, true, token.as_deref()).await?;
+            page.files.iter().for_each(|f| self.tree.add(f));
+            match page.next_page_token {
+                Some(t) => token = Some(t),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    async fn list_files(&mut self, drive: &DriveClient, corpus: &Corpus) -> Result<(), VerifyError> {
+        let mut token: Option<String> = None;
+        loop {
+            let page = drive.list_page(corpus, false, token.as_deref()).await?;
+            for f in page.files.into_iter().filter(|f| !f.is_folder() && !f.trashed) {
+                self.counters.listed.fetch_add(1, Ordering::Relaxed);
+                self.expect_file(f)?;
+            }
+            match page.next_page_token {
+                Some(t) => token = Some(t),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Records what the mirror must hold for one listed file, or why it holds nothing.
+    fn expect_file(&mut self, f: DriveFile) -> Result<(), VerifyError> {
+        let Some(parent) = f.parents.first() else { return Ok(()) };
+        let mut claims = PassClaims { store: self.store, spill: &self.spill };
+        let mut records = StoreRecords(self.store);
+        let Some(parent_key) =
+            self.tree.parent_key(&self.rules, &mut claims, &mut records, parent, f.drive_id.as_ref())?
+        else {
+            return Ok(());
+        };
+        if f.is_shortcut() {
+            return self.spill.skip(&f.id, &f.name, "shortcut (recorded, not followed)");
+        }
+        let ext = match f.is_google_doc() {
+            true => match self.cfg.source.export.format_for(&f.mime_type) {
+                Some(format) => Some(format.ext),
+                None => return self.spill.skip(&f.id, &f.name, "noExport: Google has no export for this type"),
+            },
+            false => None,
+        };
+        let record = match self.store {
+            Some(s) => s.file(&f.id)?,
+            None => None,
+        };
+        let key =
+            self.rules.key_in(&mut claims, &f.id, &parent_key, (&f.name, ext), record.as_ref().map(|r| &r.key))?;
+        let dead_letter = match self.store {
+            Some(s) => s.dead_letter(&f.id)?,
+            None => None,
+        };
+        let expected =
+            self.expected(&f, record.as_ref(), dead_letter.map(|d| format!("{}: {}", d.reason, d.last_error)));
+        self.checked += 1;
+        self.spill.expect(self.rules.relative(&key), &expected)
+    }
+
+    /// Size, md5 and skip reason of one file: Drive's for binary content, the recorded export's for a
+    /// Google file (Drive has neither for it).
+    fn expected(
+        &self,
+        f: &DriveFile,
+        record: Option<&crate::model::FileRecord>,
+        dead_letter: Option<String>,
+    ) -> Expected {
+        let (size, md5, stale) = match (f.is_google_doc(), record) {
+            (false, _) => (f.size, f.md5.clone(), None),
+            (true, Some(r)) if r.version == f.version => (Some(r.size), r.md5.clone(), None),
+            (true, Some(r)) => {
+                (None, None, Some(format!("export out of date: Drive version {}, mirrored {}", f.version, r.version)))
+            }
+            (true, None) => (None, None, None),
+        };
+        let too_large = match (self.cfg.source.max_file_size, f.size) {
+            (Some(max), Some(size)) if size > max.0 => {
+                Some(format!("fileTooLarge: {size} bytes is over max_file_size"))
+            }
+            _ => None,
+        };
+        let disabled = (!f.can_download).then(|| "fileNotDownloadable: the owner disabled downloads".to_string());
+        let permanent = dead_letter.clone().filter(|d| PERMANENT_REASONS.iter().any(|r| d.starts_with(r)));
+        Expected {
+            file_id: f.id.clone(),
+            name: f.name.clone(),
+            size,
+            md5: md5.map(|m| m.to_ascii_lowercase()),
+            stale,
+            skip_if_missing: permanent.or(too_large).or(disabled),
+            dead_letter,
+        }
+    }
+
+    /// Lists the destination and checks every object against what Drive says it must hold.
+    async fn compare_objects(&mut self, dest: &Destination, checksum: bool) -> Result<(), VerifyError> {
+        use futures::TryStreamExt;
+        let (spill, rules, counters) = (&self.spill, &self.rules, &self.counters);
+        dest.list_objects()
+            .map_err(VerifyError::from)
+            .map_ok(|obj| async move {
+                let rel = rules.relative(obj.key.as_str()).to_string();
+                if is_reserved(&rel) {
+                    return Ok(());
+                }
+                counters.compared.fetch_add(1, Ordering::Relaxed);
+                let Some(expected) = spill.take_expected(&rel)? else { return spill.extra(&rel) };
+                if let Some(reason) = compare(dest, &obj, &expected, checksum, counters).await? {
+                    spill.mismatch(&rel, Some(&expected.file_id), reason)?;
+                }
+                Ok(())
+            })
+            .try_buffer_unordered(OBJECT_CONCURRENCY)
+            .try_collect::<()>()
+            .await
+    }
+}
+
+/// Keys under the prefix that are the mirror's own, not Drive's: the trash and kept versions.
+fn is_reserved(rel: &str) -> bool {
+    [".trash", ".versions"].iter().any(|r| rel == *r || rel.strip_prefix(r).is_some_and(|t| t.starts_with('/')))
+}
+
+/// Why `obj` does not hold what `expected` says, if it does not.
+async fn compare(
+    dest: &Destination,
+    obj: &ListedObject,
+    expected: &Expected,
+    checksum: bool,
+    counters: &Counters,
+) -> Result<Option<String>, VerifyError> {
+    if let Some(size) = expected.size
+        && size != obj.size
+    {
+        return Ok(Some(format!("size {} bytes, Drive has {size}", obj.size)));
+    }
+    if let Some(why) = &expected.stale {
+        return Ok(Some(why.clone()));
+    }
+    let Some(want) = &expected.md5 else { return Ok(None) };
+    let got = if checksum {
+        match dest.content_md5(&obj.key).await? {
+            Some((md5, len)) => {
+                counters.hashed.fetch_add(len, Ordering::Relaxed);
+                Some(md5)
+            }
+            None => return Ok(Some("removed while verify read it".into())),
+        }
+    } else if obj.md5.is_some() {
+        obj.md5.clone()
+    } else if dest.keeps_metadata() {
+        dest.stored_content(&obj.key).await?.and_then(|c| c.md5)
+    } else {
+        None
+    };
+    Ok(got.filter(|g| !g.eq_ignore_ascii_case(want)).map(|g| format!("md5 {g}, Drive has {want}")))
+}
+
+fn spawn_progress(counters: Arc<Counters>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let start = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (listed, compared, hashed) = (
+                counters.listed.load(Ordering::Relaxed),
+                counters.compared.load(Ordering::Relaxed),
+                counters.hashed.load(Ordering::Relaxed),
+            );
+            let secs = start.elapsed().as_secs_f64().max(1.0);
+            let rate = (listed + compared) as f64 / secs;
+            eprint!(
+                "\r\x1b[2Kverify: {listed} Drive files listed, {compared} objects compared, {:.1} MiB hashed, {rate:.0} items/s",
+                hashed as f64 / (1 << 20) as f64
+            );
+        }
+    })
+}
+
+/// What `--repair` did.
+#[derive(Debug)]
+pub struct Repair {
+    /// The verify after the repair.
+    pub after: Report,
+    /// Files the repair's run dead-lettered.
+    pub dead_lettered: usize,
+    /// Extra objects removed (or trashed) because no file maps to them.
+    pub extras_removed: usize,
+}
+
+/// Files fetched again per store batch.
+const REFETCH_BATCH: usize = 10_000;
+
+/// Repairs what `found` lists: every missing or mismatched file is fetched from Drive again by a
+/// pipeline run (`Store::refetch` + `run --once`, so the store records what was written), the file
+/// whose record still holds an extra object's key is asked about too (gone from Drive → its object is
+/// removed per `deletes`), and extras that nothing holds are removed per `deletes`. Then verifies again.
+pub async fn repair(cfg: &Config, found: &Report, opts: &VerifyOptions) -> Result<Repair, VerifyError> {
+    if let Some(store) = open_store(cfg)? {
+        let mut batch = Vec::with_capacity(REFETCH_BATCH);
+        for id in found.differing_files() {
+            batch.push(id?);
+            if batch.len() == REFETCH_BATCH {
+                store.refetch(&std::mem::take(&mut batch))?;
+            }
+        }
+        for key in found.extra_keys()? {
+            if let Some(holder) = store.claim_holder(&keys::collision_class(&found.full_key(&key)))? {
+                batch.push(holder);
+            }
+        }
+        store.refetch(&batch)?;
+    }
+    let summary = pipeline::run(cfg, RunOptions { once: true, progress: opts.progress }).await?;
+    let mut after = verify(cfg, opts).await?;
+    let removed = remove_unheld_extras(cfg, &after).await?;
+    if removed > 0 {
+        after = verify(cfg, opts).await?;
+    }
+    Ok(Repair { after, dead_lettered: summary.dead_letters.len(), extras_removed: removed })
+}
+
+/// Removes (per `deletes`) the extra objects no record holds: nothing in Drive maps to them and no
+/// run will. With `deletes = "keep"` nothing is removed.
+async fn remove_unheld_extras(cfg: &Config, report: &Report) -> Result<usize, VerifyError> {
+    if cfg.destination.deletes == crate::config::DeletePolicy::Keep {
+        return Ok(0);
+    }
+    let extras = report.extra_keys()?;
+    if extras.is_empty() {
+        return Ok(0);
+    }
+    let dest = Destination::from_config(&cfg.destination, &cfg.retry)?;
+    let store = open_store(cfg)?;
+    let mut removed = 0;
+    for key in extras {
+        let full = report.full_key(&key);
+        let held = match &store {
+            Some(s) => s.claim_holder(&keys::collision_class(&full))?.is_some(),
+            None => false,
+        };
+        if !held {
+            dest.remove(&ObjectKey(full)).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
