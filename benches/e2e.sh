@@ -17,6 +17,8 @@
 #                8 × (4 + 1) × 32 MiB = 1.25 GiB of part buffers); needs s3s-fs
 #   listing200k  200,000 zero-byte files → local folder (peak RSS ≤ 512 MiB), then a --once re-run with
 #                no change in Drive: counts the changes.list requests it makes (target 1)
+#   verify100k   100,000 files × 1,024 bytes → local folder, then `mirrorflow verify` and
+#                `verify --checksum` of that mirror (time and peak RSS; memory must not grow with the files)
 #
 # References (each measured in the same run, on the same emulator / S3 server)
 #   curl         `curl -H "Authorization: Bearer …" …/files/ID?alt=media | md5sum` (big files): the limit of
@@ -40,6 +42,7 @@
 #   EMU_PORT=18700 S3_PORT=18701   loopback ports
 #   WORK=/tmp/...      work folder (default: a fresh mktemp -d, removed at the end unless KEEP=1)
 #   NO_BUILD=1         skip `cargo build --release`
+#   MIRRORFLOW_BIN=…   measure this binary instead of target/release/mirrorflow
 #
 # Everything listens on 127.0.0.1 only; everything started here is stopped on exit (trap).
 set -euo pipefail
@@ -49,8 +52,8 @@ ROOT_DIR=$PWD
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(small big1g)
 for s in "${SCENARIOS[@]}"; do
-    case $s in small | big1g | big8g | budget | listing200k) ;; *)
-        echo "unknown scenario $s (small big1g big8g budget listing200k)" >&2
+    case $s in small | big1g | big8g | budget | listing200k | verify100k) ;; *)
+        echo "unknown scenario $s (small big1g big8g budget listing200k verify100k)" >&2
         exit 2
         ;;
     esac
@@ -66,7 +69,7 @@ EMU=http://127.0.0.1:$EMU_PORT
 S3=http://127.0.0.1:$S3_PORT
 S3_KEY=benchkey
 S3_SECRET=benchsecret
-BIN=$ROOT_DIR/target/release/mirrorflow
+BIN=${MIRRORFLOW_BIN:-$ROOT_DIR/target/release/mirrorflow}
 
 # ---------------------------------------------------------------------------------------------- tools
 need_apt() { # command package
@@ -410,6 +413,26 @@ scenario_listing200k() {
         "changes.list requests: $lists (target 1), files.list: $flists"
     stop_emulator
     rm -rf "$WORK"/listing200k-*-dest "$WORK"/listing200k-*-state
+}
+
+scenario_verify100k() {
+    local n=100000 size=1024 secs rss code cpu
+    echo "== verify100k: $n files × $size bytes" | tee -a "$RESULTS"
+    start_emulator --folders 100 --depth 3
+    create_files "$n" "$size"
+    local cfg
+    cfg=$(local_config verify100k-local)
+    read -r secs rss code cpu < <(run_mirrorflow verify100k-local "$cfg")
+    check_exit verify100k-local "$code"
+    row verify100k "mirrorflow → local folder" "$n" $((n * size)) "$secs" "$rss" "$code" "$cpu"
+    read -r secs rss code cpu < <(timed verify100k-verify env MIRRORFLOW_LOG=mirrorflow=warn "$BIN" verify --quiet "$cfg")
+    check_exit verify100k-verify "$code"
+    row verify100k "verify (sizes)" "$n" 0 "$secs" "$rss" "$code" "$cpu"
+    read -r secs rss code cpu < <(timed verify100k-checksum env MIRRORFLOW_LOG=mirrorflow=warn "$BIN" verify --quiet --checksum "$cfg")
+    check_exit verify100k-checksum "$code"
+    row verify100k "verify --checksum" "$n" $((n * size)) "$secs" "$rss" "$code" "$cpu"
+    stop_emulator
+    rm -rf "$WORK"/verify100k-*-dest "$WORK"/verify100k-*-state
 }
 
 echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (CPU s = user + system time of the measured process)" | tee -a "$RESULTS"

@@ -51,7 +51,7 @@ async fn a_stage_failing_past_its_restart_budget_stops_the_run_with_state_intact
     assert_exact_mirror(&clean, &expected_files(&env.tree().await)).await;
 }
 
-/// `run --once` stopped by SIGTERM part-way exits with its own code (4), not "done", and the next run
+/// `run --once` stopped by SIGTERM part-way exits with its own code (5), not "done", and the next run
 /// resumes from the kept state to the exact mirror.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_once_run_says_so_and_the_next_run_finishes() {

@@ -1,0 +1,212 @@
+//! `mirrorflow verify`: the mirror compared with Drive, key by key, against the emulator and a real S3
+//! server (moto) or a local folder; `--checksum` finds same-size corruption; `--repair` puts it right.
+
+mod common;
+use bytes::Bytes;
+use common::*;
+use mirrorflow::dest::{Destination, ObjectMeta};
+use mirrorflow::model::{FileRecord, ObjectKey};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Runs `verify` with `flags` and returns its exit code and JSON report.
+async fn verify_json(config: &Path, flags: &[&str]) -> (Option<i32>, Value) {
+    let mut args = vec!["verify", "--json"];
+    args.extend_from_slice(flags);
+    args.push(config.to_str().unwrap());
+    let out = mirrorflow(&args).await;
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("JSON report: {e}\n{}", text(&out)));
+    (out.status.code(), report)
+}
+
+fn keys_of(report: &Value, kind: &str) -> BTreeSet<String> {
+    report[kind].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_string()).collect()
+}
+
+fn relative(dest: &Destination, key: &ObjectKey) -> String {
+    let p = dest.prefix();
+    if p.is_empty() { key.0.clone() } else { key.0.strip_prefix(&format!("{p}/")).unwrap().to_string() }
+}
+
+/// What the test did behind the pipeline's back, as keys relative to the prefix.
+struct Damage {
+    deleted: BTreeSet<String>,
+    truncated: BTreeSet<String>,
+    flipped: BTreeSet<String>,
+    extra: BTreeSet<String>,
+}
+
+/// Deletes 5 objects, truncates 3 (one a Google export), flips one byte in 2 (same size) and adds 3
+/// objects Drive does not have, two under folders Drive does not have.
+async fn damage(config: &Path) -> Damage {
+    let (_cfg, store, dest) = open(config);
+    let mut records: Vec<FileRecord> = Vec::new();
+    store.for_each_file(|r| records.push(r)).unwrap();
+    drop(store);
+    records.sort_by(|a, b| a.key.0.cmp(&b.key.0));
+    let (docs, binaries): (Vec<_>, Vec<_>) = records
+        .into_iter()
+        .filter(|r| r.size >= 2)
+        .partition(|r| r.mime_type.starts_with("application/vnd.google-apps."));
+    assert!(!docs.is_empty() && binaries.len() >= 9, "the corpus has exports and binaries");
+    let mut d = Damage {
+        deleted: BTreeSet::new(),
+        truncated: BTreeSet::new(),
+        flipped: BTreeSet::new(),
+        extra: BTreeSet::new(),
+    };
+    let meta = ObjectMeta::default();
+    for r in &binaries[0..5] {
+        dest.delete(&r.key).await.unwrap();
+        d.deleted.insert(relative(&dest, &r.key));
+    }
+    for r in [&docs[0], &binaries[5], &binaries[6]] {
+        let bytes = dest.get(&r.key).await.unwrap();
+        dest.put(&r.key, vec![bytes.slice(0..bytes.len() / 2)], &meta).await.unwrap();
+        d.truncated.insert(relative(&dest, &r.key));
+    }
+    for r in &binaries[7..9] {
+        let mut bytes = dest.get(&r.key).await.unwrap().to_vec();
+        bytes[0] ^= 0x20;
+        dest.put(&r.key, vec![Bytes::from(bytes)], &meta).await.unwrap();
+        d.flipped.insert(relative(&dest, &r.key));
+    }
+    for rel in ["stray.txt", "no-such-folder/deep/x.bin", "my-drive/not in drive.pdf"] {
+        dest.put(&dest.key(rel), vec![Bytes::from_static(b"not from drive")], &meta).await.unwrap();
+        d.extra.insert(rel.to_string());
+    }
+    d
+}
+
+/// The scenario on one destination. `etag_is_md5`: the store proves a single PUT's md5 in its
+/// listing (S3), so a flipped byte shows without `--checksum` there.
+async fn damaged_mirror_is_found_and_repaired(dest: Dest, etag_is_md5: bool) {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let config = env.config("verify", &dest, "");
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (code, clean) = verify_json(&config, &[]).await;
+    assert_eq!(code, Some(0), "a fresh mirror verifies equal: {clean}");
+    assert_eq!(clean["equal"], true);
+    let expected = expected_files(&env.tree().await);
+    assert_eq!(clean["checked"].as_u64(), Some(expected.len() as u64));
+
+    let d = damage(&config).await;
+    let mut mismatched: BTreeSet<String> = d.truncated.clone();
+    if etag_is_md5 {
+        mismatched.extend(d.flipped.iter().cloned());
+    }
+    let (code, found) = verify_json(&config, &[]).await;
+    assert_eq!(code, Some(4), "{found}");
+    assert_eq!(found["equal"], false);
+    assert_eq!(keys_of(&found, "missing"), d.deleted);
+    assert_eq!(keys_of(&found, "mismatched"), mismatched);
+    assert_eq!(keys_of(&found, "extra"), d.extra);
+
+    let (code, found) = verify_json(&config, &["--checksum"]).await;
+    assert_eq!(code, Some(4), "{found}");
+    let all: BTreeSet<String> = d.truncated.union(&d.flipped).cloned().collect();
+    assert_eq!(keys_of(&found, "missing"), d.deleted);
+    assert_eq!(keys_of(&found, "mismatched"), all, "--checksum finds the same-size corruption");
+    assert_eq!(keys_of(&found, "extra"), d.extra);
+    for m in found["mismatched"].as_array().unwrap() {
+        assert!(m["file_id"].is_string() && m["reason"].is_string(), "{m}");
+    }
+
+    let (code, repaired) = verify_json(&config, &["--checksum", "--repair"]).await;
+    assert_eq!(code, Some(0), "{repaired}");
+    assert_eq!(repaired["equal"], true);
+    let (code, again) = verify_json(&config, &["--checksum"]).await;
+    assert_eq!(code, Some(0), "{again}");
+    assert_exact_mirror(&config, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_local_mirror_is_found_and_repaired() {
+    let env_dir = tempfile::tempdir().unwrap();
+    damaged_mirror_is_found_and_repaired(Dest::Local(env_dir.path().join("mirror")), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_s3_mirror_is_found_and_repaired() {
+    let s3 = s3_server().await;
+    create_bucket(&s3.endpoint, "verify").await;
+    let dest = Dest::S3 { endpoint: s3.endpoint.clone(), bucket: "verify".into(), prefix: "m".into() };
+    damaged_mirror_is_found_and_repaired(dest, true).await;
+}
+
+/// Hostile names, duplicate names, Google exports and a shared drive verify equal in both key
+/// alphabets; the files Drive will not hand over are listed as skipped with their reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_mirror_of_the_hostile_corpus_verifies_equal() {
+    let s3 = s3_server().await;
+    create_bucket(&s3.endpoint, "hostile").await;
+    let env = TestEnv::start(small_corpus(true)).await;
+    let tree = env.tree().await;
+    let abusive: Vec<String> = tree.items.iter().filter(|i| i.abusive).map(|i| i.id.clone()).collect();
+    assert!(!abusive.is_empty());
+    let local = env.local_dest("mirror");
+    let supa = Dest::S3 { endpoint: s3.endpoint.clone(), bucket: "hostile".into(), prefix: "supa".into() };
+    for (name, dest, extra) in [("local", local, ""), ("supabase", supa, "dest.keys = \"supabase\"")] {
+        let config = env.config(name, &dest, extra);
+        let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+        assert_eq!(out.status.code(), Some(3), "the abusive file is dead-lettered: {}", text(&out));
+        let (code, report) = verify_json(&config, &[]).await;
+        assert_eq!(code, Some(0), "{name}: {report}");
+        assert_eq!(report["checked"].as_u64(), Some(expected_files(&tree).len() as u64 + abusive.len() as u64));
+        let skipped = report["skipped"].as_array().unwrap();
+        for id in &abusive {
+            let entry = skipped.iter().find(|s| s["file_id"] == id.as_str()).unwrap_or_else(|| panic!("{report}"));
+            assert!(entry["reason"].as_str().unwrap().starts_with("cannotDownloadAbusiveFile"), "{entry}");
+        }
+        let (code, report) = verify_json(&config, &["--checksum"]).await;
+        assert_eq!(code, Some(0), "{name} --checksum: {report}");
+    }
+}
+
+/// A rename and a deletion Drive made that the mirror has not followed yet are differences; the
+/// repair runs the pipeline, which follows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_not_yet_mirrored_are_differences_until_repaired() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let config = env.config("behind", &env.local_dest("mirror"), "");
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (_cfg, store, dest) = open(&config);
+    let mut records: Vec<FileRecord> = Vec::new();
+    store.for_each_file(|r| records.push(r)).unwrap();
+    drop(store);
+    records.retain(|r| r.md5.is_some());
+    records.sort_by(|a, b| a.key.0.cmp(&b.key.0));
+    let (renamed, deleted) = (&records[0], &records[1]);
+    let ops = serde_json::json!({"ops": [
+        {"op": "rename", "id": renamed.id.0, "name": "renamed by verify test.bin"},
+        {"op": "delete", "id": deleted.id.0},
+    ]});
+    env.control("mutate", ops).await;
+    let (code, found) = verify_json(&config, &[]).await;
+    assert_eq!(code, Some(4), "{found}");
+    let missing = keys_of(&found, "missing");
+    assert_eq!(missing.len(), 1, "{found}");
+    assert!(missing.iter().next().unwrap().ends_with("/renamed by verify test.bin"), "{found}");
+    let extra: BTreeSet<String> = [relative(&dest, &renamed.key), relative(&dest, &deleted.key)].into();
+    assert_eq!(keys_of(&found, "extra"), extra);
+    let (code, report) = verify_json(&config, &["--repair"]).await;
+    assert_eq!(code, Some(0), "{report}");
+    assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
+}
+
+/// A running pipeline holds the state: `verify` says so and exits 2 at once instead of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_beside_a_running_pipeline_says_so() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let config = env.config("busy", &env.local_dest("mirror"), "");
+    let child = spawn_continuous(&config);
+    let status = env.dir.path().join("busy-state").join("status.json");
+    poll_until(|| status.exists()).await;
+    let out = mirrorflow(&["verify", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("running pipeline"), "{}", text(&out));
+    sigterm_and_wait(child).await;
+}
