@@ -17,8 +17,9 @@
 #                8 × (4 + 1) × 32 MiB = 1.25 GiB of part buffers); needs s3s-fs
 #   listing200k  200,000 zero-byte files → local folder (peak RSS ≤ 512 MiB), then a --once re-run with
 #                no change in Drive: counts the changes.list requests it makes (target 1)
-#   verify100k   100,000 files × 1,024 bytes → local folder, then `mirrorflow verify` and
-#                `verify --checksum` of that mirror (time and peak RSS; memory must not grow with the files)
+#   verify100k   100,000 files × 1,024 bytes (VERIFY_FILES=N for another count) → local folder, then
+#                `mirrorflow verify` and `verify --checksum` of that mirror (time and peak RSS; memory must
+#                not grow with the number of files)
 #
 # References (each measured in the same run, on the same emulator / S3 server)
 #   curl         `curl -H "Authorization: Bearer …" …/files/ID?alt=media | md5sum` (big files): the limit of
@@ -416,7 +417,7 @@ scenario_listing200k() {
 }
 
 scenario_verify100k() {
-    local n=100000 size=1024 secs rss code cpu
+    local n=${VERIFY_FILES:-100000} size=1024 secs rss code cpu
     echo "== verify100k: $n files × $size bytes" | tee -a "$RESULTS"
     start_emulator --folders 100 --depth 3
     create_files "$n" "$size"

@@ -135,6 +135,9 @@ pub struct Config {
     /// Restart intensity of the supervisor.
     #[serde(default)]
     pub supervisor: SupervisorConfig,
+    /// The scheduled reconcile of a running pipeline.
+    #[serde(default)]
+    pub verify: VerifyConfig,
     /// Failure injection, for tests of the supervision tree only.
     #[serde(default)]
     pub testing: TestingConfig,
@@ -620,6 +623,18 @@ pub struct MetricsConfig {
     pub listen: Option<String>,
 }
 
+/// `[verify]`: a running pipeline compares the mirror with Drive on a schedule and repairs what
+/// differs (the same reconcile as `mirrorflow verify --repair`).
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// How often; off when absent. Each run waits until the pipeline is idle.
+    pub every: Option<HumanDuration>,
+    /// Read and hash every object, as `verify --checksum` does.
+    #[serde(default)]
+    pub checksum: bool,
+}
+
 /// `[supervisor]`.
 #[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(deny_unknown_fields)]
@@ -767,6 +782,11 @@ impl Config {
         }
         if self.rate_limit.drive_rps.is_nan() || self.rate_limit.drive_rps <= 0.0 {
             p.push("rate_limit.drive_rps: must be greater than 0".into());
+        }
+        if let Some(every) = &self.verify.every
+            && every.0 < Duration::from_secs(1)
+        {
+            p.push("verify.every: must be at least 1s (a verify lists the whole drive)".into());
         }
         if let Some(l) = &self.metrics.listen
             && l.parse::<std::net::SocketAddr>().is_err()

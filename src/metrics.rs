@@ -29,6 +29,11 @@ pub const CIRCUIT_STATE: &str = "mirrorflow_circuit_state";
 /// Times a remote's circuit breaker opened.
 pub const CIRCUIT_OPENINGS_TOTAL: &str = "mirrorflow_circuit_openings_total";
 
+/// Scheduled verifies (`[verify] every`) that ran to the end.
+pub const VERIFY_RUNS_TOTAL: &str = "mirrorflow_verify_runs_total";
+/// Gauge: differences the last scheduled verify found, by kind (missing, mismatched, extra).
+pub const VERIFY_DIFFERENCES: &str = "mirrorflow_verify_differences";
+
 /// Installs the Prometheus exporter on `listen`.
 pub fn install_exporter(listen: std::net::SocketAddr) -> Result<(), String> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -100,4 +105,12 @@ pub fn circuit_state(remote: &'static str, state: u8) {
 /// The circuit breaker of `remote` opened.
 pub fn circuit_opened(remote: &'static str) {
     counter!(CIRCUIT_OPENINGS_TOTAL, "remote" => remote).increment(1);
+}
+
+/// A scheduled verify ended with these differences.
+pub fn verify_run(missing: u64, mismatched: u64, extra: u64) {
+    counter!(VERIFY_RUNS_TOTAL).increment(1);
+    for (kind, n) in [("missing", missing), ("mismatched", mismatched), ("extra", extra)] {
+        gauge!(VERIFY_DIFFERENCES, "kind" => kind).set(n as f64);
+    }
 }

@@ -142,6 +142,9 @@ pub enum Origin {
     Change,
     /// A refresh the mirror asked for itself (`files.get`, or the listing of one folder's children).
     Refresh,
+    /// A repair `verify` asked for: the file is fetched and written again even if its record says the
+    /// mirror holds this version (the object was found missing or wrong).
+    Repair,
 }
 
 /// Work the mirror asks the feed to do because a change's side effects could not be completed from
@@ -154,6 +157,9 @@ pub enum Refresh {
     File(FileId),
     /// List this folder's children and plan each: the folder came (back) into the mirror.
     Children(FileId),
+    /// Fetch this file's metadata again and write its bytes whatever its record says: `verify` found
+    /// its object missing or not holding Drive's bytes.
+    Repair(FileId),
 }
 
 /// How the bytes of a file are fetched.

@@ -397,6 +397,27 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         .await
         .map_err(|e| PipelineError::Supervision(format!("pipeline failed to start: {e}")))?;
 
+    let verify_status = Arc::new(std::sync::Mutex::new(crate::verify::schedule::VerifyStatus::default()));
+    let scheduled_verify = match (cfg.verify.every, opts.once) {
+        (Some(every), false) => Some(
+            crate::verify::schedule::Schedule {
+                every: every.0,
+                checksum: cfg.verify.checksum,
+                store: store.clone(),
+                dest: dest.clone(),
+                drive: drive.clone(),
+                scope: scope.clone(),
+                export: cfg.source.export.clone(),
+                max_file_size: cfg.source.max_file_size.map(|b| b.0),
+                ledger: ledger.clone(),
+                wake: refresh_wake.clone(),
+                status: verify_status.clone(),
+            }
+            .spawn(),
+        ),
+        _ => None,
+    };
+    let live_verify = || cfg.verify.every.map(|_| verify_status.lock().unwrap_or_else(|p| p.into_inner()).clone());
     let mut sweep = adopting.then(|| tokio::spawn(crate::adopt::sweep_when_listed(store.clone(), dest.clone())));
     let mut interrupted = false;
     let mut ticker = tokio::time::interval(Duration::from_secs(2));
@@ -432,7 +453,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
                     }
                     last_summary = now;
                 }
-                write_live_status(&cfg.state.dir, &progress_rx.borrow(), ledger.files_in_flight(), true);
+                write_live_status(&cfg.state.dir, &progress_rx.borrow(), ledger.files_in_flight(), true, live_verify());
             }
             _ = &mut shutdown => {
                 tracing::info!("signal received: stopping the feed and draining");
@@ -446,6 +467,9 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         drain(&ledger, &commit, Duration::from_secs(30)).await;
     }
     depth_sampler.abort();
+    if let Some(task) = scheduled_verify {
+        task.abort();
+    }
     if let Some(task) = sweep {
         task.abort();
     }
@@ -457,7 +481,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     if opts.progress {
         let _ = writeln!(std::io::stderr());
     }
-    write_live_status(&cfg.state.dir, &progress_rx.borrow(), ledger.files_in_flight(), false);
+    write_live_status(&cfg.state.dir, &progress_rx.borrow(), ledger.files_in_flight(), false, live_verify());
     result?;
     if !interrupted || ledger.is_idle() {
         abort_recorded_uploads(&store, &dest, false).await?;
@@ -606,8 +630,15 @@ async fn drain(ledger: &Ledger, commit: &mpsc::Sender<CommitMsg>, limit: Duratio
 /// locked by the running process).
 pub const LIVE_STATUS_FILE: &str = "status.json";
 
-fn write_live_status(dir: &std::path::Path, p: &Progress, in_flight: usize, running: bool) {
+fn write_live_status(
+    dir: &std::path::Path,
+    p: &Progress,
+    in_flight: usize,
+    running: bool,
+    verify: Option<crate::verify::schedule::VerifyStatus>,
+) {
     let v = serde_json::json!({
+        "verify": verify,
         "running": running,
         "pid": std::process::id(),
         "updated_unix_ms": crate::state::unix_ms(),

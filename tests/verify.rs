@@ -210,3 +210,44 @@ async fn verify_beside_a_running_pipeline_says_so() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("running pipeline"), "{}", text(&out));
     sigterm_and_wait(child).await;
 }
+
+/// `[verify] every`: a running pipeline finds an object deleted behind its back and puts it back
+/// through the pipeline, then a later run finds the mirror clean; `status.json` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_verify_repairs_an_object_deleted_behind_the_pipelines_back() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let config = env.config("scheduled", &env.local_dest("mirror"), "[verify]\nevery = \"1s\"");
+    let expected = expected_files(&env.tree().await);
+    let mirror = env.dir.path().join("mirror");
+    let child = spawn_continuous(&config);
+    poll_until(|| count_files(&mirror) == expected.len()).await;
+    let status_file = env.dir.path().join("scheduled-state").join("status.json");
+    let verify_status = || -> Value {
+        std::fs::read(&status_file).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()).unwrap_or_default()
+            ["verify"]
+            .clone()
+    };
+    // Wait for a clean run first, so the deletion below is what the next run finds.
+    poll_until(|| verify_status()["last_clean_unix_ms"].is_u64()).await;
+    let victim = walk(&mirror).into_iter().find(|p| !p.to_string_lossy().contains("/.trash/")).unwrap();
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    let deleted_at = mirrorflow::state::unix_ms();
+    poll_until(|| std::fs::read(&victim).is_ok_and(|b| b == bytes)).await;
+    poll_until(|| verify_status()["last_clean_unix_ms"].as_u64().is_some_and(|t| t > deleted_at)).await;
+    let status = verify_status();
+    assert!(status["runs"].as_u64().unwrap() >= 2, "{status}");
+    let out = sigterm_and_wait(child).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exact_mirror(&config, &expected).await;
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out.sort();
+    out
+}

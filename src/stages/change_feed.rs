@@ -182,12 +182,13 @@ impl<S: ChangeSource> ChangeFeed<S> {
         };
         for (request, generation) in fresh {
             match &request {
-                Refresh::File(id) => {
+                Refresh::File(id) | Refresh::Repair(id) => {
                     let kind = match self.source.get_file(id).await.map_err(Self::drive_err)? {
                         Some(f) => ChangeKind::Upsert(f),
                         None => ChangeKind::Removed,
                     };
-                    self.emit(out, id.clone(), kind, Origin::Refresh).await?;
+                    let origin = if matches!(request, Refresh::Repair(_)) { Origin::Repair } else { Origin::Refresh };
+                    self.emit(out, id.clone(), kind, origin).await?;
                 }
                 Refresh::Children(folder) => {
                     let mut token: Option<String> = None;

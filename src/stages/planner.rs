@@ -406,7 +406,7 @@ impl<L: FolderLookup> Planner<L> {
             // A file-level change of a shared drive's root folder: the drive-level change decides.
             return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Unchanged))));
         }
-        if super::dedup::already_applied(&self.store, &event)? {
+        if event.origin != Origin::Repair && super::dedup::already_applied(&self.store, &event)? {
             crate::metrics::event("dedup", "unchanged");
             return Ok(Err(super::dedup::skipped(&event, SkipReason::Unchanged)));
         }
@@ -462,7 +462,9 @@ impl<L: FolderLookup> Planner<L> {
         let previous_key = existing.as_ref().map(|r| r.key.clone()).filter(|k| *k != key);
         // Binary content is the same when the md5 is. A Google Doc has no md5 and Drive bumps its version
         // and modifiedTime on renames too, so nothing proves an export unchanged: docs are exported again.
-        let same_content = existing.as_ref().is_some_and(|r| r.md5.is_some() && r.md5 == file.md5);
+        // A repair rewrites the bytes: the recorded object is what `verify` found missing or wrong.
+        let same_content =
+            event.origin != Origin::Repair && existing.as_ref().is_some_and(|r| r.md5.is_some() && r.md5 == file.md5);
         let kind = match (&existing, same_content) {
             (Some(r), true) => ActionKind::Copy { from: r.key.clone(), fallback: source.0 },
             _ => ActionKind::Upload { source: source.0 },

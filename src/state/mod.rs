@@ -429,21 +429,15 @@ impl Store {
         self.dlq.get(id.as_str())?.map(|v| codec::decode(&v)).transpose()
     }
 
-    /// Makes the next run fetch these files from Drive again, whatever their records say: `verify
-    /// --repair` found their objects missing or wrong. Each record keeps its key (and so its claim)
-    /// but forgets the version and checksums it proved, so the planner cannot skip the file as
-    /// unchanged or copy from the bad object; the dead letter goes, and a refresh request is recorded.
-    /// Synced, in batches of 10,000.
-    pub fn refetch(&self, ids: &[FileId]) -> Result<(), StoreError> {
+    /// Asks the feed to fetch these files from Drive again and write them whatever their records say
+    /// (`Refresh::Repair`): `verify` found their objects missing or wrong. Only refresh requests are
+    /// written, so this is safe beside a running pipeline: the records change when the repaired
+    /// outcomes commit, through the committer like any other. Synced, in batches of 10,000.
+    pub fn request_repair(&self, ids: &[FileId]) -> Result<(), StoreError> {
         for chunk in ids.chunks(10_000) {
             let mut b = self.db.batch().durability(Some(PersistMode::SyncData));
             for id in chunk {
-                if let Some(mut r) = self.file(id)? {
-                    (r.version, r.md5, r.sha256) = (0, None, None);
-                    b.insert(&self.files, id.as_str(), codec::encode(&r)?);
-                }
-                b.remove(&self.dlq, id.as_str());
-                let request = codec::encode(&Refresh::File(id.clone()))?;
+                let request = codec::encode(&Refresh::Repair(id.clone()))?;
                 b.insert(&self.refresh, request, codec::encode(&rand::random::<u64>())?);
             }
             b.commit()?;

@@ -8,15 +8,17 @@
 
 pub mod expect;
 mod report;
+pub mod schedule;
 pub mod spill;
 
 pub use report::Report;
 
-use crate::config::Config;
+use crate::config::{Config, ExportConfig};
 use crate::dest::{DestError, Destination, ListedObject, keys};
 use crate::drive::{Corpus, DriveClient, DriveError};
 use crate::model::{DriveFile, FileId, ObjectKey};
 use crate::pipeline::{self, PipelineError, RunOptions};
+use crate::stages::planner::Scope;
 use crate::state::{Store, StoreError};
 use expect::{Claims, FolderTree, KeyRules, Records};
 use spill::{Expected, Spill};
@@ -118,6 +120,22 @@ struct Counters {
     hashed: AtomicU64,
 }
 
+/// What one reconcile reads: Drive, the destination and, when there is one, the state store.
+pub struct Sources<'a> {
+    /// The state store (`None`: no state yet; keys follow the rules alone).
+    pub store: Option<&'a Store>,
+    /// The destination.
+    pub dest: &'a Destination,
+    /// Drive.
+    pub drive: &'a DriveClient,
+    /// The drives in scope.
+    pub scope: &'a Scope,
+    /// `[source] export`: which extension each Google type is exported with.
+    pub export: &'a ExportConfig,
+    /// `[source] max_file_size`.
+    pub max_file_size: Option<u64>,
+}
+
 /// Verifies the mirror `cfg` describes: Drive against the destination, key by key.
 pub async fn verify(cfg: &Config, opts: &VerifyOptions) -> Result<Report, VerifyError> {
     crate::install_crypto_provider();
@@ -125,23 +143,37 @@ pub async fn verify(cfg: &Config, opts: &VerifyOptions) -> Result<Report, Verify
     let dest = Destination::from_config(&cfg.destination, &cfg.retry)?;
     let drive = pipeline::drive_client(cfg).await?;
     let scope = pipeline::discover_scope(cfg, &drive).await?;
+    let sources = Sources {
+        store: store.as_ref(),
+        dest: &dest,
+        drive: &drive,
+        scope: &scope,
+        export: &cfg.source.export,
+        max_file_size: cfg.source.max_file_size.map(|b| b.0),
+    };
+    reconcile(&sources, opts).await
+}
+
+/// One reconcile of `src`: the `verify` command's, and a running pipeline's scheduled one.
+pub async fn reconcile(src: &Sources<'_>, opts: &VerifyOptions) -> Result<Report, VerifyError> {
     let counters = Arc::new(Counters::default());
     let ticker = opts.progress.then(|| spawn_progress(counters.clone()));
-    let rules = KeyRules { prefix: dest.prefix().to_string(), mode: dest.key_mode };
+    let rules = KeyRules { prefix: src.dest.prefix().to_string(), mode: src.dest.key_mode };
     let mut pass = Pass {
-        cfg,
-        store: store.as_ref(),
+        export: src.export,
+        max_file_size: src.max_file_size,
+        store: src.store,
         spill: Spill::new()?,
         rules,
-        tree: FolderTree::new(scope.my_drive_root.clone(), scope.shared.clone()),
+        tree: FolderTree::new(src.scope.my_drive_root.clone(), src.scope.shared.clone()),
         counters: counters.clone(),
         checked: 0,
     };
-    let mut corpora: Vec<Corpus> = scope.shared.keys().cloned().map(Corpus::SharedDrive).collect();
-    if scope.my_drive_root.is_some() {
+    let mut corpora: Vec<Corpus> = src.scope.shared.keys().cloned().map(Corpus::SharedDrive).collect();
+    if src.scope.my_drive_root.is_some() {
         corpora.insert(0, Corpus::MyDrive);
     }
-    let result = pass.run(&drive, &dest, &corpora, opts.checksum).await;
+    let result = pass.run(src.drive, src.dest, &corpora, opts.checksum).await;
     if let Some(t) = ticker {
         t.abort();
         eprint!("\r\x1b[2K");
@@ -172,7 +204,8 @@ fn open_store(cfg: &Config) -> Result<Option<Store>, VerifyError> {
 
 /// One reconcile: the Drive side into the spill, then the destination against it.
 struct Pass<'a> {
-    cfg: &'a Config,
+    export: &'a ExportConfig,
+    max_file_size: Option<u64>,
     store: Option<&'a Store>,
     spill: Spill,
     rules: KeyRules,
@@ -279,7 +312,7 @@ impl Pass<'_> {
             return self.spill.skip(&f.id, &f.name, "shortcut (recorded, not followed)");
         }
         let ext = match f.is_google_doc() {
-            true => match self.cfg.source.export.format_for(&f.mime_type) {
+            true => match self.export.format_for(&f.mime_type) {
                 Some(format) => Some(format.ext),
                 None => return self.spill.skip(&f.id, &f.name, "noExport: Google has no export for this type"),
             },
@@ -317,10 +350,8 @@ impl Pass<'_> {
             }
             (true, None) => (None, None, None),
         };
-        let too_large = match (self.cfg.source.max_file_size, f.size) {
-            (Some(max), Some(size)) if size > max.0 => {
-                Some(format!("fileTooLarge: {size} bytes is over max_file_size"))
-            }
+        let too_large = match (self.max_file_size, f.size) {
+            (Some(max), Some(size)) if size > max => Some(format!("fileTooLarge: {size} bytes is over max_file_size")),
             _ => None,
         };
         let disabled = (!f.can_download).then(|| "fileNotDownloadable: the owner disabled downloads".to_string());
@@ -435,24 +466,12 @@ pub struct Repair {
 const REFETCH_BATCH: usize = 10_000;
 
 /// Repairs what `found` lists: every missing or mismatched file is fetched from Drive again by a
-/// pipeline run (`Store::refetch` + `run --once`, so the store records what was written), the file
+/// pipeline run (`Store::request_repair` + `run --once`, so the store records what was written), the file
 /// whose record still holds an extra object's key is asked about too (gone from Drive → its object is
 /// removed per `deletes`), and extras that nothing holds are removed per `deletes`. Then verifies again.
 pub async fn repair(cfg: &Config, found: &Report, opts: &VerifyOptions) -> Result<Repair, VerifyError> {
     if let Some(store) = open_store(cfg)? {
-        let mut batch = Vec::with_capacity(REFETCH_BATCH);
-        for id in found.differing_files() {
-            batch.push(id?);
-            if batch.len() == REFETCH_BATCH {
-                store.refetch(&std::mem::take(&mut batch))?;
-            }
-        }
-        for key in found.extra_keys()? {
-            if let Some(holder) = store.claim_holder(&keys::collision_class(&found.full_key(&key)))? {
-                batch.push(holder);
-            }
-        }
-        store.refetch(&batch)?;
+        request_repairs(&store, found)?;
     }
     let summary = pipeline::run(cfg, RunOptions { once: true, progress: opts.progress }).await?;
     let mut after = verify(cfg, opts).await?;
@@ -461,6 +480,28 @@ pub async fn repair(cfg: &Config, found: &Report, opts: &VerifyOptions) -> Resul
         after = verify(cfg, opts).await?;
     }
     Ok(Repair { after, dead_lettered: summary.dead_letters.len(), extras_removed: removed })
+}
+
+/// Records a repair request for every file `found` lists as missing or mismatched, and for the file
+/// whose record holds an extra object's key (Drive then says whether it is gone). Returns how many.
+pub fn request_repairs(store: &Store, found: &Report) -> Result<usize, VerifyError> {
+    let mut batch = Vec::with_capacity(REFETCH_BATCH);
+    let mut n = 0;
+    for id in found.differing_files() {
+        batch.push(id?);
+        if batch.len() == REFETCH_BATCH {
+            n += batch.len();
+            store.request_repair(&std::mem::take(&mut batch))?;
+        }
+    }
+    for key in found.extra_keys()? {
+        if let Some(holder) = store.claim_holder(&keys::collision_class(&found.full_key(&key)))? {
+            batch.push(holder);
+        }
+    }
+    n += batch.len();
+    store.request_repair(&batch)?;
+    Ok(n)
 }
 
 /// Removes (per `deletes`) the extra objects no record holds: nothing in Drive maps to them and no

@@ -64,13 +64,22 @@ pub struct Spill {
     _dir: tempfile::TempDir,
 }
 
-const MEMTABLE: u64 = 16 << 20;
+/// Per keyspace: six of them, so at most 48 MiB of memtables.
+const MEMTABLE: u64 = 8 << 20;
+/// The journal is flushed into tables past this (fjall's minimum).
+const JOURNAL: u64 = 64 << 20;
+/// Block cache.
+const CACHE: u64 = 16 << 20;
 
 impl Spill {
     /// A fresh database in a new temporary folder.
     pub fn new() -> Result<Spill, VerifyError> {
         let dir = tempfile::Builder::new().prefix("mirrorflow-verify-").tempdir().map_err(VerifyError::spill)?;
-        let db = Database::builder(dir.path()).open().map_err(VerifyError::spill)?;
+        let db = Database::builder(dir.path())
+            .max_journaling_size(JOURNAL)
+            .cache_size(CACHE)
+            .open()
+            .map_err(VerifyError::spill)?;
         let ks = |name: &str| {
             db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE))
                 .map_err(VerifyError::spill)
