@@ -416,7 +416,31 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         counts.folders,
         counts.dead_lettered
     );
+    if let Some(v) = live.as_ref().map(|l| &l["verify"]).filter(|v| v.is_object()) {
+        out_line!("{}", scheduled_verify_line(v, now));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line about `[verify] every`'s last runs, from the live status.
+fn scheduled_verify_line(v: &serde_json::Value, now_ms: u64) -> String {
+    let ago = |key: &str| match v[key].as_u64() {
+        Some(t) => format!("{}s ago", now_ms.saturating_sub(t) / 1000),
+        None => "never".into(),
+    };
+    let mut line = format!(
+        "scheduled verify: {} run(s), last {}, last clean {}; last found {} missing, {} mismatched, {} extra",
+        v["runs"].as_u64().unwrap_or(0),
+        ago("last_run_unix_ms"),
+        ago("last_clean_unix_ms"),
+        v["missing"].as_u64().unwrap_or(0),
+        v["mismatched"].as_u64().unwrap_or(0),
+        v["extra"].as_u64().unwrap_or(0),
+    );
+    if let Some(e) = v["last_error"].as_str() {
+        line.push_str(&format!(" (last error: {e})"));
+    }
+    line
 }
 
 fn dlq_list(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {

@@ -409,6 +409,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
                 scope: scope.clone(),
                 export: cfg.source.export.clone(),
                 max_file_size: cfg.source.max_file_size.map(|b| b.0),
+                state_inside: crate::verify::state_inside_destination(cfg),
                 ledger: ledger.clone(),
                 wake: refresh_wake.clone(),
                 status: verify_status.clone(),

@@ -239,6 +239,8 @@ async fn the_scheduled_verify_repairs_an_object_deleted_behind_the_pipelines_bac
     assert!(status["runs"].as_u64().unwrap() >= 2, "{status}");
     let out = sigterm_and_wait(child).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = mirrorflow(&["status", config.to_str().unwrap()]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("scheduled verify: "), "{}", text(&out));
     assert_exact_mirror(&config, &expected).await;
 }
 

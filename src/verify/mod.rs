@@ -116,6 +116,8 @@ const PERMANENT_REASONS: &[&str] = &[
 #[derive(Default)]
 struct Counters {
     listed: AtomicU64,
+    /// Files the objects are compared with, once Drive is listed (0 before).
+    expected: AtomicU64,
     compared: AtomicU64,
     hashed: AtomicU64,
 }
@@ -134,6 +136,18 @@ pub struct Sources<'a> {
     pub export: &'a ExportConfig,
     /// `[source] max_file_size`.
     pub max_file_size: Option<u64>,
+    /// The state folder's path relative to a local destination, when it lies inside it: its files
+    /// are the mirror's own, never extras.
+    pub state_inside: Option<String>,
+}
+
+/// Where `[state] dir` lies inside a local-folder destination, as a path relative to it.
+pub fn state_inside_destination(cfg: &Config) -> Option<String> {
+    let url = url::Url::parse(&cfg.destination.url).ok().filter(|u| u.scheme() == "file")?;
+    let root = url.to_file_path().ok()?.canonicalize().ok()?;
+    let state = cfg.state.dir.canonicalize().ok()?;
+    let rel = state.strip_prefix(&root).ok()?.to_str()?.to_string();
+    Some(rel).filter(|r| !r.is_empty())
 }
 
 /// Verifies the mirror `cfg` describes: Drive against the destination, key by key.
@@ -150,6 +164,7 @@ pub async fn verify(cfg: &Config, opts: &VerifyOptions) -> Result<Report, Verify
         scope: &scope,
         export: &cfg.source.export,
         max_file_size: cfg.source.max_file_size.map(|b| b.0),
+        state_inside: state_inside_destination(cfg),
     };
     reconcile(&sources, opts).await
 }
@@ -173,7 +188,7 @@ pub async fn reconcile(src: &Sources<'_>, opts: &VerifyOptions) -> Result<Report
     if src.scope.my_drive_root.is_some() {
         corpora.insert(0, Corpus::MyDrive);
     }
-    let result = pass.run(src.drive, src.dest, &corpora, opts.checksum).await;
+    let result = pass.run(src.drive, src.dest, &corpora, opts.checksum, src.state_inside.as_deref()).await;
     if let Some(t) = ticker {
         t.abort();
         eprint!("\r\x1b[2K");
@@ -260,6 +275,7 @@ impl Pass<'_> {
         dest: &Destination,
         corpora: &[Corpus],
         checksum: bool,
+        state_inside: Option<&str>,
     ) -> Result<(), VerifyError> {
         for corpus in corpora {
             self.list_folders(drive, corpus).await?;
@@ -267,7 +283,8 @@ impl Pass<'_> {
         for corpus in corpora {
             self.list_files(drive, corpus).await?;
         }
-        self.compare_objects(dest, checksum).await?;
+        self.counters.expected.store(self.checked, Ordering::Relaxed);
+        self.compare_objects(dest, checksum, state_inside).await?;
         self.spill.settle_missing()
     }
 
@@ -368,14 +385,19 @@ impl Pass<'_> {
     }
 
     /// Lists the destination and checks every object against what Drive says it must hold.
-    async fn compare_objects(&mut self, dest: &Destination, checksum: bool) -> Result<(), VerifyError> {
+    async fn compare_objects(
+        &self,
+        dest: &Destination,
+        checksum: bool,
+        state_inside: Option<&str>,
+    ) -> Result<(), VerifyError> {
         use futures::TryStreamExt;
         let (spill, rules, counters) = (&self.spill, &self.rules, &self.counters);
         dest.list_objects()
             .map_err(VerifyError::from)
             .map_ok(|obj| async move {
                 let rel = rules.relative(obj.key.as_str()).to_string();
-                if is_reserved(&rel) {
+                if is_reserved(&rel, state_inside) {
                     return Ok(());
                 }
                 counters.compared.fetch_add(1, Ordering::Relaxed);
@@ -391,9 +413,11 @@ impl Pass<'_> {
     }
 }
 
-/// Keys under the prefix that are the mirror's own, not Drive's: the trash and kept versions.
-fn is_reserved(rel: &str) -> bool {
-    [".trash", ".versions"].iter().any(|r| rel == *r || rel.strip_prefix(r).is_some_and(|t| t.starts_with('/')))
+/// Keys under the prefix that are the mirror's own, not Drive's: the trash, kept versions, and the
+/// state folder when it lies inside a local destination.
+fn is_reserved(rel: &str, state_inside: Option<&str>) -> bool {
+    let under = |r: &str| rel == r || rel.strip_prefix(r).is_some_and(|t| t.starts_with('/'));
+    [".trash", ".versions"].into_iter().any(under) || state_inside.is_some_and(under)
 }
 
 /// Why `obj` does not hold what `expected` says, if it does not.
@@ -431,20 +455,26 @@ async fn compare(
     Ok(got.filter(|g| !g.eq_ignore_ascii_case(want)).map(|g| format!("md5 {g}, Drive has {want}")))
 }
 
+/// The progress line, rewritten every second: what is listed and compared, bytes hashed, the rate of
+/// the comparison, and its ETA once Drive is listed (the listing's own length is unknown up front).
 fn spawn_progress(counters: Arc<Counters>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let start = std::time::Instant::now();
+        let mut last = (std::time::Instant::now(), 0u64);
+        let mut rate = 0.0;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let (listed, compared, hashed) = (
-                counters.listed.load(Ordering::Relaxed),
-                counters.compared.load(Ordering::Relaxed),
-                counters.hashed.load(Ordering::Relaxed),
-            );
-            let secs = start.elapsed().as_secs_f64().max(1.0);
-            let rate = (listed + compared) as f64 / secs;
+            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            let (listed, expected, compared, hashed) =
+                (load(&counters.listed), load(&counters.expected), load(&counters.compared), load(&counters.hashed));
+            let done = listed + compared;
+            rate = 0.5 * rate + 0.5 * (done - last.1) as f64 / last.0.elapsed().as_secs_f64().max(0.001);
+            last = (std::time::Instant::now(), done);
+            let eta = crate::progress::eta(expected.saturating_sub(compared), rate)
+                .filter(|_| expected > 0)
+                .map(|d| format!(", ETA {}", crate::progress::clock(d)))
+                .unwrap_or_default();
             eprint!(
-                "\r\x1b[2Kverify: {listed} Drive files listed, {compared} objects compared, {:.1} MiB hashed, {rate:.0} items/s",
+                "\r\x1b[2Kverify: {listed} Drive files listed, {compared} objects compared, {:.1} MiB hashed, {rate:.0} items/s{eta}",
                 hashed as f64 / (1 << 20) as f64
             );
         }
@@ -529,4 +559,19 @@ async fn remove_unheld_extras(cfg: &Config, report: &Report) -> Result<usize, Ve
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_reserved;
+
+    #[test]
+    fn the_trash_versions_and_state_folder_are_not_extras() {
+        assert!(is_reserved(".trash/my-drive/a.txt", None));
+        assert!(is_reserved(".versions/x/1", None));
+        assert!(!is_reserved(".trashy/a.txt", None));
+        assert!(!is_reserved("my-drive/.trash/a.txt", None));
+        assert!(is_reserved(".mirrorflow/status.json", Some(".mirrorflow")));
+        assert!(!is_reserved(".mirrorflow-other/x", Some(".mirrorflow")));
+    }
 }

@@ -59,6 +59,8 @@ pub struct Schedule {
     pub export: ExportConfig,
     /// `[source] max_file_size`.
     pub max_file_size: Option<u64>,
+    /// See [`Sources::state_inside`].
+    pub state_inside: Option<String>,
     /// The pipeline's ledger: a run waits until it is idle.
     pub ledger: Arc<Ledger>,
     /// Wakes the feed to serve the repair requests at once.
@@ -96,6 +98,7 @@ impl Schedule {
             scope: &self.scope,
             export: &self.export,
             max_file_size: self.max_file_size,
+            state_inside: self.state_inside.clone(),
         };
         let opts = VerifyOptions { checksum: self.checksum, progress: false };
         let outcome = match reconcile(&sources, &opts).await {
