@@ -322,12 +322,7 @@ async fn verify(path: &std::path::Path, a: VerifyArgs) -> ExitCode {
         out_line!("repairing…");
     }
     match v::repair(&cfg, &found, &opts).await {
-        Ok(r) => {
-            if !a.json && r.extras_removed > 0 {
-                out_line!("{} extra object(s) removed per `deletes`", r.extras_removed);
-            }
-            print_verify(&r.after, a.json, r.dead_lettered)
-        }
+        Ok(r) => print_verify(&r.after, a.json, r.dead_lettered),
         Err(e) => failed(e),
     }
 }

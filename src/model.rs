@@ -116,6 +116,8 @@ pub enum ChangeKind {
         /// The mirror did not follow this drive until now: its whole tree must be listed.
         joined: bool,
     },
+    /// An object no Drive file maps to (`Refresh::Stray`), to be removed per `deletes`.
+    Stray(ObjectKey),
 }
 
 /// One unit of work entering the pipeline; every event ends in exactly one [`Outcome`].
@@ -160,6 +162,14 @@ pub enum Refresh {
     /// Fetch this file's metadata again and write its bytes whatever its record says: `verify` found
     /// its object missing or not holding Drive's bytes.
     Repair(FileId),
+    /// Remove this object per `deletes`: `verify` found that no Drive file maps to it. The planner
+    /// orders it with every other action on the key and leaves it if a record claims the key by then.
+    Stray(ObjectKey),
+}
+
+/// The event id of a stray object's removal (Drive ids never hold a `:`).
+pub fn stray_event_id(key: &ObjectKey) -> FileId {
+    FileId(format!("stray:{key}"))
 }
 
 /// How the bytes of a file are fetched.

@@ -211,8 +211,9 @@ async fn verify_beside_a_running_pipeline_says_so() {
     sigterm_and_wait(child).await;
 }
 
-/// `[verify] every`: a running pipeline finds an object deleted behind its back and puts it back
-/// through the pipeline, then a later run finds the mirror clean; `status.json` says so.
+/// `[verify] every`: a running pipeline finds an object deleted behind its back and one added behind
+/// it, puts the first back and trashes the second through the pipeline, then a later run finds the
+/// mirror clean; `status.json` says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduled_verify_repairs_an_object_deleted_behind_the_pipelines_back() {
     let env = TestEnv::start(small_corpus(false)).await;
@@ -232,8 +233,15 @@ async fn the_scheduled_verify_repairs_an_object_deleted_behind_the_pipelines_bac
     let victim = walk(&mirror).into_iter().find(|p| !p.to_string_lossy().contains("/.trash/")).unwrap();
     let bytes = std::fs::read(&victim).unwrap();
     std::fs::remove_file(&victim).unwrap();
+    // And an object no Drive file maps to, in a folder Drive does not have.
+    let stray = mirror.join("my-drive/no such folder/stray.txt");
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::write(&stray, b"not from drive").unwrap();
     let deleted_at = mirrorflow::state::unix_ms();
     poll_until(|| std::fs::read(&victim).is_ok_and(|b| b == bytes)).await;
+    poll_until(|| !stray.exists()).await;
+    let trashed = mirror.join(".trash/my-drive/no such folder/stray.txt");
+    assert_eq!(std::fs::read(&trashed).unwrap(), b"not from drive", "the stray is trashed per `deletes`");
     poll_until(|| verify_status()["last_clean_unix_ms"].as_u64().is_some_and(|t| t > deleted_at)).await;
     let status = verify_status();
     assert!(status["runs"].as_u64().unwrap() >= 2, "{status}");

@@ -190,6 +190,10 @@ impl<S: ChangeSource> ChangeFeed<S> {
                     let origin = if matches!(request, Refresh::Repair(_)) { Origin::Repair } else { Origin::Refresh };
                     self.emit(out, id.clone(), kind, origin).await?;
                 }
+                Refresh::Stray(key) => {
+                    let kind = ChangeKind::Stray(key.clone());
+                    self.emit(out, crate::model::stray_event_id(key), kind, Origin::Repair).await?;
+                }
                 Refresh::Children(folder) => {
                     let mut token: Option<String> = None;
                     loop {

@@ -45,6 +45,8 @@ pub fn already_applied(store: &Store, event: &ChangeEvent) -> Result<bool, Stage
         // The planner compares these with the drive roots it holds (a store written before roots were
         // recorded has none for a drive it mirrors).
         ChangeKind::SharedDrive { .. } => false,
+        // The planner decides, once every earlier action on the key is committed.
+        ChangeKind::Stray(_) => false,
     })
 }
 

@@ -399,6 +399,9 @@ impl<L: FolderLookup> Planner<L> {
             self.ledger.drain().await;
             return self.plan_drive(&event, name.as_deref(), *joined).await;
         }
+        if let ChangeKind::Stray(key) = &event.kind {
+            return self.plan_stray(&event, key).await;
+        }
         if self.folders.contains_key(&event.file_id) {
             self.ledger.drain().await;
         }
@@ -413,7 +416,7 @@ impl<L: FolderLookup> Planner<L> {
         let file = match &event.kind {
             ChangeKind::Removed => return self.plan_removal(event.seq, &event.file_id),
             ChangeKind::Upsert(f) => f.clone(),
-            ChangeKind::SharedDrive { .. } => {
+            ChangeKind::SharedDrive { .. } | ChangeKind::Stray(_) => {
                 return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Unchanged))));
             }
         };
@@ -470,6 +473,26 @@ impl<L: FolderLookup> Planner<L> {
             _ => ActionKind::Upload { source: source.0 },
         };
         Ok(Ok(Planned { seq: event.seq, file, key, previous_key, kind, attempt: 0 }))
+    }
+
+    /// An object `verify` found that no Drive file maps to: removed per `deletes`, unless, once every
+    /// earlier action holding its key is committed, a record claims the key or a write to it is noted
+    /// (a file took the key since). The removal holds the key until it commits, so a later write to
+    /// it waits.
+    async fn plan_stray(
+        &mut self,
+        event: &ChangeEvent,
+        key: &ObjectKey,
+    ) -> Result<Result<Planned, Outcome>, StageError> {
+        let class = keys::collision_class(&key.0);
+        self.ledger.wait_key_free(event.seq, &class).await;
+        let claimed = self.store.claim_holder(&class).map_err(fatal)?.is_some();
+        if claimed || self.store.has_intent(key).map_err(fatal)? {
+            return Ok(Err(outcome(event, OutcomeKind::Skipped(SkipReason::Unchanged))));
+        }
+        let file = placeholder(&event.file_id, last_segment(&key.0));
+        let kind = ActionKind::Delete;
+        Ok(Ok(Planned { seq: event.seq, file, key: key.clone(), previous_key: None, kind, attempt: 0 }))
     }
 
     fn plan_removal(&mut self, seq: ChangeSeq, id: &FileId) -> Result<Result<Planned, Outcome>, StageError> {
@@ -794,6 +817,28 @@ mod tests {
             modified_time: None,
         };
         Outcome { seq: planned.seq, file_id: f.id.clone(), kind: OutcomeKind::Committed(rec) }
+    }
+
+    #[tokio::test]
+    async fn a_stray_object_is_removed_unless_a_record_claims_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = planner(dir.path());
+        let taken = ObjectKey(key_of(&mut p, 1, file("f1", "a.txt", "root")).await);
+        let stray = |seq: u64, key: &ObjectKey| ChangeEvent {
+            seq: ChangeSeq(seq),
+            file_id: stray_event_id(key),
+            kind: ChangeKind::Stray(key.clone()),
+            origin: Origin::Repair,
+        };
+        let free = ObjectKey("pre/my-drive/nobody.txt".into());
+        let planned = p.plan(stray(2, &free)).await.unwrap().expect("an unclaimed stray is removed");
+        assert_eq!((planned.key.clone(), planned.kind.clone()), (free, ActionKind::Delete));
+        // A key a committed record claims (in any letter case) is a file's, whatever verify saw.
+        let upper = ObjectKey(taken.0.to_uppercase().replace("PRE/MY-DRIVE", "pre/my-drive"));
+        for key in [&taken, &upper] {
+            let o = p.plan(stray(3, key)).await.unwrap().expect_err("a claimed key is left alone");
+            assert_eq!(o.kind, OutcomeKind::Skipped(SkipReason::Unchanged));
+        }
     }
 
     #[tokio::test]

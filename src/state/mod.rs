@@ -429,16 +429,15 @@ impl Store {
         self.dlq.get(id.as_str())?.map(|v| codec::decode(&v)).transpose()
     }
 
-    /// Asks the feed to fetch these files from Drive again and write them whatever their records say
-    /// (`Refresh::Repair`): `verify` found their objects missing or wrong. Only refresh requests are
-    /// written, so this is safe beside a running pipeline: the records change when the repaired
-    /// outcomes commit, through the committer like any other. Synced, in batches of 10,000.
-    pub fn request_repair(&self, ids: &[FileId]) -> Result<(), StoreError> {
-        for chunk in ids.chunks(10_000) {
+    /// Records refresh requests and nothing else, synced, in batches of 10,000: `verify`'s repairs
+    /// (`Refresh::Repair`, `Refresh::Stray`). Only the refresh keyspace is written, so this is safe
+    /// beside a running pipeline: what the requests change is committed by the committer, like any
+    /// other outcome.
+    pub fn add_refresh_requests(&self, requests: &[Refresh]) -> Result<(), StoreError> {
+        for chunk in requests.chunks(10_000) {
             let mut b = self.db.batch().durability(Some(PersistMode::SyncData));
-            for id in chunk {
-                let request = codec::encode(&Refresh::Repair(id.clone()))?;
-                b.insert(&self.refresh, request, codec::encode(&rand::random::<u64>())?);
+            for request in chunk {
+                b.insert(&self.refresh, codec::encode(request)?, codec::encode(&rand::random::<u64>())?);
             }
             b.commit()?;
         }

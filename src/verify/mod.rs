@@ -16,7 +16,7 @@ pub use report::Report;
 use crate::config::{Config, ExportConfig};
 use crate::dest::{DestError, Destination, ListedObject, keys};
 use crate::drive::{Corpus, DriveClient, DriveError};
-use crate::model::{DriveFile, FileId, ObjectKey};
+use crate::model::{DriveFile, FileId, ObjectKey, Refresh};
 use crate::pipeline::{self, PipelineError, RunOptions};
 use crate::stages::planner::Scope;
 use crate::state::{Store, StoreError};
@@ -486,79 +486,54 @@ fn spawn_progress(counters: Arc<Counters>) -> tokio::task::JoinHandle<()> {
 pub struct Repair {
     /// The verify after the repair.
     pub after: Report,
-    /// Files the repair's run dead-lettered.
+    /// Files in the dead-letter store after the repair's run.
     pub dead_lettered: usize,
-    /// Extra objects removed (or trashed) because no file maps to them.
-    pub extras_removed: usize,
 }
 
-/// Files fetched again per store batch.
-const REFETCH_BATCH: usize = 10_000;
+/// Refresh requests recorded per store batch.
+const REQUEST_BATCH: usize = 10_000;
 
-/// Repairs what `found` lists: every missing or mismatched file is fetched from Drive again by a
-/// pipeline run (`Store::request_repair` + `run --once`, so the store records what was written), the file
-/// whose record still holds an extra object's key is asked about too (gone from Drive → its object is
-/// removed per `deletes`), and extras that nothing holds are removed per `deletes`. Then verifies again.
+/// Repairs what `found` lists through one pipeline run ([`request_repairs`], then `run --once`, so the
+/// store records everything written), then verifies again.
 pub async fn repair(cfg: &Config, found: &Report, opts: &VerifyOptions) -> Result<Repair, VerifyError> {
-    if let Some(store) = open_store(cfg)? {
-        request_repairs(&store, found)?;
-    }
+    let requested = match open_store(cfg)? {
+        Some(store) => request_repairs(&store, found)?,
+        None => 0,
+    };
+    tracing::info!(requests = requested, "repairing through the pipeline");
     let summary = pipeline::run(cfg, RunOptions { once: true, progress: opts.progress }).await?;
-    let mut after = verify(cfg, opts).await?;
-    let removed = remove_unheld_extras(cfg, &after).await?;
-    if removed > 0 {
-        after = verify(cfg, opts).await?;
-    }
-    Ok(Repair { after, dead_lettered: summary.dead_letters.len(), extras_removed: removed })
+    let after = verify(cfg, opts).await?;
+    Ok(Repair { after, dead_lettered: summary.dead_letters.len() })
 }
 
-/// Records a repair request for every file `found` lists as missing or mismatched, and for the file
-/// whose record holds an extra object's key (Drive then says whether it is gone). Returns how many.
+/// Records what repairs `found`: a `Refresh::Repair` for every file whose object is missing or
+/// mismatched and for the file whose record holds an extra object's key (Drive then says whether it
+/// is gone), and a `Refresh::Stray` for every other extra object (removed per `deletes` by the
+/// pipeline, in order with any write to its key). Returns how many requests.
 pub fn request_repairs(store: &Store, found: &Report) -> Result<usize, VerifyError> {
-    let mut batch = Vec::with_capacity(REFETCH_BATCH);
+    let mut batch = Vec::with_capacity(REQUEST_BATCH);
     let mut n = 0;
-    for id in found.differing_files() {
-        batch.push(id?);
-        if batch.len() == REFETCH_BATCH {
+    let mut flush = |batch: &mut Vec<Refresh>, at_least: usize| -> Result<(), VerifyError> {
+        if batch.len() >= at_least {
             n += batch.len();
-            store.request_repair(&std::mem::take(&mut batch))?;
+            store.add_refresh_requests(&std::mem::take(batch))?;
         }
+        Ok(())
+    };
+    for id in found.differing_files() {
+        batch.push(Refresh::Repair(id?));
+        flush(&mut batch, REQUEST_BATCH)?;
     }
     for key in found.extra_keys()? {
-        if let Some(holder) = store.claim_holder(&keys::collision_class(&found.full_key(&key)))? {
-            batch.push(holder);
-        }
+        let full = ObjectKey(found.full_key(&key));
+        batch.push(match store.claim_holder(&keys::collision_class(full.as_str()))? {
+            Some(holder) => Refresh::Repair(holder),
+            None => Refresh::Stray(full),
+        });
+        flush(&mut batch, REQUEST_BATCH)?;
     }
-    n += batch.len();
-    store.request_repair(&batch)?;
+    flush(&mut batch, 1)?;
     Ok(n)
-}
-
-/// Removes (per `deletes`) the extra objects no record holds: nothing in Drive maps to them and no
-/// run will. With `deletes = "keep"` nothing is removed.
-async fn remove_unheld_extras(cfg: &Config, report: &Report) -> Result<usize, VerifyError> {
-    if cfg.destination.deletes == crate::config::DeletePolicy::Keep {
-        return Ok(0);
-    }
-    let extras = report.extra_keys()?;
-    if extras.is_empty() {
-        return Ok(0);
-    }
-    let dest = Destination::from_config(&cfg.destination, &cfg.retry)?;
-    let store = open_store(cfg)?;
-    let mut removed = 0;
-    for key in extras {
-        let full = report.full_key(&key);
-        let held = match &store {
-            Some(s) => s.claim_holder(&keys::collision_class(&full))?.is_some(),
-            None => false,
-        };
-        if !held {
-            dest.remove(&ObjectKey(full)).await?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
 }
 
 #[cfg(test)]

@@ -4,10 +4,9 @@
 //!
 //! Each run waits until the pipeline is idle (no event in flight, no refresh request pending), so
 //! work in progress is not taken for a difference. Missing and mismatched files, and the holders of
-//! extra objects, get a `Refresh::Repair`: the feed fetches them and the planner orders their writes
-//! with every other action on their keys. Extra objects that no record holds are reported (metric,
-//! log, status) but not removed here: a removal outside the planner could race a write the planner
-//! has just ordered; `mirrorflow verify --repair` removes them with the pipeline stopped.
+//! extra objects, get a `Refresh::Repair`; extra objects no record holds get a `Refresh::Stray`. The
+//! feed serves them and the planner orders each with every other action on its key, so a repair never
+//! races a write the pipeline has just ordered (a stray key a file has taken since is left alone).
 
 use super::{Report, Sources, VerifyOptions, reconcile, request_repairs};
 use crate::config::ExportConfig;
