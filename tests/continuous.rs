@@ -28,6 +28,7 @@ async fn mutate_and_catch_up(seed: u64, ops: u64, hostile: bool) {
         let tree = env.tree().await;
         assert_exact_mirror(&config, &expected_files(&tree)).await;
         assert_paths_follow_drive(&config, &tree);
+        assert_verifies_equal(&config).await;
     }
 }
 

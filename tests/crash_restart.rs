@@ -346,6 +346,7 @@ mod model {
                 let tree = env.tree().await;
                 assert_exact_mirror(&config, &expected_files(&tree)).await;
                 assert_paths_follow_drive(&config, &tree);
+                assert_verifies_equal(&config).await;
             });
         }
     }

@@ -32,6 +32,7 @@ async fn assert_mirrors_drive(env: &TestEnv, config: &std::path::Path) {
     let tree = env.tree().await;
     assert_exact_mirror(config, &expected_files(&tree)).await;
     assert_paths_follow_drive(config, &tree);
+    assert_verifies_equal(config).await;
 }
 
 /// Renames `r` → `s` and creates a new `r`; deletes `t` and creates a new `t` (the everyday "replace

@@ -474,3 +474,10 @@ pub async fn poll_until(mut cond: impl FnMut() -> bool) {
     }
     panic!("condition not reached within a minute");
 }
+
+/// Asserts `mirrorflow verify` finds the mirror of `config` equal to Drive: verify computes every key
+/// from Drive's tree on its own, so this cross-checks the pipeline's layout after any history.
+pub async fn assert_verifies_equal(config: &Path) {
+    let out = mirrorflow(&["verify", "--json", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "verify after this history: {}", text(&out));
+}
