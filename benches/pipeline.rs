@@ -10,10 +10,11 @@
 //! per-user quota and would make this bench measure the limiter (1,000 files ≥ 6.7 s).
 //!
 //! Run: `cargo bench --bench pipeline` (about a minute)
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use drive_emulator::{Emulator, EmulatorConfig, MutateOp};
 use mirrorflow::config::Config;
-use mirrorflow::emulator::{Emulator, EmulatorConfig, MutateOp};
 use mirrorflow::pipeline::{RunOptions, run};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

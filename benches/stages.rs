@@ -15,6 +15,7 @@
 //!
 //! Run: `cargo bench --bench stages` (about 2–3 minutes on 2 busy cores; add a filter such as
 //! `-- committer/` to run one group)
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use mirrorflow::config::{ExportConfig, KeyMode};
@@ -263,7 +264,8 @@ fn bench_planner(c: &mut Criterion) {
 }
 
 /// Counts live heap bytes (the system allocator plus one relaxed atomic per call), so that the memory
-/// a stage holds can be printed next to its timings.
+/// a stage holds can be printed next to its timings. A global allocator is `unsafe` by definition.
+#[allow(unsafe_code)]
 mod heap {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -14,7 +14,7 @@ unset AWS_CA_BUNDLE
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --release --lib --bins --tests "$@" 2>&1 | tee "$log"
+cargo test --release --workspace --lib --bins --tests "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole suite.

@@ -221,53 +221,31 @@ fn default_timeout() -> HumanDuration {
 /// `[source.export]`: which format each kind of Google Workspace file is exported to. The formats each
 /// kind allows are Google's (`drive::export::EXPORTABLE`); `validate` refuses any other.
 #[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ExportConfig {
     /// Docs.
-    #[serde(default = "default_document")]
     pub document: String,
     /// Sheets.
-    #[serde(default = "default_spreadsheet")]
     pub spreadsheet: String,
     /// Slides.
-    #[serde(default = "default_presentation")]
     pub presentation: String,
     /// Drawings.
-    #[serde(default = "default_drawing")]
     pub drawing: String,
     /// Apps Script projects.
-    #[serde(default = "default_script")]
     pub script: String,
     /// Accept formats that hold only part of a file (CSV/TSV: the first sheet; a Slides image: the
     /// first slide). Off by default, so nobody loses the rest of a file without having asked for it.
-    #[serde(default)]
     pub allow_partial: bool,
-}
-
-fn default_document() -> String {
-    "docx".into()
-}
-fn default_spreadsheet() -> String {
-    "xlsx".into()
-}
-fn default_presentation() -> String {
-    "pptx".into()
-}
-fn default_drawing() -> String {
-    "pdf".into()
-}
-fn default_script() -> String {
-    "json".into()
 }
 
 impl Default for ExportConfig {
     fn default() -> Self {
         ExportConfig {
-            document: default_document(),
-            spreadsheet: default_spreadsheet(),
-            presentation: default_presentation(),
-            drawing: default_drawing(),
-            script: default_script(),
+            document: "docx".into(),
+            spreadsheet: "xlsx".into(),
+            presentation: "pptx".into(),
+            drawing: "pdf".into(),
+            script: "json".into(),
             allow_partial: false,
         }
     }
@@ -391,28 +369,21 @@ impl DestinationConfig {
 
 /// `[state]`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct StateConfig {
     /// fjall directory.
-    #[serde(default = "default_state_dir")]
     pub dir: PathBuf,
     /// How long the audit log keeps an entry (`"30days"`): older entries are removed as the mirror
     /// runs, so the log does not grow with the mirror's age.
-    #[serde(default = "default_audit_retention")]
     pub audit_retention: HumanDuration,
-}
-
-fn default_state_dir() -> PathBuf {
-    PathBuf::from(".mirrorflow")
-}
-
-fn default_audit_retention() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30 * 24 * 3600))
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
-        StateConfig { dir: default_state_dir(), audit_retention: default_audit_retention() }
+        StateConfig {
+            dir: PathBuf::from(".mirrorflow"),
+            audit_retention: HumanDuration(Duration::from_secs(30 * 24 * 3600)),
+        }
     }
 }
 
@@ -428,11 +399,87 @@ pub struct StageConfig {
     pub part_concurrency: Option<usize>,
 }
 
+/// A stage of the pipeline, as named in `[stages.<name>]`, metrics, logs and `[testing] fail_stage`.
+/// A typed name, so a stage's settings cannot silently fall back to another stage's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StageName {
+    /// Reads Drive's listings and change logs.
+    ChangeFeed,
+    /// One event per file in flight.
+    Dedup,
+    /// Decides each event's action and key.
+    Planner,
+    /// Streams bytes from Drive.
+    Downloader,
+    /// Writes them to the destination.
+    Uploader,
+    /// Checks what was written.
+    Verifier,
+    /// Records outcomes and checkpoints.
+    Committer,
+}
+
+impl StageName {
+    /// Every stage, in pipeline order.
+    pub const ALL: [StageName; 7] = [
+        StageName::ChangeFeed,
+        StageName::Dedup,
+        StageName::Planner,
+        StageName::Downloader,
+        StageName::Uploader,
+        StageName::Verifier,
+        StageName::Committer,
+    ];
+
+    /// The name in config, metrics and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StageName::ChangeFeed => "change_feed",
+            StageName::Dedup => "dedup",
+            StageName::Planner => "planner",
+            StageName::Downloader => "downloader",
+            StageName::Uploader => "uploader",
+            StageName::Verifier => "verifier",
+            StageName::Committer => "committer",
+        }
+    }
+
+    /// The stage named `name` in config.
+    pub fn parse(name: &str) -> Option<StageName> {
+        StageName::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Workers when the config does not say.
+    const fn default_concurrency(self) -> usize {
+        match self {
+            StageName::Downloader | StageName::Uploader => 8,
+            StageName::Verifier => 4,
+            _ => 1,
+        }
+    }
+
+    /// Stages that keep order run one worker.
+    pub const fn single_worker(self) -> bool {
+        matches!(self, StageName::ChangeFeed | StageName::Dedup | StageName::Planner | StageName::Committer)
+    }
+
+    /// Whether the stage reads an input channel (the feed reads Drive).
+    pub const fn has_input(self) -> bool {
+        !matches!(self, StageName::ChangeFeed)
+    }
+}
+
+impl std::fmt::Display for StageName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `[stages]`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct StagesConfig {
-    /// Change feed (capacity of its output).
+    /// Change feed (no input channel: its output is dedup's input).
     pub change_feed: Option<StageConfig>,
     /// Dedup.
     pub dedup: Option<StageConfig>,
@@ -459,56 +506,53 @@ pub struct StageSettings {
     pub part_concurrency: usize,
 }
 
+/// A stage's input channel when the config does not size it.
+pub const DEFAULT_CAPACITY: usize = 256;
+/// Parts in flight per upload when the config does not say.
+pub const DEFAULT_PART_CONCURRENCY: usize = 4;
+
 impl StagesConfig {
-    /// Settings for a stage by name, defaults applied.
-    pub fn settings(&self, stage: &str) -> StageSettings {
-        let (cfg, conc) = match stage {
-            "change_feed" => (self.change_feed, 1),
-            "dedup" => (self.dedup, 1),
-            "planner" => (self.planner, 1),
-            "downloader" => (self.downloader, 8),
-            "uploader" => (self.uploader, 8),
-            "verifier" => (self.verifier, 4),
-            _ => (self.committer, 1),
-        };
-        let cfg = cfg.unwrap_or(StageConfig { concurrency: None, capacity: None, part_concurrency: None });
+    /// What the file says about `stage`.
+    fn configured(&self, stage: StageName) -> Option<StageConfig> {
+        match stage {
+            StageName::ChangeFeed => self.change_feed,
+            StageName::Dedup => self.dedup,
+            StageName::Planner => self.planner,
+            StageName::Downloader => self.downloader,
+            StageName::Uploader => self.uploader,
+            StageName::Verifier => self.verifier,
+            StageName::Committer => self.committer,
+        }
+    }
+
+    /// Settings of `stage`, defaults applied.
+    pub fn settings(&self, stage: StageName) -> StageSettings {
+        let cfg =
+            self.configured(stage).unwrap_or(StageConfig { concurrency: None, capacity: None, part_concurrency: None });
         StageSettings {
-            concurrency: cfg.concurrency.unwrap_or(conc),
-            capacity: cfg.capacity.unwrap_or(256),
-            part_concurrency: cfg.part_concurrency.unwrap_or(4),
+            concurrency: cfg.concurrency.unwrap_or(stage.default_concurrency()),
+            capacity: cfg.capacity.unwrap_or(DEFAULT_CAPACITY),
+            part_concurrency: cfg.part_concurrency.unwrap_or(DEFAULT_PART_CONCURRENCY),
         }
     }
 }
 
 /// `[pipeline]`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {
     /// Size of a streamed chunk.
-    #[serde(default = "default_chunk")]
     pub chunk_size: ByteSize,
     /// Chunks buffered between one download and its upload.
-    #[serde(default = "default_chunk_depth")]
     pub chunk_depth: usize,
     /// Multipart part size; files smaller go in one PUT.
-    #[serde(default = "default_part")]
     pub part_size: ByteSize,
     /// Whether sha256 is computed on the stream beside md5 (and checked against Drive's
     /// `sha256Checksum`). Off, one large file streams about twice as fast on a CPU without SHA
     /// extensions; md5 is still verified.
-    #[serde(default = "default_true")]
     pub sha256: bool,
     /// The most bytes all uploads together hold in part buffers (parts being filled and in flight).
-    #[serde(default = "default_memory_budget")]
     pub memory_budget: ByteSize,
-}
-
-fn default_memory_budget() -> ByteSize {
-    ByteSize(256 << 20)
-}
-
-fn default_true() -> bool {
-    true
 }
 
 impl PipelineConfig {
@@ -518,73 +562,42 @@ impl PipelineConfig {
     }
 }
 
-fn default_chunk() -> ByteSize {
-    ByteSize(1 << 20)
-}
-fn default_chunk_depth() -> usize {
-    4
-}
-fn default_part() -> ByteSize {
-    ByteSize(8 << 20)
-}
-
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            chunk_size: default_chunk(),
-            chunk_depth: default_chunk_depth(),
-            part_size: default_part(),
+            chunk_size: ByteSize(1 << 20),
+            chunk_depth: 4,
+            part_size: ByteSize(8 << 20),
             sha256: true,
-            memory_budget: default_memory_budget(),
+            memory_budget: ByteSize(256 << 20),
         }
     }
 }
 
 /// `[retry]`.
 #[derive(Debug, Deserialize, Clone, Copy)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts per call, including the first.
-    #[serde(default = "default_attempts")]
     pub max_attempts: u32,
     /// First backoff.
-    #[serde(default = "default_base_delay")]
     pub base_delay: HumanDuration,
     /// Backoff cap.
-    #[serde(default = "default_max_delay")]
     pub max_delay: HumanDuration,
     /// Consecutive retryable failures of one remote that open its circuit breaker.
-    #[serde(default = "default_breaker_threshold")]
     pub breaker_threshold: u32,
     /// How long an open breaker holds calls before one probe is let through.
-    #[serde(default = "default_breaker_cooldown")]
     pub breaker_cooldown: HumanDuration,
-}
-
-fn default_attempts() -> u32 {
-    6
-}
-fn default_base_delay() -> HumanDuration {
-    HumanDuration(Duration::from_millis(200))
-}
-fn default_max_delay() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
-}
-fn default_breaker_threshold() -> u32 {
-    5
-}
-fn default_breaker_cooldown() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
 }
 
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
-            max_attempts: default_attempts(),
-            base_delay: default_base_delay(),
-            max_delay: default_max_delay(),
-            breaker_threshold: default_breaker_threshold(),
-            breaker_cooldown: default_breaker_cooldown(),
+            max_attempts: 6,
+            base_delay: HumanDuration(Duration::from_millis(200)),
+            max_delay: HumanDuration(Duration::from_secs(30)),
+            breaker_threshold: 5,
+            breaker_cooldown: HumanDuration(Duration::from_secs(30)),
         }
     }
 }
@@ -598,20 +611,15 @@ impl RetryConfig {
 
 /// `[rate_limit]`.
 #[derive(Debug, Deserialize, Clone, Copy)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Drive requests per second (Google allows ~200/s per user).
-    #[serde(default = "default_rps")]
     pub drive_rps: f64,
-}
-
-fn default_rps() -> f64 {
-    150.0
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        RateLimitConfig { drive_rps: default_rps() }
+        RateLimitConfig { drive_rps: 150.0 }
     }
 }
 
@@ -637,43 +645,31 @@ pub struct VerifyConfig {
 
 /// `[supervisor]`.
 #[derive(Debug, Deserialize, Clone, Copy)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SupervisorConfig {
     /// Restarts allowed within `within` before the pipeline gives up.
-    #[serde(default = "default_max_restarts")]
     pub max_restarts: u32,
     /// Window for `max_restarts`.
-    #[serde(default = "default_within")]
     pub within: HumanDuration,
-}
-
-fn default_max_restarts() -> u32 {
-    10
-}
-fn default_within() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
 }
 
 impl Default for SupervisorConfig {
     fn default() -> Self {
-        SupervisorConfig { max_restarts: default_max_restarts(), within: default_within() }
+        SupervisorConfig { max_restarts: 10, within: HumanDuration(Duration::from_secs(60)) }
     }
 }
 
 /// `[testing]`: makes a named stage fail on purpose, to prove supervision. Not for production.
-#[derive(Debug, Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Deserialize, Clone)]
+#[serde(default, deny_unknown_fields)]
 pub struct TestingConfig {
     /// Stage to fail: change_feed, dedup, planner, downloader, uploader, verifier, committer.
     pub fail_stage: Option<String>,
     /// Fail when processing this many-th item (1-based).
-    #[serde(default = "default_fail_after")]
     pub fail_after: u64,
     /// `panic` or `error`.
-    #[serde(default = "default_fail_mode")]
     pub fail_mode: String,
     /// How many times to fail in all.
-    #[serde(default = "default_fail_times")]
     pub fail_times: u64,
     /// Aborts the process (like `kill -9`: no cleanup, no flush) right after this many writes to the
     /// destination (puts, part uploads, completions, copies, deletes), so crash tests kill at an exact
@@ -681,14 +677,16 @@ pub struct TestingConfig {
     pub crash_after_writes: Option<u64>,
 }
 
-fn default_fail_after() -> u64 {
-    3
-}
-fn default_fail_mode() -> String {
-    "panic".into()
-}
-fn default_fail_times() -> u64 {
-    1
+impl Default for TestingConfig {
+    fn default() -> Self {
+        TestingConfig {
+            fail_stage: None,
+            fail_after: 3,
+            fail_mode: "panic".into(),
+            fail_times: 1,
+            crash_after_writes: None,
+        }
+    }
 }
 
 /// Appends the line of the key a problem names (`"stages.uploader.capacity: …"` → `… (line 12)`), so
@@ -735,10 +733,6 @@ const MAX_CHUNK_DEPTH: usize = 1024;
 const MAX_PART_SIZE: u64 = 5 << 30;
 /// The most part buffers all uploads may hold at once (uploaders × parts in flight × part size).
 const MAX_PART_MEMORY: u64 = 16 << 30;
-
-/// Stage names, as used in `[stages.*]`, metrics and `[testing] fail_stage`.
-pub const STAGE_NAMES: [&str; 7] =
-    ["change_feed", "dedup", "planner", "downloader", "uploader", "verifier", "committer"];
 
 impl Config {
     /// Reads, parses and validates `path`; relative paths inside are resolved against its folder.
@@ -794,8 +788,9 @@ impl Config {
             p.push(format!("metrics.listen: {l:?} is not an address like \"127.0.0.1:9898\""));
         }
         if let Some(s) = &self.testing.fail_stage {
-            if !STAGE_NAMES.contains(&s.as_str()) {
-                p.push(format!("testing.fail_stage: unknown stage {s:?} (one of {})", STAGE_NAMES.join(", ")));
+            if StageName::parse(s).is_none() {
+                let names: Vec<&str> = StageName::ALL.iter().map(|n| n.as_str()).collect();
+                p.push(format!("testing.fail_stage: unknown stage {s:?} (one of {})", names.join(", ")));
             }
             if !["panic", "error"].contains(&self.testing.fail_mode.as_str()) {
                 p.push("testing.fail_mode: must be \"panic\" or \"error\"".into());
@@ -871,7 +866,7 @@ impl Config {
         if self.pipeline.part_size.0 < 5 << 20 || self.pipeline.part_size.0 > MAX_PART_SIZE {
             p.push("pipeline.part_size: S3 takes parts of 5MiB to 5GiB".into());
         }
-        let uploader = self.stages.settings("uploader");
+        let uploader = self.stages.settings(StageName::Uploader);
         let part_memory = (uploader.concurrency as u64)
             .saturating_mul(uploader.part_concurrency as u64)
             .saturating_mul(self.pipeline.part_size.0);
@@ -898,20 +893,26 @@ impl Config {
     }
 
     fn stage_problems(&self, p: &mut Vec<String>) {
-        for name in STAGE_NAMES {
-            let s = self.stages.settings(name);
+        for stage in StageName::ALL {
+            let s = self.stages.settings(stage);
             for (key, value, max) in [
                 ("concurrency", s.concurrency, MAX_CONCURRENCY),
                 ("capacity", s.capacity, MAX_CAPACITY),
                 ("part_concurrency", s.part_concurrency, MAX_PART_CONCURRENCY),
             ] {
                 if !(1..=max).contains(&value) {
-                    p.push(format!("stages.{name}.{key}: must be between 1 and {max}"));
+                    p.push(format!("stages.{stage}.{key}: must be between 1 and {max}"));
                 }
             }
-            let single = ["change_feed", "dedup", "planner", "committer"];
-            if single.contains(&name) && s.concurrency != 1 {
-                p.push(format!("stages.{name}.concurrency: this stage keeps order and must run with 1 worker"));
+            if stage.single_worker() && s.concurrency != 1 {
+                p.push(format!("stages.{stage}.concurrency: this stage keeps order and must run with 1 worker"));
+            }
+            let configured = self.stages.configured(stage);
+            if !stage.has_input() && configured.is_some_and(|c| c.capacity.is_some()) {
+                p.push(format!(
+                    "stages.{stage}.capacity: the change feed reads Drive and has no input channel; \
+                     what it emits waits in [stages.dedup] capacity"
+                ));
             }
         }
     }
@@ -946,11 +947,48 @@ mod tests {
     fn minimal_config_parses_with_defaults() {
         let c = Config::parse(MINIMAL).unwrap();
         assert_eq!(c.source.drives, vec!["my-drive"]);
-        assert_eq!(c.stages.settings("downloader").concurrency, 8);
+        assert_eq!(c.stages.settings(StageName::Downloader).concurrency, 8);
         // A local folder escapes the names object_store's local store refuses; other stores take UTF-8.
         assert_eq!(c.destination.key_mode(), KeyMode::Local);
         let s3 = Config::parse(&MINIMAL.replace("file:///tmp/m", "s3://bucket/p")).unwrap();
         assert_eq!(s3.destination.key_mode(), KeyMode::Utf8);
+    }
+
+    #[test]
+    fn an_absent_section_equals_its_defaults_and_an_empty_one_too() {
+        let absent = Config::parse(MINIMAL).unwrap();
+        let empty = Config::parse(&format!("{MINIMAL}[testing]\n[retry]\n[pipeline]\n[supervisor]\n")).unwrap();
+        let default = TestingConfig::default();
+        for t in [&absent.testing, &empty.testing] {
+            assert_eq!((t.fail_after, t.fail_mode.as_str(), t.fail_times), (default.fail_after, "panic", 1));
+        }
+        assert_eq!(absent.retry.max_attempts, empty.retry.max_attempts);
+        assert_eq!(absent.pipeline.part_size, empty.pipeline.part_size);
+        assert_eq!(absent.supervisor.max_restarts, empty.supervisor.max_restarts);
+    }
+
+    #[test]
+    fn every_stage_name_round_trips_and_settings_never_fall_back_to_another_stage() {
+        for stage in StageName::ALL {
+            assert_eq!(StageName::parse(stage.as_str()), Some(stage));
+            let text = format!("{MINIMAL}[stages.{stage}]\nconcurrency = 1\ncapacity = 77\n");
+            let c = Config::parse(&text).unwrap();
+            for other in StageName::ALL {
+                let expected = if other == stage { 77 } else { DEFAULT_CAPACITY };
+                assert_eq!(c.stages.settings(other).capacity, expected, "{stage} set, {other} read");
+            }
+        }
+        assert_eq!(StageName::parse("committers"), None);
+    }
+
+    #[test]
+    fn a_capacity_for_the_feed_is_refused_because_it_has_no_input_channel() {
+        let text = format!("{MINIMAL}[stages.change_feed]\ncapacity = 9\n");
+        let problems = Config::parse(&text).unwrap().problems();
+        assert!(problems.iter().any(|p| p.starts_with("stages.change_feed.capacity:")), "{problems:#?}");
+        let ok = format!("{MINIMAL}[stages.change_feed]\nconcurrency = 1\n");
+        let problems = Config::parse(&ok).unwrap().problems();
+        assert!(!problems.iter().any(|p| p.contains("change_feed")), "{problems:#?}");
     }
 
     #[test]

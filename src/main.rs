@@ -363,9 +363,7 @@ fn open_store(path: &std::path::Path) -> anyhow::Result<mirrorflow::state::Store
 
 fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
-    let live: Option<serde_json::Value> = std::fs::read(cfg.state.dir.join(pipeline::LIVE_STATUS_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let live = mirrorflow::status::LiveStatus::read(&cfg.state.dir);
     let store = match mirrorflow::state::Store::open(&cfg.state.dir) {
         Ok(s) => s,
         Err(e) => {
@@ -389,7 +387,7 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     let v = serde_json::json!({
         "checkpoint": cp,
         "files": counts.files, "folders": counts.folders, "bytes": counts.bytes, "dead_lettered": counts.dead_lettered,
-        "in_flight": live.as_ref().and_then(|l| l.get("in_flight").cloned()).unwrap_or(0.into()),
+        "in_flight": live.as_ref().map_or(0, |l| l.in_flight),
         "last_run": live,
     });
     if json {
@@ -411,28 +409,28 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         counts.folders,
         counts.dead_lettered
     );
-    if let Some(v) = live.as_ref().map(|l| &l["verify"]).filter(|v| v.is_object()) {
+    if let Some(v) = live.as_ref().and_then(|l| l.verify.as_ref()) {
         out_line!("{}", scheduled_verify_line(v, now));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// One line about `[verify] every`'s last runs, from the live status.
-fn scheduled_verify_line(v: &serde_json::Value, now_ms: u64) -> String {
-    let ago = |key: &str| match v[key].as_u64() {
+fn scheduled_verify_line(v: &mirrorflow::verify::schedule::VerifyStatus, now_ms: u64) -> String {
+    let ago = |t: Option<u64>| match t {
         Some(t) => format!("{}s ago", now_ms.saturating_sub(t) / 1000),
         None => "never".into(),
     };
     let mut line = format!(
         "scheduled verify: {} run(s), last {}, last clean {}; last found {} missing, {} mismatched, {} extra",
-        v["runs"].as_u64().unwrap_or(0),
-        ago("last_run_unix_ms"),
-        ago("last_clean_unix_ms"),
-        v["missing"].as_u64().unwrap_or(0),
-        v["mismatched"].as_u64().unwrap_or(0),
-        v["extra"].as_u64().unwrap_or(0),
+        v.runs,
+        ago(v.last_run_unix_ms),
+        ago(v.last_clean_unix_ms),
+        v.missing,
+        v.mismatched,
+        v.extra,
     );
-    if let Some(e) = v["last_error"].as_str() {
+    if let Some(e) = &v.last_error {
         line.push_str(&format!(" (last error: {e})"));
     }
     line
@@ -470,7 +468,7 @@ fn dlq_retry(path: &std::path::Path, ids: Vec<String>) -> anyhow::Result<ExitCod
 }
 
 async fn emulator(a: EmulatorArgs) -> anyhow::Result<ExitCode> {
-    let cfg = mirrorflow::emulator::EmulatorConfig {
+    let cfg = drive_emulator::EmulatorConfig {
         seed: a.seed,
         files: a.files,
         folders: a.folders,
@@ -481,6 +479,6 @@ async fn emulator(a: EmulatorArgs) -> anyhow::Result<ExitCode> {
         big_file_mib: a.big_file_mib,
         ..Default::default()
     };
-    mirrorflow::emulator::run_cli(cfg, a.listen, a.write_key).await.context("emulator")?;
+    drive_emulator::run_cli(cfg, a.listen, a.write_key).await.context("emulator")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,29 +1,30 @@
-//! Compiles a [`Config`] into the running actor tree: discovers the drives in scope, opens the store,
-//! the destination and the Drive client, builds every stage with its bounded channels, starts them
-//! under the supervisor, and waits for the end of the run.
+//! Turns a [`Config`] into a running actor tree, in three steps: [`open`] the store, the destination and
+//! Drive (settling what an interrupted run left); [`compile`] every channel, stage and re-delivery route
+//! into a [`Topology`] (no I/O); start it under the supervisor and watch it until the run ends ([`run`]).
 
 use crate::actors::feed::{FeedActor, FeedArgs};
 use crate::actors::supervisor::SpawnFn;
 use crate::actors::worker::{InHand, SharedInput};
-use crate::actors::{
-    ChildSpec, PipelineSupervisor, ReplayRoutes, StageWorker, SupervisorArgs, SupervisorMsg, WorkerArgs,
-};
-use crate::config::Config;
+use crate::actors::{ChildSpec, PipelineSupervisor, StageWorker, SupervisorArgs, SupervisorMsg, WorkerArgs};
+use crate::config::{Config, StageName};
 use crate::dest::{DestError, Destination};
 use crate::drive::{DriveClient, DriveError, DriveSettings};
-use crate::model::{DeadLetter, DriveId};
+use crate::model::{ChangeEvent, DeadLetter, DriveId, Planned, Uploaded};
 use crate::retry::RetryPolicy;
 use crate::stages::change_feed::{ChangeFeed, DriveSelection, FeedOutputs, listing_jobs};
 use crate::stages::committer::{CommitState, Committer, Progress};
 use crate::stages::dedup::Dedup;
-use crate::stages::downloader::Downloader;
+use crate::stages::downloader::{Downloader, Transfer};
 use crate::stages::ledger::Ledger;
 use crate::stages::planner::{Layout, Planner, Scope};
 use crate::stages::uploader::Uploader;
 use crate::stages::verifier::Verifier;
 use crate::stages::{CommitMsg, Emit, FailureInjector, Redo, Stage};
 use crate::state::{Store, StoreError};
-use ractor::Actor;
+use crate::status::LiveStatus;
+use crate::verify::schedule::VerifyStatus;
+use ractor::{Actor, ActorRef};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -143,77 +144,24 @@ pub async fn discover_scope(cfg: &Config, drive: &DriveClient) -> Result<Scope, 
     Ok(scope)
 }
 
-fn emit_to<O>(next: mpsc::Sender<O>, commit: &mpsc::Sender<CommitMsg>) -> Emit<O> {
-    Emit { next, commit: commit.clone() }
+/// What a run needs from outside, opened once and shared by every stage.
+pub struct Resources {
+    /// The state store.
+    pub store: Store,
+    /// The destination.
+    pub dest: Destination,
+    /// The Drive client.
+    pub drive: Arc<DriveClient>,
+    /// My Drive's root and the shared drives in scope.
+    pub scope: Scope,
+    /// An existing destination is being adopted (its objects are matched, not downloaded again).
+    pub adopting: bool,
 }
 
-/// One stage's input: the main channel upstream sends into (its capacity is the backpressure) and the
-/// redo lane for work already admitted (sized from the ledger's limit; see [`Redo`]).
-struct Channels<T> {
-    tx: mpsc::Sender<T>,
-    redo: Redo<T>,
-    rx: SharedInput<T>,
-}
-
-fn channel<T>(stage: &'static str, capacity: usize, redo_capacity: usize) -> Channels<T> {
-    let (tx, rx) = mpsc::channel(capacity);
-    let (redo_tx, redo_rx) = mpsc::channel(redo_capacity);
-    let lanes = crate::actors::worker::Lanes::new(redo_rx, rx);
-    Channels { tx, redo: Redo::new(stage, redo_tx), rx: Arc::new(tokio::sync::Mutex::new(lanes)) }
-}
-
-/// The most events unfinished at once: what the channels and workers between the feed and the
-/// committer hold when every one of them is full, so the ledger's limit never bites before ordinary
-/// backpressure would, while everything sized by work in flight (the watermark's finished seqs, parked
-/// events, the redo lanes) stays bounded.
-pub fn in_flight_limit(cfg: &Config) -> usize {
-    let st = |name| cfg.stages.settings(name);
-    let stages = ["change_feed", "dedup", "planner", "downloader", "uploader", "verifier"];
-    let channels: usize = stages.iter().map(|n| st(n).capacity).sum::<usize>() + committer_capacity(cfg);
-    let workers: usize = stages.iter().map(|n| st(n).concurrency).sum();
-    channels + workers
-}
-
-fn committer_capacity(cfg: &Config) -> usize {
-    cfg.stages.settings("committer").capacity.max(1024)
-}
-
-/// Makes the spec of one worker of stage `S`, whose stage is built fresh by `build` at every start.
-fn worker_spec<S, F>(build: F, input: SharedInput<S::In>, emit: Emit<S::Out>) -> ChildSpec
-where
-    S: Stage + Sync,
-    S::In: Sync,
-    S::Out: Sync,
-    F: Fn() -> Result<S, String> + Send + Sync + 'static,
-{
-    let in_hand: InHand = Arc::default();
-    let slot = in_hand.clone();
-    let build = Arc::new(build);
-    let spawn: SpawnFn = Arc::new(move |sup| {
-        let (build, input, emit, in_hand) = (build.clone(), input.clone(), emit.clone(), slot.clone());
-        Box::pin(async move {
-            let stage = build()?;
-            let args = WorkerArgs { stage, input, emit, in_hand };
-            let (actor, _) =
-                Actor::spawn_linked(None, StageWorker::<S>::default(), args, sup).await.map_err(|e| e.to_string())?;
-            Ok(actor.get_cell())
-        })
-    });
-    ChildSpec { stage: S::NAME, spawn, in_hand }
-}
-
-/// What names one destination: its URL (bucket and prefix) and, for S3-compatible stores, the endpoint.
-/// How a state store names the destination it describes: URL and endpoint.
-pub fn destination_identity(d: &crate::config::DestinationConfig) -> String {
-    let url = d.url.trim_end_matches('/');
-    match &d.endpoint {
-        Some(e) => format!("{url} at {}", e.trim_end_matches('/')),
-        None => url.to_string(),
-    }
-}
-
-/// Runs the pipeline described by `cfg`.
-pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineError> {
+/// Opens what a run needs, in the order that keeps the destination consistent with the store: the
+/// store (bound to this destination), the destination (reachable; interrupted uploads and uncommitted
+/// writes settled), then Drive and the scope.
+pub async fn open(cfg: &Config) -> Result<Resources, PipelineError> {
     crate::install_crypto_provider();
     if let Some(listen) = &cfg.metrics.listen {
         let addr = listen.parse().map_err(|e| PipelineError::Metrics(format!("{listen}: {e}")))?;
@@ -236,260 +184,588 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     let drive = Arc::new(drive_client(cfg).await?);
     let scope = discover_scope(cfg, &drive).await?;
     tracing::info!(my_drive = scope.my_drive_root.is_some(), shared_drives = scope.shared.len(), "scope resolved");
+    Ok(Resources { store, dest, drive, scope, adopting })
+}
 
-    let st = |name| cfg.stages.settings(name);
-    let faults = Arc::new(FailureInjector::new(&cfg.testing));
-    let first_seq = store.next_seq()?;
-    let limit = in_flight_limit(cfg);
-    let ledger = Arc::new(Ledger::new(first_seq, limit));
-    // Room for every admitted event, plus one replay per worker of an item already finished.
-    let redo = limit + 64 + cfg.stages.settings("downloader").concurrency + cfg.stages.settings("uploader").concurrency;
-    let next_seq = Arc::new(AtomicU64::new(first_seq));
-    let (progress_tx, mut progress_rx) = watch::channel(Progress::default());
-    let (fatal_tx, mut fatal_rx) = watch::channel(None::<String>);
+/// One stage's input: the main channel upstream sends into (its capacity is the backpressure) and the
+/// redo lane for work already admitted (sized from the ledger's limit; see [`Redo`]).
+struct Channels<T> {
+    tx: mpsc::Sender<T>,
+    redo: Redo<T>,
+    rx: SharedInput<T>,
+}
 
-    let to_dedup = channel("dedup", st("change_feed").capacity, redo);
-    let to_planner = channel("planner", st("dedup").capacity, redo);
-    let to_downloader = channel("downloader", st("planner").capacity, redo);
-    let to_uploader = channel("uploader", st("downloader").capacity, redo);
-    let to_verifier = channel("verifier", st("uploader").capacity, redo);
-    // The committer's redo lane holds one replayed batch of a dead committer.
-    let to_committer = channel::<CommitMsg>("committer", committer_capacity(cfg), Committer::BATCH);
-    let commit = to_committer.tx.clone();
-    let (unit_tx, _unit_rx) = mpsc::channel::<()>(1);
+fn channel<T>(stage: StageName, capacity: usize, redo_capacity: usize) -> Channels<T> {
+    let (tx, rx) = mpsc::channel(capacity);
+    let (redo_tx, redo_rx) = mpsc::channel(redo_capacity);
+    let lanes = crate::actors::worker::Lanes::new(redo_rx, rx);
+    Channels { tx, redo: Redo::new(stage.as_str(), redo_tx), rx: Arc::new(tokio::sync::Mutex::new(lanes)) }
+}
 
-    let mut children = Vec::new();
-    let wake = Arc::new(Notify::new());
-    let refresh_wake = Arc::new(Notify::new());
-    let wakes = (wake.clone(), refresh_wake.clone());
-    let outputs = FeedOutputs { events: to_dedup.tx.clone(), commit: commit.clone(), ledger: ledger.clone() };
-    children.push(feed_spec(cfg, &opts, &store, &drive, &scope, &next_seq, &wakes, &faults, outputs));
-    {
-        let (ledger, faults) = (ledger.clone(), faults.clone());
-        let build = move || Ok(Dedup { ledger: ledger.clone(), faults: faults.clone() });
-        children.push(worker_spec(build, to_dedup.rx.clone(), emit_to(to_planner.tx.clone(), &commit)));
+/// Every stage's input channel, each sized by that stage's own `[stages.<name>] capacity` (the feed
+/// reads Drive and has none).
+struct Inputs {
+    dedup: Channels<ChangeEvent>,
+    planner: Channels<ChangeEvent>,
+    downloader: Channels<Planned>,
+    uploader: Channels<Transfer>,
+    verifier: Channels<Uploaded>,
+    committer: Channels<CommitMsg>,
+}
+
+impl Inputs {
+    fn new(cfg: &Config) -> Inputs {
+        let capacity = |stage| cfg.stages.settings(stage).capacity;
+        let redo = redo_capacity(cfg);
+        Inputs {
+            dedup: channel(StageName::Dedup, capacity(StageName::Dedup), redo),
+            planner: channel(StageName::Planner, capacity(StageName::Planner), redo),
+            downloader: channel(StageName::Downloader, capacity(StageName::Downloader), redo),
+            uploader: channel(StageName::Uploader, capacity(StageName::Uploader), redo),
+            verifier: channel(StageName::Verifier, capacity(StageName::Verifier), redo),
+            // The committer's redo lane holds one replayed batch of a dead committer.
+            committer: channel(StageName::Committer, committer_capacity(cfg), Committer::BATCH),
+        }
     }
-    {
-        let (store, drive, scope, faults, ledger) =
-            (store.clone(), drive.clone(), scope.clone(), faults.clone(), ledger.clone());
-        let layout = Layout {
-            prefix: dest.prefix().to_string(),
-            mode: dest.key_mode,
+
+    /// The capacity each stage's input channel was built with.
+    fn capacities(&self) -> BTreeMap<StageName, usize> {
+        BTreeMap::from([
+            (StageName::Dedup, self.dedup.tx.max_capacity()),
+            (StageName::Planner, self.planner.tx.max_capacity()),
+            (StageName::Downloader, self.downloader.tx.max_capacity()),
+            (StageName::Uploader, self.uploader.tx.max_capacity()),
+            (StageName::Verifier, self.verifier.tx.max_capacity()),
+            (StageName::Committer, self.committer.tx.max_capacity()),
+        ])
+    }
+
+    /// How full each edge is, for `mirrorflow_queue_depth{edge}`.
+    fn gauges(&self) -> Vec<QueueGauge> {
+        vec![
+            QueueGauge::of("feed_dedup", &self.dedup.tx),
+            QueueGauge::of("dedup_planner", &self.planner.tx),
+            QueueGauge::of("planner_downloader", &self.downloader.tx),
+            QueueGauge::of("downloader_uploader", &self.uploader.tx),
+            QueueGauge::of("uploader_verifier", &self.verifier.tx),
+            QueueGauge::of("to_committer", &self.committer.tx),
+        ]
+    }
+}
+
+/// One edge's fill level, read by the metrics sampler.
+struct QueueGauge {
+    edge: &'static str,
+    depth: Box<dyn Fn() -> usize + Send + Sync>,
+}
+
+impl QueueGauge {
+    fn of<T: Send + 'static>(edge: &'static str, tx: &mpsc::Sender<T>) -> QueueGauge {
+        let tx = tx.downgrade();
+        let depth = move || tx.upgrade().map_or(0, |tx| tx.max_capacity() - tx.capacity());
+        QueueGauge { edge, depth: Box::new(depth) }
+    }
+}
+
+/// The stages that sit between the feed and the committer, whose channels and workers hold events.
+const BETWEEN: [StageName; 6] = [
+    StageName::ChangeFeed,
+    StageName::Dedup,
+    StageName::Planner,
+    StageName::Downloader,
+    StageName::Uploader,
+    StageName::Verifier,
+];
+
+/// The most events unfinished at once: what the channels and workers between the feed and the
+/// committer hold when every one of them is full, so the ledger's limit never bites before ordinary
+/// backpressure would, while everything sized by work in flight (the watermark's finished seqs, parked
+/// events, the redo lanes) stays bounded.
+pub fn in_flight_limit(cfg: &Config) -> usize {
+    let st = |name| cfg.stages.settings(name);
+    let inputs: usize = BETWEEN.iter().filter(|s| s.has_input()).map(|s| st(*s).capacity).sum();
+    let workers: usize = BETWEEN.iter().map(|s| st(*s).concurrency).sum();
+    inputs + committer_capacity(cfg) + workers
+}
+
+/// The committer's input holds at least one full batch of 1,024 outcomes, so it can always group.
+fn committer_capacity(cfg: &Config) -> usize {
+    cfg.stages.settings(StageName::Committer).capacity.max(Committer::BATCH)
+}
+
+/// Room in a redo lane for every admitted event, plus one replay per worker of an item already
+/// finished.
+fn redo_capacity(cfg: &Config) -> usize {
+    let st = |name| cfg.stages.settings(name);
+    in_flight_limit(cfg) + 64 + st(StageName::Downloader).concurrency + st(StageName::Uploader).concurrency
+}
+
+/// Makes the specs of `n` workers of stage `S`, each building its stage fresh with `build` at every
+/// start; a dead worker's items go back on `replay_to`.
+fn workers<S, F>(
+    n: usize,
+    build: F,
+    input: &Channels<S::In>,
+    emit: Emit<S::Out>,
+    replay_to: &Redo<S::Replay>,
+) -> Vec<ChildSpec>
+where
+    S: Stage + Sync,
+    S::In: Sync,
+    S::Out: Sync,
+    F: Fn() -> Result<S, String> + Send + Sync + 'static,
+{
+    let build = Arc::new(build);
+    (0..n)
+        .map(|_| {
+            let in_hand: InHand = Arc::default();
+            let (build, input, emit, slot, replay_to) =
+                (build.clone(), input.rx.clone(), emit.clone(), in_hand.clone(), replay_to.clone());
+            let spawn: SpawnFn = Arc::new(move |sup| {
+                let (build, input, emit, in_hand, replay_to) =
+                    (build.clone(), input.clone(), emit.clone(), slot.clone(), replay_to.clone());
+                Box::pin(async move {
+                    let stage = build()?;
+                    let args = WorkerArgs { stage, input, emit, in_hand, replay_to };
+                    let (actor, _) = Actor::spawn_linked(None, StageWorker::<S>::default(), args, sup)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(actor.get_cell())
+                })
+            });
+            ChildSpec { stage: S::NAME, spawn, in_hand }
+        })
+        .collect()
+}
+
+fn emit_to<O>(next: mpsc::Sender<O>, commit: &mpsc::Sender<CommitMsg>) -> Emit<O> {
+    Emit { next, commit: commit.clone() }
+}
+
+/// What a name in the store says about the destination: its URL (bucket and prefix) and, for
+/// S3-compatible stores, the endpoint.
+pub fn destination_identity(d: &crate::config::DestinationConfig) -> String {
+    let url = d.url.trim_end_matches('/');
+    match &d.endpoint {
+        Some(e) => format!("{url} at {}", e.trim_end_matches('/')),
+        None => url.to_string(),
+    }
+}
+
+/// State every stage of one run shares.
+struct Shared<'a> {
+    cfg: &'a Config,
+    res: &'a Resources,
+    ledger: Arc<Ledger>,
+    faults: Arc<FailureInjector>,
+    next_seq: Arc<AtomicU64>,
+    wake: Arc<Notify>,
+    refresh_wake: Arc<Notify>,
+}
+
+/// The compiled pipeline: every channel sized, every stage's workers described (as specs the
+/// supervisor starts and restarts), every re-delivery route decided. Compiling does no I/O and cannot
+/// fail on a validated config (`Config::load` collects every problem at once); nothing runs until
+/// [`Topology::start`].
+pub struct Topology {
+    children: Vec<ChildSpec>,
+    gauges: Vec<QueueGauge>,
+    /// The capacity of each stage's input channel, as built.
+    pub capacities: BTreeMap<StageName, usize>,
+    ledger: Arc<Ledger>,
+    commit: mpsc::Sender<CommitMsg>,
+    progress: watch::Receiver<Progress>,
+    progress_tx: watch::Sender<Progress>,
+    wake: Arc<Notify>,
+    refresh_wake: Arc<Notify>,
+    /// Keeps the last stages' unused output open.
+    _sink: mpsc::Receiver<()>,
+}
+
+/// Builds the pipeline `cfg` describes over opened `res`ources.
+pub fn compile(cfg: &Config, opts: &RunOptions, res: &Resources) -> Result<Topology, PipelineError> {
+    let first_seq = res.store.next_seq()?;
+    let sh = Shared {
+        cfg,
+        res,
+        ledger: Arc::new(Ledger::new(first_seq, in_flight_limit(cfg))),
+        faults: Arc::new(FailureInjector::new(&cfg.testing)),
+        next_seq: Arc::new(AtomicU64::new(first_seq)),
+        wake: Arc::new(Notify::new()),
+        refresh_wake: Arc::new(Notify::new()),
+    };
+    let inputs = Inputs::new(cfg);
+    let (progress_tx, progress) = watch::channel(Progress::default());
+    let (sink_tx, sink) = mpsc::channel::<()>(1);
+    let commit = inputs.committer.tx.clone();
+    let count = |stage| cfg.stages.settings(stage).concurrency;
+    let outputs = FeedOutputs { events: inputs.dedup.tx.clone(), commit: commit.clone(), ledger: sh.ledger.clone() };
+    let mut children = vec![feed_spec(&sh, opts, outputs)];
+    let i = &inputs;
+    children.extend(workers(1, dedup(&sh), &i.dedup, emit_to(i.planner.tx.clone(), &commit), &i.dedup.redo));
+    children.extend(workers(1, planner(&sh), &i.planner, emit_to(i.downloader.tx.clone(), &commit), &i.planner.redo));
+    let (downloaders, uploaders) = (count(StageName::Downloader), count(StageName::Uploader));
+    children.extend(workers(
+        downloaders,
+        downloader(&sh),
+        &i.downloader,
+        emit_to(i.uploader.tx.clone(), &commit),
+        &i.downloader.redo,
+    ));
+    let upload = uploader(&sh, &i.downloader.redo);
+    // A dead upload's bytes are fetched again: its items go back to the downloader.
+    children.extend(workers(
+        uploaders,
+        upload,
+        &i.uploader,
+        emit_to(i.verifier.tx.clone(), &commit),
+        &i.downloader.redo,
+    ));
+    let verify = verifier(&sh, &i.downloader.redo);
+    children.extend(workers(
+        count(StageName::Verifier),
+        verify,
+        &i.verifier,
+        emit_to(sink_tx.clone(), &commit),
+        &i.verifier.redo,
+    ));
+    let commits = committer(&sh, &i.dedup.redo, &progress_tx);
+    children.extend(workers(1, commits, &i.committer, emit_to(sink_tx, &commit), &i.committer.redo));
+    Ok(Topology {
+        children,
+        gauges: inputs.gauges(),
+        capacities: inputs.capacities(),
+        ledger: sh.ledger,
+        commit,
+        progress,
+        progress_tx,
+        wake: sh.wake,
+        refresh_wake: sh.refresh_wake,
+        _sink: sink,
+    })
+}
+
+fn dedup(sh: &Shared) -> impl Fn() -> Result<Dedup, String> + Send + Sync + 'static {
+    let (ledger, faults) = (sh.ledger.clone(), sh.faults.clone());
+    move || Ok(Dedup { ledger: ledger.clone(), faults: faults.clone() })
+}
+
+fn planner(sh: &Shared) -> impl Fn() -> Result<Planner<DriveClient>, String> + Send + Sync + 'static {
+    let (store, drive, scope) = (sh.res.store.clone(), sh.res.drive.clone(), sh.res.scope.clone());
+    let (ledger, faults) = (sh.ledger.clone(), sh.faults.clone());
+    let layout = Layout {
+        prefix: sh.res.dest.prefix().to_string(),
+        mode: sh.res.dest.key_mode,
+        export: sh.cfg.source.export.clone(),
+        max_file_size: sh.cfg.source.max_file_size.map(|b| b.0),
+    };
+    move || {
+        Planner::new(store.clone(), drive.clone(), scope.clone(), layout.clone(), ledger.clone(), faults.clone())
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn downloader(sh: &Shared) -> impl Fn() -> Result<Downloader<DriveClient>, String> + Send + Sync + 'static {
+    let (drive, dest, store, faults) =
+        (sh.res.drive.clone(), sh.res.dest.clone(), sh.res.store.clone(), sh.faults.clone());
+    let cfg = &sh.cfg.pipeline;
+    let (chunk_size, chunk_depth, digests) = (cfg.chunk_size.0 as usize, cfg.chunk_depth, cfg.digests());
+    let (max_resumes, adopt) = (sh.cfg.retry.max_attempts, sh.res.adopting);
+    move || {
+        Ok(Downloader {
+            source: drive.clone(),
+            dest: dest.clone(),
+            store: store.clone(),
+            chunk_size,
+            chunk_depth,
+            digests,
+            max_resumes,
+            faults: faults.clone(),
+            adopt,
+        })
+    }
+}
+
+fn uploader(sh: &Shared, refetch: &Redo<Planned>) -> impl Fn() -> Result<Uploader, String> + Send + Sync + 'static {
+    let (dest, store, faults, refetch) =
+        (sh.res.dest.clone(), sh.res.store.clone(), sh.faults.clone(), refetch.clone());
+    let cfg = &sh.cfg.pipeline;
+    let budget = crate::stages::budget::MemoryBudget::new(cfg.memory_budget.0);
+    let part_concurrency = sh.cfg.stages.settings(StageName::Uploader).part_concurrency;
+    let (part_size, chunk_size, digests) = (cfg.part_size.0 as usize, cfg.chunk_size.0 as usize, cfg.digests());
+    move || {
+        Ok(Uploader {
+            dest: dest.clone(),
+            part_size,
+            chunk_size,
+            part_concurrency,
+            budget: budget.clone(),
+            digests,
+            store: store.clone(),
+            refetch: refetch.clone(),
+            faults: faults.clone(),
+        })
+    }
+}
+
+fn verifier(sh: &Shared, refetch: &Redo<Planned>) -> impl Fn() -> Result<Verifier, String> + Send + Sync + 'static {
+    let (dest, store, faults, refetch) =
+        (sh.res.dest.clone(), sh.res.store.clone(), sh.faults.clone(), refetch.clone());
+    move || Ok(Verifier { dest: dest.clone(), store: store.clone(), refetch: refetch.clone(), faults: faults.clone() })
+}
+
+fn committer(
+    sh: &Shared,
+    release: &Redo<ChangeEvent>,
+    progress: &watch::Sender<Progress>,
+) -> impl Fn() -> Result<Committer, String> + Send + Sync + 'static {
+    let (store, ledger, faults) = (sh.res.store.clone(), sh.ledger.clone(), sh.faults.clone());
+    let (release, progress) = (release.clone(), progress.clone());
+    let (next_seq, refresh_wake) = (sh.next_seq.clone(), sh.refresh_wake.clone());
+    // Survives the committer's restarts (restart by builder).
+    let state = Arc::new(std::sync::Mutex::new(CommitState::default()));
+    let audit_retention = sh.cfg.state.audit_retention.0;
+    move || {
+        Ok(Committer {
+            store: store.clone(),
+            state: state.clone(),
+            ledger: ledger.clone(),
+            release: release.clone(),
+            progress: progress.clone(),
+            next_seq: next_seq.clone(),
+            refresh_wake: refresh_wake.clone(),
+            faults: faults.clone(),
+            audit_retention,
+            next_prune: None,
+        })
+    }
+}
+
+fn feed_spec(sh: &Shared, opts: &RunOptions, outputs: FeedOutputs) -> ChildSpec {
+    let (store, drive, next_seq) = (sh.res.store.clone(), sh.res.drive.clone(), sh.next_seq.clone());
+    let (wake, refresh_wake, faults) = (sh.wake.clone(), sh.refresh_wake.clone(), sh.faults.clone());
+    let scope = &sh.res.scope;
+    let (jobs, logs) = (listing_jobs(scope), crate::stages::change_feed::change_logs(scope));
+    let (drives, selection) = (scope.shared.clone(), DriveSelection::from_config(&sh.cfg.source.drives));
+    let (once, poll_interval) = (opts.once, sh.cfg.source.poll_interval.0);
+    let spawn: SpawnFn = Arc::new(move |sup| {
+        let feed = ChangeFeed {
+            source: drive.clone(),
+            store: store.clone(),
+            jobs: jobs.clone(),
+            logs: logs.clone(),
+            drives: drives.clone(),
+            selection: selection.clone(),
+            next_seq: next_seq.clone(),
+            once,
+            poll_interval,
+            wake: wake.clone(),
+            refresh_wake: refresh_wake.clone(),
+            served: Default::default(),
+            faults: faults.clone(),
+        };
+        let out = outputs.clone();
+        Box::pin(async move {
+            let (actor, _) = Actor::spawn_linked(None, FeedActor::default(), FeedArgs { feed, out }, sup)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(actor.get_cell())
+        })
+    });
+    ChildSpec { stage: StageName::ChangeFeed, spawn, in_hand: Arc::default() }
+}
+
+/// A started pipeline: the supervisor and its children, and the tasks beside them.
+struct Running {
+    sup: ActorRef<SupervisorMsg>,
+    sup_handle: tokio::task::JoinHandle<()>,
+    fatal: watch::Receiver<Option<String>>,
+    sampler: tokio::task::JoinHandle<()>,
+    webhook: Option<crate::drive::webhook::Webhook>,
+    scheduled_verify: Option<tokio::task::JoinHandle<()>>,
+    sweep: Option<tokio::task::JoinHandle<Result<usize, crate::adopt::AdoptError>>>,
+    verify_status: Arc<std::sync::Mutex<VerifyStatus>>,
+}
+
+impl Topology {
+    /// Starts the supervisor (which starts every stage), the queue-depth sampler, and in continuous
+    /// mode the webhook and the scheduled verify.
+    async fn start(&mut self, cfg: &Config, opts: &RunOptions, res: &Resources) -> Result<Running, PipelineError> {
+        let (fatal_tx, fatal) = watch::channel(None::<String>);
+        let sup_args = SupervisorArgs {
+            children: std::mem::take(&mut self.children),
+            max_restarts: cfg.supervisor.max_restarts,
+            within: cfg.supervisor.within.0,
+            fatal: fatal_tx,
+        };
+        let webhook = match (&cfg.source.webhook, opts.once) {
+            (Some(w), false) => Some(start_webhook(w, res, &self.wake).await?),
+            _ => None,
+        };
+        let (sup, sup_handle) = Actor::spawn(None, PipelineSupervisor, sup_args)
+            .await
+            .map_err(|e| PipelineError::Supervision(format!("pipeline failed to start: {e}")))?;
+        let verify_status = Arc::new(std::sync::Mutex::new(VerifyStatus::default()));
+        let scheduled_verify = match (cfg.verify.every, opts.once) {
+            (Some(every), false) => Some(self.scheduled_verify(cfg, res, every.0, &verify_status).spawn()),
+            _ => None,
+        };
+        let sweep =
+            res.adopting.then(|| tokio::spawn(crate::adopt::sweep_when_listed(res.store.clone(), res.dest.clone())));
+        let sampler = spawn_depth_sampler(std::mem::take(&mut self.gauges));
+        Ok(Running { sup, sup_handle, fatal, sampler, webhook, scheduled_verify, sweep, verify_status })
+    }
+
+    fn scheduled_verify(
+        &self,
+        cfg: &Config,
+        res: &Resources,
+        every: Duration,
+        status: &Arc<std::sync::Mutex<VerifyStatus>>,
+    ) -> crate::verify::schedule::Schedule {
+        crate::verify::schedule::Schedule {
+            every,
+            checksum: cfg.verify.checksum,
+            store: res.store.clone(),
+            dest: res.dest.clone(),
+            drive: res.drive.clone(),
+            scope: res.scope.clone(),
             export: cfg.source.export.clone(),
             max_file_size: cfg.source.max_file_size.map(|b| b.0),
-        };
-        let build = move || {
-            Planner::new(store.clone(), drive.clone(), scope.clone(), layout.clone(), ledger.clone(), faults.clone())
-                .map_err(|e| e.to_string())
-        };
-        children.push(worker_spec(build, to_planner.rx.clone(), emit_to(to_downloader.tx.clone(), &commit)));
-    }
-    for _ in 0..st("downloader").concurrency {
-        let (drive, dest, faults, store) = (drive.clone(), dest.clone(), faults.clone(), store.clone());
-        let (chunk_size, chunk_depth) = (cfg.pipeline.chunk_size.0 as usize, cfg.pipeline.chunk_depth);
-        let (max_resumes, digests) = (cfg.retry.max_attempts, cfg.pipeline.digests());
-        let build = move || {
-            Ok(Downloader {
-                source: drive.clone(),
-                dest: dest.clone(),
-                store: store.clone(),
-                chunk_size,
-                chunk_depth,
-                digests,
-                max_resumes,
-                faults: faults.clone(),
-                adopt: adopting,
-            })
-        };
-        children.push(worker_spec(build, to_downloader.rx.clone(), emit_to(to_uploader.tx.clone(), &commit)));
-    }
-    let budget = crate::stages::budget::MemoryBudget::new(cfg.pipeline.memory_budget.0);
-    for _ in 0..st("uploader").concurrency {
-        let (dest, faults, store, budget) = (dest.clone(), faults.clone(), store.clone(), budget.clone());
-        let (part_size, part_concurrency) = (cfg.pipeline.part_size.0 as usize, st("uploader").part_concurrency);
-        let (refetch, digests) = (to_downloader.redo.clone(), cfg.pipeline.digests());
-        let chunk_size = cfg.pipeline.chunk_size.0 as usize;
-        let build = move || {
-            Ok(Uploader {
-                dest: dest.clone(),
-                part_size,
-                chunk_size,
-                part_concurrency,
-                budget: budget.clone(),
-                digests,
-                store: store.clone(),
-                refetch: refetch.clone(),
-                faults: faults.clone(),
-            })
-        };
-        children.push(worker_spec(build, to_uploader.rx.clone(), emit_to(to_verifier.tx.clone(), &commit)));
-    }
-    for _ in 0..st("verifier").concurrency {
-        let (dest, faults, refetch, store) = (dest.clone(), faults.clone(), to_downloader.redo.clone(), store.clone());
-        let build = move || {
-            Ok(Verifier { dest: dest.clone(), store: store.clone(), refetch: refetch.clone(), faults: faults.clone() })
-        };
-        children.push(worker_spec(build, to_verifier.rx.clone(), emit_to(unit_tx.clone(), &commit)));
-    }
-    {
-        let (store, ledger, faults, release, progress) =
-            (store.clone(), ledger.clone(), faults.clone(), to_dedup.redo.clone(), progress_tx.clone());
-        let (next_seq, refresh_wake) = (next_seq.clone(), refresh_wake.clone());
-        let state = Arc::new(std::sync::Mutex::new(CommitState::default()));
-        let audit_retention = cfg.state.audit_retention.0;
-        let build = move || {
-            Ok(Committer {
-                store: store.clone(),
-                state: state.clone(),
-                ledger: ledger.clone(),
-                release: release.clone(),
-                progress: progress.clone(),
-                next_seq: next_seq.clone(),
-                refresh_wake: refresh_wake.clone(),
-                faults: faults.clone(),
-                audit_retention,
-                next_prune: None,
-            })
-        };
-        children.push(worker_spec(build, to_committer.rx.clone(), emit_to(unit_tx.clone(), &commit)));
-    }
-
-    let routes = ReplayRoutes {
-        dedup: to_dedup.redo.clone(),
-        planner: to_planner.redo.clone(),
-        downloader: to_downloader.redo.clone(),
-        verifier: to_verifier.redo.clone(),
-        committer: to_committer.redo.clone(),
-    };
-    let depth_sampler = spawn_depth_sampler(
-        vec![("feed_dedup", to_dedup.tx.clone()), ("dedup_planner", to_planner.tx.clone())],
-        to_downloader.tx.clone(),
-        to_uploader.tx.clone(),
-        to_verifier.tx.clone(),
-        commit.clone(),
-    );
-    let sup_args = SupervisorArgs {
-        children,
-        routes,
-        max_restarts: cfg.supervisor.max_restarts,
-        within: cfg.supervisor.within.0,
-        fatal: fatal_tx,
-    };
-    let webhook = match (&cfg.source.webhook, opts.once) {
-        (Some(w), false) => {
-            let listen = w.listen.parse().map_err(|e| PipelineError::Scope(format!("webhook.listen: {e}")))?;
-            let hook = crate::drive::webhook::Webhook::start(
-                listen,
-                w.public_url.clone(),
-                w.channel_ttl.0,
-                drive.clone(),
-                wake.clone(),
-                crate::stages::change_feed::change_logs(&scope),
-            )
-            .await
-            .map_err(PipelineError::Supervision)?;
-            tracing::info!(listen = %hook.local_addr, "push notifications registered");
-            Some(hook)
+            state_inside: crate::verify::state_inside_destination(cfg),
+            ledger: self.ledger.clone(),
+            wake: self.refresh_wake.clone(),
+            status: status.clone(),
         }
-        _ => None,
-    };
-    let (sup, sup_handle) = Actor::spawn(None, PipelineSupervisor, sup_args)
-        .await
-        .map_err(|e| PipelineError::Supervision(format!("pipeline failed to start: {e}")))?;
+    }
 
-    let verify_status = Arc::new(std::sync::Mutex::new(crate::verify::schedule::VerifyStatus::default()));
-    let scheduled_verify = match (cfg.verify.every, opts.once) {
-        (Some(every), false) => Some(
-            crate::verify::schedule::Schedule {
-                every: every.0,
-                checksum: cfg.verify.checksum,
-                store: store.clone(),
-                dest: dest.clone(),
-                drive: drive.clone(),
-                scope: scope.clone(),
-                export: cfg.source.export.clone(),
-                max_file_size: cfg.source.max_file_size.map(|b| b.0),
-                state_inside: crate::verify::state_inside_destination(cfg),
-                ledger: ledger.clone(),
-                wake: refresh_wake.clone(),
-                status: verify_status.clone(),
-            }
-            .spawn(),
-        ),
-        _ => None,
-    };
-    let live_verify = || cfg.verify.every.map(|_| verify_status.lock().unwrap_or_else(|p| p.into_inner()).clone());
-    let mut sweep = adopting.then(|| tokio::spawn(crate::adopt::sweep_when_listed(store.clone(), dest.clone())));
-    let mut interrupted = false;
+    fn publish_status(&self, cfg: &Config, running: bool, verify: &Arc<std::sync::Mutex<VerifyStatus>>) {
+        let verify = cfg.verify.every.map(|_| verify.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        let progress = self.progress.borrow().clone();
+        LiveStatus::now(&progress, self.ledger.files_in_flight(), running, verify).publish(&cfg.state.dir);
+    }
+}
+
+async fn start_webhook(
+    w: &crate::config::WebhookConfig,
+    res: &Resources,
+    wake: &Arc<Notify>,
+) -> Result<crate::drive::webhook::Webhook, PipelineError> {
+    let listen = w.listen.parse().map_err(|e| PipelineError::Scope(format!("webhook.listen: {e}")))?;
+    let logs = crate::stages::change_feed::change_logs(&res.scope);
+    let hook = crate::drive::webhook::Webhook::start(
+        listen,
+        w.public_url.clone(),
+        w.channel_ttl.0,
+        res.drive.clone(),
+        wake.clone(),
+        logs,
+    )
+    .await
+    .map_err(PipelineError::Supervision)?;
+    tracing::info!(listen = %hook.local_addr, "push notifications registered");
+    Ok(hook)
+}
+
+/// How the watch over a running pipeline ended.
+enum End {
+    /// `--once` caught up, or a failure (the pipeline's own or the adoption sweep's).
+    Finished(Result<(), PipelineError>),
+    /// A stop signal.
+    Interrupted,
+}
+
+/// Runs the pipeline described by `cfg`.
+pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineError> {
+    let res = open(cfg).await?;
+    let mut topo = compile(cfg, &opts, &res)?;
+    let mut running = topo.start(cfg, &opts, &res).await?;
+    let end = watch_until_done(cfg, &opts, &topo, &mut running).await;
+    let interrupted = matches!(end, End::Interrupted);
+    if interrupted {
+        running.sup.cast(SupervisorMsg::StopStage(StageName::ChangeFeed)).ok();
+        drain(&topo.ledger, &topo.commit, Duration::from_secs(30)).await;
+    }
+    running.stop().await;
+    if opts.progress {
+        let _ = writeln!(std::io::stderr());
+    }
+    topo.publish_status(cfg, false, &running.verify_status);
+    if let End::Finished(result) = end {
+        result?;
+    }
+    if !interrupted || topo.ledger.is_idle() {
+        abort_recorded_uploads(&res.store, &res.dest, false).await?;
+    }
+    let dead_letters = res.store.dead_letters()?;
+    let progress = topo.progress.borrow().clone();
+    drop(topo.progress_tx);
+    Ok(RunSummary { progress, dead_letters, interrupted })
+}
+
+/// Follows a running pipeline until `--once` catches up, a stage fails for good, or a signal comes;
+/// every two seconds it prints the progress line, logs the idle summary and publishes `status.json`.
+async fn watch_until_done(cfg: &Config, opts: &RunOptions, topo: &Topology, running: &mut Running) -> End {
+    let mut progress_rx = topo.progress.clone();
     let mut ticker = tokio::time::interval(Duration::from_secs(2));
     let mut meter = crate::progress::Meter::default();
     let mut last_summary = progress_rx.borrow().clone();
     // Made once: a signal that arrives while another branch runs is still seen on the next turn.
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let result = loop {
+    loop {
         tokio::select! {
             changed = progress_rx.changed() => {
                 if changed.is_err() {
-                    break Err(PipelineError::Supervision("the committer stopped unexpectedly".into()));
+                    return End::Finished(Err(PipelineError::Supervision("the committer stopped unexpectedly".into())));
                 }
                 if opts.once && progress_rx.borrow().caught_up {
-                    break finish_adoption(sweep.take()).await;
+                    return End::Finished(finish_adoption(running.sweep.take()).await);
                 }
             }
-            changed = fatal_rx.changed() => {
+            changed = running.fatal.changed() => {
                 // A closed channel means the supervisor is gone: fatal, never a loop that spins.
                 let msg = match changed {
-                    Ok(()) => fatal_rx.borrow().clone(),
+                    Ok(()) => running.fatal.borrow().clone(),
                     Err(_) => Some("the pipeline supervisor stopped unexpectedly".into()),
                 };
-                if let Some(msg) = msg { break Err(PipelineError::Supervision(msg)); }
+                if let Some(msg) = msg { return End::Finished(Err(PipelineError::Supervision(msg))); }
             }
             _ = ticker.tick() => {
                 let now = progress_rx.borrow().clone();
-                if opts.progress { print_progress(&mut meter, &now, &ledger); }
-                if !opts.once && ledger.is_idle() {
+                if opts.progress { print_progress(&mut meter, &now, &topo.ledger); }
+                if !opts.once && topo.ledger.is_idle() {
                     if let Some(line) = crate::progress::summary(&last_summary, &now) {
                         tracing::info!("{line}");
                     }
                     last_summary = now;
                 }
-                write_live_status(&cfg.state.dir, &progress_rx.borrow(), ledger.files_in_flight(), true, live_verify());
+                topo.publish_status(cfg, true, &running.verify_status);
             }
             _ = &mut shutdown => {
                 tracing::info!("signal received: stopping the feed and draining");
-                interrupted = true;
-                break Ok(());
+                return End::Interrupted;
             }
         }
-    };
-    if interrupted {
-        sup.cast(SupervisorMsg::StopStage("change_feed")).ok();
-        drain(&ledger, &commit, Duration::from_secs(30)).await;
     }
-    depth_sampler.abort();
-    if let Some(task) = scheduled_verify {
-        task.abort();
+}
+
+impl Running {
+    /// Stops the tasks beside the pipeline, then the supervisor and every stage.
+    async fn stop(&mut self) {
+        self.sampler.abort();
+        if let Some(task) = self.scheduled_verify.take() {
+            task.abort();
+        }
+        if let Some(task) = self.sweep.take() {
+            task.abort();
+        }
+        if let Some(hook) = self.webhook.take() {
+            hook.stop().await;
+        }
+        self.sup.cast(SupervisorMsg::Shutdown).ok();
+        let _ = (&mut self.sup_handle).await;
     }
-    if let Some(task) = sweep {
-        task.abort();
-    }
-    if let Some(hook) = webhook {
-        hook.stop().await;
-    }
-    sup.cast(SupervisorMsg::Shutdown).ok();
-    let _ = sup_handle.await;
-    if opts.progress {
-        let _ = writeln!(std::io::stderr());
-    }
-    write_live_status(&cfg.state.dir, &progress_rx.borrow(), ledger.files_in_flight(), false, live_verify());
-    result?;
-    if !interrupted || ledger.is_idle() {
-        abort_recorded_uploads(&store, &dest, false).await?;
-    }
-    let dead_letters = store.dead_letters()?;
-    let progress = progress_rx.borrow().clone();
-    Ok(RunSummary { progress, dead_letters, interrupted })
 }
 
 /// `--once` over an adoption: the listing is committed by now, so the sweep is done or about to be.
@@ -566,51 +842,6 @@ async fn settle_unfinished_writes(store: &Store, dest: &Destination) -> Result<(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn feed_spec(
-    cfg: &Config,
-    opts: &RunOptions,
-    store: &Store,
-    drive: &Arc<DriveClient>,
-    scope: &Scope,
-    next_seq: &Arc<AtomicU64>,
-    (wake, refresh_wake): &(Arc<Notify>, Arc<Notify>),
-    faults: &Arc<FailureInjector>,
-    outputs: FeedOutputs,
-) -> ChildSpec {
-    let (store, drive, next_seq, wake, faults) =
-        (store.clone(), drive.clone(), next_seq.clone(), wake.clone(), faults.clone());
-    let refresh_wake = refresh_wake.clone();
-    let (jobs, logs) = (listing_jobs(scope), crate::stages::change_feed::change_logs(scope));
-    let (drives, selection) = (scope.shared.clone(), DriveSelection::from_config(&cfg.source.drives));
-    let (once, poll_interval) = (opts.once, cfg.source.poll_interval.0);
-    let spawn: SpawnFn = Arc::new(move |sup| {
-        let feed = ChangeFeed {
-            source: drive.clone(),
-            store: store.clone(),
-            jobs: jobs.clone(),
-            logs: logs.clone(),
-            drives: drives.clone(),
-            selection: selection.clone(),
-            next_seq: next_seq.clone(),
-            once,
-            poll_interval,
-            wake: wake.clone(),
-            refresh_wake: refresh_wake.clone(),
-            served: Default::default(),
-            faults: faults.clone(),
-        };
-        let out = outputs.clone();
-        Box::pin(async move {
-            let (actor, _) = Actor::spawn_linked(None, FeedActor::default(), FeedArgs { feed, out }, sup)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(actor.get_cell())
-        })
-    });
-    ChildSpec { stage: "change_feed", spawn, in_hand: Arc::default() }
-}
-
 /// After a stop signal, waits (bounded) until every admitted file is committed and the committer's
 /// queue is empty; what is left is replayed from the checkpoint by the next run.
 async fn drain(ledger: &Ledger, commit: &mpsc::Sender<CommitMsg>, limit: Duration) {
@@ -627,32 +858,6 @@ async fn drain(ledger: &Ledger, commit: &mpsc::Sender<CommitMsg>, limit: Duratio
     }
 }
 
-/// The file a running pipeline refreshes every two seconds, for `mirrorflow status` (the store itself is
-/// locked by the running process).
-pub const LIVE_STATUS_FILE: &str = "status.json";
-
-fn write_live_status(
-    dir: &std::path::Path,
-    p: &Progress,
-    in_flight: usize,
-    running: bool,
-    verify: Option<crate::verify::schedule::VerifyStatus>,
-) {
-    let v = serde_json::json!({
-        "verify": verify,
-        "running": running,
-        "pid": std::process::id(),
-        "updated_unix_ms": crate::state::unix_ms(),
-        "in_flight": in_flight,
-        "this_run": {"mirrored": p.committed, "bytes": p.bytes, "removed": p.removed, "skipped": p.skipped,
-                     "no_export": p.no_export, "folders": p.folders, "dead_lettered": p.dead_lettered},
-    });
-    let tmp = dir.join(format!("{LIVE_STATUS_FILE}.tmp"));
-    if std::fs::write(&tmp, v.to_string()).is_ok() {
-        let _ = std::fs::rename(&tmp, dir.join(LIVE_STATUS_FILE));
-    }
-}
-
 /// Rewrites the terminal's progress line (files, bytes, rates, ETA).
 fn print_progress(meter: &mut crate::progress::Meter, p: &Progress, ledger: &Ledger) {
     let rates = meter.sample(std::time::Instant::now(), p);
@@ -663,27 +868,15 @@ fn print_progress(meter: &mut crate::progress::Meter, p: &Progress, ledger: &Led
     let _ = std::io::stderr().flush();
 }
 
-fn spawn_depth_sampler(
-    edges: Vec<(&'static str, mpsc::Sender<crate::model::ChangeEvent>)>,
-    down: mpsc::Sender<crate::model::Planned>,
-    up: mpsc::Sender<crate::stages::downloader::Transfer>,
-    verify: mpsc::Sender<crate::model::Uploaded>,
-    commit: mpsc::Sender<CommitMsg>,
-) -> tokio::task::JoinHandle<()> {
-    fn depth<T>(s: &mpsc::Sender<T>) -> usize {
-        s.max_capacity() - s.capacity()
-    }
+/// Publishes every edge's fill level once a second.
+fn spawn_depth_sampler(gauges: Vec<QueueGauge>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            for (name, tx) in &edges {
-                crate::metrics::queue_depth(name, depth(tx));
+            for g in &gauges {
+                crate::metrics::queue_depth(g.edge, (g.depth)());
             }
-            crate::metrics::queue_depth("planner_downloader", depth(&down));
-            crate::metrics::queue_depth("downloader_uploader", depth(&up));
-            crate::metrics::queue_depth("uploader_verifier", depth(&verify));
-            crate::metrics::queue_depth("to_committer", depth(&commit));
         }
     })
 }
@@ -703,5 +896,52 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(stages: &str) -> Config {
+        let text = format!("[source]\ncredentials = \"k.json\"\n[destination]\nurl = \"file:///tmp/m\"\n{stages}");
+        Config::parse(&text).unwrap()
+    }
+
+    #[test]
+    fn each_stage_capacity_sizes_that_stage_s_own_input_channel() {
+        let cfg = config(
+            "[stages.dedup]\ncapacity = 3\n[stages.planner]\ncapacity = 5\n[stages.downloader]\ncapacity = 7\n\
+             [stages.uploader]\ncapacity = 11\n[stages.verifier]\ncapacity = 13\n[stages.committer]\ncapacity = 2048\n",
+        );
+        let capacities = Inputs::new(&cfg).capacities();
+        let expected = BTreeMap::from([
+            (StageName::Dedup, 3),
+            (StageName::Planner, 5),
+            (StageName::Downloader, 7),
+            (StageName::Uploader, 11),
+            (StageName::Verifier, 13),
+            (StageName::Committer, 2048),
+        ]);
+        assert_eq!(capacities, expected);
+    }
+
+    #[test]
+    fn unset_capacities_take_the_default_and_the_committer_always_holds_a_batch() {
+        let cfg = config("[stages.committer]\ncapacity = 8\n");
+        let capacities = Inputs::new(&cfg).capacities();
+        assert_eq!(capacities[&StageName::Planner], crate::config::DEFAULT_CAPACITY);
+        assert_eq!(capacities[&StageName::Committer], Committer::BATCH);
+    }
+
+    #[test]
+    fn the_in_flight_limit_is_every_input_channel_plus_every_worker() {
+        let cfg = config(
+            "[stages.dedup]\ncapacity = 3\n[stages.planner]\ncapacity = 5\n[stages.downloader]\ncapacity = 7\nconcurrency = 2\n\
+             [stages.uploader]\ncapacity = 11\nconcurrency = 3\n[stages.verifier]\ncapacity = 13\nconcurrency = 1\n",
+        );
+        let channels = 3 + 5 + 7 + 11 + 13 + Committer::BATCH;
+        let workers = 1 + 1 + 1 + 2 + 3 + 1; // feed, dedup, planner, downloaders, uploaders, verifier
+        assert_eq!(in_flight_limit(&cfg), channels + workers);
     }
 }

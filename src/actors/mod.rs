@@ -5,5 +5,5 @@ pub mod feed;
 pub mod supervisor;
 pub mod worker;
 
-pub use supervisor::{ChildSpec, PipelineSupervisor, ReplayRoutes, SupervisorArgs, SupervisorMsg};
+pub use supervisor::{ChildSpec, Failure, PipelineSupervisor, SupervisorArgs, SupervisorMsg};
 pub use worker::{StageWorker, WorkerArgs};

@@ -3,8 +3,7 @@
 //! restarts are bounded by intensity (N in T), past which the pipeline stops with a clear error.
 
 use super::worker::InHand;
-use crate::model::{ChangeEvent, Planned, Uploaded};
-use crate::stages::{CommitMsg, Redo, Replay, StageError};
+use crate::stages::{StageError, StageName};
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::{HashMap, VecDeque};
@@ -18,49 +17,18 @@ pub type SpawnFn = Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell,
 /// How to (re)build one child.
 #[derive(Clone)]
 pub struct ChildSpec {
-    /// Stage name, for logs and metrics.
-    pub stage: &'static str,
+    /// Which stage the child runs: logs, metrics and a graceful stop.
+    pub stage: StageName,
     /// Builder.
     pub spawn: SpawnFn,
     /// What the child holds while working.
     pub in_hand: InHand,
 }
 
-/// The redo lanes a dead worker's items are re-delivered on.
-#[derive(Clone)]
-pub struct ReplayRoutes {
-    /// Dedup's.
-    pub dedup: Redo<ChangeEvent>,
-    /// The planner's.
-    pub planner: Redo<ChangeEvent>,
-    /// The downloader's.
-    pub downloader: Redo<Planned>,
-    /// The verifier's.
-    pub verifier: Redo<Uploaded>,
-    /// The committer's.
-    pub committer: Redo<CommitMsg>,
-}
-
-impl ReplayRoutes {
-    /// Puts a replay on its stage's redo lane, at once (the lanes are sized so the supervisor never
-    /// waits); an error means the pipeline cannot go on.
-    fn deliver(&self, r: Replay) -> Result<(), StageError> {
-        match r {
-            Replay::Dedup(e) => self.dedup.put(e),
-            Replay::Planner(e) => self.planner.put(e),
-            Replay::Downloader(p) => self.downloader.put(p),
-            Replay::Verifier(u) => self.verifier.put(u),
-            Replay::Committer(m) => self.committer.put(m),
-        }
-    }
-}
-
 /// Supervisor arguments.
 pub struct SupervisorArgs {
     /// Children to start.
     pub children: Vec<ChildSpec>,
-    /// Replay routes.
-    pub routes: ReplayRoutes,
     /// Restarts allowed within `within`.
     pub max_restarts: u32,
     /// Intensity window.
@@ -82,7 +50,28 @@ pub enum SupervisorMsg {
     /// Stop every child and then the supervisor.
     Shutdown,
     /// Stop the children of one stage for good (no restart): the first step of a graceful stop.
-    StopStage(&'static str),
+    StopStage(StageName),
+}
+
+/// Why a child died, as the supervisor acts on it: a fatal error (the state store failed, or work
+/// could not be re-delivered) stops the pipeline at once; anything else, a panic included, is
+/// restarted within the restart intensity.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Stop the pipeline.
+    Fatal(String),
+    /// Restart the child.
+    Restartable(String),
+}
+
+impl Failure {
+    /// Reads a child's error: the workers fail with the [`StageError`] their stage returned.
+    pub fn of(err: &ActorProcessingErr) -> Failure {
+        match err.downcast_ref::<StageError>() {
+            Some(StageError::Fatal(e)) => Failure::Fatal(e.clone()),
+            _ => Failure::Restartable(err.to_string()),
+        }
+    }
 }
 
 /// The supervisor actor.
@@ -109,20 +98,23 @@ impl PipelineSupervisor {
         st.restarts.len() as u32 > st.args.max_restarts
     }
 
-    async fn on_failure(myself: &ActorRef<SupervisorMsg>, id: ActorId, err: String, st: &mut SupervisorState) {
+    async fn on_failure(myself: &ActorRef<SupervisorMsg>, id: ActorId, failure: Failure, st: &mut SupervisorState) {
         let Some((spec, _dead)) = st.children.remove(&id) else {
             return;
         };
-        tracing::error!(stage = spec.stage, error = %err, "stage failed; restarting it");
-        crate::metrics::restart(spec.stage);
-        let replays: Vec<Replay> = std::mem::take(&mut *spec.in_hand.lock().unwrap_or_else(|p| p.into_inner()));
-        let lost = replays.into_iter().map(|r| st.args.routes.deliver(r)).find_map(|r| match r {
+        let err = match &failure {
+            Failure::Fatal(e) | Failure::Restartable(e) => e.clone(),
+        };
+        tracing::error!(stage = spec.stage.as_str(), error = %err, "stage failed; restarting it");
+        crate::metrics::restart(spec.stage.as_str());
+        let held = std::mem::take(&mut *spec.in_hand.lock().unwrap_or_else(|p| p.into_inner()));
+        let lost = held.into_iter().map(|redeliver| redeliver()).find_map(|r| match r {
             Err(StageError::Fatal(e)) => Some(e),
             _ => None,
         });
         let fatal = if let Some(e) = lost {
             Some(format!("stage {} failed and its work could not be re-delivered: {e}", spec.stage))
-        } else if err.contains("fatal:") {
+        } else if matches!(failure, Failure::Fatal(_)) {
             Some(format!("stage {} hit an unrecoverable error: {err}", spec.stage))
         } else if Self::over_intensity(st) {
             Some(format!(
@@ -195,7 +187,7 @@ impl Actor for PipelineSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
-                Self::on_failure(&myself, cell.get_id(), err.to_string(), st).await
+                Self::on_failure(&myself, cell.get_id(), Failure::of(&err), st).await
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 st.children.remove(&cell.get_id());

@@ -2,7 +2,7 @@
 //! so they carry only the worker's own `Pull` control message). The item being processed is kept in
 //! an in-hand slot the supervisor can read after a crash.
 
-use crate::stages::{Emit, Replay, Stage, StageError};
+use crate::stages::{Emit, Redo, Stage, StageError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -56,8 +56,12 @@ impl<T> Lanes<T> {
     }
 }
 
-/// Items a worker holds while processing them, for re-delivery if it dies.
-pub type InHand = Arc<Mutex<Vec<Replay>>>;
+/// Puts one item a dead worker held back on the redo lane of the stage that must redo it.
+pub type Redeliver = Box<dyn FnOnce() -> Result<(), StageError> + Send>;
+
+/// Items a worker holds while processing them, for re-delivery if it dies. The supervisor only runs
+/// them: where each item goes was decided when the topology was compiled (the worker's `replay_to`).
+pub type InHand = Arc<Mutex<Vec<Redeliver>>>;
 
 /// What a worker is started with (built fresh by the supervisor at every restart).
 pub struct WorkerArgs<S: Stage> {
@@ -69,6 +73,8 @@ pub struct WorkerArgs<S: Stage> {
     pub emit: Emit<S::Out>,
     /// In-hand slot.
     pub in_hand: InHand,
+    /// The redo lane a dead worker's items go back to.
+    pub replay_to: Redo<S::Replay>,
 }
 
 /// Control message: take the next item(s) from the input channel.
@@ -117,11 +123,12 @@ where
             myself.stop(Some("input closed".into()));
             return Ok(());
         }
-        *st.in_hand.lock().unwrap_or_else(|p| p.into_inner()) = items.iter().map(S::replay).collect();
+        *st.in_hand.lock().unwrap_or_else(|p| p.into_inner()) =
+            items.iter().map(|item| redeliver(&st.replay_to, S::replay(item))).collect();
         let started = Instant::now();
         match st.stage.process(items, &st.emit).await {
             Ok(()) => {
-                crate::metrics::stage_time(S::NAME, started.elapsed());
+                crate::metrics::stage_time(S::NAME.as_str(), started.elapsed());
                 st.in_hand.lock().unwrap_or_else(|p| p.into_inner()).clear();
                 myself.send_message(Pull)?;
                 Ok(())
@@ -133,4 +140,10 @@ where
             Err(e) => Err(Box::new(e)),
         }
     }
+}
+
+/// The re-delivery of `item` on `lane`, for the in-hand slot.
+fn redeliver<T: Send + 'static>(lane: &Redo<T>, item: T) -> Redeliver {
+    let lane = lane.clone();
+    Box::new(move || lane.put(item))
 }

@@ -5,6 +5,7 @@
 //! every log's position; the committer saves it once every event up to that page is done.
 
 use super::{CommitMsg, StageError};
+use crate::config::StageName;
 use crate::drive::{ChangePage, Corpus, DriveChange, DriveError, FilePage};
 use crate::model::{ChangeEvent, ChangeKind, ChangeSeq, DriveFile, DriveId, FileId, Origin, Refresh};
 use crate::state::{Checkpoint, FeedPhase, Store};
@@ -160,7 +161,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
         kind: ChangeKind,
         origin: Origin,
     ) -> Result<(), StageError> {
-        self.faults.check("change_feed")?;
+        self.faults.check(StageName::ChangeFeed)?;
         // Taken before the seq: a seq, once given, is always sent (the watermark waits for it).
         out.ledger.reserve().await;
         let seq = ChangeSeq(self.next_seq.fetch_add(1, Ordering::SeqCst));
@@ -172,7 +173,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
     /// once its events are committed; until then a restarted feed serves it again (harmless: dedup
     /// skips what the store already holds).
     async fn serve_refreshes(&self, out: &FeedOutputs) -> Result<(), StageError> {
-        let pending = self.store.pending_refreshes(REFRESH_BATCH).map_err(|e| StageError::Fatal(e.to_string()))?;
+        let pending = self.store.pending_refreshes(REFRESH_BATCH)?;
         let fresh: Vec<(Refresh, u64)> = {
             let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
             if pending.len() < REFRESH_BATCH {
@@ -259,7 +260,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
 
     /// Runs until caught up (`once`) or until the outputs close.
     pub async fn run(&self, out: &FeedOutputs) -> Result<(), StageError> {
-        let (mut cp, listing) = match self.store.checkpoint().map_err(|e| StageError::Fatal(e.to_string()))? {
+        let (mut cp, listing) = match self.store.checkpoint()? {
             Some(cp) if self.can_resume(&cp) => {
                 let listing = matches!(cp.phase, FeedPhase::Listing { .. });
                 (cp, listing)
@@ -324,7 +325,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
                 _ => None,
             })
             .collect();
-        for root in self.store.drive_roots().map_err(|e| StageError::Fatal(e.to_string()))? {
+        for root in self.store.drive_roots()? {
             if !self.drives.contains_key(&root) {
                 gone.insert(root);
             }

@@ -3,7 +3,8 @@
 //! releases the next waiting event of each finished file.
 
 use super::ledger::Ledger;
-use super::{CommitMsg, Emit, Redo, Replay, Stage, StageError};
+use super::{CommitMsg, Emit, Redo, Stage, StageError};
+use crate::config::StageName;
 use crate::model::{ChangeEvent, OutcomeKind, Refresh, SkipReason};
 use crate::state::watermark::CheckpointGate;
 use crate::state::{Checkpoint, CommitBatch, Store};
@@ -161,8 +162,7 @@ impl Committer {
         let store = self.store.clone();
         let removed = tokio::task::spawn_blocking(move || store.prune_audit(cutoff, PRUNE_LIMIT))
             .await
-            .map_err(|e| StageError::Fatal(format!("store task: {e}")))?
-            .map_err(|e| StageError::Fatal(e.to_string()))?;
+            .map_err(|e| StageError::Fatal(format!("store task: {e}")))??;
         if removed > 0 {
             tracing::debug!(removed, "audit entries past the retention removed");
         }
@@ -185,7 +185,8 @@ impl Committer {
 impl Stage for Committer {
     type In = CommitMsg;
     type Out = ();
-    const NAME: &'static str = "committer";
+    const NAME: StageName = StageName::Committer;
+    type Replay = CommitMsg;
     const BATCH: usize = 1024;
 
     async fn process(&mut self, items: Vec<CommitMsg>, _emit: &Emit<()>) -> Result<(), StageError> {
@@ -198,8 +199,7 @@ impl Stage for Committer {
         let store = self.store.clone();
         let (batch, report) = tokio::task::spawn_blocking(move || store.apply(&batch).map(|r| (batch, r)))
             .await
-            .map_err(|e| StageError::Fatal(format!("store task: {e}")))?
-            .map_err(|e| StageError::Fatal(e.to_string()))?;
+            .map_err(|e| StageError::Fatal(format!("store task: {e}")))??;
         if let Some(cp) = &batch.checkpoint {
             crate::metrics::checkpoint_lag(crate::state::unix_ms().saturating_sub(cp.read_at_unix_ms) as f64 / 1000.0);
             tracing::debug!("checkpoint saved");
@@ -208,10 +208,9 @@ impl Stage for Committer {
             self.refresh_wake.notify_one();
         }
         // Refresh requests count as work to do: `--once` ends only when none is left.
-        let caught_up =
-            all_done && !self.store.has_pending_refreshes().map_err(|e| StageError::Fatal(e.to_string()))?;
+        let caught_up = all_done && !self.store.has_pending_refreshes()?;
         for o in &batch.outcomes {
-            crate::metrics::event(Self::NAME, outcome_label(&o.kind));
+            crate::metrics::event(Self::NAME.as_str(), outcome_label(&o.kind));
         }
         if report.dead_letters_changed
             && let Ok(n) = self.store.dead_letter_count()
@@ -223,8 +222,8 @@ impl Stage for Committer {
         self.prune_audit_when_due().await
     }
 
-    fn replay(item: &CommitMsg) -> Replay {
-        Replay::Committer(item.clone())
+    fn replay(item: &CommitMsg) -> CommitMsg {
+        item.clone()
     }
 }
 

@@ -3,7 +3,8 @@
 //! decided here too, by [`already_applied`], but asked by the planner, in change order.
 
 use super::ledger::{Admission, Ledger};
-use super::{Emit, Replay, Stage, StageError};
+use super::{Emit, Stage, StageError};
+use crate::config::StageName;
 use crate::model::{ChangeEvent, ChangeKind, Outcome, OutcomeKind, SkipReason};
 use crate::state::Store;
 use std::sync::Arc;
@@ -21,15 +22,14 @@ pub struct Dedup {
 /// earlier folder change is committed (it drains them), so a file whose record an uncommitted folder
 /// removal is about to drop is never skipped as unchanged.
 pub fn already_applied(store: &Store, event: &ChangeEvent) -> Result<bool, StageError> {
-    let err = |e: crate::state::StoreError| StageError::Fatal(e.to_string());
     Ok(match &event.kind {
-        ChangeKind::Upsert(f) if f.is_folder() => match store.folder(&f.id).map_err(err)? {
+        ChangeKind::Upsert(f) if f.is_folder() => match store.folder(&f.id)? {
             Some(r) => {
                 r.name == f.name && r.parent.as_ref() == f.parents.first() && r.trashed == f.trashed && !f.trashed
             }
             None => false,
         },
-        ChangeKind::Upsert(f) => match store.file(&f.id).map_err(err)? {
+        ChangeKind::Upsert(f) => match store.file(&f.id)? {
             Some(r) => {
                 !f.trashed
                     && r.version == f.version
@@ -39,9 +39,7 @@ pub fn already_applied(store: &Store, event: &ChangeEvent) -> Result<bool, Stage
             }
             None => false,
         },
-        ChangeKind::Removed => {
-            store.file(&event.file_id).map_err(err)?.is_none() && store.folder(&event.file_id).map_err(err)?.is_none()
-        }
+        ChangeKind::Removed => store.file(&event.file_id)?.is_none() && store.folder(&event.file_id)?.is_none(),
         // The planner compares these with the drive roots it holds (a store written before roots were
         // recorded has none for a drive it mirrors).
         ChangeKind::SharedDrive { .. } => false,
@@ -58,7 +56,8 @@ pub fn skipped(event: &ChangeEvent, reason: SkipReason) -> Outcome {
 impl Stage for Dedup {
     type In = ChangeEvent;
     type Out = ChangeEvent;
-    const NAME: &'static str = "dedup";
+    const NAME: StageName = StageName::Dedup;
+    type Replay = ChangeEvent;
 
     async fn process(&mut self, items: Vec<ChangeEvent>, emit: &Emit<ChangeEvent>) -> Result<(), StageError> {
         for event in items {
@@ -66,12 +65,12 @@ impl Stage for Dedup {
             match self.ledger.admit(&event) {
                 Admission::Parked { superseded } => {
                     if let Some(old) = superseded {
-                        crate::metrics::event(Self::NAME, "superseded");
+                        crate::metrics::event(Self::NAME.as_str(), "superseded");
                         emit.outcome(skipped(&old, SkipReason::Superseded)).await?;
                     }
                 }
                 Admission::Proceed => {
-                    crate::metrics::event(Self::NAME, "forwarded");
+                    crate::metrics::event(Self::NAME.as_str(), "forwarded");
                     emit.forward(event).await?;
                 }
             }
@@ -79,7 +78,7 @@ impl Stage for Dedup {
         Ok(())
     }
 
-    fn replay(item: &ChangeEvent) -> Replay {
-        Replay::Dedup(item.clone())
+    fn replay(item: &ChangeEvent) -> ChangeEvent {
+        item.clone()
     }
 }

@@ -3,7 +3,8 @@
 //! An interrupted body resumes with `Range` from the last byte received.
 
 use super::planner::dead_letter;
-use super::{Emit, Replay, Stage, StageError};
+use super::{Emit, Stage, StageError};
+use crate::config::StageName;
 use crate::dest::Destination;
 use crate::drive::{ByteStream, DriveError};
 use crate::model::{ActionKind, FileId, Outcome, OutcomeKind, Planned, Source};
@@ -97,7 +98,7 @@ impl<B: ByteSource> Downloader<B> {
             // A copy onto itself: the uploader writes nothing, the verifier checks the object, and the
             // committer records it like any write.
             tracing::debug!(key = %planned.key, "adopting the object already there");
-            crate::metrics::event(Self::NAME, "adopted");
+            crate::metrics::event(Self::NAME.as_str(), "adopted");
             planned.kind = ActionKind::Copy { from: planned.key.clone(), fallback: Source::Media };
             return emit.forward(Transfer { planned, body: None, resume: None }).await;
         }
@@ -186,14 +187,14 @@ impl<B: ByteSource> Downloader<B> {
 
     async fn skip_gone(&self, planned: Planned, emit: &Emit<Transfer>) -> Result<(), StageError> {
         tracing::info!(file = %planned.file.id, "gone from Drive before its download; its removal follows");
-        crate::metrics::event(Self::NAME_STATIC, "gone");
+        crate::metrics::event(StageName::Downloader.as_str(), "gone");
         let kind = OutcomeKind::Skipped(crate::model::SkipReason::Gone);
         emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind }).await
     }
 
     async fn dead_letter(&self, planned: Planned, e: DriveError, emit: &Emit<Transfer>) -> Result<(), StageError> {
         tracing::warn!(file = %planned.file.id, name = %planned.file.name, error = %e, "download failed; dead-lettered");
-        crate::metrics::event(Self::NAME_STATIC, "dead_lettered");
+        crate::metrics::event(StageName::Downloader.as_str(), "dead_lettered");
         let dl = dead_letter(&planned.file, Some(planned.key.clone()), &e.short_reason(), e.to_string());
         emit.outcome(Outcome {
             seq: planned.seq,
@@ -273,8 +274,6 @@ impl<B: ByteSource> Downloader<B> {
         crate::metrics::retry("drive", "body_interrupted");
         self.source.open(&planned.file.id, source, offset).await.map_err(PumpError::Drive)
     }
-
-    const NAME_STATIC: &'static str = "downloader";
 }
 
 enum PumpError {
@@ -285,7 +284,8 @@ enum PumpError {
 impl<B: ByteSource> Stage for Downloader<B> {
     type In = Planned;
     type Out = Transfer;
-    const NAME: &'static str = "downloader";
+    const NAME: StageName = StageName::Downloader;
+    type Replay = Planned;
 
     async fn process(&mut self, items: Vec<Planned>, emit: &Emit<Transfer>) -> Result<(), StageError> {
         for planned in items {
@@ -295,7 +295,7 @@ impl<B: ByteSource> Stage for Downloader<B> {
         Ok(())
     }
 
-    fn replay(item: &Planned) -> Replay {
-        Replay::Downloader(item.clone())
+    fn replay(item: &Planned) -> Planned {
+        item.clone()
     }
 }

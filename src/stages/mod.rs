@@ -12,7 +12,8 @@ pub mod planner;
 pub mod uploader;
 pub mod verifier;
 
-use crate::model::{ChangeEvent, Outcome, Planned, Refresh, Uploaded};
+pub use crate::config::StageName;
+use crate::model::{Outcome, Refresh};
 use crate::state::Checkpoint;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,6 +83,14 @@ pub enum StageError {
     Fatal(String),
 }
 
+/// The state store is the pipeline's memory: when it fails, no stage can go on safely, so every
+/// store error is fatal (the one place that says so).
+impl From<crate::state::StoreError> for StageError {
+    fn from(e: crate::state::StoreError) -> Self {
+        StageError::Fatal(e.to_string())
+    }
+}
+
 /// Where a stage's outputs go.
 pub struct Emit<O> {
     /// The next stage's input.
@@ -142,21 +151,6 @@ impl<T> Redo<T> {
     }
 }
 
-/// What a dead worker's in-hand item becomes, and where the supervisor re-delivers it.
-#[derive(Debug)]
-pub enum Replay {
-    /// Back to dedup.
-    Dedup(ChangeEvent),
-    /// Back to the planner.
-    Planner(ChangeEvent),
-    /// Back to the downloader (the bytes are fetched again).
-    Downloader(Planned),
-    /// Back to the verifier.
-    Verifier(Uploaded),
-    /// Back to the committer.
-    Committer(CommitMsg),
-}
-
 /// One stage's logic, run by a worker actor. `process` gets one item (or up to `BATCH`).
 pub trait Stage: Send + 'static {
     /// Input item.
@@ -164,9 +158,12 @@ pub trait Stage: Send + 'static {
     /// Output to the next stage.
     type Out: Send + 'static;
     /// Name in config, metrics and logs.
-    const NAME: &'static str;
+    const NAME: StageName;
     /// Items taken per call (the committer groups; the rest take one).
     const BATCH: usize = 1;
+    /// What a dead worker's item is re-delivered as: the stage's own input, or an upstream stage's
+    /// input when the work must be redone from there (a dead upload's bytes are fetched again).
+    type Replay: Send + 'static;
     /// Handles items; outputs through `emit`.
     fn process(
         &mut self,
@@ -174,13 +171,13 @@ pub trait Stage: Send + 'static {
         emit: &Emit<Self::Out>,
     ) -> impl Future<Output = Result<(), StageError>> + Send;
     /// What to re-deliver if the worker dies holding `item`.
-    fn replay(item: &Self::In) -> Replay;
+    fn replay(item: &Self::In) -> Self::Replay;
 }
 
 /// `[testing]` failure injection shared by all workers: the `after`-th item of `stage` fails.
 #[derive(Debug, Default)]
 pub struct FailureInjector {
-    stage: Option<String>,
+    stage: Option<StageName>,
     after: u64,
     panic: bool,
     remaining: AtomicU64,
@@ -191,7 +188,7 @@ impl FailureInjector {
     /// From `[testing]`.
     pub fn new(cfg: &crate::config::TestingConfig) -> Self {
         FailureInjector {
-            stage: cfg.fail_stage.clone(),
+            stage: cfg.fail_stage.as_deref().and_then(StageName::parse),
             after: cfg.fail_after,
             panic: cfg.fail_mode == "panic",
             remaining: AtomicU64::new(if cfg.fail_stage.is_some() { cfg.fail_times } else { 0 }),
@@ -200,8 +197,8 @@ impl FailureInjector {
     }
 
     /// Called by `stage` before each item; fails on purpose when configured to.
-    pub fn check(&self, stage: &str) -> Result<(), StageError> {
-        if self.stage.as_deref() != Some(stage) || self.remaining.load(Ordering::SeqCst) == 0 {
+    pub fn check(&self, stage: StageName) -> Result<(), StageError> {
+        if self.stage != Some(stage) || self.remaining.load(Ordering::SeqCst) == 0 {
             return Ok(());
         }
         let n = self.seen.fetch_add(1, Ordering::SeqCst) + 1;

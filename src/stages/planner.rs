@@ -2,7 +2,8 @@
 //! for a folder it has not seen yet), sanitizes and disambiguates the key, and picks upload, copy,
 //! delete or skip.
 
-use super::{Emit, Replay, Stage, StageError};
+use super::{Emit, Stage, StageError};
+use crate::config::StageName;
 use crate::config::{ExportConfig, KeyMode};
 use crate::dest::keys;
 use crate::drive::DriveError;
@@ -64,10 +65,6 @@ pub(crate) fn last_segment(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }
 
-fn fatal(e: crate::state::StoreError) -> StageError {
-    StageError::Fatal(e.to_string())
-}
-
 /// Maximum folder depth followed when resolving a path (Drive has no parent cycles, but be safe).
 const MAX_DEPTH: usize = 128;
 
@@ -122,7 +119,7 @@ impl<L: FolderLookup> Planner<L> {
             holds: HashMap::new(),
             out_of_scope: HashSet::new(),
         };
-        for f in p.store.all_folders().map_err(fatal)? {
+        for f in p.store.all_folders()? {
             p.folders.insert(f.id.clone(), f);
         }
         p.drive_roots = p.assign_drive_roots()?;
@@ -225,7 +222,7 @@ impl<L: FolderLookup> Planner<L> {
 
     /// Whether a committed record of a file other than `id` holds `class`.
     fn class_held_by_other(&self, id: &FileId, class: &str) -> Result<bool, StageError> {
-        let holder = self.store.claim_holder(class).map_err(fatal)?;
+        let holder = self.store.claim_holder(class)?;
         Ok(holder.is_some_and(|h| h != *id))
     }
 
@@ -455,7 +452,7 @@ impl<L: FolderLookup> Planner<L> {
             let dl = dead_letter(&file, Some(key), "fileTooLarge", format!("{size} bytes is over max_file_size {max}"));
             return Ok(Err(outcome(&event, OutcomeKind::DeadLettered(dl))));
         }
-        let existing = self.store.file(&file.id).map_err(|e| StageError::Fatal(e.to_string()))?;
+        let existing = self.store.file(&file.id)?;
         // A recorded key another file has claimed since (its earlier move was dead-lettered) holds that
         // file's bytes now: never copy from it or remove it as ours.
         let existing = match existing {
@@ -486,8 +483,8 @@ impl<L: FolderLookup> Planner<L> {
     ) -> Result<Result<Planned, Outcome>, StageError> {
         let class = keys::collision_class(&key.0);
         self.ledger.wait_key_free(event.seq, &class).await;
-        let claimed = self.store.claim_holder(&class).map_err(fatal)?.is_some();
-        if claimed || self.store.has_intent(key).map_err(fatal)? {
+        let claimed = self.store.claim_holder(&class)?.is_some();
+        if claimed || self.store.has_intent(key)? {
             return Ok(Err(outcome(event, OutcomeKind::Skipped(SkipReason::Unchanged))));
         }
         let file = placeholder(&event.file_id, last_segment(&key.0));
@@ -497,7 +494,7 @@ impl<L: FolderLookup> Planner<L> {
 
     fn plan_removal(&mut self, seq: ChangeSeq, id: &FileId) -> Result<Result<Planned, Outcome>, StageError> {
         let ev_outcome = |kind| Outcome { seq, file_id: id.clone(), kind };
-        if let Some(rec) = self.store.file(id).map_err(fatal)? {
+        if let Some(rec) = self.store.file(id)? {
             if self.held_by_other(id, &rec.key)? {
                 // Another file's committed record holds the key (never so while claims move with
                 // records; a store from before kept such claims): the object there is not ours to
@@ -517,7 +514,7 @@ impl<L: FolderLookup> Planner<L> {
         }
         let folder = match self.folders.remove(id) {
             Some(f) => Some(f),
-            None => self.store.folder(id).map_err(fatal)?,
+            None => self.store.folder(id)?,
         };
         let Some(folder) = folder else {
             return Ok(Err(ev_outcome(OutcomeKind::Skipped(SkipReason::NotInScope))));
@@ -597,7 +594,7 @@ impl<L: FolderLookup> Planner<L> {
         for dir in &tree.dirs {
             let mut after = None;
             loop {
-                let page = self.store.files_in_folder_page(&dir.folder, after.as_ref(), 64).map_err(fatal)?;
+                let page = self.store.files_in_folder_page(&dir.folder, after.as_ref(), 64)?;
                 if !page.records.is_empty() {
                     return Ok(true);
                 }
@@ -694,7 +691,8 @@ pub fn dead_letter(file: &DriveFile, key: Option<ObjectKey>, reason: &str, last_
 impl<L: FolderLookup> Stage for Planner<L> {
     type In = ChangeEvent;
     type Out = Planned;
-    const NAME: &'static str = "planner";
+    const NAME: StageName = StageName::Planner;
+    type Replay = ChangeEvent;
 
     async fn process(&mut self, items: Vec<ChangeEvent>, emit: &Emit<Planned>) -> Result<(), StageError> {
         for event in items {
@@ -712,7 +710,7 @@ impl<L: FolderLookup> Stage for Planner<L> {
             }
             match planned {
                 Ok(planned) => {
-                    crate::metrics::event(Self::NAME, "planned");
+                    crate::metrics::event(Self::NAME.as_str(), "planned");
                     let tree = matches!(planned.kind, ActionKind::Tree(_));
                     if !tree {
                         holds.extend(touched_classes(&planned));
@@ -725,7 +723,7 @@ impl<L: FolderLookup> Stage for Planner<L> {
                     }
                 }
                 Err(o) => {
-                    crate::metrics::event(Self::NAME, "resolved");
+                    crate::metrics::event(Self::NAME.as_str(), "resolved");
                     self.ledger.take_keys(seq, &file_id, &sorted(holds)).await;
                     emit.outcome(o).await?
                 }
@@ -734,8 +732,8 @@ impl<L: FolderLookup> Stage for Planner<L> {
         Ok(())
     }
 
-    fn replay(item: &ChangeEvent) -> Replay {
-        Replay::Planner(item.clone())
+    fn replay(item: &ChangeEvent) -> ChangeEvent {
+        item.clone()
     }
 }
 

@@ -6,7 +6,8 @@ use super::budget::Reservation;
 use super::downloader::{Chunk, Transfer};
 use super::planner::dead_letter;
 use super::verifier::{Mismatch, check_against_drive, retry_or_dead_letter};
-use super::{Emit, Replay, Stage, StageError};
+use super::{Emit, Stage, StageError};
+use crate::config::StageName;
 use crate::dest::{DestError, Destination, ObjectMeta};
 use crate::hashing::{ContentHasher, HashState};
 use crate::model::{ActionKind, Outcome, OutcomeKind, Planned, Uploaded};
@@ -195,7 +196,7 @@ impl Uploader {
         let hasher =
             ContentHasher::restore(&point.hashes, self.digests).map_err(|e| DestError::Config(e.to_string()))?;
         tracing::debug!(file = %planned.file.id, parts = point.parts.len(), offset = point.offset, "continuing multipart upload");
-        crate::metrics::event(Self::NAME, "upload_resumed");
+        crate::metrics::event(Self::NAME.as_str(), "upload_resumed");
         Ok((hasher, RecordedUpload::new(self.dest.clone(), self.store.clone(), planned, record)))
     }
 
@@ -221,7 +222,7 @@ impl Uploader {
         if t.resume.is_none() {
             self.discard_stale_upload(&planned.file.id).await;
         }
-        self.store.record_intents(&written_keys(&planned)).map_err(|e| StageError::Fatal(e.to_string()))?;
+        self.store.record_intents(&written_keys(&planned))?;
         let result = match (&planned.kind, t.body) {
             (ActionKind::Delete, _) => match self.dest.remove(&planned.key).await {
                 Ok(()) => {
@@ -273,12 +274,12 @@ impl Uploader {
             Ok(Written::Done(u)) => emit.forward(u).await,
             Ok(Written::Abandoned) => Ok(()),
             Ok(Written::Rejected(planned, m)) => {
-                crate::metrics::event(Self::NAME, "rejected");
+                crate::metrics::event(Self::NAME.as_str(), "rejected");
                 retry_or_dead_letter(planned, m, &self.refetch, &emit.commit).await
             }
             Err(e) => {
                 tracing::warn!(file = %planned.file.id, key = %planned.key, error = %e, "upload failed; dead-lettered");
-                crate::metrics::event(Self::NAME, "dead_lettered");
+                crate::metrics::event(Self::NAME.as_str(), "dead_lettered");
                 let dl = dead_letter(&planned.file, Some(planned.key.clone()), "destinationError", e.to_string());
                 emit.outcome(Outcome {
                     seq: planned.seq,
@@ -333,10 +334,8 @@ impl Uploader {
         for dir in &tree.dirs {
             let mut after = None;
             loop {
-                let page = self
-                    .store
-                    .files_in_folder_page(&dir.folder, after.as_ref(), crate::model::TREE_STEP_FILES)
-                    .map_err(|e| StageError::Fatal(e.to_string()))?;
+                let page =
+                    self.store.files_in_folder_page(&dir.folder, after.as_ref(), crate::model::TREE_STEP_FILES)?;
                 let files = step_files(page.records, dir, tree.remove);
                 if !files.is_empty() {
                     match self.apply_tree_step(&files, tree.remove, emit).await? {
@@ -361,7 +360,7 @@ impl Uploader {
         remove: bool,
         emit: &Emit<Uploaded>,
     ) -> Result<Result<Vec<crate::model::FileId>, DestError>, StageError> {
-        self.store.record_intents(&step_keys(files, remove)).map_err(|e| StageError::Fatal(e.to_string()))?;
+        self.store.record_intents(&step_keys(files, remove))?;
         let lost = match self.apply_tree(files, remove).await {
             Ok(lost) => lost,
             Err(e) => return Ok(Err(e)),
@@ -622,7 +621,8 @@ impl Multipart {
 impl Stage for Uploader {
     type In = Transfer;
     type Out = Uploaded;
-    const NAME: &'static str = "uploader";
+    const NAME: StageName = StageName::Uploader;
+    type Replay = Planned;
 
     async fn process(&mut self, items: Vec<Transfer>, emit: &Emit<Uploaded>) -> Result<(), StageError> {
         for t in items {
@@ -632,8 +632,8 @@ impl Stage for Uploader {
         Ok(())
     }
 
-    fn replay(item: &Transfer) -> Replay {
-        Replay::Downloader(item.planned.clone())
+    fn replay(item: &Transfer) -> Planned {
+        item.planned.clone()
     }
 }
 

@@ -3,7 +3,8 @@
 //! never committed.
 
 use super::planner::dead_letter;
-use super::{Emit, Replay, Stage, StageError};
+use super::{Emit, Stage, StageError};
+use crate::config::StageName;
 use crate::dest::Destination;
 use crate::model::{FileRecord, Outcome, OutcomeKind, Planned, Source, Uploaded};
 use crate::state::{Intent, Store};
@@ -133,7 +134,7 @@ impl Verifier {
             let note = super::CommitMsg::Leftovers(vec![leftover]);
             emit.commit.send(note).await.map_err(|_| StageError::Closed)?;
         }
-        crate::metrics::event(Self::NAME, "verified");
+        crate::metrics::event(Self::NAME.as_str(), "verified");
         let p = &u.planned;
         let record = FileRecord {
             id: p.file.id.clone(),
@@ -154,7 +155,8 @@ impl Verifier {
 impl Stage for Verifier {
     type In = Uploaded;
     type Out = ();
-    const NAME: &'static str = "verifier";
+    const NAME: StageName = StageName::Verifier;
+    type Replay = Uploaded;
 
     async fn process(&mut self, items: Vec<Uploaded>, emit: &Emit<()>) -> Result<(), StageError> {
         for u in items {
@@ -164,8 +166,8 @@ impl Stage for Verifier {
         Ok(())
     }
 
-    fn replay(item: &Uploaded) -> Replay {
-        Replay::Verifier(item.clone())
+    fn replay(item: &Uploaded) -> Uploaded {
+        item.clone()
     }
 }
 

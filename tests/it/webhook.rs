@@ -2,8 +2,7 @@
 //! `poll_interval`, for the user's log and for each shared drive's own log (one channel each); a forged
 //! notification is rejected with 401; the channels are stopped on shutdown.
 
-mod common;
-use common::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_triggers_a_poll_and_a_forged_one_is_rejected() {

@@ -2,12 +2,13 @@
 //! `mirrorflow` binary, a real S3 server (moto), and the check that a destination is an exact mirror.
 #![allow(dead_code)]
 
+pub mod emu;
 pub mod slowdown_proxy;
 
+use drive_emulator::{EmuTree, Emulator, EmulatorConfig};
 use mirrorflow::config::Config;
 use mirrorflow::dest::Destination;
 use mirrorflow::dest::keys::{MAX_KEY_BYTES, fit_parent};
-use mirrorflow::emulator::{EmuTree, Emulator, EmulatorConfig};
 use mirrorflow::model::{FileId, ObjectKey};
 use mirrorflow::state::Store;
 use std::collections::{BTreeMap, BTreeSet};

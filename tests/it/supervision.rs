@@ -2,8 +2,7 @@
 //! supervisor, the events it held are re-delivered, and the run still ends with the exact mirror.
 //! A stage that keeps failing stops the pipeline with a clear error and a non-zero exit.
 
-mod common;
-use common::*;
+use crate::support::*;
 
 const STAGES: [&str; 7] = ["change_feed", "dedup", "planner", "downloader", "uploader", "verifier", "committer"];
 

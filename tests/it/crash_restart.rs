@@ -2,14 +2,13 @@
 //! catch-up, and restarted each time. The final destination is exact, and no file that was committed
 //! before a restart is downloaded again by the runs after it (the emulator's per-file byte counts).
 
-mod common;
-use common::*;
+use crate::support::*;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
 /// Files whose current Drive version is committed: those must never be fetched again.
-fn committed_ids(config: &Path, tree: &mirrorflow::emulator::EmuTree) -> BTreeSet<String> {
+fn committed_ids(config: &Path, tree: &drive_emulator::EmuTree) -> BTreeSet<String> {
     let (_cfg, store, _dest) = open(config);
     let versions: std::collections::BTreeMap<&str, u64> =
         tree.items.iter().map(|i| (i.id.as_str(), i.version)).collect();
@@ -169,7 +168,7 @@ async fn crashes_at_twenty_amounts_of_work_during_subtree_moves_lose_nothing() {
     let mut kills = 0;
     for point in 0..20u64 {
         let tree = env.tree().await;
-        let folders: Vec<&mirrorflow::emulator::EmuItem> = tree
+        let folders: Vec<&drive_emulator::EmuItem> = tree
             .items
             .iter()
             .filter(|i| i.mime_type == "application/vnd.google-apps.folder" && i.drive_id.is_none() && !i.trashed)
@@ -239,7 +238,7 @@ async fn crashes_at_twenty_amounts_of_work_on_s3_lose_nothing_and_leave_no_uploa
         let folders = live(true);
         let files: Vec<_> =
             live(false).into_iter().filter(|i| !i.mime_type.starts_with("application/vnd.google-apps.")).collect();
-        let pick = |v: &Vec<&mirrorflow::emulator::EmuItem>, n: u64| v[(n as usize) % v.len()].id.clone();
+        let pick = |v: &Vec<&drive_emulator::EmuItem>, n: u64| v[(n as usize) % v.len()].id.clone();
         let mib = |n: u64| (6 + n % 11) << 20;
         let mut ops = vec![
             serde_json::json!({"op": "create", "parent": pick(&folders, point * 3), "name": format!("big-{point}.bin"), "size": mib(point)}),

@@ -2,8 +2,7 @@
 //! both key modes (in "supabase" mode every key uses only Supabase Storage's alphabet), multipart
 //! uploads, and a killed large transfer resumed from its recorded parts.
 
-mod common;
-use common::*;
+use crate::support::*;
 use mirrorflow::dest::keys::is_supabase_safe;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,14 +2,13 @@
 //! file, disambiguated keys that another file literally holds, and downloads corrupted on the way
 //! (which must never replace the good copy). Each scenario ends in an exact mirror of Drive.
 
-mod common;
-use common::*;
-use mirrorflow::emulator::EmuTree;
+use crate::support::*;
+use drive_emulator::EmuTree;
 use mirrorflow::model::FileId;
 use serde_json::{Value, json};
 
 /// Binary files that are mirrored (live, downloadable, not empty), in listing order.
-fn live_binaries(tree: &EmuTree) -> Vec<mirrorflow::emulator::EmuItem> {
+fn live_binaries(tree: &EmuTree) -> Vec<drive_emulator::EmuItem> {
     let expected = expected_files(tree);
     tree.items
         .iter()

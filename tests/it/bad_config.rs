@@ -1,8 +1,7 @@
 //! Bad input: a missing file, a TOML syntax error, an unknown key or a wrong type exit with code 2 and
 //! name the key (and line); an unreachable Drive or store fails after bounded retries, state intact.
 
-mod common;
-use common::*;
+use crate::support::*;
 use std::path::Path;
 
 async fn run_config(dir: &Path, text: &str) -> std::process::Output {

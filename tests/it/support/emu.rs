@@ -4,13 +4,13 @@
 
 use std::net::SocketAddr;
 
+use drive_emulator::{Emulator, EmulatorConfig};
 use google_drive3::DriveHub;
 use google_drive3::hyper_rustls::{self, HttpsConnector};
 use google_drive3::hyper_util::client::legacy::Client;
 use google_drive3::hyper_util::client::legacy::connect::HttpConnector;
 use google_drive3::hyper_util::rt::TokioExecutor;
 use google_drive3::yup_oauth2::{self, authenticator::Authenticator};
-use mirrorflow::emulator::{Emulator, EmulatorConfig};
 use serde_json::Value;
 
 /// Connector shared by the hub and the authenticator.
@@ -98,7 +98,7 @@ impl Ctx {
     }
 
     /// The expected mirror.
-    pub async fn tree(&self) -> mirrorflow::emulator::EmuTree {
+    pub async fn tree(&self) -> drive_emulator::EmuTree {
         let v = self.control_get("tree").await;
         serde_json::from_value(v).expect("tree json")
     }

@@ -2,8 +2,7 @@
 //! folder moves, trash/untrash, deletes, doc edits) followed by a catch-up leave the destination equal
 //! to the emulator's tree, with nothing left over outside `.trash/`.
 
-mod common;
-use common::*;
+use crate::support::*;
 
 async fn mutate_and_catch_up(seed: u64, ops: u64, hostile: bool) {
     let mut corpus = small_corpus(hostile);

@@ -1,11 +1,9 @@
 //! Fault injection seen through the real client stack: proportions, resets mid-body, scope of faults,
 //! and the server's `Retry-After` honoured by a metadata call of our Drive client.
 
-mod emu_support;
-
-use emu_support::{hub_error_reason, start};
+use crate::support::emu::{hub_error_reason, start};
+use drive_emulator::EmulatorConfig;
 use futures::StreamExt;
-use mirrorflow::emulator::EmulatorConfig;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -116,7 +114,7 @@ async fn connection_resets_cut_bodies_part_way() {
 }
 
 /// Our Drive client against the emulator: two attempts per call, backoff of at most 10 ms.
-async fn drive_client(ctx: &emu_support::Ctx, dir: &std::path::Path) -> mirrorflow::drive::DriveClient {
+async fn drive_client(ctx: &crate::support::emu::Ctx, dir: &std::path::Path) -> mirrorflow::drive::DriveClient {
     let key = dir.join("key.json");
     ctx.emu.write_service_account_key(&key).unwrap();
     mirrorflow::drive::DriveClient::connect(mirrorflow::drive::DriveSettings {

@@ -3,8 +3,7 @@
 //! of the user's log (`drive_changes_in_user_log = false`, as every test corpus does); listing page
 //! tokens may be rejected later ("should be discarded, and pagination restarted from the first page").
 
-mod common;
-use common::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 async fn mutate(env: &TestEnv, ops: Vec<Value>) {
@@ -160,7 +159,7 @@ async fn each_google_type_is_exported_as_googles_table_says_or_reported() {
     assert_eq!(status["this_run"]["no_export"], 1, "{status}");
 }
 
-fn drive_named(tree: &mirrorflow::emulator::EmuTree, name: &str) -> String {
+fn drive_named(tree: &drive_emulator::EmuTree, name: &str) -> String {
     tree.drives.iter().find(|d| d.name == name).unwrap_or_else(|| panic!("no drive {name:?}")).id.clone()
 }
 

@@ -1,8 +1,7 @@
 //! Mirroring into a local folder through the real binary: exact content, hostile names kept safe,
 //! a second run transfers nothing, dead letters reported with their own exit code.
 
-mod common;
-use common::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_corpus_mirrors_exactly_into_a_folder_and_a_second_run_transfers_nothing() {

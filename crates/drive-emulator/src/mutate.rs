@@ -15,34 +15,98 @@ use super::state::State;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum MutateOp {
     /// New binary file of `size` bytes.
-    Create { parent: String, name: String, size: u64, mime: Option<String> },
+    Create {
+        /// Folder (or drive root) id the file is created in.
+        parent: String,
+        /// File name (any bytes Drive accepts).
+        name: String,
+        /// Content length in bytes.
+        size: u64,
+        /// MIME type; `application/octet-stream` when absent.
+        mime: Option<String>,
+    },
     /// New folder.
-    CreateFolder { parent: String, name: String },
+    CreateFolder {
+        /// Folder (or drive root) id it is created in.
+        parent: String,
+        /// Folder name.
+        name: String,
+    },
     /// New content revision (optionally with a new size).
-    UpdateContent { id: String, size: Option<u64> },
+    UpdateContent {
+        /// File id.
+        id: String,
+        /// New length; the old one when absent.
+        size: Option<u64>,
+    },
     /// Rename any item.
-    Rename { id: String, name: String },
+    Rename {
+        /// Item id.
+        id: String,
+        /// New name.
+        name: String,
+    },
     /// Replace the parents of an item with `new_parent` (same drive only).
-    Move { id: String, new_parent: String },
+    Move {
+        /// Item id.
+        id: String,
+        /// The folder it moves into.
+        new_parent: String,
+    },
     /// Trash an item (and, for folders, everything below it).
-    Trash { id: String },
+    Trash {
+        /// Item id.
+        id: String,
+    },
     /// Untrash an item.
-    Untrash { id: String },
+    Untrash {
+        /// Item id.
+        id: String,
+    },
     /// Delete permanently (folders take their descendants with them).
-    Delete { id: String },
+    Delete {
+        /// Item id.
+        id: String,
+    },
     /// New Google Docs Editors file.
-    CreateGdoc { parent: String, name: String, kind: DocKind },
+    CreateGdoc {
+        /// Folder (or drive root) id it is created in.
+        parent: String,
+        /// Document name.
+        name: String,
+        /// Docs, Sheets, Slides or Drawings.
+        kind: DocKind,
+    },
     /// New revision of a Google Docs Editors file.
-    EditGdoc { id: String },
+    EditGdoc {
+        /// Document id.
+        id: String,
+    },
     /// `count` random operations from the other kinds, reproducible from `seed`.
-    Random { count: usize, seed: u64 },
+    Random {
+        /// How many operations.
+        count: usize,
+        /// Seed of the choice.
+        seed: u64,
+    },
     /// A shared drive the account joins (or creates): empty, with a drive-level change.
-    CreateDrive { name: String },
+    CreateDrive {
+        /// Shared drive name.
+        name: String,
+    },
     /// Rename a shared drive (a drive-level change; its items' own records do not change).
-    RenameDrive { id: String, name: String },
+    RenameDrive {
+        /// Shared drive id.
+        id: String,
+        /// New name.
+        name: String,
+    },
     /// The account loses a shared drive (deleted, or membership removed): it and its items vanish,
     /// reported by one drive-level change with `removed: true` and no file-level ones.
-    RemoveDrive { id: String },
+    RemoveDrive {
+        /// Shared drive id.
+        id: String,
+    },
 }
 
 /// Why a mutation was refused.

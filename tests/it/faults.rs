@@ -3,9 +3,8 @@
 //! every file verified, and the dead-letter store holding exactly the permanently failing file with its
 //! reason; `dlq retry` mirrors it once its cause is fixed.
 
-mod common;
-use common::slowdown_proxy::SlowDownProxy;
-use common::*;
+use crate::support::slowdown_proxy::SlowDownProxy;
+use crate::support::*;
 
 /// An emulator with the hostile corpus that rate-limits 10 %, fails 2 % and resets 1 % of requests.
 async fn chaotic_drive() -> TestEnv {

@@ -1,9 +1,8 @@
 //! `mirrorflow verify`: the mirror compared with Drive, key by key, against the emulator and a real S3
 //! server (moto) or a local folder; `--checksum` finds same-size corruption; `--repair` puts it right.
 
-mod common;
+use crate::support::*;
 use bytes::Bytes;
-use common::*;
 use mirrorflow::dest::{Destination, ObjectMeta};
 use mirrorflow::model::{FileRecord, ObjectKey};
 use serde_json::Value;

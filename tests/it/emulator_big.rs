@@ -1,12 +1,10 @@
 //! Large files: ranged reads of a 64 MiB file reproduce md5Checksum; a 4 GiB file streams while the
 //! process's resident memory stays flat (bytes are generated on the fly, never held).
 
-mod emu_support;
-
-use emu_support::start;
+use crate::support::emu::start;
+use drive_emulator::EmulatorConfig;
 use futures::StreamExt;
 use md5::{Digest, Md5};
-use mirrorflow::emulator::EmulatorConfig;
 
 /// The two tests measure this process's memory: run them one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -1,0 +1,119 @@
+//! `status.json`: what a running pipeline publishes every two seconds in its state folder, for
+//! `mirrorflow status` (the store itself is locked by the running process). One type, written by the
+//! pipeline and read by the command, so the two cannot drift apart.
+
+use crate::stages::committer::Progress;
+use crate::verify::schedule::VerifyStatus;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The file's name inside `[state] dir`.
+pub const LIVE_STATUS_FILE: &str = "status.json";
+
+/// One snapshot of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveStatus {
+    /// The scheduled verify's last runs (`[verify] every`), when it is on.
+    pub verify: Option<VerifyStatus>,
+    /// False once the run has ended (the last snapshot is kept).
+    pub running: bool,
+    /// The pipeline's process id.
+    pub pid: u32,
+    /// When this snapshot was written (Unix ms).
+    pub updated_unix_ms: u64,
+    /// Files admitted and not yet committed.
+    pub in_flight: usize,
+    /// Counts of this run so far.
+    pub this_run: RunCounts,
+}
+
+/// What a run did so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCounts {
+    /// Files written.
+    pub mirrored: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Files removed.
+    pub removed: u64,
+    /// Events skipped.
+    pub skipped: u64,
+    /// Google files Drive has no export for.
+    pub no_export: u64,
+    /// Folders recorded.
+    pub folders: u64,
+    /// Files dead-lettered.
+    pub dead_lettered: u64,
+}
+
+impl From<&Progress> for RunCounts {
+    fn from(p: &Progress) -> Self {
+        RunCounts {
+            mirrored: p.committed,
+            bytes: p.bytes,
+            removed: p.removed,
+            skipped: p.skipped,
+            no_export: p.no_export,
+            folders: p.folders,
+            dead_lettered: p.dead_lettered,
+        }
+    }
+}
+
+impl LiveStatus {
+    /// A snapshot of this process now.
+    pub fn now(progress: &Progress, in_flight: usize, running: bool, verify: Option<VerifyStatus>) -> LiveStatus {
+        LiveStatus {
+            verify,
+            running,
+            pid: std::process::id(),
+            updated_unix_ms: crate::state::unix_ms(),
+            in_flight,
+            this_run: RunCounts::from(progress),
+        }
+    }
+
+    /// Replaces the file in `dir` atomically (write, then rename). Best effort: a status file that
+    /// cannot be written must not stop the mirror.
+    pub fn publish(&self, dir: &Path) {
+        let Ok(text) = serde_json::to_vec(self) else { return };
+        let tmp = dir.join(format!("{LIVE_STATUS_FILE}.tmp"));
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, dir.join(LIVE_STATUS_FILE));
+        }
+    }
+
+    /// The last snapshot published in `dir`, if any can be read.
+    pub fn read(dir: &Path) -> Option<LiveStatus> {
+        let bytes = std::fs::read(dir.join(LIVE_STATUS_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_snapshot_reads_back_equal() {
+        let dir = tempfile::tempdir().unwrap();
+        let progress = Progress { committed: 3, bytes: 42, removed: 1, ..Default::default() };
+        let verify = VerifyStatus { runs: 2, missing: 1, ..Default::default() };
+        let status = LiveStatus::now(&progress, 7, true, Some(verify));
+        status.publish(dir.path());
+        assert_eq!(LiveStatus::read(dir.path()), Some(status));
+        assert!(!dir.path().join(format!("{LIVE_STATUS_FILE}.tmp")).exists());
+    }
+
+    #[test]
+    fn the_file_keeps_the_documented_field_names() {
+        let status = LiveStatus::now(&Progress::default(), 0, false, None);
+        let v = serde_json::to_value(&status).unwrap();
+        for key in ["verify", "running", "pid", "updated_unix_ms", "in_flight", "this_run"] {
+            assert!(v.get(key).is_some(), "{key} missing from {v}");
+        }
+        for key in ["mirrored", "bytes", "removed", "skipped", "no_export", "folders", "dead_lettered"] {
+            assert!(v["this_run"].get(key).is_some(), "this_run.{key} missing from {v}");
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! mirrorflow's integration tests, one binary (one link instead of one per file): each module tests one
+//! property against the real things — the bundled Drive emulator over HTTP, the `mirrorflow` binary,
+//! a local folder and a real S3 server (moto). `support` is the shared harness.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+mod bad_config;
+mod continuous;
+mod crash_restart;
+mod drive_as_documented;
+mod emulator_big;
+mod emulator_faults;
+mod emulator_protocol;
+mod faults;
+mod mirror_local;
+mod mirror_s3;
+mod no_loss;
+mod quickstart;
+mod supervision;
+mod verify;
+mod webhook;
