@@ -509,9 +509,8 @@ fn uploader(sh: &Shared, refetch: &Redo<Planned>) -> impl Fn() -> Result<Uploade
 }
 
 fn verifier(sh: &Shared, refetch: &Redo<Planned>) -> impl Fn() -> Result<Verifier, String> + Send + Sync + 'static {
-    let (dest, store, faults, refetch) =
-        (sh.res.dest.clone(), sh.res.store.clone(), sh.faults.clone(), refetch.clone());
-    move || Ok(Verifier { dest: dest.clone(), store: store.clone(), refetch: refetch.clone(), faults: faults.clone() })
+    let (dest, faults, refetch) = (sh.res.dest.clone(), sh.faults.clone(), refetch.clone());
+    move || Ok(Verifier { dest: dest.clone(), refetch: refetch.clone(), faults: faults.clone() })
 }
 
 fn committer(

@@ -165,7 +165,9 @@ impl<S: ChangeSource> ChangeFeed<S> {
         // Taken before the seq: a seq, once given, is always sent (the watermark waits for it).
         out.ledger.reserve().await;
         let seq = ChangeSeq(self.next_seq.fetch_add(1, Ordering::SeqCst));
-        out.events.send(ChangeEvent { seq, file_id, kind, origin }).await.map_err(|_| StageError::Closed)
+        out.events.send(ChangeEvent { seq, file_id, kind, origin }).await.map_err(|_| StageError::Closed)?;
+        crate::metrics::event(StageName::ChangeFeed.as_str(), "emitted");
+        Ok(())
     }
 
     /// Emits the events of every recorded refresh request not served yet: the item as Drive has it

@@ -5,15 +5,15 @@
 use super::planner::dead_letter;
 use super::{Emit, Stage, StageError};
 use crate::config::StageName;
-use crate::dest::Destination;
+use crate::dest::{DestError, Destination, StoredContent};
 use crate::drive::{ByteStream, DriveError};
-use crate::model::{ActionKind, FileId, Outcome, OutcomeKind, Planned, Source};
+use crate::model::{ActionKind, FileId, ObjectKey, Outcome, OutcomeKind, Planned, Source};
 use crate::state::{Store, UploadRecord};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use std::future::Future;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// The downloader's I/O need: open a file's bytes from an offset.
 pub trait ByteSource: Send + Sync + 'static {
@@ -39,26 +39,105 @@ pub enum Chunk {
     Abort,
 }
 
+/// The bytes of one transfer, as the uploader reads them. The downloader starts filling it only once
+/// the uploader has taken the transfer (its first [`Body::recv`]): a transfer waiting in the
+/// uploader's input channel holds no chunks, so what the chunk path buffers is at most `chunk_depth`
+/// chunks per upload in progress (`[stages.uploader] concurrency`), whatever the channel capacities
+/// and however many small files are queued.
+#[derive(Debug)]
+pub struct Body {
+    rx: mpsc::Receiver<Chunk>,
+    taken: Option<oneshot::Sender<()>>,
+}
+
+/// The downloader's end of a [`Body`]: it waits for the uploader to take the transfer, then sends.
+struct BodyWriter {
+    tx: mpsc::Sender<Chunk>,
+    taken: oneshot::Receiver<()>,
+}
+
+impl Body {
+    /// A body of at most `depth` queued chunks, and the end that fills it.
+    fn channel(depth: usize) -> (Body, BodyWriter) {
+        let (tx, rx) = mpsc::channel(depth);
+        let (taken_tx, taken) = oneshot::channel();
+        (Body { rx, taken: Some(taken_tx) }, BodyWriter { tx, taken })
+    }
+
+    /// A body that is complete already (an empty file: nothing to fetch).
+    fn empty() -> Body {
+        let (tx, rx) = mpsc::channel(1);
+        let _ = tx.try_send(Chunk::End);
+        Body { rx, taken: None }
+    }
+
+    /// The next piece; the first call tells the downloader to start.
+    pub async fn recv(&mut self) -> Option<Chunk> {
+        if let Some(taken) = self.taken.take() {
+            let _ = taken.send(());
+        }
+        self.rx.recv().await
+    }
+}
+
+impl BodyWriter {
+    /// Waits until the uploader takes the transfer; false if it was dropped untaken.
+    async fn until_taken(&mut self) -> bool {
+        (&mut self.taken).await.is_ok()
+    }
+}
+
 /// What the uploader receives: the plan and, for uploads, the chunk stream.
 #[derive(Debug)]
 pub struct Transfer {
     /// The plan.
     pub planned: Planned,
     /// Bytes, for `Upload` actions.
-    pub body: Option<mpsc::Receiver<Chunk>>,
+    pub body: Option<Body>,
     /// An interrupted multipart upload of the same content that these bytes continue: the body then
     /// starts at its resume offset, not at byte 0.
     pub resume: Option<UploadRecord>,
 }
 
+/// What the downloader asks of the destination before fetching: whether a copy's source (or an
+/// adopted object) is there, and with what. [`Destination`] is the real one.
+pub trait ObjectProbe: Send + Sync + 'static {
+    /// The object's size, `None` when absent.
+    fn size_of(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<u64>, DestError>> + Send;
+    /// The object's size and md5 when the store tells them without reading the bytes.
+    fn content_of(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<StoredContent>, DestError>> + Send;
+}
+
+impl ObjectProbe for Destination {
+    async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>, DestError> {
+        self.head(key).await
+    }
+    async fn content_of(&self, key: &ObjectKey) -> Result<Option<StoredContent>, DestError> {
+        self.stored_content(key).await
+    }
+}
+
+/// The interrupted multipart uploads recorded in the store, so a download continues one instead of
+/// starting over. [`Store`] is the real one.
+pub trait ResumeRecords: Send + Sync + 'static {
+    /// The upload recorded for `file`, if any.
+    fn upload_of(&self, file: &FileId) -> Result<Option<UploadRecord>, crate::state::StoreError>;
+}
+
+impl ResumeRecords for Store {
+    fn upload_of(&self, file: &FileId) -> Result<Option<UploadRecord>, crate::state::StoreError> {
+        self.upload(file)
+    }
+}
+
 /// The downloader stage.
-pub struct Downloader<B: ByteSource> {
+pub struct Downloader<B: ByteSource, D: ObjectProbe = Destination, R: ResumeRecords = Store> {
     /// Drive.
     pub source: Arc<B>,
     /// Destination, to check that a copy source still exists.
-    pub dest: Destination,
+    pub dest: D,
     /// Store, to find an interrupted upload this download can continue.
-    pub store: Store,
+    pub store: R,
     /// Chunk size.
     pub chunk_size: usize,
     /// Chunks buffered per transfer.
@@ -74,7 +153,7 @@ pub struct Downloader<B: ByteSource> {
     pub adopt: bool,
 }
 
-impl<B: ByteSource> Downloader<B> {
+impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
     /// True when adopting and the object at the planned key already holds exactly Drive's bytes (size
     /// and md5 both known and equal). Exports have no Drive md5 and are always fetched.
     async fn already_holds_the_bytes(&self, planned: &Planned) -> bool {
@@ -83,7 +162,7 @@ impl<B: ByteSource> Downloader<B> {
         else {
             return false;
         };
-        match self.dest.stored_content(&planned.key).await {
+        match self.dest.content_of(&planned.key).await {
             Ok(Some(stored)) => stored.size == size && stored.md5.is_some_and(|m| m.eq_ignore_ascii_case(md5)),
             Ok(None) => false,
             Err(e) => {
@@ -103,9 +182,9 @@ impl<B: ByteSource> Downloader<B> {
             return emit.forward(Transfer { planned, body: None, resume: None }).await;
         }
         if let ActionKind::Copy { from, fallback } = &planned.kind {
-            let still_there = self.dest.head(from).await.ok().flatten().is_some();
+            let still_there = self.dest.size_of(from).await.ok().flatten().is_some();
             // A crash between the copy and its commit leaves the bytes at the new key only.
-            let already_moved = || async { self.dest.head(&planned.key).await.ok().flatten() == planned.file.size };
+            let already_moved = || async { self.dest.size_of(&planned.key).await.ok().flatten() == planned.file.size };
             if !still_there {
                 planned.kind = if planned.file.size.is_some() && already_moved().await {
                     ActionKind::Copy { from: planned.key.clone(), fallback: fallback.clone() }
@@ -122,9 +201,7 @@ impl<B: ByteSource> Downloader<B> {
         };
         if matches!(source, Source::Media) && planned.file.size == Some(0) {
             // Nothing to fetch: Drive's metadata already says what the object holds.
-            let (tx, rx) = mpsc::channel(1);
-            let _ = tx.try_send(Chunk::End);
-            return emit.forward(Transfer { planned, body: Some(rx), resume: None }).await;
+            return emit.forward(Transfer { planned, body: Some(Body::empty()), resume: None }).await;
         }
         let mut resume = self.resumable_upload(&planned, &source);
         let (stream, offset) = match self.open_at_resume_point(&planned, &source, &mut resume).await {
@@ -132,8 +209,13 @@ impl<B: ByteSource> Downloader<B> {
             Err(e) if self.is_gone(&planned.file.id, &e).await => return self.skip_gone(planned, emit).await,
             Err(e) => return self.dead_letter(planned, e, emit).await,
         };
-        let (tx, rx) = mpsc::channel(self.chunk_depth);
-        emit.forward(Transfer { planned: planned.clone(), body: Some(rx), resume }).await?;
+        let (body, mut writer) = Body::channel(self.chunk_depth);
+        emit.forward(Transfer { planned: planned.clone(), body: Some(body), resume }).await?;
+        // The response is open (its head read); its bytes wait in the connection until the upload starts.
+        if !writer.until_taken().await {
+            return Ok(());
+        }
+        let tx = writer.tx;
         match self.pump(&planned, &source, stream, offset, &tx).await {
             Ok(()) => Ok(()),
             Err(PumpError::ReceiverGone) => Ok(()),
@@ -149,7 +231,7 @@ impl<B: ByteSource> Downloader<B> {
         if !matches!(source, Source::Media) {
             return None;
         }
-        let rec = self.store.upload(&planned.file.id).ok().flatten()?;
+        let rec = self.store.upload_of(&planned.file.id).ok().flatten()?;
         let point = rec.resumable_for(&planned.key, planned.file.md5.as_deref(), planned.file.size)?;
         crate::hashing::ContentHasher::restore(&point.hashes, self.digests).is_ok().then_some(rec)
     }
@@ -281,7 +363,7 @@ enum PumpError {
     Drive(DriveError),
 }
 
-impl<B: ByteSource> Stage for Downloader<B> {
+impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Stage for Downloader<B, D, R> {
     type In = Planned;
     type Out = Transfer;
     const NAME: StageName = StageName::Downloader;
@@ -297,5 +379,166 @@ impl<B: ByteSource> Stage for Downloader<B> {
 
     fn replay(item: &Planned) -> Planned {
         item.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::testing;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Drive in memory: each file's bytes, what was opened, and files that answer 404 but still exist.
+    #[derive(Default)]
+    struct Drive {
+        bytes: HashMap<FileId, Vec<u8>>,
+        served: AtomicU64,
+        missing_but_listed: bool,
+    }
+
+    impl ByteSource for Drive {
+        async fn open(&self, file: &FileId, _: &Source, offset: u64) -> Result<ByteStream, DriveError> {
+            let Some(all) = self.bytes.get(file) else {
+                return Err(DriveError::Api {
+                    status: 404,
+                    reason: "notFound".into(),
+                    message: "gone".into(),
+                    retry_after: None,
+                });
+            };
+            let rest = all[offset as usize..].to_vec();
+            let served = &self.served;
+            served.fetch_add(rest.len() as u64, Ordering::SeqCst);
+            let pieces: Vec<Result<Bytes, DriveError>> =
+                rest.chunks(3).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+            Ok(ByteStream { body: Box::pin(futures::stream::iter(pieces)), total_len: Some(all.len() as u64) })
+        }
+        async fn still_exists(&self, _: &FileId) -> Result<bool, DriveError> {
+            Ok(self.missing_but_listed)
+        }
+    }
+
+    #[derive(Default)]
+    struct Objects(Mutex<HashMap<ObjectKey, u64>>);
+
+    impl ObjectProbe for Objects {
+        async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>, DestError> {
+            Ok(self.0.lock().unwrap().get(key).copied())
+        }
+        async fn content_of(&self, key: &ObjectKey) -> Result<Option<StoredContent>, DestError> {
+            Ok(self.0.lock().unwrap().get(key).map(|&size| StoredContent { size, md5: None }))
+        }
+    }
+
+    struct NoUploads;
+
+    impl ResumeRecords for NoUploads {
+        fn upload_of(&self, _: &FileId) -> Result<Option<UploadRecord>, crate::state::StoreError> {
+            Ok(None)
+        }
+    }
+
+    fn downloader(drive: Drive, objects: Objects) -> Downloader<Drive, Objects, NoUploads> {
+        Downloader {
+            source: Arc::new(drive),
+            dest: objects,
+            store: NoUploads,
+            chunk_size: 4,
+            chunk_depth: 2,
+            digests: crate::hashing::Digests::Md5,
+            max_resumes: 2,
+            faults: Arc::default(),
+            adopt: false,
+        }
+    }
+
+    async fn read_all(body: &mut Body) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            match body.recv().await {
+                Some(Chunk::Data(b)) => out.extend_from_slice(&b),
+                Some(Chunk::End) => return out,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn no_byte_is_fetched_into_memory_until_the_upload_takes_the_transfer() {
+        let content = b"0123456789abcdefghij".to_vec();
+        let drive = Drive { bytes: HashMap::from([(FileId("f1".into()), content.clone())]), ..Default::default() };
+        let mut d = downloader(drive, Objects::default());
+        let (emit, mut taps) = testing::emit();
+        let planned = testing::upload(1, testing::file("f1", "a.bin", 20, "x"), "m/a.bin");
+        let work = tokio::spawn(async move {
+            d.process(vec![planned], &emit).await.unwrap();
+            d
+        });
+        let mut transfer = taps.next.recv().await.expect("the transfer is handed on at once");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let body = transfer.body.as_mut().expect("an upload has a body");
+        assert!(body.rx.is_empty(), "chunks were queued before the uploader took the transfer");
+        assert_eq!(read_all(body).await, content);
+        let d = work.await.unwrap();
+        assert_eq!(d.source.served.load(Ordering::SeqCst), 20);
+    }
+
+    #[tokio::test]
+    async fn a_transfer_dropped_untaken_ends_the_download_without_an_outcome() {
+        let drive = Drive { bytes: HashMap::from([(FileId("f1".into()), vec![7; 64])]), ..Default::default() };
+        let mut d = downloader(drive, Objects::default());
+        let (emit, mut taps) = testing::emit();
+        let planned = testing::upload(1, testing::file("f1", "a.bin", 64, "x"), "m/a.bin");
+        let work = tokio::spawn(async move { d.process(vec![planned], &emit).await });
+        drop(taps.next.recv().await);
+        work.await.unwrap().unwrap();
+        assert!(taps.outcomes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_copy_whose_source_is_gone_is_downloaded_instead() {
+        let drive = Drive { bytes: HashMap::from([(FileId("f1".into()), b"abc".to_vec())]), ..Default::default() };
+        let mut d = downloader(drive, Objects::default());
+        let (emit, mut taps) = testing::emit();
+        let mut planned = testing::upload(1, testing::file("f1", "a.bin", 3, "x"), "m/new.bin");
+        planned.kind = ActionKind::Copy { from: ObjectKey("m/old.bin".into()), fallback: Source::Media };
+        let work = tokio::spawn(async move { d.process(vec![planned], &emit).await });
+        let mut transfer = taps.next.recv().await.unwrap();
+        assert!(matches!(transfer.planned.kind, ActionKind::Upload { source: Source::Media }));
+        assert_eq!(read_all(transfer.body.as_mut().unwrap()).await, b"abc");
+        work.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_copy_whose_source_is_there_carries_no_body() {
+        let objects = Objects(Mutex::new(HashMap::from([(ObjectKey("m/old.bin".into()), 3)])));
+        let mut d = downloader(Drive::default(), objects);
+        let (emit, mut taps) = testing::emit();
+        let mut planned = testing::upload(1, testing::file("f1", "a.bin", 3, "x"), "m/new.bin");
+        planned.kind = ActionKind::Copy { from: ObjectKey("m/old.bin".into()), fallback: Source::Media };
+        d.process(vec![planned], &emit).await.unwrap();
+        let sent = taps.forwarded();
+        assert!(matches!(&sent[..], [Transfer { body: None, .. }]));
+        assert_eq!(d.source.served.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_404_is_skipped_as_gone_when_drive_no_longer_shows_the_file_and_dead_lettered_otherwise() {
+        for (listed, gone) in [(false, true), (true, false)] {
+            let mut d = downloader(Drive { missing_but_listed: listed, ..Default::default() }, Objects::default());
+            let (emit, mut taps) = testing::emit();
+            let planned = testing::upload(1, testing::file("f1", "a.bin", 3, "x"), "m/a.bin");
+            d.process(vec![planned], &emit).await.unwrap();
+            let outcomes = taps.outcomes();
+            let kind = &outcomes[0].kind;
+            if gone {
+                assert!(matches!(kind, OutcomeKind::Skipped(crate::model::SkipReason::Gone)), "{kind:?}");
+            } else {
+                assert!(matches!(kind, OutcomeKind::DeadLettered(_)), "{kind:?}");
+            }
+            assert!(taps.forwarded().is_empty());
+        }
     }
 }

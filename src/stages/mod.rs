@@ -215,3 +215,88 @@ impl FailureInjector {
         Err(StageError::Failed(format!("[testing] injected error in stage {stage}")))
     }
 }
+
+/// Test doubles shared by the stages' unit tests: channels that stand in for the neighbouring stages,
+/// and small builders of the items that flow between them.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{CommitMsg, Emit, Redo};
+    use crate::model::{ActionKind, ChangeSeq, DriveFile, FileId, ObjectKey, Outcome, Planned, Source};
+    use tokio::sync::mpsc;
+
+    /// What a stage sent on: to the next stage, and to the committer.
+    pub struct Taps<O> {
+        /// The next stage's input.
+        pub next: mpsc::Receiver<O>,
+        /// The committer's input.
+        pub commit: mpsc::Receiver<CommitMsg>,
+    }
+
+    impl<O> Taps<O> {
+        /// Every message sent to the committer so far.
+        pub fn commits(&mut self) -> Vec<CommitMsg> {
+            std::iter::from_fn(|| self.commit.try_recv().ok()).collect()
+        }
+
+        /// Every outcome sent to the committer so far.
+        pub fn outcomes(&mut self) -> Vec<Outcome> {
+            self.commits()
+                .into_iter()
+                .filter_map(|m| match m {
+                    CommitMsg::Outcome(o) => Some(o),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// Every item sent to the next stage so far.
+        pub fn forwarded(&mut self) -> Vec<O> {
+            std::iter::from_fn(|| self.next.try_recv().ok()).collect()
+        }
+    }
+
+    /// An `Emit` whose two channels the test reads.
+    pub fn emit<O>() -> (Emit<O>, Taps<O>) {
+        let (next_tx, next) = mpsc::channel(64);
+        let (commit_tx, commit) = mpsc::channel(64);
+        (Emit { next: next_tx, commit: commit_tx }, Taps { next, commit })
+    }
+
+    /// A redo lane whose items the test reads.
+    pub fn redo<T>(stage: &'static str) -> (Redo<T>, mpsc::Receiver<T>) {
+        let (tx, rx) = mpsc::channel(64);
+        (Redo::new(stage, tx), rx)
+    }
+
+    /// A binary Drive file in `parent`.
+    pub fn file(id: &str, name: &str, size: u64, md5: &str) -> DriveFile {
+        DriveFile {
+            id: FileId(id.into()),
+            name: name.into(),
+            mime_type: "application/octet-stream".into(),
+            parents: vec![FileId("root".into())],
+            size: Some(size),
+            md5: Some(md5.into()),
+            sha256: None,
+            version: 1,
+            modified_time: None,
+            trashed: false,
+            drive_id: None,
+            shortcut_target: None,
+            export_links: Default::default(),
+            can_download: true,
+        }
+    }
+
+    /// The planned upload of `file` to `key`.
+    pub fn upload(seq: u64, file: DriveFile, key: &str) -> Planned {
+        Planned {
+            seq: ChangeSeq(seq),
+            file,
+            key: ObjectKey(key.into()),
+            previous_key: None,
+            kind: ActionKind::Upload { source: Source::Media },
+            attempt: 0,
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! parts in parallel. Copies and deletes are server-side.
 
 use super::budget::Reservation;
-use super::downloader::{Chunk, Transfer};
+use super::downloader::{Body, Chunk, Transfer};
 use super::planner::dead_letter;
 use super::verifier::{Mismatch, check_against_drive, retry_or_dead_letter};
 use super::{Emit, Stage, StageError};
@@ -77,7 +77,7 @@ impl Uploader {
     async fn write_stream(
         &self,
         planned: Planned,
-        mut body: tokio::sync::mpsc::Receiver<Chunk>,
+        mut body: Body,
         resume: Option<UploadRecord>,
     ) -> Result<Written, DestError> {
         let meta = Self::meta(&planned);

@@ -5,11 +5,30 @@
 use super::planner::dead_letter;
 use super::{Emit, Stage, StageError};
 use crate::config::StageName;
-use crate::dest::Destination;
-use crate::model::{FileRecord, Outcome, OutcomeKind, Planned, Source, Uploaded};
-use crate::state::{Intent, Store};
+use crate::dest::{DestError, Destination};
+use crate::model::{FileRecord, ObjectKey, Outcome, OutcomeKind, Planned, Source, Uploaded};
+use crate::state::Intent;
+use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+
+/// What the verifier needs of the destination: the size stored at a key, and removing the old key of
+/// a move. [`Destination`] is the real one; unit tests use an in-memory map.
+pub trait StoredObjects: Send + Sync + 'static {
+    /// The object's size, `None` when absent.
+    fn size_of(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<u64>, DestError>> + Send;
+    /// Removes the object (absent is fine).
+    fn remove(&self, key: &ObjectKey) -> impl Future<Output = Result<(), DestError>> + Send;
+}
+
+impl StoredObjects for Destination {
+    async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>, DestError> {
+        self.head(key).await
+    }
+    async fn remove(&self, key: &ObjectKey) -> Result<(), DestError> {
+        self.delete(key).await
+    }
+}
 
 /// Fetches allowed per file before a persistent mismatch is dead-lettered.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -99,23 +118,21 @@ pub fn stored_as_streamed(u: &Uploaded) -> bool {
 }
 
 /// The verifier stage.
-pub struct Verifier {
+pub struct Verifier<D: StoredObjects = Destination> {
     /// Destination, for HEAD and for removing the old key after a move.
-    pub dest: Destination,
-    /// Store, to note an old key whose removal failed (removed at the next start).
-    pub store: Store,
+    pub dest: D,
     /// The downloader's redo lane, to fetch a mismatching file again.
     pub refetch: super::Redo<Planned>,
     /// Failure injection.
     pub faults: Arc<super::FailureInjector>,
 }
 
-impl Verifier {
+impl<D: StoredObjects> Verifier<D> {
     async fn handle(&self, u: Uploaded, emit: &Emit<()>) -> Result<(), StageError> {
         let mismatch = match check_against_drive(&u) {
             Err(m) => Some(m),
             Ok(()) if stored_as_streamed(&u) => None,
-            Ok(()) => match self.dest.head(&u.planned.key).await {
+            Ok(()) => match self.dest.size_of(&u.planned.key).await {
                 Ok(Some(size)) if size == u.size => None,
                 Ok(found) => Some(Mismatch::Object { found }),
                 Err(e) => return Err(StageError::Failed(format!("HEAD {}: {e}", u.planned.key))),
@@ -125,7 +142,7 @@ impl Verifier {
             return retry_or_dead_letter(u.planned, m, &self.refetch, &emit.commit).await;
         }
         if let Some(old) = &u.planned.previous_key
-            && let Err(e) = self.dest.delete(old).await
+            && let Err(e) = self.dest.remove(old).await
         {
             // Noted as an unfinished write of this file: the next start removes it (unless another
             // file has claimed the key since), so a failed delete never leaves an orphan for good.
@@ -152,7 +169,7 @@ impl Verifier {
     }
 }
 
-impl Stage for Verifier {
+impl<D: StoredObjects> Stage for Verifier<D> {
     type In = Uploaded;
     type Out = ();
     const NAME: StageName = StageName::Verifier;
@@ -175,6 +192,7 @@ impl Stage for Verifier {
 mod tests {
     use super::*;
     use crate::model::*;
+    use crate::stages::CommitMsg;
 
     fn uploaded(md5: &str, size: u64, source: Source) -> Uploaded {
         let file = DriveFile {
@@ -241,5 +259,104 @@ mod tests {
         u.md5 = String::new();
         u.stored_md5 = Some(String::new());
         assert!(!stored_as_streamed(&u));
+    }
+
+    use crate::stages::testing;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A destination in memory: sizes by key, HEADs counted, removals that can be made to fail.
+    #[derive(Default)]
+    struct Objects {
+        sizes: Mutex<HashMap<ObjectKey, u64>>,
+        heads: AtomicUsize,
+        removals_fail: bool,
+    }
+
+    impl StoredObjects for Arc<Objects> {
+        async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>, DestError> {
+            self.heads.fetch_add(1, Ordering::SeqCst);
+            Ok(self.sizes.lock().unwrap().get(key).copied())
+        }
+        async fn remove(&self, key: &ObjectKey) -> Result<(), DestError> {
+            if self.removals_fail {
+                return Err(DestError::State("injected".into()));
+            }
+            self.sizes.lock().unwrap().remove(key);
+            Ok(())
+        }
+    }
+
+    struct Rig {
+        verifier: Verifier<Arc<Objects>>,
+        objects: Arc<Objects>,
+        refetched: mpsc::Receiver<Planned>,
+    }
+
+    fn rig(objects: Objects) -> Rig {
+        let objects = Arc::new(objects);
+        let (refetch, refetched) = testing::redo("downloader");
+        let faults = Arc::new(crate::stages::FailureInjector::default());
+        Rig { verifier: Verifier { dest: objects.clone(), refetch, faults }, objects, refetched }
+    }
+
+    fn written(key: &str, size: u64) -> Uploaded {
+        let file = testing::file("f1", "a.bin", size, "abc");
+        Uploaded { planned: testing::upload(7, file, key), md5: "abc".into(), sha256: None, size, stored_md5: None }
+    }
+
+    #[tokio::test]
+    async fn an_object_of_the_right_size_is_committed_with_its_record() {
+        let mut r = rig(Objects::default());
+        r.objects.sizes.lock().unwrap().insert(ObjectKey("m/a.bin".into()), 3);
+        let (emit, mut taps) = testing::emit();
+        r.verifier.process(vec![written("m/a.bin", 3)], &emit).await.unwrap();
+        let outcomes = taps.outcomes();
+        assert_eq!(outcomes.len(), 1);
+        let OutcomeKind::Committed(rec) = &outcomes[0].kind else { panic!("{outcomes:?}") };
+        assert_eq!((rec.key.0.as_str(), rec.size, rec.md5.as_deref()), ("m/a.bin", 3, Some("abc")));
+        assert!(r.refetched.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_missing_object_is_fetched_again_and_dead_lettered_after_the_last_attempt() {
+        let mut r = rig(Objects::default());
+        let (emit, mut taps) = testing::emit();
+        r.verifier.process(vec![written("m/a.bin", 3)], &emit).await.unwrap();
+        let again = r.refetched.try_recv().expect("fetched again");
+        assert_eq!(again.attempt, 1);
+        assert!(taps.outcomes().is_empty(), "a mismatch is never committed");
+        let mut last = written("m/a.bin", 3);
+        last.planned.attempt = MAX_ATTEMPTS - 1;
+        r.verifier.process(vec![last], &emit).await.unwrap();
+        let outcomes = taps.outcomes();
+        assert!(matches!(&outcomes[..], [Outcome { kind: OutcomeKind::DeadLettered(_), .. }]), "{outcomes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_receipt_with_the_streamed_md5_needs_no_head() {
+        let mut r = rig(Objects::default());
+        let (emit, mut taps) = testing::emit();
+        let mut u = written("m/a.bin", 3);
+        u.stored_md5 = Some("ABC".into());
+        r.verifier.process(vec![u], &emit).await.unwrap();
+        assert_eq!(r.objects.heads.load(Ordering::SeqCst), 0);
+        assert!(matches!(&taps.outcomes()[..], [Outcome { kind: OutcomeKind::Committed(_), .. }]));
+    }
+
+    #[tokio::test]
+    async fn an_old_key_that_cannot_be_removed_is_noted_before_the_outcome() {
+        let mut r = rig(Objects { removals_fail: true, ..Default::default() });
+        r.objects.sizes.lock().unwrap().insert(ObjectKey("m/new.bin".into()), 3);
+        let (emit, mut taps) = testing::emit();
+        let mut u = written("m/new.bin", 3);
+        u.planned.previous_key = Some(ObjectKey("m/old.bin".into()));
+        r.verifier.process(vec![u], &emit).await.unwrap();
+        let commits = taps.commits();
+        assert!(
+            matches!(&commits[..], [CommitMsg::Leftovers(l), CommitMsg::Outcome(_)] if l[0].key.0 == "m/old.bin"),
+            "{commits:?}"
+        );
     }
 }

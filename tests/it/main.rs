@@ -5,6 +5,7 @@
 
 mod support;
 
+mod backpressure;
 mod bad_config;
 mod continuous;
 mod crash_restart;

@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP proxy for the S3 server: a seeded share of requests is answered the way S3
 //! throttles (`503 SlowDown` with S3's XML error), the rest is forwarded unchanged — any method, bodies
 //! streamed both ways, headers kept, the `Host` header included, so SigV4 signatures made for the proxy's
-//! address still match what the server receives.
+//! address still match what the server receives. It can also hold every write (PUT, POST) until told
+//! to let them through: a destination that blocks, while reads still answer.
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -29,6 +30,8 @@ struct Shared {
     client: Client<HttpConnector, Incoming>,
     injected: AtomicU64,
     forwarded: AtomicU64,
+    hold: tokio::sync::watch::Sender<bool>,
+    held: AtomicU64,
 }
 
 /// A running proxy; stops when dropped.
@@ -57,6 +60,8 @@ impl SlowDownProxy {
             client: Client::builder(TokioExecutor::new()).build_http(),
             injected: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
+            hold: tokio::sync::watch::Sender::new(false),
+            held: AtomicU64::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         SlowDownProxy { endpoint, shared, task }
@@ -65,6 +70,16 @@ impl SlowDownProxy {
     /// Requests answered with 503 SlowDown so far.
     pub fn injected(&self) -> u64 {
         self.shared.injected.load(Ordering::SeqCst)
+    }
+
+    /// Holds every PUT and POST from now on (`true`), or lets the held ones and all later ones through.
+    pub fn hold_writes(&self, hold: bool) {
+        self.shared.hold.send_replace(hold);
+    }
+
+    /// Writes waiting at the proxy now.
+    pub fn writes_held(&self) -> u64 {
+        self.shared.held.load(Ordering::SeqCst)
     }
 
     /// Requests forwarded to the server so far.
@@ -84,6 +99,12 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if matches!(*req.method(), hyper::Method::PUT | hyper::Method::POST) && *shared.hold.borrow() {
+        shared.held.fetch_add(1, Ordering::SeqCst);
+        let mut released = shared.hold.subscribe();
+        let _ = released.wait_for(|hold| !hold).await;
+        shared.held.fetch_sub(1, Ordering::SeqCst);
+    }
     let roll: f64 = shared.rng.lock().unwrap().random::<f64>() * 100.0;
     if roll < shared.pct {
         shared.injected.fetch_add(1, Ordering::SeqCst);
