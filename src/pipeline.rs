@@ -4,8 +4,8 @@
 
 use crate::actors::feed::{FeedActor, FeedArgs};
 use crate::actors::supervisor::SpawnFn;
-use crate::actors::worker::{InHand, SharedInput};
-use crate::actors::{ChildSpec, PipelineSupervisor, StageWorker, SupervisorArgs, SupervisorMsg, WorkerArgs};
+use crate::actors::worker::{StageInput, workers};
+use crate::actors::{ChildSpec, PipelineSupervisor, SupervisorArgs, SupervisorMsg};
 use crate::config::{Config, StageName};
 use crate::dest::{DestError, Destination};
 use crate::drive::{DriveClient, DriveError, DriveSettings};
@@ -187,30 +187,15 @@ pub async fn open(cfg: &Config) -> Result<Resources, PipelineError> {
     Ok(Resources { store, dest, drive, scope, adopting })
 }
 
-/// One stage's input: the main channel upstream sends into (its capacity is the backpressure) and the
-/// redo lane for work already admitted (sized from the ledger's limit; see [`Redo`]).
-struct Channels<T> {
-    tx: mpsc::Sender<T>,
-    redo: Redo<T>,
-    rx: SharedInput<T>,
-}
-
-fn channel<T>(stage: StageName, capacity: usize, redo_capacity: usize) -> Channels<T> {
-    let (tx, rx) = mpsc::channel(capacity);
-    let (redo_tx, redo_rx) = mpsc::channel(redo_capacity);
-    let lanes = crate::actors::worker::Lanes::new(redo_rx, rx);
-    Channels { tx, redo: Redo::new(stage.as_str(), redo_tx), rx: Arc::new(tokio::sync::Mutex::new(lanes)) }
-}
-
 /// Every stage's input channel, each sized by that stage's own `[stages.<name>] capacity` (the feed
 /// reads Drive and has none).
 struct Inputs {
-    dedup: Channels<ChangeEvent>,
-    planner: Channels<ChangeEvent>,
-    downloader: Channels<Planned>,
-    uploader: Channels<Transfer>,
-    verifier: Channels<Uploaded>,
-    committer: Channels<CommitMsg>,
+    dedup: StageInput<ChangeEvent>,
+    planner: StageInput<ChangeEvent>,
+    downloader: StageInput<Planned>,
+    uploader: StageInput<Transfer>,
+    verifier: StageInput<Uploaded>,
+    committer: StageInput<CommitMsg>,
 }
 
 impl Inputs {
@@ -218,13 +203,13 @@ impl Inputs {
         let capacity = |stage| cfg.stages.settings(stage).capacity;
         let redo = redo_capacity(cfg);
         Inputs {
-            dedup: channel(StageName::Dedup, capacity(StageName::Dedup), redo),
-            planner: channel(StageName::Planner, capacity(StageName::Planner), redo),
-            downloader: channel(StageName::Downloader, capacity(StageName::Downloader), redo),
-            uploader: channel(StageName::Uploader, capacity(StageName::Uploader), redo),
-            verifier: channel(StageName::Verifier, capacity(StageName::Verifier), redo),
+            dedup: StageInput::new(StageName::Dedup, capacity(StageName::Dedup), redo),
+            planner: StageInput::new(StageName::Planner, capacity(StageName::Planner), redo),
+            downloader: StageInput::new(StageName::Downloader, capacity(StageName::Downloader), redo),
+            uploader: StageInput::new(StageName::Uploader, capacity(StageName::Uploader), redo),
+            verifier: StageInput::new(StageName::Verifier, capacity(StageName::Verifier), redo),
             // The committer's redo lane holds one replayed batch of a dead committer.
-            committer: channel(StageName::Committer, committer_capacity(cfg), Committer::BATCH),
+            committer: StageInput::new(StageName::Committer, committer_capacity(cfg), <Committer as Stage>::BATCH),
         }
     }
 
@@ -290,7 +275,7 @@ pub fn in_flight_limit(cfg: &Config) -> usize {
 
 /// The committer's input holds at least one full batch of 1,024 outcomes, so it can always group.
 fn committer_capacity(cfg: &Config) -> usize {
-    cfg.stages.settings(StageName::Committer).capacity.max(Committer::BATCH)
+    cfg.stages.settings(StageName::Committer).capacity.max(<Committer as Stage>::BATCH)
 }
 
 /// Room in a redo lane for every admitted event, plus one replay per worker of an item already
@@ -298,44 +283,6 @@ fn committer_capacity(cfg: &Config) -> usize {
 fn redo_capacity(cfg: &Config) -> usize {
     let st = |name| cfg.stages.settings(name);
     in_flight_limit(cfg) + 64 + st(StageName::Downloader).concurrency + st(StageName::Uploader).concurrency
-}
-
-/// Makes the specs of `n` workers of stage `S`, each building its stage fresh with `build` at every
-/// start; a dead worker's items go back on `replay_to`.
-fn workers<S, F>(
-    n: usize,
-    build: F,
-    input: &Channels<S::In>,
-    emit: Emit<S::Out>,
-    replay_to: &Redo<S::Replay>,
-) -> Vec<ChildSpec>
-where
-    S: Stage + Sync,
-    S::In: Sync,
-    S::Out: Sync,
-    F: Fn() -> Result<S, String> + Send + Sync + 'static,
-{
-    let build = Arc::new(build);
-    (0..n)
-        .map(|_| {
-            let in_hand: InHand = Arc::default();
-            let (build, input, emit, slot, replay_to) =
-                (build.clone(), input.rx.clone(), emit.clone(), in_hand.clone(), replay_to.clone());
-            let spawn: SpawnFn = Arc::new(move |sup| {
-                let (build, input, emit, in_hand, replay_to) =
-                    (build.clone(), input.clone(), emit.clone(), slot.clone(), replay_to.clone());
-                Box::pin(async move {
-                    let stage = build()?;
-                    let args = WorkerArgs { stage, input, emit, in_hand, replay_to };
-                    let (actor, _) = Actor::spawn_linked(None, StageWorker::<S>::default(), args, sup)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok(actor.get_cell())
-                })
-            });
-            ChildSpec { stage: S::NAME, spawn, in_hand }
-        })
-        .collect()
 }
 
 fn emit_to<O>(next: mpsc::Sender<O>, commit: &mpsc::Sender<CommitMsg>) -> Emit<O> {
@@ -930,7 +877,7 @@ mod tests {
         let cfg = config("[stages.committer]\ncapacity = 8\n");
         let capacities = Inputs::new(&cfg).capacities();
         assert_eq!(capacities[&StageName::Planner], crate::config::DEFAULT_CAPACITY);
-        assert_eq!(capacities[&StageName::Committer], Committer::BATCH);
+        assert_eq!(capacities[&StageName::Committer], <Committer as Stage>::BATCH);
     }
 
     #[test]
@@ -939,7 +886,7 @@ mod tests {
             "[stages.dedup]\ncapacity = 3\n[stages.planner]\ncapacity = 5\n[stages.downloader]\ncapacity = 7\nconcurrency = 2\n\
              [stages.uploader]\ncapacity = 11\nconcurrency = 3\n[stages.verifier]\ncapacity = 13\nconcurrency = 1\n",
         );
-        let channels = 3 + 5 + 7 + 11 + 13 + Committer::BATCH;
+        let channels = 3 + 5 + 7 + 11 + 13 + <Committer as Stage>::BATCH;
         let workers = 1 + 1 + 1 + 2 + 3 + 1; // feed, dedup, planner, downloaders, uploaders, verifier
         assert_eq!(in_flight_limit(&cfg), channels + workers);
     }

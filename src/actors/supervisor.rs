@@ -197,3 +197,91 @@ impl Actor for PipelineSupervisor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::worker::{StageInput, workers};
+    use crate::stages::{Emit, Stage, testing};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A stage that doubles numbers, panics once on 7, and fails fatally on 13.
+    struct Flaky {
+        panicked: Arc<AtomicBool>,
+    }
+
+    impl Stage for Flaky {
+        type In = u32;
+        type Out = u32;
+        type Replay = u32;
+        const NAME: StageName = StageName::Planner;
+
+        async fn process(&mut self, items: Vec<u32>, emit: &Emit<u32>) -> Result<(), StageError> {
+            for n in items {
+                if n == 7 && !self.panicked.swap(true, Ordering::SeqCst) {
+                    panic!("injected");
+                }
+                if n == 13 {
+                    return Err(StageError::Fatal("the store is gone".into()));
+                }
+                emit.forward(n * 2).await?;
+            }
+            Ok(())
+        }
+
+        fn replay(item: &u32) -> u32 {
+            *item
+        }
+    }
+
+    async fn start(
+        max_restarts: u32,
+    ) -> (StageInput<u32>, testing::Taps<u32>, watch::Receiver<Option<String>>, ActorRef<SupervisorMsg>) {
+        let input = StageInput::new(StageName::Planner, 8, 8);
+        let (emit, taps) = testing::emit();
+        let panicked = Arc::new(AtomicBool::new(false));
+        let build = move || Ok(Flaky { panicked: panicked.clone() });
+        let children = workers(1, build, &input, emit, &input.redo);
+        let (fatal_tx, fatal) = watch::channel(None);
+        let args = SupervisorArgs { children, max_restarts, within: Duration::from_secs(60), fatal: fatal_tx };
+        let (sup, _) = Actor::spawn(None, PipelineSupervisor, args).await.unwrap();
+        (input, taps, fatal, sup)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_worker_is_restarted_and_the_item_it_held_is_done_again() {
+        let (input, mut taps, fatal, sup) = start(3).await;
+        for n in [1, 7, 2] {
+            input.tx.send(n).await.unwrap();
+        }
+        let mut out = Vec::new();
+        while out.len() < 3 {
+            let n = tokio::time::timeout(Duration::from_secs(10), taps.next.recv()).await.unwrap().unwrap();
+            out.push(n);
+        }
+        out.sort();
+        assert_eq!(out, vec![2, 4, 14], "7 was re-delivered to the restarted worker");
+        assert_eq!(*fatal.borrow(), None);
+        sup.stop(None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fatal_error_stops_the_pipeline_without_a_restart() {
+        let (input, _taps, mut fatal, sup) = start(3).await;
+        input.tx.send(13).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), fatal.wait_for(|f| f.is_some())).await.unwrap().unwrap();
+        let msg = fatal.borrow().clone().unwrap();
+        assert!(msg.contains("unrecoverable") && msg.contains("the store is gone"), "{msg}");
+        sup.stop(None);
+    }
+
+    #[test]
+    fn only_a_fatal_stage_error_reads_as_fatal() {
+        let fatal: ActorProcessingErr = Box::new(StageError::Fatal("x".into()));
+        let failed: ActorProcessingErr = Box::new(StageError::Failed("fatal: in the text only".into()));
+        let other: ActorProcessingErr = "panicked: fatal".into();
+        assert_eq!(Failure::of(&fatal), Failure::Fatal("x".into()));
+        assert!(matches!(Failure::of(&failed), Failure::Restartable(_)));
+        assert!(matches!(Failure::of(&other), Failure::Restartable(_)));
+    }
+}

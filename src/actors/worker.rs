@@ -2,7 +2,8 @@
 //! so they carry only the worker's own `Pull` control message). The item being processed is kept in
 //! an in-hand slot the supervisor can read after a crash.
 
-use crate::stages::{Emit, Redo, Stage, StageError};
+use super::supervisor::{ChildSpec, SpawnFn};
+use crate::stages::{Emit, Redo, Stage, StageError, StageName};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -146,4 +147,63 @@ where
 fn redeliver<T: Send + 'static>(lane: &Redo<T>, item: T) -> Redeliver {
     let lane = lane.clone();
     Box::new(move || lane.put(item))
+}
+
+/// One stage's input: the main channel upstream sends into (its capacity is the backpressure) and the
+/// redo lane for work already admitted (sized from the ledger's limit; see [`Redo`]).
+pub struct StageInput<T> {
+    /// What upstream sends into.
+    pub tx: mpsc::Sender<T>,
+    /// Where work already admitted comes back.
+    pub redo: Redo<T>,
+    /// What the stage's workers read.
+    pub rx: SharedInput<T>,
+}
+
+impl<T> StageInput<T> {
+    /// The input of `stage`: `capacity` on the main channel, `redo_capacity` on the redo lane.
+    pub fn new(stage: StageName, capacity: usize, redo_capacity: usize) -> StageInput<T> {
+        let (tx, rx) = mpsc::channel(capacity);
+        let (redo_tx, redo_rx) = mpsc::channel(redo_capacity);
+        let lanes = Lanes::new(redo_rx, rx);
+        StageInput { tx, redo: Redo::new(stage.as_str(), redo_tx), rx: Arc::new(tokio::sync::Mutex::new(lanes)) }
+    }
+}
+
+/// Makes the specs of `n` workers of stage `S`, each building its stage fresh with `build` at every
+/// start; a dead worker's items go back on `replay_to`.
+pub fn workers<S, F>(
+    n: usize,
+    build: F,
+    input: &StageInput<S::In>,
+    emit: Emit<S::Out>,
+    replay_to: &Redo<S::Replay>,
+) -> Vec<ChildSpec>
+where
+    S: Stage + Sync,
+    S::In: Sync,
+    S::Out: Sync,
+    F: Fn() -> Result<S, String> + Send + Sync + 'static,
+{
+    let build = Arc::new(build);
+    (0..n)
+        .map(|_| {
+            let in_hand: InHand = Arc::default();
+            let (build, input, emit, slot, replay_to) =
+                (build.clone(), input.rx.clone(), emit.clone(), in_hand.clone(), replay_to.clone());
+            let spawn: SpawnFn = Arc::new(move |sup| {
+                let (build, input, emit, in_hand, replay_to) =
+                    (build.clone(), input.clone(), emit.clone(), slot.clone(), replay_to.clone());
+                Box::pin(async move {
+                    let stage = build()?;
+                    let args = WorkerArgs { stage, input, emit, in_hand, replay_to };
+                    let (actor, _) = Actor::spawn_linked(None, StageWorker::<S>::default(), args, sup)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(actor.get_cell())
+                })
+            });
+            ChildSpec { stage: S::NAME, spawn, in_hand }
+        })
+        .collect()
 }

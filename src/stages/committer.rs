@@ -7,7 +7,7 @@ use super::{CommitMsg, Emit, Redo, Stage, StageError};
 use crate::config::StageName;
 use crate::model::{ChangeEvent, OutcomeKind, Refresh, SkipReason};
 use crate::state::watermark::CheckpointGate;
-use crate::state::{Checkpoint, CommitBatch, Store};
+use crate::state::{ApplyReport, Checkpoint, CommitBatch, Store, StoreError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -60,10 +60,38 @@ impl CommitState {
     }
 }
 
+/// What the committer writes to: one atomic batch at a time, and the few counts it reports. [`Store`]
+/// (fjall) is the real one; unit tests use an in-memory log.
+pub trait CommitLog: Clone + Send + Sync + 'static {
+    /// Writes `batch` atomically (synced when it holds a checkpoint).
+    fn apply(&self, batch: &CommitBatch) -> Result<ApplyReport, StoreError>;
+    /// Whether refresh requests are recorded and not yet served.
+    fn has_pending_refreshes(&self) -> Result<bool, StoreError>;
+    /// Files in the dead-letter store.
+    fn dead_letter_count(&self) -> Result<usize, StoreError>;
+    /// Removes up to `limit` audit entries older than `cutoff_unix_ms`; returns how many.
+    fn prune_audit(&self, cutoff_unix_ms: u64, limit: usize) -> Result<usize, StoreError>;
+}
+
+impl CommitLog for Store {
+    fn apply(&self, batch: &CommitBatch) -> Result<ApplyReport, StoreError> {
+        Store::apply(self, batch)
+    }
+    fn has_pending_refreshes(&self) -> Result<bool, StoreError> {
+        Store::has_pending_refreshes(self)
+    }
+    fn dead_letter_count(&self) -> Result<usize, StoreError> {
+        Store::dead_letter_count(self)
+    }
+    fn prune_audit(&self, cutoff_unix_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        Store::prune_audit(self, cutoff_unix_ms, limit)
+    }
+}
+
 /// The committer stage.
-pub struct Committer {
+pub struct Committer<L: CommitLog = Store> {
     /// Store.
-    pub store: Store,
+    pub store: L,
     /// Survives restarts.
     pub state: Arc<Mutex<CommitState>>,
     /// The pipeline's ledger: the committer alone finishes events in it.
@@ -127,7 +155,7 @@ fn absorb(st: &mut CommitState, ledger: &Ledger, msgs: Vec<CommitMsg>, next_seq:
     batch
 }
 
-impl Committer {
+impl<L: CommitLog> Committer<L> {
     fn publish(&self, batch: &CommitBatch, caught_up: bool) {
         self.progress.send_modify(|p| {
             p.removed += batch.tree_steps.iter().filter(|s| s.remove).map(|s| s.files.len() as u64).sum::<u64>();
@@ -182,7 +210,7 @@ impl Committer {
     }
 }
 
-impl Stage for Committer {
+impl<L: CommitLog> Stage for Committer<L> {
     type In = CommitMsg;
     type Out = ();
     const NAME: StageName = StageName::Committer;
@@ -236,5 +264,121 @@ pub fn outcome_label(k: &OutcomeKind) -> &'static str {
         OutcomeKind::Skipped(_) => "skipped",
         OutcomeKind::DeadLettered(_) => "dead_lettered",
         OutcomeKind::TreeChanged(_) => "tree",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ChangeSeq, FileId, Outcome};
+    use crate::stages::testing;
+    use crate::state::FeedPhase;
+
+    /// The store in memory: every batch written, and a switch that makes writes fail.
+    #[derive(Clone, Default)]
+    struct Log {
+        batches: Arc<Mutex<Vec<CommitBatch>>>,
+        broken: bool,
+        pending_refreshes: bool,
+    }
+
+    impl CommitLog for Log {
+        fn apply(&self, batch: &CommitBatch) -> Result<ApplyReport, StoreError> {
+            if self.broken {
+                return Err(StoreError::Codec("injected".into()));
+            }
+            let copy = CommitBatch {
+                outcomes: batch.outcomes.clone(),
+                checkpoint: batch.checkpoint.clone(),
+                next_seq: batch.next_seq,
+                ..Default::default()
+            };
+            self.batches.lock().unwrap().push(copy);
+            Ok(ApplyReport::default())
+        }
+        fn has_pending_refreshes(&self) -> Result<bool, StoreError> {
+            Ok(self.pending_refreshes)
+        }
+        fn dead_letter_count(&self) -> Result<usize, StoreError> {
+            Ok(0)
+        }
+        fn prune_audit(&self, _: u64, _: usize) -> Result<usize, StoreError> {
+            Ok(0)
+        }
+    }
+
+    struct Rig {
+        committer: Committer<Log>,
+        log: Log,
+        progress: watch::Receiver<Progress>,
+        ledger: Arc<Ledger>,
+    }
+
+    fn rig(log: Log) -> Rig {
+        let ledger = Arc::new(Ledger::new(1, 64));
+        let (release, _) = testing::redo("dedup");
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        let committer = Committer {
+            store: log.clone(),
+            state: Arc::default(),
+            ledger: ledger.clone(),
+            release,
+            progress: progress_tx,
+            next_seq: Arc::new(AtomicU64::new(3)),
+            refresh_wake: Arc::default(),
+            faults: Arc::default(),
+            audit_retention: std::time::Duration::from_secs(3600),
+            next_prune: None,
+        };
+        Rig { committer, log, progress, ledger }
+    }
+
+    fn skipped(seq: u64) -> CommitMsg {
+        let kind = OutcomeKind::Skipped(SkipReason::Unchanged);
+        CommitMsg::Outcome(Outcome { seq: ChangeSeq(seq), file_id: FileId(format!("f{seq}")), kind })
+    }
+
+    fn checkpoint(token: &str) -> Checkpoint {
+        Checkpoint {
+            start_token: "t0".into(),
+            phase: FeedPhase::Changes { token: token.into() },
+            read_at_unix_ms: 1,
+            feeds: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_is_saved_only_once_every_event_before_it_is_committed() {
+        let mut r = rig(Log::default());
+        let (emit, _taps) = testing::emit::<()>();
+        let mark = CommitMsg::Mark { last_seq: 2, checkpoint: checkpoint("after-2") };
+        r.committer.process(vec![skipped(1), mark], &emit).await.unwrap();
+        assert_eq!(r.log.batches.lock().unwrap()[0].checkpoint, None, "seq 2 is not committed yet");
+        r.committer.process(vec![skipped(2)], &emit).await.unwrap();
+        let batches = r.log.batches.lock().unwrap();
+        assert_eq!(batches[1].checkpoint, Some(checkpoint("after-2")));
+        assert_eq!(batches.iter().map(|b| b.outcomes.len()).sum::<usize>(), 2);
+        assert_eq!(r.progress.borrow().skipped, 2);
+    }
+
+    #[tokio::test]
+    async fn once_mode_is_caught_up_only_when_every_event_and_refresh_is_done() {
+        for pending in [false, true] {
+            let mut r = rig(Log { pending_refreshes: pending, ..Default::default() });
+            let (emit, _taps) = testing::emit::<()>();
+            r.committer.process(vec![CommitMsg::FeedCaughtUp { last_seq: 1 }], &emit).await.unwrap();
+            assert!(!r.progress.borrow().caught_up, "seq 1 is not committed");
+            r.committer.process(vec![skipped(1)], &emit).await.unwrap();
+            assert_eq!(r.progress.borrow().caught_up, !pending, "pending refreshes: {pending}");
+            assert!(r.ledger.covers(1));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_write_is_fatal() {
+        let mut r = rig(Log { broken: true, ..Default::default() });
+        let (emit, _taps) = testing::emit::<()>();
+        let err = r.committer.process(vec![skipped(1)], &emit).await.unwrap_err();
+        assert!(matches!(err, StageError::Fatal(_)), "{err:?}");
     }
 }
