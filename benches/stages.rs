@@ -27,7 +27,7 @@ use mirrorflow::stages::committer::{CommitState, Committer, Progress};
 use mirrorflow::stages::dedup::Dedup;
 use mirrorflow::stages::ledger::Ledger;
 use mirrorflow::stages::planner::{FolderLookup, Layout, Planner, Scope};
-use mirrorflow::stages::{CommitMsg, Emit, FailureInjector, Redo, Stage};
+use mirrorflow::stages::{CommitMsg, Emit, Redo, Stage};
 use mirrorflow::state::{Checkpoint, CommitBatch, FeedPhase, Store};
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -134,7 +134,6 @@ fn emit<O>(cap: usize) -> (Emit<O>, mpsc::Receiver<O>, mpsc::Receiver<CommitMsg>
 
 fn bench_dedup(c: &mut Criterion) {
     let rt = runtime();
-    let faults = Arc::new(FailureInjector::default());
     let events = file_events(EVENTS);
     let mut g = c.benchmark_group("dedup");
     g.throughput(Throughput::Elements(EVENTS as u64));
@@ -145,7 +144,7 @@ fn bench_dedup(c: &mut Criterion) {
     g.bench_function("100k_new_files", |b| {
         b.to_async(&rt).iter_batched(
             || {
-                let stage = Dedup { ledger: Arc::new(Ledger::new(1, EVENTS)), faults: faults.clone() };
+                let stage = Dedup { ledger: Arc::new(Ledger::new(1, EVENTS)) };
                 (stage, events.clone(), emit::<ChangeEvent>(EVENTS + 1))
             },
             |(mut stage, events, (emit, rx, crx))| async move {
@@ -170,7 +169,6 @@ impl FolderLookup for NoLookup {
 
 fn bench_planner(c: &mut Criterion) {
     let rt = runtime();
-    let faults = Arc::new(FailureInjector::default());
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.apply(&CommitBatch { outcomes: folder_outcomes(), ..Default::default() }).unwrap();
@@ -187,8 +185,7 @@ fn bench_planner(c: &mut Criterion) {
             max_file_size: None,
         };
         let barrier = Arc::new(Ledger::default());
-        let mut planner =
-            Planner::new(store.clone(), Arc::new(NoLookup), scope.clone(), layout, barrier, faults.clone()).unwrap();
+        let mut planner = Planner::new(store.clone(), Arc::new(NoLookup), scope.clone(), layout, barrier).unwrap();
         let before = heap::live();
         {
             let (emit, rx, crx) = emit::<Planned>(EVENTS + 1);
@@ -212,15 +209,9 @@ fn bench_planner(c: &mut Criterion) {
             b.to_async(&rt).iter_batched(
                 || {
                     let barrier = Arc::new(Ledger::default());
-                    let planner = Planner::new(
-                        store.clone(),
-                        Arc::new(NoLookup),
-                        scope.clone(),
-                        layout.clone(),
-                        barrier,
-                        faults.clone(),
-                    )
-                    .unwrap();
+                    let planner =
+                        Planner::new(store.clone(), Arc::new(NoLookup), scope.clone(), layout.clone(), barrier)
+                            .unwrap();
                     (planner, events.clone(), emit::<Planned>(EVENTS + 1))
                 },
                 |(mut planner, events, (emit, rx, crx))| async move {
@@ -247,7 +238,7 @@ fn bench_planner(c: &mut Criterion) {
         Layout { prefix: "mirror".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None };
     let new_planner = || {
         let barrier = Arc::new(Ledger::default());
-        Planner::new(big.clone(), Arc::new(NoLookup), scope.clone(), layout.clone(), barrier, faults.clone()).unwrap()
+        Planner::new(big.clone(), Arc::new(NoLookup), scope.clone(), layout.clone(), barrier).unwrap()
     };
     let before = heap::live();
     let p = new_planner();
@@ -432,7 +423,6 @@ fn committer_over(
         progress,
         next_seq: Arc::new(AtomicU64::new(1)),
         refresh_wake: Arc::default(),
-        faults: Arc::new(FailureInjector::default()),
         audit_retention: Duration::from_secs(30 * 24 * 3600),
         next_prune: None,
     };

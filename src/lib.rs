@@ -11,6 +11,7 @@ pub mod dest;
 pub mod drive;
 #[allow(unsafe_code)] // the FFI to aws-lc's MD5/SHA-256 with plain-data state (resumable uploads)
 pub mod hashing;
+pub mod internal_events;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

@@ -29,6 +29,9 @@ pub const CIRCUIT_STATE: &str = "mirrorflow_circuit_state";
 /// Times a remote's circuit breaker opened.
 pub const CIRCUIT_OPENINGS_TOTAL: &str = "mirrorflow_circuit_openings_total";
 
+/// Push notifications refused for an unknown channel id or token (forged, or from a stopped channel).
+pub const WEBHOOK_REJECTED_TOTAL: &str = "mirrorflow_webhook_rejected_total";
+
 /// Scheduled verifies (`[verify] every`) that ran to the end.
 pub const VERIFY_RUNS_TOTAL: &str = "mirrorflow_verify_runs_total";
 /// Gauge: differences the last scheduled verify found, by kind (missing, mismatched, extra).
@@ -113,4 +116,9 @@ pub fn verify_run(missing: u64, mismatched: u64, extra: u64) {
     for (kind, n) in [("missing", missing), ("mismatched", mismatched), ("extra", extra)] {
         gauge!(VERIFY_DIFFERENCES, "kind" => kind).set(n as f64);
     }
+}
+
+/// Counts a refused push notification.
+pub fn webhook_rejected() {
+    counter!(WEBHOOK_REJECTED_TOTAL).increment(1);
 }

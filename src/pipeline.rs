@@ -348,36 +348,21 @@ pub fn compile(cfg: &Config, opts: &RunOptions, res: &Resources) -> Result<Topol
     let count = |stage| cfg.stages.settings(stage).concurrency;
     let outputs = FeedOutputs { events: inputs.dedup.tx.clone(), commit: commit.clone(), ledger: sh.ledger.clone() };
     let mut children = vec![feed_spec(&sh, opts, outputs)];
-    let i = &inputs;
-    children.extend(workers(1, dedup(&sh), &i.dedup, emit_to(i.planner.tx.clone(), &commit), &i.dedup.redo));
-    children.extend(workers(1, planner(&sh), &i.planner, emit_to(i.downloader.tx.clone(), &commit), &i.planner.redo));
+    let (i, f) = (&inputs, &sh.faults);
     let (downloaders, uploaders) = (count(StageName::Downloader), count(StageName::Uploader));
-    children.extend(workers(
-        downloaders,
-        downloader(&sh),
-        &i.downloader,
-        emit_to(i.uploader.tx.clone(), &commit),
-        &i.downloader.redo,
-    ));
-    let upload = uploader(&sh, &i.downloader.redo);
+    let (to_planner, to_downloader) =
+        (emit_to(i.planner.tx.clone(), &commit), emit_to(i.downloader.tx.clone(), &commit));
+    let (to_uploader, to_verifier) = (emit_to(i.uploader.tx.clone(), &commit), emit_to(i.verifier.tx.clone(), &commit));
+    children.extend(workers(1, dedup(&sh), &i.dedup, to_planner, &i.dedup.redo, f));
+    children.extend(workers(1, planner(&sh), &i.planner, to_downloader, &i.planner.redo, f));
+    children.extend(workers(downloaders, downloader(&sh), &i.downloader, to_uploader, &i.downloader.redo, f));
     // A dead upload's bytes are fetched again: its items go back to the downloader.
-    children.extend(workers(
-        uploaders,
-        upload,
-        &i.uploader,
-        emit_to(i.verifier.tx.clone(), &commit),
-        &i.downloader.redo,
-    ));
-    let verify = verifier(&sh, &i.downloader.redo);
-    children.extend(workers(
-        count(StageName::Verifier),
-        verify,
-        &i.verifier,
-        emit_to(sink_tx.clone(), &commit),
-        &i.verifier.redo,
-    ));
+    let upload = uploader(&sh, &i.downloader.redo);
+    children.extend(workers(uploaders, upload, &i.uploader, to_verifier, &i.downloader.redo, f));
+    let (verify, verifiers) = (verifier(&sh, &i.downloader.redo), count(StageName::Verifier));
+    children.extend(workers(verifiers, verify, &i.verifier, emit_to(sink_tx.clone(), &commit), &i.verifier.redo, f));
     let commits = committer(&sh, &i.dedup.redo, &progress_tx);
-    children.extend(workers(1, commits, &i.committer, emit_to(sink_tx, &commit), &i.committer.redo));
+    children.extend(workers(1, commits, &i.committer, emit_to(sink_tx, &commit), &i.committer.redo, f));
     Ok(Topology {
         children,
         gauges: inputs.gauges(),
@@ -393,13 +378,13 @@ pub fn compile(cfg: &Config, opts: &RunOptions, res: &Resources) -> Result<Topol
 }
 
 fn dedup(sh: &Shared) -> impl Fn() -> Result<Dedup, String> + Send + Sync + 'static {
-    let (ledger, faults) = (sh.ledger.clone(), sh.faults.clone());
-    move || Ok(Dedup { ledger: ledger.clone(), faults: faults.clone() })
+    let ledger = sh.ledger.clone();
+    move || Ok(Dedup { ledger: ledger.clone() })
 }
 
 fn planner(sh: &Shared) -> impl Fn() -> Result<Planner<DriveClient>, String> + Send + Sync + 'static {
     let (store, drive, scope) = (sh.res.store.clone(), sh.res.drive.clone(), sh.res.scope.clone());
-    let (ledger, faults) = (sh.ledger.clone(), sh.faults.clone());
+    let ledger = sh.ledger.clone();
     let layout = Layout {
         prefix: sh.res.dest.prefix().to_string(),
         mode: sh.res.dest.key_mode,
@@ -407,14 +392,13 @@ fn planner(sh: &Shared) -> impl Fn() -> Result<Planner<DriveClient>, String> + S
         max_file_size: sh.cfg.source.max_file_size.map(|b| b.0),
     };
     move || {
-        Planner::new(store.clone(), drive.clone(), scope.clone(), layout.clone(), ledger.clone(), faults.clone())
+        Planner::new(store.clone(), drive.clone(), scope.clone(), layout.clone(), ledger.clone())
             .map_err(|e| e.to_string())
     }
 }
 
 fn downloader(sh: &Shared) -> impl Fn() -> Result<Downloader<DriveClient>, String> + Send + Sync + 'static {
-    let (drive, dest, store, faults) =
-        (sh.res.drive.clone(), sh.res.dest.clone(), sh.res.store.clone(), sh.faults.clone());
+    let (drive, dest, store) = (sh.res.drive.clone(), sh.res.dest.clone(), sh.res.store.clone());
     let cfg = &sh.cfg.pipeline;
     let (chunk_size, chunk_depth, digests) = (cfg.chunk_size.0 as usize, cfg.chunk_depth, cfg.digests());
     let (max_resumes, adopt) = (sh.cfg.retry.max_attempts, sh.res.adopting);
@@ -427,15 +411,13 @@ fn downloader(sh: &Shared) -> impl Fn() -> Result<Downloader<DriveClient>, Strin
             chunk_depth,
             digests,
             max_resumes,
-            faults: faults.clone(),
             adopt,
         })
     }
 }
 
 fn uploader(sh: &Shared, refetch: &Redo<Planned>) -> impl Fn() -> Result<Uploader, String> + Send + Sync + 'static {
-    let (dest, store, faults, refetch) =
-        (sh.res.dest.clone(), sh.res.store.clone(), sh.faults.clone(), refetch.clone());
+    let (dest, store, refetch) = (sh.res.dest.clone(), sh.res.store.clone(), refetch.clone());
     let cfg = &sh.cfg.pipeline;
     let budget = crate::stages::budget::MemoryBudget::new(cfg.memory_budget.0);
     let part_concurrency = sh.cfg.stages.settings(StageName::Uploader).part_concurrency;
@@ -450,14 +432,13 @@ fn uploader(sh: &Shared, refetch: &Redo<Planned>) -> impl Fn() -> Result<Uploade
             digests,
             store: store.clone(),
             refetch: refetch.clone(),
-            faults: faults.clone(),
         })
     }
 }
 
 fn verifier(sh: &Shared, refetch: &Redo<Planned>) -> impl Fn() -> Result<Verifier, String> + Send + Sync + 'static {
-    let (dest, faults, refetch) = (sh.res.dest.clone(), sh.faults.clone(), refetch.clone());
-    move || Ok(Verifier { dest: dest.clone(), refetch: refetch.clone(), faults: faults.clone() })
+    let (dest, refetch) = (sh.res.dest.clone(), refetch.clone());
+    move || Ok(Verifier { dest: dest.clone(), refetch: refetch.clone() })
 }
 
 fn committer(
@@ -465,7 +446,7 @@ fn committer(
     release: &Redo<ChangeEvent>,
     progress: &watch::Sender<Progress>,
 ) -> impl Fn() -> Result<Committer, String> + Send + Sync + 'static {
-    let (store, ledger, faults) = (sh.res.store.clone(), sh.ledger.clone(), sh.faults.clone());
+    let (store, ledger) = (sh.res.store.clone(), sh.ledger.clone());
     let (release, progress) = (release.clone(), progress.clone());
     let (next_seq, refresh_wake) = (sh.next_seq.clone(), sh.refresh_wake.clone());
     // Survives the committer's restarts (restart by builder).
@@ -480,7 +461,6 @@ fn committer(
             progress: progress.clone(),
             next_seq: next_seq.clone(),
             refresh_wake: refresh_wake.clone(),
-            faults: faults.clone(),
             audit_retention,
             next_prune: None,
         })

@@ -105,8 +105,10 @@ impl PipelineSupervisor {
         let err = match &failure {
             Failure::Fatal(e) | Failure::Restartable(e) => e.clone(),
         };
-        tracing::error!(stage = spec.stage.as_str(), error = %err, "stage failed; restarting it");
-        crate::metrics::restart(spec.stage.as_str());
+        crate::internal_events::InternalEvent::emit(crate::internal_events::StageFailed {
+            stage: spec.stage,
+            error: &err,
+        });
         let held = std::mem::take(&mut *spec.in_hand.lock().unwrap_or_else(|p| p.into_inner()));
         let lost = held.into_iter().map(|redeliver| redeliver()).find_map(|r| match r {
             Err(StageError::Fatal(e)) => Some(e),
@@ -241,7 +243,7 @@ mod tests {
         let (emit, taps) = testing::emit();
         let panicked = Arc::new(AtomicBool::new(false));
         let build = move || Ok(Flaky { panicked: panicked.clone() });
-        let children = workers(1, build, &input, emit, &input.redo);
+        let children = workers(1, build, &input, emit, &input.redo, &Arc::default());
         let (fatal_tx, fatal) = watch::channel(None);
         let args = SupervisorArgs { children, max_restarts, within: Duration::from_secs(60), fatal: fatal_tx };
         let (sup, _) = Actor::spawn(None, PipelineSupervisor, args).await.unwrap();

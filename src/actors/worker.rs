@@ -3,7 +3,7 @@
 //! an in-hand slot the supervisor can read after a crash.
 
 use super::supervisor::{ChildSpec, SpawnFn};
-use crate::stages::{Emit, Redo, Stage, StageError, StageName};
+use crate::stages::{Emit, FailureInjector, Redo, Stage, StageError, StageName};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -76,6 +76,8 @@ pub struct WorkerArgs<S: Stage> {
     pub in_hand: InHand,
     /// The redo lane a dead worker's items go back to.
     pub replay_to: Redo<S::Replay>,
+    /// `[testing]` failure injection, checked before each batch (the one place every stage gets it).
+    pub faults: Arc<FailureInjector>,
 }
 
 /// Control message: take the next item(s) from the input channel.
@@ -126,6 +128,7 @@ where
         }
         *st.in_hand.lock().unwrap_or_else(|p| p.into_inner()) =
             items.iter().map(|item| redeliver(&st.replay_to, S::replay(item))).collect();
+        st.faults.check(S::NAME)?;
         let started = Instant::now();
         match st.stage.process(items, &st.emit).await {
             Ok(()) => {
@@ -178,6 +181,7 @@ pub fn workers<S, F>(
     input: &StageInput<S::In>,
     emit: Emit<S::Out>,
     replay_to: &Redo<S::Replay>,
+    faults: &Arc<FailureInjector>,
 ) -> Vec<ChildSpec>
 where
     S: Stage + Sync,
@@ -191,12 +195,14 @@ where
             let in_hand: InHand = Arc::default();
             let (build, input, emit, slot, replay_to) =
                 (build.clone(), input.rx.clone(), emit.clone(), in_hand.clone(), replay_to.clone());
+            let faults = faults.clone();
             let spawn: SpawnFn = Arc::new(move |sup| {
                 let (build, input, emit, in_hand, replay_to) =
                     (build.clone(), input.clone(), emit.clone(), slot.clone(), replay_to.clone());
+                let faults = faults.clone();
                 Box::pin(async move {
                     let stage = build()?;
-                    let args = WorkerArgs { stage, input, emit, in_hand, replay_to };
+                    let args = WorkerArgs { stage, input, emit, in_hand, replay_to, faults };
                     let (actor, _) = Actor::spawn_linked(None, StageWorker::<S>::default(), args, sup)
                         .await
                         .map_err(|e| e.to_string())?;

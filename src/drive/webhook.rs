@@ -12,9 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Counter of rejected notifications.
-pub const REJECTED_TOTAL: &str = "mirrorflow_webhook_rejected_total";
-
 /// Channels whose notifications we accept: per log, the current one and, during a renewal, the
 /// previous one.
 #[derive(Default)]
@@ -46,26 +43,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// At most one warning about forged notifications per this many milliseconds (a flood must not
-/// flood the log too); the counter counts every one.
-const FORGED_WARN_EVERY_MS: u64 = 10_000;
-static LAST_FORGED_WARN_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 async fn notification(State(s): State<Shared>, headers: HeaderMap) -> StatusCode {
     let ok = verify(&headers, &s.accepted.lock().unwrap_or_else(|p| p.into_inner()).all());
     if !ok {
-        metrics::counter!(REJECTED_TOTAL).increment(1);
-        let now = crate::state::unix_ms();
-        let last = LAST_FORGED_WARN_MS.load(std::sync::atomic::Ordering::Relaxed);
-        if now.saturating_sub(last) >= FORGED_WARN_EVERY_MS
-            && LAST_FORGED_WARN_MS
-                .compare_exchange(last, now, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(
-                "rejected a push notification with an unknown channel id or token (further ones for 10 s are only counted in {REJECTED_TOTAL})"
-            );
-        }
+        crate::internal_events::InternalEvent::emit(crate::internal_events::ForgedNotificationRejected);
         return StatusCode::UNAUTHORIZED;
     }
     let state = headers.get("x-goog-resource-state").and_then(|v| v.to_str().ok()).unwrap_or("");

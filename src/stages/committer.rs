@@ -104,8 +104,6 @@ pub struct Committer<L: CommitLog = Store> {
     pub next_seq: Arc<AtomicU64>,
     /// Wakes the feed when refresh requests were recorded.
     pub refresh_wake: Arc<tokio::sync::Notify>,
-    /// Failure injection.
-    pub faults: Arc<super::FailureInjector>,
     /// Audit entries older than this are pruned as the run goes (`[state] audit_retention`).
     pub audit_retention: std::time::Duration,
     /// When the next prune is due (`None`: at the next batch).
@@ -218,7 +216,6 @@ impl<L: CommitLog> Stage for Committer<L> {
     const BATCH: usize = 1024;
 
     async fn process(&mut self, items: Vec<CommitMsg>, _emit: &Emit<()>) -> Result<(), StageError> {
-        self.faults.check(Self::NAME)?;
         let (batch, all_done) = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let batch = absorb(&mut state, &self.ledger, items, self.next_seq.load(Ordering::SeqCst));
@@ -326,7 +323,6 @@ mod tests {
             progress: progress_tx,
             next_seq: Arc::new(AtomicU64::new(3)),
             refresh_wake: Arc::default(),
-            faults: Arc::default(),
             audit_retention: std::time::Duration::from_secs(3600),
             next_prune: None,
         };

@@ -2,11 +2,11 @@
 //! read by the uploader, so download and upload overlap and memory stays bounded whatever the size.
 //! An interrupted body resumes with `Range` from the last byte received.
 
-use super::planner::dead_letter;
 use super::{Emit, Stage, StageError};
 use crate::config::StageName;
 use crate::dest::{DestError, Destination, StoredContent};
 use crate::drive::{ByteStream, DriveError};
+use crate::internal_events::{DownloadResumed, InternalEvent};
 use crate::model::{ActionKind, FileId, ObjectKey, Outcome, OutcomeKind, Planned, Source};
 use crate::state::{Store, UploadRecord};
 use bytes::{Bytes, BytesMut};
@@ -146,8 +146,6 @@ pub struct Downloader<B: ByteSource, D: ObjectProbe = Destination, R: ResumeReco
     pub digests: crate::hashing::Digests,
     /// Resumptions allowed per file.
     pub max_resumes: u32,
-    /// Failure injection.
-    pub faults: Arc<super::FailureInjector>,
     /// A run over an empty state and a populated destination: an object that already holds the
     /// file's exact bytes at its key is kept, not downloaded again (see [`Store::begin_adoption`]).
     pub adopt: bool,
@@ -275,15 +273,7 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
     }
 
     async fn dead_letter(&self, planned: Planned, e: DriveError, emit: &Emit<Transfer>) -> Result<(), StageError> {
-        tracing::warn!(file = %planned.file.id, name = %planned.file.name, error = %e, "download failed; dead-lettered");
-        crate::metrics::event(StageName::Downloader.as_str(), "dead_lettered");
-        let dl = dead_letter(&planned.file, Some(planned.key.clone()), &e.short_reason(), e.to_string());
-        emit.outcome(Outcome {
-            seq: planned.seq,
-            file_id: planned.file.id.clone(),
-            kind: OutcomeKind::DeadLettered(dl),
-        })
-        .await
+        emit.dead_letter(Self::NAME, &planned, &e.short_reason(), e.to_string()).await
     }
 
     /// An empty chunk of exactly the size it will hold: `chunk_size`, or what is left of a smaller
@@ -352,8 +342,7 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
         if !matches!(source, Source::Media) || *resumes > self.max_resumes {
             return Err(PumpError::Drive(error));
         }
-        tracing::info!(file = %planned.file.id, offset, %error, "download interrupted; resuming with Range");
-        crate::metrics::retry("drive", "body_interrupted");
+        DownloadResumed { file: &planned.file.id, offset, error: &error }.emit();
         self.source.open(&planned.file.id, source, offset).await.map_err(PumpError::Drive)
     }
 }
@@ -371,7 +360,6 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Stage for Downloader<B, D,
 
     async fn process(&mut self, items: Vec<Planned>, emit: &Emit<Transfer>) -> Result<(), StageError> {
         for planned in items {
-            self.faults.check(Self::NAME)?;
             self.handle(planned, emit).await?;
         }
         Ok(())
@@ -449,7 +437,6 @@ mod tests {
             chunk_depth: 2,
             digests: crate::hashing::Digests::Md5,
             max_resumes: 2,
-            faults: Arc::default(),
             adopt: false,
         }
     }

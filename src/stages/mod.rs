@@ -114,6 +114,24 @@ impl<O> Emit<O> {
     pub async fn outcome(&self, o: Outcome) -> Result<(), StageError> {
         self.commit.send(CommitMsg::Outcome(o)).await.map_err(|_| StageError::Closed)
     }
+
+    /// Gives up on a planned file: logs and counts it, and sends it to the dead-letter store with its
+    /// reason — the one way any stage dead-letters a file.
+    pub async fn dead_letter(
+        &self,
+        stage: StageName,
+        planned: &crate::model::Planned,
+        reason: &str,
+        error: String,
+    ) -> Result<(), StageError> {
+        use crate::internal_events::{DeadLettered, InternalEvent};
+        let (file, key) = (&planned.file, &planned.key);
+        DeadLettered { stage, file: &file.id, name: &file.name, key, reason, error: &error }.emit();
+        let mut dl = planner::dead_letter(file, Some(key.clone()), reason, error);
+        dl.attempts = planned.attempt.max(1);
+        let kind = crate::model::OutcomeKind::DeadLettered(dl);
+        self.outcome(Outcome { seq: planned.seq, file_id: file.id.clone(), kind }).await
+    }
 }
 
 /// A stage's redo lane: work already admitted coming back into the stage (a file's next event, a fetch

@@ -7,6 +7,7 @@ use crate::config::StageName;
 use crate::config::{ExportConfig, KeyMode};
 use crate::dest::keys;
 use crate::drive::DriveError;
+use crate::internal_events::InternalEvent;
 use crate::model::*;
 use crate::state::Store;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -78,7 +79,6 @@ pub struct Planner<L: FolderLookup> {
     drive_roots: BTreeMap<DriveId, String>,
     /// Orders actions: a subtree change waits for every action sent before it, a key for the event holding it.
     ledger: Arc<super::ledger::Ledger>,
-    faults: Arc<super::FailureInjector>,
     /// Refresh requests of the event being planned, sent to the committer before its action.
     requests: Vec<Refresh>,
     /// Ancestors looked up while planning the event, recorded before its action.
@@ -103,7 +103,6 @@ impl<L: FolderLookup> Planner<L> {
         scope: Scope,
         layout: Layout,
         ledger: Arc<super::ledger::Ledger>,
-        faults: Arc<super::FailureInjector>,
     ) -> Result<Self, StageError> {
         let mut p = Planner {
             store,
@@ -113,7 +112,6 @@ impl<L: FolderLookup> Planner<L> {
             folders: HashMap::new(),
             drive_roots: BTreeMap::new(),
             ledger,
-            faults,
             requests: Vec::new(),
             discovered: Vec::new(),
             holds: HashMap::new(),
@@ -432,12 +430,23 @@ impl<L: FolderLookup> Planner<L> {
             }
             return self.plan_folder(event.seq, file, &parent).await;
         }
+        self.plan_file(&event, file, &parent).await
+    }
+
+    /// Plans a file whose folder is in the mirror: its key, and whether its bytes are copied from its
+    /// recorded object (same md5) or fetched from Drive — decided here, once.
+    async fn plan_file(
+        &mut self,
+        event: &ChangeEvent,
+        file: DriveFile,
+        parent: &str,
+    ) -> Result<Result<Planned, Outcome>, StageError> {
         let source = if file.is_google_doc() {
             let Some(format) = self.layout.export.format_for(&file.mime_type) else {
                 // A Form, Site, Map…: Drive has no export for it, so there are no bytes to mirror.
                 crate::metrics::event("planner", "no_export");
                 tracing::debug!(file = %file.id, mime = %file.mime_type, "no export format for this Google type");
-                return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::NoExport))));
+                return Ok(Err(outcome(event, OutcomeKind::Skipped(SkipReason::NoExport))));
             };
             let (mime, ext) = (format.mime.to_string(), format.ext.to_string());
             let link = file.export_links.get(&mime).cloned();
@@ -445,12 +454,17 @@ impl<L: FolderLookup> Planner<L> {
         } else {
             (Source::Media, None)
         };
-        let key = ObjectKey(self.claim(event.seq, &file.id, &parent, &file.name, source.1.as_deref()).await?);
+        let key = ObjectKey(self.claim(event.seq, &file.id, parent, &file.name, source.1.as_deref()).await?);
         if let (Some(max), Some(size)) = (self.layout.max_file_size, file.size)
             && size > max
         {
-            let dl = dead_letter(&file, Some(key), "fileTooLarge", format!("{size} bytes is over max_file_size {max}"));
-            return Ok(Err(outcome(&event, OutcomeKind::DeadLettered(dl))));
+            let error = format!("{size} bytes is over max_file_size {max}");
+            let (name, reason) = (&file.name, "fileTooLarge");
+            let stage = StageName::Planner;
+            crate::internal_events::DeadLettered { stage, file: &file.id, name, key: &key, reason, error: &error }
+                .emit();
+            let dl = dead_letter(&file, Some(key), reason, error);
+            return Ok(Err(outcome(event, OutcomeKind::DeadLettered(dl))));
         }
         let existing = self.store.file(&file.id)?;
         // A recorded key another file has claimed since (its earlier move was dead-lettered) holds that
@@ -696,7 +710,6 @@ impl<L: FolderLookup> Stage for Planner<L> {
 
     async fn process(&mut self, items: Vec<ChangeEvent>, emit: &Emit<Planned>) -> Result<(), StageError> {
         for event in items {
-            self.faults.check(Self::NAME)?;
             let (seq, file_id) = (event.seq, event.file_id.clone());
             let planned = self.plan(event).await?;
             let mut holds: Vec<String> = self.holds.drain().map(|(class, _)| class).collect();
@@ -756,8 +769,7 @@ mod tests {
             export: ExportConfig::default(),
             max_file_size: Some(100),
         };
-        Planner::new(Store::open(dir).unwrap(), Arc::new(NoLookup), scope, layout, Arc::default(), Arc::default())
-            .unwrap()
+        Planner::new(Store::open(dir).unwrap(), Arc::new(NoLookup), scope, layout, Arc::default()).unwrap()
     }
 
     fn file(id: &str, name: &str, parent: &str) -> DriveFile {
@@ -847,8 +859,7 @@ mod tests {
         let layout =
             Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None };
         let store = Store::open(dir.path()).unwrap();
-        let mut p =
-            Planner::new(store.clone(), Arc::new(NoLookup), scope, layout, ledger.clone(), Arc::default()).unwrap();
+        let mut p = Planner::new(store.clone(), Arc::new(NoLookup), scope, layout, ledger.clone()).unwrap();
         assert_eq!(key_of(&mut p, 1, file("A", "r.txt", "root")).await, "pre/my-drive/r.txt");
         // A is renamed to s.txt: planned and holding both keys, not yet committed.
         let rename = upsert(2, file("A", "s.txt", "root"));
@@ -887,15 +898,8 @@ mod tests {
         let layout =
             Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None };
         let lookup = Arc::new(CountingLookup::default());
-        let mut p = Planner::new(
-            Store::open(dir.path()).unwrap(),
-            lookup.clone(),
-            scope,
-            layout,
-            Arc::default(),
-            Arc::default(),
-        )
-        .unwrap();
+        let mut p =
+            Planner::new(Store::open(dir.path()).unwrap(), lookup.clone(), scope, layout, Arc::default()).unwrap();
         let calls = || lookup.0.load(std::sync::atomic::Ordering::SeqCst);
         for (seq, id) in [(1, "shared1"), (2, "shared2"), (3, "shared3")] {
             let outcome = p.plan(upsert(seq, file(id, "s.txt", "elsewhere"))).await.unwrap();

@@ -4,7 +4,6 @@
 
 use super::budget::Reservation;
 use super::downloader::{Body, Chunk, Transfer};
-use super::planner::dead_letter;
 use super::verifier::{Mismatch, check_against_drive, retry_or_dead_letter};
 use super::{Emit, Stage, StageError};
 use crate::config::StageName;
@@ -14,7 +13,6 @@ use crate::model::{ActionKind, Outcome, OutcomeKind, Planned, Uploaded};
 use crate::state::{Intent, ResumePoint, UploadRecord};
 use bytes::Bytes;
 use object_store::multipart::PartId;
-use std::sync::Arc;
 
 /// The uploader stage.
 pub struct Uploader {
@@ -36,8 +34,6 @@ pub struct Uploader {
     pub store: crate::state::Store,
     /// The downloader's input, for a copy whose source vanished (fetch the bytes instead).
     pub refetch: super::Redo<Planned>,
-    /// Failure injection.
-    pub faults: Arc<super::FailureInjector>,
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -275,19 +271,9 @@ impl Uploader {
             Ok(Written::Abandoned) => Ok(()),
             Ok(Written::Rejected(planned, m)) => {
                 crate::metrics::event(Self::NAME.as_str(), "rejected");
-                retry_or_dead_letter(planned, m, &self.refetch, &emit.commit).await
+                retry_or_dead_letter(planned, m, &self.refetch, emit).await
             }
-            Err(e) => {
-                tracing::warn!(file = %planned.file.id, key = %planned.key, error = %e, "upload failed; dead-lettered");
-                crate::metrics::event(Self::NAME.as_str(), "dead_lettered");
-                let dl = dead_letter(&planned.file, Some(planned.key.clone()), "destinationError", e.to_string());
-                emit.outcome(Outcome {
-                    seq: planned.seq,
-                    file_id: planned.file.id.clone(),
-                    kind: OutcomeKind::DeadLettered(dl),
-                })
-                .await
-            }
+            Err(e) => emit.dead_letter(Self::NAME, &planned, "destinationError", e.to_string()).await,
         }
     }
 
@@ -626,7 +612,6 @@ impl Stage for Uploader {
 
     async fn process(&mut self, items: Vec<Transfer>, emit: &Emit<Uploaded>) -> Result<(), StageError> {
         for t in items {
-            self.faults.check(Self::NAME)?;
             self.handle(t, emit).await?;
         }
         Ok(())

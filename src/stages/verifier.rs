@@ -2,15 +2,13 @@
 //! Drive's metadata (exports: the size received) and the object is really there. A mismatch is fetched again, then dead-lettered; it is
 //! never committed.
 
-use super::planner::dead_letter;
 use super::{Emit, Stage, StageError};
 use crate::config::StageName;
 use crate::dest::{DestError, Destination};
+use crate::internal_events::{InternalEvent, MismatchRefetched};
 use crate::model::{FileRecord, ObjectKey, Outcome, OutcomeKind, Planned, Source, Uploaded};
 use crate::state::Intent;
 use std::future::Future;
-use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// What the verifier needs of the destination: the size stored at a key, and removing the old key of
 /// a move. [`Destination`] is the real one; unit tests use an in-memory map.
@@ -90,25 +88,18 @@ pub fn check_against_drive(u: &Uploaded) -> Result<(), Mismatch> {
 
 /// A write that did not match is fetched again (up to [`MAX_ATTEMPTS`] fetches), then dead-lettered
 /// with the mismatch as its reason; it is never committed.
-pub async fn retry_or_dead_letter(
+pub async fn retry_or_dead_letter<O>(
     mut planned: Planned,
     m: Mismatch,
     refetch: &super::Redo<Planned>,
-    commit: &mpsc::Sender<super::CommitMsg>,
+    emit: &Emit<O>,
 ) -> Result<(), StageError> {
     planned.attempt += 1;
     if planned.attempt < MAX_ATTEMPTS {
-        tracing::info!(file = %planned.file.id, ?m, attempt = planned.attempt, "verification failed; fetching again");
-        crate::metrics::retry("verify", "mismatch");
+        MismatchRefetched { file: &planned.file.id, mismatch: &m, attempt: planned.attempt }.emit();
         return refetch.put(planned);
     }
-    tracing::warn!(file = %planned.file.id, ?m, "verification failed on every fetch; dead-lettered");
-    crate::metrics::event("verifier", "dead_lettered");
-    let mut dl = dead_letter(&planned.file, Some(planned.key.clone()), "checksumMismatch", format!("{m:?}"));
-    dl.attempts = planned.attempt;
-    let kind = OutcomeKind::DeadLettered(dl);
-    let outcome = Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind };
-    commit.send(super::CommitMsg::Outcome(outcome)).await.map_err(|_| StageError::Closed)
+    emit.dead_letter(StageName::Verifier, &planned, "checksumMismatch", format!("{m:?} on every fetch")).await
 }
 
 /// Whether the destination's own receipt for the write (a single PUT's md5 ETag) matches the bytes
@@ -123,8 +114,6 @@ pub struct Verifier<D: StoredObjects = Destination> {
     pub dest: D,
     /// The downloader's redo lane, to fetch a mismatching file again.
     pub refetch: super::Redo<Planned>,
-    /// Failure injection.
-    pub faults: Arc<super::FailureInjector>,
 }
 
 impl<D: StoredObjects> Verifier<D> {
@@ -139,7 +128,7 @@ impl<D: StoredObjects> Verifier<D> {
             },
         };
         if let Some(m) = mismatch {
-            return retry_or_dead_letter(u.planned, m, &self.refetch, &emit.commit).await;
+            return retry_or_dead_letter(u.planned, m, &self.refetch, emit).await;
         }
         if let Some(old) = &u.planned.previous_key
             && let Err(e) = self.dest.remove(old).await
@@ -177,7 +166,6 @@ impl<D: StoredObjects> Stage for Verifier<D> {
 
     async fn process(&mut self, items: Vec<Uploaded>, emit: &Emit<()>) -> Result<(), StageError> {
         for u in items {
-            self.faults.check(Self::NAME)?;
             self.handle(u, emit).await?;
         }
         Ok(())
@@ -263,8 +251,10 @@ mod tests {
 
     use crate::stages::testing;
     use std::collections::HashMap;
+    use std::sync::Arc;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::mpsc;
 
     /// A destination in memory: sizes by key, HEADs counted, removals that can be made to fail.
     #[derive(Default)]
@@ -297,8 +287,7 @@ mod tests {
     fn rig(objects: Objects) -> Rig {
         let objects = Arc::new(objects);
         let (refetch, refetched) = testing::redo("downloader");
-        let faults = Arc::new(crate::stages::FailureInjector::default());
-        Rig { verifier: Verifier { dest: objects.clone(), refetch, faults }, objects, refetched }
+        Rig { verifier: Verifier { dest: objects.clone(), refetch }, objects, refetched }
     }
 
     fn written(key: &str, size: u64) -> Uploaded {
