@@ -7,6 +7,7 @@ use crate::actors::supervisor::SpawnFn;
 use crate::actors::worker::{StageInput, workers};
 use crate::actors::{ChildSpec, PipelineSupervisor, SupervisorArgs, SupervisorMsg};
 use crate::config::{Config, StageName};
+use crate::dest::multipart::{AbortError, Uploads};
 use crate::dest::{DestError, Destination};
 use crate::drive::{DriveClient, DriveError, DriveSettings};
 use crate::model::{ChangeEvent, DeadLetter, DriveId, Planned, Uploaded};
@@ -417,20 +418,19 @@ fn downloader(sh: &Shared) -> impl Fn() -> Result<Downloader<DriveClient>, Strin
 }
 
 fn uploader(sh: &Shared, refetch: &Redo<Planned>) -> impl Fn() -> Result<Uploader, String> + Send + Sync + 'static {
-    let (dest, store, refetch) = (sh.res.dest.clone(), sh.res.store.clone(), refetch.clone());
     let cfg = &sh.cfg.pipeline;
+    let (dest, store, chunk_size) = (sh.res.dest.clone(), sh.res.store.clone(), cfg.chunk_size.0 as usize);
+    let target = crate::dest::multipart::Uploads { dest, store, chunk_size };
     let budget = crate::stages::budget::MemoryBudget::new(cfg.memory_budget.0);
     let part_concurrency = sh.cfg.stages.settings(StageName::Uploader).part_concurrency;
-    let (part_size, chunk_size, digests) = (cfg.part_size.0 as usize, cfg.chunk_size.0 as usize, cfg.digests());
+    let (part_size, digests, refetch) = (cfg.part_size.0 as usize, cfg.digests(), refetch.clone());
     move || {
         Ok(Uploader {
-            dest: dest.clone(),
+            target: target.clone(),
             part_size,
-            chunk_size,
             part_concurrency,
             budget: budget.clone(),
             digests,
-            store: store.clone(),
             refetch: refetch.clone(),
         })
     }
@@ -707,36 +707,13 @@ async fn finish_adoption(
     }
 }
 
-/// Aborts recorded multipart uploads. At the start (`keep_resumable`), an interrupted run's uploads
-/// with recorded parts are kept: the file's next transfer continues them if its content is unchanged,
-/// and aborts them otherwise. At a clean end (nothing in flight) every upload still recorded belongs to
-/// no transfer: kept to resume, its file was then deleted, left the scope or was dead-lettered. It is
-/// aborted, so no multipart upload is left open (S3 bills its parts and never lists them as objects).
+/// Aborts the multipart uploads no transfer will continue (see [`Uploads::abort_recorded`]).
 async fn abort_recorded_uploads(store: &Store, dest: &Destination, keep_resumable: bool) -> Result<(), PipelineError> {
-    let recorded = store.recorded_upload_ids()?;
-    for (file, rec) in store.pending_uploads()? {
-        if rec.upload_id.is_empty() {
-            match dest.abort_unrecorded_uploads(&rec.key, &recorded).await? {
-                Some(0) => {}
-                Some(n) => {
-                    tracing::info!(%file, key = %rec.key, n, "aborted uploads a killed run opened without recording them")
-                }
-                None => {
-                    tracing::warn!(%file, key = %rec.key, "a killed run may have left an unfinished upload here; this store cannot list them (the bucket's lifecycle rules remove them)")
-                }
-            }
-            store.clear_upload(&file)?;
-            continue;
-        }
-        if let (true, Some(point)) = (keep_resumable, &rec.resume) {
-            tracing::info!(%file, key = %rec.key, parts = point.parts.len(), offset = point.offset, "keeping an interrupted multipart upload to resume");
-            continue;
-        }
-        tracing::info!(%file, key = %rec.key, "aborting a multipart upload no transfer will continue");
-        dest.abort_upload(&rec.key, &rec.upload_id).await?;
-        store.clear_upload(&file)?;
-    }
-    Ok(())
+    let uploads = Uploads { dest: dest.clone(), store: store.clone(), chunk_size: 0 };
+    uploads.abort_recorded(keep_resumable).await.map_err(|e| match e {
+        AbortError::Dest(e) => PipelineError::Dest(e),
+        AbortError::Store(e) => PipelineError::Store(e),
+    })
 }
 
 /// Settles what a crashed run wrote and did not commit, so the destination matches the committed

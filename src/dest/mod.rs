@@ -2,6 +2,7 @@
 //! folder. Keys arrive already sanitized; this module only moves bytes and reports errors by class.
 
 pub mod keys;
+pub mod multipart;
 mod uploads;
 
 use crate::breaker::Breaker;

@@ -80,6 +80,18 @@ impl Body {
     }
 }
 
+#[cfg(test)]
+impl Body {
+    /// A complete body of `chunks` (tests of the uploader).
+    pub(crate) fn of(chunks: Vec<Chunk>) -> Body {
+        let (tx, rx) = mpsc::channel(chunks.len().max(1));
+        for c in chunks {
+            let _ = tx.try_send(c);
+        }
+        Body { rx, taken: None }
+    }
+}
+
 impl BodyWriter {
     /// Waits until the uploader takes the transfer; false if it was dropped untaken.
     async fn until_taken(&mut self) -> bool {

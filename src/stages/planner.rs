@@ -2,6 +2,7 @@
 //! for a folder it has not seen yet), sanitizes and disambiguates the key, and picks upload, copy,
 //! delete or skip.
 
+use super::dedup::RecordView;
 use super::{Emit, Stage, StageError};
 use crate::config::StageName;
 use crate::config::{ExportConfig, KeyMode};
@@ -9,7 +10,7 @@ use crate::dest::keys;
 use crate::drive::DriveError;
 use crate::internal_events::InternalEvent;
 use crate::model::*;
-use crate::state::Store;
+use crate::state::{FolderPage, Store, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -69,9 +70,37 @@ pub(crate) fn last_segment(key: &str) -> &str {
 /// Maximum folder depth followed when resolving a path (Drive has no parent cycles, but be safe).
 const MAX_DEPTH: usize = 128;
 
+/// The committed state the planner reads: records, key claims, noted writes, a folder's files.
+/// [`Store`] (fjall) is the real one; unit tests use maps.
+pub trait PlanView: RecordView + Send + Sync + 'static {
+    /// Who holds a key class (lower-cased key), by its committed record.
+    fn claim_holder(&self, class: &str) -> Result<Option<FileId>, StoreError>;
+    /// Whether a write to `key` is noted and not yet settled.
+    fn has_intent(&self, key: &ObjectKey) -> Result<bool, StoreError>;
+    /// Every folder record (loaded once at start).
+    fn all_folders(&self) -> Result<Vec<FolderRecord>, StoreError>;
+    /// A page of a folder's file records.
+    fn folder_page(&self, folder: &FileId, after: Option<&FileId>, limit: usize) -> Result<FolderPage, StoreError>;
+}
+
+impl PlanView for Store {
+    fn claim_holder(&self, class: &str) -> Result<Option<FileId>, StoreError> {
+        Store::claim_holder(self, class)
+    }
+    fn has_intent(&self, key: &ObjectKey) -> Result<bool, StoreError> {
+        Store::has_intent(self, key)
+    }
+    fn all_folders(&self) -> Result<Vec<FolderRecord>, StoreError> {
+        Store::all_folders(self)
+    }
+    fn folder_page(&self, folder: &FileId, after: Option<&FileId>, limit: usize) -> Result<FolderPage, StoreError> {
+        self.files_in_folder_page(folder, after, limit)
+    }
+}
+
 /// The planner stage.
-pub struct Planner<L: FolderLookup> {
-    store: Store,
+pub struct Planner<L: FolderLookup, S: PlanView = Store> {
+    store: S,
     lookup: Arc<L>,
     scope: Scope,
     layout: Layout,
@@ -95,10 +124,10 @@ pub struct Planner<L: FolderLookup> {
 /// Entries of the out-of-scope cache before it is cleared.
 const OUT_OF_SCOPE_CACHE: usize = 10_000;
 
-impl<L: FolderLookup> Planner<L> {
+impl<L: FolderLookup, S: PlanView> Planner<L, S> {
     /// Loads the folder map from the store and assigns the shared drives' root keys.
     pub fn new(
-        store: Store,
+        store: S,
         lookup: Arc<L>,
         scope: Scope,
         layout: Layout,
@@ -466,7 +495,7 @@ impl<L: FolderLookup> Planner<L> {
             let dl = dead_letter(&file, Some(key), reason, error);
             return Ok(Err(outcome(event, OutcomeKind::DeadLettered(dl))));
         }
-        let existing = self.store.file(&file.id)?;
+        let existing = self.store.file_record(&file.id)?;
         // A recorded key another file has claimed since (its earlier move was dead-lettered) holds that
         // file's bytes now: never copy from it or remove it as ours.
         let existing = match existing {
@@ -508,7 +537,7 @@ impl<L: FolderLookup> Planner<L> {
 
     fn plan_removal(&mut self, seq: ChangeSeq, id: &FileId) -> Result<Result<Planned, Outcome>, StageError> {
         let ev_outcome = |kind| Outcome { seq, file_id: id.clone(), kind };
-        if let Some(rec) = self.store.file(id)? {
+        if let Some(rec) = self.store.file_record(id)? {
             if self.held_by_other(id, &rec.key)? {
                 // Another file's committed record holds the key (never so while claims move with
                 // records; a store from before kept such claims): the object there is not ours to
@@ -528,7 +557,7 @@ impl<L: FolderLookup> Planner<L> {
         }
         let folder = match self.folders.remove(id) {
             Some(f) => Some(f),
-            None => self.store.folder(id)?,
+            None => self.store.folder_record(id)?,
         };
         let Some(folder) = folder else {
             return Ok(Err(ev_outcome(OutcomeKind::Skipped(SkipReason::NotInScope))));
@@ -608,7 +637,7 @@ impl<L: FolderLookup> Planner<L> {
         for dir in &tree.dirs {
             let mut after = None;
             loop {
-                let page = self.store.files_in_folder_page(&dir.folder, after.as_ref(), 64)?;
+                let page = self.store.folder_page(&dir.folder, after.as_ref(), 64)?;
                 if !page.records.is_empty() {
                     return Ok(true);
                 }
@@ -702,7 +731,7 @@ pub fn dead_letter(file: &DriveFile, key: Option<ObjectKey>, reason: &str, last_
     }
 }
 
-impl<L: FolderLookup> Stage for Planner<L> {
+impl<L: FolderLookup, S: PlanView> Stage for Planner<L, S> {
     type In = ChangeEvent;
     type Out = Planned;
     const NAME: StageName = StageName::Planner;
@@ -1045,5 +1074,83 @@ mod tests {
         let Ok(lost) = p.plan(drive_event(6, None, false)).await.unwrap() else { panic!("a removal") };
         let ActionKind::Tree(tree) = &lost.kind else { panic!("{lost:?}") };
         assert!(tree.remove && tree.dirs.len() == 1 && tree.removed_folders.contains(&FileId("d1".into())));
+    }
+
+    /// The committed state in maps: the planner's decisions without fjall.
+    #[derive(Default)]
+    struct Memory {
+        files: HashMap<FileId, FileRecord>,
+        claims: HashMap<String, FileId>,
+    }
+
+    impl RecordView for Memory {
+        fn file_record(&self, id: &FileId) -> Result<Option<FileRecord>, StoreError> {
+            Ok(self.files.get(id).cloned())
+        }
+        fn folder_record(&self, _: &FileId) -> Result<Option<FolderRecord>, StoreError> {
+            Ok(None)
+        }
+    }
+
+    impl PlanView for Memory {
+        fn claim_holder(&self, class: &str) -> Result<Option<FileId>, StoreError> {
+            Ok(self.claims.get(class).cloned())
+        }
+        fn has_intent(&self, _: &ObjectKey) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        fn all_folders(&self) -> Result<Vec<FolderRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn folder_page(&self, _: &FileId, _: Option<&FileId>, _: usize) -> Result<FolderPage, StoreError> {
+            Ok(FolderPage { records: Vec::new(), next: None })
+        }
+    }
+
+    fn in_memory(memory: Memory) -> Planner<NoLookup, Memory> {
+        let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new() };
+        let layout =
+            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None };
+        Planner::new(memory, Arc::new(NoLookup), scope, layout, Arc::default()).unwrap()
+    }
+
+    fn record(f: &DriveFile, key: &str) -> FileRecord {
+        let planned = Planned {
+            seq: ChangeSeq(0),
+            file: f.clone(),
+            key: ObjectKey(key.into()),
+            previous_key: None,
+            kind: ActionKind::Delete,
+            attempt: 0,
+        };
+        let OutcomeKind::Committed(rec) = committed(&planned).kind else { unreachable!() };
+        rec
+    }
+
+    #[tokio::test]
+    async fn decisions_from_the_committed_state_alone() {
+        let mut memory = Memory::default();
+        let moved = file("M", "moved.txt", "root");
+        memory.files.insert(FileId("M".into()), record(&file("M", "old.txt", "root"), "pre/my-drive/old.txt"));
+        memory.claims.insert("pre/my-drive/old.txt".into(), FileId("M".into()));
+        let same = file("S", "same.txt", "root");
+        memory.files.insert(FileId("S".into()), record(&same, "pre/my-drive/same.txt"));
+        memory.claims.insert("pre/my-drive/taken.txt".into(), FileId("OTHER".into()));
+        let mut p = in_memory(memory);
+
+        // A name another file's record holds (in any case) is disambiguated with the file's id.
+        let planned = p.plan(upsert(1, file("N", "TAKEN.txt", "root"))).await.unwrap().unwrap();
+        assert_eq!(planned.key.0, "pre/my-drive/TAKEN (N).txt");
+        assert!(matches!(planned.kind, ActionKind::Upload { source: Source::Media }));
+        // A renamed file with the same content is copied from its recorded key, which it leaves.
+        let planned = p.plan(upsert(2, moved)).await.unwrap().unwrap();
+        assert_eq!(
+            planned.kind,
+            ActionKind::Copy { from: ObjectKey("pre/my-drive/old.txt".into()), fallback: Source::Media }
+        );
+        assert_eq!(planned.previous_key, Some(ObjectKey("pre/my-drive/old.txt".into())));
+        // The version the store holds is a replay: nothing to do.
+        let o = p.plan(upsert(3, same)).await.unwrap().expect_err("unchanged");
+        assert_eq!(o.kind, OutcomeKind::Skipped(SkipReason::Unchanged));
     }
 }

@@ -7,31 +7,154 @@ use super::downloader::{Body, Chunk, Transfer};
 use super::verifier::{Mismatch, check_against_drive, retry_or_dead_letter};
 use super::{Emit, Stage, StageError};
 use crate::config::StageName;
-use crate::dest::{DestError, Destination, ObjectMeta};
+use crate::dest::multipart::{Multipart, Uploads};
+use crate::dest::{DestError, ObjectMeta};
 use crate::hashing::{ContentHasher, HashState};
-use crate::model::{ActionKind, Outcome, OutcomeKind, Planned, Uploaded};
-use crate::state::{Intent, ResumePoint, UploadRecord};
+use crate::model::{ActionKind, FileId, ObjectKey, Outcome, OutcomeKind, Planned, Uploaded};
+use crate::state::{FolderPage, Intent, StoreError, UploadRecord};
 use bytes::Bytes;
-use object_store::multipart::PartId;
+use std::future::Future;
 
-/// The uploader stage.
-pub struct Uploader {
-    /// Destination.
-    pub dest: Destination,
+/// What the uploader does to the destination and notes in the store. [`Uploads`] (object_store and
+/// fjall) is the real one; unit tests use an in-memory double.
+pub trait WriteTarget: Send + Sync + 'static {
+    /// A multipart upload in progress.
+    type Parts: PartSink;
+    /// Writes a whole object in one request; returns the md5 the store reports for it, if any.
+    fn put(
+        &self,
+        key: &ObjectKey,
+        body: Vec<Bytes>,
+        meta: &ObjectMeta,
+    ) -> impl Future<Output = Result<Option<String>, DestError>> + Send;
+    /// Server-side copy.
+    fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> impl Future<Output = Result<(), DestError>> + Send;
+    /// Removes an object as `[destination] deletes` says (trash, delete or keep).
+    fn remove(&self, key: &ObjectKey) -> impl Future<Output = Result<(), DestError>> + Send;
+    /// Deletes an object (the source of a finished move).
+    fn delete(&self, key: &ObjectKey) -> impl Future<Output = Result<(), DestError>> + Send;
+    /// The object's size, `None` when absent.
+    fn size_of(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<u64>, DestError>> + Send;
+    /// Starts a multipart upload of `file` to `key`.
+    fn start_parts(
+        &self,
+        file: &FileId,
+        key: &ObjectKey,
+        meta: &ObjectMeta,
+        content: Option<(String, u64)>,
+    ) -> impl Future<Output = Result<Self::Parts, DestError>> + Send;
+    /// Continues an interrupted upload with recorded parts.
+    fn resume_parts(&self, file: &FileId, record: UploadRecord) -> Self::Parts;
+    /// Aborts an interrupted upload of `file` that no transfer continues.
+    fn discard_stale_upload(&self, file: &FileId) -> impl Future<Output = ()> + Send;
+    /// Forgets the upload recorded for `file`.
+    fn forget_upload(&self, file: &FileId);
+    /// Notes the keys about to be written, before the writes (settled at the next start after a crash).
+    fn note_writes(&self, intents: &[Intent]) -> Result<(), StoreError>;
+    /// A page of a folder's file records (a subtree change reads them a page at a time).
+    fn folder_page(&self, folder: &FileId, after: Option<&FileId>, limit: usize) -> Result<FolderPage, StoreError>;
+}
+
+/// A multipart upload in progress, as the uploader drives it.
+pub trait PartSink: Send + 'static {
+    /// Whether progress is recorded for a restart (each part then carries its digest state).
+    fn records_progress(&self) -> bool;
+    /// Whether each chunk is sent as it comes, rather than whole parts.
+    fn streams_chunks(&self) -> bool;
+    /// Sends the next part; `room` is released once it is sent.
+    fn send<R: Send + 'static>(
+        &mut self,
+        body: Vec<Bytes>,
+        concurrency: usize,
+        end: Option<(u64, HashState)>,
+        room: Option<R>,
+    ) -> impl Future<Output = Result<(), DestError>> + Send;
+    /// Completes the upload.
+    fn finish(self) -> impl Future<Output = Result<(), DestError>> + Send;
+    /// Abandons the upload.
+    fn abort(self) -> impl Future<Output = ()> + Send;
+}
+
+impl WriteTarget for Uploads {
+    type Parts = Multipart;
+    async fn put(&self, key: &ObjectKey, body: Vec<Bytes>, meta: &ObjectMeta) -> Result<Option<String>, DestError> {
+        self.dest.put(key, body, meta).await
+    }
+    async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), DestError> {
+        self.dest.copy(from, to).await
+    }
+    async fn remove(&self, key: &ObjectKey) -> Result<(), DestError> {
+        self.dest.remove(key).await
+    }
+    async fn delete(&self, key: &ObjectKey) -> Result<(), DestError> {
+        self.dest.delete(key).await
+    }
+    async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>, DestError> {
+        self.dest.head(key).await
+    }
+    async fn start_parts(
+        &self,
+        file: &FileId,
+        key: &ObjectKey,
+        meta: &ObjectMeta,
+        content: Option<(String, u64)>,
+    ) -> Result<Multipart, DestError> {
+        self.start(file, key, meta, content).await
+    }
+    fn resume_parts(&self, file: &FileId, record: UploadRecord) -> Multipart {
+        self.resume(file, record)
+    }
+    async fn discard_stale_upload(&self, file: &FileId) {
+        self.discard_stale(file).await
+    }
+    fn forget_upload(&self, file: &FileId) {
+        self.forget(file)
+    }
+    fn note_writes(&self, intents: &[Intent]) -> Result<(), StoreError> {
+        self.store.record_intents(intents)
+    }
+    fn folder_page(&self, folder: &FileId, after: Option<&FileId>, limit: usize) -> Result<FolderPage, StoreError> {
+        self.store.files_in_folder_page(folder, after, limit)
+    }
+}
+
+impl PartSink for Multipart {
+    fn records_progress(&self) -> bool {
+        Multipart::records_progress(self)
+    }
+    fn streams_chunks(&self) -> bool {
+        Multipart::streams_chunks(self)
+    }
+    async fn send<R: Send + 'static>(
+        &mut self,
+        body: Vec<Bytes>,
+        concurrency: usize,
+        end: Option<(u64, HashState)>,
+        room: Option<R>,
+    ) -> Result<(), DestError> {
+        Multipart::send(self, body, concurrency, end, room).await
+    }
+    async fn finish(self) -> Result<(), DestError> {
+        Multipart::finish(self).await
+    }
+    async fn abort(self) {
+        Multipart::abort(self).await
+    }
+}
+
+/// The uploader stage: carries out every action on the destination (uploads, copies, removals, the
+/// steps of a subtree move), hashing uploads on the stream and publishing only bytes that match Drive.
+pub struct Uploader<W: WriteTarget = Uploads> {
+    /// The destination, and the store's notes about writes.
+    pub target: W,
     /// Multipart part size; smaller files go in one PUT.
     pub part_size: usize,
-    /// Part size of a multipart write without an upload id (local folders). Such a write goes to one
-    /// file, in order, under a lock, so larger parts would only hold memory: each chunk is written as
-    /// it comes.
-    pub chunk_size: usize,
     /// Parts in flight per file.
     pub part_concurrency: usize,
     /// Bytes all uploads may hold in part buffers at once (shared by every uploader worker).
     pub budget: super::budget::MemoryBudget,
     /// Digests computed on the stream.
     pub digests: crate::hashing::Digests,
-    /// Store, to record multipart uploads before their first part.
-    pub store: crate::state::Store,
     /// The downloader's input, for a copy whose source vanished (fetch the bytes instead).
     pub refetch: super::Redo<Planned>,
 }
@@ -44,6 +167,40 @@ enum Written {
     Rejected(Planned, Mismatch),
 }
 
+/// One upload in progress: the digests so far, the bytes waiting to fill a part, the part's share of
+/// the memory budget, and the multipart upload once one is needed.
+struct Stream<P> {
+    hasher: ContentHasher,
+    parts: Option<P>,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    room: Option<Reservation>,
+    part_size: usize,
+}
+
+impl<P: PartSink> Stream<P> {
+    fn new(hasher: ContentHasher, parts: Option<P>, planned: &Planned, part_size: usize) -> Self {
+        let part_size = part_size_for(part_size, planned.file.size);
+        Stream { hasher, parts, pending: Vec::new(), pending_len: 0, room: None, part_size }
+    }
+
+    /// Sends the queued bytes as the next part; a part that is not the last carries the digest state
+    /// where it ends, when progress is recorded.
+    async fn send_pending(&mut self, concurrency: usize, more_follow: bool) -> Result<(), DestError> {
+        let Some(parts) = self.parts.as_mut() else { return Ok(()) };
+        let end = (more_follow && parts.records_progress()).then(|| (self.hasher.len(), self.hasher.snapshot()));
+        parts.send(std::mem::take(&mut self.pending), concurrency, end, self.room.take()).await?;
+        self.pending_len = 0;
+        Ok(())
+    }
+
+    async fn abort(self) {
+        if let Some(parts) = self.parts {
+            parts.abort().await;
+        }
+    }
+}
+
 /// Whether `len` bytes already exceed what Drive says the file holds (media only: an export's size is
 /// not known in advance). Reading stops there: the extra bytes are never stored.
 fn over_drive_size(planned: &Planned, len: u64) -> bool {
@@ -54,7 +211,7 @@ fn is_media(planned: &Planned) -> bool {
     !matches!(&planned.kind, ActionKind::Upload { source: crate::model::Source::Export { .. } })
 }
 
-impl Uploader {
+impl<W: WriteTarget> Uploader<W> {
     fn meta(planned: &Planned) -> ObjectMeta {
         ObjectMeta {
             drive_id: planned.file.id.0.clone(),
@@ -77,150 +234,117 @@ impl Uploader {
         resume: Option<UploadRecord>,
     ) -> Result<Written, DestError> {
         let meta = Self::meta(&planned);
-        let (mut hasher, mut multipart) = match resume {
+        let mut w = match resume {
             Some(rec) => {
-                let (hasher, upload) = self.continue_upload(&planned, rec)?;
-                (hasher, Some(Multipart::Recorded(Box::new(upload))))
+                let (hasher, parts) = self.continue_upload(&planned, rec)?;
+                Stream::new(hasher, Some(parts), &planned, self.part_size)
             }
-            None => (ContentHasher::new(self.digests), None),
+            None => Stream::new(ContentHasher::new(self.digests), None, &planned, self.part_size),
         };
-        let mut pending: Vec<Bytes> = Vec::new();
-        let mut pending_len = 0usize;
-        let mut room: Option<Reservation> = None;
-        let part_size = part_size_for(self.part_size, planned.file.size);
         loop {
             match body.recv().await {
                 Some(Chunk::Data(bytes)) => {
-                    if room.is_none() {
-                        // The whole part (or what is left of the file) before its first byte is kept;
-                        // a write that streams chunk by chunk (a local folder) needs the chunk only.
-                        let left = planned.file.size.map_or(part_size as u64, |s| s.saturating_sub(hasher.len()));
-                        let streaming = matches!(multipart, Some(Multipart::Plain(_)));
-                        let want = if streaming { bytes.len() } else { part_size.min(left.max(1) as usize) };
-                        room = Some(self.budget.reserve(want).await);
-                    }
-                    hasher.update(&bytes);
-                    if over_drive_size(&planned, hasher.len()) {
-                        if let Some(mp) = multipart {
-                            mp.abort(&self.store).await;
-                        }
-                        let (expected, got) = (planned.file.size.unwrap_or(0), hasher.len());
-                        return Ok(Written::Rejected(planned, Mismatch::Size { expected, got }));
-                    }
-                    crate::metrics::bytes("upload", bytes.len() as u64);
-                    pending_len += bytes.len();
-                    pending.push(bytes);
-                    let streaming = matches!(multipart, Some(Multipart::Plain(_)));
-                    if pending_len >= part_size || streaming {
-                        if multipart.is_none() {
-                            multipart = Some(self.start_multipart(&planned, &meta).await?);
-                        }
-                        if let Some(mp) = multipart.as_mut() {
-                            let end = mp.records_progress().then(|| (hasher.len(), hasher.snapshot()));
-                            mp.send(std::mem::take(&mut pending), self.part_concurrency, end, room.take()).await?;
-                        }
-                        pending_len = 0;
+                    if let Some(m) = self.take_chunk(&planned, &meta, &mut w, bytes).await? {
+                        w.abort().await;
+                        return Ok(Written::Rejected(planned, m));
                     }
                 }
                 Some(Chunk::End) => break,
                 Some(Chunk::Abort) | None => {
-                    if let Some(mp) = multipart {
-                        mp.abort(&self.store).await;
-                    }
+                    w.abort().await;
                     return Ok(Written::Abandoned);
                 }
             }
         }
-        if let Some(mp) = multipart.as_mut()
-            && !pending.is_empty()
-        {
-            mp.send(std::mem::take(&mut pending), self.part_concurrency, None, room.take()).await?;
+        self.publish(planned, &meta, w).await
+    }
+
+    /// Hashes one chunk and queues it; sends a part when one is full (starting the multipart upload at
+    /// the first). A chunk that takes the file past Drive's size is refused: the extra bytes are never
+    /// stored.
+    async fn take_chunk(
+        &self,
+        planned: &Planned,
+        meta: &ObjectMeta,
+        w: &mut Stream<W::Parts>,
+        bytes: Bytes,
+    ) -> Result<Option<Mismatch>, DestError> {
+        if w.room.is_none() {
+            // The whole part (or what is left of the file) before its first byte is kept; a write that
+            // streams chunk by chunk (a local folder) needs the chunk only.
+            let left = planned.file.size.map_or(w.part_size as u64, |s| s.saturating_sub(w.hasher.len()));
+            let streaming = w.parts.as_ref().is_some_and(|p| p.streams_chunks());
+            let want = if streaming { bytes.len() } else { w.part_size.min(left.max(1) as usize) };
+            w.room = Some(self.budget.reserve(want).await);
         }
-        // Write, verify, publish: the digests are compared with Drive's before the bytes become
-        // visible at the key, so a corrupted download never replaces the good copy.
-        let digest = hasher.finish();
+        w.hasher.update(&bytes);
+        if over_drive_size(planned, w.hasher.len()) {
+            return Ok(Some(Mismatch::Size { expected: planned.file.size.unwrap_or(0), got: w.hasher.len() }));
+        }
+        crate::metrics::bytes("upload", bytes.len() as u64);
+        w.pending_len += bytes.len();
+        w.pending.push(bytes);
+        let streaming = w.parts.as_ref().is_some_and(|p| p.streams_chunks());
+        if w.pending_len >= w.part_size || streaming {
+            if w.parts.is_none() {
+                let content = planned.file.md5.clone().zip(planned.file.size);
+                w.parts = Some(self.target.start_parts(&planned.file.id, &planned.key, meta, content).await?);
+            }
+            w.send_pending(self.part_concurrency, true).await?;
+        }
+        Ok(None)
+    }
+
+    /// Write, verify, publish: the digests are compared with Drive's before the bytes become visible at
+    /// the key (a single PUT before it is sent, a multipart upload before it is completed), so a
+    /// corrupted download never replaces the good copy.
+    async fn publish(
+        &self,
+        planned: Planned,
+        meta: &ObjectMeta,
+        mut w: Stream<W::Parts>,
+    ) -> Result<Written, DestError> {
+        if w.parts.is_some() && !w.pending.is_empty() {
+            w.send_pending(self.part_concurrency, false).await?;
+        }
+        let digest = w.hasher.finish();
         let (md5, sha256, size) = (digest.md5, digest.sha256, digest.len);
         let streamed = Uploaded { planned, md5, sha256, size, stored_md5: None };
         if let Err(m) = check_against_drive(&streamed) {
-            if let Some(mp) = multipart {
-                mp.abort(&self.store).await;
+            if let Some(parts) = w.parts {
+                parts.abort().await;
             }
             return Ok(Written::Rejected(streamed.planned, m));
         }
-        let stored_md5 = match multipart {
-            Some(mp) => {
-                mp.finish(&self.store).await?;
+        let stored_md5 = match w.parts {
+            Some(parts) => {
+                parts.finish().await?;
                 None
             }
-            None => self.dest.put(&streamed.planned.key, pending, &meta).await?,
+            None => self.target.put(&streamed.planned.key, w.pending, meta).await?,
         };
         Ok(Written::Done(Uploaded { stored_md5, ..streamed }))
     }
 
-    /// Starts a multipart upload: on stores with upload ids (S3, GCS, Azure) the id is recorded in the
-    /// state store before any part is sent, so a crash leaves nothing orphaned (the next run continues
-    /// or aborts it).
-    async fn start_multipart(&self, planned: &Planned, meta: &ObjectMeta) -> Result<Multipart, DestError> {
-        if !self.dest.has_recorded_multipart() {
-            let mp = self.dest.multipart(&planned.key, meta, self.chunk_size).await?;
-            return Ok(Multipart::Plain(mp));
-        }
-        let content = planned.file.md5.clone().zip(planned.file.size);
-        // A marker first (synced): a kill between the create and the record of its id leaves an upload
-        // only a listing can find, and the marker tells the next start where to list.
-        let marker = UploadRecord { key: planned.key.clone(), upload_id: String::new(), content, resume: None };
-        self.store
-            .record_upload(&planned.file.id, &marker)
-            .map_err(|e| DestError::State(format!("cannot record the upload: {e}")))?;
-        let id = self.dest.create_upload(&planned.key, meta).await?;
-        let record = UploadRecord { upload_id: id.clone(), ..marker };
-        if let Err(e) = self.store.record_upload(&planned.file.id, &record) {
-            let _ = self.dest.abort_upload(&planned.key, &id).await;
-            return Err(DestError::State(format!("cannot record the upload: {e}")));
-        }
-        Ok(Multipart::Recorded(Box::new(RecordedUpload::new(self.dest.clone(), self.store.clone(), planned, record))))
-    }
-
     /// Picks up an interrupted upload the downloader chose to continue: its recorded parts stay, and
     /// the digests continue from the state saved with them.
-    fn continue_upload(
-        &self,
-        planned: &Planned,
-        record: UploadRecord,
-    ) -> Result<(ContentHasher, RecordedUpload), DestError> {
+    fn continue_upload(&self, planned: &Planned, record: UploadRecord) -> Result<(ContentHasher, W::Parts), DestError> {
         let point = record.resume.as_ref().ok_or_else(|| DestError::Config("resume without recorded parts".into()))?;
         let hasher =
             ContentHasher::restore(&point.hashes, self.digests).map_err(|e| DestError::Config(e.to_string()))?;
         tracing::debug!(file = %planned.file.id, parts = point.parts.len(), offset = point.offset, "continuing multipart upload");
         crate::metrics::event(Self::NAME.as_str(), "upload_resumed");
-        Ok((hasher, RecordedUpload::new(self.dest.clone(), self.store.clone(), planned, record)))
-    }
-
-    /// Aborts an upload recorded for this file by an interrupted run that is not being continued
-    /// (the content changed, the file was deleted, or the range could not be resumed).
-    async fn discard_stale_upload(&self, file: &crate::model::FileId) {
-        let Ok(Some(rec)) = self.store.upload(file) else { return };
-        tracing::info!(%file, key = %rec.key, "aborting an interrupted multipart upload that cannot be continued");
-        let aborted = if rec.upload_id.is_empty() {
-            // A create that failed in this run may still have opened an upload.
-            let recorded = self.store.recorded_upload_ids().unwrap_or_default();
-            self.dest.abort_unrecorded_uploads(&rec.key, &recorded).await.map(|_| ())
-        } else {
-            self.dest.abort_upload(&rec.key, &rec.upload_id).await
-        };
-        if aborted.is_ok() {
-            let _ = self.store.clear_upload(file);
-        }
+        Ok((hasher, self.target.resume_parts(&planned.file.id, record)))
     }
 
     async fn handle(&self, t: Transfer, emit: &Emit<Uploaded>) -> Result<(), StageError> {
         let planned = t.planned.clone();
         if t.resume.is_none() {
-            self.discard_stale_upload(&planned.file.id).await;
+            self.target.discard_stale_upload(&planned.file.id).await;
         }
-        self.store.record_intents(&written_keys(&planned))?;
+        self.target.note_writes(&written_keys(&planned))?;
         let result = match (&planned.kind, t.body) {
-            (ActionKind::Delete, _) => match self.dest.remove(&planned.key).await {
+            (ActionKind::Delete, _) => match self.target.remove(&planned.key).await {
                 Ok(()) => {
                     let kind = OutcomeKind::Removed { key: Some(planned.key.clone()) };
                     return emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind }).await;
@@ -256,7 +380,7 @@ impl Uploader {
                 match self.write_stream(planned.clone(), body, t.resume).await {
                     Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) if resumed => {
                         tracing::warn!(file = %planned.file.id, "the interrupted upload is gone from the destination; starting over");
-                        let _ = self.store.clear_upload(&planned.file.id);
+                        self.target.forget_upload(&planned.file.id);
                         return self.refetch.put(planned.clone());
                     }
                     other => other,
@@ -289,12 +413,12 @@ impl Uploader {
         let mut lost = Vec::new();
         for (rec, old) in files {
             if remove {
-                self.dest.remove(old).await?;
+                self.target.remove(old).await?;
             } else if rec.key != *old {
-                match self.dest.copy(old, &rec.key).await {
-                    Ok(()) => self.dest.delete(old).await?,
+                match self.target.copy(old, &rec.key).await {
+                    Ok(()) => self.target.delete(old).await?,
                     Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
-                        if self.dest.head(&rec.key).await? != Some(rec.size) {
+                        if self.target.size_of(&rec.key).await? != Some(rec.size) {
                             tracing::warn!(key = %old, file = %rec.id, "object to move is missing; fetching it from Drive again");
                             lost.push(rec.id.clone());
                         }
@@ -320,8 +444,7 @@ impl Uploader {
         for dir in &tree.dirs {
             let mut after = None;
             loop {
-                let page =
-                    self.store.files_in_folder_page(&dir.folder, after.as_ref(), crate::model::TREE_STEP_FILES)?;
+                let page = self.target.folder_page(&dir.folder, after.as_ref(), crate::model::TREE_STEP_FILES)?;
                 let files = step_files(page.records, dir, tree.remove);
                 if !files.is_empty() {
                     match self.apply_tree_step(&files, tree.remove, emit).await? {
@@ -346,7 +469,7 @@ impl Uploader {
         remove: bool,
         emit: &Emit<Uploaded>,
     ) -> Result<Result<Vec<crate::model::FileId>, DestError>, StageError> {
-        self.store.record_intents(&step_keys(files, remove))?;
+        self.target.note_writes(&step_keys(files, remove))?;
         let lost = match self.apply_tree(files, remove).await {
             Ok(lost) => lost,
             Err(e) => return Ok(Err(e)),
@@ -364,7 +487,7 @@ impl Uploader {
 
     async fn copy(&self, planned: &Planned, from: &crate::model::ObjectKey) -> Result<Written, DestError> {
         if *from != planned.key {
-            self.dest.copy(from, &planned.key).await?;
+            self.target.copy(from, &planned.key).await?;
         }
         Ok(Written::Done(Uploaded {
             planned: planned.clone(),
@@ -421,190 +544,7 @@ fn intent(key: &crate::model::ObjectKey, file: &crate::model::FileId, moves_reco
     Intent { key: key.clone(), file: file.clone(), moves_recorded_bytes }
 }
 
-/// A multipart upload in progress.
-enum Multipart {
-    /// Through `WriteMultipart` (local folders: no upload id to record).
-    Plain(object_store::WriteMultipart),
-    /// Through `MultipartStore`, with its id recorded in the state store.
-    Recorded(Box<RecordedUpload>),
-}
-
-/// Parts go up in parallel (bounded); the id is in the store until completed or aborted, and each
-/// time the run of finished parts from the first grows, the record is updated with those parts and the
-/// digest state where they end, so a crash loses at most the parts in flight.
-struct RecordedUpload {
-    dest: Destination,
-    store: crate::state::Store,
-    file: crate::model::FileId,
-    record: UploadRecord,
-    parts: Vec<Option<PartId>>,
-    /// Where each part ends and the digest state there (`None` for the last part, and for parts a
-    /// previous run recorded).
-    ends: Vec<Option<(u64, HashState)>>,
-    /// Parts already in the record.
-    recorded: usize,
-    running: tokio::task::JoinSet<(usize, Result<PartId, DestError>)>,
-}
-
-impl RecordedUpload {
-    fn new(dest: Destination, store: crate::state::Store, planned: &Planned, record: UploadRecord) -> Self {
-        let done: Vec<Option<PartId>> = record
-            .resume
-            .iter()
-            .flat_map(|p| p.parts.iter())
-            .map(|etag| Some(PartId { content_id: etag.clone() }))
-            .collect();
-        RecordedUpload {
-            dest,
-            store,
-            file: planned.file.id.clone(),
-            record,
-            ends: vec![None; done.len()],
-            recorded: done.len(),
-            parts: done,
-            running: tokio::task::JoinSet::new(),
-        }
-    }
-
-    fn key(&self) -> &crate::model::ObjectKey {
-        &self.record.key
-    }
-
-    async fn reap_one(&mut self) -> Result<(), DestError> {
-        if let Some(joined) = self.running.join_next().await {
-            let (idx, r) = joined.map_err(|e| DestError::Config(format!("part task: {e}")))?;
-            self.parts[idx] = Some(r?);
-            self.record_progress();
-        }
-        Ok(())
-    }
-
-    /// Saves the longest run of finished parts from the first that ends at a known digest state, once
-    /// that run has grown by a sixteenth since the last save (at least one part). Each save rewrites
-    /// every ETag so far, so saving at every part would write O(parts²) bytes into the store (20 MB of
-    /// record versions for one 8 GiB file); this way the total is O(parts) and a crash loses at most
-    /// a sixteenth of the parts sent.
-    fn record_progress(&mut self) {
-        let finished = self.parts.iter().take_while(|p| p.is_some()).count();
-        if finished < self.recorded + (self.recorded / 16).max(1) {
-            return;
-        }
-        let Some(n) = (self.recorded + 1..=finished).rev().find(|&n| self.ends[n - 1].is_some()) else { return };
-        let Some((offset, hashes)) = self.ends[n - 1].clone() else { return };
-        let parts = self.parts[..n].iter().flatten().map(|p| p.content_id.clone()).collect();
-        self.record.resume = Some(ResumePoint { parts, offset, hashes });
-        match self.store.record_upload(&self.file, &self.record) {
-            Ok(()) => {
-                self.recorded = n;
-                // Digest states before the saved point are never needed again.
-                self.ends[..n].iter_mut().for_each(|e| *e = None);
-            }
-            Err(e) => tracing::warn!(file = %self.file, error = %e, "cannot record upload progress"),
-        }
-    }
-}
-
-impl Multipart {
-    /// Whether progress is recorded for a restart to continue from (then each part needs the digest
-    /// state where it ends).
-    fn records_progress(&self) -> bool {
-        matches!(self, Multipart::Recorded(_))
-    }
-
-    /// Sends the next part; `end` is where it ends in the file and the digest state there (`None`
-    /// for the last part).
-    async fn send(
-        &mut self,
-        body: Vec<Bytes>,
-        concurrency: usize,
-        end: Option<(u64, HashState)>,
-        room: Option<Reservation>,
-    ) -> Result<(), DestError> {
-        match self {
-            Multipart::Plain(mp) => {
-                // Chunks go on as they come, under the write's own bound (`concurrency` × chunk size).
-                drop(room);
-                for b in body {
-                    mp.wait_for_capacity(concurrency).await.map_err(|source| DestError::Store {
-                        op: "put_part",
-                        key: String::new(),
-                        source,
-                    })?;
-                    mp.put(b);
-                }
-                Ok(())
-            }
-            Multipart::Recorded(up) => {
-                while up.running.len() >= concurrency {
-                    up.reap_one().await?;
-                }
-                let idx = up.parts.len();
-                up.parts.push(None);
-                up.ends.push(end);
-                let (dest, key, id) = (up.dest.clone(), up.key().clone(), up.record.upload_id.clone());
-                up.running.spawn(async move {
-                    let result = dest.put_part(&key, &id, idx, body).await;
-                    drop(room);
-                    (idx, result)
-                });
-                Ok(())
-            }
-        }
-    }
-
-    async fn finish(self, store: &crate::state::Store) -> Result<(), DestError> {
-        match self {
-            Multipart::Plain(mp) => {
-                mp.finish().await.map_err(|source| DestError::Store {
-                    op: "complete_multipart",
-                    key: String::new(),
-                    source,
-                })?;
-                Ok(())
-            }
-            Multipart::Recorded(mut up) => {
-                let result = async {
-                    while !up.running.is_empty() {
-                        up.reap_one().await?;
-                    }
-                    let parts = up
-                        .parts
-                        .iter()
-                        .map(|p| p.clone().ok_or_else(|| DestError::Config("missing part".into())))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    // Once completed, the upload id is dead: a restart must abort the record (a no-op
-                    // then), never resume parts into it. So the record stops being resumable first.
-                    up.record.resume = None;
-                    up.store
-                        .record_upload(&up.file, &up.record)
-                        .map_err(|e| DestError::State(format!("cannot record the upload's completion: {e}")))?;
-                    up.dest.complete_upload(up.key(), &up.record.upload_id, parts).await
-                }
-                .await;
-                if result.is_err() {
-                    let _ = up.dest.abort_upload(up.key(), &up.record.upload_id).await;
-                }
-                let _ = store.clear_upload(&up.file);
-                result
-            }
-        }
-    }
-
-    async fn abort(self, store: &crate::state::Store) {
-        match self {
-            Multipart::Plain(mp) => {
-                let _ = mp.abort().await;
-            }
-            Multipart::Recorded(mut up) => {
-                up.running.abort_all();
-                let _ = up.dest.abort_upload(up.key(), &up.record.upload_id).await;
-                let _ = store.clear_upload(&up.file);
-            }
-        }
-    }
-}
-
-impl Stage for Uploader {
+impl<W: WriteTarget> Stage for Uploader<W> {
     type In = Transfer;
     type Out = Uploaded;
     const NAME: StageName = StageName::Uploader;
@@ -651,5 +591,230 @@ mod tests {
         // Drive's 5 TB maximum still fits.
         let huge = 5_000_000_000_000u64;
         assert!(huge.div_ceil(part_size_for(8 * mib, Some(huge)) as u64) <= MAX_PARTS);
+    }
+
+    use crate::model::{DriveFile, Source};
+    use crate::stages::testing;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::Mutex;
+    use tokio::sync::mpsc;
+
+    /// A destination and the store's write notes, in memory.
+    #[derive(Default)]
+    struct Fake {
+        objects: Mutex<BTreeMap<ObjectKey, Vec<u8>>>,
+        puts: Mutex<Vec<ObjectKey>>,
+        notes: Mutex<Vec<Intent>>,
+        aborted: Mutex<usize>,
+    }
+
+    struct FakeParts {
+        fake: Arc<Fake>,
+        key: ObjectKey,
+        bytes: Vec<u8>,
+        parts: usize,
+    }
+
+    impl WriteTarget for Arc<Fake> {
+        type Parts = FakeParts;
+        async fn put(&self, key: &ObjectKey, body: Vec<Bytes>, _: &ObjectMeta) -> Result<Option<String>, DestError> {
+            self.puts.lock().unwrap().push(key.clone());
+            self.objects.lock().unwrap().insert(key.clone(), body.concat());
+            Ok(None)
+        }
+        async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), DestError> {
+            let mut objects = self.objects.lock().unwrap();
+            let Some(bytes) = objects.get(from).cloned() else {
+                let source = "no such object".into();
+                let source = object_store::Error::NotFound { path: from.0.clone(), source };
+                return Err(DestError::Store { op: "copy", key: from.0.clone(), source });
+            };
+            objects.insert(to.clone(), bytes);
+            Ok(())
+        }
+        async fn remove(&self, key: &ObjectKey) -> Result<(), DestError> {
+            self.objects.lock().unwrap().remove(key);
+            Ok(())
+        }
+        async fn delete(&self, key: &ObjectKey) -> Result<(), DestError> {
+            self.remove(key).await
+        }
+        async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>, DestError> {
+            Ok(self.objects.lock().unwrap().get(key).map(|b| b.len() as u64))
+        }
+        async fn start_parts(
+            &self,
+            _: &FileId,
+            key: &ObjectKey,
+            _: &ObjectMeta,
+            _: Option<(String, u64)>,
+        ) -> Result<FakeParts, DestError> {
+            Ok(FakeParts { fake: self.clone(), key: key.clone(), bytes: Vec::new(), parts: 0 })
+        }
+        fn resume_parts(&self, _: &FileId, record: UploadRecord) -> FakeParts {
+            FakeParts { fake: self.clone(), key: record.key, bytes: Vec::new(), parts: 0 }
+        }
+        async fn discard_stale_upload(&self, _: &FileId) {}
+        fn forget_upload(&self, _: &FileId) {}
+        fn note_writes(&self, intents: &[Intent]) -> Result<(), StoreError> {
+            self.notes.lock().unwrap().extend_from_slice(intents);
+            Ok(())
+        }
+        fn folder_page(&self, _: &FileId, _: Option<&FileId>, _: usize) -> Result<FolderPage, StoreError> {
+            Ok(FolderPage { records: Vec::new(), next: None })
+        }
+    }
+
+    impl PartSink for FakeParts {
+        fn records_progress(&self) -> bool {
+            false
+        }
+        fn streams_chunks(&self) -> bool {
+            false
+        }
+        async fn send<R: Send + 'static>(
+            &mut self,
+            body: Vec<Bytes>,
+            _: usize,
+            _: Option<(u64, HashState)>,
+            _: Option<R>,
+        ) -> Result<(), DestError> {
+            self.parts += 1;
+            self.bytes.extend(body.concat());
+            Ok(())
+        }
+        async fn finish(self) -> Result<(), DestError> {
+            assert!(self.parts > 1, "a multipart upload of one part");
+            self.fake.objects.lock().unwrap().insert(self.key, self.bytes);
+            Ok(())
+        }
+        async fn abort(self) {
+            *self.fake.aborted.lock().unwrap() += 1;
+        }
+    }
+
+    struct Rig {
+        uploader: Uploader<Arc<Fake>>,
+        fake: Arc<Fake>,
+        refetched: mpsc::Receiver<Planned>,
+    }
+
+    /// An uploader with 1 MiB parts (the least a part is ever given) into the fake.
+    fn rig() -> Rig {
+        let fake = Arc::new(Fake::default());
+        let (refetch, refetched) = testing::redo("downloader");
+        let uploader = Uploader {
+            target: fake.clone(),
+            part_size: 1 << 20,
+            part_concurrency: 2,
+            budget: crate::stages::budget::MemoryBudget::new(1 << 20),
+            digests: crate::hashing::Digests::Md5,
+            refetch,
+        };
+        Rig { uploader, fake, refetched }
+    }
+
+    /// 2.5 MiB of varied bytes: three parts.
+    fn large() -> Vec<u8> {
+        (0..(5u32 << 19)).map(|i| (i % 251) as u8).collect()
+    }
+
+    fn md5_hex(bytes: &[u8]) -> String {
+        use md5::Digest as _;
+        hex::encode(md5::Md5::digest(bytes))
+    }
+
+    fn file_of(bytes: &[u8]) -> DriveFile {
+        testing::file("f1", "a.bin", bytes.len() as u64, &md5_hex(bytes))
+    }
+
+    fn transfer(planned: Planned, bytes: &[u8], chunk: usize) -> Transfer {
+        let mut chunks: Vec<Chunk> = bytes.chunks(chunk).map(|c| Chunk::Data(Bytes::copy_from_slice(c))).collect();
+        chunks.push(Chunk::End);
+        Transfer { planned, body: Some(Body::of(chunks)), resume: None }
+    }
+
+    #[tokio::test]
+    async fn a_small_file_is_one_put_noted_before_it_is_written() {
+        let mut r = rig();
+        let (emit, mut taps) = testing::emit();
+        let planned = testing::upload(1, file_of(b"hello"), "m/a.bin");
+        r.uploader.process(vec![transfer(planned, b"hello", 2)], &emit).await.unwrap();
+        assert_eq!(r.fake.objects.lock().unwrap()[&ObjectKey("m/a.bin".into())], b"hello");
+        assert_eq!(r.fake.puts.lock().unwrap().len(), 1);
+        assert_eq!(r.fake.notes.lock().unwrap()[0].key.0, "m/a.bin");
+        let up = taps.forwarded();
+        assert_eq!((up[0].md5.as_str(), up[0].size), (md5_hex(b"hello").as_str(), 5));
+    }
+
+    #[tokio::test]
+    async fn a_large_file_goes_in_parts_and_is_published_whole() {
+        let mut r = rig();
+        let (emit, mut taps) = testing::emit();
+        let content = large();
+        let planned = testing::upload(1, file_of(&content), "m/big.bin");
+        r.uploader.process(vec![transfer(planned, &content, 64 << 10)], &emit).await.unwrap();
+        assert!(r.fake.objects.lock().unwrap()[&ObjectKey("m/big.bin".into())] == content);
+        assert!(r.fake.puts.lock().unwrap().is_empty(), "parts, not a PUT");
+        assert_eq!(taps.forwarded().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn bytes_that_do_not_match_drive_never_replace_the_object_and_are_fetched_again() {
+        for content in [b"short".to_vec(), large()] {
+            let mut r = rig();
+            let key = ObjectKey("m/a.bin".into());
+            r.fake.objects.lock().unwrap().insert(key.clone(), b"the good copy".to_vec());
+            let (emit, mut taps) = testing::emit();
+            let mut file = file_of(&content);
+            file.md5 = Some(md5_hex(b"what Drive has"));
+            let planned = testing::upload(1, file, "m/a.bin");
+            r.uploader.process(vec![transfer(planned, &content, 64 << 10)], &emit).await.unwrap();
+            assert_eq!(r.fake.objects.lock().unwrap()[&key], b"the good copy", "{} bytes", content.len());
+            assert!(taps.forwarded().is_empty());
+            assert_eq!(r.refetched.try_recv().expect("fetched again").attempt, 1);
+            let multipart = content.len() > 1 << 20;
+            assert_eq!(*r.fake.aborted.lock().unwrap(), usize::from(multipart));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_drive_says_is_refused_without_storing_the_extra_bytes() {
+        let mut r = rig();
+        let (emit, mut taps) = testing::emit();
+        let mut file = file_of(b"abc");
+        file.size = Some(3);
+        let planned = testing::upload(1, file, "m/a.bin");
+        r.uploader.process(vec![transfer(planned, b"abcdefgh", 2)], &emit).await.unwrap();
+        assert!(r.fake.objects.lock().unwrap().is_empty());
+        assert!(taps.forwarded().is_empty());
+        assert!(r.refetched.try_recv().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_copy_whose_source_is_gone_is_fetched_from_drive_instead() {
+        let mut r = rig();
+        let (emit, mut taps) = testing::emit();
+        let mut planned = testing::upload(1, file_of(b"abc"), "m/new.bin");
+        planned.kind = ActionKind::Copy { from: ObjectKey("m/old.bin".into()), fallback: Source::Media };
+        r.uploader.process(vec![Transfer { planned, body: None, resume: None }], &emit).await.unwrap();
+        let again = r.refetched.try_recv().expect("fetched instead");
+        assert!(matches!(again.kind, ActionKind::Upload { source: Source::Media }));
+        assert!(taps.forwarded().is_empty() && taps.outcomes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_delete_removes_the_object_and_reports_it() {
+        let mut r = rig();
+        let key = ObjectKey("m/a.bin".into());
+        r.fake.objects.lock().unwrap().insert(key.clone(), b"x".to_vec());
+        let (emit, mut taps) = testing::emit();
+        let mut planned = testing::upload(1, file_of(b"x"), "m/a.bin");
+        planned.kind = ActionKind::Delete;
+        r.uploader.process(vec![Transfer { planned, body: None, resume: None }], &emit).await.unwrap();
+        assert!(r.fake.objects.lock().unwrap().is_empty());
+        let outcomes = taps.outcomes();
+        assert!(matches!(&outcomes[..], [Outcome { kind: OutcomeKind::Removed { key: Some(k) }, .. }] if *k == key));
     }
 }
