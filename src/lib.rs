@@ -3,7 +3,9 @@
 //!
 //! change-feed → dedup → planner → downloader → chunk-uploader → verifier → committer → fjall
 
-pub mod actors;
+// The product's surface: configuration, the pipeline, its state and reports, and the boundaries
+// (Drive, destination) with their model. The rest is how the pipeline is built.
+pub(crate) mod actors;
 pub mod adopt;
 pub mod breaker;
 pub mod config;
@@ -11,7 +13,7 @@ pub mod dest;
 pub mod drive;
 #[allow(unsafe_code)] // the FFI to aws-lc's MD5/SHA-256 with plain-data state (resumable uploads)
 pub mod hashing;
-pub mod internal_events;
+pub(crate) mod internal_events;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

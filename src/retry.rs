@@ -13,6 +13,9 @@ pub enum ErrorClass {
     Retryable,
     /// Will fail the same way again: goes to the dead-letter store.
     Permanent,
+    /// The state store failed underneath the call (a write-ahead note could not be recorded): no file
+    /// is at fault, and going on could lose track of writes, so the pipeline stops.
+    Fatal,
 }
 
 /// Implemented by each boundary's error enum, so that one place decides what is retried.

@@ -5,5 +5,4 @@ pub mod feed;
 pub mod supervisor;
 pub mod worker;
 
-pub use supervisor::{ChildSpec, Failure, PipelineSupervisor, SupervisorArgs, SupervisorMsg};
-pub use worker::{StageWorker, WorkerArgs};
+pub use supervisor::{ChildSpec, PipelineSupervisor, SupervisorArgs, SupervisorMsg};

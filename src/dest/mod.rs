@@ -64,7 +64,8 @@ impl Classified for DestError {
                 | object_store::Error::Unauthenticated { .. } => ErrorClass::Permanent,
                 _ => ErrorClass::Retryable,
             },
-            DestError::Config(_) | DestError::InvalidKey(_) | DestError::State(_) => ErrorClass::Permanent,
+            DestError::Config(_) | DestError::InvalidKey(_) => ErrorClass::Permanent,
+            DestError::State(_) => ErrorClass::Fatal,
         }
     }
     fn reason(&self) -> String {

@@ -10,6 +10,7 @@ use crate::config::StageName;
 use crate::dest::multipart::{Multipart, Uploads};
 use crate::dest::{DestError, ObjectMeta};
 use crate::hashing::{ContentHasher, HashState};
+use crate::retry::{Classified, ErrorClass};
 use crate::model::{ActionKind, FileId, ObjectKey, Outcome, OutcomeKind, Planned, Uploaded};
 use crate::state::{FolderPage, Intent, StoreError, UploadRecord};
 use bytes::Bytes;
@@ -397,6 +398,7 @@ impl<W: WriteTarget> Uploader<W> {
                 crate::metrics::event(Self::NAME.as_str(), "rejected");
                 retry_or_dead_letter(planned, m, &self.refetch, emit).await
             }
+            Err(e) if e.class() == ErrorClass::Fatal => Err(StageError::Fatal(e.to_string())),
             Err(e) => emit.dead_letter(Self::NAME, &planned, "destinationError", e.to_string()).await,
         }
     }
@@ -607,6 +609,7 @@ mod tests {
         puts: Mutex<Vec<ObjectKey>>,
         notes: Mutex<Vec<Intent>>,
         aborted: Mutex<usize>,
+        cannot_record: bool,
     }
 
     struct FakeParts {
@@ -650,6 +653,9 @@ mod tests {
             _: &ObjectMeta,
             _: Option<(String, u64)>,
         ) -> Result<FakeParts, DestError> {
+            if self.cannot_record {
+                return Err(DestError::State("cannot record the upload: injected".into()));
+            }
             Ok(FakeParts { fake: self.clone(), key: key.clone(), bytes: Vec::new(), parts: 0 })
         }
         fn resume_parts(&self, _: &FileId, record: UploadRecord) -> FakeParts {
@@ -817,4 +823,17 @@ mod tests {
         let outcomes = taps.outcomes();
         assert!(matches!(&outcomes[..], [Outcome { kind: OutcomeKind::Removed { key: Some(k) }, .. }] if *k == key));
     }
+
+    #[tokio::test]
+    async fn an_upload_the_store_cannot_record_stops_the_pipeline_instead_of_dead_lettering_the_file() {
+        let mut r = rig();
+        r.uploader.target = Arc::new(Fake { cannot_record: true, ..Default::default() });
+        let (emit, mut taps) = testing::emit();
+        let content = large();
+        let planned = testing::upload(1, file_of(&content), "m/big.bin");
+        let err = r.uploader.process(vec![transfer(planned, &content, 64 << 10)], &emit).await.unwrap_err();
+        assert!(matches!(err, StageError::Fatal(_)), "{err:?}");
+        assert!(taps.outcomes().is_empty(), "no file is at fault");
+    }
 }
+
