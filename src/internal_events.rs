@@ -82,7 +82,7 @@ pub struct StageFailed<'a> {
 
 impl InternalEvent for StageFailed<'_> {
     fn emit(self) {
-        tracing::error!(stage = self.stage.as_str(), error = %self.error, "stage failed");
+        tracing::error!(stage = self.stage.as_str(), error = %self.error, "stage failed; restarting it");
         crate::metrics::restart(self.stage.as_str());
     }
 }
