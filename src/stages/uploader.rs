@@ -10,8 +10,8 @@ use crate::config::StageName;
 use crate::dest::multipart::{Multipart, Uploads};
 use crate::dest::{DestError, ObjectMeta};
 use crate::hashing::{ContentHasher, HashState};
-use crate::retry::{Classified, ErrorClass};
 use crate::model::{ActionKind, FileId, ObjectKey, Outcome, OutcomeKind, Planned, Uploaded};
+use crate::retry::{Classified, ErrorClass};
 use crate::state::{FolderPage, Intent, StoreError, UploadRecord};
 use bytes::Bytes;
 use std::future::Future;
@@ -836,4 +836,3 @@ mod tests {
         assert!(taps.outcomes().is_empty(), "no file is at fault");
     }
 }
-
