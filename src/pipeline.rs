@@ -312,9 +312,9 @@ struct Shared<'a> {
 }
 
 /// The compiled pipeline: every channel sized, every stage's workers described (as specs the
-/// supervisor starts and restarts), every re-delivery route decided. Compiling does no I/O and cannot
-/// fail on a validated config (`Config::load` collects every problem at once); nothing runs until
-/// [`Topology::start`].
+/// supervisor starts and restarts), every re-delivery route decided. Compiling reads one value from
+/// the store (the next seq) and does no other I/O; the config problems were all collected before, by
+/// `Config::load`. Nothing runs until [`Topology::start`].
 pub struct Topology {
     children: Vec<ChildSpec>,
     gauges: Vec<QueueGauge>,

@@ -207,6 +207,18 @@ pub fn shorten_segment(segment: &str, room: usize) -> String {
     format!("{}{tag}{ext}", truncate_bytes(stem, stem_room))
 }
 
+/// Whether `segment` is `full`, or `full` shortened by [`shorten_segment`] for some room. A subtree
+/// move keeps each item's last segment under its folder's new key, so a segment shortened under a
+/// long folder stays shortened after the folder moves somewhere shorter.
+pub fn derives_from(segment: &str, full: &str) -> bool {
+    if segment == full {
+        return true;
+    }
+    let (_, ext) = split_ext(full);
+    let tail = format!("-{}{ext}", short_hash(full));
+    segment.strip_suffix(&tail).is_some_and(|stem| full.starts_with(stem))
+}
+
 /// 16 hex digits of the md5 of `s`: stable across versions and platforms.
 fn short_hash(s: &str) -> String {
     use md5::Digest;
@@ -353,5 +365,17 @@ mod tests {
             prop_assume!(a != b);
             prop_assert_ne!(supabase_encode(&a), supabase_encode(&b));
         }
+    }
+
+    #[test]
+    fn a_shortened_segment_derives_from_its_full_name_and_from_no_other() {
+        let full = format!("{}.txt", "long".repeat(80));
+        let short = shorten_segment(&full, 120);
+        assert!(short.len() <= 120 && short != full);
+        assert!(derives_from(&short, &full));
+        assert!(derives_from(&full, &full));
+        let other = format!("{}.txt", "lang".repeat(80));
+        assert!(!derives_from(&short, &other));
+        assert!(!derives_from(&shorten_segment(&other, 120), &full));
     }
 }

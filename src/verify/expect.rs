@@ -58,6 +58,23 @@ impl KeyRules {
         keys::child_key(parent, &keys::candidate_segment(name, ext, suffix, self.mode))
     }
 
+    /// Whether `recorded` is candidate `nth` as a subtree move leaves it: directly in `parent`, with a
+    /// last segment the candidate's own or a shortening of it (made under a longer folder key before
+    /// the folder moved; see `keys::derives_from`).
+    fn kept_through_move(
+        &self,
+        id: &FileId,
+        parent: &str,
+        (name, ext): (&str, Option<&str>),
+        nth: u32,
+        recorded: &ObjectKey,
+    ) -> bool {
+        let segment = recorded.0.rsplit('/').next().unwrap_or_default();
+        let suffix = (nth > 0).then_some((id, nth));
+        let full = keys::candidate_segment(name, ext, suffix, self.mode);
+        keys::child_key(parent, segment) == recorded.0 && keys::derives_from(segment, &full)
+    }
+
     /// The key of item `id` named `name` (plus `ext` for an export) inside `parent`.
     pub fn key_in(
         &self,
@@ -71,9 +88,10 @@ impl KeyRules {
         if let Some(rec) = recorded {
             for nth in 0..=RECORDED_CANDIDATES {
                 let key = self.candidate(id, parent, name, ext, nth);
-                if key == rec.0 && mine(&claims.holder(&keys::collision_class(&key))?) {
-                    claims.take(&keys::collision_class(&key), id)?;
-                    return Ok(key);
+                let kept = key == rec.0 || self.kept_through_move(id, parent, (name, ext), nth, rec);
+                if kept && mine(&claims.holder(&keys::collision_class(&rec.0))?) {
+                    claims.take(&keys::collision_class(&rec.0), id)?;
+                    return Ok(rec.0.clone());
                 }
             }
         }
@@ -307,5 +325,21 @@ mod tests {
         assert_eq!(key, None, "a folder whose chain reaches no drive in scope is outside it");
         let key = tree.parent_key(&r, &mut claims, &mut records, &id("x"), Some(&DriveId("other".into()))).unwrap();
         assert_eq!(key, None, "a drive not in scope");
+    }
+
+    #[test]
+    fn a_segment_shortened_before_its_folder_moved_is_kept_where_it_now_lies() {
+        let r = rules();
+        let mut claims = MapClaims::default();
+        let name = format!("{}.txt", "long".repeat(80));
+        let full = keys::candidate_segment(&name, None, None, r.mode);
+        let kept = ObjectKey(format!("pre/my-drive/moved/{}", keys::shorten_segment(&full, 100)));
+        claims.0.insert(keys::collision_class(&kept.0), id("f1"));
+        let k = r.key_in(&mut claims, &id("f1"), "pre/my-drive/moved", (&name, None), Some(&kept)).unwrap();
+        assert_eq!(k, kept.0);
+        // Not when it lies in another folder, nor when it is some other name's shortening.
+        let elsewhere = ObjectKey(kept.0.replace("/moved/", "/other/"));
+        let k = r.key_in(&mut claims, &id("f1"), "pre/my-drive/moved", (&name, None), Some(&elsewhere)).unwrap();
+        assert_eq!(k, format!("pre/my-drive/moved/{full}"));
     }
 }
