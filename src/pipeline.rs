@@ -253,24 +253,16 @@ impl QueueGauge {
     }
 }
 
-/// The stages that sit between the feed and the committer, whose channels and workers hold events.
-const BETWEEN: [StageName; 6] = [
-    StageName::ChangeFeed,
-    StageName::Dedup,
-    StageName::Planner,
-    StageName::Downloader,
-    StageName::Uploader,
-    StageName::Verifier,
-];
-
 /// The most events unfinished at once: what the channels and workers between the feed and the
 /// committer hold when every one of them is full, so the ledger's limit never bites before ordinary
 /// backpressure would, while everything sized by work in flight (the watermark's finished seqs, parked
 /// events, the redo lanes) stays bounded.
 pub fn in_flight_limit(cfg: &Config) -> usize {
     let st = |name| cfg.stages.settings(name);
-    let inputs: usize = BETWEEN.iter().filter(|s| s.has_input()).map(|s| st(*s).capacity).sum();
-    let workers: usize = BETWEEN.iter().map(|s| st(*s).concurrency).sum();
+    // The stages before the committer hold events in their inputs and workers.
+    let before_commit = StageName::ALL.into_iter().filter(|s| *s != StageName::Committer);
+    let inputs: usize = before_commit.clone().filter(|s| s.has_input()).map(|s| st(s).capacity).sum();
+    let workers: usize = before_commit.map(|s| st(s).concurrency).sum();
     inputs + committer_capacity(cfg) + workers
 }
 

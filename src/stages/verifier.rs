@@ -183,30 +183,8 @@ mod tests {
     use crate::stages::CommitMsg;
 
     fn uploaded(md5: &str, size: u64, source: Source) -> Uploaded {
-        let file = DriveFile {
-            id: FileId("f".into()),
-            name: "n".into(),
-            mime_type: "x".into(),
-            parents: vec![],
-            size: Some(3),
-            md5: Some("abc".into()),
-            sha256: None,
-            version: 1,
-            modified_time: None,
-            trashed: false,
-            drive_id: None,
-            shortcut_target: None,
-            export_links: Default::default(),
-            can_download: true,
-        };
-        let planned = Planned {
-            seq: ChangeSeq(1),
-            file,
-            key: ObjectKey("k".into()),
-            previous_key: None,
-            kind: ActionKind::Upload { source },
-            attempt: 0,
-        };
+        let mut planned = testing::upload(1, testing::file("f", "n", 3, "abc"), "k");
+        planned.kind = ActionKind::Upload { source };
         Uploaded { planned, md5: md5.into(), sha256: None, size, stored_md5: None }
     }
 
