@@ -1,17 +1,118 @@
-//! OAuth through yup-oauth2: a service-account flow whose `token_uri` comes from the key file, so the
-//! same code talks to Google or to the emulator.
+//! OAuth through yup-oauth2. `[source] credentials` is told apart by its content: a service-account
+//! key (JWT-bearer grant; `subject` for domain-wide delegation) or an `authorized_user` file
+//! (`client_id`, `client_secret`, `refresh_token`, as `gcloud auth application-default login` writes
+//! it; refresh-token grant). Both take their token endpoint from the file (`token_uri`, Google's by
+//! default), so the same code talks to Google or to the emulator.
 
 use super::DriveError;
 use google_drive3::api::Scope;
 use google_drive3::hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use google_drive3::hyper_util::client::legacy::connect::HttpConnector;
-use google_drive3::yup_oauth2::{self, authenticator::Authenticator};
+use google_drive3::yup_oauth2::authenticator_delegate::InstalledFlowDelegate;
+use google_drive3::yup_oauth2::storage::{TokenInfo, TokenStorage, TokenStorageError};
+use google_drive3::yup_oauth2::{self, ApplicationSecret, authenticator::Authenticator};
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 /// A cloneable token source shared by the hub and the media downloads.
 #[derive(Clone)]
 pub struct Auth {
     pub(super) inner: Authenticator<HttpsConnector<HttpConnector>>,
+    /// Set once the token endpoint refused the refresh token (revoked or expired): every later call
+    /// fails at once with [`DriveError::SignInRefused`] instead of being retried.
+    refused: Arc<Mutex<Option<String>>>,
+}
+
+/// Google's token endpoint, for an `authorized_user` file that names none.
+const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+
+/// An `authorized_user` credentials file.
+#[derive(serde::Deserialize)]
+struct AuthorizedUser {
+    client_id: String,
+    client_secret: String,
+    refresh_token: String,
+    #[serde(default)]
+    token_uri: Option<String>,
+}
+
+/// The refresh token, kept in memory only (the file it came from is never rewritten).
+struct RefreshTokenStore {
+    token: Mutex<TokenInfo>,
+}
+
+#[async_trait::async_trait]
+impl TokenStorage for RefreshTokenStore {
+    async fn set(&self, _scopes: &[&str], token: TokenInfo) -> Result<(), TokenStorageError> {
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = token;
+        Ok(())
+    }
+
+    async fn get(&self, _scopes: &[&str]) -> Option<TokenInfo> {
+        Some(self.token.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// yup-oauth2 falls back to an interactive consent when a refresh fails. mirrorflow never prompts:
+/// this delegate fails instead, after asking the token endpoint once whether the refresh token itself
+/// was refused (`invalid_grant`: the run must end and the user sign in again) or the endpoint was
+/// only unreachable (retried like any transient failure).
+struct NoPrompt {
+    probe: RefreshProbe,
+    refused: Arc<Mutex<Option<String>>>,
+}
+
+/// What is needed to ask the token endpoint about the refresh token.
+#[derive(Clone)]
+struct RefreshProbe {
+    token_uri: String,
+    form: Vec<(&'static str, String)>,
+    source: String,
+}
+
+impl RefreshProbe {
+    /// `Some(why)` when the endpoint answers `invalid_grant` (or `unauthorized_client`).
+    async fn refused(&self) -> Option<String> {
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().ok()?;
+        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&self.form).finish();
+        let resp = client
+            .post(&self.token_uri)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .ok()?;
+        if resp.status() != reqwest::StatusCode::BAD_REQUEST && resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return None;
+        }
+        let body: serde_json::Value = resp.json().await.ok()?;
+        let error = body["error"].as_str()?;
+        matches!(error, "invalid_grant" | "unauthorized_client" | "invalid_client").then(|| {
+            format!(
+                "the token endpoint refused the refresh token of {} ({error}): it was revoked or has expired; \
+                 sign in again and write a new authorized_user file (gcloud auth application-default login)",
+                self.source
+            )
+        })
+    }
+}
+
+impl InstalledFlowDelegate for NoPrompt {
+    fn present_user_url<'a>(
+        &'a self,
+        _url: &'a str,
+        _need_code: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let why = self.probe.refused().await;
+            if let Some(why) = &why {
+                *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+            }
+            Err(why.unwrap_or_else(|| "could not refresh the access token".into()))
+        })
+    }
 }
 
 /// An https-or-http connector with native roots, HTTP/1 and HTTP/2.
@@ -26,6 +127,84 @@ pub fn connector() -> Result<HttpsConnector<HttpConnector>, DriveError> {
 }
 
 impl Auth {
+    /// Reads `[source] credentials` and builds the authenticator its kind needs.
+    pub async fn from_credentials(
+        path: &Path,
+        subject: Option<String>,
+        connector: HttpsConnector<HttpConnector>,
+    ) -> Result<Auth, DriveError> {
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| DriveError::Auth(format!("cannot read credentials {}: {e}", path.display())))?;
+        let kind: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| DriveError::Auth(format!("credentials {} are not JSON: {e}", path.display())))?;
+        match kind["type"].as_str() {
+            Some("authorized_user") => Self::authorized_user(path, &text, connector).await,
+            Some("service_account") => Self::service_account(path, subject, connector).await,
+            _ if kind.get("installed").is_some() || kind.get("web").is_some() => Err(DriveError::Auth(format!(
+                "credentials {}: an OAuth client file needs a sign-in (`auth login`), which this version does not have yet; \
+                 use an authorized_user file (gcloud auth application-default login) or a service-account key",
+                path.display()
+            ))),
+            other => Err(DriveError::Auth(format!(
+                "credentials {}: type {:?} is not supported (a service_account key or an authorized_user file)",
+                path.display(),
+                other.unwrap_or("missing")
+            ))),
+        }
+    }
+
+    /// A user's own account from an `authorized_user` file: access tokens come from its refresh token.
+    async fn authorized_user(
+        path: &Path,
+        text: &str,
+        connector: HttpsConnector<HttpConnector>,
+    ) -> Result<Auth, DriveError> {
+        let user: AuthorizedUser =
+            serde_json::from_str(text).map_err(|e| DriveError::Auth(format!("credentials {}: {e}", path.display())))?;
+        let token_uri = user.token_uri.clone().unwrap_or_else(|| GOOGLE_TOKEN_URI.into());
+        let secret = ApplicationSecret {
+            client_id: user.client_id.clone(),
+            client_secret: user.client_secret.clone(),
+            token_uri: token_uri.clone(),
+            ..Default::default()
+        };
+        // Expired from the start: the first call refreshes it.
+        let stored = TokenInfo {
+            access_token: None,
+            refresh_token: Some(user.refresh_token.clone()),
+            expires_at: Some(time::OffsetDateTime::UNIX_EPOCH),
+            id_token: None,
+        };
+        let refused = Arc::new(Mutex::new(None));
+        let probe = RefreshProbe {
+            token_uri,
+            form: vec![
+                ("grant_type", "refresh_token".into()),
+                ("refresh_token", user.refresh_token),
+                ("client_id", user.client_id),
+                ("client_secret", user.client_secret),
+            ],
+            source: path.display().to_string(),
+        };
+        let client = google_drive3::hyper_util::client::legacy::Client::builder(
+            google_drive3::hyper_util::rt::TokioExecutor::new(),
+        )
+        .build::<_, String>(connector);
+        let inner = yup_oauth2::InstalledFlowAuthenticator::with_client(
+            secret,
+            // Interactive: a delegate error ends the flow (the redirect method would wait for a browser).
+            yup_oauth2::InstalledFlowReturnMethod::Interactive,
+            yup_oauth2::CustomHyperClientBuilder::from(client),
+        )
+        .with_storage(Box::new(RefreshTokenStore { token: Mutex::new(stored) }))
+        .flow_delegate(Box::new(NoPrompt { probe, refused: refused.clone() }))
+        .build()
+        .await
+        .map_err(|e| DriveError::Auth(e.to_string()))?;
+        Ok(Auth { inner, refused })
+    }
+
     /// Reads the key file and builds the service-account authenticator.
     pub async fn service_account(
         key_path: &Path,
@@ -47,12 +226,32 @@ impl Auth {
             builder = builder.subject(s);
         }
         let inner = builder.build().await.map_err(|e| DriveError::Auth(e.to_string()))?;
-        Ok(Auth { inner })
+        Ok(Auth { inner, refused: Arc::default() })
     }
 
     /// A valid access token (refreshed ahead of expiry by yup-oauth2).
     pub async fn token(&self) -> Result<String, DriveError> {
-        let t = self.inner.token(&[Scope::Readonly.as_ref()]).await.map_err(|e| DriveError::Auth(e.to_string()))?;
+        if let Some(why) = self.refusal() {
+            return Err(DriveError::SignInRefused(why));
+        }
+        let t = self
+            .inner
+            .token(&[Scope::Readonly.as_ref()])
+            .await
+            .map_err(|e| self.explain(DriveError::Auth(e.to_string())))?;
         t.token().map(str::to_owned).ok_or_else(|| DriveError::Auth("empty token".into()))
+    }
+
+    fn refusal(&self) -> Option<String> {
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// An authentication failure after the token endpoint refused the refresh token is that refusal:
+    /// permanent for the whole run, never retried.
+    pub fn explain(&self, e: DriveError) -> DriveError {
+        match (e, self.refusal()) {
+            (DriveError::Auth(_), Some(why)) => DriveError::SignInRefused(why),
+            (e, _) => e,
+        }
     }
 }

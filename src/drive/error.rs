@@ -31,6 +31,10 @@ pub enum DriveError {
     /// No token could be obtained.
     #[error("Drive authentication failed: {0}")]
     Auth(String),
+    /// The token endpoint refused the user's refresh token (revoked or expired): nothing works until
+    /// the user signs in again, so the run ends (never retried, never a file's fault).
+    #[error("Drive sign-in refused: {0}")]
+    SignInRefused(String),
     /// Drive answered something we cannot read.
     #[error("unexpected Drive response: {0}")]
     Decode(String),
@@ -68,6 +72,7 @@ impl DriveError {
             DriveError::TimedOut(_) => "timeout".into(),
             DriveError::Refused(_) => "refused".into(),
             DriveError::Auth(_) => "auth".into(),
+            DriveError::SignInRefused(_) => "sign_in_refused".into(),
             DriveError::Decode(_) => "decode".into(),
             DriveError::InvalidPageToken(_) => "invalidPageToken".into(),
         }
@@ -136,6 +141,7 @@ impl Classified for DriveError {
             DriveError::Api { status, reason, .. } => classify_api(*status, reason),
             DriveError::Transport(_) | DriveError::TimedOut(_) => ErrorClass::Retryable,
             DriveError::Auth(_) => ErrorClass::Retryable,
+            DriveError::SignInRefused(_) => ErrorClass::Fatal,
             DriveError::Decode(_) | DriveError::InvalidPageToken(_) | DriveError::Refused(_) => ErrorClass::Permanent,
         }
     }

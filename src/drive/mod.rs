@@ -139,7 +139,7 @@ impl DriveClient {
         crate::install_crypto_provider();
         let connector = auth::connector()?;
         let auth =
-            auth::Auth::service_account(&settings.credentials, settings.subject.clone(), connector.clone()).await?;
+            auth::Auth::from_credentials(&settings.credentials, settings.subject.clone(), connector.clone()).await?;
         let client = google_drive3::hyper_util::client::legacy::Client::builder(
             google_drive3::hyper_util::rt::TokioExecutor::new(),
         )
@@ -173,7 +173,8 @@ impl DriveClient {
                     self.limiter.acquire().await;
                     crate::metrics::drive_request(remote);
                     let limit = self.settings.timeout;
-                    tokio::time::timeout(limit, op()).await.unwrap_or(Err(DriveError::TimedOut(limit)))
+                    let result = tokio::time::timeout(limit, op()).await.unwrap_or(Err(DriveError::TimedOut(limit)));
+                    result.map_err(|e| self.auth.explain(e))
                 })
             })
             .await

@@ -241,7 +241,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
     }
 
     fn drive_err(e: DriveError) -> StageError {
-        StageError::Failed(format!("change feed: {e}"))
+        super::drive_failure("change feed", e)
     }
 
     /// True when the feed can go on from `cp`. A listing resumes only over exactly the logs it began

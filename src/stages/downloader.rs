@@ -8,6 +8,7 @@ use crate::dest::{DestError, Destination, StoredContent};
 use crate::drive::{ByteStream, DriveError};
 use crate::internal_events::{DownloadResumed, InternalEvent};
 use crate::model::{ActionKind, FileId, ObjectKey, Outcome, OutcomeKind, Planned, Source};
+use crate::retry::Classified;
 use crate::state::{Store, UploadRecord};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -285,6 +286,10 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
     }
 
     async fn dead_letter(&self, planned: Planned, e: DriveError, emit: &Emit<Transfer>) -> Result<(), StageError> {
+        if e.class() == crate::retry::ErrorClass::Fatal {
+            // Not this file's fault: Drive cannot be used any more (the sign-in was refused).
+            return Err(super::drive_failure("download", e));
+        }
         emit.dead_letter(Self::NAME, &planned, &e.short_reason(), e.to_string()).await
     }
 

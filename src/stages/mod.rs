@@ -91,6 +91,17 @@ impl From<crate::state::StoreError> for StageError {
     }
 }
 
+/// A Drive failure that ends the stage's work on an item: fatal when Drive cannot be used at all any
+/// more (the sign-in was refused), so the run stops instead of failing every file; otherwise a
+/// failure a restart may cure.
+pub fn drive_failure(context: &str, e: crate::drive::DriveError) -> StageError {
+    use crate::retry::{Classified, ErrorClass};
+    match e.class() {
+        ErrorClass::Fatal => StageError::Fatal(format!("{context}: {e}")),
+        _ => StageError::Failed(format!("{context}: {e}")),
+    }
+}
+
 /// Where a stage's outputs go.
 pub struct Emit<O> {
     /// The next stage's input.

@@ -369,7 +369,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
                     return Ok(None);
                 }
                 Err(e) => {
-                    return Err(StageError::Failed(format!("cannot resolve parent {parent}: {e}")));
+                    return Err(super::drive_failure(&format!("cannot resolve parent {parent}"), e));
                 }
             }
         };

@@ -18,6 +18,7 @@ mod mirror_local;
 mod mirror_s3;
 mod no_loss;
 mod quickstart;
+mod sign_in;
 mod supervision;
 mod verify;
 mod webhook;

@@ -171,6 +171,13 @@ impl Auth {
         (refresh, client_id, secret)
     }
 
+    /// Revokes every refresh token (as a user removing the app's access does) and every access token
+    /// issued so far: the next call of every client must get a new one.
+    pub fn revoke_refresh_tokens(&self) {
+        self.refresh.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Handle a form-encoded token request.
     pub fn grant(&self, form: &HashMap<String, String>, token_uri: &str) -> Result<TokenResponse, GrantError> {
         let grant_type = form.get("grant_type").map(String::as_str).unwrap_or_default();
@@ -195,7 +202,9 @@ impl Auth {
             .get("refresh_token")
             .ok_or_else(|| GrantError::InvalidRequest("Missing required parameter: refresh_token".into()))?;
         let map = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
-        let (id, secret) = map.get(token).ok_or_else(|| GrantError::InvalidGrant("Bad Request".into()))?;
+        // Google's answer for a revoked or expired refresh token.
+        let revoked = || GrantError::InvalidGrant("Token has been expired or revoked.".into());
+        let (id, secret) = map.get(token).ok_or_else(revoked)?;
         let id_ok = form.get("client_id").is_none_or(|c| c == id);
         let secret_ok = form.get("client_secret").is_none_or(|s| s == secret);
         if id_ok && secret_ok {

@@ -279,3 +279,10 @@ pub(crate) async fn refresh_token(AxState(app): AxState<Arc<App>>) -> Response {
         json!({"refresh_token": refresh_token, "client_id": client_id, "client_secret": client_secret, "token_uri": app.token_uri()}),
     )
 }
+
+/// `POST /_emu/revoke_refresh_tokens`: every refresh token minted so far is refused from now on
+/// (`invalid_grant`), and every access token is void.
+pub(crate) async fn revoke_refresh_tokens(AxState(app): AxState<Arc<App>>) -> Response {
+    app.auth.revoke_refresh_tokens();
+    json_response(json!({"revoked": true}))
+}

@@ -48,7 +48,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/stats", get(control::stats))
         .route("/stats/reset", post(control::stats_reset))
         .route("/expire_page_tokens", post(control::expire_page_tokens))
-        .route("/refresh_token", post(control::refresh_token));
+        .route("/refresh_token", post(control::refresh_token))
+        .route("/revoke_refresh_tokens", post(control::revoke_refresh_tokens));
     let mut router = Router::new()
         .route("/token", post(token))
         .nest("/drive/v3", drive)
