@@ -164,6 +164,12 @@ struct EmulatorArgs {
 fn init_logs(json: bool) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("MIRRORFLOW_LOG").unwrap_or_else(|_| "mirrorflow=info,warn".into());
+    // yup-oauth2 logs refresh tokens and token responses at debug level: never below warn, whatever
+    // MIRRORFLOW_LOG asks, so no secret reaches a log.
+    let filter = match "yup_oauth2=warn".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     // A closed stderr must not turn the logger's own write errors into panics; no colour codes unless a
     // terminal reads them.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -27,7 +27,16 @@ async fn an_authorized_user_file_mirrors_and_a_revoked_sign_in_ends_the_run_clea
     // Access tokens live 2 s: the run refreshes them as it goes.
     env.control("faults", json!({"token_lifetime_secs": 2})).await;
 
-    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    // Debug logs of everything (yup-oauth2 logs tokens at debug): still no secret in the output.
+    let path = config.clone();
+    let run = move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
+            .args(["run", "--once", path.to_str().unwrap()])
+            .env("MIRRORFLOW_LOG", "debug")
+            .output()
+            .unwrap()
+    };
+    let out = tokio::task::spawn_blocking(run).await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
     let stats = env.stats().await;
