@@ -210,13 +210,24 @@ pub fn shorten_segment(segment: &str, room: usize) -> String {
 /// Whether `segment` is `full`, or `full` shortened by [`shorten_segment`] for some room. A subtree
 /// move keeps each item's last segment under its folder's new key, so a segment shortened under a
 /// long folder stays shortened after the folder moves somewhere shorter.
+///
+/// A segment moved twice into ever longer folders is shortened twice, and then ends in the hash of its
+/// first shortening: that is accepted too (each shortening of `full` is tried, by room).
 pub fn derives_from(segment: &str, full: &str) -> bool {
-    if segment == full {
+    if segment == full || shortened_from(segment, full) {
         return true;
     }
-    let (_, ext) = split_ext(full);
-    let tail = format!("-{}{ext}", short_hash(full));
-    segment.strip_suffix(&tail).is_some_and(|stem| full.starts_with(stem))
+    (1..full.len()).any(|room| {
+        let once = shorten_segment(full, room);
+        once.len() > segment.len() && shortened_from(segment, &once) && shortened_from(&once, full)
+    })
+}
+
+/// Whether `segment` is `shorten_segment(from, r)` for some room `r`.
+fn shortened_from(segment: &str, from: &str) -> bool {
+    let (_, ext) = split_ext(from);
+    let tail = format!("-{}{ext}", short_hash(from));
+    segment.strip_suffix(&tail).is_some_and(|stem| from.starts_with(stem))
 }
 
 /// 16 hex digits of the md5 of `s`: stable across versions and platforms.
@@ -377,5 +388,9 @@ mod tests {
         let other = format!("{}.txt", "lang".repeat(80));
         assert!(!derives_from(&short, &other));
         assert!(!derives_from(&shorten_segment(&other, 120), &full));
+        // Moved again, into a folder that leaves even less room: shortened a second time.
+        let twice = shorten_segment(&short, 90);
+        assert!(twice.len() <= 90 && derives_from(&twice, &full));
+        assert!(!derives_from(&shorten_segment(&shorten_segment(&other, 120), 90), &full));
     }
 }

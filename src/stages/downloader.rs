@@ -230,6 +230,9 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
         match self.pump(&planned, &source, stream, offset, &tx).await {
             Ok(()) => Ok(()),
             Err(PumpError::ReceiverGone) => Ok(()),
+            // The uploader gave the body up already (its own outcome or re-fetch is on the way): one
+            // outcome per event, so this failure is not reported again.
+            Err(PumpError::Drive(_)) if tx.is_closed() => Ok(()),
             Err(PumpError::Drive(e)) => {
                 let _ = tx.send(Chunk::Abort).await;
                 self.dead_letter(planned, e, emit).await
@@ -328,7 +331,16 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
                         }
                     }
                 }
-                Some(Err(e)) => stream = self.resume(planned, source, offset, &mut resumes, e).await?,
+                Some(Err(e)) => {
+                    if !matches!(source, Source::Media) && offset == buf.len() as u64 {
+                        // An export cannot continue mid-way, but one none of whose bytes reached the
+                        // uploader yet (a response that waited, unread, for its upload to start) can
+                        // start over.
+                        buf.clear();
+                        offset = 0;
+                    }
+                    stream = self.resume(planned, source, offset, &mut resumes, e).await?
+                }
                 None => {
                     if let Some(total) = stream.total_len.filter(|t| *t > offset) {
                         let e = DriveError::Transport(format!("body ended at {offset} of {total} bytes"));
@@ -345,8 +357,8 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
         }
     }
 
-    /// Re-opens the body at `offset` after `error`, while resumptions remain (media only: exports
-    /// are generated on the fly and cannot be resumed).
+    /// Re-opens the body at `offset` after `error`, while resumptions remain (media at any offset;
+    /// an export, generated on the fly, only from its start).
     async fn resume(
         &self,
         planned: &Planned,
@@ -356,7 +368,7 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
         error: DriveError,
     ) -> Result<ByteStream, PumpError> {
         *resumes += 1;
-        if !matches!(source, Source::Media) || *resumes > self.max_resumes {
+        if (!matches!(source, Source::Media) && offset > 0) || *resumes > self.max_resumes {
             return Err(PumpError::Drive(error));
         }
         DownloadResumed { file: &planned.file.id, offset, error: &error }.emit();
@@ -401,6 +413,8 @@ mod tests {
         bytes: HashMap<FileId, Vec<u8>>,
         served: AtomicU64,
         missing_but_listed: bool,
+        /// Bodies that break before their first byte, as a response left unread too long may.
+        breaks: AtomicU64,
     }
 
     impl ByteSource for Drive {
@@ -413,6 +427,11 @@ mod tests {
                     retry_after: None,
                 });
             };
+            if self.breaks.load(Ordering::SeqCst) > 0 {
+                self.breaks.fetch_sub(1, Ordering::SeqCst);
+                let broken: Vec<Result<Bytes, DriveError>> = vec![Err(DriveError::Transport("reset".into()))];
+                return Ok(ByteStream { body: Box::pin(futures::stream::iter(broken)), total_len: None });
+            }
             let rest = all[offset as usize..].to_vec();
             let served = &self.served;
             served.fetch_add(rest.len() as u64, Ordering::SeqCst);
@@ -544,5 +563,25 @@ mod tests {
             }
             assert!(taps.forwarded().is_empty());
         }
+    }
+
+    #[tokio::test]
+    async fn an_export_whose_unread_response_broke_starts_over_instead_of_failing() {
+        let content = b"exported document".to_vec();
+        let drive = Drive {
+            bytes: HashMap::from([(FileId("d1".into()), content.clone())]),
+            breaks: AtomicU64::new(1),
+            ..Default::default()
+        };
+        let mut d = downloader(drive, Objects::default());
+        let (emit, mut taps) = testing::emit();
+        let mut planned = testing::upload(1, testing::file("d1", "doc", 0, "x"), "m/doc.pdf");
+        planned.file.size = None;
+        planned.kind = ActionKind::Upload { source: Source::Export { mime: "application/pdf".into(), link: None } };
+        let work = tokio::spawn(async move { d.process(vec![planned], &emit).await });
+        let mut transfer = taps.next.recv().await.unwrap();
+        assert_eq!(read_all(transfer.body.as_mut().unwrap()).await, content);
+        work.await.unwrap().unwrap();
+        assert!(taps.outcomes().is_empty(), "not dead-lettered");
     }
 }
