@@ -802,22 +802,10 @@ mod tests {
     }
 
     fn file(id: &str, name: &str, parent: &str) -> DriveFile {
-        DriveFile {
-            id: FileId(id.into()),
-            name: name.into(),
-            mime_type: "text/plain".into(),
-            parents: vec![FileId(parent.into())],
-            size: Some(5),
-            md5: Some("m".into()),
-            sha256: None,
-            version: 1,
-            modified_time: None,
-            trashed: false,
-            drive_id: None,
-            shortcut_target: None,
-            export_links: BTreeMap::new(),
-            can_download: true,
-        }
+        let mut f = crate::stages::testing::file(id, name, 5, "m");
+        f.mime_type = "text/plain".into();
+        f.parents = vec![FileId(parent.into())];
+        f
     }
 
     fn upsert(seq: u64, f: DriveFile) -> ChangeEvent {
