@@ -178,6 +178,11 @@ pub struct SourceConfig {
     pub timeout: HumanDuration,
     /// Email to impersonate with domain-wide delegation.
     pub subject: Option<String>,
+    /// Where `mirrorflow auth login` saves the sign-in of an installed OAuth client (mode 0600).
+    pub token_cache: Option<PathBuf>,
+    /// OAuth scope: `drive.readonly` (default) or `drive`.
+    #[serde(default = "default_scope")]
+    pub scope: String,
     /// Push notifications (continuous mode).
     pub webhook: Option<WebhookConfig>,
 }
@@ -210,6 +215,9 @@ fn default_drives() -> Vec<String> {
 }
 fn default_poll() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
+}
+fn default_scope() -> String {
+    "drive.readonly".into()
 }
 fn default_page_size() -> u32 {
     1000
@@ -754,6 +762,9 @@ impl Config {
         if self.source.credentials.is_relative() {
             self.source.credentials = base.join(&self.source.credentials);
         }
+        if let Some(cache) = self.source.token_cache.as_mut().filter(|c| c.is_relative()) {
+            *cache = base.join(&*cache);
+        }
         if self.state.dir.is_relative() {
             self.state.dir = base.join(&self.state.dir);
         }
@@ -820,6 +831,12 @@ impl Config {
             if url::Url::parse(&w.public_url).map(|u| !["http", "https"].contains(&u.scheme())).unwrap_or(true) {
                 p.push(format!("source.webhook.public_url: {:?} is not an http(s) URL", w.public_url));
             }
+        }
+        if crate::drive::auth::scope_url(&s.scope).is_none() {
+            p.push(format!(
+                "source.scope: {:?} is not a scope mirrorflow can read files with (\"drive.readonly\" or \"drive\")",
+                s.scope
+            ));
         }
         if !(1..=1000).contains(&s.page_size) {
             p.push("source.page_size: must be between 1 and 1000".into());

@@ -103,8 +103,40 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Sign in with your own Google account (an OAuth "Desktop app" client in [source] credentials).
+    Auth {
+        #[command(subcommand)]
+        action: AuthAction,
+    },
     /// Start the bundled Google Drive v3 emulator (for trying mirrorflow offline and for tests).
     Emulator(EmulatorArgs),
+}
+
+#[derive(Subcommand)]
+enum AuthAction {
+    /// Sign in: opens Google's consent page, receives its answer on a loopback port and saves the
+    /// sign-in to [source] token_cache (mode 0600). Run it again whenever a run says to sign in again.
+    Login {
+        /// Print the consent URL instead of opening a browser (open it on any machine that can reach
+        /// this one's loopback port, e.g. through `ssh -L`).
+        #[arg(long)]
+        no_browser: bool,
+        /// How long to wait for the consent.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// The pipeline configuration.
+        config: PathBuf,
+    },
+    /// Show who is signed in, with which scopes.
+    Status {
+        /// The pipeline configuration.
+        config: PathBuf,
+    },
+    /// Revoke the sign-in at Google and delete the token cache.
+    Logout {
+        /// The pipeline configuration.
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -216,6 +248,7 @@ async fn dispatch(cmd: Command) -> ExitCode {
         Command::Status { json, config } => status(&config, json),
         Command::Dlq { action: DlqAction::List { json, config } } => dlq_list(&config, json),
         Command::Dlq { action: DlqAction::Retry { config, ids } } => dlq_retry(&config, ids),
+        Command::Auth { action } => auth(action).await,
         Command::Emulator(a) => emulator(a).await,
     };
     match r {
@@ -234,6 +267,90 @@ async fn dispatch(cmd: Command) -> ExitCode {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct UsageError(String);
+
+/// The OAuth client and token cache of a config, or a usage error saying what is missing.
+fn sign_in_setup(
+    path: &std::path::Path,
+) -> anyhow::Result<(Config, mirrorflow::drive::login::InstalledClient, PathBuf)> {
+    let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
+    let file = &cfg.source.credentials;
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let client = mirrorflow::drive::login::InstalledClient::parse(file, &text).map_err(|e| {
+        UsageError(format!("source.credentials: {e} (auth login needs a \"Desktop app\" OAuth client file)"))
+    })?;
+    let cache = cfg.source.token_cache.clone().ok_or_else(|| {
+        UsageError("source.token_cache: set it to where the sign-in is saved, e.g. \"token.json\"".into())
+    })?;
+    Ok((cfg, client, cache))
+}
+
+async fn auth(action: AuthAction) -> anyhow::Result<ExitCode> {
+    use mirrorflow::drive::{login, token_cache::SignIn};
+    match action {
+        AuthAction::Login { no_browser, timeout, config } => {
+            let (cfg, client, cache) = sign_in_setup(&config)?;
+            let options = login::LoginOptions {
+                scope: mirrorflow::drive::auth::scope_url(&cfg.source.scope).unwrap_or_default(),
+                api_base_url: cfg.source.api_base_url.clone(),
+                wait: timeout,
+            };
+            let present = |url: &str| {
+                if no_browser || !open_browser(url) {
+                    out_line!("Open this URL in a browser on this machine and allow access:\n{url}");
+                } else {
+                    err_line!("Opened the consent page in your browser. If nothing opened, visit:\n{url}");
+                }
+            };
+            let sign_in = login::login(&client, &options, present).await?;
+            sign_in.save(&cache)?;
+            out_line!("Signed in as {} ({}); saved to {}", sign_in.account, sign_in.scopes.join(" "), cache.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuthAction::Status { config } => {
+            let (_, _, cache) = sign_in_setup(&config)?;
+            match SignIn::load(&cache)? {
+                Some(s) => out_line!(
+                    "signed in as {}\nscopes: {}\ntoken cache: {}",
+                    s.account,
+                    s.scopes.join(" "),
+                    cache.display()
+                ),
+                None => {
+                    out_line!(
+                        "not signed in (no token cache at {}); run `mirrorflow auth login {}`",
+                        cache.display(),
+                        config.display()
+                    );
+                    return Ok(ExitCode::from(EXIT_FAILED));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuthAction::Logout { config } => {
+            let (_, client, cache) = sign_in_setup(&config)?;
+            let Some(sign_in) = SignIn::load(&cache)? else {
+                out_line!("not signed in (no token cache at {})", cache.display());
+                return Ok(ExitCode::SUCCESS);
+            };
+            let revoked = login::revoke(&client, &sign_in).await;
+            std::fs::remove_file(&cache).with_context(|| format!("cannot delete {}", cache.display()))?;
+            revoked.context("the token cache is deleted, but Google did not confirm the revocation: remove mirrorflow's access at https://myaccount.google.com/permissions")?;
+            out_line!("signed out {}: access revoked and {} deleted", sign_in.account, cache.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Opens `url` in the desktop's browser; false when there is none to open.
+fn open_browser(url: &str) -> bool {
+    let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+    std::process::Command::new(opener)
+        .arg(url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
 
 async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
     let cfg = match load_config(path) {

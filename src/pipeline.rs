@@ -93,8 +93,7 @@ pub struct RunSummary {
 /// Builds the Drive client from config.
 pub async fn drive_client(cfg: &Config) -> Result<DriveClient, DriveError> {
     DriveClient::connect(DriveSettings {
-        credentials: cfg.source.credentials.clone(),
-        subject: cfg.source.subject.clone(),
+        credentials: credentials(cfg),
         api_base_url: cfg.source.api_base_url.clone(),
         docs_base_url: cfg.source.docs_base_url.clone(),
         page_size: cfg.source.page_size,
@@ -105,6 +104,16 @@ pub async fn drive_client(cfg: &Config) -> Result<DriveClient, DriveError> {
         timeout: cfg.source.timeout.0,
     })
     .await
+}
+
+/// `[source] credentials` with what goes with it.
+pub fn credentials(cfg: &Config) -> crate::drive::auth::Credentials {
+    crate::drive::auth::Credentials {
+        path: cfg.source.credentials.clone(),
+        subject: cfg.source.subject.clone(),
+        token_cache: cfg.source.token_cache.clone(),
+        scope: crate::drive::auth::scope_url(&cfg.source.scope).unwrap_or_default(),
+    }
 }
 
 fn retry_policy(cfg: &Config) -> RetryPolicy {

@@ -1,8 +1,9 @@
 //! OAuth through yup-oauth2. `[source] credentials` is told apart by its content: a service-account
-//! key (JWT-bearer grant; `subject` for domain-wide delegation) or an `authorized_user` file
+//! key (JWT-bearer grant; `subject` for domain-wide delegation), an `authorized_user` file
 //! (`client_id`, `client_secret`, `refresh_token`, as `gcloud auth application-default login` writes
-//! it; refresh-token grant). Both take their token endpoint from the file (`token_uri`, Google's by
-//! default), so the same code talks to Google or to the emulator.
+//! it; refresh-token grant), or an OAuth client of type "installed" whose sign-in `mirrorflow auth
+//! login` saved in `[source] token_cache`. All take their token endpoint from the file (`token_uri`,
+//! Google's by default), so the same code talks to Google or to the emulator.
 
 use super::DriveError;
 use google_drive3::api::Scope;
@@ -16,17 +17,40 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+/// The OAuth scope URL of a `[source] scope` name: `drive.readonly` (the default) or `drive`, short or
+/// as a full URL. Metadata-only scopes are refused: they cannot read file content.
+pub fn scope_url(name: &str) -> Option<String> {
+    const BASE: &str = "https://www.googleapis.com/auth/";
+    let short = name.strip_prefix(BASE).unwrap_or(name);
+    matches!(short, "drive.readonly" | "drive").then(|| format!("{BASE}{short}"))
+}
+
+/// Where the credentials are and what they are for (`[source] credentials`, `subject`,
+/// `token_cache`, `scope`).
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// The JSON file: service-account key, `authorized_user` file or installed OAuth client.
+    pub path: std::path::PathBuf,
+    /// Impersonated user (service accounts with domain-wide delegation).
+    pub subject: Option<String>,
+    /// The sign-in saved by `auth login` (installed OAuth clients).
+    pub token_cache: Option<std::path::PathBuf>,
+    /// The scope URL tokens are asked for.
+    pub scope: String,
+}
+
 /// A cloneable token source shared by the hub and the media downloads.
 #[derive(Clone)]
 pub struct Auth {
     pub(super) inner: Authenticator<HttpsConnector<HttpConnector>>,
+    scope: String,
     /// Set once the token endpoint refused the refresh token (revoked or expired): every later call
     /// fails at once with [`DriveError::SignInRefused`] instead of being retried.
     refused: Arc<Mutex<Option<String>>>,
 }
 
 /// Google's token endpoint, for an `authorized_user` file that names none.
-const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+pub(super) const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 
 /// An `authorized_user` credentials file.
 #[derive(serde::Deserialize)]
@@ -38,7 +62,7 @@ struct AuthorizedUser {
     token_uri: Option<String>,
 }
 
-/// The refresh token, kept in memory only (the file it came from is never rewritten).
+/// The refresh token of an `authorized_user` file, kept in memory only (that file is never rewritten).
 struct RefreshTokenStore {
     token: Mutex<TokenInfo>,
 }
@@ -70,9 +94,29 @@ struct RefreshProbe {
     token_uri: String,
     form: Vec<(&'static str, String)>,
     source: String,
+    /// What the user must do to sign in again.
+    remedy: String,
 }
 
 impl RefreshProbe {
+    fn new(client_id: &str, client_secret: &str, refresh_token: &str, token_uri: String, source: &Path) -> Self {
+        RefreshProbe {
+            token_uri,
+            form: vec![
+                ("grant_type", "refresh_token".into()),
+                ("refresh_token", refresh_token.into()),
+                ("client_id", client_id.into()),
+                ("client_secret", client_secret.into()),
+            ],
+            source: source.display().to_string(),
+            remedy: String::new(),
+        }
+    }
+
+    fn remedy(self, remedy: &str) -> Self {
+        RefreshProbe { remedy: remedy.into(), ..self }
+    }
+
     /// `Some(why)` when the endpoint answers `invalid_grant` (or `unauthorized_client`).
     async fn refused(&self) -> Option<String> {
         let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().ok()?;
@@ -91,9 +135,8 @@ impl RefreshProbe {
         let error = body["error"].as_str()?;
         matches!(error, "invalid_grant" | "unauthorized_client" | "invalid_client").then(|| {
             format!(
-                "the token endpoint refused the refresh token of {} ({error}): it was revoked or has expired; \
-                 sign in again and write a new authorized_user file (gcloud auth application-default login)",
-                self.source
+                "the token endpoint refused the refresh token of {} ({error}): it was revoked or has expired; {}",
+                self.source, self.remedy
             )
         })
     }
@@ -129,29 +172,29 @@ pub fn connector() -> Result<HttpsConnector<HttpConnector>, DriveError> {
 impl Auth {
     /// Reads `[source] credentials` and builds the authenticator its kind needs.
     pub async fn from_credentials(
-        path: &Path,
-        subject: Option<String>,
+        creds: &Credentials,
         connector: HttpsConnector<HttpConnector>,
     ) -> Result<Auth, DriveError> {
+        let path = creds.path.as_path();
         let text = tokio::fs::read_to_string(path)
             .await
             .map_err(|e| DriveError::Auth(format!("cannot read credentials {}: {e}", path.display())))?;
         let kind: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| DriveError::Auth(format!("credentials {} are not JSON: {e}", path.display())))?;
-        match kind["type"].as_str() {
+        let auth = match kind["type"].as_str() {
             Some("authorized_user") => Self::authorized_user(path, &text, connector).await,
-            Some("service_account") => Self::service_account(path, subject, connector).await,
-            _ if kind.get("installed").is_some() || kind.get("web").is_some() => Err(DriveError::Auth(format!(
-                "credentials {}: an OAuth client file needs a sign-in (`auth login`), which this version does not have yet; \
-                 use an authorized_user file (gcloud auth application-default login) or a service-account key",
-                path.display()
-            ))),
+            Some("service_account") => Self::service_account(path, creds.subject.clone(), connector).await,
+            _ if kind.get("installed").is_some() || kind.get("web").is_some() => {
+                Self::installed(creds, &text, connector).await
+            }
             other => Err(DriveError::Auth(format!(
-                "credentials {}: type {:?} is not supported (a service_account key or an authorized_user file)",
+                "credentials {}: type {:?} is not supported (a service_account key, an authorized_user file \
+                 or a \"Desktop app\" OAuth client)",
                 path.display(),
                 other.unwrap_or("missing")
             ))),
-        }
+        }?;
+        Ok(Auth { scope: creds.scope.clone(), ..auth })
     }
 
     /// A user's own account from an `authorized_user` file: access tokens come from its refresh token.
@@ -163,12 +206,6 @@ impl Auth {
         let user: AuthorizedUser =
             serde_json::from_str(text).map_err(|e| DriveError::Auth(format!("credentials {}: {e}", path.display())))?;
         let token_uri = user.token_uri.clone().unwrap_or_else(|| GOOGLE_TOKEN_URI.into());
-        let secret = ApplicationSecret {
-            client_id: user.client_id.clone(),
-            client_secret: user.client_secret.clone(),
-            token_uri: token_uri.clone(),
-            ..Default::default()
-        };
         // Expired from the start: the first call refreshes it.
         let stored = TokenInfo {
             access_token: None,
@@ -176,17 +213,62 @@ impl Auth {
             expires_at: Some(time::OffsetDateTime::UNIX_EPOCH),
             id_token: None,
         };
-        let refused = Arc::new(Mutex::new(None));
-        let probe = RefreshProbe {
-            token_uri,
-            form: vec![
-                ("grant_type", "refresh_token".into()),
-                ("refresh_token", user.refresh_token),
-                ("client_id", user.client_id),
-                ("client_secret", user.client_secret),
-            ],
-            source: path.display().to_string(),
+        let probe = RefreshProbe::new(&user.client_id, &user.client_secret, &user.refresh_token, token_uri, path);
+        let remedy = "sign in again and write a new authorized_user file (gcloud auth application-default login)";
+        let storage = Box::new(RefreshTokenStore { token: Mutex::new(stored) });
+        Self::refresh_flow(&user.client_id, &user.client_secret, storage, probe.remedy(remedy), connector).await
+    }
+
+    /// A person signed in with `mirrorflow auth login` through an installed OAuth client: the refresh
+    /// token is in `[source] token_cache`, where refreshed access tokens are saved too.
+    async fn installed(
+        creds: &Credentials,
+        text: &str,
+        connector: HttpsConnector<HttpConnector>,
+    ) -> Result<Auth, DriveError> {
+        let client = super::login::InstalledClient::parse(&creds.path, text)?;
+        let cache = creds.token_cache.clone().ok_or_else(|| {
+            DriveError::Auth(format!(
+                "credentials {} is an OAuth client: set [source] token_cache and sign in with `mirrorflow auth login`",
+                creds.path.display()
+            ))
+        })?;
+        let remedy = "sign in again with `mirrorflow auth login`";
+        let sign_in = super::token_cache::SignIn::load(&cache)?.ok_or_else(|| {
+            DriveError::SignInRefused(format!("nobody is signed in (no token cache at {}): {remedy}", cache.display()))
+        })?;
+        if sign_in.client_id != client.client_id {
+            return Err(DriveError::SignInRefused(format!(
+                "the token cache {} belongs to another OAuth client: {remedy}",
+                cache.display()
+            )));
+        }
+        let probe = RefreshProbe::new(
+            &client.client_id,
+            &client.client_secret,
+            &sign_in.refresh_token,
+            client.token_uri.clone(),
+            &cache,
+        );
+        let storage = Box::new(super::token_cache::CacheStore::new(cache, sign_in));
+        Self::refresh_flow(&client.client_id, &client.client_secret, storage, probe.remedy(remedy), connector).await
+    }
+
+    /// An authenticator that gets access tokens from a stored refresh token and never prompts.
+    async fn refresh_flow(
+        client_id: &str,
+        client_secret: &str,
+        storage: Box<dyn TokenStorage>,
+        probe: RefreshProbe,
+        connector: HttpsConnector<HttpConnector>,
+    ) -> Result<Auth, DriveError> {
+        let secret = ApplicationSecret {
+            client_id: client_id.to_string(),
+            client_secret: client_secret.to_string(),
+            token_uri: probe.token_uri.clone(),
+            ..Default::default()
         };
+        let refused = Arc::new(Mutex::new(None));
         let client = google_drive3::hyper_util::client::legacy::Client::builder(
             google_drive3::hyper_util::rt::TokioExecutor::new(),
         )
@@ -197,12 +279,12 @@ impl Auth {
             yup_oauth2::InstalledFlowReturnMethod::Interactive,
             yup_oauth2::CustomHyperClientBuilder::from(client),
         )
-        .with_storage(Box::new(RefreshTokenStore { token: Mutex::new(stored) }))
+        .with_storage(storage)
         .flow_delegate(Box::new(NoPrompt { probe, refused: refused.clone() }))
         .build()
         .await
         .map_err(|e| DriveError::Auth(e.to_string()))?;
-        Ok(Auth { inner, refused })
+        Ok(Auth { inner, refused, scope: String::new() })
     }
 
     /// Reads the key file and builds the service-account authenticator.
@@ -226,7 +308,7 @@ impl Auth {
             builder = builder.subject(s);
         }
         let inner = builder.build().await.map_err(|e| DriveError::Auth(e.to_string()))?;
-        Ok(Auth { inner, refused: Arc::default() })
+        Ok(Auth { inner, refused: Arc::default(), scope: String::new() })
     }
 
     /// A valid access token (refreshed ahead of expiry by yup-oauth2).
@@ -234,12 +316,13 @@ impl Auth {
         if let Some(why) = self.refusal() {
             return Err(DriveError::SignInRefused(why));
         }
-        let t = self
-            .inner
-            .token(&[Scope::Readonly.as_ref()])
-            .await
-            .map_err(|e| self.explain(DriveError::Auth(e.to_string())))?;
+        let t = self.inner.token(&[self.scope()]).await.map_err(|e| self.explain(DriveError::Auth(e.to_string())))?;
         t.token().map(str::to_owned).ok_or_else(|| DriveError::Auth("empty token".into()))
+    }
+
+    /// The scope URL every token is asked for.
+    pub fn scope(&self) -> &str {
+        if self.scope.is_empty() { Scope::Readonly.as_ref() } else { &self.scope }
     }
 
     fn refusal(&self) -> Option<String> {

@@ -1,9 +1,11 @@
 //! The Drive client: metadata through google-drive3 (the real v3 wire protocol), bytes through reqwest
 //! with the same OAuth token, every call paced by the token bucket and retried by one policy.
 
-mod auth;
+pub mod auth;
 pub mod error;
 pub mod export;
+pub mod login;
+pub mod token_cache;
 pub mod webhook;
 
 pub use error::DriveError;
@@ -15,7 +17,7 @@ use crate::retry::{RetryPolicy, TokenBucket};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use google_drive3::DriveHub;
-use google_drive3::api::{Change, File, Scope};
+use google_drive3::api::{Change, File};
 use google_drive3::hyper_rustls::HttpsConnector;
 use google_drive3::hyper_util::client::legacy::connect::HttpConnector;
 use std::collections::BTreeMap;
@@ -96,10 +98,8 @@ pub struct ByteStream {
 /// How to reach Drive.
 #[derive(Clone, Debug)]
 pub struct DriveSettings {
-    /// Service-account key file.
-    pub credentials: std::path::PathBuf,
-    /// Impersonated user.
-    pub subject: Option<String>,
+    /// The credentials file and what it is used with.
+    pub credentials: auth::Credentials,
     /// API root, e.g. `https://www.googleapis.com/`.
     pub api_base_url: String,
     /// Replaces `https://docs.google.com/` in export links.
@@ -138,8 +138,7 @@ impl DriveClient {
     pub async fn connect(settings: DriveSettings) -> Result<DriveClient, DriveError> {
         crate::install_crypto_provider();
         let connector = auth::connector()?;
-        let auth =
-            auth::Auth::from_credentials(&settings.credentials, settings.subject.clone(), connector.clone()).await?;
+        let auth = auth::Auth::from_credentials(&settings.credentials, connector.clone()).await?;
         let client = google_drive3::hyper_util::client::legacy::Client::builder(
             google_drive3::hyper_util::rt::TokioExecutor::new(),
         )
@@ -189,7 +188,7 @@ impl DriveClient {
             if let Corpus::SharedDrive(id) = corpus {
                 call = call.drive_id(&id.0);
             }
-            let (_, t) = call.add_scope(Scope::Readonly).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
+            let (_, t) = call.add_scope(self.auth.scope()).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
             t.start_page_token.ok_or_else(|| DriveError::Decode("no startPageToken".into()))
         })
         .await
@@ -204,7 +203,7 @@ impl DriveClient {
                 .files()
                 .get("root")
                 .param("fields", "id")
-                .add_scope(Scope::Readonly)
+                .add_scope(self.auth.scope())
                 .delegate(&mut d)
                 .doit()
                 .await
@@ -228,7 +227,7 @@ impl DriveClient {
                         call = call.page_token(t);
                     }
                     let (_, l) =
-                        call.add_scope(Scope::Readonly).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
+                        call.add_scope(self.auth.scope()).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
                     Ok((l.next_page_token, l.drives.unwrap_or_default()))
                 })
                 .await?;
@@ -248,7 +247,7 @@ impl DriveClient {
                 let mut d = RetryAfterCapture::default();
                 let call = self.hub.drives().get(&id.0).param("fields", "id,name");
                 let (_, drive) =
-                    call.add_scope(Scope::Readonly).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
+                    call.add_scope(self.auth.scope()).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
                 Ok(drive)
             })
             .await;
@@ -310,7 +309,7 @@ impl DriveClient {
             if let Some(t) = page_token {
                 call = call.page_token(t);
             }
-            let (_, list) = call.add_scope(Scope::Readonly).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
+            let (_, list) = call.add_scope(self.auth.scope()).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
             let files = list.files.unwrap_or_default().into_iter().filter_map(convert_file).collect();
             Ok(FilePage { files, next_page_token: list.next_page_token })
         })
@@ -341,7 +340,7 @@ impl DriveClient {
                 };
                 let (_, list) = call
                     .param("fields", &fields)
-                    .add_scope(Scope::Readonly)
+                    .add_scope(self.auth.scope())
                     .delegate(&mut d)
                     .doit()
                     .await
@@ -539,7 +538,7 @@ impl DriveClient {
                     .get(id.as_str())
                     .supports_all_drives(true)
                     .param("fields", FILE_FIELDS)
-                    .add_scope(Scope::Readonly)
+                    .add_scope(self.auth.scope())
                     .delegate(&mut d)
                     .doit()
                     .await
@@ -645,7 +644,8 @@ impl DriveClient {
                     Corpus::MyDrive => call,
                     Corpus::SharedDrive(id) => call.drive_id(&id.0),
                 };
-                let (_, ch) = call.add_scope(Scope::Readonly).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
+                let (_, ch) =
+                    call.add_scope(self.auth.scope()).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
                 Ok(ch)
             })
             .await?;
@@ -669,7 +669,7 @@ impl DriveClient {
             self.hub
                 .channels()
                 .stop(request.clone())
-                .add_scope(Scope::Readonly)
+                .add_scope(self.auth.scope())
                 .delegate(&mut d)
                 .doit()
                 .await

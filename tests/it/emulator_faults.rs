@@ -118,8 +118,12 @@ async fn drive_client(ctx: &crate::support::emu::Ctx, dir: &std::path::Path) -> 
     let key = dir.join("key.json");
     ctx.emu.write_service_account_key(&key).unwrap();
     mirrorflow::drive::DriveClient::connect(mirrorflow::drive::DriveSettings {
-        credentials: key,
-        subject: None,
+        credentials: mirrorflow::drive::auth::Credentials {
+            path: key,
+            subject: None,
+            token_cache: None,
+            scope: "https://www.googleapis.com/auth/drive.readonly".into(),
+        },
         api_base_url: ctx.base.clone(),
         docs_base_url: ctx.base.clone(),
         page_size: 100,

@@ -1,7 +1,9 @@
 //! A person's own account: `[source] credentials` may be an `authorized_user` file (what
-//! `gcloud auth application-default login` writes). Access tokens come from its refresh token at the
-//! file's token endpoint and are refreshed as they expire; nothing secret is printed; a refresh token
-//! the endpoint refuses (revoked) ends the run at once with exit 1 and says to sign in again.
+//! `gcloud auth application-default login` writes) or a "Desktop app" OAuth client signed in with
+//! `mirrorflow auth login` (PKCE on a loopback port, the sign-in saved in `[source] token_cache`).
+//! Access tokens come from the refresh token at the file's token endpoint and are refreshed as they
+//! expire; nothing secret is printed; a refresh token the endpoint refuses (revoked) ends the run at
+//! once with exit 1 and says to sign in again.
 
 use crate::support::*;
 use serde_json::json;
@@ -68,6 +70,7 @@ async fn an_oauth_client_file_or_an_unknown_kind_is_refused_with_what_to_use() {
     let text_cfg = std::fs::read_to_string(&config).unwrap();
     for (name, body) in [
         ("client.json", json!({"installed": {"client_id": "x", "client_secret": "y"}})),
+        ("web.json", json!({"web": {"client_id": "x", "client_secret": "y"}})),
         ("odd.json", json!({"type": "external_account"})),
     ] {
         let path = env.dir.path().join(name);
@@ -76,6 +79,113 @@ async fn an_oauth_client_file_or_an_unknown_kind_is_refused_with_what_to_use() {
         let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
         let said = text(&out);
         assert_eq!(out.status.code(), Some(1), "{said}");
-        assert!(said.contains("authorized_user") && said.contains("service"), "{name}: {said}");
+        let says_what_to_do = match name {
+            "client.json" => said.contains("token_cache") && said.contains("auth login"),
+            "web.json" => said.contains("Desktop app"),
+            _ => said.contains("authorized_user") && said.contains("service"),
+        };
+        assert!(says_what_to_do, "{name}: {said}");
     }
+}
+
+/// `mirrorflow auth login --no-browser`, with this test as the browser: reads the consent URL the
+/// command prints, follows it (the emulator consents and redirects to the command's loopback port),
+/// and returns the command's output.
+async fn login(config: &std::path::Path) -> std::process::Output {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
+        .args(["auth", "login", "--no-browser", "--timeout", "60s", config.to_str().unwrap()])
+        .env("MIRRORFLOW_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let url = loop {
+        let line = lines.next_line().await.unwrap().expect("auth login printed no consent URL");
+        printed.push_str(&format!("{line}\n"));
+        if line.starts_with("http") {
+            break line;
+        }
+    };
+    let page = reqwest::get(&url).await.unwrap();
+    let final_url = page.url().to_string();
+    let body = page.text().await.unwrap();
+    assert!(final_url.starts_with("http://127.0.0.1:") && body.contains("signed in"), "{final_url}: {body}");
+    while let Some(line) = lines.next_line().await.unwrap() {
+        printed.push_str(&format!("{line}\n"));
+    }
+    let mut out = child.wait_with_output().await.unwrap();
+    out.stdout = [printed.into_bytes(), out.stdout].concat();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_login_with_a_desktop_client_mirrors_refreshes_and_logs_out() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let client = env.control("oauth_client", json!({})).await;
+    let client_secret = client["installed"]["client_secret"].as_str().unwrap().to_string();
+    let client_path = env.dir.path().join("client_secret_desktop.json");
+    std::fs::write(&client_path, client.to_string()).unwrap();
+    let cache = env.dir.path().join("signed-in/token.json");
+    let extra = format!("src.token_cache = \"{}\"", cache.display());
+    let config = env.config("desktop", &env.local_dest("mirror"), &extra);
+    let original = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, original.replace(&env.key.display().to_string(), &client_path.display().to_string()))
+        .unwrap();
+    let cfg = config.to_str().unwrap();
+
+    // Before any sign-in, a run says what to do.
+    let out = mirrorflow(&["run", "--once", cfg]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("auth login"), "{}", text(&out));
+
+    env.control("faults", json!({"token_lifetime_secs": 2})).await;
+    let out = login(&config).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("Signed in as mirrorflow-emulator@"), "{}", text(&out));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cache).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "token cache mode {mode:o}");
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    let refresh_token = saved["refresh_token"].as_str().unwrap().to_string();
+    let access_token = saved["access_token"].as_str().unwrap().to_string();
+    assert_eq!(saved["scopes"], json!(["https://www.googleapis.com/auth/drive.readonly"]));
+    let no_secret = |out: &std::process::Output| {
+        for s in [&refresh_token, &access_token, &client_secret] {
+            assert!(!text(out).contains(s.as_str()), "a secret was printed:\n{}", text(out));
+        }
+    };
+    no_secret(&out);
+    let status = mirrorflow(&["auth", "status", cfg]).await;
+    assert!(text(&status).contains("signed in as mirrorflow-emulator@") && text(&status).contains("drive.readonly"));
+
+    // The run refreshes the 2-second access tokens from the cached refresh token.
+    let out = mirrorflow(&["run", "--once", cfg]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    no_secret(&out);
+    assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
+    let refreshed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    assert_ne!(refreshed["access_token"].as_str(), Some(access_token.as_str()), "the refreshed token was not saved");
+
+    // Access revoked in the Google account: the run ends at once and says to sign in again; it does.
+    env.control("revoke_refresh_tokens", json!({})).await;
+    env.control("mutate", json!({"ops": [{"op": "random", "count": 5, "seed": 4}]})).await;
+    let out = mirrorflow(&["run", "--once", cfg]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("revoked") && text(&out).contains("auth login"), "{}", text(&out));
+    assert_eq!(login(&config).await.status.code(), Some(0));
+    let out = mirrorflow(&["run", "--once", cfg]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
+
+    // Logout revokes at the endpoint and deletes the cache; the next run needs a sign-in.
+    let before = env.stats().await["requests"]["revoke 200"].as_u64().unwrap_or(0);
+    let out = mirrorflow(&["auth", "logout", cfg]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!cache.exists());
+    assert_eq!(env.stats().await["requests"]["revoke 200"].as_u64().unwrap_or(0), before + 1);
+    let out = mirrorflow(&["run", "--once", cfg]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("auth login"), "{}", text(&out));
 }

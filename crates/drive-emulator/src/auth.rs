@@ -1,5 +1,6 @@
 //! OAuth 2 token endpoint: the service-account JWT-bearer grant (RS256, verified against the key the
-//! emulator issued) and the refresh-token grant, plus Bearer checks for API calls.
+//! emulator issued), the authorization-code grant of an installed app (see `consent`), the
+//! refresh-token grant and token revocation, plus Bearer checks for API calls.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,6 +15,7 @@ use http::HeaderMap;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::consent::{self, ConsentError, InstalledClient, PendingCode};
 use super::errors::ApiError;
 use super::model::now_ms;
 use super::resources::USER_EMAIL;
@@ -30,6 +32,10 @@ pub(crate) enum GrantError {
     InvalidRequest(String),
     #[error("Invalid grant_type: {0}")]
     UnsupportedGrantType(String),
+    #[error("{0}")]
+    InvalidClient(String),
+    #[error("{0}")]
+    RedirectUriMismatch(String),
 }
 
 impl GrantError {
@@ -39,8 +45,15 @@ impl GrantError {
             GrantError::InvalidGrant(_) => "invalid_grant",
             GrantError::InvalidRequest(_) => "invalid_request",
             GrantError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            GrantError::InvalidClient(_) => "invalid_client",
+            GrantError::RedirectUriMismatch(_) => "redirect_uri_mismatch",
         };
         json!({"error": code, "error_description": self.to_string()})
+    }
+
+    /// 401 for a client that failed to authenticate, 400 otherwise (as Google answers).
+    pub fn status(&self) -> u16 {
+        if matches!(self, GrantError::InvalidClient(_)) { 401 } else { 400 }
     }
 }
 
@@ -50,6 +63,20 @@ pub(crate) struct TokenResponse {
     pub access_token: String,
     pub expires_in: u64,
     pub token_type: &'static str,
+    /// Only in the answer to a code exchange.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The granted scopes, space-separated (code exchange and refresh of a user's token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// Who a refresh token was issued to, and for what.
+#[derive(Clone)]
+struct Grant {
+    client_id: String,
+    client_secret: String,
+    scope: Option<String>,
 }
 
 /// The service account, issued tokens and refresh tokens.
@@ -57,10 +84,14 @@ pub(crate) struct Auth {
     pkcs8_pem: String,
     public_der: Vec<u8>,
     private_key_id: String,
-    /// access token → expiry (ms since epoch)
-    tokens: Mutex<HashMap<String, i64>>,
-    /// refresh token → (client_id, client_secret)
-    refresh: Mutex<HashMap<String, (String, String)>>,
+    /// access token → (expiry in ms since epoch, the refresh token it came from)
+    tokens: Mutex<HashMap<String, (i64, Option<String>)>>,
+    /// refresh token → who it was issued to
+    refresh: Mutex<HashMap<String, Grant>>,
+    /// Installed-app OAuth clients (`/_emu/oauth_client`).
+    clients: Mutex<Vec<InstalledClient>>,
+    /// Codes handed out by the consent endpoint, not yet exchanged.
+    codes: Mutex<HashMap<String, PendingCode>>,
     default_lifetime: AtomicU64,
     /// Override from `/_emu/faults` (0 = use the configured default).
     lifetime_override: AtomicU64,
@@ -97,6 +128,8 @@ impl Auth {
             private_key_id: hex::encode(id),
             tokens: Mutex::new(HashMap::new()),
             refresh: Mutex::new(HashMap::new()),
+            clients: Mutex::new(Vec::new()),
+            codes: Mutex::new(HashMap::new()),
             default_lifetime: AtomicU64::new(default_lifetime),
             lifetime_override: AtomicU64::new(0),
         })
@@ -144,21 +177,28 @@ impl Auth {
             value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or_else(ApiError::auth)?.trim();
         let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         match tokens.get(token) {
-            Some(exp) if *exp > now_ms() => Ok(()),
+            Some((exp, _)) if *exp > now_ms() => Ok(()),
             _ => Err(ApiError::auth()),
         }
     }
 
-    fn issue(&self) -> TokenResponse {
+    /// A new access token, remembered with the refresh token it came from (revoking that one voids it).
+    fn issue(&self, from: Option<&str>) -> TokenResponse {
         let lifetime = self.lifetime();
         let token = format!("ya29.emu-{}", random_token(32));
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         let now = now_ms();
         if tokens.len() > 10_000 {
-            tokens.retain(|_, exp| *exp > now);
+            tokens.retain(|_, (exp, _)| *exp > now);
         }
-        tokens.insert(token.clone(), now + (lifetime as i64) * 1000);
-        TokenResponse { access_token: token, expires_in: lifetime, token_type: "Bearer" }
+        tokens.insert(token.clone(), (now + (lifetime as i64) * 1000, from.map(str::to_owned)));
+        TokenResponse {
+            access_token: token,
+            expires_in: lifetime,
+            token_type: "Bearer",
+            refresh_token: None,
+            scope: None,
+        }
     }
 
     /// Mint a refresh token for the refresh grant: `(refresh_token, client_id, client_secret)`.
@@ -166,9 +206,40 @@ impl Auth {
         let refresh = format!("1//emu-{}", random_token(24));
         let client_id = format!("{}-emulator.apps.googleusercontent.com", &CLIENT_ID[..12]);
         let secret = format!("GOCSPX-{}", random_token(18));
-        let mut map = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(refresh.clone(), (client_id.clone(), secret.clone()));
+        let grant = Grant { client_id: client_id.clone(), client_secret: secret.clone(), scope: None };
+        self.refresh.lock().unwrap_or_else(|e| e.into_inner()).insert(refresh.clone(), grant);
         (refresh, client_id, secret)
+    }
+
+    /// Registers a new installed-app OAuth client (what "Create credentials → Desktop app" gives).
+    pub fn new_installed_client(&self) -> InstalledClient {
+        let client = InstalledClient {
+            client_id: format!("{}-{}.apps.googleusercontent.com", &CLIENT_ID[..12], random_token(12).to_lowercase()),
+            client_secret: format!("GOCSPX-{}", random_token(18)),
+        };
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).push(client.clone());
+        client
+    }
+
+    /// The consent endpoint: the user consents at once; the code to send back to the redirect URI.
+    pub fn consent(&self, params: &HashMap<String, String>) -> Result<(String, String), ConsentError> {
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let pending = consent::authorize(params, &clients)?;
+        let code = format!("4/0emu-{}", random_token(24));
+        let location = consent::redirect_location(params.get("redirect_uri").map_or("", |s| s), &code, params);
+        self.codes.lock().unwrap_or_else(|e| e.into_inner()).insert(code.clone(), pending);
+        Ok((code, location))
+    }
+
+    /// Revokes a refresh token (and the access tokens it gave) or one access token; false when the
+    /// token is unknown (Google answers 400 `invalid_token`).
+    pub fn revoke(&self, token: &str) -> bool {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if self.refresh.lock().unwrap_or_else(|e| e.into_inner()).remove(token).is_some() {
+            tokens.retain(|_, (_, from)| from.as_deref() != Some(token));
+            return true;
+        }
+        tokens.remove(token).is_some()
     }
 
     /// Revokes every refresh token (as a user removing the app's access does) and every access token
@@ -187,31 +258,57 @@ impl Auth {
                     .get("assertion")
                     .ok_or_else(|| GrantError::InvalidRequest("Missing required parameter: assertion".into()))?;
                 self.verify_jwt(assertion, token_uri)?;
-                Ok(self.issue())
+                Ok(self.issue(None))
             }
             "refresh_token" => {
-                self.verify_refresh(form)?;
-                Ok(self.issue())
+                let (token, scope) = self.verify_refresh(form)?;
+                Ok(TokenResponse { scope, ..self.issue(Some(&token)) })
             }
+            "authorization_code" => self.exchange_code(form),
             other => Err(GrantError::UnsupportedGrantType(other.to_string())),
         }
     }
 
-    fn verify_refresh(&self, form: &HashMap<String, String>) -> Result<(), GrantError> {
+    /// The refresh token of a valid refresh grant, and the scopes it was granted.
+    fn verify_refresh(&self, form: &HashMap<String, String>) -> Result<(String, Option<String>), GrantError> {
         let token = form
             .get("refresh_token")
             .ok_or_else(|| GrantError::InvalidRequest("Missing required parameter: refresh_token".into()))?;
         let map = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
         // Google's answer for a revoked or expired refresh token.
         let revoked = || GrantError::InvalidGrant("Token has been expired or revoked.".into());
-        let (id, secret) = map.get(token).ok_or_else(revoked)?;
-        let id_ok = form.get("client_id").is_none_or(|c| c == id);
-        let secret_ok = form.get("client_secret").is_none_or(|s| s == secret);
+        let grant = map.get(token).ok_or_else(revoked)?;
+        let id_ok = form.get("client_id").is_none_or(|c| c == &grant.client_id);
+        let secret_ok = form.get("client_secret").is_none_or(|s| s == &grant.client_secret);
         if id_ok && secret_ok {
-            Ok(())
+            Ok((token.clone(), grant.scope.clone()))
         } else {
             Err(GrantError::InvalidGrant("Unauthorized client or scope in request.".into()))
         }
+    }
+
+    /// `grant_type=authorization_code`: a one-time code (gone after its first exchange, good or bad)
+    /// for an access token and a refresh token.
+    fn exchange_code(&self, form: &HashMap<String, String>) -> Result<TokenResponse, GrantError> {
+        let code =
+            form.get("code").ok_or_else(|| GrantError::InvalidRequest("Missing required parameter: code".into()))?;
+        let pending = self
+            .codes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(code)
+            .ok_or_else(|| GrantError::InvalidGrant("Malformed auth code.".into()))?;
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        consent::check_exchange(&pending, form, &clients)?;
+        let refresh = format!("1//emu-{}", random_token(24));
+        let grant = Grant {
+            client_id: form.get("client_id").cloned().unwrap_or_default(),
+            client_secret: form.get("client_secret").cloned().unwrap_or_default(),
+            scope: Some(pending.scope.clone()),
+        };
+        self.refresh.lock().unwrap_or_else(|e| e.into_inner()).insert(refresh.clone(), grant);
+        let issued = self.issue(Some(&refresh));
+        Ok(TokenResponse { refresh_token: Some(refresh), scope: Some(pending.scope), ..issued })
     }
 
     fn verify_jwt(&self, jwt: &str, token_uri: &str) -> Result<(), GrantError> {

@@ -286,3 +286,18 @@ pub(crate) async fn revoke_refresh_tokens(AxState(app): AxState<Arc<App>>) -> Re
     app.auth.revoke_refresh_tokens();
     json_response(json!({"revoked": true}))
 }
+
+/// `POST /_emu/oauth_client`: a new OAuth client of type "installed", as the Google Cloud console's
+/// "Desktop app" download writes it (its `auth_uri` and `token_uri` point at this emulator).
+pub(crate) async fn oauth_client(AxState(app): AxState<Arc<App>>) -> Response {
+    let client = app.auth.new_installed_client();
+    json_response(json!({"installed": {
+        "client_id": client.client_id,
+        "project_id": "mirrorflow-emulator",
+        "auth_uri": format!("{}o/oauth2/auth", app.base_url),
+        "token_uri": app.token_uri(),
+        "auth_provider_x509_cert_url": format!("{}oauth2/v1/certs", app.base_url),
+        "client_secret": client.client_secret,
+        "redirect_uris": ["http://localhost"],
+    }}))
+}

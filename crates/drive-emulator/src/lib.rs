@@ -12,6 +12,7 @@ mod auth;
 mod body;
 mod changes;
 mod changes_api;
+mod consent;
 mod content;
 mod control;
 mod corpus;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State as AxState;
+use axum::extract::{Query, State as AxState};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::StatusCode;
@@ -19,9 +19,41 @@ async fn token(AxState(app): AxState<Arc<App>>, body: Bytes) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let resp = match app.auth.grant(&form, &app.token_uri()) {
         Ok(t) => json_response(serde_json::json!(t)),
-        Err(e) => (StatusCode::BAD_REQUEST, json_response(e.body())).into_response(),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            (status, json_response(e.body())).into_response()
+        }
     };
     app.stats.count("token", resp.status().as_u16());
+    resp
+}
+
+/// `GET /o/oauth2/auth` and `/o/oauth2/v2/auth`: the consent screen. The user consents at once: a 302
+/// to the loopback `redirect_uri` with `code` and `state`; a bad request gets Google's error page.
+async fn consent(AxState(app): AxState<Arc<App>>, Query(params): Query<HashMap<String, String>>) -> Response {
+    let resp = match app.auth.consent(&params) {
+        Ok((_code, location)) => (StatusCode::FOUND, [(http::header::LOCATION, location)]).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    app.stats.count("consent", resp.status().as_u16());
+    resp
+}
+
+/// `POST /revoke` (Google's `oauth2.googleapis.com/revoke`): `token` in the form or the query.
+async fn revoke(
+    AxState(app): AxState<Arc<App>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let token = form.get("token").or_else(|| query.get("token")).cloned().unwrap_or_default();
+    let resp = if app.auth.revoke(&token) {
+        json_response(serde_json::json!({}))
+    } else {
+        let body = serde_json::json!({"error": "invalid_token", "error_description": "Token expired or revoked"});
+        (StatusCode::BAD_REQUEST, json_response(body)).into_response()
+    };
+    app.stats.count("revoke", resp.status().as_u16());
     resp
 }
 
@@ -49,9 +81,13 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/stats/reset", post(control::stats_reset))
         .route("/expire_page_tokens", post(control::expire_page_tokens))
         .route("/refresh_token", post(control::refresh_token))
-        .route("/revoke_refresh_tokens", post(control::revoke_refresh_tokens));
+        .route("/revoke_refresh_tokens", post(control::revoke_refresh_tokens))
+        .route("/oauth_client", post(control::oauth_client));
     let mut router = Router::new()
         .route("/token", post(token))
+        .route("/revoke", post(revoke))
+        .route("/o/oauth2/auth", get(consent))
+        .route("/o/oauth2/v2/auth", get(consent))
         .nest("/drive/v3", drive)
         .nest("/_emu", control)
         .route("/feeds/download/drawings/export/{fmt}", get(media::export_link_fmt));

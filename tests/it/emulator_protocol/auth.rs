@@ -53,3 +53,78 @@ async fn token_flow_expiry_and_401_envelope() {
     assert_eq!(resp.status().as_u16(), 401);
     ctx.emu.shutdown().await;
 }
+
+/// The installed-app sign-in as Google runs it: the consent endpoint redirects to the loopback
+/// `redirect_uri` with a one-time code; the exchange needs the same client, redirect URI and the PKCE
+/// verifier of the challenge; a code is gone after one exchange; the refresh token it gave works until
+/// it is revoked at `/revoke`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installed_app_code_grant_checks_pkce_and_is_one_time() {
+    use base64::Engine;
+    let ctx = start(EmulatorConfig::default()).await;
+    let client = ctx.control("oauth_client", json!({})).await;
+    let (id, secret) =
+        (client["installed"]["client_id"].as_str().unwrap(), client["installed"]["client_secret"].as_str().unwrap());
+    let auth_uri = client["installed"]["auth_uri"].as_str().unwrap();
+    let verifier = "a-verifier-of-at-least-forty-three-characters-0123456789";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()));
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let code_for = |redirect: &'static str| {
+        let url = format!(
+            "{auth_uri}?client_id={id}&redirect_uri={redirect}&response_type=code&scope=https://www.googleapis.com/auth/drive.readonly&state=s1&code_challenge={challenge}&code_challenge_method=S256&access_type=offline"
+        );
+        let http = no_redirects.clone();
+        async move {
+            let resp = http.get(url).send().await.unwrap();
+            if resp.status() != 302 {
+                return Err(resp.status().as_u16());
+            }
+            let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+            let q: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+            assert_eq!(q["state"], "s1");
+            assert!(location.as_str().starts_with(redirect));
+            Ok(q["code"].clone())
+        }
+    };
+    assert_eq!(code_for("https://example.com/").await, Err(400), "a non-loopback redirect URI is refused");
+    let redirect = "http://127.0.0.1:4567/";
+    let exchange = |code: String, verifier: &'static str| {
+        let pairs = [
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code),
+            ("client_id", id.to_string()),
+            ("client_secret", secret.to_string()),
+            ("redirect_uri", redirect.to_string()),
+            ("code_verifier", verifier.to_string()),
+        ];
+        let ctx = &ctx;
+        async move {
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            ctx.token_request(&pairs).await
+        }
+    };
+    let code = code_for(redirect).await.unwrap();
+    let (status, v) = exchange(code.clone(), "a-wrong-verifier-of-at-least-forty-three-characters-000").await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    let (status, v) = exchange(code, verifier).await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")), "a code is one-time: {v}");
+    let (status, v) = exchange(code_for(redirect).await.unwrap(), verifier).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["scope"], "https://www.googleapis.com/auth/drive.readonly");
+    let refresh = v["refresh_token"].as_str().unwrap().to_string();
+    let refresh_grant = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh.as_str()),
+        ("client_id", id),
+        ("client_secret", secret),
+    ];
+    assert_eq!(ctx.token_request(&refresh_grant).await.0, 200);
+    let revoke =
+        ctx.http.post(format!("{}revoke", ctx.base)).header("Content-Type", "application/x-www-form-urlencoded");
+    let resp = revoke.try_clone().unwrap().body(format!("token={refresh}")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let (status, v) = ctx.token_request(&refresh_grant).await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!(revoke.body(format!("token={refresh}")).send().await.unwrap().status(), 400, "already revoked");
+}
