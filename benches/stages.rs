@@ -172,7 +172,7 @@ fn bench_planner(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.apply(&CommitBatch { outcomes: folder_outcomes(), ..Default::default() }).unwrap();
-    let scope = Scope { my_drive_root: Some(FileId(ROOT.into())), shared: BTreeMap::new() };
+    let scope = Scope { my_drive_root: Some(FileId(ROOT.into())), shared: BTreeMap::new(), ..Default::default() };
     let events = file_events(EVENTS);
 
     // Heap grown by planning 100k files (its outputs dropped). The key claims are written to fjall, so

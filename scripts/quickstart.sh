@@ -35,4 +35,4 @@ set +e
 code=$?
 set -e
 "$bin" status "$config"
-echo "mirror written to $out/mirror ($(find "$out/mirror" -type f | wc -l) files); exit code $code (3 = some files dead-lettered, see README)"
+echo "mirror written to $out/mirror ($(find "$out/mirror" -type f | wc -l) files); exit code $code (3 = some files dead-lettered; files Drive will not hand over are skipped, see README)"

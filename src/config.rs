@@ -183,6 +183,18 @@ pub struct SourceConfig {
     /// OAuth scope: `drive.readonly` (default) or `drive`.
     #[serde(default = "default_scope")]
     pub scope: String,
+    /// Folder ids: only their subtrees are mirrored (at the keys a full mirror gives them).
+    #[serde(default)]
+    pub folders: Vec<String>,
+    /// Glob patterns on the Drive path (`**/*.pdf`): when set, only matching files are mirrored.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Glob patterns on the Drive path (`**/node_modules/**`): matching files are not mirrored.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Drive mime types (`application/pdf`, `image/*`): when set, only those are mirrored.
+    #[serde(default)]
+    pub mime_types: Vec<String>,
     /// Push notifications (continuous mode).
     pub webhook: Option<WebhookConfig>,
 }
@@ -770,6 +782,12 @@ impl Config {
         }
     }
 
+    /// What to mirror of the drives in scope (`[source] folders`, `include`, `exclude`, `mime_types`).
+    pub fn selection(&self) -> Result<crate::stages::selection::Selection, crate::stages::selection::SelectionError> {
+        let s = &self.source;
+        crate::stages::selection::Selection::new(&s.folders, &s.include, &s.exclude, &s.mime_types)
+    }
+
     /// Every semantic problem, each starting with the key it concerns.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -830,6 +848,16 @@ impl Config {
             }
             if url::Url::parse(&w.public_url).map(|u| !["http", "https"].contains(&u.scheme())).unwrap_or(true) {
                 p.push(format!("source.webhook.public_url: {:?} is not an http(s) URL", w.public_url));
+            }
+        }
+        if let Err(e) = self.selection() {
+            p.push(e.to_string());
+        }
+        for (i, id) in s.folders.iter().enumerate() {
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                p.push(format!(
+                    "source.folders[{i}]: {id:?} is not a Drive folder id (the part after /folders/ in its URL)"
+                ));
             }
         }
         if crate::drive::auth::scope_url(&s.scope).is_none() {

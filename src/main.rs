@@ -369,11 +369,8 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
                 p.skipped,
                 p.dead_lettered
             );
-            if p.no_export > 0 {
-                out_line!(
-                    "mirrorflow: {} Google file(s) have no export format (Forms, Sites, Maps…) and were not mirrored",
-                    p.no_export
-                );
+            if let Some(line) = mirrorflow::progress::refused_line(p) {
+                out_line!("mirrorflow: {line}");
             }
             if once && summary.interrupted {
                 err_line!(
@@ -510,6 +507,7 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     let v = serde_json::json!({
         "checkpoint": cp,
         "files": counts.files, "folders": counts.folders, "bytes": counts.bytes, "dead_lettered": counts.dead_lettered,
+        "skipped": counts.skipped,
         "in_flight": live.as_ref().map_or(0, |l| l.in_flight),
         "last_run": live,
     });
@@ -532,6 +530,10 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         counts.folders,
         counts.dead_lettered
     );
+    if !counts.skipped.is_empty() {
+        let by_reason: Vec<String> = counts.skipped.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
+        out_line!("skipped (Drive will not hand them over): {}", by_reason.join(", "));
+    }
     if let Some(v) = live.as_ref().and_then(|l| l.verify.as_ref()) {
         out_line!("{}", scheduled_verify_line(v, now));
     }

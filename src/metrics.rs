@@ -16,6 +16,9 @@ pub const BYTES_TOTAL: &str = "mirrorflow_bytes_total";
 pub const RETRIES_TOTAL: &str = "mirrorflow_retries_total";
 /// Stage restarts by the supervisor.
 pub const RESTARTS_TOTAL: &str = "mirrorflow_restarts_total";
+/// Events that ended without a write, by reason (`download_disabled`, `abusive`, `no_export`,
+/// `quota_deferred`, `unchanged`…): what Drive would not hand over shows here, not only in logs.
+pub const SKIPPED_TOTAL: &str = "mirrorflow_skipped_total";
 /// Files in the dead-letter store.
 pub const DLQ_FILES: &str = "mirrorflow_dlq_files";
 /// Gauge: bytes of part buffers reserved under `[pipeline] memory_budget`.
@@ -53,6 +56,11 @@ pub fn install_exporter(listen: std::net::SocketAddr) -> Result<(), String> {
 /// A stage finished an item with `outcome`.
 pub fn event(stage: &'static str, outcome: &'static str) {
     counter!(EVENTS_TOTAL, "stage" => stage, "outcome" => outcome).increment(1);
+}
+
+/// The committer recorded an event skipped for `reason` ([`crate::model::SkipReason::label`]).
+pub fn skipped(reason: &'static str) {
+    counter!(SKIPPED_TOTAL, "reason" => reason).increment(1);
 }
 
 /// A stage spent `d` on an item.

@@ -354,7 +354,62 @@ pub enum SkipReason {
     /// Deleted (or access lost) in Drive before its bytes were read: its removal is in the change log.
     Gone,
     /// A Google type Drive cannot export (Forms, Sites, Maps…): there are no bytes to mirror.
-    NoExport,
+    NoExport(Refused),
+    /// The owner disabled downloads (`capabilities.canDownload` false): Drive answers 403 to any
+    /// download or export, so none is attempted.
+    DownloadDisabled(Refused),
+    /// Drive flagged the file as malware or spam and `acknowledge_abuse` is off.
+    Abusive(Refused),
+    /// Drive refused the download with `downloadQuotaExceeded` (the file was downloaded too often
+    /// lately): deferred for hours, not dead-lettered.
+    QuotaDeferred(Refused),
+}
+
+/// The version of a file Drive would not hand over, so the store can tell "same file, same answer"
+/// (skipped again without asking Drive) from a new version (tried again).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// Drive version refused.
+    pub version: u64,
+    /// Drive name, for `status` and logs.
+    pub name: String,
+}
+
+impl Refused {
+    /// The version and name of `file`.
+    pub fn of(file: &DriveFile) -> Refused {
+        Refused { version: file.version, name: file.name.clone() }
+    }
+}
+
+impl SkipReason {
+    /// The reason as `status`, the summary and the `reason` label of `mirrorflow_skipped_total` name it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SkipReason::Superseded => "superseded",
+            SkipReason::Unchanged => "unchanged",
+            SkipReason::Shortcut => "shortcut",
+            SkipReason::NotInScope => "not_in_scope",
+            SkipReason::Stale => "stale",
+            SkipReason::Gone => "gone",
+            SkipReason::NoExport(_) => "no_export",
+            SkipReason::DownloadDisabled(_) => "download_disabled",
+            SkipReason::Abusive(_) => "abusive",
+            SkipReason::QuotaDeferred(_) => "quota_deferred",
+        }
+    }
+
+    /// The refused version when Drive will not hand the file over (recorded, so the same version is
+    /// not asked for again).
+    pub fn refused(&self) -> Option<&Refused> {
+        match self {
+            SkipReason::NoExport(r)
+            | SkipReason::DownloadDisabled(r)
+            | SkipReason::Abusive(r)
+            | SkipReason::QuotaDeferred(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 /// Dead-letter entry: a file we could not mirror and why.

@@ -126,7 +126,8 @@ fn retry_policy(cfg: &Config) -> RetryPolicy {
 
 /// Resolves `[source] drives` into My Drive's root and the shared drives to mirror.
 pub async fn discover_scope(cfg: &Config, drive: &DriveClient) -> Result<Scope, PipelineError> {
-    let mut scope = Scope::default();
+    let mut scope =
+        Scope { selection: cfg.selection().map_err(|e| PipelineError::Scope(e.to_string()))?, ..Default::default() };
     let wants = |s: &str| cfg.source.drives.iter().any(|d| d == s);
     if wants("my-drive") || wants("all") {
         scope.my_drive_root = Some(drive.root_folder_id().await?);
@@ -191,6 +192,13 @@ pub async fn open(cfg: &Config) -> Result<Resources, PipelineError> {
     abort_recorded_uploads(&store, &dest, true).await?;
     settle_unfinished_writes(&store, &dest).await?;
     let adopting = crate::adopt::begin_if_needed(&store, &dest).await?;
+    let released = store.release_skips(cfg.source.acknowledge_abuse, crate::state::unix_ms())?;
+    if released > 0 {
+        tracing::info!(
+            released,
+            "files Drive refused before (quota deferral over, or abuse now acknowledged) are asked for again"
+        );
+    }
     let drive = Arc::new(drive_client(cfg).await?);
     let scope = discover_scope(cfg, &drive).await?;
     tracing::info!(my_drive = scope.my_drive_root.is_some(), shared_drives = scope.shared.len(), "scope resolved");

@@ -91,14 +91,40 @@ pub fn summary(before: &Progress, now: &Progress) -> Option<String> {
         return None;
     }
     let d = |a: u64, b: u64| a.saturating_sub(b);
-    Some(format!(
+    let mut line = format!(
         "caught up: {} mirrored ({:.1} MiB), {} removed, {} skipped, {} dead-lettered since the last summary",
         d(now.committed, before.committed),
         mib(d(now.bytes, before.bytes) as f64),
         d(now.removed, before.removed),
         d(now.skipped, before.skipped),
         d(now.dead_lettered, before.dead_lettered),
-    ))
+    );
+    if let Some(refused) = refused_between(before, now) {
+        line.push_str(&format!("; {refused}"));
+    }
+    Some(line)
+}
+
+/// What Drive would not hand over between `before` and `now`, by reason (`None` when nothing was
+/// refused): never silent, and told apart from files skipped because they were already mirrored.
+pub fn refused_between(before: &Progress, now: &Progress) -> Option<String> {
+    let parts: Vec<String> = [
+        (now.download_disabled.saturating_sub(before.download_disabled), "download disabled by the owner"),
+        (now.abusive.saturating_sub(before.abusive), "flagged abusive (acknowledge_abuse is off)"),
+        (now.no_export.saturating_sub(before.no_export), "Google type with no export (Forms, Sites, Maps…)"),
+        (now.quota_deferred.saturating_sub(before.quota_deferred), "download quota exceeded (deferred for hours)"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    (!parts.is_empty()).then(|| format!("not mirrored, Drive will not hand them over: {}", parts.join(", ")))
+}
+
+/// The run summary's line about files Drive would not hand over this run, if any (`run --once`
+/// prints it after its totals).
+pub fn refused_line(p: &Progress) -> Option<String> {
+    refused_between(&Progress::default(), p)
 }
 
 #[cfg(test)]
@@ -141,5 +167,20 @@ mod tests {
         now.removed = 1;
         let s = summary(&before, &now).unwrap();
         assert!(s.contains("3 mirrored (2.0 MiB), 1 removed"), "{s}");
+        assert!(!s.contains("not mirrored"), "{s}");
+    }
+
+    #[test]
+    fn files_drive_refused_are_counted_by_reason() {
+        let before = Progress { abusive: 1, ..progress(1, 0) };
+        let now = Progress { download_disabled: 2, abusive: 1, no_export: 1, skipped: 3, ..progress(4, 0) };
+        let s = summary(&before, &now).unwrap();
+        assert!(
+            s.ends_with("2 download disabled by the owner, 1 Google type with no export (Forms, Sites, Maps…)"),
+            "{s}"
+        );
+        let whole = refused_line(&now).unwrap();
+        assert!(whole.contains("1 flagged abusive"), "{whole}");
+        assert_eq!(refused_line(&progress(3, 0)), None);
     }
 }

@@ -40,6 +40,15 @@ pub struct RunCounts {
     pub skipped: u64,
     /// Google files Drive has no export for.
     pub no_export: u64,
+    /// Files whose owner disabled downloads (skipped).
+    #[serde(default)]
+    pub download_disabled: u64,
+    /// Files Drive flagged as abusive, `acknowledge_abuse` off (skipped).
+    #[serde(default)]
+    pub abusive: u64,
+    /// Files whose download quota is used up (deferred for hours).
+    #[serde(default)]
+    pub quota_deferred: u64,
     /// Folders recorded.
     pub folders: u64,
     /// Files dead-lettered.
@@ -54,6 +63,9 @@ impl From<&Progress> for RunCounts {
             removed: p.removed,
             skipped: p.skipped,
             no_export: p.no_export,
+            download_disabled: p.download_disabled,
+            abusive: p.abusive,
+            quota_deferred: p.quota_deferred,
             folders: p.folders,
             dead_lettered: p.dead_lettered,
         }
@@ -112,7 +124,18 @@ mod tests {
         for key in ["verify", "running", "pid", "updated_unix_ms", "in_flight", "this_run"] {
             assert!(v.get(key).is_some(), "{key} missing from {v}");
         }
-        for key in ["mirrored", "bytes", "removed", "skipped", "no_export", "folders", "dead_lettered"] {
+        for key in [
+            "mirrored",
+            "bytes",
+            "removed",
+            "skipped",
+            "no_export",
+            "download_disabled",
+            "abusive",
+            "quota_deferred",
+            "folders",
+            "dead_lettered",
+        ] {
             assert!(v["this_run"].get(key).is_some(), "this_run.{key} missing from {v}");
         }
     }

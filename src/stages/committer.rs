@@ -25,6 +25,12 @@ pub struct Progress {
     pub skipped: u64,
     /// Of those, Google files Drive has no export for (Forms, Sites…): reported, never silent.
     pub no_export: u64,
+    /// Of those, files whose owner disabled downloads.
+    pub download_disabled: u64,
+    /// Of those, files Drive flagged as abusive (`acknowledge_abuse` is off).
+    pub abusive: u64,
+    /// Of those, files whose download quota is used up: deferred for hours.
+    pub quota_deferred: u64,
     /// Folders recorded.
     pub folders: u64,
     /// Files dead-lettered this run.
@@ -169,7 +175,14 @@ impl<L: CommitLog> Committer<L> {
                     OutcomeKind::TreeChanged(_) => p.folders += 1,
                     OutcomeKind::Skipped(reason) => {
                         p.skipped += 1;
-                        p.no_export += u64::from(*reason == SkipReason::NoExport);
+                        crate::metrics::skipped(reason.label());
+                        match reason {
+                            SkipReason::NoExport(_) => p.no_export += 1,
+                            SkipReason::DownloadDisabled(_) => p.download_disabled += 1,
+                            SkipReason::Abusive(_) => p.abusive += 1,
+                            SkipReason::QuotaDeferred(_) => p.quota_deferred += 1,
+                            _ => {}
+                        }
                     }
                     OutcomeKind::DeadLettered(_) => p.dead_lettered += 1,
                 }

@@ -7,7 +7,7 @@ use crate::config::StageName;
 use crate::dest::{DestError, Destination, StoredContent};
 use crate::drive::{ByteStream, DriveError};
 use crate::internal_events::{DownloadResumed, InternalEvent};
-use crate::model::{ActionKind, FileId, ObjectKey, Outcome, OutcomeKind, Planned, Source};
+use crate::model::{ActionKind, FileId, ObjectKey, Outcome, OutcomeKind, Planned, Refused, SkipReason, Source};
 use crate::retry::Classified;
 use crate::state::{Store, UploadRecord};
 use bytes::{Bytes, BytesMut};
@@ -97,6 +97,20 @@ impl BodyWriter {
     /// Waits until the uploader takes the transfer; false if it was dropped untaken.
     async fn until_taken(&mut self) -> bool {
         (&mut self.taken).await.is_ok()
+    }
+}
+
+/// The skip reason of a refusal Drive gives for this file alone and that asking again will not change
+/// (until the file does, or hours pass): flagged abusive (only sent when `acknowledge_abuse` is off),
+/// downloads disabled since the change was read, or its download quota used up.
+fn refusal(e: &DriveError, file: &crate::model::DriveFile) -> Option<SkipReason> {
+    let DriveError::Api { status: 403, reason, .. } = e else { return None };
+    let refused = Refused::of(file);
+    match reason.as_str() {
+        "cannotDownloadAbusiveFile" => Some(SkipReason::Abusive(refused)),
+        "cannotDownloadFile" => Some(SkipReason::DownloadDisabled(refused)),
+        "downloadQuotaExceeded" => Some(SkipReason::QuotaDeferred(refused)),
+        _ => None,
     }
 }
 
@@ -218,7 +232,7 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
         let (stream, offset) = match self.open_at_resume_point(&planned, &source, &mut resume).await {
             Ok(opened) => opened,
             Err(e) if self.is_gone(&planned.file.id, &e).await => return self.skip_gone(planned, emit).await,
-            Err(e) => return self.dead_letter(planned, e, emit).await,
+            Err(e) => return self.refused_or_dead_letter(planned, e, emit).await,
         };
         let (body, mut writer) = Body::channel(self.chunk_depth);
         emit.forward(Transfer { planned: planned.clone(), body: Some(body), resume }).await?;
@@ -235,7 +249,7 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
             Err(PumpError::Drive(_)) if tx.is_closed() => Ok(()),
             Err(PumpError::Drive(e)) => {
                 let _ = tx.send(Chunk::Abort).await;
-                self.dead_letter(planned, e, emit).await
+                self.refused_or_dead_letter(planned, e, emit).await
             }
         }
     }
@@ -284,7 +298,31 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
     async fn skip_gone(&self, planned: Planned, emit: &Emit<Transfer>) -> Result<(), StageError> {
         tracing::info!(file = %planned.file.id, "gone from Drive before its download; its removal follows");
         crate::metrics::event(StageName::Downloader.as_str(), "gone");
-        let kind = OutcomeKind::Skipped(crate::model::SkipReason::Gone);
+        let kind = OutcomeKind::Skipped(SkipReason::Gone);
+        emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind }).await
+    }
+
+    /// A file Drive will not hand over is skipped with its reason (recorded by the committer, so this
+    /// version is not asked for again); any other failure is a dead letter.
+    async fn refused_or_dead_letter(
+        &self,
+        planned: Planned,
+        e: DriveError,
+        emit: &Emit<Transfer>,
+    ) -> Result<(), StageError> {
+        let Some(reason) = refusal(&e, &planned.file) else { return self.dead_letter(planned, e, emit).await };
+        let (id, name) = (&planned.file.id, &planned.file.name);
+        match &reason {
+            SkipReason::QuotaDeferred(_) => tracing::warn!(
+                file = %id, name = %name, hours = crate::state::QUOTA_DEFERRAL.as_secs() / 3600,
+                "Drive's download quota for this file is used up; deferred, asked for again by a run after that"
+            ),
+            _ => {
+                tracing::info!(file = %id, name = %name, reason = reason.label(), error = %e, "skipped: Drive will not hand this file over")
+            }
+        }
+        crate::metrics::event(Self::NAME.as_str(), reason.label());
+        let kind = OutcomeKind::Skipped(reason);
         emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind }).await
     }
 
@@ -415,10 +453,16 @@ mod tests {
         missing_but_listed: bool,
         /// Bodies that break before their first byte, as a response left unread too long may.
         breaks: AtomicU64,
+        /// A 403 reason every download answers with (Drive refusing the file).
+        refuses: Option<&'static str>,
     }
 
     impl ByteSource for Drive {
         async fn open(&self, file: &FileId, _: &Source, offset: u64) -> Result<ByteStream, DriveError> {
+            if let Some(reason) = self.refuses {
+                let (status, reason, message, retry_after) = (403, reason.into(), "refused".into(), None);
+                return Err(DriveError::Api { status, reason, message, retry_after });
+            }
             let Some(all) = self.bytes.get(file) else {
                 return Err(DriveError::Api {
                     status: 404,
@@ -545,6 +589,34 @@ mod tests {
         let sent = taps.forwarded();
         assert!(matches!(&sent[..], [Transfer { body: None, .. }]));
         assert_eq!(d.source.served.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_file_drive_refuses_for_good_is_skipped_with_its_reason_and_other_refusals_dead_lettered() {
+        type Expected = fn(&SkipReason) -> bool;
+        let cases: [(&str, Expected); 3] = [
+            ("cannotDownloadAbusiveFile", |r| matches!(r, SkipReason::Abusive(Refused { version: 1, .. }))),
+            ("cannotDownloadFile", |r| matches!(r, SkipReason::DownloadDisabled(_))),
+            ("downloadQuotaExceeded", |r| matches!(r, SkipReason::QuotaDeferred(_))),
+        ];
+        for (reason, expected) in cases {
+            let drive = Drive { refuses: Some(reason), ..Default::default() };
+            let mut d = downloader(drive, Objects::default());
+            let (emit, mut taps) = testing::emit();
+            let planned = testing::upload(1, testing::file("f1", "a.bin", 3, "x"), "m/a.bin");
+            d.process(vec![planned], &emit).await.unwrap();
+            let outcomes = taps.outcomes();
+            assert!(
+                matches!(&outcomes[..], [Outcome { kind: OutcomeKind::Skipped(r), .. }] if expected(r)),
+                "{reason}: {outcomes:?}"
+            );
+            assert!(taps.forwarded().is_empty());
+        }
+        let mut d =
+            downloader(Drive { refuses: Some("exportSizeLimitExceeded"), ..Default::default() }, Objects::default());
+        let (emit, mut taps) = testing::emit();
+        d.process(vec![testing::upload(1, testing::file("f1", "a.bin", 3, "x"), "m/a.bin")], &emit).await.unwrap();
+        assert!(matches!(&taps.outcomes()[..], [Outcome { kind: OutcomeKind::DeadLettered(_), .. }]));
     }
 
     #[tokio::test]

@@ -22,6 +22,8 @@ pub struct Scope {
     pub my_drive_root: Option<FileId>,
     /// Shared drives mirrored, with their names.
     pub shared: BTreeMap<DriveId, String>,
+    /// Which files of those drives are mirrored (`[source] folders`, `include`, `exclude`, `mime_types`).
+    pub selection: super::selection::Selection,
 }
 
 /// How keys are laid out.
@@ -81,6 +83,10 @@ pub trait PlanView: RecordView + Send + Sync + 'static {
     fn all_folders(&self) -> Result<Vec<FolderRecord>, StoreError>;
     /// A page of a folder's file records.
     fn folder_page(&self, folder: &FileId, after: Option<&FileId>, limit: usize) -> Result<FolderPage, StoreError>;
+    /// Why Drive refused this file last time, if it did (see [`crate::state::SkipRecord`]).
+    fn skip_record(&self, _id: &FileId) -> Result<Option<crate::state::SkipRecord>, StoreError> {
+        Ok(None)
+    }
 }
 
 impl PlanView for Store {
@@ -95,6 +101,9 @@ impl PlanView for Store {
     }
     fn folder_page(&self, folder: &FileId, after: Option<&FileId>, limit: usize) -> Result<FolderPage, StoreError> {
         self.files_in_folder_page(folder, after, limit)
+    }
+    fn skip_record(&self, id: &FileId) -> Result<Option<crate::state::SkipRecord>, StoreError> {
+        Store::skip_record(self, id)
     }
 }
 
@@ -388,6 +397,52 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         Ok(Some(prefix))
     }
 
+    /// Whether the selection holds `file`; `None` while its folder is not known yet.
+    fn admits(&self, file: &DriveFile) -> Option<bool> {
+        let selection = &self.scope.selection;
+        if selection.is_everything() {
+            return Some(true);
+        }
+        let parent = file.parents.first()?;
+        let is_root = self.scope.my_drive_root.as_ref() == Some(parent)
+            || self.drive_roots.contains_key(&DriveId(parent.0.clone()));
+        if !is_root && !self.folders.contains_key(parent) {
+            return None;
+        }
+        let known = |id: &FileId| {
+            self.folders.get(id).filter(|r| !r.is_drive_root()).map(|r| (r.name.as_str(), r.parent.as_ref()))
+        };
+        let (path, ancestors) = super::selection::place_of(parent, &file.name, known);
+        let candidate = super::selection::Candidate { path: &path, mime_type: &file.mime_type, ancestors: &ancestors };
+        Some(selection.admits(&candidate))
+    }
+
+    /// The selection's part of planning, before the store is asked whether the event is applied: a
+    /// file it does not hold is removed (if mirrored); a folder that moved or was renamed, or that a
+    /// relisting reached, has its children listed again, so that every file it carries into or out of
+    /// the selection is looked at (the files a folder move carries otherwise keep their decision).
+    fn deselected(&mut self, event: &ChangeEvent) -> Result<Option<Result<Planned, Outcome>>, StageError> {
+        let ChangeKind::Upsert(file) = &event.kind else { return Ok(None) };
+        if file.trashed || file.is_shortcut() {
+            return Ok(None);
+        }
+        if !file.is_folder() {
+            return Ok(match self.admits(file) {
+                Some(false) => Some(self.plan_removal(event.seq, &file.id)?),
+                _ => None,
+            });
+        }
+        if self.scope.selection.depends_on_place()
+            && let Some(known) = self.folders.get(&file.id)
+        {
+            let moved = known.parent.as_ref() != file.parents.first() || known.name != file.name;
+            if moved || event.origin == Origin::Refresh {
+                self.requests.push(Refresh::Children(file.id.clone()));
+            }
+        }
+        Ok(None)
+    }
+
     fn remember_out_of_scope(&mut self, ids: impl Iterator<Item = FileId>) {
         for id in ids {
             if self.out_of_scope.len() >= OUT_OF_SCOPE_CACHE {
@@ -433,6 +488,9 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             // A file-level change of a shared drive's root folder: the drive-level change decides.
             return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Unchanged))));
         }
+        if let Some(removal) = self.deselected(&event)? {
+            return Ok(removal);
+        }
         if event.origin != Origin::Repair && super::dedup::already_applied(&self.store, &event)? {
             crate::metrics::event("dedup", "unchanged");
             return Ok(Err(super::dedup::skipped(&event, SkipReason::Unchanged)));
@@ -451,6 +509,9 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         let Some(parent) = parent else {
             return self.plan_removal(event.seq, &file.id);
         };
+        if !file.is_folder() && self.admits(&file) == Some(false) {
+            return self.plan_removal(event.seq, &file.id);
+        }
         if file.is_folder() {
             if event.origin != Origin::Listing && !self.folders.contains_key(&file.id) {
                 // The folder enters the mirror (created, moved in from outside the scope, or out of a
@@ -470,12 +531,15 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         file: DriveFile,
         parent: &str,
     ) -> Result<Result<Planned, Outcome>, StageError> {
+        if let Some(reason) = self.refused(&file)? {
+            return Ok(Err(outcome(event, OutcomeKind::Skipped(reason))));
+        }
         let source = if file.is_google_doc() {
             let Some(format) = self.layout.export.format_for(&file.mime_type) else {
                 // A Form, Site, Map…: Drive has no export for it, so there are no bytes to mirror.
                 crate::metrics::event("planner", "no_export");
-                tracing::debug!(file = %file.id, mime = %file.mime_type, "no export format for this Google type");
-                return Ok(Err(outcome(event, OutcomeKind::Skipped(SkipReason::NoExport))));
+                tracing::info!(file = %file.id, name = %file.name, mime = %file.mime_type, "skipped: Drive has no export for this Google type");
+                return Ok(Err(outcome(event, OutcomeKind::Skipped(SkipReason::NoExport(Refused::of(&file))))));
             };
             let (mime, ext) = (format.mime.to_string(), format.ext.to_string());
             let link = file.export_links.get(&mime).cloned();
@@ -513,6 +577,28 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             _ => ActionKind::Upload { source: source.0 },
         };
         Ok(Ok(Planned { seq: event.seq, file, key, previous_key, kind, attempt: 0 }))
+    }
+
+    /// Why Drive will not hand this version over, known without asking it: the owner disabled
+    /// downloads (`capabilities.canDownload`), or the store recorded a refusal of this very version
+    /// (flagged abusive, or a download quota deferral not yet over). A new version is tried again.
+    fn refused(&self, file: &DriveFile) -> Result<Option<SkipReason>, StageError> {
+        if !file.can_download {
+            crate::metrics::event("planner", "download_disabled");
+            tracing::info!(file = %file.id, name = %file.name, "skipped: the owner disabled downloads of this file");
+            return Ok(Some(SkipReason::DownloadDisabled(Refused::of(file))));
+        }
+        let Some(rec) = self.store.skip_record(&file.id)? else { return Ok(None) };
+        if !rec.still_refuses(file.version, crate::state::unix_ms()) {
+            return Ok(None);
+        }
+        let refused = Refused::of(file);
+        Ok(match rec.reason.as_str() {
+            "abusive" => Some(SkipReason::Abusive(refused)),
+            "quota_deferred" => Some(SkipReason::QuotaDeferred(refused)),
+            _ => None,
+        }
+        .inspect(|r| tracing::debug!(file = %file.id, reason = r.label(), "skipped again: Drive refused this version")))
     }
 
     /// An object `verify` found that no Drive file maps to: removed per `deletes`, unless, once every
@@ -791,7 +877,7 @@ mod tests {
     }
 
     fn planner(dir: &std::path::Path) -> Planner<NoLookup> {
-        let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new() };
+        let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new(), ..Default::default() };
         let layout = Layout {
             prefix: "pre".into(),
             mode: KeyMode::Utf8,
@@ -872,7 +958,7 @@ mod tests {
     async fn a_name_freed_by_a_rename_passes_to_a_new_file_only_when_the_rename_commits() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Arc::new(super::super::ledger::Ledger::new(1, 16));
-        let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new() };
+        let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new(), ..Default::default() };
         let layout =
             Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None };
         let store = Store::open(dir.path()).unwrap();
@@ -911,7 +997,7 @@ mod tests {
     #[tokio::test]
     async fn an_out_of_scope_parent_is_looked_up_once_until_it_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new() };
+        let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new(), ..Default::default() };
         let layout =
             Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None };
         let lookup = Arc::new(CountingLookup::default());
@@ -984,6 +1070,49 @@ mod tests {
         big.size = Some(1000);
         let r = p.plan(upsert(3, big)).await.unwrap();
         assert!(matches!(r, Err(Outcome { kind: OutcomeKind::DeadLettered(_), .. })));
+    }
+
+    #[tokio::test]
+    async fn files_whose_owner_disabled_downloads_are_skipped_without_a_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = planner(dir.path());
+        let mut bin = file("B", "b.pdf", "root");
+        bin.can_download = false;
+        let mut doc = file("D", "Notes", "root");
+        (doc.mime_type, doc.md5, doc.size, doc.can_download) =
+            ("application/vnd.google-apps.document".into(), None, None, false);
+        for (seq, f) in [(1, bin), (2, doc)] {
+            let r = p.plan(upsert(seq, f)).await.unwrap();
+            assert!(
+                matches!(
+                    &r,
+                    Err(Outcome {
+                        kind: OutcomeKind::Skipped(SkipReason::DownloadDisabled(Refused { version: 1, .. })),
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_version_drive_refused_is_skipped_again_and_a_new_version_is_tried() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let kind = OutcomeKind::Skipped(SkipReason::Abusive(Refused { version: 1, name: "x.exe".into() }));
+        let skipped = Outcome { seq: ChangeSeq(1), file_id: FileId("X".into()), kind };
+        store.apply(&crate::state::CommitBatch { outcomes: vec![skipped], next_seq: 2, ..Default::default() }).unwrap();
+        let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new(), ..Default::default() };
+        let layout =
+            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None };
+        let mut p = Planner::new(store, Arc::new(NoLookup), scope, layout, Arc::default()).unwrap();
+        let r = p.plan(upsert(2, file("X", "x.exe", "root"))).await.unwrap();
+        assert!(matches!(&r, Err(Outcome { kind: OutcomeKind::Skipped(SkipReason::Abusive(_)), .. })), "{r:?}");
+        let mut changed = file("X", "x.exe", "root");
+        changed.version = 2;
+        let planned = p.plan(upsert(3, changed)).await.unwrap().expect("a new version is planned");
+        assert!(matches!(planned.kind, ActionKind::Upload { source: Source::Media }));
     }
 
     #[tokio::test]
@@ -1096,7 +1225,7 @@ mod tests {
     }
 
     fn in_memory(memory: Memory) -> Planner<NoLookup, Memory> {
-        let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new() };
+        let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new(), ..Default::default() };
         let layout =
             Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None };
         Planner::new(memory, Arc::new(NoLookup), scope, layout, Arc::default()).unwrap()

@@ -3,6 +3,7 @@
 
 mod claims;
 pub mod codec;
+mod skips;
 pub mod watermark;
 
 use crate::model::{
@@ -129,6 +130,9 @@ pub struct StoreCounts {
     pub dead_lettered: usize,
     /// Bytes mirrored.
     pub bytes: u64,
+    /// Files Drive will not hand over, by reason (`download_disabled`, `abusive`, `no_export`,
+    /// `quota_deferred`).
+    pub skipped: std::collections::BTreeMap<String, usize>,
 }
 
 /// The store handle; cheap to clone.
@@ -156,7 +160,12 @@ pub struct Store {
     /// is committed: what a crash leaves here and no record owns is an unfinished write, removed at
     /// the next start (see [`Store::pending_intents`]).
     intents: Keyspace,
+    /// Files Drive will not hand over (file id → [`SkipRecord`]): skipped again, without asking
+    /// Drive, until a new version comes (or a quota deferral ends).
+    skipped: Keyspace,
 }
+
+pub use skips::{QUOTA_DEFERRAL, SkipRecord};
 
 /// Key in `seen` present while a listing marks what it sees (ids never start with a NUL byte).
 const SWEEP_ARMED: &[u8] = b"\0armed";
@@ -299,6 +308,7 @@ impl Store {
             seen: ks("seen")?,
             intents: ks("intents")?,
             children: ks("children")?,
+            skipped: ks("skipped")?,
             db,
         })
         .and_then(|store| {
@@ -469,6 +479,9 @@ impl Store {
         })?;
         c.folders = self.folders.len()?;
         c.dead_lettered = self.dlq.len()?;
+        for (_, rec) in self.skipped_files()? {
+            *c.skipped.entry(rec.reason).or_default() += 1;
+        }
         Ok(c)
     }
 
@@ -557,6 +570,7 @@ impl Store {
                 b.insert(&self.files, id, codec::encode(rec)?);
                 b.remove(&self.intents, rec.key.as_str());
                 self.stage_dlq_removal(b, &o.file_id, report)?;
+                self.stage_skip_removal(b, &o.file_id)?;
             }
             OutcomeKind::FolderRecorded(f) => {
                 b.insert(&self.folders, id, codec::encode(f)?);
@@ -568,8 +582,10 @@ impl Store {
                 b.remove(&self.files, id);
                 b.remove(&self.folders, id);
                 self.stage_dlq_removal(b, &o.file_id, report)?;
+                self.stage_skip_removal(b, &o.file_id)?;
             }
             OutcomeKind::DeadLettered(d) => {
+                self.stage_skip_removal(b, &o.file_id)?;
                 b.insert(&self.dlq, id, codec::encode(d)?);
                 report.dead_lettered_in_batch.push(o.file_id.clone());
                 report.dead_letters_changed = true;
@@ -577,7 +593,14 @@ impl Store {
             // Trashed, out of scope, or gone before its download: whatever made it a dead letter no
             // longer applies (every later run would otherwise exit 3 for a file that is not there).
             OutcomeKind::Skipped(SkipReason::NotInScope | SkipReason::Gone) => {
-                self.stage_dlq_removal(b, &o.file_id, report)?
+                self.stage_dlq_removal(b, &o.file_id, report)?;
+                self.stage_skip_removal(b, &o.file_id)?;
+            }
+            // Drive will not hand this version over: recorded, so it is not asked for again, and
+            // whatever dead letter an earlier version left no longer applies.
+            OutcomeKind::Skipped(reason) if reason.refused().is_some() => {
+                self.stage_skip(b, &o.file_id, reason, now_ms)?;
+                self.stage_dlq_removal(b, &o.file_id, report)?;
             }
             OutcomeKind::Skipped(_) => {}
             OutcomeKind::TreeChanged(t) => self.stage_tree(b, o, t, parents)?,

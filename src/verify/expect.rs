@@ -153,6 +153,13 @@ impl FolderTree {
         self.folders.is_empty()
     }
 
+    /// The Drive path and ancestor ids of an item named `name` in folder `parent`, for the selection.
+    pub fn place(&self, parent: &FileId, name: &str) -> (String, Vec<FileId>) {
+        crate::stages::selection::place_of(parent, name, |id| {
+            self.folders.get(id).map(|f| (f.name.as_str(), f.parent.as_ref()))
+        })
+    }
+
     /// The key prefix of the folder holding an item whose first parent is `parent` in drive `drive`,
     /// or `None` when the item lies outside the scope (shared with the user, in a trashed folder…).
     pub fn parent_key(

@@ -19,6 +19,7 @@ use crate::drive::{Corpus, DriveClient, DriveError};
 use crate::model::{DriveFile, FileId, ObjectKey, Refresh};
 use crate::pipeline::{self, PipelineError, RunOptions};
 use crate::stages::planner::Scope;
+use crate::stages::selection::{Candidate, Selection};
 use crate::state::{Store, StoreError};
 use expect::{Claims, FolderTree, KeyRules, Records};
 use spill::{Expected, Spill};
@@ -112,6 +113,18 @@ const PERMANENT_REASONS: &[&str] = &[
     "fileTooLarge",
 ];
 
+/// Why the run skipped this version of a file, worded like Drive's refusal so that
+/// [`PERMANENT_REASONS`] tells a permanent one (skipped, not missing) from a quota deferral (missing
+/// until it ends).
+fn skip_note(r: crate::state::SkipRecord) -> String {
+    match r.reason.as_str() {
+        "abusive" => "cannotDownloadAbusiveFile: Drive flagged it as abusive and acknowledge_abuse is off".into(),
+        "download_disabled" => "fileNotDownloadable: the owner disabled downloads".into(),
+        "no_export" => "fileNotExportable: Google has no export for this type".into(),
+        _ => format!("downloadQuotaExceeded: deferred until {} (Unix ms)", r.until_unix_ms.unwrap_or(0)),
+    }
+}
+
 /// Counters shown on the progress line.
 #[derive(Default)]
 struct Counters {
@@ -181,6 +194,7 @@ pub async fn reconcile(src: &Sources<'_>, opts: &VerifyOptions) -> Result<Report
         spill: Spill::new()?,
         rules,
         tree: FolderTree::new(src.scope.my_drive_root.clone(), src.scope.shared.clone()),
+        selection: &src.scope.selection,
         counters: counters.clone(),
         checked: 0,
     };
@@ -225,6 +239,8 @@ struct Pass<'a> {
     spill: Spill,
     rules: KeyRules,
     tree: FolderTree,
+    /// Which files the mirror holds (the planner's rule).
+    selection: &'a Selection,
     counters: Arc<Counters>,
     checked: u64,
 }
@@ -325,6 +341,13 @@ impl Pass<'_> {
         else {
             return Ok(());
         };
+        let (path, ancestors) = self.tree.place(parent, &f.name);
+        let candidate = Candidate { path: &path, mime_type: &f.mime_type, ancestors: &ancestors };
+        if !f.is_shortcut() && !self.selection.admits(&candidate) {
+            // Outside `[source] folders` / `include` / `exclude` / `mime_types`: not mirrored, and an
+            // object at its key is an extra.
+            return Ok(());
+        }
         if f.is_shortcut() {
             return self.spill.skip(&f.id, &f.name, "shortcut (recorded, not followed)");
         }
@@ -341,12 +364,12 @@ impl Pass<'_> {
         };
         let key =
             self.rules.key_in(&mut claims, &f.id, &parent_key, (&f.name, ext), record.as_ref().map(|r| &r.key))?;
-        let dead_letter = match self.store {
-            Some(s) => s.dead_letter(&f.id)?,
-            None => None,
+        let (dead_letter, skip) = match self.store {
+            Some(s) => (s.dead_letter(&f.id)?, s.skip_record(&f.id)?.filter(|r| r.version == f.version)),
+            None => (None, None),
         };
-        let expected =
-            self.expected(&f, record.as_ref(), dead_letter.map(|d| format!("{}: {}", d.reason, d.last_error)));
+        let why = dead_letter.map(|d| format!("{}: {}", d.reason, d.last_error)).or_else(|| skip.map(skip_note));
+        let expected = self.expected(&f, record.as_ref(), why);
         self.checked += 1;
         self.spill.expect(self.rules.relative(&key), &expected)
     }

@@ -137,7 +137,7 @@ async fn each_google_type_is_exported_as_googles_table_says_or_reported() {
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("1 Google file(s) have no export format"), "{}", text(&out));
+    assert!(stdout.contains("1 Google type with no export (Forms, Sites, Maps…)"), "{}", text(&out));
 
     let tree = env.tree().await;
     let mut expected = expected_files(&tree);

@@ -6,13 +6,18 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_corpus_mirrors_exactly_into_a_folder_and_a_second_run_transfers_nothing() {
     let env = TestEnv::start(small_corpus(true)).await;
-    let config = env.config("local", &env.local_dest("mirror"), "");
-    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
-    // The hostile corpus holds an abuse-flagged file: exit 3, named with its reason.
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("cannotDownloadAbusiveFile"), "{}", text(&out));
     let tree = env.tree().await;
-    let expected = expected_files(&tree);
+    let (oversized, limit) = oversized(&tree);
+    let config = env.config("local", &env.local_dest("mirror"), &format!("src.max_file_size = {limit}"));
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    // A file over max_file_size is dead-lettered: exit 3, named with its reason. (The files Drive
+    // will not hand over are skipped, not dead-lettered: see skips.rs.)
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("fileTooLarge") && stdout.contains(&oversized), "{}", text(&out));
+    assert!(!stdout.contains("cannotDownloadAbusiveFile"), "{}", text(&out));
+    let mut expected = expected_files(&tree);
+    assert!(expected.remove(&oversized).is_some());
     assert!(expected.len() > 60, "corpus too small: {}", expected.len());
     let keys = assert_exact_mirror(&config, &expected).await;
     assert_paths_follow_drive(&config, &tree);

@@ -145,20 +145,29 @@ async fn a_clean_mirror_of_the_hostile_corpus_verifies_equal() {
     let tree = env.tree().await;
     let abusive: Vec<String> = tree.items.iter().filter(|i| i.abusive).map(|i| i.id.clone()).collect();
     assert!(!abusive.is_empty());
+    let named = |name: &str| tree.items.iter().find(|i| i.name == name).map(|i| i.id.clone()).unwrap();
+    let disabled = named(drive_emulator::DOWNLOAD_DISABLED_NAME);
+    let form = named(drive_emulator::FORM_NAME);
     let local = env.local_dest("mirror");
     let supa = Dest::S3 { endpoint: s3.endpoint.clone(), bucket: "hostile".into(), prefix: "supa".into() };
     for (name, dest, extra) in [("local", local, ""), ("supabase", supa, "dest.keys = \"supabase\"")] {
         let config = env.config(name, &dest, extra);
         let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
-        assert_eq!(out.status.code(), Some(3), "the abusive file is dead-lettered: {}", text(&out));
+        assert_eq!(out.status.code(), Some(0), "refused files are skipped, not dead-lettered: {}", text(&out));
         let (code, report) = verify_json(&config, &[]).await;
         assert_eq!(code, Some(0), "{name}: {report}");
-        assert_eq!(report["checked"].as_u64(), Some(expected_files(&tree).len() as u64 + abusive.len() as u64));
+        let refused = abusive.len() as u64 + 1; // and the download-disabled file
+        assert_eq!(report["checked"].as_u64(), Some(expected_files(&tree).len() as u64 + refused));
         let skipped = report["skipped"].as_array().unwrap();
+        let reason_of = |id: &str| {
+            let entry = skipped.iter().find(|s| s["file_id"] == id).unwrap_or_else(|| panic!("{id}: {report}"));
+            entry["reason"].as_str().unwrap().to_string()
+        };
         for id in &abusive {
-            let entry = skipped.iter().find(|s| s["file_id"] == id.as_str()).unwrap_or_else(|| panic!("{report}"));
-            assert!(entry["reason"].as_str().unwrap().starts_with("cannotDownloadAbusiveFile"), "{entry}");
+            assert!(reason_of(id).starts_with("cannotDownloadAbusiveFile"), "{report}");
         }
+        assert!(reason_of(&disabled).starts_with("fileNotDownloadable"), "{report}");
+        assert!(reason_of(&form).starts_with("noExport"), "{report}");
         let (code, report) = verify_json(&config, &["--checksum"]).await;
         assert_eq!(code, Some(0), "{name} --checksum: {report}");
     }

@@ -73,6 +73,13 @@ pub struct EmuItem {
     pub export_sizes: Option<BTreeMap<String, u64>>,
     /// alt=media needs `acknowledgeAbuse=true`.
     pub abusive: bool,
+    /// False when the owner disabled downloads (`capabilities.canDownload`): no mirror can hold it.
+    #[serde(default = "yes")]
+    pub can_download: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn summary(st: &State) -> Value {
@@ -246,6 +253,7 @@ fn build_tree(st: &State, app: &App) -> (EmuTree, Blobs) {
             shortcut_target,
             export_sizes,
             abusive: item.abusive || app.faults.is_abusive(&item.id),
+            can_download: item.can_download,
         });
         blobs.push(blob);
     }

@@ -90,6 +90,7 @@ impl Corpus {
             version,
             explicitly_trashed: false,
             abusive: false,
+            can_download: true,
             is_root: false,
         }
     }
@@ -296,6 +297,24 @@ fn add_hostile(c: &mut Corpus) {
     c.add_doc("Huge export doc", DocKind::Document, 13_000_000, place);
     add_deep_chain(c, &hostile);
     add_hostile_shortcuts(c, &hostile, &inner, first_dup.as_deref(), &report_folder);
+    add_refused(c, &hostile);
+}
+
+/// Name of the hostile corpus's file whose owner disabled downloads.
+pub const DOWNLOAD_DISABLED_NAME: &str = "no-download.pdf";
+/// Name of the hostile corpus's Google Form (listed, never exportable).
+pub const FORM_NAME: &str = "Feedback form";
+
+/// Files Drive lists but will not hand over: a PDF whose owner disabled downloads, and a Form. Added
+/// last, so the ids and versions drawn before them stay what they were.
+fn add_refused(c: &mut Corpus, hostile: &str) {
+    let place = c.under(hostile);
+    let disabled = c.add_binary(DOWNLOAD_DISABLED_NAME, 2345, "application/pdf", place);
+    if let Some(item) = c.items.get_mut(&disabled) {
+        item.can_download = false;
+    }
+    let place = c.under(hostile);
+    c.add_doc(FORM_NAME, DocKind::Form, 1_000, place);
 }
 
 /// Seven folders of 180-byte names, a long-named file in the sixth and a file at the bottom: a path

@@ -145,6 +145,23 @@ impl ApiError {
         .at("parameter", "acknowledgeAbuse")
     }
 
+    /// alt=media or an export of a file whose owner disabled downloads (`capabilities.canDownload`
+    /// false): Google answers 403 `cannotDownloadFile`.
+    pub fn cannot_download() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "global", "cannotDownloadFile", "This file cannot be downloaded by the user.")
+    }
+
+    /// alt=media of a file whose download quota is used up (too many downloads of it lately): Google
+    /// answers 403 `downloadQuotaExceeded` for hours.
+    pub fn download_quota_exceeded() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "usageLimits",
+            "downloadQuotaExceeded",
+            "The download quota for this file has been exceeded.",
+        )
+    }
+
     /// files.export of a non-Docs file.
     pub fn not_exportable() -> Self {
         Self::new(StatusCode::FORBIDDEN, "global", "fileNotExportable", "Export only supports Docs Editors files.")

@@ -36,6 +36,9 @@ pub struct FaultSettings {
     /// Ids deleted for good the moment their bytes are asked for (alt=media): the client read the
     /// change, then the file went away before its download (404, and a removal in the change log).
     pub delete_on_download_ids: Vec<String>,
+    /// Ids whose downloads (alt=media) answer 403 `downloadQuotaExceeded`: the file was downloaded
+    /// too often lately, and Drive refuses it for hours.
+    pub quota_exceeded_ids: Vec<String>,
 }
 
 /// What to do with one request.
@@ -72,6 +75,11 @@ impl Faults {
     /// Is `id` to be deleted when its bytes are asked for?
     pub fn deletes_on_download(&self, id: &str) -> bool {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.delete_on_download_ids.iter().any(|a| a == id)
+    }
+
+    /// Has `id` used up its download quota (fault settings)?
+    pub fn quota_exceeded(&self, id: &str) -> bool {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.quota_exceeded_ids.iter().any(|a| a == id)
     }
 
     /// Is `id` flagged abusive by the fault settings?

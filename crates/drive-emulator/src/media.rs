@@ -75,8 +75,14 @@ pub(crate) async fn media(
         let Kind::Binary { blob, .. } = &item.kind else {
             return Err(ApiError::not_downloadable());
         };
+        if !item.can_download {
+            return Err(ApiError::cannot_download());
+        }
         if (item.abusive || app.faults.is_abusive(&item.id)) && !ack {
             return Err(ApiError::abusive());
+        }
+        if app.faults.quota_exceeded(&item.id) {
+            return Err(ApiError::download_quota_exceeded());
         }
         Source {
             key: blob.key,
@@ -98,6 +104,9 @@ fn export_source(app: &App, id: &str, format: Format<'_>, limit: bool) -> Result
     let Kind::Doc { kind, rev, export_base } = &item.kind else {
         return Err(ApiError::not_exportable());
     };
+    if !item.can_download {
+        return Err(ApiError::cannot_download());
+    }
     if kind.formats().is_empty() {
         return Err(ApiError::not_exportable());
     }

@@ -40,6 +40,9 @@ pub(crate) struct Item {
     pub version: u64,
     pub explicitly_trashed: bool,
     pub abusive: bool,
+    /// `capabilities.canDownload`: false when the owner disabled downloads (alt=media and export
+    /// then answer 403 `cannotDownloadFile`).
+    pub can_download: bool,
     /// My Drive's root or a shared drive's root folder: never listed, never in the tree.
     pub is_root: bool,
 }
@@ -114,6 +117,7 @@ impl Corpus {
             version: 1,
             explicitly_trashed: false,
             abusive: false,
+            can_download: true,
             is_root: true,
         };
         self.items.insert(id, item);

@@ -118,7 +118,7 @@ fn capabilities(item: &Item, trashed: bool) -> Value {
         "canComment": !folder,
         "canCopy": !folder,
         "canDelete": !item.is_root,
-        "canDownload": true,
+        "canDownload": item.can_download,
         "canEdit": !trashed,
         "canListChildren": folder,
         "canModifyContent": !trashed,

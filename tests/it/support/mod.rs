@@ -57,8 +57,9 @@ impl TestEnv {
             ),
         };
         let (dest_extra, rest) = split_destination_extra(extra);
+        let (src_extra, rest) = split_source_extra(&rest);
         let text = format!(
-            "[source]\ncredentials = \"{key}\"\napi_base_url = \"{base}\"\ndocs_base_url = \"{base}\"\ndrives = [\"all\"]\n\n[destination]\n{destination}\n{dest_extra}\n[state]\ndir = \"{state}\"\n\n[retry]\nmax_attempts = 6\nbase_delay = \"20ms\"\nmax_delay = \"500ms\"\n\n{rest}\n",
+            "[source]\ncredentials = \"{key}\"\napi_base_url = \"{base}\"\ndocs_base_url = \"{base}\"\ndrives = [\"all\"]\n{src_extra}\n[destination]\n{destination}\n{dest_extra}\n[state]\ndir = \"{state}\"\n\n[retry]\nmax_attempts = 6\nbase_delay = \"20ms\"\nmax_delay = \"500ms\"\n\n{rest}\n",
             key = self.key.display(),
             state = self.dir.path().join(format!("{name}-state")).display(),
         );
@@ -97,6 +98,36 @@ fn split_destination_extra(extra: &str) -> (String, String) {
         }
     }
     (d, rest)
+}
+
+/// Lines of `extra` that belong in `[source]` start with `src.`; the rest is returned as is.
+fn split_source_extra(extra: &str) -> (String, String) {
+    let mut src = String::new();
+    let mut rest = String::new();
+    for line in extra.lines() {
+        match line.strip_prefix("src.") {
+            Some(l) => src.push_str(&format!("{l}\n")),
+            None => rest.push_str(&format!("{line}\n")),
+        }
+    }
+    (src, rest)
+}
+
+/// A real dead letter for a corpus whose refusals Drive gives are skips, not dead letters: the
+/// largest binary file an exact mirror of `tree` holds, and a `max_file_size` just under its size
+/// (the planner dead-letters it with `fileTooLarge`). Returns its id and that limit.
+pub fn oversized(tree: &EmuTree) -> (String, u64) {
+    let expected = expected_files(tree);
+    let mut sizes: Vec<(u64, &String)> = expected
+        .iter()
+        .filter(|(id, _)| tree.items.iter().any(|i| &i.id == *id && i.export_sizes.is_none()))
+        .map(|(id, e)| (e.size, id))
+        .collect();
+    sizes.sort();
+    let (largest, id) = sizes.pop().expect("a binary file");
+    let next = sizes.pop().map_or(0, |(s, _)| s);
+    assert!(next < largest, "two files of the largest size {largest}: no single file to dead-letter");
+    (id.clone(), largest - 1)
 }
 
 /// Starts `mirrorflow run` in continuous mode (output piped, warnings only); the caller stops it.
@@ -207,7 +238,9 @@ pub fn expected_files(tree: &EmuTree) -> BTreeMap<String, Expected> {
     };
     let mut out = BTreeMap::new();
     for item in &tree.items {
-        if item.mime_type == FOLDER || item.mime_type == SHORTCUT || item.abusive || !reachable(&item.id) {
+        // Drive will not hand these over: flagged abusive, or the owner disabled downloads.
+        let refused = item.abusive || !item.can_download;
+        if item.mime_type == FOLDER || item.mime_type == SHORTCUT || refused || !reachable(&item.id) {
             continue;
         }
         let size = match (&item.export_sizes, export_mime_for(&item.mime_type)) {
