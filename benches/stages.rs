@@ -74,6 +74,7 @@ fn drive_file(n: usize, version: u64) -> DriveFile {
         shortcut_target: None,
         export_links: BTreeMap::new(),
         can_download: true,
+        resource_key: None,
     }
 }
 

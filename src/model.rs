@@ -81,6 +81,9 @@ pub struct DriveFile {
     pub export_links: BTreeMap<String, String>,
     /// Whether the caller may download the content.
     pub can_download: bool,
+    /// Resource key of a link-shared file: downloads send it in `X-Goog-Drive-Resource-Keys`.
+    #[serde(default)]
+    pub resource_key: Option<String>,
 }
 
 impl DriveFile {

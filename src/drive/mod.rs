@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Every file field the mirror needs, asked for explicitly (Drive returns only what `fields` names).
-pub const FILE_FIELDS: &str = "id,name,mimeType,parents,size,md5Checksum,sha256Checksum,modifiedTime,version,trashed,driveId,shortcutDetails,exportLinks,capabilities/canDownload";
+pub const FILE_FIELDS: &str = "id,name,mimeType,parents,size,md5Checksum,sha256Checksum,modifiedTime,version,trashed,driveId,shortcutDetails,exportLinks,capabilities/canDownload,resourceKey";
 
 /// Which part of Drive one listing or one change log covers.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -366,11 +366,14 @@ impl DriveClient {
     /// export link when the doc is over the files.export size limit).
     pub async fn open(
         &self,
-        file: &FileId,
+        item: &DriveFile,
         source: &crate::model::Source,
         offset: u64,
     ) -> Result<ByteStream, DriveError> {
-        let file = checked_id(file)?;
+        let file = checked_id(&item.id)?;
+        // A link-shared file may need its resource key (Google: `X-Goog-Drive-Resource-Keys`).
+        let key = item.resource_key.as_deref().map(|k| format!("{file}/{k}"));
+        let key = key.as_deref();
         match source {
             crate::model::Source::Media => {
                 let mut url =
@@ -378,7 +381,7 @@ impl DriveClient {
                 if self.settings.acknowledge_abuse {
                     url.push_str("&acknowledgeAbuse=true");
                 }
-                self.paced("drive", || self.get_stream(&url, offset)).await
+                self.paced("drive", || self.get_stream(&url, offset, key)).await
             }
             crate::model::Source::Export { mime, link } => {
                 let url = format!(
@@ -387,10 +390,10 @@ impl DriveClient {
                     file,
                     url::form_urlencoded::byte_serialize(mime.as_bytes()).collect::<String>()
                 );
-                match self.paced("drive", || self.get_stream(&url, offset)).await {
+                match self.paced("drive", || self.get_stream(&url, offset, key)).await {
                     Err(DriveError::Api { reason, .. }) if reason == "exportSizeLimitExceeded" && link.is_some() => {
                         let link = self.trusted_link(link.as_deref().unwrap_or_default())?;
-                        self.paced("drive", || self.get_stream(&link, offset)).await
+                        self.paced("drive", || self.get_stream(&link, offset, key)).await
                     }
                     other => other,
                 }
@@ -417,7 +420,7 @@ impl DriveClient {
         }
     }
 
-    async fn get_stream(&self, url: &str, offset: u64) -> Result<ByteStream, DriveError> {
+    async fn get_stream(&self, url: &str, offset: u64, resource_key: Option<&str>) -> Result<ByteStream, DriveError> {
         let limit = self.settings.timeout;
         // The token and the response head within the time-out; the body then has `read_timeout` per read.
         let resp = tokio::time::timeout(limit, async {
@@ -425,6 +428,9 @@ impl DriveClient {
             let mut req = self.http.get(url).bearer_auth(token);
             if offset > 0 {
                 req = req.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+            }
+            if let Some(k) = resource_key {
+                req = req.header("X-Goog-Drive-Resource-Keys", k);
             }
             req.send().await.map_err(|e| DriveError::Transport(e.to_string()))
         })
@@ -508,6 +514,7 @@ pub fn convert_file(f: File) -> Option<DriveFile> {
         shortcut_target: f.shortcut_details.and_then(|s| s.target_id).map(FileId),
         export_links: f.export_links.map(|m| m.into_iter().collect::<BTreeMap<_, _>>()).unwrap_or_default(),
         can_download: f.capabilities.and_then(|c| c.can_download).unwrap_or(true),
+        resource_key: f.resource_key,
     })
 }
 
@@ -584,7 +591,12 @@ impl crate::stages::change_feed::ChangeSource for DriveClient {
 }
 
 impl crate::stages::downloader::ByteSource for DriveClient {
-    async fn open(&self, file: &FileId, source: &crate::model::Source, offset: u64) -> Result<ByteStream, DriveError> {
+    async fn open(
+        &self,
+        file: &DriveFile,
+        source: &crate::model::Source,
+        offset: u64,
+    ) -> Result<ByteStream, DriveError> {
         DriveClient::open(self, file, source, offset).await
     }
     async fn still_exists(&self, file: &FileId) -> Result<bool, DriveError> {

@@ -7,7 +7,9 @@ use crate::config::StageName;
 use crate::dest::{DestError, Destination, StoredContent};
 use crate::drive::{ByteStream, DriveError};
 use crate::internal_events::{DownloadResumed, InternalEvent};
-use crate::model::{ActionKind, FileId, ObjectKey, Outcome, OutcomeKind, Planned, Refused, SkipReason, Source};
+use crate::model::{
+    ActionKind, DriveFile, FileId, ObjectKey, Outcome, OutcomeKind, Planned, Refused, SkipReason, Source,
+};
 use crate::retry::Classified;
 use crate::state::{Store, UploadRecord};
 use bytes::{Bytes, BytesMut};
@@ -18,10 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The downloader's I/O need: open a file's bytes from an offset.
 pub trait ByteSource: Send + Sync + 'static {
-    /// Opens `file` at `offset`.
+    /// Opens `file` at `offset` (its id, and its resource key when it has one).
     fn open(
         &self,
-        file: &FileId,
+        file: &DriveFile,
         source: &Source,
         offset: u64,
     ) -> impl Future<Output = Result<ByteStream, DriveError>> + Send;
@@ -274,7 +276,7 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
     ) -> Result<(ByteStream, u64), DriveError> {
         let offset = resume.as_ref().and_then(|r| r.resume.as_ref()).map_or(0, |p| p.offset);
         if offset > 0 {
-            match self.source.open(&planned.file.id, source, offset).await {
+            match self.source.open(&planned.file, source, offset).await {
                 Ok(stream) => {
                     tracing::info!(file = %planned.file.id, offset, "resuming an interrupted upload from its recorded parts");
                     return Ok((stream, offset));
@@ -285,7 +287,7 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
                 }
             }
         }
-        Ok((self.source.open(&planned.file.id, source, 0).await?, 0))
+        Ok((self.source.open(&planned.file, source, 0).await?, 0))
     }
 
     /// A 404 on the bytes of a file Drive no longer shows: it was deleted (or access was lost) after
@@ -410,7 +412,7 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
             return Err(PumpError::Drive(error));
         }
         DownloadResumed { file: &planned.file.id, offset, error: &error }.emit();
-        self.source.open(&planned.file.id, source, offset).await.map_err(PumpError::Drive)
+        self.source.open(&planned.file, source, offset).await.map_err(PumpError::Drive)
     }
 }
 
@@ -458,12 +460,12 @@ mod tests {
     }
 
     impl ByteSource for Drive {
-        async fn open(&self, file: &FileId, _: &Source, offset: u64) -> Result<ByteStream, DriveError> {
+        async fn open(&self, file: &DriveFile, _: &Source, offset: u64) -> Result<ByteStream, DriveError> {
             if let Some(reason) = self.refuses {
                 let (status, reason, message, retry_after) = (403, reason.into(), "refused".into(), None);
                 return Err(DriveError::Api { status, reason, message, retry_after });
             }
-            let Some(all) = self.bytes.get(file) else {
+            let Some(all) = self.bytes.get(&file.id) else {
                 return Err(DriveError::Api {
                     status: 404,
                     reason: "notFound".into(),

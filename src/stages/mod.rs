@@ -315,6 +315,7 @@ pub(crate) mod testing {
             shortcut_target: None,
             export_links: Default::default(),
             can_download: true,
+            resource_key: None,
         }
     }
 

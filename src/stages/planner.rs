@@ -786,6 +786,7 @@ fn placeholder(id: &FileId, name: &str) -> DriveFile {
         shortcut_target: None,
         export_links: BTreeMap::new(),
         can_download: true,
+        resource_key: None,
     }
 }
 

@@ -286,6 +286,7 @@ mod tests {
             shortcut_target: None,
             export_links: Default::default(),
             can_download: true,
+            resource_key: None,
         }
     }
 

@@ -91,6 +91,7 @@ impl Corpus {
             explicitly_trashed: false,
             abusive: false,
             can_download: true,
+            resource_key: None,
             is_root: false,
         }
     }
@@ -315,7 +316,15 @@ fn add_refused(c: &mut Corpus, hostile: &str) {
     }
     let place = c.under(hostile);
     c.add_doc(FORM_NAME, DocKind::Form, 1_000, place);
+    let place = c.under(hostile);
+    let linked = c.add_binary(LINK_SHARED_NAME, 3456, "application/pdf", place);
+    if let Some(item) = c.items.get_mut(&linked) {
+        item.resource_key = Some(format!("0-{}", &item.id[..12.min(item.id.len())]));
+    }
 }
+
+/// Name of the hostile corpus's link-shared file: alt=media needs its resource key.
+pub const LINK_SHARED_NAME: &str = "link-shared.pdf";
 
 /// Seven folders of 180-byte names, a long-named file in the sixth and a file at the bottom: a path
 /// of about 1,400 bytes, over S3's 1,024-byte key limit.

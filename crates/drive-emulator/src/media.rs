@@ -75,6 +75,12 @@ pub(crate) async fn media(
         let Kind::Binary { blob, .. } = &item.kind else {
             return Err(ApiError::not_downloadable());
         };
+        if let Some(key) = &item.resource_key
+            && !resource_key_given(headers, id, key)
+        {
+            // A link-shared file the user never opened: without its key Drive does not show it.
+            return Err(ApiError::file_not_found(id));
+        }
         if !item.can_download {
             return Err(ApiError::cannot_download());
         }
@@ -95,6 +101,16 @@ pub(crate) async fn media(
     };
     let range = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), src.size);
     stream(app, src, range, pass)
+}
+
+/// Whether `X-Goog-Drive-Resource-Keys` (`fileId/resourceKey`, comma-separated) holds `id`'s key.
+fn resource_key_given(headers: &HeaderMap, id: &str, key: &str) -> bool {
+    headers
+        .get_all("x-goog-drive-resource-keys")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|pair| pair.trim().split_once('/') == Some((id, key)))
 }
 
 /// Export source for a document and format; `limit` applies files.export's 10 MB cap.

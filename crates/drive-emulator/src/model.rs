@@ -43,6 +43,9 @@ pub(crate) struct Item {
     /// `capabilities.canDownload`: false when the owner disabled downloads (alt=media and export
     /// then answer 403 `cannotDownloadFile`).
     pub can_download: bool,
+    /// `resourceKey` of a link-shared file: alt=media needs it in `X-Goog-Drive-Resource-Keys`
+    /// (this emulator's user has never opened the file, the case Google documents as needing it).
+    pub resource_key: Option<String>,
     /// My Drive's root or a shared drive's root folder: never listed, never in the tree.
     pub is_root: bool,
 }
@@ -118,6 +121,7 @@ impl Corpus {
             explicitly_trashed: false,
             abusive: false,
             can_download: true,
+            resource_key: None,
             is_root: true,
         };
         self.items.insert(id, item);

@@ -34,6 +34,9 @@ pub(crate) fn file_json(c: &Corpus, item: &Item, digests: Option<&Digests>) -> V
     m.insert("version".into(), json!(item.version.to_string()));
     m.insert("webViewLink".into(), json!(web_view_link(item)));
     m.insert("capabilities".into(), capabilities(item, trashed));
+    if let Some(key) = &item.resource_key {
+        m.insert("resourceKey".into(), json!(key));
+    }
     ownership(&mut m, item);
     kind_fields(&mut m, item, digests);
     Value::Object(m)

@@ -54,6 +54,26 @@ async fn media_ranges_and_download_errors() {
     let (status, body) = ctx.api_get(&format!("drive/v3/files/{}?alt=media", disabled.id)).await;
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!((status, envelope(&v).1.as_str()), (403, "cannotDownloadFile"));
+    // A link-shared file the user never opened: its resourceKey is listed, and alt=media answers 404
+    // unless `X-Goog-Drive-Resource-Keys: <id>/<key>` carries it.
+    let linked = tree.items.iter().find(|i| i.name == drive_emulator::LINK_SHARED_NAME).unwrap();
+    let (_, meta) = ctx.api_json(&format!("drive/v3/files/{}?fields=resourceKey", linked.id)).await;
+    let key = meta["resourceKey"].as_str().expect("resourceKey listed").to_string();
+    let (status, _) = ctx.api_get(&format!("drive/v3/files/{}?alt=media", linked.id)).await;
+    assert_eq!(status, 404);
+    let url = format!("{}drive/v3/files/{}?alt=media", ctx.base, linked.id);
+    for header in [format!("{}/{key}", linked.id), format!("other/x, {}/{key}", linked.id)] {
+        let resp = ctx
+            .http
+            .get(&url)
+            .bearer_auth(ctx.token().await)
+            .header("X-Goog-Drive-Resource-Keys", header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(Some(md5_hex(&resp.bytes().await.unwrap())), linked.md5);
+    }
     // Unknown id.
     let err = ctx.hub.files().get("1doesNotExist000000000000000000000").doit().await.unwrap_err();
     assert_eq!(hub_error_reason(&err), "notFound");
