@@ -59,6 +59,13 @@ enum Command {
         /// Hide the progress line.
         #[arg(long)]
         quiet: bool,
+        /// List what the run would upload, replace, move and remove (with sizes) and change nothing:
+        /// neither the destination nor the state. Exit 0.
+        #[arg(long, conflicts_with = "once")]
+        dry_run: bool,
+        /// With --dry-run: print one JSON object.
+        #[arg(long, requires = "dry_run")]
+        json: bool,
         /// The pipeline configuration.
         config: PathBuf,
     },
@@ -240,7 +247,8 @@ fn main() -> ExitCode {
 
 async fn dispatch(cmd: Command) -> ExitCode {
     let r = match cmd {
-        Command::Run { once, quiet, config } => return run(&config, once, quiet).await,
+        Command::Run { dry_run: true, json, quiet, config, .. } => return dry_run(&config, json, quiet).await,
+        Command::Run { once, quiet, config, .. } => return run(&config, once, quiet).await,
         Command::Validate { config } => return validate(&config),
         Command::Verify { checksum, repair, json, quiet, config } => {
             return verify(&config, VerifyArgs { checksum, repair, json, quiet }).await;
@@ -404,6 +412,36 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
             } else {
                 ExitCode::from(EXIT_FAILED)
             }
+        }
+    }
+}
+
+/// `run --dry-run`: a reconcile read as the actions the next run would take.
+async fn dry_run(path: &std::path::Path, json: bool, quiet: bool) -> ExitCode {
+    let cfg = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let progress = !quiet && !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let opts = mirrorflow::verify::VerifyOptions { checksum: false, progress };
+    match mirrorflow::verify::dry_run(&cfg, &opts).await {
+        Ok(plan) if json => match serde_json::to_string(&plan) {
+            Ok(text) => {
+                out_line!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                err_line!("error: {e}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
+        Ok(plan) => {
+            let _ = plan.write_human(&mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            err_line!("error: {e}");
+            ExitCode::from(if e.is_usage() { EXIT_USAGE } else { EXIT_FAILED })
         }
     }
 }

@@ -6,6 +6,7 @@
 //! the prefix, and the two sides meet in a throwaway on-disk table ([`spill`]), so memory stays
 //! bounded whatever the number of files.
 
+pub mod dry_run;
 pub mod expect;
 mod report;
 pub mod schedule;
@@ -165,13 +166,25 @@ pub fn state_inside_destination(cfg: &Config) -> Option<String> {
 
 /// Verifies the mirror `cfg` describes: Drive against the destination, key by key.
 pub async fn verify(cfg: &Config, opts: &VerifyOptions) -> Result<Report, VerifyError> {
-    crate::install_crypto_provider();
     let store = open_store(cfg)?;
+    verify_with(cfg, opts, store.as_ref()).await
+}
+
+/// What the next run would do to the mirror, found by a reconcile (see [`dry_run::DryRun`]); nothing
+/// is written, to the destination or to the state.
+pub async fn dry_run(cfg: &Config, opts: &VerifyOptions) -> Result<dry_run::DryRun, VerifyError> {
+    let store = open_store(cfg)?;
+    let report = verify_with(cfg, opts, store.as_ref()).await?;
+    dry_run::DryRun::from_report(&report, store.as_ref(), cfg.destination.deletes)
+}
+
+async fn verify_with(cfg: &Config, opts: &VerifyOptions, store: Option<&Store>) -> Result<Report, VerifyError> {
+    crate::install_crypto_provider();
     let dest = Destination::from_config(&cfg.destination, &cfg.retry)?;
     let drive = pipeline::drive_client(cfg).await?;
     let scope = pipeline::discover_scope(cfg, &drive).await?;
     let sources = Sources {
-        store: store.as_ref(),
+        store,
         dest: &dest,
         drive: &drive,
         scope: &scope,
@@ -426,7 +439,7 @@ impl Pass<'_> {
                 counters.compared.fetch_add(1, Ordering::Relaxed);
                 let Some(expected) = spill.take_expected(&rel)? else { return spill.extra(&rel) };
                 if let Some(reason) = compare(dest, &obj, &expected, checksum, counters).await? {
-                    spill.mismatch(&rel, Some(&expected.file_id), reason)?;
+                    spill.mismatch(&rel, &expected, reason)?;
                 }
                 Ok(())
             })

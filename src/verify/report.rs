@@ -65,6 +65,11 @@ impl Report {
         self.counts.3
     }
 
+    /// `key` relative to the prefix (how the report names keys).
+    pub fn relative<'k>(&self, key: &'k str) -> &'k str {
+        self.rules.relative(key)
+    }
+
     /// The full key of a key relative to the prefix.
     pub fn full_key(&self, relative: &str) -> String {
         self.rules.join(relative)
@@ -74,6 +79,16 @@ impl Report {
     pub fn differing_files(&self) -> impl Iterator<Item = Result<FileId, VerifyError>> + '_ {
         let ids = self.spill.missing().chain(self.spill.mismatched());
         ids.filter_map(|r| r.map(|(_, d)| d.file_id).transpose())
+    }
+
+    /// Missing objects: relative key, and what is known of the file.
+    pub fn missing(&self) -> impl Iterator<Item = Result<(String, super::spill::Difference), VerifyError>> + '_ {
+        self.spill.missing()
+    }
+
+    /// Mismatched objects: relative key, and what is known of the file.
+    pub fn mismatched(&self) -> impl Iterator<Item = Result<(String, super::spill::Difference), VerifyError>> + '_ {
+        self.spill.mismatched()
     }
 
     /// The extra objects' keys, relative to the prefix.

@@ -34,6 +34,9 @@ pub struct Difference {
     pub file_id: Option<FileId>,
     /// Why, for people.
     pub reason: Option<String>,
+    /// Bytes Drive has for the file, when known (what fetching it again costs).
+    #[serde(default)]
+    pub size: Option<u64>,
 }
 
 /// A file listed as skipped.
@@ -101,7 +104,7 @@ impl Spill {
     pub fn expect(&self, key: &str, e: &Expected) -> Result<(), VerifyError> {
         if let Some(other) = self.take_expected(key)? {
             let reason = format!("two Drive files map to this key: {} and {}", other.file_id, e.file_id);
-            self.mismatch(key, Some(&e.file_id), reason)?;
+            self.mismatch(key, e, reason)?;
         }
         put(&self.expected, key, e)
     }
@@ -129,8 +132,9 @@ impl Spill {
     }
 
     /// Records a mismatched object.
-    pub fn mismatch(&self, key: &str, id: Option<&FileId>, reason: String) -> Result<(), VerifyError> {
-        put(&self.mismatched, key, &Difference { file_id: id.cloned(), reason: Some(reason) })
+    pub fn mismatch(&self, key: &str, expected: &Expected, reason: String) -> Result<(), VerifyError> {
+        let d = Difference { file_id: Some(expected.file_id.clone()), reason: Some(reason), size: expected.size };
+        put(&self.mismatched, key, &d)
     }
 
     /// Records an object no Drive file maps to.
@@ -153,7 +157,7 @@ impl Spill {
                 None => put(
                     &self.missing,
                     std::str::from_utf8(&k).unwrap_or_default(),
-                    &Difference { file_id: Some(e.file_id), reason: e.dead_letter },
+                    &Difference { file_id: Some(e.file_id), reason: e.dead_letter, size: e.size },
                 )?,
             }
         }

@@ -10,6 +10,7 @@ mod bad_config;
 mod continuous;
 mod crash_restart;
 mod drive_as_documented;
+mod dry_run;
 mod emulator_big;
 mod emulator_faults;
 mod emulator_protocol;

@@ -9,27 +9,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Every object under a local destination (relative path → bytes), `.trash/` left out.
-fn objects(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path.strip_prefix(dir).unwrap().to_string_lossy().to_string();
-            if rel.starts_with(".trash") || rel.starts_with(".mirrorflow") {
-                continue;
-            }
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.insert(rel, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    out
-}
-
 fn folder_key(config: &Path, id: &str) -> String {
     let (_cfg, store, _dest) = open(config);
     let folders = store.all_folders().unwrap();
@@ -71,8 +50,8 @@ fn subtree(tree: &EmuTree, top: &str) -> Vec<String> {
 async fn assert_subtree_of_full(full: &Path, full_dir: &Path, selected: &Path, selected_dir: &Path, folder: &str) {
     let key = folder_key(full, folder);
     let want: BTreeMap<String, Vec<u8>> =
-        objects(full_dir).into_iter().filter(|(k, _)| k.starts_with(&format!("{key}/"))).collect();
-    let got = objects(selected_dir);
+        local_objects(full_dir).into_iter().filter(|(k, _)| k.starts_with(&format!("{key}/"))).collect();
+    let got = local_objects(selected_dir);
     assert!(!want.is_empty(), "the chosen folder holds no file");
     let missing: Vec<&String> = want.keys().filter(|k| !got.contains_key(*k)).collect();
     let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).collect();
@@ -147,7 +126,7 @@ async fn folders_hold_the_matching_subtree_of_a_full_mirror_through_moves_in_and
     run_once(&full).await;
     run_once(&selected).await;
     assert_subtree_of_full(&full, &full_dir, &selected, &sel_dir, &chosen).await;
-    let got = objects(&sel_dir);
+    let got = local_objects(&sel_dir);
     assert!(got.keys().any(|k| k.ends_with("/arriving/a.txt")), "the folder moved in was not mirrored: {got:?}");
     assert!(!got.keys().any(|k| k.ends_with("/l.txt")), "the folder moved out is still mirrored");
 }

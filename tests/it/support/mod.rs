@@ -515,3 +515,24 @@ pub async fn assert_verifies_equal(config: &Path) {
     let out = mirrorflow(&["verify", "--json", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(0), "verify after this history: {}", text(&out));
 }
+
+/// Every object under a local destination (relative path → bytes), `.trash/` left out.
+pub fn local_objects(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(dir).unwrap().to_string_lossy().to_string();
+            if rel.starts_with(".trash") || rel.starts_with(".mirrorflow") {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
