@@ -195,6 +195,9 @@ pub struct SourceConfig {
     /// Drive mime types (`application/pdf`, `image/*`): when set, only those are mirrored.
     #[serde(default)]
     pub mime_types: Vec<String>,
+    /// What a shortcut becomes: a `<name>.url` link to its target (default) or nothing.
+    #[serde(default)]
+    pub shortcuts: ShortcutMode,
     /// Push notifications (continuous mode).
     pub webhook: Option<WebhookConfig>,
 }
@@ -315,6 +318,17 @@ impl ExportConfig {
             }
         }
     }
+}
+
+/// `[source] shortcuts`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ShortcutMode {
+    /// A small internet-shortcut object, `<name>.url`, pointing at the target.
+    #[default]
+    Link,
+    /// Nothing in the mirror (shortcuts are recorded as skipped).
+    Skip,
 }
 
 /// How Drive names become keys.
@@ -786,6 +800,7 @@ impl Config {
     pub fn selection(&self) -> Result<crate::stages::selection::Selection, crate::stages::selection::SelectionError> {
         let s = &self.source;
         crate::stages::selection::Selection::new(&s.folders, &s.include, &s.exclude, &s.mime_types)
+            .map(|sel| sel.with_shortcut_links(s.shortcuts == ShortcutMode::Link))
     }
 
     /// Every semantic problem, each starting with the key it concerns.

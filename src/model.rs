@@ -95,6 +95,17 @@ impl DriveFile {
     pub fn is_shortcut(&self) -> bool {
         self.mime_type == SHORTCUT_MIME
     }
+    /// A shortcut with its link object's size and md5 (checked like Drive's own by the verifier); any
+    /// other file as it is.
+    pub fn with_link_digest(mut self) -> DriveFile {
+        if self.is_shortcut() {
+            let body = shortcut_link_body(self.shortcut_target.as_ref());
+            self.size = Some(body.len() as u64);
+            self.md5 = Some(hex::encode(<md5::Md5 as md5::Digest>::digest(body.as_bytes())));
+            self.sha256 = None;
+        }
+        self
+    }
     /// True for Google Docs/Sheets/Slides/Drawings, which must be exported rather than downloaded.
     pub fn is_google_doc(&self) -> bool {
         self.mime_type.starts_with("application/vnd.google-apps.") && !self.is_folder() && !self.is_shortcut()
@@ -187,6 +198,19 @@ pub enum Source {
         /// The doc's export link for that mime type, used past the 10 MB export limit.
         link: Option<String>,
     },
+    /// A shortcut's `.url` object: these bytes, made by mirrorflow (no Drive request).
+    Link {
+        /// The whole object.
+        body: String,
+    },
+}
+
+/// The `.url` internet-shortcut object a shortcut becomes: opens its target in Drive. Built from the
+/// target's id (`drive.google.com/open?id=` opens any kind of item), so no request per shortcut.
+pub fn shortcut_link_body(target: Option<&FileId>) -> String {
+    let id = target.map(|t| t.0.as_str()).unwrap_or_default();
+    let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    format!("[InternetShortcut]\r\nURL=https://drive.google.com/open?id={id}\r\n")
 }
 
 /// What the planner decided to do about one event.

@@ -375,6 +375,7 @@ impl DriveClient {
         let key = item.resource_key.as_deref().map(|k| format!("{file}/{k}"));
         let key = key.as_deref();
         match source {
+            crate::model::Source::Link { body } => Ok(in_memory(body.as_bytes(), offset)),
             crate::model::Source::Media => {
                 let mut url =
                     format!("{}drive/v3/files/{}?alt=media&supportsAllDrives=true", self.settings.api_base_url, file);
@@ -531,6 +532,12 @@ fn convert_change(c: Change) -> Option<DriveChange> {
         }
         Some(_) => None,
     }
+}
+
+/// A body made here rather than read from Drive (a shortcut's link), from `offset`.
+fn in_memory(bytes: &[u8], offset: u64) -> ByteStream {
+    let rest = Bytes::copy_from_slice(bytes.get(offset as usize..).unwrap_or_default());
+    ByteStream { body: Box::pin(futures::stream::iter([Ok(rest)])), total_len: Some(bytes.len() as u64) }
 }
 
 impl DriveClient {

@@ -502,7 +502,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
                 return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Unchanged))));
             }
         };
-        if file.is_shortcut() {
+        if file.is_shortcut() && !self.scope.selection.links_shortcuts() {
             return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Shortcut))));
         }
         let parent = if file.trashed { None } else { self.parent_prefix(event.seq, &file, event.origin).await? };
@@ -531,10 +531,15 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         file: DriveFile,
         parent: &str,
     ) -> Result<Result<Planned, Outcome>, StageError> {
-        if let Some(reason) = self.refused(&file)? {
+        let file = file.with_link_digest();
+        if !file.is_shortcut()
+            && let Some(reason) = self.refused(&file)?
+        {
             return Ok(Err(outcome(event, OutcomeKind::Skipped(reason))));
         }
-        let source = if file.is_google_doc() {
+        let source = if file.is_shortcut() {
+            (Source::Link { body: shortcut_link_body(file.shortcut_target.as_ref()) }, Some("url".to_string()))
+        } else if file.is_google_doc() {
             let Some(format) = self.layout.export.format_for(&file.mime_type) else {
                 // A Form, Site, Map…: Drive has no export for it, so there are no bytes to mirror.
                 crate::metrics::event("planner", "no_export");

@@ -26,6 +26,8 @@ pub struct Selection {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
     mime_types: Vec<String>,
+    /// `[source] shortcuts = "link"`: a shortcut is mirrored as a small `.url` object.
+    shortcut_links: bool,
 }
 
 /// A file as the selection sees it.
@@ -75,7 +77,18 @@ impl Selection {
             include: glob_set("source.include", include)?,
             exclude: glob_set("source.exclude", exclude)?,
             mime_types: mime_types.to_vec(),
+            shortcut_links: false,
         })
+    }
+
+    /// Shortcuts mirrored as `.url` links (`true`) or skipped.
+    pub fn with_shortcut_links(self, on: bool) -> Selection {
+        Selection { shortcut_links: on, ..self }
+    }
+
+    /// Whether a shortcut is mirrored as a `.url` link to its target.
+    pub fn links_shortcuts(&self) -> bool {
+        self.shortcut_links
     }
 
     /// True when every file is mirrored (no key of the selection is set).

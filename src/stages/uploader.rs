@@ -219,6 +219,9 @@ impl<W: WriteTarget> Uploader<W> {
             drive_name: planned.file.name.clone(),
             content_type: match &planned.kind {
                 ActionKind::Upload { source: crate::model::Source::Export { mime, .. } } => Some(mime.clone()),
+                ActionKind::Upload { source: crate::model::Source::Link { .. } } => {
+                    Some("application/internet-shortcut".into())
+                }
                 _ if !planned.file.mime_type.starts_with("application/vnd.google-apps") => {
                     Some(planned.file.mime_type.clone())
                 }

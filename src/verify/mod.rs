@@ -356,15 +356,17 @@ impl Pass<'_> {
         };
         let (path, ancestors) = self.tree.place(parent, &f.name);
         let candidate = Candidate { path: &path, mime_type: &f.mime_type, ancestors: &ancestors };
-        if !f.is_shortcut() && !self.selection.admits(&candidate) {
+        if !self.selection.admits(&candidate) {
             // Outside `[source] folders` / `include` / `exclude` / `mime_types`: not mirrored, and an
             // object at its key is an extra.
             return Ok(());
         }
-        if f.is_shortcut() {
-            return self.spill.skip(&f.id, &f.name, "shortcut (recorded, not followed)");
+        if f.is_shortcut() && !self.selection.links_shortcuts() {
+            return self.spill.skip(&f.id, &f.name, "shortcut (shortcuts = \"skip\")");
         }
+        let f = f.with_link_digest();
         let ext = match f.is_google_doc() {
+            _ if f.is_shortcut() => Some("url"),
             true => match self.export.format_for(&f.mime_type) {
                 Some(format) => Some(format.ext),
                 None => return self.spill.skip(&f.id, &f.name, "noExport: Google has no export for this type"),

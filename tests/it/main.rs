@@ -20,6 +20,7 @@ mod mirror_s3;
 mod no_loss;
 mod quickstart;
 mod selection;
+mod shortcuts;
 mod sign_in;
 mod skips;
 mod supervision;

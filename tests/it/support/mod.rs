@@ -240,7 +240,15 @@ pub fn expected_files(tree: &EmuTree) -> BTreeMap<String, Expected> {
     for item in &tree.items {
         // Drive will not hand these over: flagged abusive, or the owner disabled downloads.
         let refused = item.abusive || !item.can_download;
-        if item.mime_type == FOLDER || item.mime_type == SHORTCUT || refused || !reachable(&item.id) {
+        if item.mime_type == FOLDER || refused || !reachable(&item.id) {
+            continue;
+        }
+        if item.mime_type == SHORTCUT {
+            // `[source] shortcuts = "link"` (the default): an internet-shortcut object to the target.
+            let target = item.shortcut_target.clone().unwrap_or_default();
+            let body = format!("[InternetShortcut]\r\nURL=https://drive.google.com/open?id={target}\r\n");
+            let md5 = Some(hex::encode(<md5::Md5 as md5::Digest>::digest(body.as_bytes())));
+            out.insert(item.id.clone(), Expected { name: item.name.clone(), md5, size: body.len() as u64 });
             continue;
         }
         let size = match (&item.export_sizes, export_mime_for(&item.mime_type)) {
