@@ -231,6 +231,14 @@ fn default_drives() -> Vec<String> {
 fn default_poll() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
+/// Whether `path` holds a "Desktop app" OAuth client rather than a key or a sign-in.
+fn is_oauth_client_file(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get("installed").is_some())
+}
+
 fn default_scope() -> String {
     "drive.readonly".into()
 }
@@ -847,6 +855,12 @@ impl Config {
         let s = &self.source;
         if !s.credentials.is_file() {
             p.push(format!("source.credentials: no such file {}", s.credentials.display()));
+        } else if s.token_cache.is_none() && is_oauth_client_file(&s.credentials) {
+            p.push(
+                "source.token_cache: an OAuth client file (source.credentials) needs it: where `mirrorflow auth login` \
+                 saves the sign-in, e.g. \"token.json\""
+                    .into(),
+            );
         }
         for (key, url) in [("source.api_base_url", &s.api_base_url), ("source.docs_base_url", &s.docs_base_url)] {
             match url::Url::parse(url) {
