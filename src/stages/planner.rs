@@ -45,6 +45,17 @@ pub trait FolderLookup: Send + Sync + 'static {
     fn lookup(&self, id: &FileId) -> impl Future<Output = Result<Option<DriveFile>, DriveError>> + Send;
 }
 
+/// What the selection said of an event before its folder was resolved.
+#[derive(Debug, PartialEq)]
+enum Selected {
+    /// Not held: the file's removal (or nothing, when it was not mirrored).
+    Removal(Box<Result<Planned, Outcome>>),
+    /// Held, or not a question for the selection (folders, removals, trashed items).
+    Held,
+    /// A file whose folder is not known yet: asked again once it is.
+    Undecided,
+}
+
 /// The key classes an action touches: where it writes, what it copies from, what it removes.
 fn touched_classes(p: &Planned) -> Vec<String> {
     let mut keys: Vec<&ObjectKey> = vec![&p.key];
@@ -421,15 +432,20 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
     /// file it does not hold is removed (if mirrored); a folder that moved or was renamed, or that a
     /// relisting reached, has its children listed again, so that every file it carries into or out of
     /// the selection is looked at (the files a folder move carries otherwise keep their decision).
-    fn deselected(&mut self, event: &ChangeEvent) -> Result<Option<Result<Planned, Outcome>>, StageError> {
-        let ChangeKind::Upsert(file) = &event.kind else { return Ok(None) };
-        if file.trashed || file.is_shortcut() {
-            return Ok(None);
+    fn deselected(&mut self, event: &ChangeEvent) -> Result<Selected, StageError> {
+        let ChangeKind::Upsert(file) = &event.kind else { return Ok(Selected::Held) };
+        if file.trashed {
+            return Ok(Selected::Held);
+        }
+        if file.is_shortcut() {
+            // Asked once its folder is resolved, after the `shortcuts` mode has had its say.
+            return Ok(Selected::Undecided);
         }
         if !file.is_folder() {
             return Ok(match self.admits(file) {
-                Some(false) => Some(self.plan_removal(event.seq, &file.id)?),
-                _ => None,
+                Some(false) => Selected::Removal(Box::new(self.plan_removal(event.seq, &file.id)?)),
+                Some(true) => Selected::Held,
+                None => Selected::Undecided,
             });
         }
         if self.scope.selection.depends_on_place()
@@ -440,7 +456,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
                 self.requests.push(Refresh::Children(file.id.clone()));
             }
         }
-        Ok(None)
+        Ok(Selected::Held)
     }
 
     fn remember_out_of_scope(&mut self, ids: impl Iterator<Item = FileId>) {
@@ -488,9 +504,10 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             // A file-level change of a shared drive's root folder: the drive-level change decides.
             return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Unchanged))));
         }
-        if let Some(removal) = self.deselected(&event)? {
-            return Ok(removal);
-        }
+        let selected = match self.deselected(&event)? {
+            Selected::Removal(removal) => return Ok(*removal),
+            other => other,
+        };
         if event.origin != Origin::Repair && super::dedup::already_applied(&self.store, &event)? {
             crate::metrics::event("dedup", "unchanged");
             return Ok(Err(super::dedup::skipped(&event, SkipReason::Unchanged)));
@@ -509,7 +526,8 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         let Some(parent) = parent else {
             return self.plan_removal(event.seq, &file.id);
         };
-        if !file.is_folder() && self.admits(&file) == Some(false) {
+        // Decided now that the folder is known (it was looked up above).
+        if selected == Selected::Undecided && !file.is_folder() && self.admits(&file) == Some(false) {
             return self.plan_removal(event.seq, &file.id);
         }
         if file.is_folder() {
