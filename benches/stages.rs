@@ -75,6 +75,7 @@ fn drive_file(n: usize, version: u64) -> DriveFile {
         export_links: BTreeMap::new(),
         can_download: true,
         resource_key: None,
+        shared_with_me: false,
     }
 }
 

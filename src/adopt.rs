@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// The top-level folders mirrorflow writes under the prefix. Only these are swept: whatever else
 /// lives under the prefix (`.trash/`, a state directory, the user's own files) is never touched.
-const MIRROR_ROOTS: [&str; 2] = ["my-drive", "shared-drives"];
+const MIRROR_ROOTS: [&str; 3] = ["my-drive", "shared-drives", crate::stages::planner::SHARED_WITH_ME];
 
 /// The adoption boundary's error.
 #[derive(Debug, thiserror::Error)]

@@ -198,6 +198,10 @@ pub struct SourceConfig {
     /// What a shortcut becomes: a `<name>.url` link to its target (default) or nothing.
     #[serde(default)]
     pub shortcuts: ShortcutMode,
+    /// Also mirror the items other people shared with the user that are not in their My Drive, under
+    /// `<prefix>/shared-with-me/`.
+    #[serde(default)]
+    pub shared_with_me: bool,
     /// Push notifications (continuous mode).
     pub webhook: Option<WebhookConfig>,
 }

@@ -84,6 +84,10 @@ pub struct DriveFile {
     /// Resource key of a link-shared file: downloads send it in `X-Goog-Drive-Resource-Keys`.
     #[serde(default)]
     pub resource_key: Option<String>,
+    /// Shared with the user directly by someone else (`sharedWithMeTime` is set). With no parent the
+    /// user can see, such an item is a top item of `[source] shared_with_me`.
+    #[serde(default)]
+    pub shared_with_me: bool,
 }
 
 impl DriveFile {

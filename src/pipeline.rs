@@ -126,8 +126,11 @@ fn retry_policy(cfg: &Config) -> RetryPolicy {
 
 /// Resolves `[source] drives` into My Drive's root and the shared drives to mirror.
 pub async fn discover_scope(cfg: &Config, drive: &DriveClient) -> Result<Scope, PipelineError> {
-    let mut scope =
-        Scope { selection: cfg.selection().map_err(|e| PipelineError::Scope(e.to_string()))?, ..Default::default() };
+    let mut scope = Scope {
+        selection: cfg.selection().map_err(|e| PipelineError::Scope(e.to_string()))?,
+        shared_with_me: cfg.source.shared_with_me,
+        ..Default::default()
+    };
     let wants = |s: &str| cfg.source.drives.iter().any(|d| d == s);
     if wants("my-drive") || wants("all") {
         scope.my_drive_root = Some(drive.root_folder_id().await?);

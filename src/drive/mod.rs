@@ -26,15 +26,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Every file field the mirror needs, asked for explicitly (Drive returns only what `fields` names).
-pub const FILE_FIELDS: &str = "id,name,mimeType,parents,size,md5Checksum,sha256Checksum,modifiedTime,version,trashed,driveId,shortcutDetails,exportLinks,capabilities/canDownload,resourceKey";
+pub const FILE_FIELDS: &str = "id,name,mimeType,parents,size,md5Checksum,sha256Checksum,modifiedTime,version,trashed,driveId,shortcutDetails,exportLinks,capabilities/canDownload,resourceKey,sharedWithMeTime";
 
 /// Which part of Drive one listing or one change log covers.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Corpus {
-    /// The user's My Drive.
+    /// The user's My Drive: the user's log with `restrictToMyDrive`.
     MyDrive,
     /// One shared drive.
     SharedDrive(DriveId),
+    /// The user's whole log (`[source] shared_with_me`): My Drive and the items other people shared
+    /// with the user, which `restrictToMyDrive` would leave out. Listed like My Drive (`corpora=user`
+    /// holds both).
+    MyDriveAndShared,
+}
+
+impl Corpus {
+    /// True for the user's own log (either kind), false for a shared drive's.
+    pub fn is_user_log(&self) -> bool {
+        !matches!(self, Corpus::SharedDrive(_))
+    }
 }
 
 /// Which items a `files.list` call covers (Drive's `corpora`).
@@ -271,7 +282,7 @@ impl DriveClient {
             "trashed = false".to_string()
         };
         let scope = match corpus {
-            Corpus::MyDrive => ListScope::User,
+            Corpus::MyDrive | Corpus::MyDriveAndShared => ListScope::User,
             Corpus::SharedDrive(d) => ListScope::Drive(d),
         };
         self.files_list_page(&q, scope, page_token).await
@@ -319,7 +330,7 @@ impl DriveClient {
     /// One page of one change log from `token`. Google's "Retrieve changes" guide: changes to items
     /// in a shared drive may appear only in that drive's own log, so each shared drive is followed
     /// through its log (`driveId`), and My Drive through the user's log restricted to it
-    /// (`restrictToMyDrive`: items shared with the user are not mirrored).
+    /// (`restrictToMyDrive`), unless the items shared with the user are mirrored too.
     pub async fn changes_page(&self, corpus: &Corpus, token: &str) -> Result<ChangePage, DriveError> {
         let fields = format!(
             "nextPageToken,newStartPageToken,changes(changeType,removed,fileId,driveId,time,drive(id,name),file({FILE_FIELDS}))"
@@ -336,6 +347,7 @@ impl DriveClient {
                     .supports_all_drives(true);
                 let call = match corpus {
                     Corpus::MyDrive => call.restrict_to_my_drive(true),
+                    Corpus::MyDriveAndShared => call,
                     Corpus::SharedDrive(id) => call.drive_id(&id.0).include_items_from_all_drives(true),
                 };
                 let (_, list) = call
@@ -516,6 +528,7 @@ pub fn convert_file(f: File) -> Option<DriveFile> {
         export_links: f.export_links.map(|m| m.into_iter().collect::<BTreeMap<_, _>>()).unwrap_or_default(),
         can_download: f.capabilities.and_then(|c| c.can_download).unwrap_or(true),
         resource_key: f.resource_key,
+        shared_with_me: f.shared_with_me_time.is_some(),
     })
 }
 
@@ -660,7 +673,7 @@ impl DriveClient {
                     .include_items_from_all_drives(true)
                     .include_removed(true);
                 let call = match log {
-                    Corpus::MyDrive => call,
+                    Corpus::MyDrive | Corpus::MyDriveAndShared => call,
                     Corpus::SharedDrive(id) => call.drive_id(&id.0),
                 };
                 let (_, ch) =

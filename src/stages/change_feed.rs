@@ -62,7 +62,9 @@ pub struct ListJob {
 /// The drives of a scope, each listed once and followed through its own change log.
 pub fn change_logs(scope: &super::planner::Scope) -> Vec<Corpus> {
     let mut corpora = Vec::new();
-    if scope.my_drive_root.is_some() {
+    if scope.shared_with_me {
+        corpora.push(Corpus::MyDriveAndShared);
+    } else if scope.my_drive_root.is_some() {
         corpora.push(Corpus::MyDrive);
     }
     corpora.extend(scope.shared.keys().cloned().map(Corpus::SharedDrive));
@@ -247,15 +249,16 @@ impl<S: ChangeSource> ChangeFeed<S> {
     /// True when the feed can go on from `cp`. A listing resumes only over exactly the logs it began
     /// with (its job numbers index them); the change logs of shared drives joined or left while
     /// mirrorflow was down are reconciled instead (see [`Self::reconcile_drives`]). A checkpoint
-    /// without logs (written before per-drive logs) or with My Drive added or dropped lists again.
+    /// without logs (written before per-drive logs), or whose user log differs (My Drive, or the items
+    /// shared with the user, added or dropped), lists again.
     fn can_resume(&self, cp: &Checkpoint) -> bool {
         let logs_of = |feeds: &[(Corpus, String)]| feeds.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>();
         match cp.phase {
             _ if cp.feeds.is_empty() => false,
             FeedPhase::Listing { .. } => logs_of(&cp.feeds) == self.logs,
             FeedPhase::Changes { .. } => {
-                let my_drive = |logs: &[Corpus]| logs.contains(&Corpus::MyDrive);
-                my_drive(&logs_of(&cp.feeds)) == my_drive(&self.logs)
+                let user_log = |logs: &[Corpus]| logs.iter().find(|l| l.is_user_log()).cloned();
+                user_log(&logs_of(&cp.feeds)) == user_log(&self.logs)
             }
         }
     }
@@ -269,7 +272,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
             }
             Some(_) => {
                 tracing::warn!(
-                    "the saved checkpoint follows other change logs than this scope (written by an older version, or My Drive joined or left the scope): listing everything again"
+                    "the saved checkpoint follows other change logs than this scope (written by an older version, or My Drive or the items shared with the user joined or left the scope): listing everything again"
                 );
                 (self.start_over(out).await?, true)
             }
@@ -349,7 +352,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
             .iter()
             .filter_map(|(l, _)| match l {
                 Corpus::SharedDrive(d) => Some(d.clone()),
-                Corpus::MyDrive => None,
+                Corpus::MyDrive | Corpus::MyDriveAndShared => None,
             })
             .collect();
         match &self.selection {

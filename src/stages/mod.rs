@@ -316,6 +316,7 @@ pub(crate) mod testing {
             export_links: Default::default(),
             can_download: true,
             resource_key: None,
+            shared_with_me: false,
         }
     }
 

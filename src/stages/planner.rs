@@ -24,7 +24,13 @@ pub struct Scope {
     pub shared: BTreeMap<DriveId, String>,
     /// Which files of those drives are mirrored (`[source] folders`, `include`, `exclude`, `mime_types`).
     pub selection: super::selection::Selection,
+    /// `[source] shared_with_me`: the items other people shared with the user, outside their My
+    /// Drive, are mirrored under `shared-with-me/`.
+    pub shared_with_me: bool,
 }
+
+/// The key segment under the prefix that holds the items shared with the user.
+pub const SHARED_WITH_ME: &str = "shared-with-me";
 
 /// How keys are laid out.
 #[derive(Clone, Debug)]
@@ -364,7 +370,10 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
                 return Ok(None);
             }
             let Some(parent) = child.parents.first().cloned() else {
-                return Ok(None);
+                match self.shared_root(&child) {
+                    Some(root) => break root,
+                    None => return Ok(None),
+                }
             };
             if let Some(root) = self.root_prefix(&child, &parent) {
                 break root;
@@ -376,6 +385,9 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
                 break f.key.0.clone();
             }
             if self.out_of_scope.contains(&parent) {
+                if let Some(root) = self.shared_root(&child) {
+                    break root;
+                }
                 self.remember_out_of_scope(chain.iter().map(|f| f.id.clone()));
                 return Ok(None);
             }
@@ -384,8 +396,13 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
                     chain.push(folder.clone());
                     child = folder;
                 }
-                Ok(_) => {
-                    self.remember_out_of_scope(chain.iter().map(|f| f.id.clone()).chain([parent]));
+                Ok(found) => {
+                    let invisible = found.is_none();
+                    self.remember_out_of_scope(std::iter::once(parent));
+                    if invisible && let Some(root) = self.shared_root(&child) {
+                        break root;
+                    }
+                    self.remember_out_of_scope(chain.iter().map(|f| f.id.clone()));
                     return Ok(None);
                 }
                 Err(e) => {
@@ -408,22 +425,35 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         Ok(Some(prefix))
     }
 
-    /// Whether the selection holds `file`; `None` while its folder is not known yet.
-    fn admits(&self, file: &DriveFile) -> Option<bool> {
+    /// The key prefix of the items shared with the user, when `top` — an item whose parent is
+    /// missing or not the user's to see — is one they shared with the user directly and
+    /// `[source] shared_with_me` is on.
+    fn shared_root(&self, top: &DriveFile) -> Option<String> {
+        let shared = self.scope.shared_with_me && top.shared_with_me && top.drive_id.is_none();
+        shared.then(|| self.join(SHARED_WITH_ME))
+    }
+
+    /// Whether the selection holds `file`; `None` while its folder is not known yet. Once its folder
+    /// was `resolved`, a file whose parent is still unknown is a top item shared with the user: its
+    /// path is its name.
+    fn admits(&self, file: &DriveFile, resolved: bool) -> Option<bool> {
         let selection = &self.scope.selection;
         if selection.is_everything() {
             return Some(true);
         }
-        let parent = file.parents.first()?;
-        let is_root = self.scope.my_drive_root.as_ref() == Some(parent)
-            || self.drive_roots.contains_key(&DriveId(parent.0.clone()));
-        if !is_root && !self.folders.contains_key(parent) {
-            return None;
-        }
+        let parent = file.parents.first().filter(|parent| {
+            self.scope.my_drive_root.as_ref() == Some(*parent)
+                || self.drive_roots.contains_key(&DriveId(parent.0.clone()))
+                || self.folders.contains_key(*parent)
+        });
         let known = |id: &FileId| {
             self.folders.get(id).filter(|r| !r.is_drive_root()).map(|r| (r.name.as_str(), r.parent.as_ref()))
         };
-        let (path, ancestors) = super::selection::place_of(parent, &file.name, known);
+        let (path, ancestors) = match parent {
+            Some(parent) => super::selection::place_of(parent, &file.name, known),
+            None if resolved => (file.name.clone(), Vec::new()),
+            None => return None,
+        };
         let candidate = super::selection::Candidate { path: &path, mime_type: &file.mime_type, ancestors: &ancestors };
         Some(selection.admits(&candidate))
     }
@@ -442,7 +472,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             return Ok(Selected::Undecided);
         }
         if !file.is_folder() {
-            return Ok(match self.admits(file) {
+            return Ok(match self.admits(file, false) {
                 Some(false) => Selected::Removal(Box::new(self.plan_removal(event.seq, &file.id)?)),
                 Some(true) => Selected::Held,
                 None => Selected::Undecided,
@@ -457,6 +487,32 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             }
         }
         Ok(Selected::Held)
+    }
+
+    /// True when the event's item is recorded under `shared-with-me/` while `[source] shared_with_me`
+    /// is off (it was switched off): unchanged as it is, it leaves the mirror all the same, so it is
+    /// planned, not skipped as already applied. Answered from the folder map; the store is read only
+    /// for an item whose parent is neither a drive root nor a known folder (rare).
+    fn left_shared_with_me(&self, event: &ChangeEvent) -> Result<bool, StageError> {
+        let ChangeKind::Upsert(f) = &event.kind else { return Ok(false) };
+        if self.scope.shared_with_me {
+            return Ok(false);
+        }
+        let root = format!("{}/", self.join(SHARED_WITH_ME));
+        let under_root = |key: &ObjectKey| key.0.starts_with(&root);
+        if let Some(folder) = self.folders.get(&f.id) {
+            return Ok(under_root(&folder.key));
+        }
+        match f.parents.first() {
+            Some(parent) if self.folders.contains_key(parent) => Ok(under_root(&self.folders[parent].key)),
+            Some(parent)
+                if self.scope.my_drive_root.as_ref() == Some(parent)
+                    || self.drive_roots.contains_key(&DriveId(parent.0.clone())) =>
+            {
+                Ok(false)
+            }
+            _ => Ok(self.store.file_record(&f.id)?.is_some_and(|r| under_root(&r.key))),
+        }
     }
 
     fn remember_out_of_scope(&mut self, ids: impl Iterator<Item = FileId>) {
@@ -508,7 +564,10 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             Selected::Removal(removal) => return Ok(*removal),
             other => other,
         };
-        if event.origin != Origin::Repair && super::dedup::already_applied(&self.store, &event)? {
+        if event.origin != Origin::Repair
+            && !self.left_shared_with_me(&event)?
+            && super::dedup::already_applied(&self.store, &event)?
+        {
             crate::metrics::event("dedup", "unchanged");
             return Ok(Err(super::dedup::skipped(&event, SkipReason::Unchanged)));
         }
@@ -527,7 +586,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             return self.plan_removal(event.seq, &file.id);
         };
         // Decided now that the folder is known (it was looked up above).
-        if selected == Selected::Undecided && !file.is_folder() && self.admits(&file) == Some(false) {
+        if selected == Selected::Undecided && !file.is_folder() && self.admits(&file, true) == Some(false) {
             return self.plan_removal(event.seq, &file.id);
         }
         if file.is_folder() {
@@ -810,6 +869,7 @@ fn placeholder(id: &FileId, name: &str) -> DriveFile {
         export_links: BTreeMap::new(),
         can_download: true,
         resource_key: None,
+        shared_with_me: false,
     }
 }
 
@@ -954,6 +1014,54 @@ mod tests {
             modified_time: None,
         };
         Outcome { seq: planned.seq, file_id: f.id.clone(), kind: OutcomeKind::Committed(rec) }
+    }
+
+    /// Drive as the shared-with-me tests see it: the folders `files.get` answers for.
+    struct MapLookup(HashMap<FileId, DriveFile>);
+    impl FolderLookup for MapLookup {
+        async fn lookup(&self, id: &FileId) -> Result<Option<DriveFile>, DriveError> {
+            Ok(self.0.get(id).cloned())
+        }
+    }
+
+    #[tokio::test]
+    async fn items_shared_with_the_user_go_under_shared_with_me_only_when_asked() {
+        let shared_folder = DriveFile {
+            mime_type: FOLDER_MIME.into(),
+            parents: Vec::new(),
+            shared_with_me: true,
+            ..file("S", "From Ana", "-")
+        };
+        let lookup = MapLookup(HashMap::from([(FileId("S".into()), shared_folder)]));
+        let in_folder = file("p", "plan.txt", "S");
+        let behind_hidden = DriveFile { shared_with_me: true, ..file("b", "budget.pdf", "hidden") };
+        let not_shared = file("n", "stray.pdf", "hidden");
+        for on in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let scope = Scope { my_drive_root: Some(FileId("root".into())), shared_with_me: on, ..Default::default() };
+            let layout = Layout {
+                prefix: "pre".into(),
+                mode: KeyMode::Utf8,
+                export: ExportConfig::default(),
+                max_file_size: None,
+            };
+            let store = Store::open(dir.path()).unwrap();
+            let mut p =
+                Planner::new(store, Arc::new(MapLookup(lookup.0.clone())), scope, layout, Arc::default()).unwrap();
+            let mut plan_key = async |seq: u64, f: &DriveFile| match p.plan(upsert(seq, f.clone())).await.unwrap() {
+                Ok(planned) => Some(planned.key.0),
+                Err(_) => None,
+            };
+            let keys =
+                [plan_key(1, &in_folder).await, plan_key(2, &behind_hidden).await, plan_key(3, &not_shared).await];
+            if on {
+                assert_eq!(keys[0].as_deref(), Some("pre/shared-with-me/From Ana/plan.txt"));
+                assert_eq!(keys[1].as_deref(), Some("pre/shared-with-me/budget.pdf"), "a parent the user cannot see");
+                assert_eq!(keys[2], None, "not shared with the user directly, and in no drive in scope");
+            } else {
+                assert_eq!(keys, [None, None, None], "shared_with_me off: none of them is mirrored");
+            }
+        }
     }
 
     #[tokio::test]

@@ -113,6 +113,8 @@ struct ListedFolder {
     name: String,
     parent: Option<FileId>,
     drive_id: Option<DriveId>,
+    /// Shared with the user directly (`sharedWithMeTime`).
+    shared_with_me: bool,
 }
 
 /// The folders of every drive in scope, as Drive lists them, and the keys they resolve to.
@@ -121,11 +123,32 @@ pub struct FolderTree {
     my_drive_root: Option<FileId>,
     /// Shared drives in scope with their names.
     shared: HashMap<DriveId, String>,
+    /// `[source] shared_with_me`: items shared with the user, outside My Drive, go under `shared-with-me/`.
+    shared_with_me: bool,
     folders: HashMap<FileId, ListedFolder>,
     /// Resolved keys (`None`: outside the scope).
     keys: HashMap<FileId, Option<String>>,
     /// Resolved shared-drive root keys.
     roots: HashMap<DriveId, String>,
+}
+
+/// Where an item sits, as the tree resolves it: its first parent, its shared drive, and whether it
+/// was shared with the user directly.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement<'a> {
+    /// The item's first parent, if Drive reports one.
+    pub parent: Option<&'a FileId>,
+    /// The shared drive holding it.
+    pub drive: Option<&'a DriveId>,
+    /// `sharedWithMeTime` is set.
+    pub shared_with_me: bool,
+}
+
+impl<'a> Placement<'a> {
+    /// Where `f` sits.
+    pub fn of(f: &'a DriveFile) -> Self {
+        Placement { parent: f.parents.first(), drive: f.drive_id.as_ref(), shared_with_me: f.shared_with_me }
+    }
 }
 
 impl FolderTree {
@@ -134,11 +157,20 @@ impl FolderTree {
         FolderTree { my_drive_root, shared: shared.into_iter().collect(), ..Default::default() }
     }
 
+    /// The same tree, with the items shared with the user mirrored (`[source] shared_with_me`).
+    pub fn with_shared_with_me(self, on: bool) -> Self {
+        FolderTree { shared_with_me: on, ..self }
+    }
+
     /// Adds a listed, non-trashed folder.
     pub fn add(&mut self, f: &DriveFile) {
         if f.is_folder() && !f.trashed {
-            let folder =
-                ListedFolder { name: f.name.clone(), parent: f.parents.first().cloned(), drive_id: f.drive_id.clone() };
+            let folder = ListedFolder {
+                name: f.name.clone(),
+                parent: f.parents.first().cloned(),
+                drive_id: f.drive_id.clone(),
+                shared_with_me: f.shared_with_me,
+            };
             self.folders.insert(f.id.clone(), folder);
         }
     }
@@ -153,46 +185,61 @@ impl FolderTree {
         self.folders.is_empty()
     }
 
-    /// The Drive path and ancestor ids of an item named `name` in folder `parent`, for the selection.
-    pub fn place(&self, parent: &FileId, name: &str) -> (String, Vec<FileId>) {
-        crate::stages::selection::place_of(parent, name, |id| {
-            self.folders.get(id).map(|f| (f.name.as_str(), f.parent.as_ref()))
-        })
+    /// The Drive path and ancestor ids of an item named `name` in folder `parent` (none for a top item
+    /// shared with the user), for the selection.
+    pub fn place(&self, parent: Option<&FileId>, name: &str) -> (String, Vec<FileId>) {
+        match parent.filter(|p| self.folders.contains_key(*p) || self.is_root(p)) {
+            Some(parent) => crate::stages::selection::place_of(parent, name, |id| {
+                self.folders.get(id).map(|f| (f.name.as_str(), f.parent.as_ref()))
+            }),
+            None => (name.to_string(), Vec::new()),
+        }
     }
 
-    /// The key prefix of the folder holding an item whose first parent is `parent` in drive `drive`,
-    /// or `None` when the item lies outside the scope (shared with the user, in a trashed folder…).
+    fn is_root(&self, id: &FileId) -> bool {
+        self.my_drive_root.as_ref() == Some(id) || self.shared.contains_key(&DriveId(id.0.clone()))
+    }
+
+    /// The prefix of the items shared with the user when `top` — whose parent is missing or not
+    /// listed — is one shared with them directly, outside any shared drive (the planner's rule).
+    fn shared_root(&self, rules: &KeyRules, top: Placement<'_>) -> Option<String> {
+        let shared = self.shared_with_me && top.shared_with_me && top.drive.is_none();
+        shared.then(|| rules.join(crate::stages::planner::SHARED_WITH_ME))
+    }
+
+    /// The key prefix of the folder holding an item placed at `item`, or `None` when the item lies
+    /// outside the scope (in a trashed folder, in a drive not mirrored, shared with the user when
+    /// that is not mirrored…).
     pub fn parent_key(
         &mut self,
         rules: &KeyRules,
         claims: &mut impl Claims,
         records: &mut impl Records,
-        parent: &FileId,
-        drive: Option<&DriveId>,
+        item: Placement<'_>,
     ) -> Result<Option<String>, VerifyError> {
-        let mut chain = Vec::new();
-        let (mut child_parent, mut child_drive) = (parent.clone(), drive.cloned());
+        let mut chain: Vec<FileId> = Vec::new();
+        let (mut child_parent, mut child_drive, mut child_shared) =
+            (item.parent.cloned(), item.drive.cloned(), item.shared_with_me);
         let base = loop {
             if chain.len() > MAX_DEPTH {
                 return Ok(None);
             }
-            if let Some(root) = self.root_key(rules, claims, records, &child_parent, child_drive.as_ref())? {
+            let top = Placement { parent: None, drive: child_drive.as_ref(), shared_with_me: child_shared };
+            let Some(at) = child_parent.clone() else { break self.shared_root(rules, top) };
+            if let Some(root) = self.root_key(rules, claims, records, &at, child_drive.as_ref())? {
                 break Some(root);
             }
             if child_drive.as_ref().is_some_and(|d| !self.shared.contains_key(d)) {
                 break None;
             }
-            if let Some(known) = self.keys.get(&child_parent) {
+            if let Some(known) = self.keys.get(&at) {
                 break known.clone();
             }
-            let Some(folder) = self.folders.get(&child_parent) else { break None };
-            let next = folder.parent.clone();
+            let Some(folder) = self.folders.get(&at) else { break self.shared_root(rules, top) };
+            child_parent = folder.parent.clone();
             child_drive = folder.drive_id.clone();
-            chain.push(child_parent.clone());
-            match next {
-                Some(p) => child_parent = p,
-                None => break None,
-            }
+            child_shared = folder.shared_with_me;
+            chain.push(at);
         };
         let mut key = base;
         for id in chain.into_iter().rev() {
@@ -287,6 +334,7 @@ mod tests {
             export_links: Default::default(),
             can_download: true,
             resource_key: None,
+            shared_with_me: false,
         }
     }
 
@@ -323,16 +371,49 @@ mod tests {
         tree.add(&folder("b", "B/../x", "a", None));
         tree.add(&folder("t", "Docs", "sd", Some("sd")));
         tree.add(&folder("o", "Other", "nowhere", None));
-        let key = tree.parent_key(&r, &mut claims, &mut records, &id("b"), None).unwrap();
+        let key = tree.parent_key(&r, &mut claims, &mut records, at(&id("b"), None)).unwrap();
         assert_eq!(key.as_deref(), Some("pre/my-drive/A/B_.._x"));
-        let key = tree.parent_key(&r, &mut claims, &mut records, &id("t"), Some(&DriveId("sd".into()))).unwrap();
+        let sd = DriveId("sd".into());
+        let key = tree.parent_key(&r, &mut claims, &mut records, at(&id("t"), Some(&sd))).unwrap();
         assert_eq!(key.as_deref(), Some("pre/shared-drives/Team/Docs"));
-        let key = tree.parent_key(&r, &mut claims, &mut records, &id("root"), None).unwrap();
+        let key = tree.parent_key(&r, &mut claims, &mut records, at(&id("root"), None)).unwrap();
         assert_eq!(key.as_deref(), Some("pre/my-drive"));
-        let key = tree.parent_key(&r, &mut claims, &mut records, &id("o"), None).unwrap();
+        let key = tree.parent_key(&r, &mut claims, &mut records, at(&id("o"), None)).unwrap();
         assert_eq!(key, None, "a folder whose chain reaches no drive in scope is outside it");
-        let key = tree.parent_key(&r, &mut claims, &mut records, &id("x"), Some(&DriveId("other".into()))).unwrap();
+        let other = DriveId("other".into());
+        let key = tree.parent_key(&r, &mut claims, &mut records, at(&id("x"), Some(&other))).unwrap();
         assert_eq!(key, None, "a drive not in scope");
+    }
+
+    fn at<'a>(parent: &'a FileId, drive: Option<&'a DriveId>) -> Placement<'a> {
+        Placement { parent: Some(parent), drive, shared_with_me: false }
+    }
+
+    #[test]
+    fn items_shared_with_the_user_resolve_under_shared_with_me_only_when_mirrored() {
+        let (mut claims, mut records, r) = (MapClaims::default(), MapRecords::default(), rules());
+        let shared = |i: &str, name: &str, parent: Option<&str>| DriveFile {
+            parents: parent.map(|p| vec![id(p)]).unwrap_or_default(),
+            shared_with_me: true,
+            ..folder(i, name, "-", None)
+        };
+        let mut tree = FolderTree::new(Some(id("root")), []).with_shared_with_me(true);
+        tree.add(&shared("s", "From Ana", None));
+        tree.add(&folder("d", "drafts", "s", None));
+        tree.add(&folder("mine", "Mine", "hidden", None));
+        let key = tree.parent_key(&r, &mut claims, &mut records, at(&id("d"), None)).unwrap();
+        assert_eq!(key.as_deref(), Some("pre/shared-with-me/From Ana/drafts"));
+        let top_file = Placement { parent: Some(&id("hidden")), drive: None, shared_with_me: true };
+        let key = tree.parent_key(&r, &mut claims, &mut records, top_file).unwrap();
+        assert_eq!(key.as_deref(), Some("pre/shared-with-me"), "a parent the user cannot see");
+        let key = tree.parent_key(&r, &mut claims, &mut records, at(&id("mine"), None)).unwrap();
+        assert_eq!(key, None, "not shared with the user directly: outside");
+        assert_eq!(tree.place(Some(&id("d")), "x.md").0, "From Ana/drafts/x.md");
+        assert_eq!(tree.place(Some(&id("hidden")), "budget.pdf").0, "budget.pdf");
+        let mut off = FolderTree::new(Some(id("root")), []);
+        off.add(&shared("s", "From Ana", None));
+        off.add(&folder("d", "drafts", "s", None));
+        assert_eq!(off.parent_key(&r, &mut claims, &mut records, at(&id("d"), None)).unwrap(), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::pipeline::{self, PipelineError, RunOptions};
 use crate::stages::planner::Scope;
 use crate::stages::selection::{Candidate, Selection};
 use crate::state::{Store, StoreError};
-use expect::{Claims, FolderTree, KeyRules, Records};
+use expect::{Claims, FolderTree, KeyRules, Placement, Records};
 use spill::{Expected, Spill};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -206,15 +206,13 @@ pub async fn reconcile(src: &Sources<'_>, opts: &VerifyOptions) -> Result<Report
         store: src.store,
         spill: Spill::new()?,
         rules,
-        tree: FolderTree::new(src.scope.my_drive_root.clone(), src.scope.shared.clone()),
+        tree: FolderTree::new(src.scope.my_drive_root.clone(), src.scope.shared.clone())
+            .with_shared_with_me(src.scope.shared_with_me),
         selection: &src.scope.selection,
         counters: counters.clone(),
         checked: 0,
     };
-    let mut corpora: Vec<Corpus> = src.scope.shared.keys().cloned().map(Corpus::SharedDrive).collect();
-    if src.scope.my_drive_root.is_some() {
-        corpora.insert(0, Corpus::MyDrive);
-    }
+    let corpora = crate::stages::change_feed::change_logs(src.scope);
     let result = pass.run(src.drive, src.dest, &corpora, opts.checksum, src.state_inside.as_deref()).await;
     if let Some(t) = ticker {
         t.abort();
@@ -346,15 +344,12 @@ impl Pass<'_> {
 
     /// Records what the mirror must hold for one listed file, or why it holds nothing.
     fn expect_file(&mut self, f: DriveFile) -> Result<(), VerifyError> {
-        let Some(parent) = f.parents.first() else { return Ok(()) };
         let mut claims = PassClaims { store: self.store, spill: &self.spill };
         let mut records = StoreRecords(self.store);
-        let Some(parent_key) =
-            self.tree.parent_key(&self.rules, &mut claims, &mut records, parent, f.drive_id.as_ref())?
-        else {
+        let Some(parent_key) = self.tree.parent_key(&self.rules, &mut claims, &mut records, Placement::of(&f))? else {
             return Ok(());
         };
-        let (path, ancestors) = self.tree.place(parent, &f.name);
+        let (path, ancestors) = self.tree.place(f.parents.first(), &f.name);
         let candidate = Candidate { path: &path, mime_type: &f.mime_type, ancestors: &ancestors };
         if !self.selection.admits(&candidate) {
             // Outside `[source] folders` / `include` / `exclude` / `mime_types`: not mirrored, and an

@@ -20,6 +20,7 @@ mod mirror_s3;
 mod no_loss;
 mod quickstart;
 mod selection;
+mod shared_with_me;
 mod shortcuts;
 mod sign_in;
 mod skips;

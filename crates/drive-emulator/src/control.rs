@@ -76,6 +76,10 @@ pub struct EmuItem {
     /// False when the owner disabled downloads (`capabilities.canDownload`): no mirror can hold it.
     #[serde(default = "yes")]
     pub can_download: bool,
+    /// Shared with the user directly by another user (`sharedWithMeTime` is set): with no parent the
+    /// user can see, it is a top item of `[source] shared_with_me`.
+    #[serde(default)]
+    pub shared_with_me: bool,
 }
 
 fn yes() -> bool {
@@ -254,6 +258,7 @@ fn build_tree(st: &State, app: &App) -> (EmuTree, Blobs) {
             export_sizes,
             abusive: item.abusive || app.faults.is_abusive(&item.id),
             can_download: item.can_download,
+            shared_with_me: item.shared_with_me_ms.is_some(),
         });
         blobs.push(blob);
     }

@@ -93,6 +93,8 @@ impl Corpus {
             can_download: true,
             resource_key: None,
             is_root: false,
+            foreign: false,
+            shared_with_me_ms: None,
         }
     }
 
@@ -299,6 +301,44 @@ fn add_hostile(c: &mut Corpus) {
     add_deep_chain(c, &hostile);
     add_hostile_shortcuts(c, &hostile, &inner, first_dup.as_deref(), &report_folder);
     add_refused(c, &hostile);
+    add_shared_with_me(c);
+}
+
+/// Name of the folder another user shared with the emulator's user (hostile corpus).
+pub const SHARED_FOLDER_NAME: &str = "Shared by Ana";
+/// Name of the file another user shared directly, whose folder the user cannot see.
+pub const SHARED_FILE_NAME: &str = "Budget (shared).pdf";
+
+/// Items another user owns and shared with this one, outside the user's My Drive: a folder (no
+/// parent the user can see, so Drive reports none) holding a file and a subfolder with a file, and a
+/// file whose parent is a folder of the owner's the user cannot open (`files.get` answers 404). Added
+/// last, so the ids drawn before stay what they were.
+fn add_shared_with_me(c: &mut Corpus) {
+    let at_ms = c.later();
+    let folder = c.add_folder(SHARED_FOLDER_NAME, Placement { parents: Vec::new(), drive_id: None, at_ms });
+    if let Some(item) = c.items.get_mut(&folder) {
+        item.foreign = true;
+    }
+    let place = c.under(&folder);
+    c.add_binary("plan.txt", 1_234, "text/plain", place);
+    let place = c.under(&folder);
+    let drafts = c.add_folder("drafts", place);
+    let place = c.under(&drafts);
+    c.add_binary("draft 1.md", 777, "text/markdown", place);
+    let hidden_parent = c.rng.file_id();
+    let at_ms = c.later();
+    let budget = c.add_binary(
+        SHARED_FILE_NAME,
+        2_048,
+        "application/pdf",
+        Placement { parents: vec![hidden_parent], drive_id: None, at_ms },
+    );
+    for id in [&folder, &budget] {
+        if let Some(item) = c.items.get_mut(id) {
+            item.foreign = true;
+            item.shared_with_me_ms = Some(item.created_ms);
+        }
+    }
 }
 
 /// Name of the hostile corpus's file whose owner disabled downloads.

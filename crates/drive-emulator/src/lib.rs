@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 
 pub use content::DocKind;
 pub use control::{EmuDrive, EmuItem, EmuTree};
-pub use corpus::{DOWNLOAD_DISABLED_NAME, FORM_NAME, LINK_SHARED_NAME};
+pub use corpus::{DOWNLOAD_DISABLED_NAME, FORM_NAME, LINK_SHARED_NAME, SHARED_FILE_NAME, SHARED_FOLDER_NAME};
 pub use faults::FaultSettings;
 pub use mutate::{MutateError, MutateOp};
 pub use stats::{BytesServed, EmuStats};

@@ -48,6 +48,11 @@ pub(crate) struct Item {
     pub resource_key: Option<String>,
     /// My Drive's root or a shared drive's root folder: never listed, never in the tree.
     pub is_root: bool,
+    /// Owned by someone else (another user's item the emulator's user can see): random mutations,
+    /// which play the user, leave it alone.
+    pub foreign: bool,
+    /// `sharedWithMeTime` (ms) of an item another user shared with this one directly.
+    pub shared_with_me_ms: Option<i64>,
 }
 
 impl Item {
@@ -123,12 +128,16 @@ impl Corpus {
             can_download: true,
             resource_key: None,
             is_root: true,
+            foreign: false,
+            shared_with_me_ms: None,
         };
         self.items.insert(id, item);
     }
 
-    /// Insert a new non-root item, assigning its listing position.
+    /// Insert a new non-root item, assigning its listing position. An item created in another user's
+    /// folder is that user's too.
     pub fn insert(&mut self, mut item: Item) -> String {
+        item.foreign |= item.parents.iter().any(|p| self.items.get(p).is_some_and(|p| p.foreign));
         item.seq = self.next_seq;
         self.next_seq += 1;
         let id = item.id.clone();
@@ -210,6 +219,22 @@ impl Corpus {
             }
         }
         out
+    }
+
+    /// True if `id` lies in My Drive: its first parents lead to My Drive's root. An item shared with
+    /// the user (its parent missing or not theirs to see) does not; `restrictToMyDrive` leaves it out.
+    pub fn in_my_drive(&self, id: &str) -> bool {
+        let mut cur = id;
+        for _ in 0..256 {
+            if cur == self.root_id {
+                return true;
+            }
+            match self.items.get(cur).and_then(|i| i.parents.first()) {
+                Some(parent) => cur = parent,
+                None => return false,
+            }
+        }
+        false
     }
 
     /// True if `candidate` is `id` or lies below it.

@@ -400,9 +400,11 @@ impl State {
         }
     }
 
-    /// Non-root items in listing order (for deterministic picks).
+    /// The user's own non-root items in listing order (for deterministic picks): random changes play
+    /// the user, who does not rearrange what other people shared with them.
     fn ids_where(&self, pred: impl Fn(&Item) -> bool) -> Vec<String> {
-        self.corpus.order.values().filter(|id| self.corpus.items.get(*id).is_some_and(&pred)).cloned().collect()
+        let mine = |i: &Item| !i.foreign && pred(i);
+        self.corpus.order.values().filter(|id| self.corpus.items.get(*id).is_some_and(mine)).cloned().collect()
     }
 
     fn random_folder(&self, rng: &mut Rng64, drive: Option<&String>) -> String {

@@ -1,7 +1,7 @@
 //! The subset of Drive's `q` search syntax the emulator understands.
 //!
 //! Supported terms, joined by `and`: `'<id>' in parents`, `trashed = true|false`,
-//! `mimeType = '<m>'`, `mimeType != '<m>'`. Anything else is a 400 like Drive's for invalid queries.
+//! `mimeType = '<m>'`, `mimeType != '<m>'`, `sharedWithMe = true|false`. Anything else is a 400 like Drive's for invalid queries.
 
 use super::errors::ApiError;
 
@@ -12,6 +12,8 @@ pub(crate) struct Query {
     pub trashed: Option<bool>,
     pub mime_eq: Vec<String>,
     pub mime_ne: Vec<String>,
+    /// `sharedWithMe = true`: items shared with the user that are not theirs.
+    pub shared_with_me: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -91,17 +93,22 @@ pub(crate) fn parse(q: &str) -> Result<Query, ApiError> {
     Ok(query)
 }
 
+fn boolean(v: &str) -> Result<bool, ApiError> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid()),
+    }
+}
+
 fn apply_term(query: &mut Query, term: &[Tok]) -> Result<(), ApiError> {
     match term {
         [Tok::Str(id), Tok::Word(kw), Tok::Word(field)] if kw.eq_ignore_ascii_case("in") && field == "parents" => {
             query.parents.push(id.clone());
         }
-        [Tok::Word(field), Tok::Eq, Tok::Word(v)] if field == "trashed" => {
-            query.trashed = Some(match v.to_ascii_lowercase().as_str() {
-                "true" => true,
-                "false" => false,
-                _ => return Err(invalid()),
-            });
+        [Tok::Word(field), Tok::Eq, Tok::Word(v)] if field == "trashed" => query.trashed = Some(boolean(v)?),
+        [Tok::Word(field), Tok::Eq, Tok::Word(v)] if field == "sharedWithMe" => {
+            query.shared_with_me = Some(boolean(v)?);
         }
         [Tok::Word(field), Tok::Eq, Tok::Str(m)] if field == "mimeType" => query.mime_eq.push(m.clone()),
         [Tok::Word(field), Tok::Ne, Tok::Str(m)] if field == "mimeType" => query.mime_ne.push(m.clone()),

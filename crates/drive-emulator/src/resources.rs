@@ -14,6 +14,11 @@ fn user() -> Value {
     json!({"kind": "drive#user", "displayName": USER_NAME, "me": true, "permissionId": PERMISSION_ID, "emailAddress": USER_EMAIL})
 }
 
+/// The owner of the items other people shared with the emulator's user.
+fn other_user() -> Value {
+    json!({"kind": "drive#user", "displayName": "Ana Sharer", "me": false, "permissionId": "12345678901234567890", "emailAddress": "ana@example.com"})
+}
+
 /// Full File resource for `item` (checksums only when `digests` is given).
 pub(crate) fn file_json(c: &Corpus, item: &Item, digests: Option<&Digests>) -> Value {
     let mut m = Map::new();
@@ -48,6 +53,14 @@ fn ownership(m: &mut Map<String, Value>, item: &Item) {
             m.insert("driveId".into(), json!(drive));
             m.insert("teamDriveId".into(), json!(drive));
             m.insert("ownedByMe".into(), json!(false));
+        }
+        None if item.foreign => {
+            m.insert("owners".into(), json!([other_user()]));
+            m.insert("ownedByMe".into(), json!(false));
+            if let Some(at) = item.shared_with_me_ms {
+                m.insert("sharedWithMeTime".into(), json!(rfc3339(at)));
+                m.insert("sharingUser".into(), other_user());
+            }
         }
         None => {
             m.insert("owners".into(), json!([user()]));

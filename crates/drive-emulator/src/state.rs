@@ -114,6 +114,7 @@ impl State {
             && q.trashed.is_none_or(|t| c.is_trashed(&item.id) == t)
             && q.mime_eq.iter().all(|m| &item.mime == m)
             && q.mime_ne.iter().all(|m| &item.mime != m)
+            && q.shared_with_me.is_none_or(|s| item.shared_with_me_ms.is_some() == s)
     }
 
     /// Items after `after_seq` matching `q` in `scope`: at most `page_size`, plus whether more exist.
@@ -194,6 +195,10 @@ impl State {
         let mut blob = None;
         if !rec.removed {
             let item = self.corpus.items.get(&rec.file_id)?;
+            if req.restrict_to_my_drive && item.drive_id.is_none() && !self.corpus.in_my_drive(&item.id) {
+                // Google: `restrictToMyDrive` omits "shared files which have not been added to My Drive".
+                return None;
+            }
             let (file, b) = self.render(item, req.with_digests);
             change["file"] = file;
             blob = b;

@@ -186,3 +186,53 @@ async fn watch_channels_receive_sync_then_change() {
     assert_eq!(hub_error_reason(&err), "notFound");
     ctx.emu.shutdown().await;
 }
+
+/// Items other people shared with the user: `sharedWithMe = true` finds the ones shared directly
+/// (with `sharedWithMeTime`, owned by someone else), `files.get` of a parent the user cannot open is a
+/// 404, and `restrictToMyDrive` leaves their changes out of the user's log, as Google documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_with_me_items_and_restrict_to_my_drive() {
+    let ctx = start(hostile()).await;
+    let (_, list) = ctx
+        .hub
+        .files()
+        .list()
+        .q("sharedWithMe = true and trashed = false")
+        .param("fields", "files(id,name,parents,ownedByMe,sharedWithMeTime)")
+        .doit()
+        .await
+        .unwrap();
+    let shared = list.files.unwrap_or_default();
+    let mut names: Vec<_> = shared.iter().map(|f| f.name.clone().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, [drive_emulator::SHARED_FILE_NAME, drive_emulator::SHARED_FOLDER_NAME]);
+    assert!(shared.iter().all(|f| f.owned_by_me == Some(false) && f.shared_with_me_time.is_some()));
+    let budget = shared.iter().find(|f| f.name.as_deref() == Some(drive_emulator::SHARED_FILE_NAME)).unwrap();
+    let hidden = budget.parents.clone().unwrap_or_default();
+    assert_eq!(hidden.len(), 1, "its folder is the owner's");
+    let err = ctx.hub.files().get(&hidden[0]).doit().await.unwrap_err();
+    assert!(format!("{err:?}").contains("404"), "{err:?}");
+
+    let tree = ctx.tree().await;
+    let plan = tree.items.iter().find(|i| i.name == "plan.txt").unwrap().id.clone();
+    let mine = tree.items.iter().find(|i| i.size.is_some() && i.parents.contains(&tree.root_id)).unwrap().id.clone();
+    let (_, start) = ctx.hub.changes().get_start_page_token().doit().await.unwrap();
+    let token = start.start_page_token.unwrap();
+    let ops = json!([{"op": "update_content", "id": plan}, {"op": "update_content", "id": mine}]);
+    ctx.control("mutate", json!({"ops": ops})).await;
+    for restrict in [true, false] {
+        let (_, page) = ctx
+            .hub
+            .changes()
+            .list(&token)
+            .restrict_to_my_drive(restrict)
+            .param("fields", "changes(fileId)")
+            .doit()
+            .await
+            .unwrap();
+        let ids: BTreeSet<String> = page.changes.unwrap_or_default().into_iter().filter_map(|c| c.file_id).collect();
+        let want: BTreeSet<String> = if restrict { [mine.clone()].into() } else { [mine.clone(), plan.clone()].into() };
+        assert_eq!(ids, want, "restrictToMyDrive = {restrict}");
+    }
+    ctx.emu.shutdown().await;
+}

@@ -211,6 +211,13 @@ fn export_mime_for(doc_mime: &str) -> Option<&'static str> {
 /// The files an exact mirror of `tree` holds (all drives), computed independently of mirrorflow:
 /// not trashed, not a folder or shortcut, reachable from a root through live folders, downloadable.
 pub fn expected_files(tree: &EmuTree) -> BTreeMap<String, Expected> {
+    expected_files_in(tree, false)
+}
+
+/// [`expected_files`], with the items shared with the user when `shared_with_me`: those whose
+/// chain of parents ends (no parent, or one not in the tree) at an item shared with the user directly,
+/// outside any shared drive.
+pub fn expected_files_in(tree: &EmuTree, shared_with_me: bool) -> BTreeMap<String, Expected> {
     let by_id: BTreeMap<&str, _> = tree.items.iter().map(|i| (i.id.as_str(), i)).collect();
     let roots: BTreeSet<&str> =
         std::iter::once(tree.root_id.as_str()).chain(tree.drives.iter().map(|d| d.id.as_str())).collect();
@@ -223,15 +230,17 @@ pub fn expected_files(tree: &EmuTree) -> BTreeMap<String, Expected> {
             if item.trashed {
                 return false;
             }
+            let shared_top = shared_with_me && item.shared_with_me && item.drive_id.is_none();
             let Some(parent) = item.parents.first() else {
-                return false;
+                return shared_top;
             };
             if roots.contains(parent.as_str()) {
                 return true;
             }
             match by_id.get(parent.as_str()) {
                 Some(p) if p.mime_type == FOLDER => id = parent,
-                _ => return false,
+                Some(_) => return false,
+                None => return shared_top,
             }
         }
         false
