@@ -76,6 +76,9 @@ fn drive_file(n: usize, version: u64) -> DriveFile {
         can_download: true,
         resource_key: None,
         shared_with_me: false,
+        web_view_link: None,
+        target_link: None,
+        content_of: None,
     }
 }
 

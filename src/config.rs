@@ -195,7 +195,8 @@ pub struct SourceConfig {
     /// Drive mime types (`application/pdf`, `image/*`): when set, only those are mirrored.
     #[serde(default)]
     pub mime_types: Vec<String>,
-    /// What a shortcut becomes: a `<name>.url` link to its target (default) or nothing.
+    /// What a shortcut becomes: a `<name>.url` link to its target (default), nothing, or (follow) the
+    /// target file's bytes.
     #[serde(default)]
     pub shortcuts: ShortcutMode,
     /// Also mirror the items other people shared with the user that are not in their My Drive, under
@@ -341,6 +342,10 @@ pub enum ShortcutMode {
     Link,
     /// Nothing in the mirror (shortcuts are recorded as skipped).
     Skip,
+    /// A shortcut to a file mirrors that file's bytes at the shortcut's key, kept current as the
+    /// target changes; a shortcut to a folder, or one whose target is gone, is a link (never followed
+    /// into a folder, so never into a loop).
+    Follow,
 }
 
 /// How Drive names become keys.
@@ -812,7 +817,7 @@ impl Config {
     pub fn selection(&self) -> Result<crate::stages::selection::Selection, crate::stages::selection::SelectionError> {
         let s = &self.source;
         crate::stages::selection::Selection::new(&s.folders, &s.include, &s.exclude, &s.mime_types)
-            .map(|sel| sel.with_shortcut_links(s.shortcuts == ShortcutMode::Link))
+            .map(|sel| sel.with_shortcuts(s.shortcuts))
     }
 
     /// Every semantic problem, each starting with the key it concerns.

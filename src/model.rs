@@ -88,6 +88,16 @@ pub struct DriveFile {
     /// user can see, such an item is a top item of `[source] shared_with_me`.
     #[serde(default)]
     pub shared_with_me: bool,
+    /// Drive's `webViewLink`: the address that opens the item in a browser.
+    #[serde(default)]
+    pub web_view_link: Option<String>,
+    /// A shortcut's target's `webViewLink`, once the planner (or `verify`) looked the target up: what
+    /// its `.url` object opens.
+    #[serde(default)]
+    pub target_link: Option<String>,
+    /// A followed shortcut (`[source] shortcuts = "follow"`): the file whose bytes it mirrors.
+    #[serde(default)]
+    pub content_of: Option<FileId>,
 }
 
 impl DriveFile {
@@ -103,13 +113,43 @@ impl DriveFile {
     /// other file as it is.
     pub fn with_link_digest(mut self) -> DriveFile {
         if self.is_shortcut() {
-            let body = shortcut_link_body(self.shortcut_target.as_ref());
+            let body = self.link_body();
             self.size = Some(body.len() as u64);
             self.md5 = Some(hex::encode(<md5::Md5 as md5::Digest>::digest(body.as_bytes())));
             self.sha256 = None;
         }
         self
     }
+
+    /// The `.url` object of a shortcut: opens the target's `webViewLink` once the planner looked the
+    /// target up, else the generic `open?id=` address.
+    pub fn link_body(&self) -> String {
+        shortcut_link_body(self.shortcut_target.as_ref(), self.target_link.as_deref())
+    }
+
+    /// The file whose bytes this item mirrors: itself, or the target of a followed shortcut.
+    pub fn content_id(&self) -> &FileId {
+        self.content_of.as_ref().unwrap_or(&self.id)
+    }
+
+    /// `[source] shortcuts = "follow"`: the shortcut `self` as the file its `target` is, at the
+    /// shortcut's own place and name (and id, so it has its own key and record); the bytes are the
+    /// target's (`content_of`), as are the version, checksums and export links that tell a change.
+    pub fn followed(&self, target: &DriveFile) -> DriveFile {
+        DriveFile {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            parents: self.parents.clone(),
+            drive_id: self.drive_id.clone(),
+            trashed: self.trashed,
+            shared_with_me: self.shared_with_me,
+            shortcut_target: Some(target.id.clone()),
+            content_of: Some(target.id.clone()),
+            target_link: None,
+            ..target.clone()
+        }
+    }
+
     /// True for Google Docs/Sheets/Slides/Drawings, which must be exported rather than downloaded.
     pub fn is_google_doc(&self) -> bool {
         self.mime_type.starts_with("application/vnd.google-apps.") && !self.is_folder() && !self.is_shortcut()
@@ -209,12 +249,21 @@ pub enum Source {
     },
 }
 
-/// The `.url` internet-shortcut object a shortcut becomes: opens its target in Drive. Built from the
-/// target's id (`drive.google.com/open?id=` opens any kind of item), so no request per shortcut.
-pub fn shortcut_link_body(target: Option<&FileId>) -> String {
-    let id = target.map(|t| t.0.as_str()).unwrap_or_default();
-    let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
-    format!("[InternetShortcut]\r\nURL=https://drive.google.com/open?id={id}\r\n")
+/// The `.url` internet-shortcut object a shortcut becomes: opens its target's `webViewLink` when it is
+/// known and a plain http(s) address (nothing that could break the file's lines), else
+/// `drive.google.com/open?id=<target>`, which opens any kind of item.
+pub fn shortcut_link_body(target: Option<&FileId>, web_view_link: Option<&str>) -> String {
+    let plain = |url: &&str| {
+        (url.starts_with("https://") || url.starts_with("http://")) && !url.chars().any(|c| c.is_control())
+    };
+    match web_view_link.filter(plain) {
+        Some(url) => format!("[InternetShortcut]\r\nURL={url}\r\n"),
+        None => {
+            let id = target.map(|t| t.0.as_str()).unwrap_or_default();
+            let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+            format!("[InternetShortcut]\r\nURL=https://drive.google.com/open?id={id}\r\n")
+        }
+    }
 }
 
 /// What the planner decided to do about one event.
@@ -491,4 +540,37 @@ pub struct Outcome {
     pub file_id: FileId,
     /// What happened.
     pub kind: OutcomeKind,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_opens_the_target_s_web_view_link_only_when_it_is_a_plain_http_address() {
+        let target = FileId("abc".into());
+        let body = |link: Option<&str>| shortcut_link_body(Some(&target), link);
+        let view = "https://drive.google.com/file/d/abc/view?usp=drivesdk";
+        assert_eq!(body(Some(view)), format!("[InternetShortcut]\r\nURL={view}\r\n"));
+        let generic = "[InternetShortcut]\r\nURL=https://drive.google.com/open?id=abc\r\n";
+        assert_eq!(body(None), generic, "target not looked up, or gone");
+        assert_eq!(body(Some("https://x\r\nIconFile=evil")), generic, "no line of the file is injected");
+        assert_eq!(body(Some("javascript:alert(1)")), generic, "only http(s)");
+    }
+
+    #[test]
+    fn a_followed_shortcut_is_its_target_at_its_own_place() {
+        let mut target = crate::stages::testing::file("t", "report.pdf", 10, "md5t");
+        target.parents = vec![FileId("elsewhere".into())];
+        target.version = 7;
+        let mut shortcut = crate::stages::testing::file("s", "Shortcut to report", 0, "");
+        shortcut.mime_type = SHORTCUT_MIME.into();
+        shortcut.parents = vec![FileId("here".into())];
+        shortcut.shortcut_target = Some(target.id.clone());
+        let f = shortcut.followed(&target);
+        assert_eq!((f.id.as_str(), f.name.as_str(), f.parents[0].as_str()), ("s", "Shortcut to report", "here"));
+        assert_eq!((f.version, f.md5.as_deref(), f.size), (7, Some("md5t"), Some(10)));
+        assert_eq!(f.content_id(), &target.id, "the bytes are downloaded from the target");
+        assert!(!f.is_shortcut());
+    }
 }

@@ -10,7 +10,7 @@ use crate::config::{Config, StageName};
 use crate::dest::multipart::{AbortError, Uploads};
 use crate::dest::{DestError, Destination};
 use crate::drive::{DriveClient, DriveError, DriveSettings};
-use crate::model::{ChangeEvent, DeadLetter, DriveId, Planned, Uploaded};
+use crate::model::{ChangeEvent, DeadLetter, DriveId, Planned, Refresh, Uploaded};
 use crate::retry::RetryPolicy;
 use crate::stages::change_feed::{ChangeFeed, DriveSelection, FeedOutputs, listing_jobs};
 use crate::stages::committer::{CommitState, Committer, Progress};
@@ -521,6 +521,8 @@ struct Running {
     sampler: tokio::task::JoinHandle<()>,
     webhook: Option<crate::drive::webhook::Webhook>,
     scheduled_verify: Option<tokio::task::JoinHandle<()>>,
+    /// Continuous mode: asks Drive again for the files whose download-quota deferral ended.
+    deferrals: Option<tokio::task::JoinHandle<()>>,
     sweep: Option<tokio::task::JoinHandle<Result<usize, crate::adopt::AdoptError>>>,
     verify_status: Arc<std::sync::Mutex<VerifyStatus>>,
 }
@@ -548,10 +550,11 @@ impl Topology {
             (Some(every), false) => Some(self.scheduled_verify(cfg, res, every.0, &verify_status).spawn()),
             _ => None,
         };
+        let deferrals = (!opts.once).then(|| spawn_deferral_release(res.store.clone(), self.refresh_wake.clone()));
         let sweep =
             res.adopting.then(|| tokio::spawn(crate::adopt::sweep_when_listed(res.store.clone(), res.dest.clone())));
         let sampler = spawn_depth_sampler(std::mem::take(&mut self.gauges));
-        Ok(Running { sup, sup_handle, fatal, sampler, webhook, scheduled_verify, sweep, verify_status })
+        Ok(Running { sup, sup_handle, fatal, sampler, webhook, scheduled_verify, deferrals, sweep, verify_status })
     }
 
     fn scheduled_verify(
@@ -582,6 +585,41 @@ impl Topology {
         let progress = self.progress.borrow().clone();
         LiveStatus::now(&progress, self.ledger.files_in_flight(), running, verify).publish(&cfg.state.dir);
     }
+}
+
+/// How often continuous mode looks for download-quota deferrals that ended.
+const DEFERRAL_CHECK_EVERY: Duration = Duration::from_secs(600);
+
+/// Continuous mode: every [`DEFERRAL_CHECK_EVERY`], the files whose download-quota deferral ended are
+/// asked for again through refresh requests (recorded beside the running pipeline, as the scheduled
+/// verify's repairs are; the committer applies what they change). Their skip records stay until that
+/// commit: the planner no longer counts an ended deferral as a refusal. A start does the same at once
+/// (`Store::release_skips`).
+fn spawn_deferral_release(store: Store, wake: Arc<Notify>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(DEFERRAL_CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match release_ended_deferrals(&store) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(files = n, "download quota deferrals ended: asking Drive for those files again");
+                    wake.notify_one();
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the download quota deferrals"),
+            }
+        }
+    })
+}
+
+/// Records a refresh request for every file whose download-quota deferral ended; returns how many.
+fn release_ended_deferrals(store: &Store) -> Result<usize, crate::state::StoreError> {
+    let ended = store.ended_deferrals(crate::state::unix_ms())?;
+    let requests: Vec<Refresh> = ended.into_iter().map(Refresh::File).collect();
+    store.add_refresh_requests(&requests)?;
+    Ok(requests.len())
 }
 
 async fn start_webhook(
@@ -693,6 +731,9 @@ impl Running {
     async fn stop(&mut self) {
         self.sampler.abort();
         if let Some(task) = self.scheduled_verify.take() {
+            task.abort();
+        }
+        if let Some(task) = self.deferrals.take() {
             task.abort();
         }
         if let Some(task) = self.sweep.take() {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Every file field the mirror needs, asked for explicitly (Drive returns only what `fields` names).
-pub const FILE_FIELDS: &str = "id,name,mimeType,parents,size,md5Checksum,sha256Checksum,modifiedTime,version,trashed,driveId,shortcutDetails,exportLinks,capabilities/canDownload,resourceKey,sharedWithMeTime";
+pub const FILE_FIELDS: &str = "id,name,mimeType,parents,size,md5Checksum,sha256Checksum,modifiedTime,version,trashed,driveId,shortcutDetails,exportLinks,capabilities/canDownload,resourceKey,sharedWithMeTime,webViewLink";
 
 /// Which part of Drive one listing or one change log covers.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -382,7 +382,8 @@ impl DriveClient {
         source: &crate::model::Source,
         offset: u64,
     ) -> Result<ByteStream, DriveError> {
-        let file = checked_id(&item.id)?;
+        // A followed shortcut's bytes are its target's.
+        let file = checked_id(item.content_id())?;
         // A link-shared file may need its resource key (Google: `X-Goog-Drive-Resource-Keys`).
         let key = item.resource_key.as_deref().map(|k| format!("{file}/{k}"));
         let key = key.as_deref();
@@ -529,6 +530,9 @@ pub fn convert_file(f: File) -> Option<DriveFile> {
         can_download: f.capabilities.and_then(|c| c.can_download).unwrap_or(true),
         resource_key: f.resource_key,
         shared_with_me: f.shared_with_me_time.is_some(),
+        web_view_link: f.web_view_link,
+        target_link: None,
+        content_of: None,
     })
 }
 

@@ -139,6 +139,7 @@ fn absorb(st: &mut CommitState, ledger: &Ledger, msgs: Vec<CommitMsg>, next_seq:
             CommitMsg::Mark { last_seq, checkpoint } => st.gate.offer(last_seq, checkpoint),
             CommitMsg::FeedCaughtUp { last_seq } => st.caught_up_at = Some(last_seq),
             CommitMsg::Refresh(requests) => batch.refresh_add.extend(requests),
+            CommitMsg::Follows(follows) => batch.follows.extend(follows),
             CommitMsg::Folders(folders) => batch.folders.extend(folders),
             CommitMsg::Leftovers(keys) => batch.leftovers.extend(keys),
             CommitMsg::TreeStep(step) => batch.tree_steps.push(step),

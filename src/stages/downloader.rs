@@ -233,7 +233,7 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
         let mut resume = self.resumable_upload(&planned, &source);
         let (stream, offset) = match self.open_at_resume_point(&planned, &source, &mut resume).await {
             Ok(opened) => opened,
-            Err(e) if self.is_gone(&planned.file.id, &e).await => return self.skip_gone(planned, emit).await,
+            Err(e) if self.is_gone(planned.file.content_id(), &e).await => return self.skip_gone(planned, emit).await,
             Err(e) => return self.refused_or_dead_letter(planned, e, emit).await,
         };
         let (body, mut writer) = Body::channel(self.chunk_depth);

@@ -57,6 +57,10 @@ pub enum CommitMsg {
     /// A step of a subtree move or removal whose objects are done; sent before the tree's outcome on
     /// this channel, so it is committed in the same batch as that outcome or an earlier one.
     TreeStep(crate::model::TreeStep),
+    /// Which target each of these shortcuts follows now (`None`: none), recorded in the store so a
+    /// change of the target refreshes them. Sent by the planner before the event's outcome on this same
+    /// channel, so it is committed in the same batch as that outcome or an earlier one.
+    Follows(Vec<(crate::model::FileId, Option<crate::model::FileId>)>),
     /// Work for the feed, recorded in the store. A stage sends it *before* the outcome that needs it
     /// on this same channel, so it is committed in the same batch as that outcome or an earlier one.
     Refresh(Vec<Refresh>),
@@ -317,6 +321,9 @@ pub(crate) mod testing {
             can_download: true,
             resource_key: None,
             shared_with_me: false,
+            web_view_link: None,
+            target_link: None,
+            content_of: None,
         }
     }
 

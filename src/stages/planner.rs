@@ -62,6 +62,27 @@ enum Selected {
     Undecided,
 }
 
+/// What a shortcut becomes once its target is looked up: with `follow`, a shortcut to a live file is
+/// that file at the shortcut's place ([`DriveFile::followed`]); any other shortcut — to a folder (so
+/// nothing is followed into a loop), dangling, trashed, or in `link` mode — is a `.url` link opening
+/// the target's `webViewLink`. The planner and `verify` both ask this, so they agree. A failed lookup
+/// comes back with the target's id.
+pub async fn resolve_shortcut(
+    lookup: &impl FolderLookup,
+    shortcut: DriveFile,
+    follow: bool,
+) -> Result<DriveFile, (FileId, DriveError)> {
+    let target = match &shortcut.shortcut_target {
+        Some(id) => lookup.lookup(id).await.map_err(|e| (id.clone(), e))?,
+        None => None,
+    };
+    let followable = |t: &&DriveFile| !t.is_folder() && !t.is_shortcut() && !t.trashed;
+    Ok(match target.as_ref().filter(|_| follow).filter(followable) {
+        Some(t) => shortcut.followed(t),
+        None => DriveFile { target_link: target.and_then(|t| t.web_view_link), ..shortcut },
+    })
+}
+
 /// The key classes an action touches: where it writes, what it copies from, what it removes.
 fn touched_classes(p: &Planned) -> Vec<String> {
     let mut keys: Vec<&ObjectKey> = vec![&p.key];
@@ -104,6 +125,10 @@ pub trait PlanView: RecordView + Send + Sync + 'static {
     fn skip_record(&self, _id: &FileId) -> Result<Option<crate::state::SkipRecord>, StoreError> {
         Ok(None)
     }
+    /// The shortcuts that follow `target` (`shortcuts = "follow"`).
+    fn followers(&self, _target: &FileId) -> Result<Vec<FileId>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 impl PlanView for Store {
@@ -121,6 +146,9 @@ impl PlanView for Store {
     }
     fn skip_record(&self, id: &FileId) -> Result<Option<crate::state::SkipRecord>, StoreError> {
         Store::skip_record(self, id)
+    }
+    fn followers(&self, target: &FileId) -> Result<Vec<FileId>, StoreError> {
+        Store::followers(self, target)
     }
 }
 
@@ -145,6 +173,9 @@ pub struct Planner<L: FolderLookup, S: PlanView = Store> {
     /// parents of items shared with the user), so their children cost no `files.get` each time.
     /// Bounded (cleared when full); an item's entry goes as soon as any event about it is planned.
     out_of_scope: HashSet<FileId>,
+    /// `shortcuts = "follow"`: which target each shortcut planned now follows (`None`: none), sent
+    /// to the committer before its action, so a change of the target refreshes the shortcut.
+    follows: Vec<(FileId, Option<FileId>)>,
 }
 
 /// Entries of the out-of-scope cache before it is cleared.
@@ -171,6 +202,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             discovered: Vec::new(),
             holds: HashMap::new(),
             out_of_scope: HashSet::new(),
+            follows: Vec::new(),
         };
         for f in p.store.all_folders()? {
             p.folders.insert(f.id.clone(), f);
@@ -489,6 +521,61 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         Ok(Selected::Held)
     }
 
+    /// Whether the event is applied already, as far as the store alone can tell: a shortcut mirrored
+    /// as a link is, when its own version, name and folder are recorded as a link; a followed one
+    /// never is (its target decides, once looked up: see [`Self::applied`]).
+    fn applied_before_planning(&self, event: &ChangeEvent) -> Result<bool, StageError> {
+        if event.origin == Origin::Repair || self.left_shared_with_me(event)? {
+            return Ok(false);
+        }
+        match &event.kind {
+            ChangeKind::Upsert(f) if f.is_shortcut() && self.scope.selection.links_shortcuts() => {
+                if self.scope.selection.follows_shortcuts() {
+                    return Ok(false);
+                }
+                let as_link = self.store.file_record(&f.id)?.is_some_and(|r| r.mime_type == SHORTCUT_MIME);
+                Ok(as_link && super::dedup::already_applied(&self.store, event)?)
+            }
+            _ => super::dedup::already_applied(&self.store, event),
+        }
+    }
+
+    /// Whether `file`, what the event's shortcut becomes once its target is looked up (a link, or the
+    /// target's content), is what the store records already.
+    fn applied(&self, event: &ChangeEvent, file: &DriveFile) -> Result<bool, StageError> {
+        if event.origin == Origin::Repair {
+            return Ok(false);
+        }
+        let resolved = ChangeEvent { kind: ChangeKind::Upsert(file.clone().with_link_digest()), ..event.clone() };
+        super::dedup::already_applied(&self.store, &resolved)
+    }
+
+    /// What a shortcut becomes ([`resolve_shortcut`]); with `follow`, which target it now follows is
+    /// recorded with its outcome.
+    async fn through_shortcut(&mut self, shortcut: DriveFile) -> Result<DriveFile, StageError> {
+        let follows = self.scope.selection.follows_shortcuts();
+        let file = resolve_shortcut(self.lookup.as_ref(), shortcut, follows)
+            .await
+            .map_err(|(id, e)| super::drive_failure(&format!("cannot look up the target {id} of a shortcut"), e))?;
+        if follows {
+            self.follows.push((file.id.clone(), file.content_of.clone()));
+        }
+        Ok(file)
+    }
+
+    /// `shortcuts = "follow"`: an event about a file some mirrored shortcuts follow has them fetched
+    /// again (a refresh), so each mirrors the target as it now is — or becomes a link when it is gone.
+    fn refresh_followers(&mut self, id: &FileId) -> Result<(), StageError> {
+        if self.scope.selection.follows_shortcuts() {
+            for follower in self.store.followers(id)? {
+                if &follower != id {
+                    self.requests.push(Refresh::File(follower));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// True when the event's item is recorded under `shared-with-me/` while `[source] shared_with_me`
     /// is off (it was switched off): unchanged as it is, it leaves the mirror all the same, so it is
     /// planned, not skipped as already applied. Answered from the folder map; the store is read only
@@ -560,14 +647,12 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             // A file-level change of a shared drive's root folder: the drive-level change decides.
             return Ok(Err(outcome(&event, OutcomeKind::Skipped(SkipReason::Unchanged))));
         }
+        self.refresh_followers(&event.file_id)?;
         let selected = match self.deselected(&event)? {
             Selected::Removal(removal) => return Ok(*removal),
             other => other,
         };
-        if event.origin != Origin::Repair
-            && !self.left_shared_with_me(&event)?
-            && super::dedup::already_applied(&self.store, &event)?
-        {
+        if self.applied_before_planning(&event)? {
             crate::metrics::event("dedup", "unchanged");
             return Ok(Err(super::dedup::skipped(&event, SkipReason::Unchanged)));
         }
@@ -585,6 +670,11 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         let Some(parent) = parent else {
             return self.plan_removal(event.seq, &file.id);
         };
+        let file = if file.is_shortcut() { self.through_shortcut(file).await? } else { file };
+        if file.shortcut_target.is_some() && self.applied(&event, &file)? {
+            crate::metrics::event("dedup", "unchanged");
+            return Ok(Err(super::dedup::skipped(&event, SkipReason::Unchanged)));
+        }
         // Decided now that the folder is known (it was looked up above).
         if selected == Selected::Undecided && !file.is_folder() && self.admits(&file, true) == Some(false) {
             return self.plan_removal(event.seq, &file.id);
@@ -615,7 +705,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             return Ok(Err(outcome(event, OutcomeKind::Skipped(reason))));
         }
         let source = if file.is_shortcut() {
-            (Source::Link { body: shortcut_link_body(file.shortcut_target.as_ref()) }, Some("url".to_string()))
+            (Source::Link { body: file.link_body() }, Some("url".to_string()))
         } else if file.is_google_doc() {
             let Some(format) = self.layout.export.format_for(&file.mime_type) else {
                 // A Form, Site, Map…: Drive has no export for it, so there are no bytes to mirror.
@@ -704,6 +794,10 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
     }
 
     fn plan_removal(&mut self, seq: ChangeSeq, id: &FileId) -> Result<Result<Planned, Outcome>, StageError> {
+        if self.scope.selection.follows_shortcuts() {
+            // Whatever it followed, a removed item follows nothing now.
+            self.follows.push((id.clone(), None));
+        }
         let ev_outcome = |kind| Outcome { seq, file_id: id.clone(), kind };
         if let Some(rec) = self.store.file_record(id)? {
             if self.held_by_other(id, &rec.key)? {
@@ -870,6 +964,9 @@ fn placeholder(id: &FileId, name: &str) -> DriveFile {
         can_download: true,
         resource_key: None,
         shared_with_me: false,
+        web_view_link: None,
+        target_link: None,
+        content_of: None,
     }
 }
 
@@ -919,6 +1016,10 @@ impl<L: FolderLookup, S: PlanView> Stage for Planner<L, S> {
             if !self.requests.is_empty() {
                 let requests = std::mem::take(&mut self.requests);
                 emit.commit.send(super::CommitMsg::Refresh(requests)).await.map_err(|_| StageError::Closed)?;
+            }
+            if !self.follows.is_empty() {
+                let follows = std::mem::take(&mut self.follows);
+                emit.commit.send(super::CommitMsg::Follows(follows)).await.map_err(|_| StageError::Closed)?;
             }
             match planned {
                 Ok(planned) => {
@@ -1192,6 +1293,8 @@ mod tests {
     async fn unknown_parents_shortcuts_and_big_files_are_not_uploaded() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = planner(dir.path());
+        p.scope.selection =
+            super::super::selection::Selection::default().with_shortcuts(crate::config::ShortcutMode::Skip);
         let r = p.plan(upsert(1, file("A", "a", "elsewhere"))).await.unwrap();
         assert!(matches!(r, Err(Outcome { kind: OutcomeKind::Skipped(SkipReason::NotInScope), .. })));
         let mut s = file("S", "s", "root");

@@ -26,8 +26,8 @@ pub struct Selection {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
     mime_types: Vec<String>,
-    /// `[source] shortcuts = "link"`: a shortcut is mirrored as a small `.url` object.
-    shortcut_links: bool,
+    /// `[source] shortcuts`: a `.url` link (the default), nothing, or the target's bytes.
+    shortcuts: crate::config::ShortcutMode,
 }
 
 /// A file as the selection sees it.
@@ -77,18 +77,23 @@ impl Selection {
             include: glob_set("source.include", include)?,
             exclude: glob_set("source.exclude", exclude)?,
             mime_types: mime_types.to_vec(),
-            shortcut_links: false,
+            shortcuts: crate::config::ShortcutMode::Skip,
         })
     }
 
-    /// Shortcuts mirrored as `.url` links (`true`) or skipped.
-    pub fn with_shortcut_links(self, on: bool) -> Selection {
-        Selection { shortcut_links: on, ..self }
+    /// What shortcuts become (`[source] shortcuts`).
+    pub fn with_shortcuts(self, mode: crate::config::ShortcutMode) -> Selection {
+        Selection { shortcuts: mode, ..self }
     }
 
-    /// Whether a shortcut is mirrored as a `.url` link to its target.
+    /// Whether a shortcut is mirrored at all: as a `.url` link, or (follow) as its target's bytes.
     pub fn links_shortcuts(&self) -> bool {
-        self.shortcut_links
+        self.shortcuts != crate::config::ShortcutMode::Skip
+    }
+
+    /// `shortcuts = "follow"`: a shortcut to a file mirrors the file's bytes at the shortcut's key.
+    pub fn follows_shortcuts(&self) -> bool {
+        self.shortcuts == crate::config::ShortcutMode::Follow
     }
 
     /// True when every file is mirrored (no key of the selection is set).

@@ -3,6 +3,7 @@
 
 mod claims;
 pub mod codec;
+mod follows;
 mod skips;
 pub mod watermark;
 
@@ -117,6 +118,8 @@ pub struct CommitBatch {
     pub listed: Vec<FileId>,
     /// The listing is over and committed: refresh every record it did not see, then disarm.
     pub sweep: bool,
+    /// Which target each shortcut follows now (`shortcuts = "follow"`).
+    pub follows: Vec<(FileId, Option<FileId>)>,
 }
 
 /// Summary counts, for `status` and metrics.
@@ -163,6 +166,9 @@ pub struct Store {
     /// Files Drive will not hand over (file id → [`SkipRecord`]): skipped again, without asking
     /// Drive, until a new version comes (or a quota deferral ends).
     skipped: Keyspace,
+    /// Shortcuts mirrored with `shortcuts = "follow"` and the targets they follow, both ways (see
+    /// `follows.rs`).
+    follows: Keyspace,
 }
 
 pub use skips::{QUOTA_DEFERRAL, SkipRecord};
@@ -309,6 +315,7 @@ impl Store {
             intents: ks("intents")?,
             children: ks("children")?,
             skipped: ks("skipped")?,
+            follows: ks("follows")?,
             db,
         })
         .and_then(|store| {
@@ -502,6 +509,7 @@ impl Store {
         for request in &batch.refresh_add {
             b.insert(&self.refresh, codec::encode(request)?, codec::encode(&rand::random::<u64>())?);
         }
+        self.stage_follows(&mut b, &batch.follows)?;
         let now_ms = unix_ms();
         let mut parents = InBatch::default();
         for i in &batch.leftovers {

@@ -77,6 +77,17 @@ impl Store {
         Ok(released.len())
     }
 
+    /// The files whose download-quota deferral ended by `now_ms`: a long-running mirror asks Drive for
+    /// them again (see `pipeline`'s deferral release), without waiting for a restart.
+    pub fn ended_deferrals(&self, now_ms: u64) -> Result<Vec<FileId>, StoreError> {
+        Ok(self
+            .skipped_files()?
+            .into_iter()
+            .filter(|(_, r)| r.until_unix_ms.is_some_and(|until| until <= now_ms))
+            .map(|(id, _)| id)
+            .collect())
+    }
+
     /// Records a refused skip in the outcome's batch.
     pub(super) fn stage_skip(
         &self,
@@ -155,5 +166,17 @@ mod tests {
         assert!(pending.contains(&Refresh::File(FileId("q".into()))), "{pending:?}");
         assert!(pending.contains(&Refresh::File(FileId("a".into()))), "{pending:?}");
         assert!(store.skipped_files().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_running_mirror_sees_which_deferrals_ended_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        skip(&store, "q", SkipReason::QuotaDeferred(Refused { version: 1, name: "q".into() }));
+        skip(&store, "d", SkipReason::DownloadDisabled(Refused { version: 1, name: "d".into() }));
+        let until = store.skip_record(&FileId("q".into())).unwrap().unwrap().until_unix_ms.unwrap();
+        assert!(store.ended_deferrals(until - 1).unwrap().is_empty());
+        assert_eq!(store.ended_deferrals(until).unwrap(), [FileId("q".into())]);
+        assert_eq!(store.ended_deferrals(u64::MAX).unwrap(), [FileId("q".into())], "a refusal never ends");
     }
 }

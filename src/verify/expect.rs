@@ -335,6 +335,9 @@ mod tests {
             can_download: true,
             resource_key: None,
             shared_with_me: false,
+            web_view_link: None,
+            target_link: None,
+            content_of: None,
         }
     }
 

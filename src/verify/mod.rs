@@ -333,6 +333,12 @@ impl Pass<'_> {
             let page = drive.list_page(corpus, false, token.as_deref()).await?;
             for f in page.files.into_iter().filter(|f| !f.is_folder() && !f.trashed) {
                 self.counters.listed.fetch_add(1, Ordering::Relaxed);
+                let f = if f.is_shortcut() && self.selection.links_shortcuts() {
+                    let follow = self.selection.follows_shortcuts();
+                    crate::stages::planner::resolve_shortcut(drive, f, follow).await.map_err(|(_, e)| e)?
+                } else {
+                    f
+                };
                 self.expect_file(f)?;
             }
             match page.next_page_token {

@@ -80,6 +80,9 @@ pub struct EmuItem {
     /// user can see, it is a top item of `[source] shared_with_me`.
     #[serde(default)]
     pub shared_with_me: bool,
+    /// Drive's `webViewLink`: what a shortcut's `.url` object opens.
+    #[serde(default)]
+    pub web_view_link: String,
 }
 
 fn yes() -> bool {
@@ -259,6 +262,7 @@ fn build_tree(st: &State, app: &App) -> (EmuTree, Blobs) {
             abusive: item.abusive || app.faults.is_abusive(&item.id),
             can_download: item.can_download,
             shared_with_me: item.shared_with_me_ms.is_some(),
+            web_view_link: super::resources::web_view_link(item),
         });
         blobs.push(blob);
     }

@@ -108,7 +108,8 @@ fn head_revision(id: &str, rev: u64) -> String {
     format!("0B{}", &hex::encode(super::content::content_key(id, rev, "rev").to_be_bytes())[..14])
 }
 
-fn web_view_link(item: &Item) -> String {
+/// The address that opens `item` in a browser (Drive's `webViewLink`).
+pub(crate) fn web_view_link(item: &Item) -> String {
     match &item.kind {
         Kind::Folder => format!("https://drive.google.com/drive/folders/{}", item.id),
         Kind::Doc { kind, .. } => {

@@ -218,6 +218,31 @@ pub fn expected_files(tree: &EmuTree) -> BTreeMap<String, Expected> {
 /// chain of parents ends (no parent, or one not in the tree) at an item shared with the user directly,
 /// outside any shared drive.
 pub fn expected_files_in(tree: &EmuTree, shared_with_me: bool) -> BTreeMap<String, Expected> {
+    expected_with(tree, shared_with_me, false)
+}
+
+/// [`expected_files`] with `[source] shortcuts = "follow"`: a shortcut to a live file holds that
+/// file's bytes; any other shortcut is a link.
+pub fn expected_files_following(tree: &EmuTree) -> BTreeMap<String, Expected> {
+    expected_with(tree, false, true)
+}
+
+/// What Drive will not hand over: flagged abusive, or the owner disabled downloads.
+fn refused(item: &drive_emulator::EmuItem) -> bool {
+    item.abusive || !item.can_download
+}
+
+/// The size of what the mirror holds for a binary or an exported Google file; `None`: nothing (a
+/// Google type with no export).
+fn content_size(item: &drive_emulator::EmuItem) -> Option<u64> {
+    match (&item.export_sizes, export_mime_for(&item.mime_type)) {
+        (Some(sizes), Some(mime)) => Some(sizes.get(mime).copied().unwrap_or(0)),
+        (Some(_), None) => None,
+        _ => Some(item.size.unwrap_or(0)),
+    }
+}
+
+fn expected_with(tree: &EmuTree, shared_with_me: bool, follow: bool) -> BTreeMap<String, Expected> {
     let by_id: BTreeMap<&str, _> = tree.items.iter().map(|i| (i.id.as_str(), i)).collect();
     let roots: BTreeSet<&str> =
         std::iter::once(tree.root_id.as_str()).chain(tree.drives.iter().map(|d| d.id.as_str())).collect();
@@ -247,24 +272,31 @@ pub fn expected_files_in(tree: &EmuTree, shared_with_me: bool) -> BTreeMap<Strin
     };
     let mut out = BTreeMap::new();
     for item in &tree.items {
-        // Drive will not hand these over: flagged abusive, or the owner disabled downloads.
-        let refused = item.abusive || !item.can_download;
-        if item.mime_type == FOLDER || refused || !reachable(&item.id) {
+        if item.mime_type == FOLDER || refused(item) || !reachable(&item.id) {
             continue;
         }
         if item.mime_type == SHORTCUT {
-            // `[source] shortcuts = "link"` (the default): an internet-shortcut object to the target.
             let target = item.shortcut_target.clone().unwrap_or_default();
-            let body = format!("[InternetShortcut]\r\nURL=https://drive.google.com/open?id={target}\r\n");
+            let live = by_id.get(target.as_str()).filter(|t| !t.trashed);
+            if let Some(t) = live.filter(|t| follow && t.mime_type != FOLDER && t.mime_type != SHORTCUT) {
+                // `follow`: the target's bytes at the shortcut's place (nothing when Drive refuses them).
+                if let Some(size) = content_size(t).filter(|_| !refused(t)) {
+                    out.insert(item.id.clone(), Expected { name: item.name.clone(), md5: t.md5.clone(), size });
+                }
+                continue;
+            }
+            // A link: an internet-shortcut object opening the target's webViewLink (a dangling
+            // shortcut's opens the generic address).
+            let url = match by_id.get(target.as_str()) {
+                Some(t) => t.web_view_link.clone(),
+                None => format!("https://drive.google.com/open?id={target}"),
+            };
+            let body = format!("[InternetShortcut]\r\nURL={url}\r\n");
             let md5 = Some(hex::encode(<md5::Md5 as md5::Digest>::digest(body.as_bytes())));
             out.insert(item.id.clone(), Expected { name: item.name.clone(), md5, size: body.len() as u64 });
             continue;
         }
-        let size = match (&item.export_sizes, export_mime_for(&item.mime_type)) {
-            (Some(sizes), Some(mime)) => sizes.get(mime).copied().unwrap_or(0),
-            (Some(_), None) => continue,
-            _ => item.size.unwrap_or(0),
-        };
+        let Some(size) = content_size(item) else { continue };
         out.insert(item.id.clone(), Expected { name: item.name.clone(), md5: item.md5.clone(), size });
     }
     out
