@@ -110,6 +110,25 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// What was done, when, to which key: the audit log, with the reason for skips and failures.
+    ///
+    /// Read from the state store, which keeps entries for [state] audit_retention (30 days by
+    /// default); oldest first. Every written, moved, removed and dead-lettered file is there, and every
+    /// file Drive refused (downloads disabled, abusive, no export, download quota); unchanged files are
+    /// not. Reads the store, so it answers once a running mirror has stopped.
+    Log {
+        /// Only entries from this long ago on ("2h", "30m", "7days").
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only the entries of this Drive file id.
+        #[arg(long)]
+        file: Option<String>,
+        /// One JSON object per line (seq, at, operation, key, file_id, detail).
+        #[arg(long)]
+        json: bool,
+        /// The pipeline configuration.
+        config: PathBuf,
+    },
     /// Sign in with your own Google account (an OAuth "Desktop app" client in [source] credentials).
     Auth {
         #[command(subcommand)]
@@ -256,6 +275,7 @@ async fn dispatch(cmd: Command) -> ExitCode {
         Command::Status { json, config } => status(&config, json),
         Command::Dlq { action: DlqAction::List { json, config } } => dlq_list(&config, json),
         Command::Dlq { action: DlqAction::Retry { config, ids } } => dlq_retry(&config, ids),
+        Command::Log { since, file, json, config } => log(&config, since, file, json),
         Command::Auth { action } => auth(action).await,
         Command::Emulator(a) => emulator(a).await,
     };
@@ -597,6 +617,60 @@ fn scheduled_verify_line(v: &mirrorflow::verify::schedule::VerifyStatus, now_ms:
         line.push_str(&format!(" (last error: {e})"));
     }
     line
+}
+
+/// `mirrorflow log`: streams the audit log, oldest first, filtered by time and file.
+fn log(
+    path: &std::path::Path,
+    since: Option<std::time::Duration>,
+    file: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
+    let dir = &cfg.state.dir;
+    if !dir.exists() {
+        err_line!("nothing is logged yet: there is no state in {}", dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = mirrorflow::state::Store::open(dir).map_err(|e| {
+        if e.is_locked() {
+            anyhow::anyhow!("a mirrorflow run holds the state in {}: `log` reads it once that run stops", dir.display())
+        } else {
+            anyhow::Error::new(e).context(format!("opening the state in {}", dir.display()))
+        }
+    })?;
+    let now_ms = mirrorflow::state::unix_ms();
+    let since_ms = since.map(|d| now_ms.saturating_sub(d.as_millis() as u64)).unwrap_or(0);
+    use std::io::Write as _;
+    let file = file.map(mirrorflow::model::FileId);
+    let mut shown = 0u64;
+    let mut failed: Option<std::io::Error> = None;
+    store.for_each_audit(since_ms, file.as_ref(), |seq, e| {
+        let at = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at_unix_ms));
+        let key = e.key.as_ref().map(|k| k.0.as_str());
+        let line = if json {
+            serde_json::json!({"seq": seq, "at": at.to_string(), "operation": e.what, "key": key, "file_id": e.file_id.0, "detail": e.detail})
+                .to_string()
+        } else {
+            let detail = e.detail.as_deref().map(|d| format!("  ({d})")).unwrap_or_default();
+            format!("{at}  {:<13}  {}  [{}]{detail}", e.what, key.unwrap_or("-"), e.file_id.0)
+        };
+        shown += 1;
+        match writeln!(std::io::stdout(), "{line}") {
+            Ok(()) => true,
+            Err(err) => {
+                failed = Some(err);
+                false
+            }
+        }
+    })?;
+    match failed {
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Some(e) => return Err(e.into()),
+        None if shown == 0 && !json => err_line!("no entries match"),
+        None => {}
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn dlq_list(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {

@@ -1,6 +1,7 @@
 //! The embedded fjall store: file and folder records, key claims, checkpoints, the dead-letter store
 //! and the audit log (kept for `[state] audit_retention`). Only the committer writes; everyone may read.
 
+mod audit;
 mod claims;
 pub mod codec;
 mod follows;
@@ -8,8 +9,7 @@ mod skips;
 pub mod watermark;
 
 use crate::model::{
-    ChangeSeq, DeadLetter, DriveId, FileId, FileRecord, FolderRecord, ObjectKey, Outcome, OutcomeKind, Refresh,
-    SkipReason,
+    DeadLetter, DriveId, FileId, FileRecord, FolderRecord, ObjectKey, Outcome, OutcomeKind, Refresh, SkipReason,
 };
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
@@ -171,6 +171,7 @@ pub struct Store {
     follows: Keyspace,
 }
 
+pub use audit::AuditEntry;
 pub use skips::{QUOTA_DEFERRAL, SkipRecord};
 
 /// Key in `seen` present while a listing marks what it sees (ids never start with a NUL byte).
@@ -613,7 +614,7 @@ impl Store {
             OutcomeKind::Skipped(_) => {}
             OutcomeKind::TreeChanged(t) => self.stage_tree(b, o, t, parents)?,
         }
-        if !matches!(o.kind, OutcomeKind::Skipped(_)) {
+        if audit::audited(o) {
             let entry = AuditEntry { at_unix_ms: now_ms, ..AuditEntry::from(o) };
             b.insert(&self.audit, o.seq.0.to_be_bytes(), codec::encode(&entry)?);
         }
@@ -905,51 +906,6 @@ impl Store {
             })
             .collect()
     }
-
-    /// Audit entries from `from` on, oldest first.
-    pub fn audit_since(&self, from: ChangeSeq) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
-        self.audit
-            .range(from.0.to_be_bytes()..)
-            .map(|g| {
-                let (k, v) = g.into_inner()?;
-                let mut seq = [0u8; 8];
-                seq.copy_from_slice(&k[..8.min(k.len())]);
-                Ok((u64::from_be_bytes(seq), decode_audit(&v)?))
-            })
-            .collect()
-    }
-
-    /// Removes up to `limit` audit entries written before `cutoff_unix_ms`, oldest first, and returns
-    /// how many it removed (`limit` means there may be more). Entries are keyed by seq, which grows with
-    /// time, so the walk stops at the first entry still inside the retention. Entries written before
-    /// entries had a time (time 0) go with the first dated entry after them that expired.
-    pub fn prune_audit(&self, cutoff_unix_ms: u64, limit: usize) -> Result<usize, StoreError> {
-        let mut undated = Vec::new();
-        let mut expired = Vec::new();
-        for g in self.audit.iter() {
-            if expired.len() + undated.len() >= limit {
-                break;
-            }
-            let (k, v) = g.into_inner()?;
-            match decode_audit(&v)?.at_unix_ms {
-                0 => undated.push(k),
-                at if at < cutoff_unix_ms => {
-                    expired.append(&mut undated);
-                    expired.push(k);
-                }
-                _ => break,
-            }
-        }
-        if expired.is_empty() {
-            return Ok(0);
-        }
-        let mut b = self.db.batch();
-        for k in &expired {
-            b.remove(&self.audit, k.clone());
-        }
-        b.commit()?;
-        Ok(expired.len())
-    }
 }
 
 /// Keyspaces earlier versions wrote and nothing reads any more, dropped at open so they stop holding
@@ -975,54 +931,10 @@ fn drop_retired_keyspaces(db: &Database) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// An audit entry, also one written before entries had a time.
-fn decode_audit(bytes: &[u8]) -> Result<AuditEntry, StoreError> {
-    #[derive(Deserialize)]
-    struct Undated {
-        file_id: FileId,
-        what: String,
-        key: Option<ObjectKey>,
-    }
-    codec::decode::<AuditEntry>(bytes).or_else(|e| {
-        let old: Undated = codec::decode(bytes).map_err(|_| e)?;
-        Ok(AuditEntry { file_id: old.file_id, what: old.what, key: old.key, at_unix_ms: 0 })
-    })
-}
-
-/// What the audit log remembers of an outcome.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    /// File concerned.
-    pub file_id: FileId,
-    /// `committed`, `folder`, `removed`, `dead_lettered`.
-    pub what: String,
-    /// Key written or removed.
-    pub key: Option<ObjectKey>,
-    /// When the outcome was committed (Unix ms; 0 for entries written before entries had a time). The
-    /// audit log keeps entries for `[state] audit_retention`.
-    pub at_unix_ms: u64,
-}
-
-impl From<&Outcome> for AuditEntry {
-    fn from(o: &Outcome) -> Self {
-        let (what, key) = match &o.kind {
-            OutcomeKind::Committed(r) => ("committed", Some(r.key.clone())),
-            OutcomeKind::FolderRecorded(f) => ("folder", Some(f.key.clone())),
-            OutcomeKind::Removed { key } => ("removed", key.clone()),
-            OutcomeKind::DeadLettered(d) => ("dead_lettered", d.key.clone()),
-            OutcomeKind::Skipped(_) => ("skipped", None),
-            OutcomeKind::TreeChanged(t) => {
-                (if t.remove { "tree_removed" } else { "tree_moved" }, t.folder.as_ref().map(|f| f.key.clone()))
-            }
-        };
-        AuditEntry { file_id: o.file_id.clone(), what: what.into(), key, at_unix_ms: 0 }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SkipReason;
+    use crate::model::{ChangeSeq, SkipReason};
 
     fn rec(id: &str) -> FileRecord {
         FileRecord {

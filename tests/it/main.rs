@@ -5,6 +5,7 @@
 
 mod support;
 
+mod audit_log;
 mod backpressure;
 mod bad_config;
 mod continuous;
