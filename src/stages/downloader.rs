@@ -210,10 +210,13 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
         }
         if let ActionKind::Copy { from, fallback } = &planned.kind {
             let still_there = self.dest.size_of(from).await.ok().flatten().is_some();
-            // A crash between the copy and its commit leaves the bytes at the new key only.
+            // A crash between a move's copy and its commit leaves the bytes at the new key only. Not
+            // so for a copy of another file's object (content dedup): what is at the key may be this
+            // file's older bytes of the same size, so its bytes are fetched.
+            let is_move = planned.previous_key.as_ref() == Some(from);
             let already_moved = || async { self.dest.size_of(&planned.key).await.ok().flatten() == planned.file.size };
             if !still_there {
-                planned.kind = if planned.file.size.is_some() && already_moved().await {
+                planned.kind = if is_move && planned.file.size.is_some() && already_moved().await {
                     ActionKind::Copy { from: planned.key.clone(), fallback: fallback.clone() }
                 } else {
                     ActionKind::Upload { source: fallback.clone() }

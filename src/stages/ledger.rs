@@ -168,6 +168,11 @@ impl Ledger {
         self.wait_until(|book| book.key_holders.get(class).is_none_or(|s| *s == seq.0)).await;
     }
 
+    /// The active event that holds `class`, if one does.
+    pub fn key_holder(&self, class: &str) -> Option<ChangeSeq> {
+        self.book().key_holders.get(class).map(|s| ChangeSeq(*s))
+    }
+
     /// Whether an active event holds `class` (for a claim made outside any event, which cannot wait).
     pub fn key_held(&self, class: &str) -> bool {
         self.book().key_holders.contains_key(class)

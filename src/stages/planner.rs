@@ -129,6 +129,10 @@ pub trait PlanView: RecordView + Send + Sync + 'static {
     fn followers(&self, _target: &FileId) -> Result<Vec<FileId>, StoreError> {
         Ok(Vec::new())
     }
+    /// A committed file other than `except` holding content `md5` (content dedup).
+    fn content_holder(&self, _md5: &str, _except: &FileId) -> Result<Option<FileRecord>, StoreError> {
+        Ok(None)
+    }
 }
 
 impl PlanView for Store {
@@ -149,6 +153,9 @@ impl PlanView for Store {
     }
     fn followers(&self, target: &FileId) -> Result<Vec<FileId>, StoreError> {
         Store::followers(self, target)
+    }
+    fn content_holder(&self, md5: &str, except: &FileId) -> Result<Option<FileRecord>, StoreError> {
+        Store::content_holder(self, md5, except)
     }
 }
 
@@ -176,7 +183,13 @@ pub struct Planner<L: FolderLookup, S: PlanView = Store> {
     /// `shortcuts = "follow"`: which target each shortcut planned now follows (`None`: none), sent
     /// to the committer before its action, so a change of the target refreshes the shortcut.
     follows: Vec<(FileId, Option<FileId>)>,
+    /// Content copies planned (event → key class copied from), so a second copy of the same object
+    /// may follow the first instead of downloading (see `only_copies_hold`).
+    content_copies: HashMap<ChangeSeq, String>,
 }
+
+/// Content copies remembered before the finished ones are forgotten.
+const CONTENT_COPIES_REMEMBERED: usize = 1024;
 
 /// Entries of the out-of-scope cache before it is cleared.
 const OUT_OF_SCOPE_CACHE: usize = 10_000;
@@ -203,6 +216,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             holds: HashMap::new(),
             out_of_scope: HashSet::new(),
             follows: Vec::new(),
+            content_copies: HashMap::new(),
         };
         for f in p.store.all_folders()? {
             p.folders.insert(f.id.clone(), f);
@@ -746,9 +760,48 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             event.origin != Origin::Repair && existing.as_ref().is_some_and(|r| r.md5.is_some() && r.md5 == file.md5);
         let kind = match (&existing, same_content) {
             (Some(r), true) => ActionKind::Copy { from: r.key.clone(), fallback: source.0 },
-            _ => ActionKind::Upload { source: source.0 },
+            _ => match self.same_content_elsewhere(event, &file, &source.0, &key)? {
+                Some(from) => ActionKind::Copy { from, fallback: source.0 },
+                None => ActionKind::Upload { source: source.0 },
+            },
         };
         Ok(Ok(Planned { seq: event.seq, file, key, previous_key, kind, attempt: 0 }))
+    }
+
+    /// Content dedup: the key of another mirrored file holding exactly this file's bytes (same md5),
+    /// to copy server-side instead of downloading. Only for Drive's own bytes (an md5 to trust), not
+    /// for a repair (which rewrites from Drive), and only when no event in flight holds that key (it
+    /// could be rewriting or removing it); the ledger then holds it for this event until it commits.
+    fn same_content_elsewhere(
+        &mut self,
+        event: &ChangeEvent,
+        file: &DriveFile,
+        source: &Source,
+        key: &ObjectKey,
+    ) -> Result<Option<ObjectKey>, StageError> {
+        let worth_it = event.origin != Origin::Repair && *source == Source::Media && file.size.unwrap_or(0) > 0;
+        let Some(md5) = file.md5.as_deref().filter(|_| worth_it) else { return Ok(None) };
+        let Some(holder) = self.store.content_holder(md5, &file.id)? else { return Ok(None) };
+        let class = keys::collision_class(&holder.key.0);
+        if holder.key == *key || !self.only_copies_hold(&class) {
+            return Ok(None);
+        }
+        self.content_copies.insert(event.seq, class);
+        crate::metrics::event("planner", "content_copy");
+        Ok(Some(holder.key))
+    }
+
+    /// True when no event in flight holds `class`, or only a content copy from it (a reader: this
+    /// event waits for it, briefly, and finds the bytes unchanged). Forgets the copies that are done.
+    fn only_copies_hold(&mut self, class: &str) -> bool {
+        if self.content_copies.len() > CONTENT_COPIES_REMEMBERED {
+            let ledger = self.ledger.clone();
+            self.content_copies.retain(|seq, c| ledger.key_holder(c) == Some(*seq));
+        }
+        match self.ledger.key_holder(class) {
+            None => true,
+            Some(seq) => self.content_copies.get(&seq).is_some_and(|c| c == class),
+        }
     }
 
     /// Why Drive will not hand this version over, known without asking it: the owner disabled

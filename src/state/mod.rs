@@ -4,6 +4,7 @@
 mod audit;
 mod claims;
 pub mod codec;
+mod content;
 mod follows;
 mod skips;
 pub mod watermark;
@@ -169,6 +170,9 @@ pub struct Store {
     /// Shortcuts mirrored with `shortcuts = "follow"` and the targets they follow, both ways (see
     /// `follows.rs`).
     follows: Keyspace,
+    /// Which files hold which content (`<md5>\0<file id>`): a new file with content already mirrored
+    /// is copied server-side (see `content.rs`).
+    content_refs: Keyspace,
 }
 
 pub use audit::AuditEntry;
@@ -317,10 +321,12 @@ impl Store {
             children: ks("children")?,
             skipped: ks("skipped")?,
             follows: ks("follows")?,
+            content_refs: ks("content_refs")?,
             db,
         })
         .and_then(|store| {
             store.build_children_index_once()?;
+            store.build_content_index_once()?;
             store.rebuild_claims_once()?;
             Ok(store)
         })
@@ -575,6 +581,7 @@ impl Store {
         match &o.kind {
             OutcomeKind::Committed(rec) => {
                 self.stage_parent(b, &o.file_id, rec.parent.as_ref(), parents)?;
+                self.stage_content(b, &o.file_id, rec.md5.as_deref(), parents)?;
                 self.stage_claim(b, &o.file_id, &rec.key, &mut parents.claims)?;
                 b.insert(&self.files, id, codec::encode(rec)?);
                 b.remove(&self.intents, rec.key.as_str());
@@ -587,6 +594,7 @@ impl Store {
             }
             OutcomeKind::Removed { .. } => {
                 self.stage_parent(b, &o.file_id, None, parents)?;
+                self.stage_content(b, &o.file_id, None, parents)?;
                 self.stage_release(b, &o.file_id, &mut parents.claims)?;
                 b.remove(&self.files, id);
                 b.remove(&self.folders, id);
@@ -832,10 +840,12 @@ impl Store {
         for (rec, _old) in files {
             if remove || lost.contains(&rec.id) {
                 self.stage_parent(b, &rec.id, None, parents)?;
+                self.stage_content(b, &rec.id, None, parents)?;
                 self.stage_release(b, &rec.id, &mut parents.claims)?;
                 b.remove(&self.files, rec.id.as_str());
             } else {
                 self.stage_parent(b, &rec.id, rec.parent.as_ref(), parents)?;
+                self.stage_content(b, &rec.id, rec.md5.as_deref(), parents)?;
                 self.stage_claim(b, &rec.id, &rec.key, &mut parents.claims)?;
                 b.insert(&self.files, rec.id.as_str(), codec::encode(rec)?);
                 b.remove(&self.intents, rec.key.as_str());
@@ -918,6 +928,8 @@ impl Store {
 struct InBatch {
     /// File id → the parent its record names as the batch leaves it.
     parents: std::collections::HashMap<FileId, Option<FileId>>,
+    /// File id → the md5 its record holds as the batch leaves it (`None`: removed, or none).
+    md5s: std::collections::HashMap<FileId, Option<String>>,
     claims: claims::ClaimsInBatch,
 }
 

@@ -25,6 +25,15 @@ pub enum MutateOp {
         /// MIME type; `application/octet-stream` when absent.
         mime: Option<String>,
     },
+    /// A copy of a binary file (Drive's `files.copy`): a new file with the same bytes, so the same md5.
+    Copy {
+        /// The file copied.
+        id: String,
+        /// Folder (or drive root) id the copy is created in.
+        parent: String,
+        /// The copy's name.
+        name: String,
+    },
     /// New folder.
     CreateFolder {
         /// Folder (or drive root) id it is created in.
@@ -130,6 +139,7 @@ impl State {
                 let mime = mime.clone().unwrap_or_else(|| mime_for_name(name).to_string());
                 Ok(vec![self.create_file(parent, name, *size, &mime)?])
             }
+            MutateOp::Copy { id, parent, name } => Ok(vec![self.copy_file(id, parent, name)?]),
             MutateOp::CreateFolder { parent, name } => {
                 let place = self.placement(parent)?;
                 let id = self.corpus.add_folder(name, place);
@@ -222,6 +232,21 @@ impl State {
         let id = self.corpus.add_binary(name, size, mime, place);
         self.record(&id);
         Ok(id)
+    }
+
+    fn copy_file(&mut self, id: &str, parent: &str, name: &str) -> MResult<String> {
+        let original = self.corpus.items.get(id).ok_or_else(|| MutateError::NotFound(id.to_string()))?;
+        let Kind::Binary { blob, .. } = &original.kind else {
+            return Err(MutateError::Invalid(format!("{id} has no binary content to copy")));
+        };
+        let (blob, mime) = (blob.clone(), original.mime.clone());
+        let place = self.placement(parent)?;
+        let copy = self.corpus.add_binary(name, blob.size, &mime, place);
+        if let Some(item) = self.corpus.items.get_mut(&copy) {
+            item.kind = Kind::Binary { blob, rev: 0 };
+        }
+        self.record(&copy);
+        Ok(copy)
     }
 
     fn create_doc(&mut self, parent: &str, name: &str, kind: DocKind) -> MResult<String> {

@@ -1,0 +1,69 @@
+//! Content dedup: a new file whose bytes are already mirrored under another key (same md5) is a
+//! server-side copy of that object, not a download; each copy is an object of its own, so removing
+//! or changing one never touches another.
+
+use crate::support::*;
+use serde_json::{Value, json};
+
+fn media_bytes(stats: &Value, id: &str) -> u64 {
+    stats["media_bytes_by_file"][id].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_already_mirrored_is_copied_not_downloaded_and_copies_stay_independent() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let tree = env.tree().await;
+    let config = env.config("dedup", &env.local_dest("mirror"), "");
+    let c = config.to_str().unwrap();
+    let out = mirrorflow(&["run", "--once", c]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // Three mirrored files get two copies each, one of them in another folder.
+    let originals: Vec<_> = tree
+        .items
+        .iter()
+        .filter(|i| i.size.unwrap_or(0) > 0 && i.export_sizes.is_none() && i.parents.contains(&tree.root_id))
+        .take(3)
+        .cloned()
+        .collect();
+    assert_eq!(originals.len(), 3);
+    let folder = tree.items.iter().find(|i| i.mime_type.ends_with(".folder") && i.drive_id.is_none()).unwrap();
+    let mut ops = Vec::new();
+    for (n, o) in originals.iter().enumerate() {
+        ops.push(json!({"op": "copy", "id": o.id, "parent": tree.root_id, "name": format!("copy {n} of {}", o.name)}));
+        ops.push(json!({"op": "copy", "id": o.id, "parent": folder.id, "name": format!("another copy {n}")}));
+    }
+    let created: Vec<String> = env.control("mutate", json!({"ops": ops})).await["created"]
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    assert_eq!(created.len(), 6, "the emulator made six copies");
+    let before = env.stats().await;
+    let out = mirrorflow(&["run", "--once", c]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = env.tree().await;
+    let keys = assert_exact_mirror(&config, &expected_files(&tree)).await;
+    let after = env.stats().await;
+    for id in &created {
+        assert_eq!(media_bytes(&after, id), media_bytes(&before, id), "the copy {id} was downloaded: {after}");
+    }
+
+    // A copy changes: only it is downloaded, the original's object stays as it was.
+    let (original, copy) = (&originals[0].id, &created[0]);
+    env.control("mutate", json!({"ops": [{"op": "update_content", "id": copy, "size": 777}]})).await;
+    let out = mirrorflow(&["run", "--once", c]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = env.tree().await;
+    assert_exact_mirror(&config, &expected_files(&tree)).await;
+    assert!(media_bytes(&env.stats().await, copy) > 0, "new bytes come from Drive");
+
+    // The original is deleted: its copies keep their bytes.
+    env.control("mutate", json!({"ops": [{"op": "delete", "id": original}]})).await;
+    let out = mirrorflow(&["run", "--once", c]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = env.tree().await;
+    let now = assert_exact_mirror(&config, &expected_files(&tree)).await;
+    assert!(!now.contains_key(original.as_str()) && now.contains_key(created[1].as_str()));
+    assert_eq!(now[created[1].as_str()], keys[created[1].as_str()]);
+    assert_verifies_equal(&config).await;
+}
