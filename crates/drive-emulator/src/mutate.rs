@@ -380,7 +380,18 @@ impl State {
         let folders = self.ids_where(|i| i.is_folder() && i.drive_id.is_none());
         let new_file =
             |parent: String, name: String| MutateOp::Create { parent, name, size: 100 + n as u64, mime: None };
-        match rng.below(5) {
+        match rng.below(6) {
+            5 => {
+                // A copy (same bytes, so the same md5) next to the original or elsewhere, then often
+                // a change to the original: copies must keep their own bytes.
+                let Some(id) = rng.pick(&files).cloned() else { return vec![] };
+                let parent = self.random_folder(rng, None);
+                let copy = MutateOp::Copy { id: id.clone(), parent, name: format!("copy-{n}.bin") };
+                match rng.below(2) {
+                    0 => vec![copy, MutateOp::UpdateContent { id, size: None }],
+                    _ => vec![copy, MutateOp::Delete { id }],
+                }
+            }
             0 | 1 => {
                 let Some(id) = rng.pick(&files).cloned() else { return vec![] };
                 let Some(item) = self.corpus.items.get(&id) else { return vec![] };
