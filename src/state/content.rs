@@ -4,7 +4,7 @@
 //! the record, so the index stays as large as the mirror; each object is its own copy, so removing
 //! one file's entry (and object) never affects another holding the same content.
 
-use super::{InBatch, Store, StoreError, codec};
+use super::{InBatch, Store, StoreError};
 use crate::model::{FileId, FileRecord};
 
 /// Marks a store whose content index was built from its records.
@@ -59,18 +59,60 @@ impl Store {
 
     /// A store written before the content index gets it, once, from its file records.
     pub(super) fn build_content_index_once(&self) -> Result<(), StoreError> {
-        if self.checkpoints.contains_key(CONTENT_INDEXED)? {
-            return Ok(());
-        }
-        let mut b = self.db.batch();
-        for g in self.files.iter() {
-            let rec: FileRecord = codec::decode(&g.value()?)?;
+        self.index_records_once(CONTENT_INDEXED, |b, rec| {
             if let Some(md5) = &rec.md5 {
                 b.insert(&self.content_refs, content_key(md5, &rec.id), []);
             }
-        }
-        b.insert(&self.checkpoints, CONTENT_INDEXED, []);
-        b.commit()?;
-        Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ChangeSeq, ObjectKey, Outcome, OutcomeKind};
+    use crate::state::CommitBatch;
+
+    fn committed(seq: u64, id: &str, md5: &str) -> Outcome {
+        let rec = FileRecord {
+            id: FileId(id.into()),
+            name: id.into(),
+            parent: None,
+            mime_type: "application/pdf".into(),
+            version: seq,
+            md5: Some(md5.into()),
+            sha256: None,
+            size: 3,
+            key: ObjectKey(format!("p/{id}")),
+            modified_time: None,
+        };
+        Outcome { seq: ChangeSeq(seq), file_id: FileId(id.into()), kind: OutcomeKind::Committed(rec) }
+    }
+
+    fn apply(store: &Store, outcomes: Vec<Outcome>) {
+        store.apply(&CommitBatch { outcomes, next_seq: 100, ..Default::default() }).unwrap();
+    }
+
+    fn holder(store: &Store, md5: &str, except: &str) -> Option<String> {
+        store.content_holder(md5, &FileId(except.into())).unwrap().map(|r| r.id.0)
+    }
+
+    #[test]
+    fn the_index_follows_every_record_written_twice_in_a_batch_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        apply(&store, vec![committed(1, "a", "X"), committed(2, "b", "X")]);
+        assert_eq!(holder(&store, "x", "a").as_deref(), Some("b"), "md5s compare case-insensitively");
+        assert_eq!(holder(&store, "X", "b").as_deref(), Some("a"));
+        // b changes twice in one batch: only its last content is indexed.
+        apply(&store, vec![committed(3, "b", "Y"), committed(4, "b", "Z")]);
+        assert_eq!(holder(&store, "X", "a"), None);
+        assert_eq!(holder(&store, "Y", "-"), None);
+        assert_eq!(holder(&store, "Z", "-").as_deref(), Some("b"));
+        let removed =
+            Outcome { seq: ChangeSeq(5), file_id: FileId("a".into()), kind: OutcomeKind::Removed { key: None } };
+        apply(&store, vec![removed]);
+        assert_eq!(holder(&store, "X", "-"), None, "a removed file holds nothing");
+        assert_eq!(store.content_refs.iter().count(), 1, "one entry per file with an md5: bounded");
     }
 }

@@ -334,17 +334,28 @@ impl Store {
 
     /// A store written before the children index gets it, once, from its file records.
     fn build_children_index_once(&self) -> Result<(), StoreError> {
-        if self.checkpoints.contains_key(CHILDREN_INDEXED)? {
+        self.index_records_once(CHILDREN_INDEXED, |b, rec| {
+            if let Some(parent) = &rec.parent {
+                b.insert(&self.children, children_key(parent, &rec.id), []);
+            }
+        })
+    }
+
+    /// Builds an index from every file record in one batch, once: `flag` in `checkpoints` says it is
+    /// built (by this, or by the commits that keep it since).
+    fn index_records_once(
+        &self,
+        flag: &[u8],
+        index: impl Fn(&mut fjall::OwnedWriteBatch, &FileRecord),
+    ) -> Result<(), StoreError> {
+        if self.checkpoints.contains_key(flag)? {
             return Ok(());
         }
         let mut b = self.db.batch();
         for g in self.files.iter() {
-            let rec: FileRecord = codec::decode(&g.value()?)?;
-            if let Some(parent) = &rec.parent {
-                b.insert(&self.children, children_key(parent, &rec.id), []);
-            }
+            index(&mut b, &codec::decode(&g.value()?)?);
         }
-        b.insert(&self.checkpoints, CHILDREN_INDEXED, []);
+        b.insert(&self.checkpoints, flag, []);
         b.commit()?;
         Ok(())
     }
