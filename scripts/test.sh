@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The test command: makes sure a local S3 server (moto) is installable, then runs every unit, property
-# and integration test in release mode (the emulator streams GiB-sized files; release keeps it fast).
-# Tests use MIRRORFLOW_TEST_S3_ENDPOINT when set (.ci/run starts one moto for all), else they start
-# their own moto_server from .venv-s3 or PATH.
+# The test command: makes sure a local S3 server (moto) is installable and a throwaway PostgreSQL runs
+# (scripts/postgres.sh installs Debian's package when missing and starts one on a free loopback port),
+# then runs every unit, property and integration test in release mode (the emulator streams GiB-sized
+# files; release keeps it fast). Tests use MIRRORFLOW_TEST_S3_ENDPOINT when set (.ci/run starts one
+# moto for all), else they start their own moto_server from .venv-s3 or PATH; the index tests use
+# MIRRORFLOW_TEST_PG_URL (each test in a database of its own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv-s3/bin/moto_server ] && ! command -v moto_server >/dev/null 2>&1; then
@@ -12,7 +14,18 @@ if [ ! -x .venv-s3/bin/moto_server ] && ! command -v moto_server >/dev/null 2>&1
 fi
 unset AWS_CA_BUNDLE
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+pgdir=""
+cleanup() {
+  rm -f "$log"
+  if [ -n "$pgdir" ]; then bash scripts/postgres.sh stop "$pgdir"; rm -rf "$pgdir"; fi
+}
+trap cleanup EXIT
+if [ -z "${MIRRORFLOW_TEST_PG_URL:-}" ]; then
+  pgdir=$(mktemp -d /tmp/mirrorflow-pg.XXXXXX)
+  MIRRORFLOW_TEST_PG_URL=$(bash scripts/postgres.sh start "$pgdir")
+  export MIRRORFLOW_TEST_PG_URL
+  echo "PostgreSQL for the index tests: $MIRRORFLOW_TEST_PG_URL" >&2
+fi
 set +e
 cargo test --release --workspace --lib --bins --tests "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

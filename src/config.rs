@@ -138,6 +138,9 @@ pub struct Config {
     /// The scheduled reconcile of a running pipeline.
     #[serde(default)]
     pub verify: VerifyConfig,
+    /// The queryable index of the mirror in PostgreSQL (off unless a URL is given).
+    #[serde(default)]
+    pub index: IndexConfig,
     /// Failure injection, for tests of the supervision tree only.
     #[serde(default)]
     pub testing: TestingConfig,
@@ -694,6 +697,55 @@ pub struct VerifyConfig {
     pub checksum: bool,
 }
 
+/// `[index]`: the mirror's file index, versions and audit trail in PostgreSQL (a Supabase project's
+/// database, say), fed from the committed outcomes; the mirror never waits for it.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexConfig {
+    /// `postgresql://user:password@host:port/db?sslmode=…`; else `MIRRORFLOW_INDEX_URL`. Unset: no
+    /// index. Never logged (the password is in it).
+    pub url: Option<Secret>,
+    /// Schema holding mirrorflow's tables (created and migrated by mirrorflow).
+    pub schema: String,
+    /// How long `run --once` waits, once the mirror is done, for the index to catch up before it
+    /// exits 1 saying the index is behind.
+    pub catch_up_timeout: HumanDuration,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig { url: None, schema: "mirrorflow".into(), catch_up_timeout: HumanDuration(Duration::from_secs(60)) }
+    }
+}
+
+/// Environment variable that supplies `[index] url` (kept out of the file, like other secrets).
+pub const INDEX_URL_ENV: &str = "MIRRORFLOW_INDEX_URL";
+
+impl IndexConfig {
+    /// The URL in force: the file's, else [`INDEX_URL_ENV`]'s; `None` when the index is off.
+    pub fn url(&self) -> Option<Secret> {
+        self.url.clone().or_else(|| std::env::var(INDEX_URL_ENV).ok().filter(|u| !u.is_empty()).map(Secret))
+    }
+
+    fn problems(&self, p: &mut Vec<String>) {
+        let valid_schema = self.schema.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && self.schema.len() <= 63
+            && self.schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid_schema {
+            p.push(format!(
+                "index.schema: {:?} is not a plain PostgreSQL name (lowercase letters, digits, _; at most 63)",
+                self.schema
+            ));
+        }
+        if let Some(url) = self.url()
+            && let Err(e) = crate::index::connect::Target::parse(url.expose())
+        {
+            let key = if self.url.is_some() { "index.url" } else { INDEX_URL_ENV };
+            p.push(format!("{key}: {e}"));
+        }
+    }
+}
+
 /// `[supervisor]`.
 #[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(default, deny_unknown_fields)]
@@ -825,6 +877,7 @@ impl Config {
         let mut p = Vec::new();
         self.source_problems(&mut p);
         self.destination_problems(&mut p);
+        self.index.problems(&mut p);
         self.stage_problems(&mut p);
         if self.retry.max_attempts == 0 {
             p.push("retry.max_attempts: must be at least 1".into());

@@ -13,6 +13,7 @@ pub mod dest;
 pub mod drive;
 #[allow(unsafe_code)] // the FFI to aws-lc's MD5/SHA-256 with plain-data state (resumable uploads)
 pub mod hashing;
+pub mod index;
 pub(crate) mod internal_events;
 pub mod metrics;
 pub mod model;

@@ -39,7 +39,7 @@ const EXIT_INTERRUPTED: u8 = 5;
     name = "mirrorflow",
     version,
     about = "Keep a one-way mirror of Google Drive in object storage (S3, Supabase, GCS, Azure, a local folder).",
-    after_help = "EXIT CODES:\n  0  done: every file mirrored or skipped\n  1  the run failed (Drive or destination unreachable after retries, state store error)\n  2  bad usage or configuration\n  3  some files could not be mirrored; they are in the dead-letter store (mirrorflow dlq list)\n  4  verify found differences between the mirror and Drive (missing, mismatched or extra objects)\n  5  run --once was interrupted (SIGINT/SIGTERM) before it finished; state is kept and the next run resumes\n     (continuous mode stops on a signal as its normal end: 0, or 3)\n\nQUICK START (offline, against the bundled Drive emulator):\n  bash scripts/quickstart.sh"
+    after_help = "EXIT CODES:\n  0  done: every file mirrored or skipped\n  1  the run failed (Drive or destination unreachable after retries, state store error), or run --once\n     left the PostgreSQL index ([index]) behind after index.catch_up_timeout\n  2  bad usage or configuration\n  3  some files could not be mirrored; they are in the dead-letter store (mirrorflow dlq list)\n  4  verify found differences between the mirror and Drive (missing, mismatched or extra objects)\n  5  run --once was interrupted (SIGINT/SIGTERM) before it finished; state is kept and the next run resumes\n     (continuous mode stops on a signal as its normal end: 0, or 3)\n\nQUICK START (offline, against the bundled Drive emulator):\n  bash scripts/quickstart.sh"
 )]
 struct Cli {
     /// Log as JSON lines instead of text.
@@ -406,6 +406,13 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
                 );
                 return ExitCode::from(EXIT_INTERRUPTED);
             }
+            if let Some(behind) = summary.index_behind.filter(|b| *b > 0) {
+                err_line!(
+                    "mirrorflow: the mirror is complete, but the PostgreSQL index is {behind} event(s) behind after \
+                     waiting index.catch_up_timeout; the next run catches it up"
+                );
+                return ExitCode::from(EXIT_FAILED);
+            }
             if summary.dead_letters.is_empty() {
                 return ExitCode::SUCCESS;
             }
@@ -425,6 +432,7 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
             if matches!(
                 e,
                 pipeline::PipelineError::Scope(_)
+                    | pipeline::PipelineError::Index(_)
                     | pipeline::PipelineError::Metrics(_)
                     | pipeline::PipelineError::OtherDestination { .. }
             ) {
@@ -562,8 +570,13 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         serde_json::json!({"drives": "all in scope (one change feed)", "phase": phase, "start_token": c.start_token,
             "last_poll_unix_ms": c.read_at_unix_ms, "checkpoint_age_seconds": now.saturating_sub(c.read_at_unix_ms) / 1000})
     });
+    let head = store.audit_head()?;
+    let index = store.index_acked()?.map(|acked| {
+        serde_json::json!({"applied_seq": acked, "audit_head": head, "lag_events": head.saturating_sub(acked)})
+    });
     let v = serde_json::json!({
         "checkpoint": cp,
+        "index": index,
         "files": counts.files, "folders": counts.folders, "bytes": counts.bytes, "dead_lettered": counts.dead_lettered,
         "skipped": counts.skipped,
         "in_flight": live.as_ref().map_or(0, |l| l.in_flight),
@@ -594,6 +607,14 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     }
     if let Some(v) = live.as_ref().and_then(|l| l.verify.as_ref()) {
         out_line!("{}", scheduled_verify_line(v, now));
+    }
+    match (store.index_acked()?, cfg.index.url().is_some()) {
+        (Some(acked), _) => out_line!(
+            "index (PostgreSQL): {} event(s) behind (applied up to audit seq {acked} of {head})",
+            head.saturating_sub(acked)
+        ),
+        (None, true) => out_line!("index (PostgreSQL): not built yet (the next run builds it)"),
+        (None, false) => {}
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -130,3 +130,25 @@ pub fn verify_run(missing: u64, mismatched: u64, extra: u64) {
 pub fn webhook_rejected() {
     counter!(WEBHOOK_REJECTED_TOTAL).increment(1);
 }
+
+/// Gauge: audit entries the PostgreSQL index has not applied yet.
+pub const INDEX_LAG_EVENTS: &str = "mirrorflow_index_lag_events";
+/// Rows the index sink wrote or deleted in `file_hierarchy`.
+pub const INDEX_ROWS_TOTAL: &str = "mirrorflow_index_rows_total";
+/// Index sink attempts that failed (connection, migration or a batch); each is retried with backoff.
+pub const INDEX_ERRORS_TOTAL: &str = "mirrorflow_index_errors_total";
+
+/// The index is `lag` audit entries behind the store.
+pub fn index_lag(lag: u64) {
+    gauge!(INDEX_LAG_EVENTS).set(lag as f64);
+}
+
+/// The index sink applied a batch that wrote or deleted `rows` rows.
+pub fn index_rows(rows: usize) {
+    counter!(INDEX_ROWS_TOTAL).increment(rows as u64);
+}
+
+/// An index sink attempt failed.
+pub fn index_error() {
+    counter!(INDEX_ERRORS_TOTAL).increment(1);
+}

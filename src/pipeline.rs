@@ -68,6 +68,9 @@ pub enum PipelineError {
     /// Adopting an existing destination failed.
     #[error("{0}")]
     Adopt(#[from] crate::adopt::AdoptError),
+    /// `[index] url` cannot be used.
+    #[error("index.url: {0}")]
+    Index(String),
 }
 
 /// How to run.
@@ -88,6 +91,9 @@ pub struct RunSummary {
     pub dead_letters: Vec<DeadLetter>,
     /// True if stopped by a signal rather than by catching up.
     pub interrupted: bool,
+    /// `run --once` with an index: audit entries the index had not applied when the wait for it
+    /// (`[index] catch_up_timeout`) ended; 0 when caught up, `None` without an index.
+    pub index_behind: Option<u64>,
 }
 
 /// Builds the Drive client from config.
@@ -655,6 +661,7 @@ enum End {
 pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineError> {
     let res = open(cfg).await?;
     let mut topo = compile(cfg, &opts, &res)?;
+    let mut index = start_index(cfg, &res, &topo)?;
     let mut running = topo.start(cfg, &opts, &res).await?;
     let end = watch_until_done(cfg, &opts, &topo, &mut running).await;
     let interrupted = matches!(end, End::Interrupted);
@@ -674,9 +681,51 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         abort_recorded_uploads(&res.store, &res.dest, false).await?;
     }
     let dead_letters = res.store.dead_letters()?;
+    let index_behind = match index.as_mut() {
+        Some(sink) if !interrupted => Some(wait_for_index(sink, cfg.index.catch_up_timeout.0).await),
+        _ => None,
+    };
+    if let Some(sink) = index {
+        sink.stop();
+    }
     let progress = topo.progress.borrow().clone();
     drop(topo.progress_tx);
-    Ok(RunSummary { progress, dead_letters, interrupted })
+    Ok(RunSummary { progress, dead_letters, interrupted, index_behind })
+}
+
+/// Starts the index sink when `[index]` names a database; without one, forgets any earlier index's
+/// position so the audit log is pruned by retention alone.
+fn start_index(
+    cfg: &Config,
+    res: &Resources,
+    topo: &Topology,
+) -> Result<Option<crate::index::SinkHandle>, PipelineError> {
+    let Some(url) = cfg.index.url() else {
+        res.store.forget_index()?;
+        return Ok(None);
+    };
+    let target = crate::index::connect::Target::parse(url.expose()).map_err(PipelineError::Index)?;
+    tracing::info!(index = %target.display, schema = %cfg.index.schema, "index sink starting");
+    let sink = crate::index::Sink {
+        target,
+        schema: cfg.index.schema.clone(),
+        store: res.store.clone(),
+        prefix: res.dest.prefix().to_string(),
+        wake: topo.progress.clone(),
+    };
+    sink.spawn().map(Some).map_err(|e| PipelineError::Index(e.to_string()))
+}
+
+/// `run --once`: the mirror is done; gives the index up to `timeout` to apply the rest. Returns how
+/// far behind it still is.
+async fn wait_for_index(sink: &mut crate::index::SinkHandle, timeout: Duration) -> u64 {
+    match sink.wait_caught_up(timeout).await {
+        Ok(behind) => behind,
+        Err(e) => {
+            tracing::warn!(error = %e, "index: cannot tell how far behind it is");
+            u64::MAX
+        }
+    }
 }
 
 /// Follows a running pipeline until `--once` catches up, a stage fails for good, or a signal comes;

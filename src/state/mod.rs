@@ -123,6 +123,19 @@ pub struct CommitBatch {
     pub follows: Vec<(FileId, Option<FileId>)>,
 }
 
+/// The kinds of record that say something of one Drive item ([`Store::record_ids_page`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// Mirrored files.
+    File,
+    /// Folders and shared-drive roots.
+    Folder,
+    /// Dead letters.
+    DeadLetter,
+    /// Files Drive will not hand over.
+    Skip,
+}
+
 /// Summary counts, for `status` and metrics.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct StoreCounts {
@@ -436,6 +449,32 @@ impl Store {
         Ok(roots.filter_map(|f| f.drive_id).collect())
     }
 
+    /// Up to `limit` ids of `kind`'s records after `after`, in id order: a whole kind read a bounded
+    /// page at a time (the index's rebuild). Stable while earlier pages' records change.
+    pub fn record_ids_page(
+        &self,
+        kind: RecordKind,
+        after: Option<&FileId>,
+        limit: usize,
+    ) -> Result<Vec<FileId>, StoreError> {
+        use std::ops::Bound;
+        let keyspace = match kind {
+            RecordKind::File => &self.files,
+            RecordKind::Folder => &self.folders,
+            RecordKind::DeadLetter => &self.dlq,
+            RecordKind::Skip => &self.skipped,
+        };
+        let start = match after {
+            Some(id) => Bound::Excluded(id.as_str().as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        keyspace
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take(limit)
+            .map(|g| Ok(FileId(String::from_utf8_lossy(&g.key()?).into_owned())))
+            .collect()
+    }
+
     /// Every file record, streamed.
     pub fn for_each_file(&self, mut f: impl FnMut(FileRecord)) -> Result<(), StoreError> {
         for g in self.files.iter() {
@@ -536,6 +575,7 @@ impl Store {
         for f in &batch.folders {
             b.insert(&self.folders, f.id.as_str(), codec::encode(f)?);
             self.stage_claim(&mut b, &f.id, &f.key, &mut parents.claims)?;
+            parents.audit.push(AuditEntry::record_change(&f.id, "folder", Some(&f.key)));
         }
         for step in &batch.tree_steps {
             self.stage_tree_files(&mut b, &step.files, step.remove, &step.lost, &mut parents)?;
@@ -543,6 +583,7 @@ impl Store {
         for o in &batch.outcomes {
             self.stage_outcome(&mut b, o, &mut report, now_ms, &mut parents)?;
         }
+        self.stage_audit(&mut b, std::mem::take(&mut parents.audit), now_ms)?;
         if let Some(cp) = &batch.checkpoint {
             b.insert(&self.checkpoints, CHECKPOINT_KEY, codec::encode(cp)?);
         }
@@ -589,6 +630,11 @@ impl Store {
         parents: &mut InBatch,
     ) -> Result<(), StoreError> {
         let id = o.file_id.as_str();
+        // A skip that ends a dead letter or a refusal changes what the index says of the file.
+        let status_ends = matches!(o.kind, OutcomeKind::Skipped(SkipReason::NotInScope | SkipReason::Gone))
+            && (report.dead_lettered_in_batch.contains(&o.file_id)
+                || self.dlq.contains_key(id)?
+                || self.skipped.contains_key(id)?);
         match &o.kind {
             OutcomeKind::Committed(rec) => {
                 self.stage_parent(b, &o.file_id, rec.parent.as_ref(), parents)?;
@@ -633,9 +679,8 @@ impl Store {
             OutcomeKind::Skipped(_) => {}
             OutcomeKind::TreeChanged(t) => self.stage_tree(b, o, t, parents)?,
         }
-        if audit::audited(o) {
-            let entry = AuditEntry { at_unix_ms: now_ms, ..AuditEntry::from(o) };
-            b.insert(&self.audit, o.seq.0.to_be_bytes(), codec::encode(&entry)?);
+        if audit::audited(o) || status_ends {
+            parents.audit.push(AuditEntry::from(o));
         }
         Ok(())
     }
@@ -849,6 +894,12 @@ impl Store {
         parents: &mut InBatch,
     ) -> Result<(), StoreError> {
         for (rec, _old) in files {
+            let what = match (remove, lost.contains(&rec.id)) {
+                (true, _) => "tree_removed",
+                (false, true) => "lost",
+                (false, false) => "tree_moved",
+            };
+            parents.audit.push(AuditEntry::record_change(&rec.id, what, Some(&rec.key)));
             if remove || lost.contains(&rec.id) {
                 self.stage_parent(b, &rec.id, None, parents)?;
                 self.stage_content(b, &rec.id, None, parents)?;
@@ -886,10 +937,12 @@ impl Store {
         for f in &t.folders {
             b.insert(&self.folders, f.id.as_str(), codec::encode(f)?);
             self.stage_claim(b, &f.id, &f.key, &mut parents.claims)?;
+            parents.audit.push(AuditEntry::record_change(&f.id, "tree_moved", Some(&f.key)));
         }
         for id in &t.removed_folders {
             b.remove(&self.folders, id.as_str());
             self.stage_release(b, id, &mut parents.claims)?;
+            parents.audit.push(AuditEntry::record_change(id, "tree_removed", None));
         }
         Ok(())
     }
@@ -942,6 +995,8 @@ struct InBatch {
     /// File id → the md5 its record holds as the batch leaves it (`None`: removed, or none).
     md5s: std::collections::HashMap<FileId, Option<String>>,
     claims: claims::ClaimsInBatch,
+    /// The audit entries of the batch, in the order they happen; numbered when the batch is staged.
+    audit: Vec<AuditEntry>,
 }
 
 fn drop_retired_keyspaces(db: &Database) -> Result<(), StoreError> {
@@ -1003,7 +1058,7 @@ mod tests {
         assert_eq!(s.file(&FileId("a".into())).unwrap(), Some(rec("a")));
         assert_eq!(s.next_seq().unwrap(), 3);
         assert!(matches!(s.checkpoint().unwrap().unwrap().phase, FeedPhase::Changes { .. }));
-        assert_eq!(s.audit_since(ChangeSeq(0)).unwrap().len(), 1);
+        assert_eq!(s.audit_since(0).unwrap().len(), 1);
     }
 
     fn outcome(seq: u64, id: &str, kind: OutcomeKind) -> Outcome {
@@ -1118,12 +1173,12 @@ mod tests {
         let written_by = unix_ms();
         assert_eq!(s.prune_audit(1, 100).unwrap(), 0, "nothing is older than the cutoff");
         assert_eq!(s.prune_audit(written_by + 1, 2).unwrap(), 2, "the limit bounds one call");
-        assert_eq!(s.audit_since(ChangeSeq(0)).unwrap().iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(s.audit_since(0).unwrap().iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [3, 4, 5]);
         std::thread::sleep(std::time::Duration::from_millis(5));
         let cutoff = unix_ms();
         apply(&s, (6..=7).map(committed).collect());
         assert_eq!(s.prune_audit(cutoff, 100).unwrap(), 3, "entries inside the retention stay");
-        assert_eq!(s.audit_since(ChangeSeq(0)).unwrap().iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [6, 7]);
+        assert_eq!(s.audit_since(0).unwrap().iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [6, 7]);
     }
 
     #[test]
@@ -1139,7 +1194,7 @@ mod tests {
         let old =
             codec::encode(&Undated { file_id: FileId("old".into()), what: "committed".into(), key: None }).unwrap();
         s.audit.insert(1u64.to_be_bytes(), old).unwrap();
-        assert_eq!(s.audit_since(ChangeSeq(0)).unwrap()[0].1.at_unix_ms, 0);
+        assert_eq!(s.audit_since(0).unwrap()[0].1.at_unix_ms, 0);
         assert_eq!(s.prune_audit(u64::MAX, 100).unwrap(), 0, "an undated entry alone is kept");
         apply(&s, vec![outcome(2, "new", OutcomeKind::Committed(rec("new")))]);
         assert_eq!(s.prune_audit(u64::MAX, 100).unwrap(), 2);

@@ -17,6 +17,7 @@ mod emulator_big;
 mod emulator_faults;
 mod emulator_protocol;
 mod faults;
+mod index_pg;
 mod mirror_local;
 mod mirror_s3;
 mod no_loss;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod emu;
+pub mod pg;
 pub mod slowdown_proxy;
 
 use drive_emulator::{EmuTree, Emulator, EmulatorConfig};
@@ -325,7 +326,7 @@ pub async fn assert_exact_mirror(config: &Path, expected: &BTreeMap<String, Expe
         expected.keys().filter(|id| !keys.contains_key(*id)).map(|id| (id, &expected[id].name)).collect();
     if !missing.is_empty() {
         let audit: Vec<_> = store
-            .audit_since(mirrorflow::model::ChangeSeq(0))
+            .audit_since(0)
             .unwrap()
             .into_iter()
             .filter(|(_, e)| missing.iter().any(|(id, _)| **id == e.file_id.0))
@@ -339,7 +340,7 @@ pub async fn assert_exact_mirror(config: &Path, expected: &BTreeMap<String, Expe
     if !extra.is_empty() {
         let records: Vec<_> = extra.iter().map(|id| store.file(&FileId((*id).clone())).unwrap()).collect();
         let audit: Vec<_> = store
-            .audit_since(mirrorflow::model::ChangeSeq(0))
+            .audit_since(0)
             .unwrap()
             .into_iter()
             .filter(|(_, e)| extra.iter().any(|id| **id == e.file_id.0))
@@ -475,12 +476,8 @@ pub fn assert_paths_follow_drive(config: &Path, tree: &EmuTree) {
                 .folder(&FileId(parent.to_string()))
                 .unwrap()
                 .unwrap_or_else(|| {
-                    let audit: Vec<_> = store
-                        .audit_since(mirrorflow::model::ChangeSeq(0))
-                        .unwrap()
-                        .into_iter()
-                        .filter(|(_, e)| e.file_id.0 == parent)
-                        .collect();
+                    let audit: Vec<_> =
+                        store.audit_since(0).unwrap().into_iter().filter(|(_, e)| e.file_id.0 == parent).collect();
                     panic!("folder {parent} ({:?}) not recorded; audit: {audit:?}", by_id.get(parent))
                 })
                 .key

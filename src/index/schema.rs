@@ -1,0 +1,126 @@
+//! The index's tables, created and migrated by mirrorflow: numbered migrations applied in order, in
+//! one transaction with their numbers recorded, under an advisory lock so two starting runs never
+//! migrate at once. `{schema}` in a migration is the configured schema (a validated plain name).
+
+/// The migrations, oldest first; a migration is never edited once released, only followed.
+const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1)];
+
+const MIGRATION_1: &str = r#"
+CREATE TABLE {schema}.file_hierarchy (
+    drive_file_id   text PRIMARY KEY,
+    drive_id        text,
+    parent_drive_id text,
+    storage_path    text,
+    name            text NOT NULL,
+    mime_type       text NOT NULL,
+    size            bigint,
+    md5_checksum    text,
+    modified_time   timestamptz,
+    version         bigint,
+    is_folder       boolean NOT NULL,
+    is_trashed      boolean NOT NULL DEFAULT false,
+    sync_status     text NOT NULL CHECK (sync_status IN ('synced', 'failed', 'skipped')),
+    error           text,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX file_hierarchy_parent ON {schema}.file_hierarchy (parent_drive_id);
+CREATE INDEX file_hierarchy_storage_path ON {schema}.file_hierarchy (storage_path);
+COMMENT ON TABLE {schema}.file_hierarchy IS 'One row per Drive file and folder in the mirror''s scope, written by mirrorflow from what it committed; a removed item''s row is deleted. Rows with a storage_path are exactly the mirrored objects.';
+COMMENT ON COLUMN {schema}.file_hierarchy.drive_file_id IS 'Drive file (or folder) id.';
+COMMENT ON COLUMN {schema}.file_hierarchy.drive_id IS 'Shared drive id; NULL in My Drive and Shared with me.';
+COMMENT ON COLUMN {schema}.file_hierarchy.parent_drive_id IS 'Drive id of the parent folder mirrored; NULL at a root.';
+COMMENT ON COLUMN {schema}.file_hierarchy.storage_path IS 'Object key relative to the destination prefix; NULL when no object holds the item (a folder''s is its key prefix, a failed or skipped file never mirrored has none).';
+COMMENT ON COLUMN {schema}.file_hierarchy.name IS 'Drive name, as Drive spells it (the key is sanitized).';
+COMMENT ON COLUMN {schema}.file_hierarchy.mime_type IS 'Drive MIME type (Google documents keep theirs; the object holds the export).';
+COMMENT ON COLUMN {schema}.file_hierarchy.size IS 'Bytes of the stored object (exports included); NULL for folders.';
+COMMENT ON COLUMN {schema}.file_hierarchy.md5_checksum IS 'Hex MD5 of the stored bytes (exports included).';
+COMMENT ON COLUMN {schema}.file_hierarchy.modified_time IS 'Drive modifiedTime of the version mirrored.';
+COMMENT ON COLUMN {schema}.file_hierarchy.version IS 'Drive version number of the version mirrored.';
+COMMENT ON COLUMN {schema}.file_hierarchy.is_folder IS 'True for folders and shared-drive roots.';
+COMMENT ON COLUMN {schema}.file_hierarchy.is_trashed IS 'Trashed in Drive (trashed items leave the mirror, so rows say false unless a policy keeps them).';
+COMMENT ON COLUMN {schema}.file_hierarchy.sync_status IS 'synced; failed (dead-lettered, see error); skipped (Drive will not hand the file over, see error).';
+COMMENT ON COLUMN {schema}.file_hierarchy.error IS 'Why the file failed or was skipped; NULL when synced.';
+COMMENT ON COLUMN {schema}.file_hierarchy.updated_at IS 'When mirrorflow last wrote this row.';
+
+CREATE TABLE {schema}.file_versions (
+    drive_file_id     text NOT NULL,
+    version_number    bigint NOT NULL,
+    drive_revision_id text,
+    storage_path      text NOT NULL,
+    checksum          text,
+    size_bytes        bigint,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    is_current        boolean NOT NULL,
+    PRIMARY KEY (drive_file_id, version_number)
+);
+COMMENT ON TABLE {schema}.file_versions IS 'The contents of each file the mirror holds: the current object, and with [destination] versions = N the earlier contents kept under .versions/.';
+COMMENT ON COLUMN {schema}.file_versions.drive_file_id IS 'Drive file id.';
+COMMENT ON COLUMN {schema}.file_versions.version_number IS 'Drive version number of that content.';
+COMMENT ON COLUMN {schema}.file_versions.drive_revision_id IS 'Drive revision id, when known.';
+COMMENT ON COLUMN {schema}.file_versions.storage_path IS 'Object key (relative to the prefix) holding that content.';
+COMMENT ON COLUMN {schema}.file_versions.checksum IS 'Hex MD5 of that content.';
+COMMENT ON COLUMN {schema}.file_versions.size_bytes IS 'Bytes of that content.';
+COMMENT ON COLUMN {schema}.file_versions.created_at IS 'When mirrorflow stored that content.';
+COMMENT ON COLUMN {schema}.file_versions.is_current IS 'True for the content at the file''s own key.';
+
+CREATE TABLE {schema}.sync_audit_log (
+    seq           bigint PRIMARY KEY,
+    drive_file_id text NOT NULL,
+    operation     text NOT NULL,
+    storage_path  text,
+    at            timestamptz NOT NULL,
+    detail        jsonb
+);
+CREATE INDEX sync_audit_log_file ON {schema}.sync_audit_log (drive_file_id);
+CREATE INDEX sync_audit_log_at ON {schema}.sync_audit_log (at);
+COMMENT ON TABLE {schema}.sync_audit_log IS 'What mirrorflow did, in commit order: the audit log of its state store, each entry applied exactly once.';
+COMMENT ON COLUMN {schema}.sync_audit_log.seq IS 'Audit seq: contiguous, in commit order.';
+COMMENT ON COLUMN {schema}.sync_audit_log.drive_file_id IS 'Drive id of the file or folder concerned.';
+COMMENT ON COLUMN {schema}.sync_audit_log.operation IS 'committed, folder, removed, dead_lettered, skipped, tree_moved, tree_removed, lost.';
+COMMENT ON COLUMN {schema}.sync_audit_log.storage_path IS 'Object key written or removed, relative to the prefix.';
+COMMENT ON COLUMN {schema}.sync_audit_log.at IS 'When the outcome was committed.';
+COMMENT ON COLUMN {schema}.sync_audit_log.detail IS '{"reason": …} for skips and failures; NULL where the operation says it all.';
+
+CREATE TABLE {schema}.sink_cursor (
+    id         smallint PRIMARY KEY CHECK (id = 1),
+    store_id   text NOT NULL,
+    last_seq   bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE {schema}.sink_cursor IS 'mirrorflow''s position: the last audit seq applied, written in the same transaction as the rows it produced (exactly once).';
+COMMENT ON COLUMN {schema}.sink_cursor.id IS 'Always 1: one cursor per schema.';
+COMMENT ON COLUMN {schema}.sink_cursor.store_id IS 'Identity of the state store that feeds this schema; another store rebuilds the index.';
+COMMENT ON COLUMN {schema}.sink_cursor.last_seq IS 'Last audit seq applied.';
+COMMENT ON COLUMN {schema}.sink_cursor.updated_at IS 'When the cursor last moved.';
+"#;
+
+/// Creates the schema and applies the migrations it lacks; returns the version it is at.
+pub async fn migrate(client: &mut tokio_postgres::Client, schema: &str) -> Result<i32, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    // One migrator at a time per database (the key is arbitrary but fixed: "mirrorflow").
+    tx.execute("SELECT pg_advisory_xact_lock(7236271530846891375)", &[]).await?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+             version    integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );
+         COMMENT ON TABLE {schema}.schema_migrations IS 'Migrations of mirrorflow''s index schema applied so far.';"
+    ))
+    .await?;
+    let row = tx.query_one(&format!("SELECT coalesce(max(version), 0) FROM {schema}.schema_migrations"), &[]).await?;
+    let from: i32 = row.get(0);
+    let mut at = from;
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
+        tx.batch_execute(&sql.replace("{schema}", schema)).await?;
+        tx.execute(&format!("INSERT INTO {schema}.schema_migrations (version) VALUES ($1)"), &[version]).await?;
+        at = *version;
+    }
+    tx.commit().await?;
+    Ok(at)
+}
+
+/// The newest migration this build knows.
+pub fn latest() -> i32 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}

@@ -1,0 +1,362 @@
+//! The index sink: a task beside the pipeline that tails the store's audit log and applies it to
+//! PostgreSQL, a batch per transaction with its cursor. It never blocks the committer: when
+//! PostgreSQL is away it retries with backoff, and the audit log keeps the entries it has not applied
+//! (`Store::set_index_acked` bounds pruning).
+
+use super::connect::Target;
+use super::rows::{Row, RowChange, row_for};
+use super::{IndexError, schema};
+use crate::model::FileId;
+use crate::state::{AuditEntry, RecordKind, Store};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Audit entries per transaction.
+const BATCH: usize = 1000;
+/// Records per statement of a rebuild.
+const REBUILD_PAGE: usize = 1000;
+/// First and longest wait between failed attempts.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(30));
+/// How often an idle sink looks for new entries without being woken.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// What the sink needs: where the index is, the store it reads, the destination prefix (paths are
+/// stored relative to it), and a signal that the committer wrote (any change of the receiver).
+pub struct Sink<W> {
+    /// Where PostgreSQL is.
+    pub target: Target,
+    /// The schema of mirrorflow's tables.
+    pub schema: String,
+    /// The store whose audit log feeds the index.
+    pub store: Store,
+    /// Destination prefix.
+    pub prefix: String,
+    /// Changes whenever the committer commits.
+    pub wake: watch::Receiver<W>,
+}
+
+/// The running sink: its cursor as it advances, and the task to stop.
+pub struct SinkHandle {
+    acked: watch::Receiver<u64>,
+    store: Store,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SinkHandle {
+    /// Entries the index has not applied yet.
+    pub fn lag(&self) -> Result<u64, IndexError> {
+        Ok(self.store.audit_head()?.saturating_sub(*self.acked.borrow()))
+    }
+
+    /// Waits until the index has applied every entry committed so far, at most `timeout`; returns
+    /// how many it is still behind (0: caught up).
+    pub async fn wait_caught_up(&mut self, timeout: Duration) -> Result<u64, IndexError> {
+        let head = self.store.audit_head()?;
+        let reached =
+            tokio::time::timeout(timeout, self.acked.wait_for(|acked| *acked >= head)).await.is_ok_and(|r| r.is_ok());
+        if reached { Ok(0) } else { self.lag() }
+    }
+
+    /// Stops the sink (a transaction in flight is rolled back by PostgreSQL: its entries are applied
+    /// by the next run).
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl<W: Send + Sync + 'static> Sink<W> {
+    /// Starts the sink on its own task.
+    pub fn spawn(self) -> Result<SinkHandle, IndexError> {
+        let store = self.store.clone();
+        let acked = self.store.index_acked()?.unwrap_or(0);
+        let (acked_tx, acked_rx) = watch::channel(acked);
+        let task = tokio::spawn(self.run(acked_tx));
+        Ok(SinkHandle { acked: acked_rx, store, task })
+    }
+
+    /// Sessions one after another: a failed one is logged, counted and retried after a backoff.
+    async fn run(mut self, acked: watch::Sender<u64>) {
+        let mut wait = BACKOFF.0;
+        loop {
+            let started = tokio::time::Instant::now();
+            let Err(e) = self.session(&acked).await;
+            crate::metrics::index_error();
+            if let Ok(head) = self.store.audit_head() {
+                crate::metrics::index_lag(head.saturating_sub(*acked.borrow()));
+            }
+            if started.elapsed() > BACKOFF.1 {
+                wait = BACKOFF.0;
+            }
+            if e.is_retryable() {
+                tracing::warn!(error = %e, retry_in = ?wait, "index: PostgreSQL is not reachable; the mirror goes on");
+            } else {
+                tracing::error!(error = %e, retry_in = ?wait, "index: PostgreSQL refuses the index's writes");
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(BACKOFF.1);
+        }
+    }
+
+    /// One connection's life: migrate, find the cursor (rebuilding when needed), then apply batches
+    /// as they come. Returns only on an error.
+    async fn session(&mut self, acked: &watch::Sender<u64>) -> Result<std::convert::Infallible, IndexError> {
+        let mut client = self.target.connect().await.map_err(IndexError::Connect)?;
+        schema::migrate(&mut client, &self.schema).await?;
+        let store_id = self.store.store_id()?;
+        let mut cursor = match self.cursor(&client, &store_id).await? {
+            Some(at) => at,
+            None => self.rebuild(&mut client, &store_id).await?,
+        };
+        loop {
+            self.store.set_index_acked(cursor)?;
+            acked.send_replace(cursor);
+            let head = self.store.audit_head()?;
+            crate::metrics::index_lag(head.saturating_sub(cursor));
+            let page = self.store.audit_page(cursor, BATCH)?;
+            match page.first() {
+                None => {
+                    let _ = tokio::time::timeout(IDLE_POLL, self.wake.changed()).await;
+                }
+                Some((first, _)) if *first != cursor + 1 => {
+                    tracing::warn!(cursor, first, "index: audit entries it needs were pruned; rebuilding it");
+                    cursor = self.rebuild(&mut client, &store_id).await?;
+                }
+                Some(_) => cursor = self.apply(&mut client, &store_id, cursor, &page).await?,
+            }
+        }
+    }
+
+    /// The cursor saved in PostgreSQL, if it can be continued from: written by this store, and not
+    /// past its newest entry.
+    async fn cursor(&self, client: &tokio_postgres::Client, store_id: &str) -> Result<Option<u64>, IndexError> {
+        let s = &self.schema;
+        let row =
+            client.query_opt(&format!("SELECT store_id, last_seq FROM {s}.sink_cursor WHERE id = 1"), &[]).await?;
+        let head = self.store.audit_head()?;
+        Ok(row.and_then(|r| {
+            let (id, last): (String, i64) = (r.get(0), r.get(1));
+            (id == store_id && (last as u64) <= head).then_some(last as u64)
+        }))
+    }
+
+    /// Rebuilds the index from the records in one transaction and returns its cursor: the newest
+    /// entry before the rebuild read anything (entries after it are applied next; applying one whose
+    /// change the rebuild already saw writes the same row).
+    async fn rebuild(&self, client: &mut tokio_postgres::Client, store_id: &str) -> Result<u64, IndexError> {
+        let head = self.store.audit_head()?;
+        // The floor first: entries after `head` are kept until applied.
+        self.store.set_index_acked(head)?;
+        let s = &self.schema;
+        let tx = client.transaction().await?;
+        let same_store = tx
+            .query_opt(&format!("SELECT 1 FROM {s}.sink_cursor WHERE id = 1 AND store_id = $1"), &[&store_id])
+            .await?
+            .is_some();
+        tx.batch_execute(&format!("DELETE FROM {s}.file_hierarchy; DELETE FROM {s}.file_versions;")).await?;
+        if !same_store {
+            tx.batch_execute(&format!("DELETE FROM {s}.sync_audit_log;")).await?;
+        }
+        let mut rows = 0;
+        for kind in [RecordKind::Folder, RecordKind::File, RecordKind::DeadLetter, RecordKind::Skip] {
+            let mut after: Option<FileId> = None;
+            loop {
+                let ids = self.store.record_ids_page(kind, after.as_ref(), REBUILD_PAGE)?;
+                let Some(last) = ids.last().cloned() else { break };
+                let changes =
+                    ids.iter().map(|id| row_for(&self.store, id, &self.prefix)).collect::<Result<Vec<_>, _>>()?;
+                rows += write_rows(&tx, s, &changes).await?;
+                after = Some(last);
+            }
+        }
+        // The audit entries up to `head` the store still keeps (those a same-store index already has
+        // stay as they are).
+        let mut after = 0;
+        loop {
+            let page = self.store.audit_page(after, BATCH)?;
+            let page: Vec<_> = page.into_iter().take_while(|(seq, _)| *seq <= head).collect();
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            write_audit(&tx, s, &self.prefix, &page, Conflict::Keep).await?;
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {s}.sink_cursor (id, store_id, last_seq) VALUES (1, $1, $2)
+                 ON CONFLICT (id) DO UPDATE SET store_id = EXCLUDED.store_id, last_seq = EXCLUDED.last_seq, updated_at = now()"
+            ),
+            &[&store_id, &(head as i64)],
+        )
+        .await?;
+        tx.commit().await?;
+        crate::metrics::index_rows(rows);
+        tracing::info!(rows, cursor = head, "index rebuilt from the store's records");
+        Ok(head)
+    }
+
+    /// Applies one page of entries: the rows of every item they name, as the records say now, the
+    /// entries themselves, and the cursor, in one transaction. Returns the new cursor.
+    async fn apply(
+        &self,
+        client: &mut tokio_postgres::Client,
+        store_id: &str,
+        cursor: u64,
+        page: &[(u64, AuditEntry)],
+    ) -> Result<u64, IndexError> {
+        let s = &self.schema;
+        let ids: BTreeSet<&FileId> = page.iter().map(|(_, e)| &e.file_id).collect();
+        let changes =
+            ids.into_iter().map(|id| row_for(&self.store, id, &self.prefix)).collect::<Result<Vec<_>, _>>()?;
+        let last = page.last().map_or(cursor, |(seq, _)| *seq);
+        let tx = client.transaction().await?;
+        let rows = write_rows(&tx, s, &changes).await?;
+        write_audit(&tx, s, &self.prefix, page, Conflict::Fail).await?;
+        let moved = tx
+            .execute(
+                &format!(
+                    "UPDATE {s}.sink_cursor SET last_seq = $1, updated_at = now()
+                     WHERE id = 1 AND store_id = $2 AND last_seq = $3"
+                ),
+                &[&(last as i64), &store_id, &(cursor as i64)],
+            )
+            .await?;
+        if moved != 1 {
+            return Err(IndexError::CursorMoved);
+        }
+        tx.commit().await?;
+        crate::metrics::index_rows(rows);
+        Ok(last)
+    }
+}
+
+/// Writes `changes` (deletes, then upserts, then each file's current version); returns the rows
+/// touched. Ids are distinct within `changes`.
+async fn write_rows(tx: &tokio_postgres::Transaction<'_>, s: &str, changes: &[RowChange]) -> Result<usize, IndexError> {
+    let deleted: Vec<&str> = changes
+        .iter()
+        .filter_map(|c| match c {
+            RowChange::Delete(id) => Some(id.as_str()),
+            RowChange::Upsert(_) => None,
+        })
+        .collect();
+    let rows: Vec<&Row> = changes
+        .iter()
+        .filter_map(|c| match c {
+            RowChange::Upsert(r) => Some(r),
+            RowChange::Delete(_) => None,
+        })
+        .collect();
+    if !deleted.is_empty() {
+        tx.execute(&format!("DELETE FROM {s}.file_hierarchy WHERE drive_file_id = ANY($1)"), &[&deleted]).await?;
+        tx.execute(&format!("DELETE FROM {s}.file_versions WHERE drive_file_id = ANY($1)"), &[&deleted]).await?;
+    }
+    if !rows.is_empty() {
+        upsert_rows(tx, s, &rows).await?;
+        current_versions(tx, s, &rows).await?;
+    }
+    Ok(deleted.len() + rows.len())
+}
+
+async fn upsert_rows(tx: &tokio_postgres::Transaction<'_>, s: &str, rows: &[&Row]) -> Result<(), IndexError> {
+    let col = |f: fn(&Row) -> Option<String>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let ids = col(|r| Some(r.id.0.clone()));
+    let drive_ids = col(|r| r.drive_id.clone());
+    let parents = col(|r| r.parent.clone());
+    let paths = col(|r| r.storage_path.clone());
+    let names = col(|r| Some(r.name.clone()));
+    let mimes = col(|r| Some(r.mime_type.clone()));
+    let md5s = col(|r| r.md5.clone());
+    let modified = col(|r| r.modified_time.clone());
+    let statuses = col(|r| Some(r.status.as_str().to_string()));
+    let errors = col(|r| r.error.clone());
+    let sizes: Vec<Option<i64>> = rows.iter().map(|r| r.size).collect();
+    let versions: Vec<Option<i64>> = rows.iter().map(|r| r.version).collect();
+    let folders: Vec<bool> = rows.iter().map(|r| r.is_folder).collect();
+    let trashed: Vec<bool> = rows.iter().map(|r| r.is_trashed).collect();
+    let sql = format!(
+        "INSERT INTO {s}.file_hierarchy (drive_file_id, drive_id, parent_drive_id, storage_path, name, mime_type,
+             size, md5_checksum, modified_time, version, is_folder, is_trashed, sync_status, error, updated_at)
+         SELECT id, d, p, sp, n, mt, sz, md5, m::timestamptz, v, f, t, st, e, now()
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::text[],
+                     $9::text[], $10::int8[], $11::bool[], $12::bool[], $13::text[], $14::text[])
+              AS u(id, d, p, sp, n, mt, sz, md5, m, v, f, t, st, e)
+         ON CONFLICT (drive_file_id) DO UPDATE SET
+             drive_id = EXCLUDED.drive_id, parent_drive_id = EXCLUDED.parent_drive_id,
+             storage_path = EXCLUDED.storage_path, name = EXCLUDED.name, mime_type = EXCLUDED.mime_type,
+             size = EXCLUDED.size, md5_checksum = EXCLUDED.md5_checksum, modified_time = EXCLUDED.modified_time,
+             version = EXCLUDED.version, is_folder = EXCLUDED.is_folder, is_trashed = EXCLUDED.is_trashed,
+             sync_status = EXCLUDED.sync_status, error = EXCLUDED.error, updated_at = now()"
+    );
+    tx.execute(
+        &sql,
+        &[
+            &ids, &drive_ids, &parents, &paths, &names, &mimes, &sizes, &md5s, &modified, &versions, &folders,
+            &trashed, &statuses, &errors,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Each file row's object is its current version; earlier rows of those files go (no kept versions).
+async fn current_versions(tx: &tokio_postgres::Transaction<'_>, s: &str, rows: &[&Row]) -> Result<(), IndexError> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    tx.execute(&format!("DELETE FROM {s}.file_versions WHERE drive_file_id = ANY($1)"), &[&ids]).await?;
+    let files: Vec<&&Row> = rows.iter().filter(|r| !r.is_folder && r.storage_path.is_some()).collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = files.iter().map(|r| r.id.as_str()).collect();
+    let versions: Vec<i64> = files.iter().map(|r| r.version.unwrap_or(0)).collect();
+    let paths: Vec<Option<&str>> = files.iter().map(|r| r.storage_path.as_deref()).collect();
+    let md5s: Vec<Option<&str>> = files.iter().map(|r| r.md5.as_deref()).collect();
+    let sizes: Vec<Option<i64>> = files.iter().map(|r| r.size).collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO {s}.file_versions (drive_file_id, version_number, storage_path, checksum, size_bytes, is_current)
+             SELECT id, v, sp, md5, sz, true FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::int8[])
+                 AS u(id, v, sp, md5, sz)"
+        ),
+        &[&ids, &versions, &paths, &md5s, &sizes],
+    )
+    .await?;
+    Ok(())
+}
+
+/// What an audit seq already in `sync_audit_log` means.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Conflict {
+    /// A bug: the cursor exists so that no entry is applied twice (the statement fails).
+    Fail,
+    /// A rebuild copying what the store keeps: the row there is the same entry.
+    Keep,
+}
+
+/// Appends the entries to `sync_audit_log`.
+async fn write_audit(
+    tx: &tokio_postgres::Transaction<'_>,
+    s: &str,
+    prefix: &str,
+    page: &[(u64, AuditEntry)],
+    conflict: Conflict,
+) -> Result<(), IndexError> {
+    let seqs: Vec<i64> = page.iter().map(|(seq, _)| *seq as i64).collect();
+    let ids: Vec<&str> = page.iter().map(|(_, e)| e.file_id.as_str()).collect();
+    let ops: Vec<&str> = page.iter().map(|(_, e)| e.what.as_str()).collect();
+    let paths: Vec<Option<String>> =
+        page.iter().map(|(_, e)| e.key.as_ref().map(|k| super::rows::relative(k, prefix))).collect();
+    let at: Vec<i64> = page.iter().map(|(_, e)| e.at_unix_ms as i64).collect();
+    let details: Vec<Option<String>> =
+        page.iter().map(|(_, e)| e.detail.as_ref().map(|d| serde_json::json!({ "reason": d }).to_string())).collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO {s}.sync_audit_log (seq, drive_file_id, operation, storage_path, at, detail)
+             SELECT seq, id, op, sp, to_timestamp(ms / 1000.0), d::jsonb
+             FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[]) AS u(seq, id, op, sp, ms, d)
+             {}",
+            if conflict == Conflict::Keep { "ON CONFLICT (seq) DO NOTHING" } else { "" }
+        ),
+        &[&seqs, &ids, &ops, &paths, &at, &details],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! PostgreSQL for the index tests: a database of its own per test on the server the test command
+//! started (`MIRRORFLOW_TEST_PG_URL`, see scripts/test.sh), or a private cluster a test can stop and
+//! start again (scripts/postgres.sh), and the queries that read the index back.
+
+use std::path::{Path, PathBuf};
+
+/// The server scripts/test.sh started; the index tests cannot run without one.
+fn server_url() -> String {
+    std::env::var("MIRRORFLOW_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!("MIRRORFLOW_TEST_PG_URL is not set: run the tests with `bash scripts/test.sh`, which starts PostgreSQL")
+    })
+}
+
+/// `url` with its database replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// A new, empty database on `server` (the shared server when `None`); returns its URL.
+pub async fn fresh_database_on(server: &str) -> String {
+    let name = format!("mf_{:016x}", rand::random::<u64>());
+    connect(server).await.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    with_database(server, &name)
+}
+
+/// A new, empty database on the shared server.
+pub async fn fresh_database() -> String {
+    fresh_database_on(&server_url()).await
+}
+
+/// A cluster of the test's own, for stopping and starting PostgreSQL under a running mirror.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    pub url: String,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres.sh")
+}
+
+fn postgres_sh(cmd: &str, dir: &Path) -> String {
+    let out = std::process::Command::new("bash").arg(script()).arg(cmd).arg(dir).output().unwrap();
+    assert!(out.status.success(), "postgres.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let dir = tempfile::Builder::new().prefix("mf-pg").tempdir_in("/tmp").unwrap();
+        let url = postgres_sh("start", dir.path());
+        Cluster { dir, url }
+    }
+
+    /// Stops the server at once (`-m immediate`: like a crash of the database host).
+    pub fn stop(&self) {
+        postgres_sh("stop", self.dir.path());
+    }
+
+    /// Starts it again on the same port.
+    pub fn resume(&self) {
+        postgres_sh("resume", self.dir.path());
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        postgres_sh("stop", self.dir.path());
+    }
+}
+
+/// `(storage_path, md5)` of every file row that holds an object, and the object count it claims.
+pub async fn file_rows(client: &tokio_postgres::Client) -> std::collections::BTreeMap<String, Option<String>> {
+    client
+        .query(
+            "SELECT storage_path, md5_checksum FROM mirrorflow.file_hierarchy
+             WHERE NOT is_folder AND storage_path IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// The audit seqs the index holds, in order, and the cursor.
+pub async fn audit_seqs(client: &tokio_postgres::Client) -> (Vec<i64>, i64) {
+    let seqs = client
+        .query("SELECT seq FROM mirrorflow.sync_audit_log ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let cursor = client.query_one("SELECT last_seq FROM mirrorflow.sink_cursor", &[]).await.unwrap().get(0);
+    (seqs, cursor)
+}
