@@ -397,6 +397,10 @@ pub struct DestinationConfig {
     /// What Drive deletes do.
     #[serde(default)]
     pub deletes: DeletePolicy,
+    /// Earlier contents kept per key under `<prefix>/.versions/` when a file's object is replaced by
+    /// new content or removed (0: none); the oldest beyond this many are pruned.
+    #[serde(default)]
+    pub versions: usize,
     /// Longest wait for one destination request, its body included (a part upload must finish
     /// within it); a request that exceeds it is retried.
     #[serde(default = "default_destination_timeout")]
@@ -832,6 +836,8 @@ const MAX_CONCURRENCY: usize = 1024;
 const MAX_CAPACITY: usize = 1_000_000;
 const MAX_PART_CONCURRENCY: usize = 64;
 const MAX_CHUNK_DEPTH: usize = 1024;
+/// Most earlier contents kept per key (`[destination] versions`).
+const MAX_VERSIONS: usize = 1000;
 /// S3's largest part.
 const MAX_PART_SIZE: u64 = 5 << 30;
 /// The most part buffers all uploads may hold at once (uploaders × parts in flight × part size).
@@ -983,6 +989,9 @@ impl Config {
 
     fn destination_problems(&self, p: &mut Vec<String>) {
         let d = &self.destination;
+        if d.versions > MAX_VERSIONS {
+            p.push(format!("destination.versions: {} is more than {MAX_VERSIONS} kept contents per key", d.versions));
+        }
         match url::Url::parse(&d.url) {
             Ok(u) if ["s3", "file", "gs", "az", "azure", "abfs", "memory"].contains(&u.scheme()) => {
                 if u.scheme() == "file" && !u.path().starts_with('/') {

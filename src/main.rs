@@ -129,6 +129,15 @@ enum Command {
         /// The pipeline configuration.
         config: PathBuf,
     },
+    /// Earlier contents of a file kept under <prefix>/.versions/ ([destination] versions = N).
+    ///
+    /// Before a file's object is replaced by new content or removed, mirrorflow keeps its content
+    /// with a server-side copy, at most N per key. Reads the store, so it answers once a running
+    /// mirror has stopped.
+    Versions {
+        #[command(subcommand)]
+        action: VersionsAction,
+    },
     /// Sign in with your own Google account (an OAuth "Desktop app" client in [source] credentials).
     Auth {
         #[command(subcommand)]
@@ -182,6 +191,32 @@ enum DlqAction {
         config: PathBuf,
         /// File ids to retry (default: all).
         ids: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum VersionsAction {
+    /// The kept versions of a file, oldest first (name, Drive version, size, md5, object).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The pipeline configuration.
+        config: PathBuf,
+        /// A Drive file id, or the file's key in the destination (relative to the prefix).
+        file: String,
+    },
+    /// Put a kept version back as the file's current object (the mirror only: Drive is never
+    /// written). The content there now is kept first, so a restore can be undone; the next change
+    /// of the file in Drive replaces it, and `verify` reports it as differing from Drive meanwhile.
+    Restore {
+        /// The pipeline configuration.
+        config: PathBuf,
+        /// A Drive file id, or the file's key in the destination (relative to the prefix).
+        file: String,
+        /// The version's name (as `versions list` shows it) or its Drive version number.
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -276,6 +311,12 @@ async fn dispatch(cmd: Command) -> ExitCode {
         Command::Dlq { action: DlqAction::List { json, config } } => dlq_list(&config, json),
         Command::Dlq { action: DlqAction::Retry { config, ids } } => dlq_retry(&config, ids),
         Command::Log { since, file, json, config } => log(&config, since, file, json),
+        Command::Versions { action: VersionsAction::List { json, config, file } } => {
+            versions_list(&config, &file, json)
+        }
+        Command::Versions { action: VersionsAction::Restore { config, file, to } } => {
+            versions_restore(&config, &file, &to).await
+        }
         Command::Auth { action } => auth(action).await,
         Command::Emulator(a) => emulator(a).await,
     };
@@ -571,9 +612,9 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
             "last_poll_unix_ms": c.read_at_unix_ms, "checkpoint_age_seconds": now.saturating_sub(c.read_at_unix_ms) / 1000})
     });
     let head = store.audit_head()?;
-    let index = store.index_acked()?.map(|acked| {
-        serde_json::json!({"applied_seq": acked, "audit_head": head, "lag_events": head.saturating_sub(acked)})
-    });
+    let index = store.index_acked()?.map(
+        |acked| serde_json::json!({"applied_seq": acked, "audit_head": head, "lag_events": head.saturating_sub(acked)}),
+    );
     let v = serde_json::json!({
         "checkpoint": cp,
         "index": index,
@@ -692,6 +733,66 @@ fn log(
         None => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store, destination and file id a `versions` command names; an unknown file is a usage error.
+fn versions_target(
+    path: &std::path::Path,
+    file: &str,
+) -> anyhow::Result<(mirrorflow::state::Store, mirrorflow::dest::Destination, mirrorflow::model::FileId)> {
+    let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
+    let store = mirrorflow::state::Store::open(&cfg.state.dir).map_err(|e| {
+        if e.is_locked() {
+            anyhow::anyhow!(
+                "a mirrorflow run holds the state in {}: `versions` reads it once that run stops",
+                cfg.state.dir.display()
+            )
+        } else {
+            anyhow::Error::new(e).context("opening the state store")
+        }
+    })?;
+    let dest = mirrorflow::dest::Destination::from_config(&cfg.destination, &cfg.retry)?;
+    let Some(id) = mirrorflow::dest::versions::find_file(&store, &dest, file)? else {
+        return Err(UsageError(format!("no mirrored file has the id or key {file:?}")).into());
+    };
+    Ok((store, dest, id))
+}
+
+fn versions_list(path: &std::path::Path, file: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let (store, _dest, id) = versions_target(path, file)?;
+    let kept = store.kept_versions(&id)?;
+    if json {
+        out_line!("{}", serde_json::to_string_pretty(&kept)?);
+    } else if kept.is_empty() {
+        out_line!("{id}: no earlier contents kept (set [destination] versions = N to keep them)");
+    } else {
+        for v in &kept {
+            out_line!(
+                "{}  version {}  {} bytes  md5 {}  {}",
+                v.name,
+                v.version,
+                v.size,
+                v.md5.as_deref().unwrap_or("-"),
+                v.object
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn versions_restore(path: &std::path::Path, file: &str, to: &str) -> anyhow::Result<ExitCode> {
+    mirrorflow::install_crypto_provider();
+    let (store, dest, id) = versions_target(path, file)?;
+    match mirrorflow::dest::versions::restore(&dest, &store, &id, to).await {
+        Ok(v) => {
+            out_line!("{id}: version {} (Drive version {}) is the current object again", v.name, v.version);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ mirrorflow::dest::versions::RestoreError::NoSuchVersion { .. }) => {
+            Err(UsageError(e.to_string()).into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn dlq_list(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {

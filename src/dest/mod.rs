@@ -4,6 +4,7 @@
 pub mod keys;
 pub mod multipart;
 mod uploads;
+pub mod versions;
 
 use crate::breaker::Breaker;
 use crate::config::{DeletePolicy, DestinationConfig, KeyMode, RetryConfig};
@@ -132,6 +133,8 @@ pub struct Destination {
     pub key_mode: KeyMode,
     /// What Drive deletes do.
     pub delete_policy: DeletePolicy,
+    /// `[destination] versions`: earlier contents kept per key (0: none).
+    pub versions: usize,
     /// `[testing] crash_after_writes`: writes left before the process aborts.
     crash_countdown: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
@@ -183,6 +186,7 @@ impl Destination {
             breaker: Arc::new(Breaker::new("destination", retry.breaker())),
             key_mode: cfg.key_mode(),
             delete_policy: cfg.deletes,
+            versions: cfg.versions,
             crash_countdown: None,
         })
     }

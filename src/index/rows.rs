@@ -3,7 +3,7 @@
 //! applying an entry twice, or late, writes the same row.
 
 use crate::model::{DeadLetter, FileId, FileRecord, FolderRecord, ObjectKey};
-use crate::state::{SkipRecord, Store, StoreError};
+use crate::state::{KeptVersion, SkipRecord, Store, StoreError};
 
 /// The records the index is built from (the store; unit tests use maps).
 pub trait RecordSource {
@@ -15,6 +15,8 @@ pub trait RecordSource {
     fn dead_letter(&self, id: &FileId) -> Result<Option<DeadLetter>, StoreError>;
     /// Why Drive will not hand a file over.
     fn skip_record(&self, id: &FileId) -> Result<Option<SkipRecord>, StoreError>;
+    /// Earlier contents kept (`[destination] versions`), oldest first.
+    fn kept_versions(&self, id: &FileId) -> Result<Vec<KeptVersion>, StoreError>;
 }
 
 impl RecordSource for Store {
@@ -29,6 +31,9 @@ impl RecordSource for Store {
     }
     fn skip_record(&self, id: &FileId) -> Result<Option<SkipRecord>, StoreError> {
         Store::skip_record(self, id)
+    }
+    fn kept_versions(&self, id: &FileId) -> Result<Vec<KeptVersion>, StoreError> {
+        Store::kept_versions(self, id)
     }
 }
 
@@ -95,6 +100,64 @@ pub enum RowChange {
     Upsert(Row),
     /// The item is no longer in the mirror: delete its row.
     Delete(FileId),
+}
+
+/// One `file_versions` row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionRow {
+    /// Drive id.
+    pub id: FileId,
+    /// Drive version of that content.
+    pub version_number: i64,
+    /// Key (relative to the prefix) of the object holding it.
+    pub storage_path: String,
+    /// MD5 of the content.
+    pub checksum: Option<String>,
+    /// Bytes.
+    pub size: i64,
+    /// When it was kept (Unix ms); `None` for the current content (the row's insert time).
+    pub kept_at_ms: Option<u64>,
+    /// The content at the file's own key.
+    pub is_current: bool,
+}
+
+/// The `file_versions` rows of `id` given its `file_hierarchy` change: the current object of a file
+/// row that has one, and every kept version (one per Drive version: a kept content of the current
+/// version number, from a restore, is the current row's).
+pub fn version_rows(src: &impl RecordSource, change: &RowChange, prefix: &str) -> Result<Vec<VersionRow>, StoreError> {
+    let (id, current) = match change {
+        RowChange::Upsert(r) if !r.is_folder => (&r.id, r.storage_path.as_ref().map(|p| (r, p))),
+        RowChange::Upsert(_) => return Ok(Vec::new()),
+        RowChange::Delete(id) => (id, None),
+    };
+    let mut rows: Vec<VersionRow> = Vec::new();
+    if let Some((r, path)) = current {
+        rows.push(VersionRow {
+            id: id.clone(),
+            version_number: r.version.unwrap_or(0),
+            storage_path: path.clone(),
+            checksum: r.md5.clone(),
+            size: r.size.unwrap_or(0),
+            kept_at_ms: None,
+            is_current: true,
+        });
+    }
+    // Newest first, so a Drive version kept twice keeps its newest content.
+    for v in src.kept_versions(id)?.into_iter().rev() {
+        if rows.iter().any(|r| r.version_number == v.version as i64) {
+            continue;
+        }
+        rows.push(VersionRow {
+            id: id.clone(),
+            version_number: v.version as i64,
+            storage_path: relative(&v.object, prefix),
+            checksum: v.md5,
+            size: v.size as i64,
+            kept_at_ms: Some(v.kept_at_ms),
+            is_current: false,
+        });
+    }
+    Ok(rows)
 }
 
 /// The MIME type Drive gives folders.
@@ -196,6 +259,7 @@ mod tests {
         folders: HashMap<FileId, FolderRecord>,
         dead: HashMap<FileId, DeadLetter>,
         skips: HashMap<FileId, SkipRecord>,
+        kept: HashMap<FileId, Vec<KeptVersion>>,
     }
 
     impl RecordSource for Maps {
@@ -210,6 +274,9 @@ mod tests {
         }
         fn skip_record(&self, id: &FileId) -> Result<Option<SkipRecord>, StoreError> {
             Ok(self.skips.get(id).cloned())
+        }
+        fn kept_versions(&self, id: &FileId) -> Result<Vec<KeptVersion>, StoreError> {
+            Ok(self.kept.get(id).cloned().unwrap_or_default())
         }
     }
 
@@ -294,6 +361,40 @@ mod tests {
         assert_eq!(row_for(&m, &id("gone"), "mirror").unwrap(), RowChange::Delete(id("gone")));
         m.folders.get_mut(&id("D")).unwrap().trashed = true;
         assert_eq!(row_for(&m, &id("D"), "mirror").unwrap(), RowChange::Delete(id("D")));
+    }
+
+    #[test]
+    fn a_file_has_its_current_row_and_its_kept_versions_which_outlive_it() {
+        let mut m = maps();
+        let kept = |version: u64, name: &str| KeptVersion {
+            name: name.into(),
+            object: ObjectKey(format!("mirror/.versions/shared-drives/Team/a_b.txt/{name}")),
+            key: ObjectKey("mirror/shared-drives/Team/a_b.txt".into()),
+            version,
+            modified_time: None,
+            md5: Some(format!("md5-{version}")),
+            size: version,
+            kept_at_ms: 1,
+        };
+        m.kept.insert(id("f"), vec![kept(2, "t2-2"), kept(3, "t3-3"), kept(4, "t4-4")]);
+        let change = row_for(&m, &id("f"), "mirror").unwrap();
+        let rows = version_rows(&m, &change, "mirror").unwrap();
+        let seen: Vec<_> = rows.iter().map(|r| (r.version_number, r.is_current, r.storage_path.as_str())).collect();
+        assert_eq!(
+            seen,
+            [
+                (4, true, "shared-drives/Team/a_b.txt"),
+                (3, false, ".versions/shared-drives/Team/a_b.txt/t3-3"),
+                (2, false, ".versions/shared-drives/Team/a_b.txt/t2-2"),
+            ],
+            "a kept content of the current version number is the current row's"
+        );
+        m.files.remove(&id("f"));
+        let gone = row_for(&m, &id("f"), "mirror").unwrap();
+        assert_eq!(gone, RowChange::Delete(id("f")));
+        assert_eq!(version_rows(&m, &gone, "mirror").unwrap().len(), 3, "kept versions outlive the file");
+        let folder = row_for(&m, &id("D"), "mirror").unwrap();
+        assert!(version_rows(&m, &folder, "mirror").unwrap().is_empty());
     }
 
     #[test]

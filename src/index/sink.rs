@@ -4,7 +4,7 @@
 //! (`Store::set_index_acked` bounds pruning).
 
 use super::connect::Target;
-use super::rows::{Row, RowChange, row_for};
+use super::rows::{Row, RowChange, VersionRow, row_for, version_rows};
 use super::{IndexError, schema};
 use crate::model::FileId;
 use crate::state::{AuditEntry, RecordKind, Store};
@@ -158,13 +158,14 @@ impl<W: Send + Sync + 'static> Sink<W> {
             tx.batch_execute(&format!("DELETE FROM {s}.sync_audit_log;")).await?;
         }
         let mut rows = 0;
-        for kind in [RecordKind::Folder, RecordKind::File, RecordKind::DeadLetter, RecordKind::Skip] {
+        let kinds =
+            [RecordKind::Folder, RecordKind::File, RecordKind::DeadLetter, RecordKind::Skip, RecordKind::Version];
+        for kind in kinds {
             let mut after: Option<FileId> = None;
             loop {
                 let ids = self.store.record_ids_page(kind, after.as_ref(), REBUILD_PAGE)?;
                 let Some(last) = ids.last().cloned() else { break };
-                let changes =
-                    ids.iter().map(|id| row_for(&self.store, id, &self.prefix)).collect::<Result<Vec<_>, _>>()?;
+                let changes = self.changes(ids.iter())?;
                 rows += write_rows(&tx, s, &changes).await?;
                 after = Some(last);
             }
@@ -193,6 +194,19 @@ impl<W: Send + Sync + 'static> Sink<W> {
         Ok(head)
     }
 
+    /// What the index must write for each of `ids`: its row change and its `file_versions` rows.
+    fn changes<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a FileId>,
+    ) -> Result<Vec<(RowChange, Vec<VersionRow>)>, IndexError> {
+        ids.map(|id| {
+            let change = row_for(&self.store, id, &self.prefix)?;
+            let versions = version_rows(&self.store, &change, &self.prefix)?;
+            Ok((change, versions))
+        })
+        .collect()
+    }
+
     /// Applies one page of entries: the rows of every item they name, as the records say now, the
     /// entries themselves, and the cursor, in one transaction. Returns the new cursor.
     async fn apply(
@@ -204,8 +218,7 @@ impl<W: Send + Sync + 'static> Sink<W> {
     ) -> Result<u64, IndexError> {
         let s = &self.schema;
         let ids: BTreeSet<&FileId> = page.iter().map(|(_, e)| &e.file_id).collect();
-        let changes =
-            ids.into_iter().map(|id| row_for(&self.store, id, &self.prefix)).collect::<Result<Vec<_>, _>>()?;
+        let changes = self.changes(ids.into_iter())?;
         let last = page.last().map_or(cursor, |(seq, _)| *seq);
         let tx = client.transaction().await?;
         let rows = write_rows(&tx, s, &changes).await?;
@@ -228,31 +241,30 @@ impl<W: Send + Sync + 'static> Sink<W> {
     }
 }
 
-/// Writes `changes` (deletes, then upserts, then each file's current version); returns the rows
-/// touched. Ids are distinct within `changes`.
-async fn write_rows(tx: &tokio_postgres::Transaction<'_>, s: &str, changes: &[RowChange]) -> Result<usize, IndexError> {
-    let deleted: Vec<&str> = changes
-        .iter()
-        .filter_map(|c| match c {
-            RowChange::Delete(id) => Some(id.as_str()),
-            RowChange::Upsert(_) => None,
-        })
-        .collect();
-    let rows: Vec<&Row> = changes
-        .iter()
-        .filter_map(|c| match c {
-            RowChange::Upsert(r) => Some(r),
-            RowChange::Delete(_) => None,
-        })
-        .collect();
+/// Writes `changes` (deletes, upserts, then every item's `file_versions` rows replaced); returns the
+/// `file_hierarchy` rows touched. Ids are distinct within `changes`.
+async fn write_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    s: &str,
+    changes: &[(RowChange, Vec<VersionRow>)],
+) -> Result<usize, IndexError> {
+    let mut deleted: Vec<&str> = Vec::new();
+    let mut rows: Vec<&Row> = Vec::new();
+    for (change, _) in changes {
+        match change {
+            RowChange::Delete(id) => deleted.push(id.as_str()),
+            RowChange::Upsert(r) => rows.push(r),
+        }
+    }
     if !deleted.is_empty() {
         tx.execute(&format!("DELETE FROM {s}.file_hierarchy WHERE drive_file_id = ANY($1)"), &[&deleted]).await?;
-        tx.execute(&format!("DELETE FROM {s}.file_versions WHERE drive_file_id = ANY($1)"), &[&deleted]).await?;
     }
     if !rows.is_empty() {
         upsert_rows(tx, s, &rows).await?;
-        current_versions(tx, s, &rows).await?;
     }
+    let all: Vec<&str> = deleted.iter().copied().chain(rows.iter().map(|r| r.id.as_str())).collect();
+    let versions: Vec<&VersionRow> = changes.iter().flat_map(|(_, v)| v).collect();
+    replace_versions(tx, s, &all, &versions).await?;
     Ok(deleted.len() + rows.len())
 }
 
@@ -297,26 +309,32 @@ async fn upsert_rows(tx: &tokio_postgres::Transaction<'_>, s: &str, rows: &[&Row
     Ok(())
 }
 
-/// Each file row's object is its current version; earlier rows of those files go (no kept versions).
-async fn current_versions(tx: &tokio_postgres::Transaction<'_>, s: &str, rows: &[&Row]) -> Result<(), IndexError> {
-    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+/// Replaces the `file_versions` rows of `ids` with `versions`.
+async fn replace_versions(
+    tx: &tokio_postgres::Transaction<'_>,
+    s: &str,
+    ids: &[&str],
+    versions: &[&VersionRow],
+) -> Result<(), IndexError> {
     tx.execute(&format!("DELETE FROM {s}.file_versions WHERE drive_file_id = ANY($1)"), &[&ids]).await?;
-    let files: Vec<&&Row> = rows.iter().filter(|r| !r.is_folder && r.storage_path.is_some()).collect();
-    if files.is_empty() {
+    if versions.is_empty() {
         return Ok(());
     }
-    let ids: Vec<&str> = files.iter().map(|r| r.id.as_str()).collect();
-    let versions: Vec<i64> = files.iter().map(|r| r.version.unwrap_or(0)).collect();
-    let paths: Vec<Option<&str>> = files.iter().map(|r| r.storage_path.as_deref()).collect();
-    let md5s: Vec<Option<&str>> = files.iter().map(|r| r.md5.as_deref()).collect();
-    let sizes: Vec<Option<i64>> = files.iter().map(|r| r.size).collect();
+    let ids: Vec<&str> = versions.iter().map(|v| v.id.as_str()).collect();
+    let numbers: Vec<i64> = versions.iter().map(|v| v.version_number).collect();
+    let paths: Vec<&str> = versions.iter().map(|v| v.storage_path.as_str()).collect();
+    let md5s: Vec<Option<&str>> = versions.iter().map(|v| v.checksum.as_deref()).collect();
+    let sizes: Vec<i64> = versions.iter().map(|v| v.size).collect();
+    let kept_at: Vec<Option<i64>> = versions.iter().map(|v| v.kept_at_ms.map(|ms| ms as i64)).collect();
+    let current: Vec<bool> = versions.iter().map(|v| v.is_current).collect();
     tx.execute(
         &format!(
-            "INSERT INTO {s}.file_versions (drive_file_id, version_number, storage_path, checksum, size_bytes, is_current)
-             SELECT id, v, sp, md5, sz, true FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::int8[])
-                 AS u(id, v, sp, md5, sz)"
+            "INSERT INTO {s}.file_versions (drive_file_id, version_number, storage_path, checksum, size_bytes, created_at, is_current)
+             SELECT id, v, sp, md5, sz, coalesce(to_timestamp(ms / 1000.0), now()), cur
+             FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::bool[])
+                 AS u(id, v, sp, md5, sz, ms, cur)"
         ),
-        &[&ids, &versions, &paths, &md5s, &sizes],
+        &[&ids, &numbers, &paths, &md5s, &sizes, &kept_at, &current],
     )
     .await?;
     Ok(())

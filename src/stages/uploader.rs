@@ -54,6 +54,9 @@ pub trait WriteTarget: Send + Sync + 'static {
     fn note_writes(&self, intents: &[Intent]) -> Result<(), StoreError>;
     /// A page of a folder's file records (a subtree change reads them a page at a time).
     fn folder_page(&self, folder: &FileId, after: Option<&FileId>, limit: usize) -> Result<FolderPage, StoreError>;
+    /// Keeps the content `file`'s object holds now under `.versions/` when `[destination] versions`
+    /// asks for it and `new_md5` (the content about to replace it; `None` for a removal) differs.
+    fn keep_version(&self, file: &FileId, new_md5: Option<&str>) -> impl Future<Output = Result<(), DestError>> + Send;
 }
 
 /// A multipart upload in progress, as the uploader drives it.
@@ -117,6 +120,9 @@ impl WriteTarget for Uploads {
     fn folder_page(&self, folder: &FileId, after: Option<&FileId>, limit: usize) -> Result<FolderPage, StoreError> {
         self.store.files_in_folder_page(folder, after, limit)
     }
+    async fn keep_version(&self, file: &FileId, new_md5: Option<&str>) -> Result<(), DestError> {
+        crate::dest::versions::keep(&self.dest, &self.store, file, new_md5).await
+    }
 }
 
 impl PartSink for Multipart {
@@ -166,6 +172,25 @@ enum Written {
     Abandoned,
     /// The bytes do not match Drive's metadata; nothing was published and the old object is intact.
     Rejected(Planned, Mismatch),
+}
+
+/// The content an action puts in place of the file's current object, if it replaces or removes it:
+/// `Some(new md5)` for a write (`Some(None)`: unknown, an export), `Some(None)` for a removal, `None`
+/// for a subtree change (its removals keep versions file by file).
+fn replacing_content(planned: &Planned) -> Option<Option<&str>> {
+    match &planned.kind {
+        ActionKind::Upload { .. } | ActionKind::Copy { .. } => Some(planned.file.md5.as_deref()),
+        ActionKind::Delete => Some(None),
+        ActionKind::Tree(_) => None,
+    }
+}
+
+/// A write that failed: fatal when the store could not record it, else the file is dead-lettered.
+async fn write_failed(planned: &Planned, e: DestError, emit: &Emit<Uploaded>) -> Result<(), StageError> {
+    if e.class() == ErrorClass::Fatal {
+        return Err(StageError::Fatal(e.to_string()));
+    }
+    emit.dead_letter(StageName::Uploader, planned, "destinationError", e.to_string()).await
 }
 
 /// One upload in progress: the digests so far, the bytes waiting to fill a part, the part's share of
@@ -347,6 +372,11 @@ impl<W: WriteTarget> Uploader<W> {
             self.target.discard_stale_upload(&planned.file.id).await;
         }
         self.target.note_writes(&written_keys(&planned))?;
+        if let Some(new_md5) = replacing_content(&planned)
+            && let Err(e) = self.target.keep_version(&planned.file.id, new_md5).await
+        {
+            return write_failed(&planned, e, emit).await;
+        }
         let result = match (&planned.kind, t.body) {
             (ActionKind::Delete, _) => match self.target.remove(&planned.key).await {
                 Ok(()) => {
@@ -401,8 +431,7 @@ impl<W: WriteTarget> Uploader<W> {
                 crate::metrics::event(Self::NAME.as_str(), "rejected");
                 retry_or_dead_letter(planned, m, &self.refetch, emit).await
             }
-            Err(e) if e.class() == ErrorClass::Fatal => Err(StageError::Fatal(e.to_string())),
-            Err(e) => emit.dead_letter(Self::NAME, &planned, "destinationError", e.to_string()).await,
+            Err(e) => write_failed(&planned, e, emit).await,
         }
     }
 
@@ -418,6 +447,7 @@ impl<W: WriteTarget> Uploader<W> {
         let mut lost = Vec::new();
         for (rec, old) in files {
             if remove {
+                self.target.keep_version(&rec.id, None).await?;
                 self.target.remove(old).await?;
             } else if rec.key != *old {
                 match self.target.copy(old, &rec.key).await {
@@ -648,6 +678,9 @@ mod tests {
         }
         async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>, DestError> {
             Ok(self.objects.lock().unwrap().get(key).map(|b| b.len() as u64))
+        }
+        async fn keep_version(&self, _: &FileId, _: Option<&str>) -> Result<(), DestError> {
+            Ok(())
         }
         async fn start_parts(
             &self,

@@ -7,6 +7,7 @@ pub mod codec;
 mod content;
 mod follows;
 mod skips;
+mod versions;
 pub mod watermark;
 
 use crate::model::{
@@ -134,6 +135,8 @@ pub enum RecordKind {
     DeadLetter,
     /// Files Drive will not hand over.
     Skip,
+    /// Files with earlier contents kept (`[destination] versions`).
+    Version,
 }
 
 /// Summary counts, for `status` and metrics.
@@ -186,10 +189,13 @@ pub struct Store {
     /// Which files hold which content (`<md5>\0<file id>`): a new file with content already mirrored
     /// is copied server-side (see `content.rs`).
     content_refs: Keyspace,
+    /// Earlier contents kept under `.versions/` (see `versions.rs`).
+    versions: Keyspace,
 }
 
 pub use audit::AuditEntry;
 pub use skips::{QUOTA_DEFERRAL, SkipRecord};
+pub use versions::KeptVersion;
 
 /// Key in `seen` present while a listing marks what it sees (ids never start with a NUL byte).
 const SWEEP_ARMED: &[u8] = b"\0armed";
@@ -335,6 +341,7 @@ impl Store {
             skipped: ks("skipped")?,
             follows: ks("follows")?,
             content_refs: ks("content_refs")?,
+            versions: ks("versions")?,
             db,
         })
         .and_then(|store| {
@@ -463,6 +470,7 @@ impl Store {
             RecordKind::Folder => &self.folders,
             RecordKind::DeadLetter => &self.dlq,
             RecordKind::Skip => &self.skipped,
+            RecordKind::Version => return self.version_ids_page(after, limit),
         };
         let start = match after {
             Some(id) => Bound::Excluded(id.as_str().as_bytes().to_vec()),

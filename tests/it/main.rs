@@ -29,4 +29,5 @@ mod sign_in;
 mod skips;
 mod supervision;
 mod verify;
+mod versions;
 mod webhook;

@@ -374,9 +374,17 @@ pub async fn assert_exact_mirror(config: &Path, expected: &BTreeMap<String, Expe
         }
     }
     let in_store: BTreeSet<String> = keys.values().map(|k| k.0.clone()).collect();
-    let trash = if dest.prefix().is_empty() { ".trash/".to_string() } else { format!("{}/.trash/", dest.prefix()) };
-    let listed: BTreeSet<String> =
-        dest.list_keys().await.unwrap().into_iter().map(|(k, _)| k.0).filter(|k| !k.starts_with(&trash)).collect();
+    let reserved =
+        |dir: &str| if dest.prefix().is_empty() { format!("{dir}/") } else { format!("{}/{dir}/", dest.prefix()) };
+    let (trash, versions) = (reserved(".trash"), reserved(".versions"));
+    let listed: BTreeSet<String> = dest
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k.0)
+        .filter(|k| !k.starts_with(&trash) && !k.starts_with(&versions))
+        .collect();
     let stray: Vec<_> = listed.difference(&in_store).collect();
     assert!(stray.is_empty(), "objects in the destination that no file owns: {stray:?}");
     keys
@@ -562,7 +570,7 @@ pub async fn assert_verifies_equal(config: &Path) {
     assert_eq!(out.status.code(), Some(0), "verify after this history: {}", text(&out));
 }
 
-/// Every object under a local destination (relative path → bytes), `.trash/` left out.
+/// Every object under a local destination (relative path → bytes), `.trash/` and `.versions/` left out.
 pub fn local_objects(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -570,7 +578,7 @@ pub fn local_objects(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         for entry in std::fs::read_dir(&d).unwrap() {
             let path = entry.unwrap().path();
             let rel = path.strip_prefix(dir).unwrap().to_string_lossy().to_string();
-            if rel.starts_with(".trash") || rel.starts_with(".mirrorflow") {
+            if rel.starts_with(".trash") || rel.starts_with(".mirrorflow") || rel.starts_with(".versions") {
                 continue;
             }
             if path.is_dir() {
