@@ -17,6 +17,9 @@
 #                8 × (4 + 1) × 32 MiB = 1.25 GiB of part buffers); needs s3s-fs
 #   listing200k  200,000 zero-byte files → local folder (peak RSS ≤ 512 MiB), then a --once re-run with
 #                no change in Drive: counts the changes.list requests it makes (target 1)
+#   index        10,000 files × 4,096 bytes → local folder without and with `[index]` (a throwaway
+#                PostgreSQL from scripts/postgres.sh): the run's slowdown with the sink on, then the index
+#                added to a finished mirror (a rebuild of every row in one transaction): sink rows/s
 #   verify100k   100,000 files × 1,024 bytes (VERIFY_FILES=N for another count) → local folder, then
 #                `mirrorflow verify` and `verify --checksum` of that mirror (time and peak RSS; memory must
 #                not grow with the number of files)
@@ -53,8 +56,8 @@ ROOT_DIR=$PWD
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(small big1g)
 for s in "${SCENARIOS[@]}"; do
-    case $s in small | big1g | big8g | budget | listing200k | verify100k) ;; *)
-        echo "unknown scenario $s (small big1g big8g budget listing200k verify100k)" >&2
+    case $s in small | big1g | big8g | budget | listing200k | verify100k | index) ;; *)
+        echo "unknown scenario $s (small big1g big8g budget listing200k verify100k index)" >&2
         exit 2
         ;;
     esac
@@ -104,6 +107,7 @@ cleanup() {
     local p
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ -n "${PG_DIR:-}" ]; then bash scripts/postgres.sh stop "$PG_DIR"; rm -rf "$PG_DIR"; fi
     if [ "${KEEP:-0}" = 1 ]; then echo "work folder kept: $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -434,6 +438,44 @@ scenario_verify100k() {
     row verify100k "verify --checksum" "$n" $((n * size)) "$secs" "$rss" "$code" "$cpu"
     stop_emulator
     rm -rf "$WORK"/verify100k-*-dest "$WORK"/verify100k-*-state
+}
+
+scenario_index() {
+    local n=10000 size=4096 secs rss code cpu url db rows
+    echo "== index: $n × $size bytes, with and without [index]" | tee -a "$RESULTS"
+    # Its own folder in /tmp: the server runs as the postgres user, which cannot enter $WORK.
+    PG_DIR=$(mktemp -d /tmp/mirrorflow-bench-pg.XXXXXX)
+    url=$(bash scripts/postgres.sh start "$PG_DIR")
+    start_emulator --folders 50 --depth 3
+    create_files "$n" "$size"
+    local plain with
+    plain=$(local_config index-plain)
+    read -r secs rss code cpu < <(run_mirrorflow index-plain "$plain")
+    check_exit index-plain "$code"
+    row index "mirrorflow → local, no index" "$n" $((n * size)) "$secs" "$rss" "$code" "$cpu"
+    R[index.plain.secs]=$secs
+    db="${url%/postgres}/bench_live"
+    psql -q "$url" -c "CREATE DATABASE bench_live" >/dev/null
+    with=$(local_config index-with)
+    printf '\n[index]\nurl = "%s"\ncatch_up_timeout = "10min"\n' "$db" >>"$with"
+    read -r secs rss code cpu < <(run_mirrorflow index-with "$with")
+    check_exit index-with "$code"
+    rows=$(psql -tA "$db" -c "SELECT count(*) FROM mirrorflow.file_hierarchy")
+    row index "mirrorflow → local + index" "$n" $((n * size)) "$secs" "$rss" "$code" "$cpu" \
+        "$rows rows; with / without = $(ratio "$secs" "${R[index.plain.secs]}")×"
+    db="${url%/postgres}/bench_rebuild"
+    psql -q "$url" -c "CREATE DATABASE bench_rebuild" >/dev/null
+    printf '\n[index]\nurl = "%s"\ncatch_up_timeout = "10min"\n' "$db" >>"$plain"
+    read -r secs rss code cpu < <(run_mirrorflow index-rebuild "$plain")
+    check_exit index-rebuild "$code"
+    rows=$(psql -tA "$db" -c "SELECT count(*) FROM mirrorflow.file_hierarchy")
+    row index "index added: rebuild (no change)" "$rows" 0 "$secs" "$rss" "$code" "$cpu" \
+        "sink ≥ $(ratio "$rows" "$secs") rows/s (whole run)"
+    stop_emulator
+    bash scripts/postgres.sh stop "$PG_DIR"
+    rm -rf "$PG_DIR"
+    PG_DIR=
+    rm -rf "$WORK"/index-*-dest "$WORK"/index-*-state
 }
 
 echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (CPU s = user + system time of the measured process)" | tee -a "$RESULTS"

@@ -108,15 +108,22 @@ impl<W: Send + Sync + 'static> Sink<W> {
             Some(at) => at,
             None => self.rebuild(&mut client, &store_id).await?,
         };
+        let mut recorded = None;
         loop {
-            self.store.set_index_acked(cursor)?;
-            acked.send_replace(cursor);
+            if recorded != Some(cursor) {
+                self.store.set_index_acked(cursor)?;
+                acked.send_replace(cursor);
+                recorded = Some(cursor);
+            }
             let head = self.store.audit_head()?;
             crate::metrics::index_lag(head.saturating_sub(cursor));
             let page = self.store.audit_page(cursor, BATCH)?;
             match page.first() {
                 None => {
-                    let _ = tokio::time::timeout(IDLE_POLL, self.wake.changed()).await;
+                    // A closed channel (the pipeline is stopping) must not turn this into a spin.
+                    if let Ok(Err(_)) = tokio::time::timeout(IDLE_POLL, self.wake.changed()).await {
+                        tokio::time::sleep(IDLE_POLL).await;
+                    }
                 }
                 Some((first, _)) if *first != cursor + 1 => {
                     tracing::warn!(cursor, first, "index: audit entries it needs were pruned; rebuilding it");
