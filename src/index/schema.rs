@@ -85,12 +85,14 @@ CREATE TABLE {schema}.sink_cursor (
     id         smallint PRIMARY KEY CHECK (id = 1),
     store_id   text NOT NULL,
     last_seq   bigint NOT NULL,
+    last_entry text,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE {schema}.sink_cursor IS 'mirrorflow''s position: the last audit seq applied, written in the same transaction as the rows it produced (exactly once).';
 COMMENT ON COLUMN {schema}.sink_cursor.id IS 'Always 1: one cursor per schema.';
 COMMENT ON COLUMN {schema}.sink_cursor.store_id IS 'Identity of the state store that feeds this schema; another store rebuilds the index.';
 COMMENT ON COLUMN {schema}.sink_cursor.last_seq IS 'Last audit seq applied.';
+COMMENT ON COLUMN {schema}.sink_cursor.last_entry IS 'Fingerprint of that entry (file id, operation, time): a store that lost it in a crash and numbered other entries alike is told apart, and the index rebuilt.';
 COMMENT ON COLUMN {schema}.sink_cursor.updated_at IS 'When the cursor last moved.';
 "#;
 

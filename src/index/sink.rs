@@ -134,17 +134,30 @@ impl<W: Send + Sync + 'static> Sink<W> {
         }
     }
 
-    /// The cursor saved in PostgreSQL, if it can be continued from: written by this store, and not
-    /// past its newest entry.
+    /// The cursor saved in PostgreSQL, if it can be continued from: written by this store, not past
+    /// its newest entry, and naming the entry the store has at that seq (a store that lost its last
+    /// batches in a crash numbers new entries like the lost ones: the fingerprint tells them apart).
     async fn cursor(&self, client: &tokio_postgres::Client, store_id: &str) -> Result<Option<u64>, IndexError> {
         let s = &self.schema;
-        let row =
-            client.query_opt(&format!("SELECT store_id, last_seq FROM {s}.sink_cursor WHERE id = 1"), &[]).await?;
-        let head = self.store.audit_head()?;
-        Ok(row.and_then(|r| {
-            let (id, last): (String, i64) = (r.get(0), r.get(1));
-            (id == store_id && (last as u64) <= head).then_some(last as u64)
-        }))
+        let sql = format!("SELECT store_id, last_seq, last_entry FROM {s}.sink_cursor WHERE id = 1");
+        let Some(row) = client.query_opt(&sql, &[]).await? else { return Ok(None) };
+        let (id, last, entry): (String, i64, Option<String>) = (row.get(0), row.get(1), row.get(2));
+        let last = last as u64;
+        if id != store_id || last > self.store.audit_head()? {
+            return Ok(None);
+        }
+        let same_entry = match (self.store.audit_entry(last)?, entry) {
+            (Some(kept), Some(applied)) => kept.fingerprint() == applied,
+            // Pruned since, or nothing applied yet.
+            _ => true,
+        };
+        if !same_entry {
+            tracing::warn!(
+                cursor = last,
+                "index: the store no longer holds the entry the index applied last; rebuilding it"
+            );
+        }
+        Ok(same_entry.then_some(last))
     }
 
     /// Rebuilds the index from the records in one transaction and returns its cursor: the newest
@@ -187,14 +200,18 @@ impl<W: Send + Sync + 'static> Sink<W> {
             after = *last;
             write_audit(&tx, s, &self.prefix, &page, Conflict::Keep).await?;
         }
+        let entry = self.store.audit_entry(head)?.map(|e| e.fingerprint());
         tx.execute(
             &format!(
-                "INSERT INTO {s}.sink_cursor (id, store_id, last_seq) VALUES (1, $1, $2)
-                 ON CONFLICT (id) DO UPDATE SET store_id = EXCLUDED.store_id, last_seq = EXCLUDED.last_seq, updated_at = now()"
+                "INSERT INTO {s}.sink_cursor (id, store_id, last_seq, last_entry) VALUES (1, $1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET store_id = EXCLUDED.store_id, last_seq = EXCLUDED.last_seq,
+                     last_entry = EXCLUDED.last_entry, updated_at = now()"
             ),
-            &[&store_id, &(head as i64)],
+            &[&store_id, &(head as i64), &entry],
         )
         .await?;
+        // What the rebuild read is durable before PostgreSQL has it.
+        self.store.sync()?;
         tx.commit().await?;
         crate::metrics::index_rows(rows);
         tracing::info!(rows, cursor = head, "index rebuilt from the store's records");
@@ -227,16 +244,19 @@ impl<W: Send + Sync + 'static> Sink<W> {
         let ids: BTreeSet<&FileId> = page.iter().map(|(_, e)| &e.file_id).collect();
         let changes = self.changes(ids.into_iter())?;
         let last = page.last().map_or(cursor, |(seq, _)| *seq);
+        let entry = page.last().map(|(_, e)| e.fingerprint());
+        // Only durable entries reach PostgreSQL: a crash must never take back what the index applied.
+        self.store.sync()?;
         let tx = client.transaction().await?;
         let rows = write_rows(&tx, s, &changes).await?;
         write_audit(&tx, s, &self.prefix, page, Conflict::Fail).await?;
         let moved = tx
             .execute(
                 &format!(
-                    "UPDATE {s}.sink_cursor SET last_seq = $1, updated_at = now()
+                    "UPDATE {s}.sink_cursor SET last_seq = $1, last_entry = $4, updated_at = now()
                      WHERE id = 1 AND store_id = $2 AND last_seq = $3"
                 ),
-                &[&(last as i64), &store_id, &(cursor as i64)],
+                &[&(last as i64), &store_id, &(cursor as i64), &entry],
             )
             .await?;
         if moved != 1 {

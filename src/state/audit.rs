@@ -53,6 +53,11 @@ impl From<&Outcome> for AuditEntry {
 }
 
 impl AuditEntry {
+    /// What tells this entry from another numbered alike (file, operation, time).
+    pub fn fingerprint(&self) -> String {
+        format!("{}|{}|{}", self.file_id, self.what, self.at_unix_ms)
+    }
+
     /// An entry for a record a batch changed without an outcome of its own (a file or folder of a
     /// subtree move, an ancestor folder): the index sink must see every record change.
     pub(super) fn record_change(id: &FileId, what: &str, key: Option<&ObjectKey>) -> AuditEntry {
@@ -156,6 +161,18 @@ impl Store {
     /// The newest audit seq handed out (0 when none): the index is caught up when it has applied it.
     pub fn audit_head(&self) -> Result<u64, StoreError> {
         Ok(self.next_audit_seq()? - 1)
+    }
+
+    /// The audit entry numbered `seq`, if the store keeps it.
+    pub fn audit_entry(&self, seq: u64) -> Result<Option<AuditEntry>, StoreError> {
+        self.audit.get(seq.to_be_bytes())?.map(|v| decode_audit(&v)).transpose()
+    }
+
+    /// Makes every write so far durable (synced to disk): the index sink calls it before it
+    /// publishes entries to PostgreSQL, so a crash can never take back an entry the index applied.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.persist(PersistMode::SyncData)?;
+        Ok(())
     }
 
     /// The oldest audit seq still kept, if any (older ones were pruned).

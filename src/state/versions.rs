@@ -84,8 +84,8 @@ impl Store {
     pub(super) fn version_ids_page(&self, after: Option<&FileId>, limit: usize) -> Result<Vec<FileId>, StoreError> {
         use std::ops::Bound;
         let start = match after {
-            // Past every `<after>\0…` entry.
-            Some(id) => Bound::Included(version_record_key(id, "\u{1}")),
+            // Past every `<after>\0…` entry: `<after>\x01` sorts after all of them.
+            Some(id) => Bound::Included([id.as_str().as_bytes(), &[1]].concat()),
             None => Bound::Unbounded,
         };
         let mut ids: Vec<FileId> = Vec::new();
@@ -101,5 +101,45 @@ impl Store {
             }
         }
         Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(name: &str) -> KeptVersion {
+        KeptVersion {
+            name: name.into(),
+            object: ObjectKey(format!(".versions/k/{name}")),
+            key: ObjectKey("k".into()),
+            version: 1,
+            modified_time: None,
+            md5: None,
+            size: 0,
+            kept_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn ids_with_kept_versions_are_paged_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for id in ["a", "ab", "b", "c"] {
+            for name in ["20260101T000000.000Z-1", "20260102T000000.000Z-2"] {
+                store.record_kept_version(&FileId(id.into()), &kept(name)).unwrap();
+            }
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.version_ids_page(after.as_ref(), 2).unwrap();
+            let Some(last) = page.last().cloned() else { break };
+            assert!(page.len() <= 2);
+            seen.extend(page.into_iter().map(|id| id.0));
+            after = Some(last);
+        }
+        assert_eq!(seen, ["a", "ab", "b", "c"]);
+        assert_eq!(store.kept_versions(&FileId("a".into())).unwrap().len(), 2, "a's versions are not ab's");
     }
 }

@@ -112,3 +112,71 @@ async fn two_versions_keep_the_two_previous_contents_and_one_comes_back_on_resto
     assert!(rows.iter().all(|r| !r.2), "no current content once the file is gone: {rows:?}");
     assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
 }
+
+/// Every kept version's object exists and holds the bytes its record says (a crash never files new
+/// content under an old version's name), and no key keeps more than `n`.
+async fn assert_kept_versions_hold_their_content(config: &std::path::Path, n: usize) {
+    let (_cfg, store, dest) = open(config);
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.record_ids_page(mirrorflow::state::RecordKind::Version, after.as_ref(), 100).unwrap();
+        let Some(last) = page.last().cloned() else { break };
+        ids.extend(page);
+        after = Some(last);
+    }
+    let mut checked = 0;
+    for id in ids {
+        let kept = store.kept_versions(&id).unwrap();
+        let mut per_key: std::collections::BTreeMap<&str, usize> = Default::default();
+        for v in &kept {
+            *per_key.entry(v.key.as_str()).or_default() += 1;
+            let bytes = dest.get(&v.object).await.unwrap_or_else(|e| panic!("kept version {} of {id}: {e}", v.object));
+            assert_eq!(Some(md5_hex(&bytes)), v.md5, "content of {}", v.object);
+            assert_eq!(bytes.len() as u64, v.size);
+            checked += 1;
+        }
+        assert!(per_key.values().all(|c| *c <= n), "{id} keeps more than {n} per key: {kept:?}");
+    }
+    assert!(checked > 0, "the changes kept no version at all");
+}
+
+/// Random changes caught up by runs killed at many amounts of destination work (copies to
+/// `.versions/` among them), with versions and the index on: the mirror is exact, every kept
+/// version holds what its record says, and the index equals the mirror.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_while_keeping_versions_lose_nothing_and_misfile_nothing() {
+    for seed in [41u64, 42] {
+        let mut corpus = small_corpus(seed % 2 == 0);
+        corpus.seed = seed;
+        corpus.files = 120;
+        corpus.folders = 15;
+        let env = TestEnv::start(corpus).await;
+        let db = pg::fresh_database().await;
+        let dir = env.dir.path().join("mirror");
+        let settings = format!("dest.versions = 2\n[index]\nurl = \"{db}\"\n");
+        let dest = Dest::Local(dir.clone());
+        let config = env.config("work", &dest, &settings);
+        run_once(config.to_str().unwrap()).await;
+        for round in 0..2u64 {
+            env.control("mutate", json!({"ops": [{"op": "random", "count": 120, "seed": seed * 10 + round}]})).await;
+            let mut crashes = 0;
+            for writes in [2u64, 5, 9, 14, 20, 27, 35, 50] {
+                let crashing =
+                    env.config("work", &dest, &format!("{settings}\n[testing]\ncrash_after_writes = {writes}"));
+                let out = mirrorflow(&["run", "--once", crashing.to_str().unwrap()]).await;
+                match out.status.code() {
+                    None => crashes += 1,
+                    Some(0) => {}
+                    other => panic!("seed {seed}: unexpected exit {other:?}\n{}", text(&out)),
+                }
+            }
+            assert!(crashes >= 3, "seed {seed}: too few crashes landed ({crashes})");
+            let config = env.config("work", &dest, &settings);
+            run_once(config.to_str().unwrap()).await;
+            assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
+            assert_kept_versions_hold_their_content(&config, 2).await;
+            pg::assert_index_equals_mirror(&config, &dir, &db).await;
+        }
+    }
+}

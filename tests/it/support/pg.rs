@@ -2,6 +2,10 @@
 //! started (`MIRRORFLOW_TEST_PG_URL`, see scripts/test.sh), or a private cluster a test can stop and
 //! start again (scripts/postgres.sh), and the queries that read the index back.
 
+use super::{local_objects, open};
+use md5::Digest;
+use mirrorflow::index::rows::relative;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The server scripts/test.sh started; the index tests cannot run without one.
@@ -103,4 +107,44 @@ pub async fn audit_seqs(client: &tokio_postgres::Client) -> (Vec<i64>, i64) {
         .collect();
     let cursor = client.query_one("SELECT last_seq FROM mirrorflow.sink_cursor", &[]).await.unwrap().get(0);
     (seqs, cursor)
+}
+
+/// Asserts the index of `config` is the mirror in `dir`: the file rows holding an object are
+/// exactly the objects (relative key → md5 of the bytes), every folder record is a row at its key,
+/// and the audit log is the store's, each seq once, with the cursor at the store's newest entry.
+pub async fn assert_index_equals_mirror(config: &Path, dir: &Path, db: &str) {
+    let objects: BTreeMap<String, Option<String>> =
+        local_objects(dir).into_iter().map(|(k, bytes)| (k, Some(hex::encode(md5::Md5::digest(&bytes))))).collect();
+    let client = connect(db).await;
+    let rows = file_rows(&client).await;
+    let missing: Vec<_> = objects.keys().filter(|k| !rows.contains_key(*k)).collect();
+    let extra: Vec<_> = rows.keys().filter(|k| !objects.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "objects without a row: {missing:?}\nrows without an object: {extra:?}"
+    );
+    for (key, md5) in &objects {
+        assert_eq!(&rows[key], md5, "md5 of {key}");
+    }
+    let (_cfg, store, dest) = open(config);
+    let folders: BTreeMap<String, String> = client
+        .query("SELECT drive_file_id, storage_path FROM mirrorflow.file_hierarchy WHERE is_folder", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let recorded: BTreeMap<String, String> = store
+        .all_folders()
+        .unwrap()
+        .into_iter()
+        .filter(|f| !f.trashed)
+        .map(|f| (f.id.0.clone(), relative(&f.key, dest.prefix())))
+        .collect();
+    assert_eq!(folders, recorded, "folder rows");
+    let (seqs, cursor) = audit_seqs(&client).await;
+    let kept: Vec<i64> = store.audit_since(0).unwrap().into_iter().map(|(seq, _)| seq as i64).collect();
+    assert_eq!(cursor, store.audit_head().unwrap() as i64, "the index applied every entry");
+    assert_eq!(seqs, kept, "the index holds each audit entry once, in order");
+    assert_eq!(store.index_acked().unwrap(), Some(cursor as u64), "the store knows how far the index is");
 }
