@@ -146,7 +146,7 @@ async fn assert_kept_versions_hold_their_content(config: &std::path::Path, n: us
 /// version holds what its record says, and the index equals the mirror.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashes_while_keeping_versions_lose_nothing_and_misfile_nothing() {
-    for seed in [41u64, 42] {
+    for seed in [41u64, 42, 43, 44] {
         let mut corpus = small_corpus(seed % 2 == 0);
         corpus.seed = seed;
         corpus.files = 120;

@@ -119,10 +119,34 @@ pub async fn assert_index_equals_mirror(config: &Path, dir: &Path, db: &str) {
     let rows = file_rows(&client).await;
     let missing: Vec<_> = objects.keys().filter(|k| !rows.contains_key(*k)).collect();
     let extra: Vec<_> = rows.keys().filter(|k| !objects.contains_key(*k)).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "objects without a row: {missing:?}\nrows without an object: {extra:?}"
-    );
+    if !missing.is_empty() || !extra.is_empty() {
+        let (_cfg, store, dest) = open(config);
+        let mut why = String::new();
+        store
+            .for_each_file(|rec| {
+                let rel = relative(&rec.key, dest.prefix());
+                if missing.contains(&&rel) || extra.contains(&&rel) {
+                    why.push_str(&format!("\nrecord: {rec:?}"));
+                    let audit: Vec<_> =
+                        store.audit_since(0).unwrap().into_iter().filter(|(_, e)| e.file_id == rec.id).collect();
+                    why.push_str(&format!("\n  audit: {audit:?}"));
+                }
+            })
+            .unwrap();
+        for k in missing.iter().chain(extra.iter()) {
+            let sql = "SELECT drive_file_id, sync_status FROM mirrorflow.file_hierarchy WHERE storage_path = $1";
+            let r = client.query(sql, &[k]).await.unwrap();
+            let found: Vec<(String, String)> = r.iter().map(|r| (r.get(0), r.get(1))).collect();
+            why.push_str(&format!("\nrows at {k}: {found:?}"));
+        }
+        let (seqs, cursor) = audit_seqs(&client).await;
+        why.push_str(&format!(
+            "\nindex cursor {cursor}, {} entries; store head {}",
+            seqs.len(),
+            store.audit_head().unwrap()
+        ));
+        panic!("objects without a row: {missing:?}\nrows without an object: {extra:?}{why}");
+    }
     for (key, md5) in &objects {
         assert_eq!(&rows[key], md5, "md5 of {key}");
     }
