@@ -662,7 +662,15 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     let res = open(cfg).await?;
     let mut topo = compile(cfg, &opts, &res)?;
     let mut index = start_index(cfg, &res, &topo)?;
-    let mut running = topo.start(cfg, &opts, &res).await?;
+    let mut running = match topo.start(cfg, &opts, &res).await {
+        Ok(running) => running,
+        Err(e) => {
+            if let Some(sink) = index.take() {
+                sink.stop();
+            }
+            return Err(e);
+        }
+    };
     let end = watch_until_done(cfg, &opts, &topo, &mut running).await;
     let interrupted = matches!(end, End::Interrupted);
     if interrupted {
@@ -674,8 +682,11 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
         let _ = writeln!(std::io::stderr());
     }
     topo.publish_status(cfg, false, &running.verify_status);
-    if let End::Finished(result) = end {
-        result?;
+    if let End::Finished(Err(e)) = end {
+        if let Some(sink) = index.take() {
+            sink.stop();
+        }
+        return Err(e);
     }
     if !interrupted || topo.ledger.is_idle() {
         abort_recorded_uploads(&res.store, &res.dest, false).await?;

@@ -180,8 +180,8 @@ pub struct Planner<L: FolderLookup, S: PlanView = Store> {
     /// parents of items shared with the user), so their children cost no `files.get` each time.
     /// Bounded (cleared when full); an item's entry goes as soon as any event about it is planned.
     out_of_scope: HashSet<FileId>,
-    /// `shortcuts = "follow"`: which target each shortcut planned now follows (`None`: none), sent
-    /// to the committer before its action, so a change of the target refreshes the shortcut.
+    /// Which target each shortcut planned now points at (`None`: none), sent to the committer before
+    /// its action, so a change of the target refreshes the shortcut (a link or `follow`).
     follows: Vec<(FileId, Option<FileId>)>,
     /// Content copies planned (event → key class copied from), so a second copy of the same object
     /// may follow the first instead of downloading (see `only_copies_hold`).
@@ -544,7 +544,9 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         }
         match &event.kind {
             ChangeKind::Upsert(f) if f.is_shortcut() && self.scope.selection.links_shortcuts() => {
-                if self.scope.selection.follows_shortcuts() {
+                // With `follow`, and when its target changed (a refresh), what the shortcut becomes
+                // depends on the target as it is now: looked up, then compared.
+                if self.scope.selection.follows_shortcuts() || event.origin == Origin::Refresh {
                     return Ok(false);
                 }
                 let as_link = self.store.file_record(&f.id)?.is_some_and(|r| r.mime_type == SHORTCUT_MIME);
@@ -568,19 +570,21 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
     /// recorded with its outcome.
     async fn through_shortcut(&mut self, shortcut: DriveFile) -> Result<DriveFile, StageError> {
         let follows = self.scope.selection.follows_shortcuts();
+        let target = shortcut.shortcut_target.clone();
         let file = resolve_shortcut(self.lookup.as_ref(), shortcut, follows)
             .await
             .map_err(|(id, e)| super::drive_failure(&format!("cannot look up the target {id} of a shortcut"), e))?;
-        if follows {
-            self.follows.push((file.id.clone(), file.content_of.clone()));
-        }
+        // Whether followed or a link, what the shortcut's object holds depends on its target (its
+        // bytes, or its webViewLink while it exists): a change of the target refreshes it.
+        self.follows.push((file.id.clone(), file.content_of.clone().or(target)));
         Ok(file)
     }
 
-    /// `shortcuts = "follow"`: an event about a file some mirrored shortcuts follow has them fetched
-    /// again (a refresh), so each mirrors the target as it now is — or becomes a link when it is gone.
+    /// An event about a file some mirrored shortcuts point at has them fetched again (a refresh), so
+    /// each mirrors the target as it now is (`follow`), or links to it as it now is: its webViewLink
+    /// while it exists, Drive's generic address once it is gone.
     fn refresh_followers(&mut self, id: &FileId) -> Result<(), StageError> {
-        if self.scope.selection.follows_shortcuts() {
+        if self.scope.selection.links_shortcuts() {
             for follower in self.store.followers(id)? {
                 if &follower != id {
                     self.requests.push(Refresh::File(follower));
@@ -847,8 +851,8 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
     }
 
     fn plan_removal(&mut self, seq: ChangeSeq, id: &FileId) -> Result<Result<Planned, Outcome>, StageError> {
-        if self.scope.selection.follows_shortcuts() {
-            // Whatever it followed, a removed item follows nothing now.
+        if self.scope.selection.links_shortcuts() {
+            // Whatever it pointed at, a removed item follows nothing now.
             self.follows.push((id.clone(), None));
         }
         let ev_outcome = |kind| Outcome { seq, file_id: id.clone(), kind };

@@ -111,3 +111,38 @@ async fn followed_shortcuts_hold_their_targets_bytes_and_follow_its_changes() {
     assert!(objects.keys().any(|k| k.ends_with("/Shortcut to dup.txt.url")), "{:?}", objects.keys());
     assert_verifies_equal(&config).await;
 }
+
+/// A link opens its target's webViewLink while the target exists: when the target is deleted (Drive
+/// reports nothing about the shortcut itself), the link is rewritten to Drive's generic address, as
+/// `verify` expects; the target changing its content leaves the link as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_follows_its_target_out_of_existence() {
+    let env = TestEnv::start(small_corpus(true)).await;
+    let tree = env.tree().await;
+    let is_file = |id: &str| tree.items.iter().any(|i| i.id == id && !i.trashed && i.size.unwrap_or(0) > 0);
+    let (shortcut, target) = tree
+        .items
+        .iter()
+        .filter(|i| i.mime_type == SHORTCUT && !i.trashed)
+        .find_map(|s| s.shortcut_target.clone().filter(|t| is_file(t)).map(|t| (s.id.clone(), t)))
+        .expect("the hostile corpus has a shortcut to a file");
+    let config = env.config("links", &env.local_dest("links"), "");
+    let c = config.to_str().unwrap();
+    let out = mirrorflow(&["run", "--once", c]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let before = assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
+
+    env.control("mutate", json!({"ops": [{"op": "update_content", "id": target, "size": 4321}]})).await;
+    let out = mirrorflow(&["run", "--once", c]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
+
+    env.control("mutate", json!({"ops": [{"op": "delete", "id": target}]})).await;
+    let out = mirrorflow(&["run", "--once", c]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = env.tree().await;
+    assert!(tree.items.iter().all(|i| i.id != target), "the target is gone");
+    let after = assert_exact_mirror(&config, &expected_files(&tree)).await;
+    assert_eq!(after[shortcut.as_str()], before[shortcut.as_str()], "the link stays at its key");
+    assert_verifies_equal(&config).await;
+}
