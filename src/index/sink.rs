@@ -36,9 +36,11 @@ pub struct Sink<W> {
     pub wake: watch::Receiver<W>,
 }
 
-/// The running sink: its cursor as it advances, and the task to stop.
+/// The running sink: its cursor as it advances (`None` until a session has confirmed it against
+/// PostgreSQL: the store's own note of it may describe an index that was since dropped), and the task
+/// to stop.
 pub struct SinkHandle {
-    acked: watch::Receiver<u64>,
+    acked: watch::Receiver<Option<u64>>,
     store: Store,
     task: tokio::task::JoinHandle<()>,
 }
@@ -46,15 +48,16 @@ pub struct SinkHandle {
 impl SinkHandle {
     /// Entries the index has not applied yet.
     pub fn lag(&self) -> Result<u64, IndexError> {
-        Ok(self.store.audit_head()?.saturating_sub(*self.acked.borrow()))
+        Ok(self.store.audit_head()?.saturating_sub(self.acked.borrow().unwrap_or(0)))
     }
 
     /// Waits until the index has applied every entry committed so far, at most `timeout`; returns
     /// how many it is still behind (0: caught up).
     pub async fn wait_caught_up(&mut self, timeout: Duration) -> Result<u64, IndexError> {
         let head = self.store.audit_head()?;
-        let reached =
-            tokio::time::timeout(timeout, self.acked.wait_for(|acked| *acked >= head)).await.is_ok_and(|r| r.is_ok());
+        let reached = tokio::time::timeout(timeout, self.acked.wait_for(|acked| acked.is_some_and(|a| a >= head)))
+            .await
+            .is_ok_and(|r| r.is_ok());
         if reached { Ok(0) } else { self.lag() }
     }
 
@@ -69,21 +72,20 @@ impl<W: Send + Sync + 'static> Sink<W> {
     /// Starts the sink on its own task.
     pub fn spawn(self) -> Result<SinkHandle, IndexError> {
         let store = self.store.clone();
-        let acked = self.store.index_acked()?.unwrap_or(0);
-        let (acked_tx, acked_rx) = watch::channel(acked);
+        let (acked_tx, acked_rx) = watch::channel(None);
         let task = tokio::spawn(self.run(acked_tx));
         Ok(SinkHandle { acked: acked_rx, store, task })
     }
 
     /// Sessions one after another: a failed one is logged, counted and retried after a backoff.
-    async fn run(mut self, acked: watch::Sender<u64>) {
+    async fn run(mut self, acked: watch::Sender<Option<u64>>) {
         let mut wait = BACKOFF.0;
         loop {
             let started = tokio::time::Instant::now();
             let Err(e) = self.session(&acked).await;
             crate::metrics::index_error();
             if let Ok(head) = self.store.audit_head() {
-                crate::metrics::index_lag(head.saturating_sub(*acked.borrow()));
+                crate::metrics::index_lag(head.saturating_sub(acked.borrow().unwrap_or(0)));
             }
             if started.elapsed() > BACKOFF.1 {
                 wait = BACKOFF.0;
@@ -100,7 +102,7 @@ impl<W: Send + Sync + 'static> Sink<W> {
 
     /// One connection's life: migrate, find the cursor (rebuilding when needed), then apply batches
     /// as they come. Returns only on an error.
-    async fn session(&mut self, acked: &watch::Sender<u64>) -> Result<std::convert::Infallible, IndexError> {
+    async fn session(&mut self, acked: &watch::Sender<Option<u64>>) -> Result<std::convert::Infallible, IndexError> {
         let mut client = self.target.connect().await.map_err(IndexError::Connect)?;
         schema::migrate(&mut client, &self.schema).await?;
         let store_id = self.store.store_id()?;
@@ -112,7 +114,7 @@ impl<W: Send + Sync + 'static> Sink<W> {
         loop {
             if recorded != Some(cursor) {
                 self.store.set_index_acked(cursor)?;
-                acked.send_replace(cursor);
+                acked.send_replace(Some(cursor));
                 recorded = Some(cursor);
             }
             let head = self.store.audit_head()?;
