@@ -210,11 +210,12 @@ impl<L: CommitLog> Committer<L> {
         Ok(())
     }
 
-    /// Releases the written outcomes' events and hands each file's waiting event to dedup's redo
-    /// lane, which the ledger's limit sizes: the committer never waits on the stages it feeds.
+    /// Releases the written outcomes' events and hands the events that may go on now (each file's
+    /// waiting event, those that waited for a content) to dedup's redo lane, which the ledger's limit
+    /// sizes: the committer never waits on the stages it feeds.
     fn release_written(&self, batch: &CommitBatch) -> Result<(), StageError> {
         for o in &batch.outcomes {
-            if let Some(next) = self.ledger.release(&o.file_id, o.seq) {
+            for next in self.ledger.release(&o.file_id, o.seq) {
                 self.release.put(next)?;
             }
         }

@@ -175,7 +175,7 @@ mod tests {
         d.process(vec![upsert(1, "f", 1), upsert(2, "f", 2)], &emit).await.unwrap();
         assert_eq!(taps.forwarded().len(), 1);
         ledger.settle(ChangeSeq(1));
-        let next = ledger.release(&FileId("f".into()), ChangeSeq(1)).expect("the parked event");
+        let next = ledger.release(&FileId("f".into()), ChangeSeq(1)).pop().expect("the parked event");
         assert_eq!(next.seq, ChangeSeq(2));
     }
 

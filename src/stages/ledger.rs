@@ -52,6 +52,13 @@ struct Book {
     key_holders: HashMap<String, u64>,
     /// Active event → the key classes it holds.
     held: HashMap<u64, Vec<String>>,
+    /// Content (md5) → the active event downloading it: a new file of the same content waits for it
+    /// and then copies its object instead of downloading the bytes again.
+    producers: HashMap<String, u64>,
+    /// Active event → the content it downloads (the reverse of `producers`).
+    producing: HashMap<u64, String>,
+    /// Active event → the events waiting for its content, planned again once it is released.
+    content_waiters: HashMap<u64, Vec<ChangeEvent>>,
 }
 
 #[derive(Debug)]
@@ -84,6 +91,9 @@ impl Ledger {
                 planned: BTreeSet::new(),
                 key_holders: HashMap::new(),
                 held: HashMap::new(),
+                producers: HashMap::new(),
+                producing: HashMap::new(),
+                content_waiters: HashMap::new(),
             }),
             released: Notify::new(),
             permits: Semaphore::new(limit),
@@ -168,6 +178,35 @@ impl Ledger {
         self.wait_until(|book| book.key_holders.get(class).is_none_or(|s| *s == seq.0)).await;
     }
 
+    /// Planner: the action of `seq` downloads content `md5` from Drive. Until it is released, a new
+    /// file of that content may wait for it (`wait_for_content`) instead of downloading it too.
+    pub fn producing(&self, seq: ChangeSeq, file: &FileId, md5: &str) {
+        let mut book = self.book();
+        if !book.is_active(file, seq.0) || book.producers.contains_key(md5) {
+            return;
+        }
+        book.producers.insert(md5.to_string(), seq.0);
+        book.producing.insert(seq.0, md5.to_string());
+    }
+
+    /// Planner: when an active event other than `event` is downloading content `md5`, `event` waits
+    /// for it (true): it is handed back by `release` once that event's outcome is written, to be
+    /// planned again against the committed records (a copy of the object, or a download if that
+    /// event failed). Checked and recorded under one lock, so the release cannot slip in between.
+    /// Asking again for the same event (a planner restart replays its batch) records it once.
+    pub fn wait_for_content(&self, md5: &str, event: &ChangeEvent) -> bool {
+        let mut book = self.book();
+        let Some(&producer) = book.producers.get(md5) else { return false };
+        if producer == event.seq.0 || !book.is_active(&event.file_id, event.seq.0) {
+            return false;
+        }
+        let waiting = book.content_waiters.entry(producer).or_default();
+        if !waiting.iter().any(|w| w.seq == event.seq) {
+            waiting.push(event.clone());
+        }
+        true
+    }
+
     /// The active event that holds `class`, if one does.
     pub fn key_holder(&self, class: &str) -> Option<ChangeSeq> {
         self.book().key_holders.get(class).map(|s| ChangeSeq(*s))
@@ -197,8 +236,9 @@ impl Ledger {
     }
 
     /// Committer, once the batch holding `seq`'s outcome is written: the event stops being active, its
-    /// keys and barrier entry are freed, and the file's parked event (returned) becomes active.
-    pub fn release(&self, file: &FileId, seq: ChangeSeq) -> Option<ChangeEvent> {
+    /// keys and barrier entry are freed, and the events that may go on now are returned: the file's
+    /// parked event (now active) and those that waited for its content (active all along).
+    pub fn release(&self, file: &FileId, seq: ChangeSeq) -> Vec<ChangeEvent> {
         let next = {
             let mut book = self.book();
             book.planned.remove(&seq.0);
@@ -207,7 +247,14 @@ impl Ledger {
                     book.key_holders.remove(&class);
                 }
             }
-            hand_over(&mut book.files, file, seq.0)
+            if let Some(md5) = book.producing.remove(&seq.0)
+                && book.producers.get(&md5) == Some(&seq.0)
+            {
+                book.producers.remove(&md5);
+            }
+            let mut next = book.content_waiters.remove(&seq.0).unwrap_or_default();
+            next.extend(hand_over(&mut book.files, file, seq.0));
+            next
         };
         self.released.notify_waiters();
         next
@@ -221,7 +268,8 @@ impl Ledger {
     /// Entries held for the planner (for tests and benches: they follow the work in flight).
     pub fn remembered(&self) -> usize {
         let book = self.book();
-        book.planned.len() + book.key_holders.len() + book.held.len()
+        let waiting: usize = book.content_waiters.values().map(Vec::len).sum();
+        book.planned.len() + book.key_holders.len() + book.held.len() + book.producing.len() + waiting
     }
 
     /// True when no event is active.
@@ -278,7 +326,9 @@ mod tests {
 
     fn finish(l: &Ledger, id: &str, seq: u64) -> Option<ChangeEvent> {
         l.settle(ChangeSeq(seq));
-        l.release(&FileId(id.into()), ChangeSeq(seq))
+        let mut next = l.release(&FileId(id.into()), ChangeSeq(seq));
+        assert!(next.len() <= 1, "{next:?}");
+        next.pop()
     }
 
     #[test]
@@ -299,7 +349,7 @@ mod tests {
     fn releasing_a_stale_seq_changes_nothing() {
         let l = Ledger::new(1, 10);
         l.admit(&ev("a", 5));
-        assert_eq!(l.release(&FileId("a".into()), ChangeSeq(4)), None);
+        assert!(l.release(&FileId("a".into()), ChangeSeq(4)).is_empty());
         assert_eq!(l.files_in_flight(), 1);
     }
 
@@ -339,6 +389,44 @@ mod tests {
         // Replaying the finished event's planning holds nothing (it is no longer active).
         l.take_keys(ChangeSeq(1), &FileId("old".into()), &["other".to_string()]).await;
         finish(&l, "new", 2);
+        assert_eq!(l.remembered(), 0);
+    }
+
+    #[test]
+    fn a_file_waits_for_the_event_downloading_its_content_and_comes_back_once() {
+        let l = Ledger::new(1, 10);
+        for (id, seq) in [("a", 1), ("b", 2), ("c", 3)] {
+            l.admit(&ev(id, seq));
+        }
+        assert!(!l.wait_for_content("m", &ev("b", 2)), "nobody downloads m yet");
+        l.producing(ChangeSeq(1), &FileId("a".into()), "m");
+        assert!(!l.wait_for_content("m", &ev("a", 1)), "the producer never waits for itself");
+        assert!(l.wait_for_content("m", &ev("b", 2)));
+        // A planner restart asks again for the same event: it is handed back once.
+        assert!(l.wait_for_content("m", &ev("b", 2)));
+        assert!(l.wait_for_content("m", &ev("c", 3)));
+        assert!(!l.wait_for_content("other", &ev("c", 3)));
+        l.settle(ChangeSeq(1));
+        let back: Vec<u64> = l.release(&FileId("a".into()), ChangeSeq(1)).iter().map(|e| e.seq.0).collect();
+        assert_eq!(back, vec![2, 3]);
+        // Released: the next file of that content is planned for real (and may produce it itself).
+        assert!(!l.wait_for_content("m", &ev("b", 2)));
+        for (id, seq) in [("b", 2), ("c", 3)] {
+            finish(&l, id, seq);
+        }
+        assert_eq!(l.remembered(), 0);
+        assert!(l.is_idle());
+    }
+
+    #[test]
+    fn a_finished_event_produces_nothing() {
+        let l = Ledger::new(1, 10);
+        l.admit(&ev("a", 1));
+        l.admit(&ev("b", 2));
+        finish(&l, "a", 1);
+        // A replayed planning of a finished event registers nothing for others to wait on.
+        l.producing(ChangeSeq(1), &FileId("a".into()), "m");
+        assert!(!l.wait_for_content("m", &ev("b", 2)));
         assert_eq!(l.remembered(), 0);
     }
 

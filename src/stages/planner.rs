@@ -96,6 +96,12 @@ fn touched_classes(p: &Planned) -> Vec<String> {
     classes
 }
 
+/// The content (md5) an action downloads from Drive: Drive's own bytes (an md5 to trust), not empty.
+fn downloaded_content(p: &Planned) -> Option<&str> {
+    let media = matches!(&p.kind, ActionKind::Upload { source: Source::Media }) && p.file.size.unwrap_or(0) > 0;
+    p.file.md5.as_deref().filter(|_| media && !p.file.is_shortcut())
+}
+
 fn sorted(mut classes: Vec<String>) -> Vec<String> {
     classes.sort();
     classes.dedup();
@@ -107,6 +113,14 @@ pub(crate) fn last_segment(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }
 
+/// What a key is claimed for: a file's object (with the extension an export adds) or a folder's
+/// prefix.
+#[derive(Clone, Copy, Debug)]
+enum KeyFor<'a> {
+    File { ext: Option<&'a str> },
+    Folder,
+}
+
 /// Maximum folder depth followed when resolving a path (Drive has no parent cycles, but be safe).
 const MAX_DEPTH: usize = 128;
 
@@ -115,6 +129,9 @@ const MAX_DEPTH: usize = 128;
 pub trait PlanView: RecordView + Send + Sync + 'static {
     /// Who holds a key class (lower-cased key), by its committed record.
     fn claim_holder(&self, class: &str) -> Result<Option<FileId>, StoreError>;
+    /// Whether a committed record's key lies under `class` + `/`: that key is a folder of objects, so
+    /// no file may take it (a local destination cannot hold a file and a directory at one path).
+    fn claimed_under(&self, class: &str) -> Result<bool, StoreError>;
     /// Whether a write to `key` is noted and not yet settled.
     fn has_intent(&self, key: &ObjectKey) -> Result<bool, StoreError>;
     /// Every folder record (loaded once at start).
@@ -138,6 +155,9 @@ pub trait PlanView: RecordView + Send + Sync + 'static {
 impl PlanView for Store {
     fn claim_holder(&self, class: &str) -> Result<Option<FileId>, StoreError> {
         Store::claim_holder(self, class)
+    }
+    fn claimed_under(&self, class: &str) -> Result<bool, StoreError> {
+        Store::claimed_under(self, class)
     }
     fn has_intent(&self, key: &ObjectKey) -> Result<bool, StoreError> {
         Store::has_intent(self, key)
@@ -289,7 +309,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         if let Some(old) = &old {
             self.frees(old);
         }
-        let key = self.claim(event.seq, &root_id, &self.join("shared-drives"), name, None).await?;
+        let key = self.claim(event.seq, &root_id, &self.join("shared-drives"), name, KeyFor::Folder).await?;
         self.drive_roots.insert(drive.clone(), key.clone());
         let record = FolderRecord {
             id: root_id.clone(),
@@ -364,21 +384,33 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         id: &FileId,
         parent: &str,
         name: &str,
-        ext: Option<&str>,
+        what: KeyFor<'_>,
     ) -> Result<String, StageError> {
+        let ext = match what {
+            KeyFor::File { ext } => ext,
+            KeyFor::Folder => None,
+        };
         let mut nth = 0;
         loop {
             let key = self.candidate(id, parent, name, ext, nth)?;
             let class = keys::collision_class(&key);
             if !self.claimed_now_by_other(id, &class) {
                 self.ledger.wait_key_free(seq, &class).await;
-                if !self.class_held_by_other(id, &class)? {
+                if !self.class_held_by_other(id, &class)? && !self.is_a_folder_of_objects(what, &class)? {
                     self.holds.insert(class, Some(id.clone()));
                     return Ok(key);
                 }
             }
             nth += 1;
         }
+    }
+
+    /// Whether a file's candidate key is the folder part of committed keys. Claims keep one file per
+    /// key, and a folder's record claims its key; but a folder move committed in steps moves its
+    /// files' records first and its own with the last step, so after a crash in between the new folder
+    /// key holds objects no record claims yet. A file there would be a file over a directory.
+    fn is_a_folder_of_objects(&self, what: KeyFor<'_>, class: &str) -> Result<bool, StageError> {
+        Ok(matches!(what, KeyFor::File { .. }) && self.store.claimed_under(class)?)
     }
 
     /// `claim` outside any event (drive roots at start), which cannot wait: a class an active event
@@ -459,7 +491,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         // Record the looked-up ancestors, outermost first, so their keys are claimed once.
         let mut prefix = prefix;
         for folder in chain.into_iter().rev() {
-            let key = self.claim(seq, &folder.id, &prefix, &folder.name, None).await?;
+            let key = self.claim(seq, &folder.id, &prefix, &folder.name, KeyFor::Folder).await?;
             let record = folder_record(&folder, &key);
             self.folders.insert(folder.id.clone(), record.clone());
             self.discovered.push(record);
@@ -737,7 +769,8 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         } else {
             (Source::Media, None)
         };
-        let key = ObjectKey(self.claim(event.seq, &file.id, parent, &file.name, source.1.as_deref()).await?);
+        let what = KeyFor::File { ext: source.1.as_deref() };
+        let key = ObjectKey(self.claim(event.seq, &file.id, parent, &file.name, what).await?);
         if let (Some(max), Some(size)) = (self.layout.max_file_size, file.size)
             && size > max
         {
@@ -793,6 +826,24 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         self.content_copies.insert(event.seq, class);
         crate::metrics::event("planner", "content_copy");
         Ok(Some(holder.key))
+    }
+
+    /// Content dedup within a run: a new file whose bytes another event in flight is downloading right
+    /// now (same md5; none is mirrored yet, or the copy is busy) waits for that event instead of
+    /// downloading them too. The ledger hands `event` back once that event is released, to be planned
+    /// again: a copy of its object if it was mirrored, else a download. Nothing of this planning is
+    /// kept (its key claims are made again then); while it waits the event stays unfinished, so a
+    /// crash replays it.
+    fn waits_for_content(&self, planned: &Planned, event: &ChangeEvent) -> bool {
+        let Some(md5) = downloaded_content(planned).filter(|_| event.origin != Origin::Repair) else {
+            return false;
+        };
+        if !self.ledger.wait_for_content(md5, event) {
+            return false;
+        }
+        crate::metrics::event("planner", "content_wait");
+        tracing::debug!(file = %planned.file.id, md5, "waiting for the same content downloaded by another event");
+        true
     }
 
     /// True when no event in flight holds `class`, or only a content copy from it (a reader: this
@@ -897,7 +948,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         if let Some(old) = &old {
             self.frees(&old.key.0);
         }
-        let key = self.claim(seq, &file.id, parent, &file.name, None).await?;
+        let key = self.claim(seq, &file.id, parent, &file.name, KeyFor::Folder).await?;
         let record = folder_record(&file, &key);
         self.folders.insert(file.id.clone(), record.clone());
         match old.filter(|o| o.key.0 != key) {
@@ -1064,6 +1115,8 @@ impl<L: FolderLookup, S: PlanView> Stage for Planner<L, S> {
     async fn process(&mut self, items: Vec<ChangeEvent>, emit: &Emit<Planned>) -> Result<(), StageError> {
         for event in items {
             let (seq, file_id) = (event.seq, event.file_id.clone());
+            // Kept to wait for a content in flight (a file event that turns out to need a download).
+            let original = matches!(&event.kind, ChangeKind::Upsert(f) if !f.is_folder()).then(|| event.clone());
             let planned = self.plan(event).await?;
             let mut holds: Vec<String> = self.holds.drain().map(|(class, _)| class).collect();
             if !self.discovered.is_empty() {
@@ -1080,6 +1133,11 @@ impl<L: FolderLookup, S: PlanView> Stage for Planner<L, S> {
             }
             match planned {
                 Ok(planned) => {
+                    if let Some(event) = original
+                        && self.waits_for_content(&planned, &event)
+                    {
+                        continue;
+                    }
                     crate::metrics::event(Self::NAME.as_str(), "planned");
                     let tree = matches!(planned.kind, ActionKind::Tree(_));
                     if !tree {
@@ -1087,6 +1145,9 @@ impl<L: FolderLookup, S: PlanView> Stage for Planner<L, S> {
                     }
                     self.ledger.take_keys(seq, &file_id, &sorted(holds)).await;
                     self.ledger.planned(planned.seq, &planned.file.id);
+                    if let Some(md5) = downloaded_content(&planned) {
+                        self.ledger.producing(planned.seq, &planned.file.id, md5);
+                    }
                     emit.forward(planned).await?;
                     if tree {
                         self.ledger.drain().await;
@@ -1505,6 +1566,9 @@ mod tests {
         fn claim_holder(&self, class: &str) -> Result<Option<FileId>, StoreError> {
             Ok(self.claims.get(class).cloned())
         }
+        fn claimed_under(&self, class: &str) -> Result<bool, StoreError> {
+            Ok(self.claims.keys().any(|k| k.starts_with(&format!("{class}/"))))
+        }
         fn has_intent(&self, _: &ObjectKey) -> Result<bool, StoreError> {
             Ok(false)
         }
@@ -1561,5 +1625,19 @@ mod tests {
         // The version the store holds is a replay: nothing to do.
         let o = p.plan(upsert(3, same)).await.unwrap().expect_err("unchanged");
         assert_eq!(o.kind, OutcomeKind::Skipped(SkipReason::Unchanged));
+    }
+
+    #[tokio::test]
+    async fn a_file_never_takes_a_key_that_committed_objects_lie_under() {
+        // A folder move committed in steps, crashed before its last: the files' records are under the
+        // new folder key, which no record claims yet.
+        let mut memory = Memory::default();
+        memory.claims.insert("pre/my-drive/_./x.txt".into(), FileId("X".into()));
+        let mut p = in_memory(memory);
+        let planned = p.plan(upsert(1, file("N", ".", "root"))).await.unwrap().unwrap();
+        assert_eq!(planned.key.0, "pre/my-drive/_ (N).");
+        // Only the keys under it count, not a name they end with.
+        let planned = p.plan(upsert(2, file("Y", "x.txt", "root"))).await.unwrap().unwrap();
+        assert_eq!(planned.key.0, "pre/my-drive/x.txt", "a sibling prefix is not a folder of objects");
     }
 }

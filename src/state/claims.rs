@@ -34,6 +34,15 @@ impl Store {
         Ok(self.claims.get(class)?.map(|v| FileId(String::from_utf8_lossy(&v).into_owned())))
     }
 
+    /// Whether any committed record holds a class under `class` + `/` (its key is inside that
+    /// folder of keys): one seek, however many there are.
+    pub fn claimed_under(&self, class: &str) -> Result<bool, StoreError> {
+        match self.claims.prefix(format!("{class}/")).next() {
+            Some(g) => g.key().map(|_| true).map_err(StoreError::from),
+            None => Ok(false),
+        }
+    }
+
     /// The collision class a file holds, if any.
     pub fn claim_of(&self, id: &FileId) -> Result<Option<String>, StoreError> {
         Ok(self.claimed.get(id.as_str())?.map(|v| String::from_utf8_lossy(&v).into_owned()))

@@ -4,6 +4,7 @@
 
 use crate::support::*;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 fn media_bytes(stats: &Value, id: &str) -> u64 {
     stats["media_bytes_by_file"][id].as_u64().unwrap_or(0)
@@ -65,5 +66,70 @@ async fn content_already_mirrored_is_copied_not_downloaded_and_copies_stay_indep
     let now = assert_exact_mirror(&config, &expected_files(&tree)).await;
     assert!(!now.contains_key(original.as_str()) && now.contains_key(created[1].as_str()));
     assert_eq!(now[created[1].as_str()], keys[created[1].as_str()]);
+    assert_verifies_equal(&config).await;
+}
+
+/// Each binary content among `ids`, with the files holding it (only contents held by several).
+fn duplicated_contents(tree: &drive_emulator::EmuTree, ids: &[&String]) -> BTreeMap<String, Vec<String>> {
+    let mut by_md5: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for item in tree.items.iter().filter(|i| ids.contains(&&i.id) && i.size.unwrap_or(0) > 0) {
+        if let Some(md5) = &item.md5 {
+            by_md5.entry(md5.clone()).or_default().push(item.id.clone());
+        }
+    }
+    by_md5.retain(|_, files| files.len() > 1);
+    by_md5
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_sync_downloads_each_distinct_content_once() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let tree = env.tree().await;
+    // Before the first run, the last four files listed (so that their copies, listed after them, are
+    // planned while they download) get copies: beside them under the same name (a file uploaded
+    // twice) and under another, in another folder, and in the shared drive.
+    let originals: Vec<_> = tree
+        .items
+        .iter()
+        .filter(|i| i.size.unwrap_or(0) > 0 && i.export_sizes.is_none() && i.drive_id.is_none() && !i.trashed)
+        .rev()
+        .take(4)
+        .cloned()
+        .collect();
+    assert_eq!(originals.len(), 4);
+    let folder = tree.items.iter().find(|i| i.mime_type.ends_with(".folder") && i.drive_id.is_none()).unwrap();
+    let drive = &tree.drives[0].id;
+    let mut ops = Vec::new();
+    for (n, o) in originals.iter().enumerate() {
+        ops.push(json!({"op": "copy", "id": o.id, "parent": o.parents[0], "name": format!("{n} {}", o.name)}));
+        ops.push(json!({"op": "copy", "id": o.id, "parent": folder.id, "name": format!("copy {n}")}));
+    }
+    // Listed last: a new file under a name in flight waits for that name's event anyway.
+    for (n, o) in originals.iter().enumerate() {
+        ops.push(json!({"op": "copy", "id": o.id, "parent": o.parents[0], "name": o.name}));
+        ops.push(json!({"op": "copy", "id": o.id, "parent": drive, "name": format!("shared copy {n}")}));
+    }
+    let created = env.control("mutate", json!({"ops": ops})).await["created"].as_array().map(Vec::len);
+    assert_eq!(created, Some(16), "the emulator made sixteen copies");
+
+    // Slow answers keep the originals' downloads in flight while their copies are planned.
+    env.control("faults", json!({"latency_ms": 100})).await;
+    let config = env.config("dedup-first", &env.local_dest("mirror"), "");
+    let c = config.to_str().unwrap();
+    let before = env.stats().await;
+    let out = mirrorflow(&["run", "--once", c]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = env.tree().await;
+    let expected = expected_files(&tree);
+    assert_exact_mirror(&config, &expected).await;
+    let after = env.stats().await;
+    let ids: Vec<&String> = expected.keys().collect();
+    let groups = duplicated_contents(&tree, &ids);
+    assert!(groups.len() >= 4, "the copies share their originals' contents: {groups:?}");
+    for (md5, files) in &groups {
+        let fetched: Vec<&String> =
+            files.iter().filter(|id| media_bytes(&after, id) > media_bytes(&before, id)).collect();
+        assert_eq!(fetched.len(), 1, "content {md5} held by {files:?} was downloaded by {fetched:?}");
+    }
     assert_verifies_equal(&config).await;
 }
