@@ -20,6 +20,10 @@
 #   index        10,000 files × 4,096 bytes → local folder without and with `[index]` (a throwaway
 #                PostgreSQL from scripts/postgres.sh): the run's slowdown with the sink on, then the index
 #                added to a finished mirror (a rebuild of every row in one transaction): sink rows/s
+#   dups         2,000 files × 256 KiB → local folder, twice: all distinct, then 500 distinct contents
+#                held by 4 files each (an original and 3 copies in other folders, listed right after it,
+#                so the copies are planned while the original downloads): bytes downloaded from Drive
+#                (emulator stats) and time (content dedup within a run: each content downloaded once)
 #   verify100k   100,000 files × 1,024 bytes (VERIFY_FILES=N for another count) → local folder, then
 #                `mirrorflow verify` and `verify --checksum` of that mirror (time and peak RSS; memory must
 #                not grow with the number of files)
@@ -56,8 +60,8 @@ ROOT_DIR=$PWD
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(small big1g)
 for s in "${SCENARIOS[@]}"; do
-    case $s in small | big1g | big8g | budget | listing200k | verify100k | index) ;; *)
-        echo "unknown scenario $s (small big1g big8g budget listing200k verify100k index)" >&2
+    case $s in small | big1g | big8g | budget | listing200k | verify100k | index | dups) ;; *)
+        echo "unknown scenario $s (small big1g big8g budget listing200k verify100k index dups)" >&2
         exit 2
         ;;
     esac
@@ -476,6 +480,53 @@ scenario_index() {
     rm -rf "$PG_DIR"
     PG_DIR=
     rm -rf "$WORK"/index-*-dest "$WORK"/index-*-state
+}
+
+# Creates `groups` × `per_group` originals of `size` bytes, each followed in the listing by `copies`
+# copies (same bytes) in other folders.
+create_duplicates() { # groups per_group copies size
+    local groups=$1 per=$2 copies=$3 size=$4 g ids
+    jq -r '.items[] | select(.mime_type == "application/vnd.google-apps.folder") | .id' \
+        <(curl -sf "$EMU/_emu/tree?checksums=false") >"$WORK/folders.txt"
+    for g in $(seq 0 $((groups - 1))); do
+        awk -v g="$g" -v n="$per" -v size="$size" '{ f[NR - 1] = $0 } END {
+            printf "{\"ops\":["
+            for (i = 0; i < n; i++) printf "%s{\"op\":\"create\",\"parent\":\"%s\",\"name\":\"o-%04d-%03d.bin\",\"size\":%d}", (i ? "," : ""), f[(g * n + i) % NR], g, i, size
+            printf "]}" }' "$WORK/folders.txt" >"$WORK/ops.json"
+        ids=$(curl -sf -X POST -H 'Content-Type: application/json' --data-binary @"$WORK/ops.json" "$EMU/_emu/mutate" | jq -r '.created[]')
+        awk -v copies="$copies" 'NR == FNR { f[n++] = $0; next } { id[m++] = $0 } END {
+            printf "{\"ops\":["; k = 0
+            for (i = 0; i < m; i++) for (c = 1; c <= copies; c++)
+                printf "%s{\"op\":\"copy\",\"id\":\"%s\",\"parent\":\"%s\",\"name\":\"copy-%d-of-%s\"}", (k++ ? "," : ""), id[i], f[(i * 7 + c) % n], c, id[i]
+            printf "]}" }' "$WORK/folders.txt" <(echo "$ids") >"$WORK/ops.json"
+        curl -sf -X POST -H 'Content-Type: application/json' --data-binary @"$WORK/ops.json" "$EMU/_emu/mutate" >/dev/null
+    done
+}
+
+media_bytes_served() { curl -sf "$EMU/_emu/stats" | jq .bytes_served.media; }
+
+scenario_dups() {
+    local n=2000 size=262144 secs rss code cpu served cfg
+    echo "== dups: $n × $size bytes, all distinct, then 500 contents × 4 files" | tee -a "$RESULTS"
+    start_emulator --folders 50 --depth 3
+    create_files "$n" "$size"
+    cfg=$(local_config dups-distinct)
+    read -r secs rss code cpu < <(run_mirrorflow dups-distinct "$cfg")
+    check_exit dups-distinct "$code"
+    served=$(media_bytes_served)
+    row dups "distinct → local" "$n" $((n * size)) "$secs" "$rss" "$code" "$cpu" \
+        "downloaded $(awk "BEGIN { printf \"%.1f\", $served / 1000000 }") MB from Drive"
+    stop_emulator
+    start_emulator --folders 50 --depth 3
+    create_duplicates 10 50 3 "$size"
+    cfg=$(local_config dups-copies)
+    read -r secs rss code cpu < <(run_mirrorflow dups-copies "$cfg")
+    check_exit dups-copies "$code"
+    served=$(media_bytes_served)
+    row dups "500 contents × 4 → local" "$n" $((n * size)) "$secs" "$rss" "$code" "$cpu" \
+        "downloaded $(awk "BEGIN { printf \"%.1f\", $served / 1000000 }") MB from Drive"
+    stop_emulator
+    rm -rf "$WORK"/dups-*-dest "$WORK"/dups-*-state
 }
 
 echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (CPU s = user + system time of the measured process)" | tee -a "$RESULTS"
