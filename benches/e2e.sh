@@ -505,27 +505,27 @@ create_duplicates() { # groups per_group copies size
 
 media_bytes_served() { curl -sf "$EMU/_emu/stats" | jq .bytes_served.media; }
 
+# Mirrors the emulator's drive (filled by the corpus command) into a local folder; one row, with the
+# bytes Drive served.
+dups_run() { # label what files bytes corpus-command…
+    local label=$1 what=$2 files=$3 bytes=$4 secs rss code cpu served cfg
+    shift 4
+    start_emulator --folders 50 --depth 3
+    "$@"
+    cfg=$(local_config "$label")
+    read -r secs rss code cpu < <(run_mirrorflow "$label" "$cfg")
+    check_exit "$label" "$code"
+    served=$(media_bytes_served)
+    row dups "$what" "$files" "$bytes" "$secs" "$rss" "$code" "$cpu" \
+        "downloaded $(awk "BEGIN { printf \"%.1f\", $served / 1000000 }") MB from Drive"
+    stop_emulator
+}
+
 scenario_dups() {
-    local n=2000 size=262144 secs rss code cpu served cfg
+    local n=2000 size=262144
     echo "== dups: $n × $size bytes, all distinct, then 500 contents × 4 files" | tee -a "$RESULTS"
-    start_emulator --folders 50 --depth 3
-    create_files "$n" "$size"
-    cfg=$(local_config dups-distinct)
-    read -r secs rss code cpu < <(run_mirrorflow dups-distinct "$cfg")
-    check_exit dups-distinct "$code"
-    served=$(media_bytes_served)
-    row dups "distinct → local" "$n" $((n * size)) "$secs" "$rss" "$code" "$cpu" \
-        "downloaded $(awk "BEGIN { printf \"%.1f\", $served / 1000000 }") MB from Drive"
-    stop_emulator
-    start_emulator --folders 50 --depth 3
-    create_duplicates 10 50 3 "$size"
-    cfg=$(local_config dups-copies)
-    read -r secs rss code cpu < <(run_mirrorflow dups-copies "$cfg")
-    check_exit dups-copies "$code"
-    served=$(media_bytes_served)
-    row dups "500 contents × 4 → local" "$n" $((n * size)) "$secs" "$rss" "$code" "$cpu" \
-        "downloaded $(awk "BEGIN { printf \"%.1f\", $served / 1000000 }") MB from Drive"
-    stop_emulator
+    dups_run dups-distinct "distinct → local" "$n" $((n * size)) create_files "$n" "$size"
+    dups_run dups-copies "500 contents × 4 → local" "$n" $((n * size)) create_duplicates 10 50 3 "$size"
     rm -rf "$WORK"/dups-*-dest "$WORK"/dups-*-state
 }
 
