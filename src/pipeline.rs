@@ -838,6 +838,10 @@ async fn settle_unfinished_writes(store: &Store, dest: &Destination) -> Result<(
     use crate::state::Unfinished;
     for (intent, verdict) in store.pending_intents()? {
         let key = &intent.key;
+        let staged = dest.remove_staging_leftovers(key).await?;
+        if staged > 0 {
+            tracing::info!(%key, staged, "removed the staging files of an interrupted local write");
+        }
         match verdict {
             Unfinished::Owned => {}
             Unfinished::MovedFrom(source, size) => {
@@ -854,6 +858,12 @@ async fn settle_unfinished_writes(store: &Store, dest: &Destination) -> Result<(
             }
         }
         store.clear_intent(key)?;
+    }
+    if dest.versions > 0 {
+        let staged = dest.remove_staging_leftovers_under(".versions").await?;
+        if staged > 0 {
+            tracing::info!(staged, "removed the staging files of interrupted version copies");
+        }
     }
     Ok(())
 }

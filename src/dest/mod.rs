@@ -114,6 +114,53 @@ pub struct ListedObject {
     pub md5: Option<String>,
 }
 
+/// Removes the files `<file>#<digits>` beside `file`, or `<any name>#<digits>` (object_store's staging
+/// names; a real name never ends so on a local folder, `keys::local_encode`). A missing folder holds
+/// none.
+fn remove_staged_beside(file: &std::path::Path, only_this_name: bool) -> std::io::Result<usize> {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else { return Ok(0) };
+    let name = name.to_string_lossy();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let entry_name = entry.file_name().to_string_lossy().into_owned();
+        let staged = entry_name.rsplit_once('#').is_some_and(|(base, n)| {
+            (!only_this_name || base == name) && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        });
+        if staged && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// [`remove_staged_beside`] for every folder under `dir` (a missing one holds none).
+fn remove_staged_under(dir: &std::path::Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        removed += remove_staged_beside(&folder.join("probe"), false)?;
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                folders.push(entry.path());
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Metadata key under which the upload records Drive's md5.
 const MD5_METADATA: &str = "drive-md5";
 
@@ -137,6 +184,8 @@ pub struct Destination {
     pub versions: usize,
     /// `[testing] crash_after_writes`: writes left before the process aborts.
     crash_countdown: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The local folder store, for the staging files a killed write leaves (`remove_staging_leftovers`).
+    local: Option<Arc<object_store::local::LocalFileSystem>>,
 }
 
 impl std::fmt::Debug for Destination {
@@ -151,6 +200,7 @@ impl Destination {
         let url = url::Url::parse(&cfg.url).map_err(|e| DestError::Config(format!("url {:?}: {e}", cfg.url)))?;
         let mut multipart: Option<Arc<dyn MultipartStore>> = None;
         let mut s3_store = None;
+        let mut local = None;
         let (store, prefix, supports_metadata): (Arc<dyn ObjectStore>, String, bool) = match url.scheme() {
             "file" => {
                 let dir = url.to_file_path().map_err(|_| DestError::Config(format!("bad file URL {:?}", cfg.url)))?;
@@ -159,7 +209,9 @@ impl Destination {
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| DestError::Config(e.to_string()))?
                     .with_automatic_cleanup(true);
-                (Arc::new(fs), String::new(), false)
+                let fs = Arc::new(fs);
+                local = Some(fs.clone());
+                (fs, String::new(), false)
             }
             "memory" => (Arc::new(object_store::memory::InMemory::new()), String::new(), true),
             "s3" => {
@@ -188,7 +240,57 @@ impl Destination {
             delete_policy: cfg.deletes,
             versions: cfg.versions,
             crash_countdown: None,
+            local,
         })
+    }
+
+    /// Removes what a killed write to `key` left on a local folder: object_store writes a local object
+    /// to `<file>#<digits>` and renames it into place, so a kill in between leaves that staging file
+    /// (invisible to listings, never resumed: a local write has no upload id). Returns how many.
+    /// Elsewhere nothing is staged beside the object: 0.
+    pub async fn remove_staging_leftovers(&self, key: &ObjectKey) -> Result<usize, DestError> {
+        self.remove_staged(key, true).await
+    }
+
+    /// [`Self::remove_staging_leftovers`] for every file under the folder `rel` of the prefix (the
+    /// versions' folder: a version's copy is noted nowhere before it is made, and deletes keep one).
+    /// One walk of that folder; elsewhere than a local folder, 0.
+    pub async fn remove_staging_leftovers_under(&self, rel: &str) -> Result<usize, DestError> {
+        let Some(fs) = &self.local else { return Ok(0) };
+        let probe = self.key(&format!("{rel}/probe"));
+        let dir = fs.path_to_filesystem(&Self::path(&probe)?).map_err(|source| DestError::Store {
+            op: "staging cleanup",
+            key: probe.0.clone(),
+            source,
+        })?;
+        let Some(dir) = dir.parent().map(std::path::Path::to_path_buf) else { return Ok(0) };
+        let io = |e: std::io::Error| DestError::Store {
+            op: "staging cleanup",
+            key: rel.to_string(),
+            source: object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) },
+        };
+        tokio::task::spawn_blocking(move || remove_staged_under(&dir))
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(io)
+    }
+
+    async fn remove_staged(&self, key: &ObjectKey, only_this_name: bool) -> Result<usize, DestError> {
+        let Some(fs) = &self.local else { return Ok(0) };
+        let file = fs.path_to_filesystem(&Self::path(key)?).map_err(|source| DestError::Store {
+            op: "staging cleanup",
+            key: key.0.clone(),
+            source,
+        })?;
+        let io = |e: std::io::Error| DestError::Store {
+            op: "staging cleanup",
+            key: key.0.clone(),
+            source: object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) },
+        };
+        tokio::task::spawn_blocking(move || remove_staged_beside(&file, only_this_name))
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(io)
     }
 
     /// Aborts the process right after `writes` more writes (`[testing] crash_after_writes`).
@@ -452,6 +554,10 @@ impl Destination {
     /// Server-side copy.
     pub async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), DestError> {
         let (src, dst) = (Self::path(from)?, Self::path(to)?);
+        if self.same_local_file(&src, &dst) {
+            self.wrote();
+            return Ok(());
+        }
         self.guarded(async {
             self.store.copy(&src, &dst).await.map_err(|source| DestError::Store {
                 op: "copy",
@@ -462,6 +568,21 @@ impl Destination {
         .await?;
         self.wrote();
         Ok(())
+    }
+
+    /// On a local folder a copy is a hard link. When `to` already is `from` (a copy replayed after a
+    /// crash, a version kept again), object_store's rename of its staging link onto that same file
+    /// does nothing and leaves the staging link (`<to>#0`) behind: such a copy is already done.
+    fn same_local_file(&self, from: &Path, to: &Path) -> bool {
+        #[cfg(unix)]
+        if let Some(fs) = &self.local
+            && let (Ok(a), Ok(b)) = (fs.path_to_filesystem(from), fs.path_to_filesystem(to))
+            && let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b))
+        {
+            use std::os::unix::fs::MetadataExt;
+            return a.dev() == b.dev() && a.ino() == b.ino();
+        }
+        false
     }
 
     /// Deletes an object; absent is fine.

@@ -78,3 +78,47 @@ async fn md5_only_mirrors_exactly_and_records_no_sha256() {
     assert_eq!(recorded_sha256(&on), expected.len());
     assert_eq!(recorded_sha256(&off), 0);
 }
+
+/// object_store writes a local object to `<file>#<digits>` and renames it into place, so a write killed
+/// in between leaves that staging file. The next start removes it with the write's intent: beside an
+/// object a record owns (a new content was being written) and where nothing was written yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_staging_files_of_killed_local_writes_are_removed_at_the_next_start() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let dir = env.dir.path().join("mirror");
+    let config = env.config("staging", &Dest::Local(dir.clone()), "");
+    let c = config.to_str().unwrap();
+    let out = mirrorflow(&["run", "--once", c]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let (owned, orphan) = {
+        let (_cfg, store, _dest) = open(&config);
+        let mut records = Vec::new();
+        store.for_each_file(|r| records.push(r.clone())).unwrap();
+        let rec = records.into_iter().find(|r| r.key.0.matches('/').count() >= 2).expect("a file in a folder");
+        let orphan =
+            mirrorflow::model::ObjectKey(format!("{}/never-finished.bin", rec.key.0.rsplit_once('/').unwrap().0));
+        let intent = |key: &mirrorflow::model::ObjectKey| mirrorflow::state::Intent {
+            key: key.clone(),
+            file: rec.id.clone(),
+            moves_recorded_bytes: false,
+        };
+        store.record_intents(&[intent(&rec.key), intent(&orphan)]).unwrap();
+        (rec.key, orphan)
+    };
+    let staged = [dir.join(format!("{}#17", owned.0)), dir.join(format!("{}#3", orphan.0))];
+    for path in &staged {
+        std::fs::write(path, b"half a write").unwrap();
+    }
+    let unrelated = dir.join(format!("{}#notdigits", owned.0));
+    std::fs::write(&unrelated, b"not a staging name").unwrap();
+
+    let out = mirrorflow(&["run", "--once", c]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for path in &staged {
+        assert!(!path.exists(), "{} is still there", path.display());
+    }
+    assert!(unrelated.exists(), "a name that is not object_store's staging name was removed");
+    std::fs::remove_file(&unrelated).unwrap();
+    assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
+}

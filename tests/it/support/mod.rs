@@ -387,7 +387,33 @@ pub async fn assert_exact_mirror(config: &Path, expected: &BTreeMap<String, Expe
         .collect();
     let stray: Vec<_> = listed.difference(&in_store).collect();
     assert!(stray.is_empty(), "objects in the destination that no file owns: {stray:?}");
+    if let Some(dir) = _cfg.destination.url.strip_prefix("file://") {
+        assert_no_staging_files(Path::new(dir));
+    }
     keys
+}
+
+/// object_store's staging name of a local write (`<name>#<digits>`; a real name never ends so,
+/// `keys::local_encode`).
+fn is_staging_name(rel: &str) -> bool {
+    rel.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// No staging file of a killed local write is left anywhere under `dir` (`.trash/` and `.versions/`
+/// included): the next start removes them.
+pub fn assert_no_staging_files(dir: &Path) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_string_lossy().to_string();
+                assert!(!is_staging_name(&rel), "a killed write's staging file was left in the mirror: {rel}");
+            }
+        }
+    }
 }
 
 /// A small corpus with everything but big files.
@@ -570,8 +596,8 @@ pub async fn assert_verifies_equal(config: &Path) {
     assert_eq!(out.status.code(), Some(0), "verify after this history: {}", text(&out));
 }
 
-/// Every object under a local destination (relative path → bytes), `.trash/`, `.versions/` and
-/// object_store's staging files left out.
+/// Every object under a local destination (relative path → bytes), `.trash/` and `.versions/` left
+/// out; a staging file of a killed write fails the test.
 pub fn local_objects(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -582,13 +608,11 @@ pub fn local_objects(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             if rel.starts_with(".trash") || rel.starts_with(".mirrorflow") || rel.starts_with(".versions") {
                 continue;
             }
-            // object_store's staging file of a local write a crash interrupted (`<name>#<digits>`; a
-            // real name never ends so, `keys::local_encode`): not an object, invisible to listings.
-            if path.is_file()
-                && rel.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            {
-                continue;
-            }
+            // A killed local write's staging file: the next start removes it.
+            assert!(
+                !(path.is_file() && is_staging_name(&rel)),
+                "a killed write's staging file was left in the mirror: {rel}"
+            );
             if path.is_dir() {
                 stack.push(path);
             } else {
