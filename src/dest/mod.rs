@@ -114,25 +114,39 @@ pub struct ListedObject {
     pub md5: Option<String>,
 }
 
-/// Removes the files `<file>#<digits>` beside `file`, or `<any name>#<digits>` (object_store's staging
-/// names; a real name never ends so on a local folder, `keys::local_encode`). A missing folder holds
-/// none.
-fn remove_staged_beside(file: &std::path::Path, only_this_name: bool) -> std::io::Result<usize> {
+/// Whether `name` is object_store's staging name of a local write (`<name>#<digits>`; a real name
+/// never ends so on a local folder, `keys::local_encode`), and of which name.
+fn staged_name_of(name: &str) -> Option<&str> {
+    let (base, n) = name.rsplit_once('#')?;
+    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(base)
+}
+
+/// A staging cleanup's I/O failure, as the destination's error.
+fn staging_error(key: &str, e: std::io::Error) -> DestError {
+    DestError::Store {
+        op: "staging cleanup",
+        key: key.to_string(),
+        source: object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) },
+    }
+}
+
+/// The entries of `dir`; a missing folder has none.
+fn entries_of(dir: &std::path::Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the staging files `<file>#<digits>` beside `file`.
+fn remove_staged_beside(file: &std::path::Path) -> std::io::Result<usize> {
     let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else { return Ok(0) };
     let name = name.to_string_lossy();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
     let mut removed = 0;
-    for entry in entries {
-        let entry = entry?;
+    for entry in entries_of(dir)? {
         let entry_name = entry.file_name().to_string_lossy().into_owned();
-        let staged = entry_name.rsplit_once('#').is_some_and(|(base, n)| {
-            (!only_this_name || base == name) && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-        });
-        if staged && entry.file_type()?.is_file() {
+        if staged_name_of(&entry_name) == Some(&*name) && entry.file_type()?.is_file() {
             std::fs::remove_file(entry.path())?;
             removed += 1;
         }
@@ -140,21 +154,18 @@ fn remove_staged_beside(file: &std::path::Path, only_this_name: bool) -> std::io
     Ok(removed)
 }
 
-/// [`remove_staged_beside`] for every folder under `dir` (a missing one holds none).
+/// Removes every staging file under `dir`, in one walk.
 fn remove_staged_under(dir: &std::path::Path) -> std::io::Result<usize> {
     let mut removed = 0;
     let mut folders = vec![dir.to_path_buf()];
     while let Some(folder) = folders.pop() {
-        removed += remove_staged_beside(&folder.join("probe"), false)?;
-        let entries = match std::fs::read_dir(&folder) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let entry = entry?;
-            if entry.file_type()?.is_dir() {
+        for entry in entries_of(&folder)? {
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
                 folders.push(entry.path());
+            } else if kind.is_file() && staged_name_of(&entry.file_name().to_string_lossy()).is_some() {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
             }
         }
     }
@@ -249,48 +260,33 @@ impl Destination {
     /// (invisible to listings, never resumed: a local write has no upload id). Returns how many.
     /// Elsewhere nothing is staged beside the object: 0.
     pub async fn remove_staging_leftovers(&self, key: &ObjectKey) -> Result<usize, DestError> {
-        self.remove_staged(key, true).await
+        let Some(file) = self.local_path(key)? else { return Ok(0) };
+        tokio::task::spawn_blocking(move || remove_staged_beside(&file))
+            .await
+            .map_err(|e| staging_error(key.as_str(), std::io::Error::other(e)))?
+            .map_err(|e| staging_error(key.as_str(), e))
     }
 
     /// [`Self::remove_staging_leftovers`] for every file under the folder `rel` of the prefix (the
     /// versions' folder: a version's copy is noted nowhere before it is made, and deletes keep one).
     /// One walk of that folder; elsewhere than a local folder, 0.
     pub async fn remove_staging_leftovers_under(&self, rel: &str) -> Result<usize, DestError> {
-        let Some(fs) = &self.local else { return Ok(0) };
-        let probe = self.key(&format!("{rel}/probe"));
-        let dir = fs.path_to_filesystem(&Self::path(&probe)?).map_err(|source| DestError::Store {
-            op: "staging cleanup",
-            key: probe.0.clone(),
-            source,
-        })?;
-        let Some(dir) = dir.parent().map(std::path::Path::to_path_buf) else { return Ok(0) };
-        let io = |e: std::io::Error| DestError::Store {
-            op: "staging cleanup",
-            key: rel.to_string(),
-            source: object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) },
-        };
+        let Some(probe) = self.local_path(&self.key(&format!("{rel}/probe")))? else { return Ok(0) };
+        let Some(dir) = probe.parent().map(std::path::Path::to_path_buf) else { return Ok(0) };
         tokio::task::spawn_blocking(move || remove_staged_under(&dir))
             .await
-            .map_err(|e| io(std::io::Error::other(e)))?
-            .map_err(io)
+            .map_err(|e| staging_error(rel, std::io::Error::other(e)))?
+            .map_err(|e| staging_error(rel, e))
     }
 
-    async fn remove_staged(&self, key: &ObjectKey, only_this_name: bool) -> Result<usize, DestError> {
-        let Some(fs) = &self.local else { return Ok(0) };
-        let file = fs.path_to_filesystem(&Self::path(key)?).map_err(|source| DestError::Store {
+    /// Where `key` lies on disk, for a local folder (`None` elsewhere).
+    fn local_path(&self, key: &ObjectKey) -> Result<Option<std::path::PathBuf>, DestError> {
+        let Some(fs) = &self.local else { return Ok(None) };
+        fs.path_to_filesystem(&Self::path(key)?).map(Some).map_err(|source| DestError::Store {
             op: "staging cleanup",
             key: key.0.clone(),
             source,
-        })?;
-        let io = |e: std::io::Error| DestError::Store {
-            op: "staging cleanup",
-            key: key.0.clone(),
-            source: object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) },
-        };
-        tokio::task::spawn_blocking(move || remove_staged_beside(&file, only_this_name))
-            .await
-            .map_err(|e| io(std::io::Error::other(e)))?
-            .map_err(io)
+        })
     }
 
     /// Aborts the process right after `writes` more writes (`[testing] crash_after_writes`).
