@@ -843,7 +843,7 @@ async fn settle_unfinished_writes(store: &Store, dest: &Destination) -> Result<(
             tracing::info!(%key, staged, "removed the staging files of an interrupted local write");
         }
         match verdict {
-            Unfinished::Owned => {}
+            Unfinished::Owned => repair_unless_proven(store, dest, key).await?,
             Unfinished::MovedFrom(source, size) => {
                 let source_gone = dest.head(&source).await?.is_none();
                 if source_gone && dest.head(key).await? == Some(size) {
@@ -865,6 +865,27 @@ async fn settle_unfinished_writes(store: &Store, dest: &Destination) -> Result<(
             tracing::info!(staged, "removed the staging files of interrupted version copies");
         }
     }
+    Ok(())
+}
+
+/// A key a crashed run wrote while a committed record owns it may hold newer bytes than the record
+/// says (the write was published, its outcome never committed). Unless the object provably holds the
+/// record's content (size and an md5 the store reports), its owner is repaired from Drive: a replay
+/// of its event may otherwise count as already applied, and the record's md5 would name bytes the
+/// object no longer holds (copies check their source anyway, see the uploader).
+async fn repair_unless_proven(
+    store: &Store,
+    dest: &Destination,
+    key: &crate::model::ObjectKey,
+) -> Result<(), PipelineError> {
+    let Some(owner) = store.claim_holder(&crate::dest::keys::collision_class(key.as_str()))? else { return Ok(()) };
+    let Some(record) = store.file(&owner)?.filter(|r| r.key == *key) else { return Ok(()) };
+    let content = dest.stored_content(key).await?;
+    if record.md5.as_deref().is_some_and(|md5| content.is_some_and(|c| c.proves(md5, record.size))) {
+        return Ok(());
+    }
+    tracing::info!(%key, file = %owner, "an interrupted write left this object unlike its record; fetching the file from Drive again");
+    store.add_refresh_requests(&[crate::model::Refresh::Repair(owner)])?;
     Ok(())
 }
 

@@ -103,6 +103,14 @@ pub struct StoredContent {
     pub md5: Option<String>,
 }
 
+impl StoredContent {
+    /// True when this is provably the content Drive describes (`md5`, `size`): same size and an md5
+    /// the store reported; an object whose md5 the store cannot tell proves nothing.
+    pub fn proves(&self, md5: &str, size: u64) -> bool {
+        self.size == size && self.md5.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(md5))
+    }
+}
+
 /// One object of a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListedObject {

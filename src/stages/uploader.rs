@@ -8,7 +8,7 @@ use super::verifier::{Mismatch, check_against_drive, retry_or_dead_letter};
 use super::{Emit, Stage, StageError};
 use crate::config::StageName;
 use crate::dest::multipart::{Multipart, Uploads};
-use crate::dest::{DestError, ObjectMeta};
+use crate::dest::{DestError, ObjectMeta, StoredContent};
 use crate::hashing::{ContentHasher, HashState};
 use crate::model::{ActionKind, FileId, ObjectKey, Outcome, OutcomeKind, Planned, Uploaded};
 use crate::retry::{Classified, ErrorClass};
@@ -36,6 +36,9 @@ pub trait WriteTarget: Send + Sync + 'static {
     fn delete(&self, key: &ObjectKey) -> impl Future<Output = Result<(), DestError>> + Send;
     /// The object's size, `None` when absent.
     fn size_of(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<u64>, DestError>> + Send;
+    /// What the object holds (size, and md5 where the store can tell it), `None` when absent: a copy
+    /// source is checked with it before the copy.
+    fn stored_content(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<StoredContent>, DestError>> + Send;
     /// Starts a multipart upload of `file` to `key`.
     fn start_parts(
         &self,
@@ -95,6 +98,9 @@ impl WriteTarget for Uploads {
     }
     async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>, DestError> {
         self.dest.head(key).await
+    }
+    async fn stored_content(&self, key: &ObjectKey) -> Result<Option<StoredContent>, DestError> {
+        self.dest.stored_content(key).await
     }
     async fn start_parts(
         &self,
@@ -170,6 +176,8 @@ pub struct Uploader<W: WriteTarget = Uploads> {
 enum Written {
     Done(Uploaded),
     Abandoned,
+    /// A copy whose source does not provably hold Drive's bytes: they are fetched from Drive instead.
+    Refetch,
     /// The bytes do not match Drive's metadata; nothing was published and the old object is intact.
     Rejected(Planned, Mismatch),
 }
@@ -385,12 +393,8 @@ impl<W: WriteTarget> Uploader<W> {
                 }
                 Err(e) => Err(e),
             },
-            (ActionKind::Copy { from, fallback }, _) => match self.copy(&planned, from).await {
-                Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
-                    let mut again = planned.clone();
-                    again.kind = ActionKind::Upload { source: fallback.clone() };
-                    return self.refetch.put(again);
-                }
+            (ActionKind::Copy { from, .. }, _) => match self.copy(&planned, from).await {
+                Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) => Ok(Written::Refetch),
                 other => other,
             },
             (ActionKind::Tree(tree), _) => match self.apply_tree_in_steps(tree, emit).await? {
@@ -427,6 +431,7 @@ impl<W: WriteTarget> Uploader<W> {
         match result {
             Ok(Written::Done(u)) => emit.forward(u).await,
             Ok(Written::Abandoned) => Ok(()),
+            Ok(Written::Refetch) => self.refetch.put(download_instead(planned)),
             Ok(Written::Rejected(planned, m)) => {
                 crate::metrics::event(Self::NAME.as_str(), "rejected");
                 retry_or_dead_letter(planned, m, &self.refetch, emit).await
@@ -520,7 +525,16 @@ impl<W: WriteTarget> Uploader<W> {
         Ok(Ok(lost))
     }
 
+    /// A server-side copy (content dedup, a rename, a replay onto the same key) is verified like a
+    /// download: the source object must hold Drive's md5 and size for this file before the copy is
+    /// made. A record says what was committed, not what the object holds now (a crashed run may have
+    /// published newer bytes there), so anything the store cannot prove is fetched from Drive instead.
     async fn copy(&self, planned: &Planned, from: &crate::model::ObjectKey) -> Result<Written, DestError> {
+        if !self.holds_drive_content(planned, from).await? {
+            crate::metrics::event(Self::NAME.as_str(), "copy_source_unproven");
+            tracing::info!(file = %planned.file.id, from = %from, "copy source does not provably hold Drive's bytes; fetching them from Drive");
+            return Ok(Written::Refetch);
+        }
         if *from != planned.key {
             self.target.copy(from, &planned.key).await?;
         }
@@ -532,6 +546,24 @@ impl<W: WriteTarget> Uploader<W> {
             stored_md5: None,
         }))
     }
+}
+
+impl<W: WriteTarget> Uploader<W> {
+    /// True when the object at `key` holds exactly the bytes Drive has for the planned file: its size,
+    /// and an md5 the store reports (the `drive-md5` metadata written with verified bytes, an S3
+    /// single-part ETag, or on a local folder the hash of the file) equal to Drive's.
+    async fn holds_drive_content(&self, planned: &Planned, key: &ObjectKey) -> Result<bool, DestError> {
+        let (Some(md5), Some(size)) = (planned.file.md5.as_deref(), planned.file.size) else { return Ok(false) };
+        Ok(self.target.stored_content(key).await?.is_some_and(|c| c.proves(md5, size)))
+    }
+}
+
+/// A copy turned into a download of the same bytes from Drive (its source is gone or unproven).
+fn download_instead(mut planned: Planned) -> Planned {
+    if let ActionKind::Copy { fallback, .. } = &planned.kind {
+        planned.kind = ActionKind::Upload { source: fallback.clone() };
+    }
+    planned
 }
 
 /// The keys an action (or one step of a subtree move) writes before its outcome records them: noted
@@ -678,6 +710,12 @@ mod tests {
         }
         async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>, DestError> {
             Ok(self.objects.lock().unwrap().get(key).map(|b| b.len() as u64))
+        }
+        async fn stored_content(&self, key: &ObjectKey) -> Result<Option<StoredContent>, DestError> {
+            Ok(self.objects.lock().unwrap().get(key).map(|b| StoredContent {
+                size: b.len() as u64,
+                md5: Some(hex::encode(<md5::Md5 as md5::Digest>::digest(b))),
+            }))
         }
         async fn keep_version(&self, _: &FileId, _: Option<&str>) -> Result<(), DestError> {
             Ok(())
@@ -844,6 +882,46 @@ mod tests {
         let again = r.refetched.try_recv().expect("fetched instead");
         assert!(matches!(again.kind, ActionKind::Upload { source: Source::Media }));
         assert!(taps.forwarded().is_empty() && taps.outcomes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_copy_whose_source_holds_other_bytes_than_drive_says_is_fetched_from_drive_instead() {
+        let mut r = rig();
+        // A crashed run published newer bytes at the source key; its record (and the plan) still say "abc".
+        r.fake.objects.lock().unwrap().insert(ObjectKey("m/old.bin".into()), b"xyz".to_vec());
+        let (emit, mut taps) = testing::emit();
+        let mut planned = testing::upload(1, file_of(b"abc"), "m/new.bin");
+        planned.kind = ActionKind::Copy { from: ObjectKey("m/old.bin".into()), fallback: Source::Media };
+        r.uploader.process(vec![Transfer { planned, body: None, resume: None }], &emit).await.unwrap();
+        let again = r.refetched.try_recv().expect("fetched instead");
+        assert!(matches!(again.kind, ActionKind::Upload { source: Source::Media }));
+        assert!(!r.fake.objects.lock().unwrap().contains_key(&ObjectKey("m/new.bin".into())), "nothing copied");
+        assert!(taps.forwarded().is_empty() && taps.outcomes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_copy_onto_its_own_key_checks_the_object_too() {
+        let mut r = rig();
+        r.fake.objects.lock().unwrap().insert(ObjectKey("m/a.bin".into()), b"xyz".to_vec());
+        let (emit, mut taps) = testing::emit();
+        let mut planned = testing::upload(1, file_of(b"abc"), "m/a.bin");
+        planned.kind = ActionKind::Copy { from: ObjectKey("m/a.bin".into()), fallback: Source::Media };
+        r.uploader.process(vec![Transfer { planned, body: None, resume: None }], &emit).await.unwrap();
+        assert!(r.refetched.try_recv().is_ok(), "the object is not what Drive has: fetched again");
+        assert!(taps.forwarded().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_copy_whose_source_holds_drive_bytes_is_made_server_side() {
+        let mut r = rig();
+        r.fake.objects.lock().unwrap().insert(ObjectKey("m/old.bin".into()), b"abc".to_vec());
+        let (emit, mut taps) = testing::emit();
+        let mut planned = testing::upload(1, file_of(b"abc"), "m/new.bin");
+        planned.kind = ActionKind::Copy { from: ObjectKey("m/old.bin".into()), fallback: Source::Media };
+        r.uploader.process(vec![Transfer { planned, body: None, resume: None }], &emit).await.unwrap();
+        assert!(r.refetched.try_recv().is_err());
+        assert_eq!(r.fake.objects.lock().unwrap()[&ObjectKey("m/new.bin".into())], b"abc".to_vec());
+        assert_eq!(taps.forwarded().len(), 1);
     }
 
     #[tokio::test]
