@@ -180,9 +180,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
         let pending = self.store.pending_refreshes(REFRESH_BATCH)?;
         let fresh: Vec<(Refresh, u64)> = {
             let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
-            if pending.len() < REFRESH_BATCH {
-                served.retain(|s| pending.contains(s));
-            }
+            forget_cleared(&mut served, &pending, |r, g| self.store.refresh_is_pending(r, g))?;
             pending.into_iter().filter(|p| !served.contains(p)).collect()
         };
         for (request, generation) in fresh {
@@ -544,10 +542,51 @@ impl<S: ChangeSource> ChangeFeed<S> {
     }
 }
 
+/// Forgets the served requests the committer has cleared, so `served` holds requests in flight only
+/// (bounded by the ledger), however many are pending. `pending` is the first [`REFRESH_BATCH`] recorded
+/// requests: when it is shorter it is all of them, else `recorded` asks the store about each one.
+fn forget_cleared(
+    served: &mut std::collections::HashSet<(Refresh, u64)>,
+    pending: &[(Refresh, u64)],
+    recorded: impl Fn(&Refresh, u64) -> Result<bool, crate::state::StoreError>,
+) -> Result<(), crate::state::StoreError> {
+    if pending.len() < REFRESH_BATCH {
+        served.retain(|s| pending.contains(s));
+        return Ok(());
+    }
+    let mut cleared = Vec::new();
+    for (r, g) in served.iter() {
+        if !pending.contains(&(r.clone(), *g)) && !recorded(r, *g)? {
+            cleared.push((r.clone(), *g));
+        }
+    }
+    for c in &cleared {
+        served.remove(c);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::DriveId;
+
+    #[test]
+    fn served_requests_are_forgotten_once_cleared_even_behind_a_full_batch() {
+        let request = |n: usize| (Refresh::File(FileId(format!("f{n}"))), n as u64);
+        let pending: Vec<_> = (0..REFRESH_BATCH).map(request).collect();
+        // Served earlier: 300 since cleared by the committer, and f0 (still pending, in flight).
+        let mut served: std::collections::HashSet<_> = (REFRESH_BATCH..REFRESH_BATCH + 300).map(request).collect();
+        served.insert(request(0));
+        served.insert(request(REFRESH_BATCH + 1000));
+        let still = request(REFRESH_BATCH + 1000);
+        forget_cleared(&mut served, &pending, |r, g| Ok((r.clone(), g) == still)).unwrap();
+        let left: std::collections::HashSet<_> = [request(0), still.clone()].into_iter().collect();
+        assert_eq!(served, left, "only requests still recorded are remembered");
+        // A short batch is every pending request: the rest is forgotten without asking the store.
+        forget_cleared(&mut served, &pending[..1], |_, _| panic!("not asked")).unwrap();
+        assert_eq!(served.len(), 1);
+    }
 
     #[test]
     fn folders_are_listed_before_files_for_each_drive() {

@@ -113,15 +113,27 @@ impl Store {
                 ks.remove(g.key()?)?;
             }
         }
+        // A chunk of records per batch (memory holds one chunk's view); the mark comes with the last,
+        // so a crash before it starts the rebuild over.
         let mut b = self.db.batch();
         let mut view = ClaimsInBatch::default();
-        for g in self.folders.iter() {
+        let mut staged = 0usize;
+        let folders = self.folders.iter().map(|g| -> Result<(FileId, ObjectKey), StoreError> {
             let f: FolderRecord = super::codec::decode(&g.value()?)?;
-            self.stage_claim(&mut b, &f.id, &f.key, &mut view)?;
-        }
-        for g in self.files.iter() {
+            Ok((f.id, f.key))
+        });
+        let files = self.files.iter().map(|g| -> Result<(FileId, ObjectKey), StoreError> {
             let rec: FileRecord = super::codec::decode(&g.value()?)?;
-            self.stage_claim(&mut b, &rec.id, &rec.key, &mut view)?;
+            Ok((rec.id, rec.key))
+        });
+        for item in folders.chain(files) {
+            let (id, key) = item?;
+            self.stage_claim(&mut b, &id, &key, &mut view)?;
+            staged += 1;
+            if staged.is_multiple_of(super::BUILD_CHUNK) {
+                std::mem::replace(&mut b, self.db.batch()).commit()?;
+                view = ClaimsInBatch::default();
+            }
         }
         for mark in RETIRED_MARKS {
             b.remove(&self.checkpoints, mark);

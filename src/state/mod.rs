@@ -7,6 +7,7 @@ pub mod codec;
 mod content;
 mod follows;
 mod skips;
+mod sweep;
 mod versions;
 pub mod watermark;
 
@@ -197,9 +198,6 @@ pub use audit::AuditEntry;
 pub use skips::{QUOTA_DEFERRAL, SkipRecord};
 pub use versions::KeptVersion;
 
-/// Key in `seen` present while a listing marks what it sees (ids never start with a NUL byte).
-const SWEEP_ARMED: &[u8] = b"\0armed";
-
 /// A multipart upload in progress, recorded before its first part so a crash never orphans it, and
 /// updated as parts finish so a restarted run continues from the last recorded part.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,6 +308,9 @@ const ADOPTING_MARK: &[u8] = b"adopting";
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
 /// The destination (URL and endpoint) whose objects this state describes.
 const DESTINATION_KEY: &[u8] = b"destination";
+/// Records per write batch when an index is built from the records once (a few in unit tests, so
+/// they cross batches).
+pub(super) const BUILD_CHUNK: usize = if cfg!(test) { 3 } else { 10_000 };
 /// Present once the children index covers every file record.
 const CHILDREN_INDEXED: &[u8] = b"children_indexed";
 
@@ -348,6 +349,7 @@ impl Store {
             store.build_children_index_once()?;
             store.build_content_index_once()?;
             store.rebuild_claims_once()?;
+            store.finish_sweep()?;
             Ok(store)
         })
     }
@@ -361,8 +363,10 @@ impl Store {
         })
     }
 
-    /// Builds an index from every file record in one batch, once: `flag` in `checkpoints` says it is
-    /// built (by this, or by the commits that keep it since).
+    /// Builds an index from every file record, once, [`BUILD_CHUNK`] records per batch (memory holds
+    /// one chunk, whatever the store's size): `flag` in `checkpoints`, written with the last chunk,
+    /// says it is built (by this, or by the commits that keep it since). Indexing a record twice writes
+    /// the same entry, so a build a crash interrupted starts over.
     fn index_records_once(
         &self,
         flag: &[u8],
@@ -372,8 +376,11 @@ impl Store {
             return Ok(());
         }
         let mut b = self.db.batch();
-        for g in self.files.iter() {
+        for (n, g) in self.files.iter().enumerate() {
             index(&mut b, &codec::decode(&g.value()?)?);
+            if (n + 1).is_multiple_of(BUILD_CHUNK) {
+                std::mem::replace(&mut b, self.db.batch()).commit()?;
+            }
         }
         b.insert(&self.checkpoints, flag, []);
         b.commit()?;
@@ -562,6 +569,9 @@ impl Store {
     pub fn apply(&self, batch: &CommitBatch) -> Result<ApplyReport, StoreError> {
         let synced = batch.checkpoint.is_some() || !batch.tree_steps.is_empty();
         let durability = synced.then_some(PersistMode::SyncData);
+        if batch.listing_started {
+            self.clear_marks()?;
+        }
         let mut b = self.db.batch().durability(durability);
         let mut report = ApplyReport::default();
         self.stage_mark_and_sweep(&mut b, batch)?;
@@ -597,6 +607,9 @@ impl Store {
         }
         b.insert(&self.checkpoints, NEXT_SEQ_KEY, codec::encode(&batch.next_seq)?);
         b.commit()?;
+        if batch.sweep {
+            self.finish_sweep()?;
+        }
         Ok(report)
     }
 
@@ -705,55 +718,6 @@ impl Store {
             b.remove(&self.dlq, id.as_str());
             report.dead_letters_changed = true;
         }
-        Ok(())
-    }
-
-    /// Mark and sweep of a full listing over a populated store: arms at its start, marks what it
-    /// sees, and at its committed end asks for a refresh of every file and folder record it did not
-    /// see (Drive then says whether each is gone, out of scope, or there after all), so a relist
-    /// after a lost change token removes what was deleted meanwhile.
-    fn stage_mark_and_sweep(&self, b: &mut fjall::OwnedWriteBatch, batch: &CommitBatch) -> Result<(), StoreError> {
-        let armed = if batch.listing_started {
-            for g in self.seen.iter() {
-                b.remove(&self.seen, g.key()?);
-            }
-            b.insert(&self.seen, SWEEP_ARMED, []);
-            true
-        } else {
-            self.seen.contains_key(SWEEP_ARMED)?
-        };
-        if !armed {
-            return Ok(());
-        }
-        for id in &batch.listed {
-            b.insert(&self.seen, id.as_str(), []);
-        }
-        if !batch.sweep {
-            return Ok(());
-        }
-        let listed: std::collections::HashSet<&str> = batch.listed.iter().map(|id| id.as_str()).collect();
-        let unseen = |k: &[u8]| -> Result<bool, StoreError> {
-            let id = std::str::from_utf8(k).unwrap_or_default();
-            Ok(!listed.contains(id) && !self.seen.contains_key(k)?)
-        };
-        let mut swept = 0usize;
-        for keyspace in [&self.files, &self.folders] {
-            for g in keyspace.iter() {
-                let (k, v) = g.into_inner()?;
-                // A shared drive's root is never listed as an item: drive-level changes decide its fate.
-                let drive_root = std::ptr::eq(keyspace, &self.folders)
-                    && codec::decode::<FolderRecord>(&v).is_ok_and(|f| f.is_drive_root());
-                if !drive_root && unseen(&k)? {
-                    let id = FileId(String::from_utf8_lossy(&k).into_owned());
-                    b.insert(&self.refresh, codec::encode(&Refresh::File(id))?, codec::encode(&rand::random::<u64>())?);
-                    swept += 1;
-                }
-            }
-        }
-        for g in self.seen.iter() {
-            b.remove(&self.seen, g.key()?);
-        }
-        tracing::info!(swept, "full listing done: records it did not see are checked against Drive");
         Ok(())
     }
 
@@ -871,6 +835,12 @@ impl Store {
                 Ok((codec::decode(&k)?, codec::decode(&v)?))
             })
             .collect()
+    }
+
+    /// True while `request` is recorded at `generation` (served, not yet cleared by a commit).
+    pub fn refresh_is_pending(&self, request: &Refresh, generation: u64) -> Result<bool, StoreError> {
+        let v = self.refresh.get(codec::encode(request)?)?;
+        Ok(v.is_some_and(|v| codec::decode::<u64>(&v).ok() == Some(generation)))
     }
 
     /// True while some refresh request is not yet served and committed.
