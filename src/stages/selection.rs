@@ -2,10 +2,16 @@
 //! Drive path (names as Drive has them, relative to the drive's root, `/`-separated), its mime type
 //! and the ids of its ancestor folders. Pure: the planner asks it, `verify` asks it, nothing else
 //! decides scope, so the mirror and the check of the mirror cannot disagree.
+//!
+//! Patterns and paths are compared in one Unicode form, NFC (the form keys are written in): Drive keeps
+//! a name as it was typed, so `café.txt` may arrive decomposed (NFD, `e` + U+0301) while the pattern
+//! was typed composed, or the other way round; both are the same name. Matching is case-sensitive.
 
 use crate::model::FileId;
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use std::borrow::Cow;
 use std::collections::HashSet;
+use unicode_normalization::{UnicodeNormalization, is_nfc};
 
 /// A bad pattern, named by its key (`source.include[2]`).
 #[derive(Debug, thiserror::Error)]
@@ -41,10 +47,16 @@ pub struct Candidate<'a> {
     pub ancestors: &'a [FileId],
 }
 
+/// `text` in NFC, borrowed when it is already (the common case: most names are ASCII).
+fn nfc(text: &str) -> Cow<'_, str> {
+    if is_nfc(text) { Cow::Borrowed(text) } else { Cow::Owned(text.nfc().collect()) }
+}
+
 /// A glob where `*` stays within one path segment and `**` crosses them (gitignore-like), matched
-/// case-sensitively as Drive names are.
+/// case-sensitively as Drive names are, compiled from the pattern's NFC form (paths are matched in NFC
+/// too).
 fn glob(key: &str, index: usize, pattern: &str) -> Result<Glob, SelectionError> {
-    GlobBuilder::new(pattern).literal_separator(true).build().map_err(|e| SelectionError {
+    GlobBuilder::new(&nfc(pattern)).literal_separator(true).build().map_err(|e| SelectionError {
         key: format!("{key}[{index}]"),
         pattern: pattern.to_string(),
         why: e.kind().to_string(),
@@ -107,11 +119,12 @@ impl Selection {
         !self.folders.is_empty() || self.include.is_some() || self.exclude.is_some()
     }
 
-    /// Whether the mirror holds this file.
+    /// Whether the mirror holds this file. Its path is matched in NFC, as the patterns were compiled.
     pub fn admits(&self, c: &Candidate<'_>) -> bool {
         let in_folders = self.folders.is_empty() || c.ancestors.iter().any(|a| self.folders.contains(a));
-        let included = self.include.as_ref().is_none_or(|s| s.is_match(c.path));
-        let excluded = self.exclude.as_ref().is_some_and(|s| s.is_match(c.path));
+        let path = if self.include.is_some() || self.exclude.is_some() { nfc(c.path) } else { Cow::Borrowed("") };
+        let included = self.include.as_ref().is_none_or(|s| s.is_match(path.as_ref()));
+        let excluded = self.exclude.as_ref().is_some_and(|s| s.is_match(path.as_ref()));
         in_folders && included && !excluded && self.mime_admits(c.mime_type)
     }
 
@@ -189,6 +202,23 @@ mod tests {
         assert!(!admits(&sel, "draft.tmp.pdf", "application/pdf", &[]));
         assert!(!admits(&sel, "a/b/report.docx", "application/msword", &[]));
         assert!(sel.depends_on_place());
+    }
+
+    #[test]
+    fn patterns_and_names_match_whatever_unicode_form_either_was_written_in() {
+        let composed = "Caf\u{e9}/caf\u{e9}.txt"; // é as one code point (NFC)
+        let decomposed = "Cafe\u{301}/cafe\u{301}.txt"; // e + combining acute (NFD)
+        for (pattern, name) in [(composed, decomposed), (decomposed, composed), (decomposed, decomposed)] {
+            let exclude = format!("**/{}", pattern.rsplit('/').next().unwrap_or_default());
+            let excluding = s(&[], &[], &[&exclude], &[]);
+            assert!(!admits(&excluding, name, "text/plain", &[]), "exclude {exclude:?} lets {name:?} through");
+            let including = s(&[], &[pattern], &[], &[]);
+            assert!(admits(&including, name, "text/plain", &[]), "include {pattern:?} misses {name:?}");
+        }
+        let other = s(&[], &[], &["**/cafe.txt"], &[]);
+        assert!(admits(&other, decomposed, "text/plain", &[]), "a name without the accent is another name");
+        let cased = s(&[], &[], &["**/CAF\u{c9}.TXT"], &[]);
+        assert!(admits(&cased, decomposed, "text/plain", &[]), "matching is case-sensitive");
     }
 
     #[test]

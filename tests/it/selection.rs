@@ -229,3 +229,38 @@ async fn include_exclude_and_mime_types_pick_files_by_path_and_type() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("source.exclude[1]"), "{}", text(&out));
 }
+
+/// Drive keeps a name as it was typed, so `café` may arrive composed (NFC) or decomposed (NFD, `e` +
+/// U+0301): an `exclude` typed one way keeps out the file named the other way, an `include` takes it
+/// in, and `verify` agrees (patterns and names are compared in NFC, the form keys are written in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patterns_match_drive_names_in_either_unicode_form() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let root = env.tree().await.root_id;
+    let folder = mutate(&env, vec![json!({"op": "create_folder", "parent": root, "name": "Caf\u{e9}"})]).await;
+    let files = mutate(
+        &env,
+        vec![
+            json!({"op": "create", "parent": root, "name": "cafe\u{301}.txt", "size": 310, "mime": "text/plain"}),
+            json!({"op": "create", "parent": folder[0], "name": "menu.txt", "size": 311, "mime": "text/plain"}),
+        ],
+    )
+    .await;
+    let (decomposed_file, in_composed_folder) = (files[0].clone(), files[1].clone());
+
+    let excluding = env.config("excluding", &env.local_dest("excluding"), "src.exclude = [\"**/caf\u{e9}.txt\"]");
+    let including = env.config("including", &env.local_dest("including"), "src.include = [\"Cafe\u{301}/**\"]");
+    for config in [&excluding, &including] {
+        run_once(config).await;
+    }
+    let tree = env.tree().await;
+    let excluded = expected_where(&tree, |path, _| path != "cafe\u{301}.txt");
+    assert!(!excluded.contains_key(&decomposed_file) && excluded.contains_key(&in_composed_folder));
+    assert_exact_mirror(&excluding, &excluded).await;
+    let included = expected_where(&tree, |path, _| path.starts_with("Caf\u{e9}/"));
+    assert_eq!(included.keys().collect::<Vec<_>>(), [&in_composed_folder]);
+    assert_exact_mirror(&including, &included).await;
+    for config in [&excluding, &including] {
+        assert_verifies_equal(config).await;
+    }
+}
