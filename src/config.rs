@@ -796,6 +796,78 @@ impl Default for TestingConfig {
     }
 }
 
+/// An inclusive range of a key's values (`high: None`: no upper bound). A bound that is another
+/// key's value is named in the message (`retry.max_delay` starts at `retry.base_delay`).
+#[derive(Debug, Clone, Copy)]
+struct Between<T> {
+    low: T,
+    high: Option<T>,
+    low_key: Option<&'static str>,
+    high_key: Option<&'static str>,
+    bytes: bool,
+}
+
+/// How a bound reads in a message: durations as `"100ms"`, byte sizes as `"5MiB"`.
+trait Bound: Copy + PartialOrd {
+    fn show(self, bytes: bool) -> String;
+}
+
+impl Bound for Duration {
+    fn show(self, _: bool) -> String {
+        humantime::format_duration(self).to_string()
+    }
+}
+
+impl Bound for u64 {
+    fn show(self, bytes: bool) -> String {
+        let unit = [(30, "GiB"), (20, "MiB"), (10, "KiB")].into_iter().find(|(shift, _)| self >= 1 << shift && self.is_multiple_of(1 << shift));
+        match unit {
+            Some((shift, name)) if bytes => format!("{}{name}", self >> shift),
+            _ if bytes => format!("{self}B"),
+            _ => self.to_string(),
+        }
+    }
+}
+
+impl<T: Bound> Between<T> {
+    fn new(low: T, high: T) -> Self {
+        Between { low, high: Some(high), low_key: None, high_key: None, bytes: false }
+    }
+
+    fn at_least(low: T) -> Self {
+        Between { low, high: None, low_key: None, high_key: None, bytes: false }
+    }
+
+    fn bytes(self) -> Self {
+        Between { bytes: true, ..self }
+    }
+
+    fn low_named(self, key: &'static str) -> Self {
+        Between { low_key: Some(key), ..self }
+    }
+
+    fn high_named(self, key: &'static str) -> Self {
+        Between { high_key: Some(key), ..self }
+    }
+
+    /// Pushes `"<key>: must be between <low> and <high>, not <value>"` when `value` is outside.
+    fn check(&self, key: &str, value: T, p: &mut Vec<String>) {
+        if value >= self.low && self.high.is_none_or(|h| value <= h) {
+            return;
+        }
+        let name = |bound: T, key: Option<&str>| match key {
+            Some(k) => format!("{k} ({})", bound.show(self.bytes)),
+            None => bound.show(self.bytes),
+        };
+        let low = name(self.low, self.low_key);
+        let range = match self.high {
+            Some(high) => format!("between {low} and {}", name(high, self.high_key)),
+            None => format!("at least {low}"),
+        };
+        p.push(format!("{key}: must be {range}, not {}", value.show(self.bytes)));
+    }
+}
+
 /// Appends the line of the key a problem names (`"stages.uploader.capacity: …"` → `… (line 12)`), so
 /// a semantic error points into the file like a syntax error does. Problems about a key the file
 /// leaves to its default stay as they are.
@@ -835,11 +907,27 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
 const MAX_CONCURRENCY: usize = 1024;
 const MAX_CAPACITY: usize = 1_000_000;
 const MAX_PART_CONCURRENCY: usize = 64;
-const MAX_CHUNK_DEPTH: usize = 1024;
+const MAX_CHUNK_DEPTH: u64 = 1024;
 /// Most earlier contents kept per key (`[destination] versions`).
-const MAX_VERSIONS: usize = 1000;
-/// S3's largest part.
+const MAX_VERSIONS: u64 = 1000;
+/// S3's smallest and largest part.
+const MIN_PART_SIZE: u64 = 5 << 20;
 const MAX_PART_SIZE: u64 = 5 << 30;
+/// The smallest streamed chunk (smaller ones cost a channel send per few bytes).
+const MIN_CHUNK_SIZE: u64 = 1 << 10;
+/// `[retry]` bounds: attempts per call, failures that open a breaker.
+const MAX_ATTEMPTS: u64 = 100;
+const MAX_BREAKER_THRESHOLD: u64 = 1000;
+/// `[supervisor] max_restarts` bound.
+const MAX_RESTARTS: u64 = 1000;
+/// `[rate_limit] drive_rps` bounds: one request per 100 s up to far beyond Google's quota (benches
+/// against the emulator run at 100,000/s). Outside them the token bucket's wait is not a `Duration`.
+pub const MIN_DRIVE_RPS: f64 = 0.01;
+/// See [`MIN_DRIVE_RPS`].
+pub const MAX_DRIVE_RPS: f64 = 1_000_000.0;
+const DAY_SECS: u64 = 24 * 3600;
+/// `[state] audit_retention` bound: 100 years (in milliseconds it still fits the u64 the prune uses).
+const MAX_RETENTION_SECS: u64 = 36_525 * DAY_SECS;
 /// The most part buffers all uploads may hold at once (uploaders × parts in flight × part size).
 const MAX_PART_MEMORY: u64 = 16 << 30;
 
@@ -885,23 +973,7 @@ impl Config {
         self.destination_problems(&mut p);
         self.index.problems(&mut p);
         self.stage_problems(&mut p);
-        if self.retry.max_attempts == 0 {
-            p.push("retry.max_attempts: must be at least 1".into());
-        }
-        if self.retry.breaker_threshold == 0 {
-            p.push("retry.breaker_threshold: must be at least 1".into());
-        }
-        if self.retry.breaker_cooldown.0.is_zero() {
-            p.push("retry.breaker_cooldown: must be longer than 0s".into());
-        }
-        if self.rate_limit.drive_rps.is_nan() || self.rate_limit.drive_rps <= 0.0 {
-            p.push("rate_limit.drive_rps: must be greater than 0".into());
-        }
-        if let Some(every) = &self.verify.every
-            && every.0 < Duration::from_secs(1)
-        {
-            p.push("verify.every: must be at least 1s (a verify lists the whole drive)".into());
-        }
+        self.range_problems(&mut p);
         if let Some(l) = &self.metrics.listen
             && l.parse::<std::net::SocketAddr>().is_err()
         {
@@ -963,35 +1035,11 @@ impl Config {
                 s.scope
             ));
         }
-        if !(1..=1000).contains(&s.page_size) {
-            p.push("source.page_size: must be between 1 and 1000".into());
-        }
-        if s.timeout.0 < Duration::from_millis(100) {
-            p.push("source.timeout: must be at least 100ms".into());
-        }
-        if self.destination.timeout.0 < Duration::from_millis(100) {
-            p.push("destination.timeout: must be at least 100ms".into());
-        }
-        if s.poll_interval.0 < Duration::from_millis(100) {
-            p.push(
-                "source.poll_interval: must be at least 100ms (a zero interval would poll Drive in a busy loop)".into(),
-            );
-        }
-        if let Some(w) = &s.webhook
-            && w.channel_ttl.0 < Duration::from_secs(60)
-        {
-            p.push(
-                "source.webhook.channel_ttl: must be at least 1min (it is clamped to Drive's maximum of a week)".into(),
-            );
-        }
         s.export.problems(p);
     }
 
     fn destination_problems(&self, p: &mut Vec<String>) {
         let d = &self.destination;
-        if d.versions > MAX_VERSIONS {
-            p.push(format!("destination.versions: {} is more than {MAX_VERSIONS} kept contents per key", d.versions));
-        }
         match url::Url::parse(&d.url) {
             Ok(u) if ["s3", "file", "gs", "az", "azure", "abfs", "memory"].contains(&u.scheme()) => {
                 if u.scheme() == "file" && !u.path().starts_with('/') {
@@ -1008,33 +1056,88 @@ impl Config {
         {
             p.push(format!("destination.endpoint: {e:?} is not a URL"));
         }
-        if self.pipeline.part_size.0 < 5 << 20 || self.pipeline.part_size.0 > MAX_PART_SIZE {
-            p.push("pipeline.part_size: S3 takes parts of 5MiB to 5GiB".into());
-        }
         let uploader = self.stages.settings(StageName::Uploader);
         let part_memory = (uploader.concurrency as u64)
             .saturating_mul(uploader.part_concurrency as u64)
             .saturating_mul(self.pipeline.part_size.0);
         if part_memory > MAX_PART_MEMORY {
             p.push(format!(
-                "pipeline.part_size: {} uploads × {} parts in flight × this part size would hold {} GiB in memory (at most 16 GiB)",
+                "pipeline.part_size: {} uploads (stages.uploader.concurrency) × {} parts in flight \
+                 (stages.uploader.part_concurrency) × this part size would hold {} GiB in memory (at most 16 GiB)",
                 uploader.concurrency,
                 uploader.part_concurrency,
                 part_memory >> 30
             ));
         }
-        let budget = self.pipeline.memory_budget.0;
-        if budget < self.pipeline.part_size.0 || budget > MAX_PART_MEMORY {
-            p.push(
-                "pipeline.memory_budget: must hold at least one part (pipeline.part_size) and be at most 16GiB".into(),
-            );
+    }
+
+    /// Every number and duration key against its documented range (README, "The keys"): a value
+    /// outside it is refused here rather than overflowing, panicking or busy-looping at run time.
+    fn range_problems(&self, p: &mut Vec<String>) {
+        for (key, value, range) in self.duration_keys() {
+            if let Some(value) = value {
+                range.check(key, value, p);
+            }
         }
-        if self.pipeline.chunk_size.0 == 0 || self.pipeline.chunk_size.0 > self.pipeline.part_size.0 {
-            p.push("pipeline.chunk_size: must be > 0 and not larger than pipeline.part_size".into());
+        for (key, value, range) in self.count_keys() {
+            if let Some(value) = value {
+                range.check(key, value, p);
+            }
         }
-        if self.pipeline.chunk_depth == 0 || self.pipeline.chunk_depth > MAX_CHUNK_DEPTH {
-            p.push(format!("pipeline.chunk_depth: must be between 1 and {MAX_CHUNK_DEPTH}"));
+        let rps = self.rate_limit.drive_rps;
+        if !(MIN_DRIVE_RPS..=MAX_DRIVE_RPS).contains(&rps) {
+            p.push(format!("rate_limit.drive_rps: must be between {MIN_DRIVE_RPS} and {MAX_DRIVE_RPS}, not {rps}"));
         }
+    }
+
+    /// Each duration key, its value (`None`: an optional key left out) and its range.
+    fn duration_keys(&self) -> [(&'static str, Option<Duration>, Between<Duration>); 11] {
+        let (ms, secs) = (Duration::from_millis, Duration::from_secs);
+        let (hour, day) = (secs(3600), secs(DAY_SECS));
+        let (s, r) = (&self.source, &self.retry);
+        let base_delay = r.base_delay.0.clamp(ms(1), hour);
+        [
+            ("source.poll_interval", Some(s.poll_interval.0), Between::new(ms(100), day)),
+            ("source.timeout", Some(s.timeout.0), Between::new(ms(100), hour)),
+            // No upper bound: a longer lifetime is clamped to Drive's maximum of a week.
+            ("source.webhook.channel_ttl", s.webhook.as_ref().map(|w| w.channel_ttl.0), Between::at_least(secs(60))),
+            ("destination.timeout", Some(self.destination.timeout.0), Between::new(ms(100), day)),
+            ("state.audit_retention", Some(self.state.audit_retention.0), Between::new(hour, secs(MAX_RETENTION_SECS))),
+            ("retry.base_delay", Some(r.base_delay.0), Between::new(ms(1), hour)),
+            ("retry.max_delay", Some(r.max_delay.0), Between::new(base_delay, hour).low_named("retry.base_delay")),
+            ("retry.breaker_cooldown", Some(r.breaker_cooldown.0), Between::new(ms(100), hour)),
+            ("supervisor.within", Some(self.supervisor.within.0), Between::new(secs(1), day)),
+            ("index.catch_up_timeout", Some(self.index.catch_up_timeout.0), Between::new(Duration::ZERO, day)),
+            ("verify.every", self.verify.every.map(|e| e.0), Between::new(secs(1), secs(366 * DAY_SECS))),
+        ]
+    }
+
+    /// Each count and byte-size key (stage settings apart), its value and its range.
+    fn count_keys(&self) -> [(&'static str, Option<u64>, Between<u64>); 12] {
+        let (s, pl, r, t) = (&self.source, &self.pipeline, &self.retry, &self.testing);
+        let part_size = pl.part_size.0.clamp(MIN_PART_SIZE, MAX_PART_SIZE);
+        [
+            ("source.page_size", Some(s.page_size.into()), Between::new(1, 1000)),
+            ("source.max_file_size", s.max_file_size.map(|b| b.0), Between::at_least(1).bytes()),
+            ("destination.versions", Some(self.destination.versions as u64), Between::new(0, MAX_VERSIONS)),
+            ("pipeline.part_size", Some(pl.part_size.0), Between::new(MIN_PART_SIZE, MAX_PART_SIZE).bytes()),
+            (
+                "pipeline.chunk_size",
+                Some(pl.chunk_size.0),
+                Between::new(MIN_CHUNK_SIZE, part_size).bytes().high_named("pipeline.part_size"),
+            ),
+            (
+                "pipeline.memory_budget",
+                Some(pl.memory_budget.0),
+                Between::new(part_size, MAX_PART_MEMORY).bytes().low_named("pipeline.part_size"),
+            ),
+            ("pipeline.chunk_depth", Some(pl.chunk_depth as u64), Between::new(1, MAX_CHUNK_DEPTH)),
+            ("retry.max_attempts", Some(r.max_attempts.into()), Between::new(1, MAX_ATTEMPTS)),
+            ("retry.breaker_threshold", Some(r.breaker_threshold.into()), Between::new(1, MAX_BREAKER_THRESHOLD)),
+            ("supervisor.max_restarts", Some(self.supervisor.max_restarts.into()), Between::new(0, MAX_RESTARTS)),
+            ("testing.fail_after", Some(t.fail_after), Between::at_least(1)),
+            ("testing.crash_after_writes", t.crash_after_writes, Between::at_least(1)),
+        ]
     }
 
     fn stage_problems(&self, p: &mut Vec<String>) {

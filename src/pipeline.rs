@@ -122,7 +122,8 @@ pub fn credentials(cfg: &Config) -> crate::drive::auth::Credentials {
     }
 }
 
-fn retry_policy(cfg: &Config) -> RetryPolicy {
+/// The retry policy of `[retry]`, as the Drive client runs it.
+pub fn retry_policy(cfg: &Config) -> RetryPolicy {
     RetryPolicy {
         max_attempts: cfg.retry.max_attempts,
         base_delay: cfg.retry.base_delay.0,

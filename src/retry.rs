@@ -111,6 +111,12 @@ impl TokenBucket {
         TokenBucket { rate, burst, state: Mutex::new((burst, Instant::now())) }
     }
 
+    /// The Drive client's bucket for `[rate_limit] drive_rps`: bursts of one second's worth (at least
+    /// one request). `validate` keeps `rps` within its range, so every wait it computes is a `Duration`.
+    pub fn per_second(rps: f64) -> Self {
+        TokenBucket::new(rps, rps.max(1.0))
+    }
+
     /// How long the caller must wait for a token taken at `now` (the token is taken).
     pub fn reserve(&self, now: Instant) -> Duration {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -164,7 +164,7 @@ impl DriveClient {
             .read_timeout(settings.timeout)
             .build()
             .map_err(|e| DriveError::Transport(e.to_string()))?;
-        let limiter = Arc::new(TokenBucket::new(settings.rps, settings.rps.max(1.0)));
+        let limiter = Arc::new(TokenBucket::per_second(settings.rps));
         let breaker = Arc::new(Breaker::new("drive", settings.breaker));
         Ok(DriveClient { hub: Arc::new(hub), auth, http, settings: Arc::new(settings), limiter, breaker })
     }

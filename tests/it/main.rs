@@ -8,6 +8,7 @@ mod support;
 mod audit_log;
 mod backpressure;
 mod bad_config;
+mod config_extremes;
 mod content_dedup;
 mod continuous;
 mod crash_restart;
