@@ -820,7 +820,9 @@ impl Bound for Duration {
 
 impl Bound for u64 {
     fn show(self, bytes: bool) -> String {
-        let unit = [(30, "GiB"), (20, "MiB"), (10, "KiB")].into_iter().find(|(shift, _)| self >= 1 << shift && self.is_multiple_of(1 << shift));
+        let unit = [(30, "GiB"), (20, "MiB"), (10, "KiB")]
+            .into_iter()
+            .find(|(shift, _)| self >= 1 << shift && self.is_multiple_of(1 << shift));
         match unit {
             Some((shift, name)) if bytes => format!("{}{name}", self >> shift),
             _ if bytes => format!("{self}B"),
