@@ -83,6 +83,10 @@ enum Command {
         /// (exit 0 when equal, 3 when some files were dead-lettered).
         #[arg(long)]
         repair: bool,
+        /// With --repair: also remove (per `deletes`) the objects outside the mirror's folders
+        /// (my-drive/, shared-drives/, shared-with-me/); without it they are only reported.
+        #[arg(long, requires = "repair")]
+        prune_unknown: bool,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -217,6 +221,12 @@ enum VersionsAction {
         /// The version's name (as `versions list` shows it) or its Drive version number.
         #[arg(long)]
         to: String,
+        /// Write the version to this key (relative to the prefix, outside the mirror's folders, and
+        /// free) instead of the file's own key; the file's record and object stay as they are. A
+        /// restore never overwrites another file's object: when another file holds the key now,
+        /// restore refuses (exit 2) and names it.
+        #[arg(long = "as", value_name = "KEY")]
+        as_key: Option<String>,
     },
 }
 
@@ -304,8 +314,8 @@ async fn dispatch(cmd: Command) -> ExitCode {
         Command::Run { dry_run: true, json, quiet, config, .. } => return dry_run(&config, json, quiet).await,
         Command::Run { once, quiet, config, .. } => return run(&config, once, quiet).await,
         Command::Validate { config } => return validate(&config),
-        Command::Verify { checksum, repair, json, quiet, config } => {
-            return verify(&config, VerifyArgs { checksum, repair, json, quiet }).await;
+        Command::Verify { checksum, repair, prune_unknown, json, quiet, config } => {
+            return verify(&config, VerifyArgs { checksum, repair, prune_unknown, json, quiet }).await;
         }
         Command::Status { json, config } => status(&config, json),
         Command::Dlq { action: DlqAction::List { json, config } } => dlq_list(&config, json),
@@ -314,8 +324,8 @@ async fn dispatch(cmd: Command) -> ExitCode {
         Command::Versions { action: VersionsAction::List { json, config, file } } => {
             versions_list(&config, &file, json)
         }
-        Command::Versions { action: VersionsAction::Restore { config, file, to } } => {
-            versions_restore(&config, &file, &to).await
+        Command::Versions { action: VersionsAction::Restore { config, file, to, as_key } } => {
+            versions_restore(&config, &file, &to, as_key.as_deref()).await
         }
         Command::Auth { action } => auth(action).await,
         Command::Emulator(a) => emulator(a).await,
@@ -492,7 +502,7 @@ async fn dry_run(path: &std::path::Path, json: bool, quiet: bool) -> ExitCode {
         Err(code) => return code,
     };
     let progress = !quiet && !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let opts = mirrorflow::verify::VerifyOptions { checksum: false, progress };
+    let opts = mirrorflow::verify::VerifyOptions { checksum: false, progress, prune_unknown: false };
     match mirrorflow::verify::dry_run(&cfg, &opts).await {
         Ok(plan) if json => match serde_json::to_string(&plan) {
             Ok(text) => {
@@ -519,6 +529,7 @@ async fn dry_run(path: &std::path::Path, json: bool, quiet: bool) -> ExitCode {
 struct VerifyArgs {
     checksum: bool,
     repair: bool,
+    prune_unknown: bool,
     json: bool,
     quiet: bool,
 }
@@ -531,6 +542,7 @@ async fn verify(path: &std::path::Path, a: VerifyArgs) -> ExitCode {
     };
     let opts = VerifyOptions {
         checksum: a.checksum,
+        prune_unknown: a.prune_unknown,
         progress: !a.quiet && !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let failed = |e: v::VerifyError| {
@@ -751,6 +763,14 @@ fn versions_target(
             anyhow::Error::new(e).context("opening the state store")
         }
     })?;
+    let configured = mirrorflow::pipeline::destination_identity(&cfg.destination);
+    if let Some(recorded) = store.bound_destination()?.filter(|r| *r != configured) {
+        return Err(UsageError(format!(
+            "the state in {} belongs to destination {recorded:?}, but the configuration names {configured:?}",
+            cfg.state.dir.display()
+        ))
+        .into());
+    }
     let dest = mirrorflow::dest::Destination::from_config(&cfg.destination, &cfg.retry)?;
     let Some(id) = mirrorflow::dest::versions::find_file(&store, &dest, file)? else {
         return Err(UsageError(format!("no mirrored file has the id or key {file:?}")).into());
@@ -780,17 +800,21 @@ fn versions_list(path: &std::path::Path, file: &str, json: bool) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-async fn versions_restore(path: &std::path::Path, file: &str, to: &str) -> anyhow::Result<ExitCode> {
+async fn versions_restore(
+    path: &std::path::Path,
+    file: &str,
+    to: &str,
+    as_key: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    use mirrorflow::dest::versions;
     mirrorflow::install_crypto_provider();
     let (store, dest, id) = versions_target(path, file)?;
-    match mirrorflow::dest::versions::restore(&dest, &store, &id, to).await {
-        Ok(v) => {
-            out_line!("{id}: version {} (Drive version {}) is the current object again", v.name, v.version);
+    match versions::restore(&dest, &store, &id, to, as_key).await {
+        Ok((v, key)) => {
+            out_line!("{id}: version {} (Drive version {}) restored to {key}", v.name, v.version);
             Ok(ExitCode::SUCCESS)
         }
-        Err(e @ mirrorflow::dest::versions::RestoreError::NoSuchVersion { .. }) => {
-            Err(UsageError(e.to_string()).into())
-        }
+        Err(e) if e.is_usage() => Err(UsageError(e.to_string()).into()),
         Err(e) => Err(e.into()),
     }
 }

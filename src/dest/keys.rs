@@ -242,6 +242,38 @@ pub fn collision_class(segment: &str) -> String {
     segment.to_lowercase()
 }
 
+/// The top-level folders under the prefix that the mirror writes Drive's files to (`users/` joins
+/// them when the mirror holds several users' drives). Anything else under the prefix is not the
+/// mirror's: `verify` reports it and `--repair` leaves it unless told otherwise.
+pub const MIRROR_NAMESPACES: [&str; 3] = ["my-drive", "shared-drives", crate::stages::planner::SHARED_WITH_ME];
+
+/// The top-level folders the mirror keeps for itself: the trash and the kept versions.
+pub const RESERVED_NAMESPACES: [&str; 2] = [".trash", ".versions"];
+
+/// Where a key (relative to the prefix) lies, as far as the mirror is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Namespace {
+    /// Under a folder of Drive's files ([`MIRROR_NAMESPACES`]).
+    Mirror,
+    /// Under the trash or the kept versions ([`RESERVED_NAMESPACES`]).
+    Reserved,
+    /// Anywhere else: not the mirror's.
+    Unknown,
+}
+
+/// The namespace of `relative` (a key relative to the prefix).
+pub fn namespace_of(relative: &str) -> Namespace {
+    let top = relative.split('/').next().unwrap_or_default();
+    let nested = relative.len() > top.len();
+    if nested && MIRROR_NAMESPACES.contains(&top) {
+        Namespace::Mirror
+    } else if RESERVED_NAMESPACES.contains(&top) {
+        Namespace::Reserved
+    } else {
+        Namespace::Unknown
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,5 +424,17 @@ mod tests {
         let twice = shorten_segment(&short, 90);
         assert!(twice.len() <= 90 && derives_from(&twice, &full));
         assert!(!derives_from(&shorten_segment(&shorten_segment(&other, 120), 90), &full));
+    }
+
+    #[test]
+    fn only_the_drive_folders_are_the_mirrors_namespaces() {
+        assert_eq!(namespace_of("my-drive/a.txt"), Namespace::Mirror);
+        assert_eq!(namespace_of("shared-drives/Team/a.txt"), Namespace::Mirror);
+        assert_eq!(namespace_of("shared-with-me/a.txt"), Namespace::Mirror);
+        assert_eq!(namespace_of("my-drive"), Namespace::Unknown, "a file named like the folder");
+        assert_eq!(namespace_of("my-drive-old/a.txt"), Namespace::Unknown);
+        assert_eq!(namespace_of("stray.txt"), Namespace::Unknown);
+        assert_eq!(namespace_of(".versions/my-drive/a.txt/1"), Namespace::Reserved);
+        assert_eq!(namespace_of(".trash/x"), Namespace::Reserved);
     }
 }

@@ -2,9 +2,12 @@
 //! folder. Keys arrive already sanitized; this module only moves bytes and reports errors by class.
 
 pub mod keys;
+mod local_list;
 pub mod multipart;
 mod uploads;
 pub mod versions;
+
+pub use local_list::Listed;
 
 use crate::breaker::Breaker;
 use crate::config::{DeletePolicy, DestinationConfig, KeyMode, RetryConfig};
@@ -180,6 +183,44 @@ fn remove_staged_under(dir: &std::path::Path) -> std::io::Result<usize> {
     Ok(removed)
 }
 
+/// A local I/O failure as object_store's error, so callers classify it like the store's own (a
+/// missing source is `NotFound`).
+fn local_error(e: std::io::Error) -> object_store::Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => object_store::Error::NotFound { path: String::new(), source: Box::new(e) },
+        _ => object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) },
+    }
+}
+
+/// Copies the file `from` to `to` as an independent file: its bytes go to a fresh staging file
+/// `<to>#<n>` (a reflink where the filesystem offers one: `std::io::copy` between files uses
+/// `copy_file_range`, which btrfs and XFS serve by sharing extents copy-on-write), then a rename puts
+/// it at `to`. A killed copy never leaves a half file at `to`, and its staging file is what
+/// `remove_staging_leftovers` removes. A copy onto the same file (a replay, or a hard link an earlier
+/// version made) makes `to` a file of its own, which is what a copy means.
+fn copy_local_file(from: &std::path::Path, to: &std::path::Path) -> Result<(), object_store::Error> {
+    let mut source = std::fs::File::open(from).map_err(local_error)?;
+    let parent =
+        to.parent().ok_or_else(|| local_error(std::io::Error::other(format!("{} has no folder", to.display()))))?;
+    std::fs::create_dir_all(parent).map_err(local_error)?;
+    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let (staged, mut target) = (0u32..)
+        .map(|n| parent.join(format!("{name}#{n}")))
+        .find_map(|p| match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+            Ok(f) => Some(Ok((p, f))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+            Err(e) => Some(Err(e)),
+        })
+        .unwrap_or_else(|| Err(std::io::Error::other("no free staging name")))
+        .map_err(local_error)?;
+    let written = std::io::copy(&mut source, &mut target).and_then(|_| std::fs::rename(&staged, to));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&staged);
+        return Err(local_error(e));
+    }
+    Ok(())
+}
+
 /// Metadata key under which the upload records Drive's md5.
 const MD5_METADATA: &str = "drive-md5";
 
@@ -205,6 +246,8 @@ pub struct Destination {
     crash_countdown: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// The local folder store, for the staging files a killed write leaves (`remove_staging_leftovers`).
     local: Option<Arc<object_store::local::LocalFileSystem>>,
+    /// The local folder itself, listed without following links ([`Self::list_entries`]).
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Destination {
@@ -220,6 +263,7 @@ impl Destination {
         let mut multipart: Option<Arc<dyn MultipartStore>> = None;
         let mut s3_store = None;
         let mut local = None;
+        let mut local_root = None;
         let (store, prefix, supports_metadata): (Arc<dyn ObjectStore>, String, bool) = match url.scheme() {
             "file" => {
                 let dir = url.to_file_path().map_err(|_| DestError::Config(format!("bad file URL {:?}", cfg.url)))?;
@@ -230,6 +274,7 @@ impl Destination {
                     .with_automatic_cleanup(true);
                 let fs = Arc::new(fs);
                 local = Some(fs.clone());
+                local_root = Some(dir);
                 (fs, String::new(), false)
             }
             "memory" => (Arc::new(object_store::memory::InMemory::new()), String::new(), true),
@@ -260,6 +305,7 @@ impl Destination {
             versions: cfg.versions,
             crash_countdown: None,
             local,
+            local_root,
         })
     }
 
@@ -555,38 +601,28 @@ impl Destination {
         self.guarded(async { self.store.get(&path).await.map_err(store_err)?.bytes().await.map_err(store_err) }).await
     }
 
-    /// Server-side copy.
+    /// Server-side copy. On a local folder the copy is a file of its own (see [`copy_local_file`]),
+    /// never a hard link: a kept version, a trashed object or a content-dedup copy must not change
+    /// when the file it was copied from (or to) is written in place.
     pub async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), DestError> {
         let (src, dst) = (Self::path(from)?, Self::path(to)?);
-        if self.same_local_file(&src, &dst) {
-            self.wrote();
-            return Ok(());
+        let copy_err = |source| DestError::Store { op: "copy", key: from.0.clone(), source };
+        match &self.local {
+            Some(fs) => {
+                let (a, b) =
+                    (fs.path_to_filesystem(&src).map_err(copy_err)?, fs.path_to_filesystem(&dst).map_err(copy_err)?);
+                self.guarded(async {
+                    tokio::task::spawn_blocking(move || copy_local_file(&a, &b))
+                        .await
+                        .map_err(|e| copy_err(local_error(std::io::Error::other(e))))?
+                        .map_err(copy_err)
+                })
+                .await?
+            }
+            None => self.guarded(async { self.store.copy(&src, &dst).await.map_err(copy_err) }).await?,
         }
-        self.guarded(async {
-            self.store.copy(&src, &dst).await.map_err(|source| DestError::Store {
-                op: "copy",
-                key: from.0.clone(),
-                source,
-            })
-        })
-        .await?;
         self.wrote();
         Ok(())
-    }
-
-    /// On a local folder a copy is a hard link. When `to` already is `from` (a copy replayed after a
-    /// crash, a version kept again), object_store's rename of its staging link onto that same file
-    /// does nothing and leaves the staging link (`<to>#0`) behind: such a copy is already done.
-    fn same_local_file(&self, from: &Path, to: &Path) -> bool {
-        #[cfg(unix)]
-        if let Some(fs) = &self.local
-            && let (Ok(a), Ok(b)) = (fs.path_to_filesystem(from), fs.path_to_filesystem(to))
-            && let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b))
-        {
-            use std::os::unix::fs::MetadataExt;
-            return a.dev() == b.dev() && a.ino() == b.ino();
-        }
-        false
     }
 
     /// Deletes an object; absent is fine.
@@ -679,6 +715,17 @@ impl Destination {
             let md5 = md5.filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()));
             Ok(ListedObject { key: ObjectKey(m.location.to_string()), size: m.size, md5 })
         })
+    }
+
+    /// Every entry under the prefix, as a stream: objects, and on a local folder the symbolic links
+    /// met, each listed as itself and never followed (object_store's local listing follows them, so
+    /// the files behind a link would pass for the mirror's objects).
+    pub fn list_entries(&self) -> futures::stream::BoxStream<'_, Result<Listed, DestError>> {
+        use futures::StreamExt;
+        match &self.local_root {
+            Some(root) => local_list::entries(root.clone()).boxed(),
+            None => self.list_objects().map(|r| r.map(Listed::Object)).boxed(),
+        }
     }
 
     /// True when objects carry the `drive-md5` metadata written at upload (not on a local folder).

@@ -83,7 +83,7 @@ async fn keep_unpruned(
         // The name is taken by another content (a restore put an older one back under this version).
         name = format!("{name}-{}", rec.md5.as_deref().map_or("x", |m| &m[..m.len().min(8)]));
     }
-    let object = dest.version_object(&rec.key, &name);
+    let (name, object) = free_version_object(dest, &kept, &rec.key, &name).await?;
     match dest.copy(&rec.key, &object).await {
         Ok(()) => {}
         // Nothing at the key (removed behind mirrorflow's back): nothing to keep.
@@ -105,6 +105,33 @@ async fn keep_unpruned(
     Ok(Some(rec.key))
 }
 
+/// Names tried for one kept content before giving up.
+const MAX_VERSION_NAMES: u32 = 1000;
+
+/// The first of `base`, `base-2`, `base-3`, … that no record of this file names and no object
+/// occupies: another file that held this key earlier (a deleted file whose name a new one took) may
+/// have kept a content under the same `<modifiedTime>-<version>`, and a copy onto it would replace
+/// that file's version with this one's bytes. An object no record names (the copy of a keep killed
+/// before its record) is left alone too: it costs space, never a content.
+async fn free_version_object(
+    dest: &Destination,
+    kept: &[KeptVersion],
+    key: &ObjectKey,
+    base: &str,
+) -> Result<(String, ObjectKey), DestError> {
+    for n in 1..=MAX_VERSION_NAMES {
+        let name = if n == 1 { base.to_string() } else { format!("{base}-{n}") };
+        if kept.iter().any(|v| v.name == name) {
+            continue;
+        }
+        let object = dest.version_object(key, &name);
+        if dest.head(&object).await?.is_none() {
+            return Ok((name, object));
+        }
+    }
+    Err(DestError::InvalidKey(format!("{}: no free version name after {base:?}", key.as_str())))
+}
+
 /// Why a restore cannot be done.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -116,12 +143,43 @@ pub enum RestoreError {
         /// What was asked for.
         wanted: String,
     },
+    /// Another file holds the key now (the restored file was removed, and a new file took its name):
+    /// its object would be overwritten, its content kept nowhere.
+    #[error(
+        "{key} is held by another file now ({holder}): restoring {file} there would overwrite that file's object; name another key with --as KEY"
+    )]
+    HeldByAnother {
+        /// The file being restored.
+        file: FileId,
+        /// The key.
+        key: ObjectKey,
+        /// The file holding it.
+        holder: FileId,
+    },
+    /// The key named with `--as` cannot take a restore.
+    #[error("--as {key}: {why}")]
+    BadTarget {
+        /// The key named.
+        key: String,
+        /// Why not.
+        why: &'static str,
+    },
     /// The destination failed.
     #[error("{0}")]
     Dest(#[from] DestError),
     /// The store failed.
     #[error("{0}")]
     Store(#[from] crate::state::StoreError),
+}
+
+impl RestoreError {
+    /// True for a refusal caused by what was asked (exit 2), not by a failure.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            RestoreError::NoSuchVersion { .. } | RestoreError::HeldByAnother { .. } | RestoreError::BadTarget { .. }
+        )
+    }
 }
 
 /// The file a person names: a Drive file id the store knows (mirrored now, or with kept versions),
@@ -147,20 +205,69 @@ pub fn find_file(store: &Store, dest: &Destination, what: &str) -> Result<Option
 /// one until the next replacement), the file's record takes its md5 and size (its Drive version
 /// stays, so the next run does not fetch it again: the next change in Drive replaces it), and a
 /// `restored` audit entry says so. `to` is a version's name or its Drive version number.
-pub async fn restore(dest: &Destination, store: &Store, file: &FileId, to: &str) -> Result<KeptVersion, RestoreError> {
+///
+/// A restore never overwrites another file's object: when the key (a removed file's last key) is
+/// held by another file now, it refuses and names that file. `as_key` (relative to the prefix)
+/// writes the version there instead, leaving the file's record and object alone: a key outside the
+/// mirror's namespaces that holds no object. Returns the version and the key written.
+pub async fn restore(
+    dest: &Destination,
+    store: &Store,
+    file: &FileId,
+    to: &str,
+    as_key: Option<&str>,
+) -> Result<(KeptVersion, ObjectKey), RestoreError> {
     let kept = store.kept_versions(file)?;
     let Some(version) = kept.iter().rev().find(|v| v.name == to || v.version.to_string() == to).cloned() else {
         return Err(RestoreError::NoSuchVersion { file: file.clone(), wanted: to.to_string() });
     };
-    keep_unpruned(dest, store, file, version.md5.as_deref()).await?;
+    if let Some(rel) = as_key {
+        let target = restore_elsewhere(dest, &version, rel).await?;
+        store.record_restore_elsewhere(file, &version, &target)?;
+        return Ok((version, target));
+    }
     let target = store.file(file)?.map_or_else(|| version.key.clone(), |r| r.key);
+    if let Some(holder) = store.claim_holder(&keys::collision_class(target.as_str()))?.filter(|h| h != file) {
+        return Err(RestoreError::HeldByAnother { file: file.clone(), key: target, holder });
+    }
+    keep_unpruned(dest, store, file, version.md5.as_deref()).await?;
     dest.copy(&version.object, &target).await?;
     store.record_restore(file, &version, &target)?;
     // No prune here: the restored version's copy stays (the newest now), so the content the next
     // replacement removes is already kept; the limit may be exceeded by one until then.
     let newest = KeptVersion { kept_at_ms: crate::state::unix_ms(), ..version.clone() };
     store.record_kept_version(file, &newest)?;
-    Ok(version)
+    Ok((version, target))
+}
+
+/// Copies `version` to the key `rel` names (relative to the prefix), which must lie outside the
+/// mirror's own folders (there the planner writes Drive's files and `verify --repair` removes what
+/// Drive does not have) and hold no object (a restore never overwrites).
+async fn restore_elsewhere(dest: &Destination, version: &KeptVersion, rel: &str) -> Result<ObjectKey, RestoreError> {
+    let rel = rel.trim_matches('/');
+    let bad = |why| RestoreError::BadTarget { key: rel.to_string(), why };
+    if rel.is_empty() || rel.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err(bad("not a key"));
+    }
+    if keys::namespace_of(rel) != keys::Namespace::Unknown {
+        return Err(bad(
+            "lies in the mirror's own folders (my-drive/, shared-drives/, shared-with-me/, .trash/, .versions/); name a key outside them",
+        ));
+    }
+    let target = dest.key(rel);
+    if dest
+        .head(&target)
+        .await
+        .map_err(|e| match e {
+            DestError::InvalidKey(_) => bad("not a valid object key"),
+            e => RestoreError::Dest(e),
+        })?
+        .is_some()
+    {
+        return Err(bad("an object is there already; a restore never overwrites one"));
+    }
+    dest.copy(&version.object, &target).await?;
+    Ok(target)
 }
 
 /// Removes the oldest versions of `key` beyond the limit: the record first, then the object.
@@ -239,5 +346,49 @@ mod tests {
         let names: Vec<&str> = beyond_limit(&all, &ObjectKey("k".into()), 2).iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["1"]);
         assert!(beyond_limit(&all, &ObjectKey("k".into()), 3).is_empty());
+    }
+
+    /// Commits `outcome` for `id` as the committer would.
+    fn commit(store: &Store, id: &str, kind: crate::model::OutcomeKind) {
+        let outcome = crate::model::Outcome { seq: crate::model::ChangeSeq(1), file_id: FileId(id.into()), kind };
+        store.apply(&crate::state::CommitBatch { outcomes: vec![outcome], ..Default::default() }).unwrap();
+    }
+
+    #[tokio::test]
+    async fn versions_of_two_files_that_held_one_key_never_overwrite_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state")).unwrap();
+        let url = format!("url = \"file://{}\"\nversions = 2", dir.path().join("mirror").display());
+        let cfg: crate::config::DestinationConfig = toml::from_str(&url).unwrap();
+        let dest = Destination::from_config(&cfg, &crate::config::RetryConfig::default()).unwrap();
+        let key = dest.key("my-drive/X.txt");
+        // Same Drive version number and modifiedTime: the same version name for both files.
+        let rec = |id: &str, md5: &str| FileRecord {
+            id: FileId(id.into()),
+            name: "X.txt".into(),
+            parent: None,
+            mime_type: "text/plain".into(),
+            version: 3,
+            md5: Some(md5.into()),
+            sha256: None,
+            size: 1,
+            key: key.clone(),
+            modified_time: Some("2026-01-01T00:00:00.000Z".into()),
+        };
+        let meta = super::super::ObjectMeta::default();
+        commit(&store, "A", crate::model::OutcomeKind::Committed(rec("A", "aaaa")));
+        dest.put(&key, vec![bytes::Bytes::from_static(b"A")], &meta).await.unwrap();
+        keep(&dest, &store, &FileId("A".into()), Some("next")).await.unwrap();
+        commit(&store, "A", crate::model::OutcomeKind::Removed { key: Some(key.clone()) });
+        commit(&store, "B", crate::model::OutcomeKind::Committed(rec("B", "bbbb")));
+        dest.put(&key, vec![bytes::Bytes::from_static(b"B")], &meta).await.unwrap();
+        keep(&dest, &store, &FileId("B".into()), Some("next")).await.unwrap();
+
+        let (a, b) =
+            (store.kept_versions(&FileId("A".into())).unwrap(), store.kept_versions(&FileId("B".into())).unwrap());
+        assert_eq!((a.len(), b.len()), (1, 1), "{a:?} {b:?}");
+        assert_ne!(a[0].object, b[0].object, "each file's version has its own object");
+        assert_eq!(&dest.get(&a[0].object).await.unwrap()[..], b"A", "A's version still holds A's bytes");
+        assert_eq!(&dest.get(&b[0].object).await.unwrap()[..], b"B");
     }
 }

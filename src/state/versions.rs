@@ -54,9 +54,11 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets a kept version (before its object is deleted: a record never names a missing object).
+    /// Forgets a kept version, synced: its object is deleted next, and a crash in between must not
+    /// leave a record naming a missing object (unsynced, the removal could be lost with the process).
     pub fn forget_kept_version(&self, file: &FileId, name: &str) -> Result<(), StoreError> {
         self.versions.remove(version_record_key(file, name))?;
+        self.db.persist(fjall::PersistMode::SyncData)?;
         Ok(())
     }
 
@@ -75,6 +77,17 @@ impl Store {
         }
         let mut entry = super::AuditEntry::record_change(file, "restored", Some(key));
         entry.detail = Some(format!("version {} (Drive version {})", v.name, v.version));
+        self.stage_audit(&mut b, vec![entry], super::unix_ms())?;
+        b.commit()?;
+        Ok(())
+    }
+
+    /// Records a restore to another key than the file's (`versions restore --as`): a `restored`
+    /// audit entry only, since the file's record and object are untouched.
+    pub fn record_restore_elsewhere(&self, file: &FileId, v: &KeptVersion, key: &ObjectKey) -> Result<(), StoreError> {
+        let mut b = self.db.batch().durability(Some(fjall::PersistMode::SyncData));
+        let mut entry = super::AuditEntry::record_change(file, "restored", Some(key));
+        entry.detail = Some(format!("version {} (Drive version {}) to another key", v.name, v.version));
         self.stage_audit(&mut b, vec![entry], super::unix_ms())?;
         b.commit()?;
         Ok(())

@@ -15,7 +15,7 @@ pub mod spill;
 pub use report::Report;
 
 use crate::config::{Config, ExportConfig};
-use crate::dest::{DestError, Destination, ListedObject, keys};
+use crate::dest::{DestError, Destination, Listed, ListedObject, keys};
 use crate::drive::{Corpus, DriveClient, DriveError};
 use crate::model::{DriveFile, FileId, ObjectKey, Refresh};
 use crate::pipeline::{self, PipelineError, RunOptions};
@@ -99,6 +99,9 @@ pub struct VerifyOptions {
     pub checksum: bool,
     /// Print a progress line on stderr.
     pub progress: bool,
+    /// `--prune-unknown`: the repair removes objects outside the mirror's namespaces too (per
+    /// `deletes`); without it they are only reported.
+    pub prune_unknown: bool,
 }
 
 /// Objects compared or hashed at once.
@@ -432,15 +435,27 @@ impl Pass<'_> {
     ) -> Result<(), VerifyError> {
         use futures::TryStreamExt;
         let (spill, rules, counters) = (&self.spill, &self.rules, &self.counters);
-        dest.list_objects()
+        dest.list_entries()
             .map_err(VerifyError::from)
-            .map_ok(|obj| async move {
+            .map_ok(|entry| async move {
+                let obj = match entry {
+                    Listed::Object(obj) => obj,
+                    Listed::Link { key, target } => {
+                        let rel = rules.relative(key.as_str());
+                        return if is_reserved(rel, state_inside) { Ok(()) } else { spill.link(rel, &target) };
+                    }
+                };
                 let rel = rules.relative(obj.key.as_str()).to_string();
                 if is_reserved(&rel, state_inside) {
                     return Ok(());
                 }
                 counters.compared.fetch_add(1, Ordering::Relaxed);
-                let Some(expected) = spill.take_expected(&rel)? else { return spill.extra(&rel) };
+                let Some(expected) = spill.take_expected(&rel)? else {
+                    return match keys::namespace_of(&rel) {
+                        keys::Namespace::Mirror => spill.extra(&rel),
+                        _ => spill.unknown(&rel),
+                    };
+                };
                 if let Some(reason) = compare(dest, &obj, &expected, checksum, counters).await? {
                     spill.mismatch(&rel, &expected, reason)?;
                 }
@@ -456,7 +471,7 @@ impl Pass<'_> {
 /// state folder when it lies inside a local destination.
 fn is_reserved(rel: &str, state_inside: Option<&str>) -> bool {
     let under = |r: &str| rel == r || rel.strip_prefix(r).is_some_and(|t| t.starts_with('/'));
-    [".trash", ".versions"].into_iter().any(under) || state_inside.is_some_and(under)
+    keys::namespace_of(rel) == keys::Namespace::Reserved || state_inside.is_some_and(under)
 }
 
 /// Why `obj` does not hold what `expected` says, if it does not.
@@ -536,7 +551,7 @@ const REQUEST_BATCH: usize = 10_000;
 /// store records everything written), then verifies again.
 pub async fn repair(cfg: &Config, found: &Report, opts: &VerifyOptions) -> Result<Repair, VerifyError> {
     let requested = match open_store(cfg)? {
-        Some(store) => request_repairs(&store, found)?,
+        Some(store) => request_repairs(&store, found, opts.prune_unknown)?,
         None => 0,
     };
     tracing::info!(requests = requested, "repairing through the pipeline");
@@ -548,8 +563,13 @@ pub async fn repair(cfg: &Config, found: &Report, opts: &VerifyOptions) -> Resul
 /// Records what repairs `found`: a `Refresh::Repair` for every file whose object is missing or
 /// mismatched and for the file whose record holds an extra object's key (Drive then says whether it
 /// is gone), and a `Refresh::Stray` for every other extra object (removed per `deletes` by the
-/// pipeline, in order with any write to its key). Returns how many requests.
-pub fn request_repairs(store: &Store, found: &Report) -> Result<usize, VerifyError> {
+/// pipeline, in order with any write to its key). Objects outside the mirror's namespaces get a
+/// `Refresh::Stray` only with `prune_unknown`. Nothing is requested through a symbolic link: a file
+/// missing under one is left missing (its write would land wherever the link points), and what lies
+/// behind a link was never listed. Returns how many requests.
+pub fn request_repairs(store: &Store, found: &Report, prune_unknown: bool) -> Result<usize, VerifyError> {
+    let links: std::collections::BTreeSet<String> = found.link_keys()?.into_iter().collect();
+    let through_link = |key: &str| key.match_indices('/').any(|(i, _)| links.contains(&key[..i]));
     let mut batch = Vec::with_capacity(REQUEST_BATCH);
     let mut n = 0;
     let mut flush = |batch: &mut Vec<Refresh>, at_least: usize| -> Result<(), VerifyError> {
@@ -559,9 +579,12 @@ pub fn request_repairs(store: &Store, found: &Report) -> Result<usize, VerifyErr
         }
         Ok(())
     };
-    for id in found.differing_files() {
-        batch.push(Refresh::Repair(id?));
-        flush(&mut batch, REQUEST_BATCH)?;
+    for entry in found.missing().chain(found.mismatched()) {
+        let (key, difference) = entry?;
+        if let Some(id) = difference.file_id.filter(|_| !through_link(&key)) {
+            batch.push(Refresh::Repair(id));
+            flush(&mut batch, REQUEST_BATCH)?;
+        }
     }
     for key in found.extra_keys()? {
         let full = ObjectKey(found.full_key(&key));
@@ -570,6 +593,12 @@ pub fn request_repairs(store: &Store, found: &Report) -> Result<usize, VerifyErr
             None => Refresh::Stray(full),
         });
         flush(&mut batch, REQUEST_BATCH)?;
+    }
+    if prune_unknown {
+        for key in found.unknown_keys()? {
+            batch.push(Refresh::Stray(ObjectKey(found.full_key(&key))));
+            flush(&mut batch, REQUEST_BATCH)?;
+        }
     }
     flush(&mut batch, 1)?;
     Ok(n)

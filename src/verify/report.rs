@@ -19,14 +19,17 @@ pub struct Report {
     /// Bytes read and hashed (`--checksum`).
     pub bytes_hashed: u64,
     counts: (u64, u64, u64, u64),
+    /// Unknown objects and links.
+    others: (u64, u64),
 }
 
 impl std::fmt::Debug for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (missing, mismatched, extra, skipped) = self.counts;
+        let (unknown, links) = self.others;
         write!(
             f,
-            "Report(checked={}, missing={missing}, mismatched={mismatched}, extra={extra}, skipped={skipped})",
+            "Report(checked={}, missing={missing}, mismatched={mismatched}, extra={extra}, unknown={unknown}, links={links}, skipped={skipped})",
             self.checked
         )
     }
@@ -36,13 +39,15 @@ impl Report {
     /// Wraps a finished pass.
     pub(super) fn new(spill: Spill, rules: KeyRules, checked: u64, bytes_hashed: u64) -> Result<Report, VerifyError> {
         let counts = spill.counts()?;
-        Ok(Report { spill, rules, checked, bytes_hashed, counts })
+        let others = spill.unknown_and_link_counts()?;
+        Ok(Report { spill, rules, checked, bytes_hashed, counts, others })
     }
 
-    /// True when the mirror equals Drive (skipped files are not differences).
+    /// True when the mirror equals Drive (skipped files are not differences; objects outside the
+    /// mirror's namespaces and links are: the prefix holds something Drive does not have).
     pub fn equal(&self) -> bool {
         let (missing, mismatched, extra, _) = self.counts;
-        missing + mismatched + extra == 0
+        missing + mismatched + extra + self.others.0 + self.others.1 == 0
     }
 
     /// Missing objects.
@@ -58,6 +63,16 @@ impl Report {
     /// Extra objects.
     pub fn extra_count(&self) -> u64 {
         self.counts.2
+    }
+
+    /// Objects outside the mirror's namespaces (`keys::MIRROR_NAMESPACES`).
+    pub fn unknown_count(&self) -> u64 {
+        self.others.0
+    }
+
+    /// Symbolic links in a local folder.
+    pub fn link_count(&self) -> u64 {
+        self.others.1
     }
 
     /// Skipped files.
@@ -96,9 +111,19 @@ impl Report {
         self.spill.extras().collect()
     }
 
+    /// The keys of objects outside the mirror's namespaces, relative to the prefix.
+    pub fn unknown_keys(&self) -> Result<Vec<String>, VerifyError> {
+        self.spill.unknowns().collect()
+    }
+
+    /// The symbolic links' keys, relative to the prefix.
+    pub fn link_keys(&self) -> Result<Vec<String>, VerifyError> {
+        self.spill.links().map(|r| r.map(|(k, _)| k)).collect()
+    }
+
     /// The report as one JSON object: `{"equal", "checked", "missing": [{"key", "file_id", "reason"}],
-    /// "mismatched": [{"key", "file_id", "reason"}], "extra": [{"key"}], "skipped": [{"file_id", "name",
-    /// "reason"}]}`, keys relative to the prefix.
+    /// "mismatched": [{"key", "file_id", "reason"}], "extra": [{"key"}], "unknown": [{"key"}], "links":
+    /// [{"key", "target"}], "skipped": [{"file_id", "name", "reason"}]}`, keys relative to the prefix.
     pub fn write_json(&self, w: &mut impl Write) -> Result<(), VerifyError> {
         let io = |e: std::io::Error| VerifyError::Spill(format!("writing the report: {e}"));
         write!(
@@ -124,6 +149,15 @@ impl Report {
         for (i, key) in self.spill.extras().enumerate() {
             write!(w, "{}{}", sep(i), serde_json::json!({"key": key?})).map_err(io)?;
         }
+        write!(w, "],\"unknown\":[").map_err(io)?;
+        for (i, key) in self.spill.unknowns().enumerate() {
+            write!(w, "{}{}", sep(i), serde_json::json!({"key": key?})).map_err(io)?;
+        }
+        write!(w, "],\"links\":[").map_err(io)?;
+        for (i, entry) in self.spill.links().enumerate() {
+            let (key, target) = entry?;
+            write!(w, "{}{}", sep(i), serde_json::json!({"key": key, "target": target})).map_err(io)?;
+        }
         write!(w, "],\"skipped\":[").map_err(io)?;
         for (i, entry) in self.spill.skipped().enumerate() {
             let (id, s) = entry?;
@@ -141,8 +175,12 @@ impl Report {
         if self.bytes_hashed > 0 {
             writeln!(w, "hashed      {:.1} MiB", self.bytes_hashed as f64 / (1 << 20) as f64).map_err(io)?;
         }
-        writeln!(w, "missing     {missing}\nmismatched  {mismatched}\nextra       {extra}\nskipped     {skipped}")
-            .map_err(io)?;
+        let (unknown, links) = self.others;
+        writeln!(w, "missing     {missing}\nmismatched  {mismatched}\nextra       {extra}").map_err(io)?;
+        if unknown + links > 0 {
+            writeln!(w, "unknown     {unknown}\nlinks       {links}").map_err(io)?;
+        }
+        writeln!(w, "skipped     {skipped}").map_err(io)?;
         for entry in self.spill.missing().take(HUMAN_LIMIT as usize) {
             let (key, d) = entry?;
             let why = d.reason.map(|r| format!(" (dead-lettered: {r})")).unwrap_or_default();
@@ -159,6 +197,16 @@ impl Report {
             writeln!(w, "extra       {}", key?).map_err(io)?;
         }
         more(w, "extra", extra)?;
+        for key in self.spill.unknowns().take(HUMAN_LIMIT as usize) {
+            writeln!(w, "unknown     {}  (outside the mirror's folders: removed only by --prune-unknown)", key?)
+                .map_err(io)?;
+        }
+        more(w, "unknown", unknown)?;
+        for entry in self.spill.links().take(HUMAN_LIMIT as usize) {
+            let (key, target) = entry?;
+            writeln!(w, "link        {key} -> {target}  (never followed, never removed through)").map_err(io)?;
+        }
+        more(w, "links", links)?;
         for entry in self.spill.skipped().take(HUMAN_LIMIT as usize) {
             let (id, s) = entry?;
             writeln!(w, "skipped     {:?}  [{id}]: {}", s.name, s.reason).map_err(io)?;
@@ -167,7 +215,7 @@ impl Report {
         let verdict = if self.equal() {
             "the mirror equals Drive".to_string()
         } else {
-            format!("{} difference(s)", missing + mismatched + extra)
+            format!("{} difference(s)", missing + mismatched + extra + unknown + links)
         };
         writeln!(w, "{verdict}").map_err(io)
     }

@@ -34,6 +34,12 @@ pub struct VerifyStatus {
     pub mismatched: u64,
     /// Extra objects the last run found.
     pub extra: u64,
+    /// Objects outside the mirror's namespaces the last run found (reported, never removed here).
+    #[serde(default)]
+    pub unknown: u64,
+    /// Symbolic links the last run found in a local folder (reported, never followed).
+    #[serde(default)]
+    pub links: u64,
     /// Repair requests the last run recorded.
     pub repairs_requested: usize,
     /// Why the last run could not finish, if it could not.
@@ -99,7 +105,7 @@ impl Schedule {
             max_file_size: self.max_file_size,
             state_inside: self.state_inside.clone(),
         };
-        let opts = VerifyOptions { checksum: self.checksum, progress: false };
+        let opts = VerifyOptions { checksum: self.checksum, progress: false, prune_unknown: false };
         let outcome = match reconcile(&sources, &opts).await {
             Ok(report) => self.repair(&report).map(|n| (report, n)),
             Err(e) => Err(e),
@@ -111,6 +117,7 @@ impl Schedule {
                 status.runs += 1;
                 (status.missing, status.mismatched, status.extra) =
                     (report.missing_count(), report.mismatched_count(), report.extra_count());
+                (status.unknown, status.links) = (report.unknown_count(), report.link_count());
                 status.repairs_requested = repairs;
                 status.last_error = None;
                 if report.equal() {
@@ -131,11 +138,13 @@ impl Schedule {
             tracing::info!(files = report.checked, "scheduled verify: the mirror equals Drive");
             return Ok(0);
         }
-        let n = request_repairs(&self.store, report)?;
+        let n = request_repairs(&self.store, report, false)?;
         tracing::warn!(
             missing = report.missing_count(),
             mismatched = report.mismatched_count(),
             extra = report.extra_count(),
+            unknown = report.unknown_count(),
+            links = report.link_count(),
             repairs = n,
             "scheduled verify found differences; repairing them through the pipeline"
         );

@@ -62,12 +62,16 @@ pub struct Spill {
     skipped: Keyspace,
     /// Relative key → [`Difference`].
     missing: Keyspace,
+    /// Relative key → nothing: objects outside the mirror's namespaces (`keys::MIRROR_NAMESPACES`).
+    unknown: Keyspace,
+    /// Relative key → the link's target: symbolic links inside a local folder.
+    links: Keyspace,
     /// The database, then its folder (deleted when dropped): fields drop in order.
     _db: Database,
     _dir: tempfile::TempDir,
 }
 
-/// Per keyspace: six of them, so at most 48 MiB of memtables.
+/// Per keyspace: eight of them, so at most 64 MiB of memtables.
 const MEMTABLE: u64 = 8 << 20;
 /// The journal is flushed into tables past this (fjall's minimum).
 const JOURNAL: u64 = 64 << 20;
@@ -94,6 +98,8 @@ impl Spill {
             extra: ks("extra")?,
             skipped: ks("skipped")?,
             missing: ks("missing")?,
+            unknown: ks("unknown")?,
+            links: ks("links")?,
             _db: db,
             _dir: dir,
         })
@@ -142,6 +148,16 @@ impl Spill {
         put(&self.extra, key, &())
     }
 
+    /// Records an object outside the mirror's namespaces.
+    pub fn unknown(&self, key: &str) -> Result<(), VerifyError> {
+        put(&self.unknown, key, &())
+    }
+
+    /// Records a symbolic link met in a local folder, and where it points.
+    pub fn link(&self, key: &str, target: &str) -> Result<(), VerifyError> {
+        put(&self.links, key, &target.to_string())
+    }
+
     /// Records a file the mirror does not hold for a permanent reason.
     pub fn skip(&self, id: &FileId, name: &str, reason: &str) -> Result<(), VerifyError> {
         put(&self.skipped, id.as_str(), &SkippedFile { name: name.into(), reason: reason.into() })
@@ -177,6 +193,22 @@ impl Spill {
     /// Extra keys, in key order.
     pub fn extras(&self) -> impl Iterator<Item = Result<String, VerifyError>> + '_ {
         entries::<()>(&self.extra).map(|r| r.map(|(k, ())| k))
+    }
+
+    /// Keys outside the mirror's namespaces, in key order.
+    pub fn unknowns(&self) -> impl Iterator<Item = Result<String, VerifyError>> + '_ {
+        entries::<()>(&self.unknown).map(|r| r.map(|(k, ())| k))
+    }
+
+    /// Symbolic links (key, target), in key order.
+    pub fn links(&self) -> impl Iterator<Item = Result<(String, String), VerifyError>> + '_ {
+        entries(&self.links)
+    }
+
+    /// How many unknown objects and links.
+    pub fn unknown_and_link_counts(&self) -> Result<(u64, u64), VerifyError> {
+        let n = |k: &Keyspace| k.len().map(|n| n as u64).map_err(VerifyError::spill);
+        Ok((n(&self.unknown)?, n(&self.links)?))
     }
 
     /// Skipped files, by id.

@@ -34,10 +34,11 @@ struct Damage {
     truncated: BTreeSet<String>,
     flipped: BTreeSet<String>,
     extra: BTreeSet<String>,
+    unknown: BTreeSet<String>,
 }
 
 /// Deletes 5 objects, truncates 3 (one a Google export), flips one byte in 2 (same size) and adds 3
-/// objects Drive does not have, two under folders Drive does not have.
+/// objects Drive does not have: one in the mirror's folders (extra), two outside them (unknown).
 async fn damage(config: &Path) -> Damage {
     let (_cfg, store, dest) = open(config);
     let mut records: Vec<FileRecord> = Vec::new();
@@ -54,6 +55,7 @@ async fn damage(config: &Path) -> Damage {
         truncated: BTreeSet::new(),
         flipped: BTreeSet::new(),
         extra: BTreeSet::new(),
+        unknown: BTreeSet::new(),
     };
     let meta = ObjectMeta::default();
     for r in &binaries[0..5] {
@@ -73,7 +75,8 @@ async fn damage(config: &Path) -> Damage {
     }
     for rel in ["stray.txt", "no-such-folder/deep/x.bin", "my-drive/not in drive.pdf"] {
         dest.put(&dest.key(rel), vec![Bytes::from_static(b"not from drive")], &meta).await.unwrap();
-        d.extra.insert(rel.to_string());
+        let kind = if rel.starts_with("my-drive/") { &mut d.extra } else { &mut d.unknown };
+        kind.insert(rel.to_string());
     }
     d
 }
@@ -102,6 +105,7 @@ async fn damaged_mirror_is_found_and_repaired(dest: Dest, etag_is_md5: bool) {
     assert_eq!(keys_of(&found, "missing"), d.deleted);
     assert_eq!(keys_of(&found, "mismatched"), mismatched);
     assert_eq!(keys_of(&found, "extra"), d.extra);
+    assert_eq!(keys_of(&found, "unknown"), d.unknown);
 
     let (code, found) = verify_json(&config, &["--checksum"]).await;
     assert_eq!(code, Some(4), "{found}");
@@ -113,7 +117,7 @@ async fn damaged_mirror_is_found_and_repaired(dest: Dest, etag_is_md5: bool) {
         assert!(m["file_id"].is_string() && m["reason"].is_string(), "{m}");
     }
 
-    let (code, repaired) = verify_json(&config, &["--checksum", "--repair"]).await;
+    let (code, repaired) = verify_json(&config, &["--checksum", "--repair", "--prune-unknown"]).await;
     assert_eq!(code, Some(0), "{repaired}");
     assert_eq!(repaired["equal"], true);
     let (code, again) = verify_json(&config, &["--checksum"]).await;
@@ -133,6 +137,61 @@ async fn a_damaged_s3_mirror_is_found_and_repaired() {
     create_bucket(&s3.endpoint, "verify").await;
     let dest = Dest::S3 { endpoint: s3.endpoint.clone(), bucket: "verify".into(), prefix: "m".into() };
     damaged_mirror_is_found_and_repaired(dest, true).await;
+}
+
+/// The scenario: a symbolic link inside a local mirror (`my-drive/archive -> elsewhere`) is
+/// reported as a link and never followed, so `--repair` removes nothing behind it; objects outside
+/// the mirror's folders are reported as unknown and removed only with `--prune-unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_never_removes_through_a_link_nor_outside_the_mirrors_folders() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let mirror = env.dir.path().join("mirror");
+    let config = env.config("links", &Dest::Local(mirror.clone()), "");
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let elsewhere = env.dir.path().join("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("sub")).unwrap();
+    std::fs::write(elsewhere.join("a.txt"), b"not the mirror's").unwrap();
+    std::fs::write(elsewhere.join("sub/b.txt"), b"not the mirror's either").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, mirror.join("my-drive/archive")).unwrap();
+    let put = |rel: &str| {
+        let p = mirror.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"not from drive").unwrap();
+    };
+    for rel in ["my-drive/not in drive.txt", "notes/readme.txt", "top.txt"] {
+        put(rel);
+    }
+    let set = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<BTreeSet<String>>();
+
+    let (code, found) = verify_json(&config, &[]).await;
+    assert_eq!(code, Some(4), "{found}");
+    assert_eq!(keys_of(&found, "links"), set(&["my-drive/archive"]), "{found}");
+    assert_eq!(found["links"][0]["target"].as_str(), Some(elsewhere.to_str().unwrap()));
+    assert_eq!(keys_of(&found, "extra"), set(&["my-drive/not in drive.txt"]), "nothing behind the link: {found}");
+    assert_eq!(keys_of(&found, "unknown"), set(&["notes/readme.txt", "top.txt"]));
+
+    let (code, after) = verify_json(&config, &["--repair"]).await;
+    assert_eq!(code, Some(4), "the link and the unknown objects remain: {after}");
+    assert!(keys_of(&after, "extra").is_empty(), "{after}");
+    assert_eq!(keys_of(&after, "unknown"), set(&["notes/readme.txt", "top.txt"]));
+    assert_eq!(std::fs::read(elsewhere.join("a.txt")).unwrap(), b"not the mirror's");
+    assert_eq!(std::fs::read(elsewhere.join("sub/b.txt")).unwrap(), b"not the mirror's either");
+    assert!(mirror.join("notes/readme.txt").exists() && mirror.join("top.txt").exists());
+
+    let (code, after) = verify_json(&config, &["--repair", "--prune-unknown"]).await;
+    assert_eq!(code, Some(4), "the link remains: {after}");
+    assert!(keys_of(&after, "unknown").is_empty(), "{after}");
+    assert!(!mirror.join("top.txt").exists(), "removed per `deletes` (trash)");
+    assert_eq!(std::fs::read(mirror.join(".trash/top.txt")).unwrap(), b"not from drive");
+    assert!(std::fs::symlink_metadata(mirror.join("my-drive/archive")).unwrap().is_symlink());
+    assert_eq!(std::fs::read(elsewhere.join("a.txt")).unwrap(), b"not the mirror's");
+    assert_eq!(std::fs::read(elsewhere.join("sub/b.txt")).unwrap(), b"not the mirror's either");
+
+    std::fs::remove_file(mirror.join("my-drive/archive")).unwrap();
+    let (code, clean) = verify_json(&config, &[]).await;
+    assert_eq!(code, Some(0), "{clean}");
+    assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
 }
 
 /// Hostile names, duplicate names, Google exports and a shared drive verify equal in both key

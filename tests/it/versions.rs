@@ -180,3 +180,123 @@ async fn crashes_while_keeping_versions_lose_nothing_and_misfile_nothing() {
         }
     }
 }
+
+/// The id of the one file a `mutate` created.
+async fn create_file(env: &TestEnv, parent: &str, name: &str, size: u64) -> String {
+    let out =
+        env.control("mutate", json!({"ops": [{"op": "create", "parent": parent, "name": name, "size": size}]})).await;
+    out["created"][0].as_str().unwrap_or_else(|| panic!("created: {out}")).to_string()
+}
+
+/// The scenario: X.txt (file A) gets versions, A is deleted, a new X.txt (file B) takes its
+/// key. Restoring A there would overwrite B's object: restore refuses (exit 2, naming B) and B's
+/// bytes stay; `--as` writes A's version to a free key outside the mirror's folders; a state bound to
+/// another destination is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restoring_a_removed_file_never_overwrites_the_file_that_took_its_key() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let dir = env.dir.path().join("mirror");
+    let config = env.config("taken", &Dest::Local(dir.clone()), "dest.versions = 2\n");
+    let c = config.to_str().unwrap();
+    run_once(c).await;
+    let root = env.tree().await.root_id;
+    let a = create_file(&env, &root, "X.txt", 100).await;
+    run_once(c).await;
+    env.control("mutate", json!({"ops": [{"op": "update_content", "id": a, "size": 200}]})).await;
+    run_once(c).await;
+    env.control("mutate", json!({"ops": [{"op": "delete", "id": a}]})).await;
+    run_once(c).await;
+    let b = create_file(&env, &root, "X.txt", 300).await;
+    run_once(c).await;
+
+    let (_cfg, store, dest) = open(&config);
+    let b_key = store.file(&mirrorflow::model::FileId(b.clone())).unwrap().unwrap().key;
+    let kept = store.kept_versions(&mirrorflow::model::FileId(a.clone())).unwrap();
+    drop(store);
+    assert!(kept.iter().all(|v| v.key == b_key), "B took A's key: {kept:?} / {b_key}");
+    let rel = mirrorflow::index::rows::relative(&b_key, dest.prefix());
+    let b_bytes = std::fs::read(dir.join(&rel)).unwrap();
+    assert_eq!(b_bytes.len(), 300);
+
+    let first = kept[0].name.clone();
+    let out = mirrorflow(&["versions", "restore", c, &a, "--to", &first]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains(&b), "the refusal names the holder: {}", text(&out));
+    assert_eq!(std::fs::read(dir.join(&rel)).unwrap(), b_bytes, "B's object is untouched");
+
+    let out = mirrorflow(&["versions", "restore", c, &a, "--to", &first, "--as", "my-drive/X again.txt"]).await;
+    assert_eq!(out.status.code(), Some(2), "a key in the mirror's folders is refused: {}", text(&out));
+    let out = mirrorflow(&["versions", "restore", c, &a, "--to", &first, "--as", "restored/X.txt"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let restored = std::fs::read(dir.join("restored/X.txt")).unwrap();
+    assert_eq!(Some(md5_hex(&restored)), kept[0].md5, "A's version at the named key");
+    let out = mirrorflow(&["versions", "restore", c, &a, "--to", &first, "--as", "restored/X.txt"]).await;
+    assert_eq!(out.status.code(), Some(2), "a restore never overwrites an object: {}", text(&out));
+    assert_eq!(std::fs::read(dir.join(&rel)).unwrap(), b_bytes);
+
+    // The same state under a configuration naming another destination.
+    let other = env.config("taken", &Dest::Local(env.dir.path().join("other")), "dest.versions = 2\n");
+    let out = mirrorflow(&["versions", "restore", other.to_str().unwrap(), &a, "--to", &first]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("belongs to destination"), "{}", text(&out));
+}
+
+/// A kept version is a file of its own on a local folder, not a hard link: writing into the live file
+/// in place after a restore, or into the trashed copy of a removed file, leaves every kept version
+/// holding what its record says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_version_is_a_copy_of_its_own_on_a_local_folder() {
+    use std::io::Write;
+    let env = TestEnv::start(small_corpus(false)).await;
+    let dir = env.dir.path().join("mirror");
+    let config = env.config("copies", &Dest::Local(dir.clone()), "dest.versions = 2\n");
+    let c = config.to_str().unwrap();
+    run_once(c).await;
+    let root = env.tree().await.root_id;
+    let id = create_file(&env, &root, "kept.bin", 100).await;
+    run_once(c).await;
+    env.control("mutate", json!({"ops": [{"op": "update_content", "id": id, "size": 200}]})).await;
+    run_once(c).await;
+    let first = versions_list(c, &id).await[0]["name"].as_str().unwrap().to_string();
+    let out = mirrorflow(&["versions", "restore", c, &id, "--to", &first]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let append = |path: std::path::PathBuf| {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"written in place").unwrap();
+    };
+    append(dir.join("my-drive/kept.bin"));
+    assert_kept_versions_hold_their_content(&config, 3).await;
+
+    env.control("mutate", json!({"ops": [{"op": "delete", "id": id}]})).await;
+    run_once(c).await;
+    append(dir.join(".trash/my-drive/kept.bin"));
+    assert_kept_versions_hold_their_content(&config, 3).await;
+}
+
+/// Pruning is crash-safe: killed right after a prune deleted a version's object, no record names
+/// that object (the record is forgotten, durably, before the object goes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_right_after_a_prune_leaves_no_record_naming_a_deleted_version() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let dir = env.dir.path().join("mirror");
+    let dest = Dest::Local(dir.clone());
+    let config = env.config("prune", &dest, "dest.versions = 1\n");
+    let c = config.to_str().unwrap();
+    run_once(c).await;
+    let root = env.tree().await.root_id;
+    let id = create_file(&env, &root, "pruned.bin", 100).await;
+    run_once(c).await;
+    env.control("mutate", json!({"ops": [{"op": "update_content", "id": id, "size": 200}]})).await;
+    run_once(c).await;
+    assert_eq!(versions_list(c, &id).await.len(), 1);
+    env.control("mutate", json!({"ops": [{"op": "update_content", "id": id, "size": 300}]})).await;
+    // Write 1: the copy keeping the 200-byte content; write 2: the prune's delete of the 100-byte one.
+    let crashing = env.config("prune", &dest, "dest.versions = 1\n[testing]\ncrash_after_writes = 2");
+    let out = mirrorflow(&["run", "--once", crashing.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), None, "the run was killed: {}", text(&out));
+    let (_cfg, store, dest) = open(&config);
+    let kept = store.kept_versions(&mirrorflow::model::FileId(id.clone())).unwrap();
+    for v in &kept {
+        assert!(dest.head(&v.object).await.unwrap().is_some(), "a record names a deleted version: {kept:?}");
+    }
+}
