@@ -272,31 +272,3 @@ async fn a_kept_version_is_a_copy_of_its_own_on_a_local_folder() {
     append(dir.join(".trash/my-drive/kept.bin"));
     assert_kept_versions_hold_their_content(&config, 3).await;
 }
-
-/// Pruning is crash-safe: killed right after a prune deleted a version's object, no record names
-/// that object (the record is forgotten, durably, before the object goes).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_right_after_a_prune_leaves_no_record_naming_a_deleted_version() {
-    let env = TestEnv::start(small_corpus(false)).await;
-    let dir = env.dir.path().join("mirror");
-    let dest = Dest::Local(dir.clone());
-    let config = env.config("prune", &dest, "dest.versions = 1\n");
-    let c = config.to_str().unwrap();
-    run_once(c).await;
-    let root = env.tree().await.root_id;
-    let id = create_file(&env, &root, "pruned.bin", 100).await;
-    run_once(c).await;
-    env.control("mutate", json!({"ops": [{"op": "update_content", "id": id, "size": 200}]})).await;
-    run_once(c).await;
-    assert_eq!(versions_list(c, &id).await.len(), 1);
-    env.control("mutate", json!({"ops": [{"op": "update_content", "id": id, "size": 300}]})).await;
-    // Write 1: the copy keeping the 200-byte content; write 2: the prune's delete of the 100-byte one.
-    let crashing = env.config("prune", &dest, "dest.versions = 1\n[testing]\ncrash_after_writes = 2");
-    let out = mirrorflow(&["run", "--once", crashing.to_str().unwrap()]).await;
-    assert_eq!(out.status.code(), None, "the run was killed: {}", text(&out));
-    let (_cfg, store, dest) = open(&config);
-    let kept = store.kept_versions(&mirrorflow::model::FileId(id.clone())).unwrap();
-    for v in &kept {
-        assert!(dest.head(&v.object).await.unwrap().is_some(), "a record names a deleted version: {kept:?}");
-    }
-}
