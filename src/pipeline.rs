@@ -860,10 +860,16 @@ async fn settle_unfinished_writes(store: &Store, dest: &Destination) -> Result<(
         }
         store.clear_intent(key)?;
     }
-    if dest.versions > 0 {
-        let staged = dest.remove_staging_leftovers_under(".versions").await?;
+    // Copies into these folders are noted nowhere before they are made (a version kept before a write,
+    // a trash move of a removal), so a killed one is found by walking the folder.
+    let copies_into = [
+        (dest.versions > 0, ".versions", "removed the staging files of interrupted version copies"),
+        (matches!(dest.delete_policy, crate::config::DeletePolicy::Trash), ".trash", "removed the staging files of interrupted trash moves"),
+    ];
+    for (_, folder, what) in copies_into.into_iter().filter(|(used, _, _)| *used) {
+        let staged = dest.remove_staging_leftovers_under(folder).await?;
         if staged > 0 {
-            tracing::info!(staged, "removed the staging files of interrupted version copies");
+            tracing::info!(staged, "{what}");
         }
     }
     Ok(())

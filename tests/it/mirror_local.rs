@@ -106,7 +106,10 @@ async fn the_staging_files_of_killed_local_writes_are_removed_at_the_next_start(
         store.record_intents(&[intent(&rec.key), intent(&orphan)]).unwrap();
         (rec.key, orphan)
     };
-    let staged = [dir.join(format!("{}#17", owned.0)), dir.join(format!("{}#3", orphan.0))];
+    // A trash move killed mid-copy leaves its staging file under `.trash/` (a removal notes no intent).
+    let trashed = dir.join(".trash").join(format!("{}#5", owned.0));
+    std::fs::create_dir_all(trashed.parent().unwrap()).unwrap();
+    let staged = [dir.join(format!("{}#17", owned.0)), dir.join(format!("{}#3", orphan.0)), trashed];
     for path in &staged {
         std::fs::write(path, b"half a write").unwrap();
     }
