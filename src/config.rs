@@ -782,6 +782,11 @@ pub struct TestingConfig {
     /// destination (puts, part uploads, completions, copies, deletes), so crash tests kill at an exact
     /// amount of work instead of at a wall-clock time.
     pub crash_after_writes: Option<u64>,
+    /// S3 copies (moves, trash, versions, dedup) of objects larger than this go multipart
+    /// (`UploadPartCopy`) instead of one `CopyObject`; by default above `CopyObject`'s 5 GiB limit.
+    pub multipart_copy_above: Option<ByteSize>,
+    /// Part size of those copies (default 512 MiB; S3 allows 5 MiB to 5 GiB).
+    pub multipart_copy_part_size: Option<ByteSize>,
 }
 
 impl Default for TestingConfig {
@@ -792,6 +797,8 @@ impl Default for TestingConfig {
             fail_mode: "panic".into(),
             fail_times: 1,
             crash_after_writes: None,
+            multipart_copy_above: None,
+            multipart_copy_part_size: None,
         }
     }
 }
@@ -989,6 +996,15 @@ impl Config {
             if !["panic", "error"].contains(&self.testing.fail_mode.as_str()) {
                 p.push("testing.fail_mode: must be \"panic\" or \"error\"".into());
             }
+        }
+        use crate::dest::s3_copy::{COPY_OBJECT_LIMIT, MAX_PART, MIN_PART};
+        if let Some(part) = self.testing.multipart_copy_part_size
+            && !(MIN_PART..=MAX_PART).contains(&part.0)
+        {
+            p.push("testing.multipart_copy_part_size: must be 5MiB to 5GiB (S3's part sizes)".into());
+        }
+        if self.testing.multipart_copy_above.is_some_and(|a| a.0 > COPY_OBJECT_LIMIT) {
+            p.push("testing.multipart_copy_above: at most 5GiB (one CopyObject copies no more)".into());
         }
         p
     }

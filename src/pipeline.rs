@@ -198,6 +198,13 @@ pub async fn open(cfg: &Config) -> Result<Resources, PipelineError> {
     if let Some(writes) = cfg.testing.crash_after_writes {
         dest = dest.crash_after_writes(writes);
     }
+    let t = &cfg.testing;
+    if t.multipart_copy_above.is_some() || t.multipart_copy_part_size.is_some() {
+        let default = crate::dest::s3_copy::CopyPlan::default();
+        let above = t.multipart_copy_above.map_or(default.above, |b| b.0);
+        let part_size = t.multipart_copy_part_size.map_or(default.part_size, |b| b.0);
+        dest = dest.multipart_copies(crate::dest::s3_copy::CopyPlan { above, part_size });
+    }
     dest.check_reachable().await?;
     abort_recorded_uploads(&store, &dest, true).await?;
     settle_unfinished_writes(&store, &dest).await?;

@@ -4,6 +4,7 @@
 pub mod keys;
 mod local_list;
 pub mod multipart;
+pub mod s3_copy;
 mod uploads;
 pub mod versions;
 
@@ -248,6 +249,8 @@ pub struct Destination {
     local: Option<Arc<object_store::local::LocalFileSystem>>,
     /// The local folder itself, listed without following links ([`Self::list_entries`]).
     local_root: Option<std::path::PathBuf>,
+    /// On S3: copies of objects above `CopyObject`'s 5 GiB limit, in parts.
+    big_copies: Option<Arc<s3_copy::MultipartCopier>>,
 }
 
 impl std::fmt::Debug for Destination {
@@ -264,6 +267,7 @@ impl Destination {
         let mut s3_store = None;
         let mut local = None;
         let mut local_root = None;
+        let mut big_copies = None;
         let (store, prefix, supports_metadata): (Arc<dyn ObjectStore>, String, bool) = match url.scheme() {
             "file" => {
                 let dir = url.to_file_path().map_err(|_| DestError::Config(format!("bad file URL {:?}", cfg.url)))?;
@@ -279,7 +283,11 @@ impl Destination {
             }
             "memory" => (Arc::new(object_store::memory::InMemory::new()), String::new(), true),
             "s3" => {
-                let s3 = Arc::new(build_s3(cfg, &url, retry)?);
+                let (s3, address) = build_s3(cfg, &url, retry)?;
+                let s3 = Arc::new(s3);
+                let copier = s3_copy::MultipartCopier::new(s3.clone(), address, cfg.timeout.0, retry)
+                    .map_err(|e| DestError::Config(format!("http client: {e}")))?;
+                big_copies = Some(Arc::new(copier));
                 multipart = Some(s3.clone());
                 s3_store = Some(s3.clone());
                 (s3, url_prefix(&url), true)
@@ -306,6 +314,7 @@ impl Destination {
             crash_countdown: None,
             local,
             local_root,
+            big_copies,
         })
     }
 
@@ -346,6 +355,17 @@ impl Destination {
     /// Aborts the process right after `writes` more writes (`[testing] crash_after_writes`).
     pub fn crash_after_writes(mut self, writes: u64) -> Self {
         self.crash_countdown = Some(Arc::new(writes.into()));
+        self
+    }
+
+    /// Copies objects above `above` bytes in parts of `part_size` (`[testing] multipart_copy_above`,
+    /// `multipart_copy_part_size`: tests prove multipart copies with small files). S3 only.
+    pub fn multipart_copies(mut self, plan: s3_copy::CopyPlan) -> Self {
+        if let Some(copier) = &mut self.big_copies {
+            let mut changed = (**copier).clone();
+            changed.plan = plan;
+            *copier = Arc::new(changed);
+        }
         self
     }
 
@@ -603,7 +623,9 @@ impl Destination {
 
     /// Server-side copy. On a local folder the copy is a file of its own (see [`copy_local_file`]),
     /// never a hard link: a kept version, a trashed object or a content-dedup copy must not change
-    /// when the file it was copied from (or to) is written in place.
+    /// when the file it was copied from (or to) is written in place. On S3 a source above
+    /// `CopyObject`'s limit (5 GiB) is copied in parts (`s3_copy`), its content type and metadata
+    /// carried over.
     pub async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), DestError> {
         let (src, dst) = (Self::path(from)?, Self::path(to)?);
         let copy_err = |source| DestError::Store { op: "copy", key: from.0.clone(), source };
@@ -619,10 +641,59 @@ impl Destination {
                 })
                 .await?
             }
-            None => self.guarded(async { self.store.copy(&src, &dst).await.map_err(copy_err) }).await?,
+            None => {
+                let in_parts = match &self.big_copies {
+                    Some(copier) => self.copy_in_parts(copier, from, &src, &dst).await?,
+                    None => false,
+                };
+                if !in_parts {
+                    self.guarded(async { self.store.copy(&src, &dst).await.map_err(copy_err) }).await?
+                }
+            }
         }
         self.wrote();
         Ok(())
+    }
+
+    /// Copies `src` in parts when it is larger than the copier's threshold (one HEAD tells its size
+    /// and attributes); false when it is not, and one `CopyObject` is to copy it.
+    async fn copy_in_parts(
+        &self,
+        copier: &s3_copy::MultipartCopier,
+        from: &ObjectKey,
+        src: &Path,
+        dst: &Path,
+    ) -> Result<bool, DestError> {
+        let head = object_store::GetOptions { head: true, ..Default::default() };
+        self.guarded(async {
+            let store_err = |op, source| DestError::Store { op, key: from.0.clone(), source };
+            let got = self.store.get_opts(src, head).await.map_err(|source| store_err("copy", source))?;
+            if got.meta.size <= copier.plan.above {
+                return Ok(false);
+            }
+            let parts = copier
+                .copy(src, dst, got.meta.size, got.attributes)
+                .await
+                .map_err(|failure| store_err(failure.op, failure.source))?;
+            tracing::debug!(from = %from, to = %dst, size = got.meta.size, parts, "copied in parts");
+            Ok(true)
+        })
+        .await
+    }
+
+    /// On a local folder a copy is a hard link. When `to` already is `from` (a copy replayed after a
+    /// crash, a version kept again), object_store's rename of its staging link onto that same file
+    /// does nothing and leaves the staging link (`<to>#0`) behind: such a copy is already done.
+    fn same_local_file(&self, from: &Path, to: &Path) -> bool {
+        #[cfg(unix)]
+        if let Some(fs) = &self.local
+            && let (Ok(a), Ok(b)) = (fs.path_to_filesystem(from), fs.path_to_filesystem(to))
+            && let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b))
+        {
+            use std::os::unix::fs::MetadataExt;
+            return a.dev() == b.dev() && a.ino() == b.ino();
+        }
+        false
     }
 
     /// Deletes an object; absent is fine.
@@ -777,11 +848,13 @@ fn url_prefix(url: &url::Url) -> String {
     url.path().trim_matches('/').to_string()
 }
 
+/// The S3 store of `[destination]`, and where its bucket answers (for the requests signed outside
+/// object_store: `s3_copy`).
 fn build_s3(
     cfg: &DestinationConfig,
     url: &url::Url,
     retry: &RetryConfig,
-) -> Result<object_store::aws::AmazonS3, DestError> {
+) -> Result<(object_store::aws::AmazonS3, s3_copy::BucketAddress), DestError> {
     let bucket = url.host_str().ok_or_else(|| DestError::Config(format!("s3 URL {:?} has no bucket", cfg.url)))?;
     let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
     let mut client = object_store::ClientOptions::new()
@@ -808,5 +881,6 @@ fn build_s3(
         // never answers fails the run within about 5 minutes.
         retry_timeout: Duration::from_secs(180),
     });
-    b.build().map_err(|e| DestError::Config(e.to_string()))
+    let address = s3_copy::BucketAddress::of(&b).ok_or_else(|| DestError::Config(format!("s3 URL {:?} has no bucket", cfg.url)))?;
+    Ok((b.build().map_err(|e| DestError::Config(e.to_string()))?, address))
 }

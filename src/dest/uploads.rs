@@ -40,14 +40,14 @@ fn uploads_in(xml: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn element<'a>(block: &'a str, name: &str) -> Option<&'a str> {
+pub(super) fn element<'a>(block: &'a str, name: &str) -> Option<&'a str> {
     let start = block.find(&format!("<{name}>"))? + name.len() + 2;
     let end = start + block[start..].find(&format!("</{name}>"))?;
     Some(&block[start..end])
 }
 
 /// XML's five predefined entities and numeric character references.
-fn unescape(s: &str) -> String {
+pub(super) fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(amp) = rest.find('&') {

@@ -212,3 +212,86 @@ async fn uploads_opened_without_a_record_are_found_and_aborted() {
     let listing = reqwest::get(format!("{}/unrecorded?uploads", s3.endpoint)).await.unwrap().text().await.unwrap();
     assert!(!listing.contains(&lost) && listing.contains(&kept), "{listing}");
 }
+
+/// The ETag of `key` in `bucket` (a HEAD through object_store).
+async fn etag_of(endpoint: &str, bucket: &str, key: &str) -> String {
+    use object_store::ObjectStoreExt;
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .unwrap();
+    let head = store.head(&object_store::path::Path::from(key)).await.unwrap();
+    head.e_tag.unwrap_or_default().trim_matches('"').to_string()
+}
+
+/// One `CopyObject` copies 5 GiB at most (AWS, Supabase), so larger objects are copied in parts
+/// (`UploadPartCopy`). With that limit lowered to 6 MiB and parts of 5 MiB, 12 MiB files uploaded in
+/// one PUT are renamed, moved, copied in Drive (a dedup copy) and deleted (trashed): the mirror is
+/// exact, each copied object has the ETag only a 3-part upload gets (`<hex>-3`; a `CopyObject` keeps
+/// the md5), still carries Drive's md5 as metadata, and no upload is left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_above_the_copy_limit_are_copied_in_parts() {
+    const SIZE: u64 = 12 << 20;
+    let s3 = s3_server().await;
+    let mut corpus = small_corpus(false);
+    corpus.files = 3;
+    let env = TestEnv::start(corpus).await;
+    let tree = env.tree().await;
+    let folder = tree.items.iter().find(|i| i.mime_type.ends_with(".folder") && i.drive_id.is_none()).unwrap();
+    let ops: Vec<_> = (0..4)
+        .map(|i| serde_json::json!({"op": "create", "parent": tree.root_id, "name": format!("large-{i}.bin"), "size": SIZE}))
+        .collect();
+    let r = env.control("mutate", serde_json::json!({ "ops": ops })).await;
+    let large: Vec<String> =
+        r["created"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert_eq!(large.len(), 4, "{r}");
+    create_bucket(&s3.endpoint, "bigcopy").await;
+    let dest = Dest::S3 { endpoint: s3.endpoint.clone(), bucket: "bigcopy".into(), prefix: "p".into() };
+    let settings = "dest.deletes = \"trash\"\n[pipeline]\npart_size = \"16MiB\"\nchunk_size = \"1MiB\"\n\
+                    [testing]\nmultipart_copy_above = \"6MiB\"\nmultipart_copy_part_size = \"5MiB\"";
+    let config = env.config("s3-bigcopy", &dest, settings);
+    let c = config.to_str().unwrap();
+    let out = mirrorflow(&["run", "--once", c]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let keys = assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
+    for id in &large {
+        let etag = etag_of(&s3.endpoint, "bigcopy", &keys[id].0).await;
+        assert!(!etag.contains('-'), "uploaded in one PUT, so not multipart yet: {etag}");
+    }
+
+    let ops = serde_json::json!({"ops": [
+        {"op": "rename", "id": large[0], "name": "renamed.bin"},
+        {"op": "move", "id": large[1], "new_parent": folder.id},
+        {"op": "copy", "id": large[2], "parent": folder.id, "name": "copy of large-2.bin"},
+        {"op": "delete", "id": large[3]},
+    ]});
+    let r = env.control("mutate", ops).await;
+    let dedup = r["created"][0].as_str().unwrap().to_string();
+    let out = mirrorflow(&["run", "--once", c]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = env.tree().await;
+    let expected = expected_files(&tree);
+    let keys = assert_exact_mirror(&config, &expected).await;
+
+    let (_cfg, _store, destination) = open(&config);
+    for id in [&large[0], &large[1], &dedup] {
+        let key = &keys[id.as_str()];
+        let etag = etag_of(&s3.endpoint, "bigcopy", &key.0).await;
+        assert!(etag.ends_with("-3"), "{key} was not copied in 3 parts: ETag {etag}");
+        let stored = destination.stored_content(key).await.unwrap().unwrap();
+        assert_eq!((stored.size, stored.md5.as_ref()), (SIZE, expected[id.as_str()].md5.as_ref()), "{key}");
+    }
+    let trashed: Vec<_> =
+        destination.list_keys().await.unwrap().into_iter().filter(|(k, _)| k.0.starts_with("p/.trash/")).collect();
+    assert_eq!(trashed.len(), 1, "{trashed:?}");
+    assert_eq!(trashed[0].1, SIZE);
+    let etag = etag_of(&s3.endpoint, "bigcopy", &trashed[0].0.0).await;
+    assert!(etag.ends_with("-3"), "the trashed copy was not copied in 3 parts: ETag {etag}");
+    assert_eq!(open_uploads(&s3.endpoint, "bigcopy").await, 0, "a multipart copy left its upload open");
+    assert_verifies_equal(&config).await;
+}
