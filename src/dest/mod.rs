@@ -881,6 +881,7 @@ fn build_s3(
         // never answers fails the run within about 5 minutes.
         retry_timeout: Duration::from_secs(180),
     });
-    let address = s3_copy::BucketAddress::of(&b).ok_or_else(|| DestError::Config(format!("s3 URL {:?} has no bucket", cfg.url)))?;
+    let address = s3_copy::BucketAddress::of(&b)
+        .ok_or_else(|| DestError::Config(format!("s3 URL {:?} has no bucket", cfg.url)))?;
     Ok((b.build().map_err(|e| DestError::Config(e.to_string()))?, address))
 }

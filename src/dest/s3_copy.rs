@@ -221,7 +221,8 @@ impl MultipartCopier {
         let ranges = self.plan.ranges(size);
         futures::stream::iter(ranges.into_iter().enumerate())
             .map(|(i, range)| async move {
-                let content_id = self.part_with_retries(from, to, id, i + 1, range).await.map_err(|e| e.into_store_error(from))?;
+                let content_id =
+                    self.part_with_retries(from, to, id, i + 1, range).await.map_err(|e| e.into_store_error(from))?;
                 Ok(PartId { content_id })
             })
             .buffered(PARTS_AT_ONCE)
@@ -315,7 +316,9 @@ fn etag_of(status: u16, body: &str) -> Result<String, PartCopyError> {
         return Err(PartCopyError::Refused { status, excerpt: excerpt() });
     }
     let result = body.split("<CopyPartResult").nth(1).ok_or_else(|| PartCopyError::NoETag(excerpt()))?;
-    super::uploads::element(result, "ETag").map(super::uploads::unescape).ok_or_else(|| PartCopyError::NoETag(excerpt()))
+    super::uploads::element(result, "ETag")
+        .map(super::uploads::unescape)
+        .ok_or_else(|| PartCopyError::NoETag(excerpt()))
 }
 
 /// SigV4's time stamp, `20130524T000000Z`.
@@ -501,7 +504,10 @@ mod tests {
     #[test]
     fn parts_cover_the_object_within_s3_limits() {
         let plan = CopyPlan { above: 6 << 20, part_size: 5 << 20 };
-        assert_eq!(plan.ranges(12 << 20), vec![(0, (5 << 20) - 1), (5 << 20, (10 << 20) - 1), (10 << 20, (12 << 20) - 1)]);
+        assert_eq!(
+            plan.ranges(12 << 20),
+            vec![(0, (5 << 20) - 1), (5 << 20, (10 << 20) - 1), (10 << 20, (12 << 20) - 1)]
+        );
         assert_eq!(plan.ranges(10 << 20).len(), 2);
         let big = 5u64 << 40;
         let ranges = CopyPlan::default().ranges(big);

@@ -247,8 +247,7 @@ async fn objects_above_the_copy_limit_are_copied_in_parts() {
         .map(|i| serde_json::json!({"op": "create", "parent": tree.root_id, "name": format!("large-{i}.bin"), "size": SIZE}))
         .collect();
     let r = env.control("mutate", serde_json::json!({ "ops": ops })).await;
-    let large: Vec<String> =
-        r["created"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let large: Vec<String> = r["created"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
     assert_eq!(large.len(), 4, "{r}");
     // A bucket of its own: a reused moto server keeps the objects of an earlier run.
     let bucket = format!("bigcopy-{}", std::process::id());
