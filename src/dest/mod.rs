@@ -681,21 +681,6 @@ impl Destination {
         .await
     }
 
-    /// On a local folder a copy is a hard link. When `to` already is `from` (a copy replayed after a
-    /// crash, a version kept again), object_store's rename of its staging link onto that same file
-    /// does nothing and leaves the staging link (`<to>#0`) behind: such a copy is already done.
-    fn same_local_file(&self, from: &Path, to: &Path) -> bool {
-        #[cfg(unix)]
-        if let Some(fs) = &self.local
-            && let (Ok(a), Ok(b)) = (fs.path_to_filesystem(from), fs.path_to_filesystem(to))
-            && let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b))
-        {
-            use std::os::unix::fs::MetadataExt;
-            return a.dev() == b.dev() && a.ino() == b.ino();
-        }
-        false
-    }
-
     /// Deletes an object; absent is fine.
     pub async fn delete(&self, key: &ObjectKey) -> Result<(), DestError> {
         let path = Self::path(key)?;
