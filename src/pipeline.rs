@@ -731,6 +731,7 @@ fn start_index(
         store: res.store.clone(),
         prefix: res.dest.prefix().to_string(),
         wake: topo.progress.clone(),
+        audit_retention: cfg.state.audit_retention.0,
     };
     sink.spawn().map(Some).map_err(|e| PipelineError::Index(e.to_string()))
 }

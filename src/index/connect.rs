@@ -69,6 +69,18 @@ fn is_loopback(host: &tokio_postgres::config::Host) -> bool {
     }
 }
 
+/// True when every address the driver may dial is loopback: each host's `hostaddr` when the URL
+/// gives them (libpq's rule, which tokio-postgres follows: it replaces the host's address), else each
+/// host of a multi-host URL. The host name alone would let `hostaddr=203.0.113.7` pass as local.
+fn dials_loopback_only(config: &tokio_postgres::Config) -> bool {
+    let addrs = config.get_hostaddrs();
+    if addrs.is_empty() {
+        config.get_hosts().iter().all(is_loopback)
+    } else {
+        addrs.iter().all(std::net::IpAddr::is_loopback)
+    }
+}
+
 impl Target {
     /// Parses `url`; the error says what is wrong and never repeats the password.
     pub fn parse(url: &str) -> Result<Target, String> {
@@ -91,11 +103,11 @@ impl Target {
             parsed.query_pairs_mut().extend_pairs(kept);
         }
         let config = tokio_postgres::Config::from_str(parsed.as_str())
-            .map_err(|e| format!("cannot read the connection settings: {e}"))?;
-        if config.get_hosts().is_empty() {
+            .map_err(|e| format!("cannot read the connection settings: {}", super::describe(&e)))?;
+        if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
             return Err("the URL names no host".into());
         }
-        let loopback = config.get_hosts().iter().all(is_loopback);
+        let loopback = dials_loopback_only(&config);
         let ssl_mode = match (ssl_mode, loopback) {
             (None, true) => SslMode::Prefer,
             (None | Some(SslMode::Prefer), false) => SslMode::Require,
@@ -117,7 +129,8 @@ impl Target {
         config.connect_timeout(std::time::Duration::from_secs(10));
         config.keepalives_idle(std::time::Duration::from_secs(30));
         config.application_name("mirrorflow");
-        let describe = |e: tokio_postgres::Error| format!("cannot connect to {}: {e}", self.display);
+        let describe =
+            |e: tokio_postgres::Error| format!("cannot connect to {}: {}", self.display, super::describe(&e));
         if self.ssl_mode == SslMode::Disable {
             let (client, conn) = config.connect(tokio_postgres::NoTls).await.map_err(describe)?;
             tokio::spawn(drive_connection(conn));
@@ -290,5 +303,25 @@ mod tests {
         assert_eq!(Target::parse("postgresql://localhost/db").unwrap().ssl_mode, SslMode::Prefer);
         assert!(Target::parse("mysql://localhost/db").unwrap_err().contains("postgresql://"));
         assert!(Target::parse("postgresql://localhost/db?sslmode=maybe").unwrap_err().contains("sslmode"));
+    }
+
+    #[test]
+    fn tls_off_is_refused_when_any_address_dialled_is_off_loopback() {
+        let refused = [
+            "postgresql://u@localhost/db?hostaddr=203.0.113.7&sslmode=disable",
+            "postgresql://u@127.0.0.1/db?hostaddr=10.1.2.3&sslmode=disable",
+            "postgresql://u@localhost,db.example.com/db?sslmode=disable",
+            "postgresql://u@/db?host=localhost,db.example.com&sslmode=disable",
+        ];
+        for url in refused {
+            let err = Target::parse(url).err().unwrap_or_else(|| panic!("{url} was accepted"));
+            assert!(err.contains("sslmode=disable"), "{url}: {err}");
+        }
+        let t = Target::parse("postgresql://u@localhost/db?hostaddr=203.0.113.7").unwrap();
+        assert_eq!(t.ssl_mode, SslMode::Require, "a hostaddr off loopback needs TLS whatever the host name");
+        let t = Target::parse("postgresql://u@db.internal/db?hostaddr=127.0.0.1&sslmode=disable").unwrap();
+        assert_eq!(t.ssl_mode, SslMode::Disable, "a loopback hostaddr is what is dialled");
+        let err = Target::parse("postgresql:///db?hostaddr=203.0.113.7&sslmode=disable").unwrap_err();
+        assert!(err.contains("sslmode=disable"), "a hostaddr without a host: {err}");
     }
 }

@@ -3,6 +3,10 @@
 //! the mirror never waits for it. Each batch of audit entries is applied in one PostgreSQL transaction
 //! together with the sink's cursor (exactly once); an index that is new, fed by another store, or
 //! behind entries the store no longer has is rebuilt from the records in one transaction.
+//!
+//! Several stores (mirrors, the shards of one deployment) share a schema side by side: every row
+//! carries the `store_id` of the store it came from, each store has its own cursor, and a store
+//! only ever replaces or prunes its own rows.
 
 pub mod connect;
 pub mod rows;
@@ -18,8 +22,8 @@ pub enum IndexError {
     /// The server could not be reached or refused the login.
     #[error("{0}")]
     Connect(String),
-    /// A statement failed.
-    #[error("index: {0}")]
+    /// A statement failed (shown with its SQLSTATE and the server's message).
+    #[error("index: {}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// Reading the store failed.
     #[error("index: {0}")]
@@ -27,6 +31,34 @@ pub enum IndexError {
     /// The cursor moved under the sink (another writer on the same schema): it starts over from it.
     #[error("index: the cursor in PostgreSQL moved under this sink (another mirrorflow writes to this schema?)")]
     CursorMoved,
+}
+
+/// `e` as a person can act on it: a server error with its SQLSTATE, message, detail and hint (the
+/// driver's own text says only "db error"), any other with its causes.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{} (SQLSTATE {}): {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!("; detail: {detail}"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        return text;
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+/// `name` as a quoted SQL identifier (`"user"`, embedded quotes doubled): the configured schema is
+/// spliced into statements, and a plain name may still be a reserved word.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 impl IndexError {

@@ -1,9 +1,10 @@
 //! The index's tables, created and migrated by mirrorflow: numbered migrations applied in order, in
 //! one transaction with their numbers recorded, under an advisory lock so two starting runs never
-//! migrate at once. `{schema}` in a migration is the configured schema (a validated plain name).
+//! migrate at once. `{schema}` in a migration is the configured schema, quoted (`"user"` is a
+//! plain name and a reserved word).
 
 /// The migrations, oldest first; a migration is never edited once released, only followed.
-const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2)];
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE {schema}.file_hierarchy (
@@ -96,8 +97,54 @@ COMMENT ON COLUMN {schema}.sink_cursor.last_entry IS 'Fingerprint of that entry 
 COMMENT ON COLUMN {schema}.sink_cursor.updated_at IS 'When the cursor last moved.';
 "#;
 
+/// Several stores side by side: every row carries the `store_id` of the store it came from (the
+/// keys become (store_id, …)), and the cursor is one per store, with the mirror (destination) it
+/// feeds. Rows of an index from before it belong to the store its one cursor names; rows no cursor
+/// names (none: a rebuild writes rows and cursor in one transaction) would be dropped.
+const MIGRATION_2: &str = r#"
+ALTER TABLE {schema}.file_hierarchy ADD COLUMN store_id text;
+ALTER TABLE {schema}.file_versions ADD COLUMN store_id text;
+ALTER TABLE {schema}.sync_audit_log ADD COLUMN store_id text;
+UPDATE {schema}.file_hierarchy SET store_id = (SELECT store_id FROM {schema}.sink_cursor WHERE id = 1);
+UPDATE {schema}.file_versions SET store_id = (SELECT store_id FROM {schema}.sink_cursor WHERE id = 1);
+UPDATE {schema}.sync_audit_log SET store_id = (SELECT store_id FROM {schema}.sink_cursor WHERE id = 1);
+DELETE FROM {schema}.file_hierarchy WHERE store_id IS NULL;
+DELETE FROM {schema}.file_versions WHERE store_id IS NULL;
+DELETE FROM {schema}.sync_audit_log WHERE store_id IS NULL;
+
+ALTER TABLE {schema}.file_hierarchy ALTER COLUMN store_id SET NOT NULL,
+    DROP CONSTRAINT file_hierarchy_pkey, ADD PRIMARY KEY (store_id, drive_file_id);
+ALTER TABLE {schema}.file_versions ALTER COLUMN store_id SET NOT NULL,
+    DROP CONSTRAINT file_versions_pkey, ADD PRIMARY KEY (store_id, drive_file_id, version_number);
+ALTER TABLE {schema}.sync_audit_log ALTER COLUMN store_id SET NOT NULL,
+    DROP CONSTRAINT sync_audit_log_pkey, ADD PRIMARY KEY (store_id, seq);
+CREATE INDEX sync_audit_log_store_at ON {schema}.sync_audit_log (store_id, at);
+
+ALTER TABLE {schema}.sink_cursor DROP COLUMN id, ADD COLUMN mirror text, ADD PRIMARY KEY (store_id);
+
+COMMENT ON COLUMN {schema}.file_hierarchy.store_id IS 'The state store (one mirror) the row comes from: its sink_cursor row. Stores sharing the schema keep their rows side by side.';
+COMMENT ON COLUMN {schema}.file_versions.store_id IS 'The state store (one mirror) the row comes from: its sink_cursor row.';
+COMMENT ON COLUMN {schema}.sync_audit_log.store_id IS 'The state store (one mirror) whose audit log the entry is: seqs count per store.';
+COMMENT ON COLUMN {schema}.sync_audit_log.seq IS 'Audit seq: contiguous per store, in commit order.';
+COMMENT ON TABLE {schema}.sync_audit_log IS 'What mirrorflow did, in commit order: the audit log of each state store, each entry applied exactly once, kept for [state] audit_retention.';
+COMMENT ON TABLE {schema}.sink_cursor IS 'Each store''s position: the last audit seq applied, written in the same transaction as the rows it produced (exactly once). One row per store.';
+COMMENT ON COLUMN {schema}.sink_cursor.store_id IS 'Identity of a state store feeding this schema (random, made once and kept in the store).';
+COMMENT ON COLUMN {schema}.sink_cursor.mirror IS 'The destination that store mirrors to (URL and endpoint); a new store of the same destination replaces the rows of the one before.';
+"#;
+
 /// Creates the schema and applies the migrations it lacks; returns the version it is at.
 pub async fn migrate(client: &mut tokio_postgres::Client, schema: &str) -> Result<i32, tokio_postgres::Error> {
+    migrate_to(client, schema, latest()).await
+}
+
+/// [`migrate`], stopping at migration `target`: the tests build an index as an earlier release
+/// left it, to prove the migrations after it carry its rows over.
+pub async fn migrate_to(
+    client: &mut tokio_postgres::Client,
+    schema: &str,
+    target: i32,
+) -> Result<i32, tokio_postgres::Error> {
+    let schema = &super::quote_ident(schema);
     let tx = client.transaction().await?;
     // One migrator at a time per database (the key is arbitrary but fixed: "mirrorflow").
     tx.execute("SELECT pg_advisory_xact_lock(7236271530846891375)", &[]).await?;
@@ -113,7 +160,7 @@ pub async fn migrate(client: &mut tokio_postgres::Client, schema: &str) -> Resul
     let row = tx.query_one(&format!("SELECT coalesce(max(version), 0) FROM {schema}.schema_migrations"), &[]).await?;
     let from: i32 = row.get(0);
     let mut at = from;
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from && *v <= target) {
         tx.batch_execute(&sql.replace("{schema}", schema)).await?;
         tx.execute(&format!("INSERT INTO {schema}.schema_migrations (version) VALUES ($1)"), &[version]).await?;
         at = *version;

@@ -1,11 +1,13 @@
 //! The index sink: a task beside the pipeline that tails the store's audit log and applies it to
 //! PostgreSQL, a batch per transaction with its cursor. It never blocks the committer: when
 //! PostgreSQL is away it retries with backoff, and the audit log keeps the entries it has not applied
-//! (`Store::set_index_acked` bounds pruning).
+//! (`Store::set_index_acked` bounds pruning). Every row it writes carries the store's id: a sink only
+//! ever replaces, deletes or prunes rows of its own store (or of the store it follows on the same
+//! destination), so pipelines sharing a schema keep each other's rows.
 
 use super::connect::Target;
 use super::rows::{Row, RowChange, VersionRow, row_for, version_rows};
-use super::{IndexError, schema};
+use super::{IndexError, quote_ident, schema};
 use crate::model::FileId;
 use crate::state::{AuditEntry, RecordKind, Store};
 use std::collections::BTreeSet;
@@ -20,6 +22,8 @@ const REBUILD_PAGE: usize = 1000;
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(30));
 /// How often an idle sink looks for new entries without being woken.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often the sink prunes `sync_audit_log` by the retention (and at each session's start).
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// What the sink needs: where the index is, the store it reads, the destination prefix (paths are
 /// stored relative to it), and a signal that the committer wrote (any change of the receiver).
@@ -34,6 +38,8 @@ pub struct Sink<W> {
     pub prefix: String,
     /// Changes whenever the committer commits.
     pub wake: watch::Receiver<W>,
+    /// `[state] audit_retention`: `sync_audit_log` keeps this store's entries as long as the store.
+    pub audit_retention: Duration,
 }
 
 /// The running sink: its cursor as it advances (`None` until a session has confirmed it against
@@ -111,7 +117,12 @@ impl<W: Send + Sync + 'static> Sink<W> {
             None => self.rebuild(&mut client, &store_id).await?,
         };
         let mut recorded = None;
+        let mut pruned: Option<tokio::time::Instant> = None;
         loop {
+            if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                self.prune(&client, &store_id).await?;
+                pruned = Some(tokio::time::Instant::now());
+            }
             if recorded != Some(cursor) {
                 self.store.set_index_acked(cursor)?;
                 acked.send_replace(Some(cursor));
@@ -140,12 +151,16 @@ impl<W: Send + Sync + 'static> Sink<W> {
     /// its newest entry, and naming the entry the store has at that seq (a store that lost its last
     /// batches in a crash numbers new entries like the lost ones: the fingerprint tells them apart).
     async fn cursor(&self, client: &tokio_postgres::Client, store_id: &str) -> Result<Option<u64>, IndexError> {
-        let s = &self.schema;
-        let sql = format!("SELECT store_id, last_seq, last_entry FROM {s}.sink_cursor WHERE id = 1");
-        let Some(row) = client.query_opt(&sql, &[]).await? else { return Ok(None) };
-        let (id, last, entry): (String, i64, Option<String>) = (row.get(0), row.get(1), row.get(2));
+        let s = self.quoted_schema();
+        let sql = format!("SELECT last_seq, last_entry FROM {s}.sink_cursor WHERE store_id = $1");
+        let Some(row) = client.query_opt(&sql, &[&store_id]).await? else { return Ok(None) };
+        let (last, entry): (i64, Option<String>) = (row.get(0), row.get(1));
         let last = last as u64;
-        if id != store_id || last > self.store.audit_head()? {
+        if last > self.store.audit_head()? {
+            tracing::warn!(
+                cursor = last,
+                "index: the index applied entries this store does not have (restored from a backup?); rebuilding it"
+            );
             return Ok(None);
         }
         let same_entry = match (self.store.audit_entry(last)?, entry) {
@@ -162,23 +177,37 @@ impl<W: Send + Sync + 'static> Sink<W> {
         Ok(same_entry.then_some(last))
     }
 
-    /// Rebuilds the index from the records in one transaction and returns its cursor: the newest
-    /// entry before the rebuild read anything (entries after it are applied next; applying one whose
-    /// change the rebuild already saw writes the same row).
+    /// The configured schema, quoted for SQL.
+    fn quoted_schema(&self) -> String {
+        quote_ident(&self.schema)
+    }
+
+    /// Rebuilds this store's rows from its records in one transaction and returns its cursor: the
+    /// newest entry before the rebuild read anything (entries after it are applied next; applying
+    /// one whose change the rebuild already saw writes the same row). Rows of other stores stay,
+    /// except those of a store this one follows on the same destination (see [`Self::followed`]).
     async fn rebuild(&self, client: &mut tokio_postgres::Client, store_id: &str) -> Result<u64, IndexError> {
         let head = self.store.audit_head()?;
         // The floor first: entries after `head` are kept until applied.
         self.store.set_index_acked(head)?;
-        let s = &self.schema;
+        let s = &self.quoted_schema();
+        let mirror = self.store.bound_destination()?;
         let tx = client.transaction().await?;
-        let same_store = tx
-            .query_opt(&format!("SELECT 1 FROM {s}.sink_cursor WHERE id = 1 AND store_id = $1"), &[&store_id])
-            .await?
-            .is_some();
-        tx.batch_execute(&format!("DELETE FROM {s}.file_hierarchy; DELETE FROM {s}.file_versions;")).await?;
-        if !same_store {
-            tx.batch_execute(&format!("DELETE FROM {s}.sync_audit_log;")).await?;
+        let followed = self.followed(&tx, store_id, mirror.as_deref()).await?;
+        let mut replaced = followed.clone();
+        replaced.push(store_id.to_string());
+        for table in ["file_hierarchy", "file_versions"] {
+            tx.execute(&format!("DELETE FROM {s}.{table} WHERE store_id = ANY($1)"), &[&replaced]).await?;
         }
+        tx.execute(&format!("DELETE FROM {s}.sync_audit_log WHERE store_id = ANY($1)"), &[&followed]).await?;
+        tx.execute(&format!("DELETE FROM {s}.sink_cursor WHERE store_id = ANY($1)"), &[&followed]).await?;
+        // Entries past the head were numbered by a history this store no longer has (restored from a
+        // backup, or lost in a crash): the seqs it hands out next are theirs.
+        tx.execute(
+            &format!("DELETE FROM {s}.sync_audit_log WHERE store_id = $1 AND seq > $2"),
+            &[&store_id, &(head as i64)],
+        )
+        .await?;
         let mut rows = 0;
         let kinds =
             [RecordKind::Folder, RecordKind::File, RecordKind::DeadLetter, RecordKind::Skip, RecordKind::Version];
@@ -188,28 +217,28 @@ impl<W: Send + Sync + 'static> Sink<W> {
                 let ids = self.store.record_ids_page(kind, after.as_ref(), REBUILD_PAGE)?;
                 let Some(last) = ids.last().cloned() else { break };
                 let changes = self.changes(ids.iter())?;
-                rows += write_rows(&tx, s, &changes).await?;
+                rows += write_rows(&tx, s, store_id, &changes).await?;
                 after = Some(last);
             }
         }
-        // The audit entries up to `head` the store still keeps (those a same-store index already has
-        // stay as they are).
+        // The audit entries up to `head` the store still keeps, as the store has them now (older ones
+        // the index holds stay until the retention prunes them).
         let mut after = 0;
         loop {
             let page = self.store.audit_page(after, BATCH)?;
             let page: Vec<_> = page.into_iter().take_while(|(seq, _)| *seq <= head).collect();
             let Some((last, _)) = page.last() else { break };
             after = *last;
-            write_audit(&tx, s, &self.prefix, &page, Conflict::Keep).await?;
+            write_audit(&tx, s, store_id, &self.prefix, &page, Conflict::Replace).await?;
         }
         let entry = self.store.audit_entry(head)?.map(|e| e.fingerprint());
         tx.execute(
             &format!(
-                "INSERT INTO {s}.sink_cursor (id, store_id, last_seq, last_entry) VALUES (1, $1, $2, $3)
-                 ON CONFLICT (id) DO UPDATE SET store_id = EXCLUDED.store_id, last_seq = EXCLUDED.last_seq,
+                "INSERT INTO {s}.sink_cursor (store_id, mirror, last_seq, last_entry) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (store_id) DO UPDATE SET mirror = EXCLUDED.mirror, last_seq = EXCLUDED.last_seq,
                      last_entry = EXCLUDED.last_entry, updated_at = now()"
             ),
-            &[&store_id, &(head as i64), &entry],
+            &[&store_id, &mirror, &(head as i64), &entry],
         )
         .await?;
         // What the rebuild read is durable before PostgreSQL has it.
@@ -218,6 +247,43 @@ impl<W: Send + Sync + 'static> Sink<W> {
         crate::metrics::index_rows(rows);
         tracing::info!(rows, cursor = head, "index rebuilt from the store's records");
         Ok(head)
+    }
+
+    /// The other stores whose cursor names this store's destination: stores this one follows (a
+    /// state directory started afresh, or restored from a backup older than its id). One destination
+    /// is one mirror, described by one store's records (two stores on one destination would sweep each
+    /// other's objects), so their rows are this store's to replace.
+    async fn followed(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        store_id: &str,
+        mirror: Option<&str>,
+    ) -> Result<Vec<String>, IndexError> {
+        let Some(mirror) = mirror else { return Ok(Vec::new()) };
+        let s = self.quoted_schema();
+        let sql = format!("SELECT store_id FROM {s}.sink_cursor WHERE mirror = $1 AND store_id <> $2");
+        let followed: Vec<String> = tx.query(&sql, &[&mirror, &store_id]).await?.iter().map(|r| r.get(0)).collect();
+        if !followed.is_empty() {
+            tracing::info!(?followed, mirror, "index: this store replaces the rows of the stores before it on this destination");
+        }
+        Ok(followed)
+    }
+
+    /// Deletes this store's `sync_audit_log` entries older than the retention (by the store's clock,
+    /// as the store prunes its own log).
+    async fn prune(&self, client: &tokio_postgres::Client, store_id: &str) -> Result<(), IndexError> {
+        let cutoff_ms = crate::state::unix_ms().saturating_sub(self.audit_retention.as_millis() as u64);
+        let s = self.quoted_schema();
+        let pruned = client
+            .execute(
+                &format!("DELETE FROM {s}.sync_audit_log WHERE store_id = $1 AND at < to_timestamp($2 / 1000.0)"),
+                &[&store_id, &(cutoff_ms as i64)],
+            )
+            .await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "index: audit entries older than the retention pruned");
+        }
+        Ok(())
     }
 
     /// What the index must write for each of `ids`: its row change and its `file_versions` rows.
@@ -242,7 +308,7 @@ impl<W: Send + Sync + 'static> Sink<W> {
         cursor: u64,
         page: &[(u64, AuditEntry)],
     ) -> Result<u64, IndexError> {
-        let s = &self.schema;
+        let s = &self.quoted_schema();
         let ids: BTreeSet<&FileId> = page.iter().map(|(_, e)| &e.file_id).collect();
         let changes = self.changes(ids.into_iter())?;
         let last = page.last().map_or(cursor, |(seq, _)| *seq);
@@ -250,15 +316,17 @@ impl<W: Send + Sync + 'static> Sink<W> {
         // Only durable entries reach PostgreSQL: a crash must never take back what the index applied.
         self.store.sync()?;
         let tx = client.transaction().await?;
-        let rows = write_rows(&tx, s, &changes).await?;
-        write_audit(&tx, s, &self.prefix, page, Conflict::Fail).await?;
+        let rows = write_rows(&tx, s, store_id, &changes).await?;
+        write_audit(&tx, s, store_id, &self.prefix, page, Conflict::Fail).await?;
+        let mirror = self.store.bound_destination()?;
         let moved = tx
             .execute(
                 &format!(
-                    "UPDATE {s}.sink_cursor SET last_seq = $1, last_entry = $4, updated_at = now()
-                     WHERE id = 1 AND store_id = $2 AND last_seq = $3"
+                    "UPDATE {s}.sink_cursor SET last_seq = $1, last_entry = $4, mirror = coalesce($5, mirror),
+                         updated_at = now()
+                     WHERE store_id = $2 AND last_seq = $3"
                 ),
-                &[&(last as i64), &store_id, &(cursor as i64), &entry],
+                &[&(last as i64), &store_id, &(cursor as i64), &entry, &mirror],
             )
             .await?;
         if moved != 1 {
@@ -275,6 +343,7 @@ impl<W: Send + Sync + 'static> Sink<W> {
 async fn write_rows(
     tx: &tokio_postgres::Transaction<'_>,
     s: &str,
+    store: &str,
     changes: &[(RowChange, Vec<VersionRow>)],
 ) -> Result<usize, IndexError> {
     let mut deleted: Vec<&str> = Vec::new();
@@ -286,18 +355,27 @@ async fn write_rows(
         }
     }
     if !deleted.is_empty() {
-        tx.execute(&format!("DELETE FROM {s}.file_hierarchy WHERE drive_file_id = ANY($1)"), &[&deleted]).await?;
+        tx.execute(
+            &format!("DELETE FROM {s}.file_hierarchy WHERE store_id = $1 AND drive_file_id = ANY($2)"),
+            &[&store, &deleted],
+        )
+        .await?;
     }
     if !rows.is_empty() {
-        upsert_rows(tx, s, &rows).await?;
+        upsert_rows(tx, s, store, &rows).await?;
     }
     let all: Vec<&str> = deleted.iter().copied().chain(rows.iter().map(|r| r.id.as_str())).collect();
     let versions: Vec<&VersionRow> = changes.iter().flat_map(|(_, v)| v).collect();
-    replace_versions(tx, s, &all, &versions).await?;
+    replace_versions(tx, s, store, &all, &versions).await?;
     Ok(deleted.len() + rows.len())
 }
 
-async fn upsert_rows(tx: &tokio_postgres::Transaction<'_>, s: &str, rows: &[&Row]) -> Result<(), IndexError> {
+async fn upsert_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    s: &str,
+    store: &str,
+    rows: &[&Row],
+) -> Result<(), IndexError> {
     let col = |f: fn(&Row) -> Option<String>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
     let ids = col(|r| Some(r.id.0.clone()));
     let drive_ids = col(|r| r.drive_id.clone());
@@ -314,13 +392,14 @@ async fn upsert_rows(tx: &tokio_postgres::Transaction<'_>, s: &str, rows: &[&Row
     let folders: Vec<bool> = rows.iter().map(|r| r.is_folder).collect();
     let trashed: Vec<bool> = rows.iter().map(|r| r.is_trashed).collect();
     let sql = format!(
-        "INSERT INTO {s}.file_hierarchy (drive_file_id, drive_id, parent_drive_id, storage_path, name, mime_type,
-             size, md5_checksum, modified_time, version, is_folder, is_trashed, sync_status, error, updated_at)
-         SELECT id, d, p, sp, n, mt, sz, md5, m::timestamptz, v, f, t, st, e, now()
+        "INSERT INTO {s}.file_hierarchy (store_id, drive_file_id, drive_id, parent_drive_id, storage_path, name,
+             mime_type, size, md5_checksum, modified_time, version, is_folder, is_trashed, sync_status, error,
+             updated_at)
+         SELECT $15::text, id, d, p, sp, n, mt, sz, md5, m::timestamptz, v, f, t, st, e, now()
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::text[],
                      $9::text[], $10::int8[], $11::bool[], $12::bool[], $13::text[], $14::text[])
               AS u(id, d, p, sp, n, mt, sz, md5, m, v, f, t, st, e)
-         ON CONFLICT (drive_file_id) DO UPDATE SET
+         ON CONFLICT (store_id, drive_file_id) DO UPDATE SET
              drive_id = EXCLUDED.drive_id, parent_drive_id = EXCLUDED.parent_drive_id,
              storage_path = EXCLUDED.storage_path, name = EXCLUDED.name, mime_type = EXCLUDED.mime_type,
              size = EXCLUDED.size, md5_checksum = EXCLUDED.md5_checksum, modified_time = EXCLUDED.modified_time,
@@ -331,7 +410,7 @@ async fn upsert_rows(tx: &tokio_postgres::Transaction<'_>, s: &str, rows: &[&Row
         &sql,
         &[
             &ids, &drive_ids, &parents, &paths, &names, &mimes, &sizes, &md5s, &modified, &versions, &folders,
-            &trashed, &statuses, &errors,
+            &trashed, &statuses, &errors, &store,
         ],
     )
     .await?;
@@ -342,10 +421,15 @@ async fn upsert_rows(tx: &tokio_postgres::Transaction<'_>, s: &str, rows: &[&Row
 async fn replace_versions(
     tx: &tokio_postgres::Transaction<'_>,
     s: &str,
+    store: &str,
     ids: &[&str],
     versions: &[&VersionRow],
 ) -> Result<(), IndexError> {
-    tx.execute(&format!("DELETE FROM {s}.file_versions WHERE drive_file_id = ANY($1)"), &[&ids]).await?;
+    tx.execute(
+        &format!("DELETE FROM {s}.file_versions WHERE store_id = $1 AND drive_file_id = ANY($2)"),
+        &[&store, &ids],
+    )
+    .await?;
     if versions.is_empty() {
         return Ok(());
     }
@@ -358,12 +442,13 @@ async fn replace_versions(
     let current: Vec<bool> = versions.iter().map(|v| v.is_current).collect();
     tx.execute(
         &format!(
-            "INSERT INTO {s}.file_versions (drive_file_id, version_number, storage_path, checksum, size_bytes, created_at, is_current)
-             SELECT id, v, sp, md5, sz, coalesce(to_timestamp(ms / 1000.0), now()), cur
+            "INSERT INTO {s}.file_versions (store_id, drive_file_id, version_number, storage_path, checksum,
+                 size_bytes, created_at, is_current)
+             SELECT $8::text, id, v, sp, md5, sz, coalesce(to_timestamp(ms / 1000.0), now()), cur
              FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::bool[])
                  AS u(id, v, sp, md5, sz, ms, cur)"
         ),
-        &[&ids, &numbers, &paths, &md5s, &sizes, &kept_at, &current],
+        &[&ids, &numbers, &paths, &md5s, &sizes, &kept_at, &current, &store],
     )
     .await?;
     Ok(())
@@ -374,14 +459,16 @@ async fn replace_versions(
 enum Conflict {
     /// A bug: the cursor exists so that no entry is applied twice (the statement fails).
     Fail,
-    /// A rebuild copying what the store keeps: the row there is the same entry.
-    Keep,
+    /// A rebuild copying what the store keeps: the store's entry replaces the row (the same entry,
+    /// unless the store lost it in a crash and numbered another alike).
+    Replace,
 }
 
 /// Appends the entries to `sync_audit_log`.
 async fn write_audit(
     tx: &tokio_postgres::Transaction<'_>,
     s: &str,
+    store: &str,
     prefix: &str,
     page: &[(u64, AuditEntry)],
     conflict: Conflict,
@@ -396,13 +483,18 @@ async fn write_audit(
         page.iter().map(|(_, e)| e.detail.as_ref().map(|d| serde_json::json!({ "reason": d }).to_string())).collect();
     tx.execute(
         &format!(
-            "INSERT INTO {s}.sync_audit_log (seq, drive_file_id, operation, storage_path, at, detail)
-             SELECT seq, id, op, sp, to_timestamp(ms / 1000.0), d::jsonb
+            "INSERT INTO {s}.sync_audit_log (store_id, seq, drive_file_id, operation, storage_path, at, detail)
+             SELECT $7::text, seq, id, op, sp, to_timestamp(ms / 1000.0), d::jsonb
              FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[]) AS u(seq, id, op, sp, ms, d)
              {}",
-            if conflict == Conflict::Keep { "ON CONFLICT (seq) DO NOTHING" } else { "" }
+            match conflict {
+                Conflict::Replace => "ON CONFLICT (store_id, seq) DO UPDATE SET drive_file_id = EXCLUDED.drive_file_id,
+                    operation = EXCLUDED.operation, storage_path = EXCLUDED.storage_path, at = EXCLUDED.at,
+                    detail = EXCLUDED.detail",
+                Conflict::Fail => "",
+            }
         ),
-        &[&seqs, &ids, &ops, &paths, &at, &details],
+        &[&seqs, &ids, &ops, &paths, &at, &details, &store],
     )
     .await?;
     Ok(())

@@ -81,13 +81,13 @@ impl Drop for Cluster {
     }
 }
 
-/// `(storage_path, md5)` of every file row that holds an object, and the object count it claims.
-pub async fn file_rows(client: &tokio_postgres::Client) -> std::collections::BTreeMap<String, Option<String>> {
+/// `(storage_path, md5)` of every file row of `store` that holds an object.
+pub async fn file_rows(client: &tokio_postgres::Client, store: &str) -> BTreeMap<String, Option<String>> {
     client
         .query(
             "SELECT storage_path, md5_checksum FROM mirrorflow.file_hierarchy
-             WHERE NOT is_folder AND storage_path IS NOT NULL",
-            &[],
+             WHERE store_id = $1 AND NOT is_folder AND storage_path IS NOT NULL",
+            &[&store],
         )
         .await
         .unwrap()
@@ -96,27 +96,41 @@ pub async fn file_rows(client: &tokio_postgres::Client) -> std::collections::BTr
         .collect()
 }
 
-/// The audit seqs the index holds, in order, and the cursor.
-pub async fn audit_seqs(client: &tokio_postgres::Client) -> (Vec<i64>, i64) {
+/// The audit seqs the index holds for `store` (the only store when `None`), in order, and its cursor.
+pub async fn audit_seqs(client: &tokio_postgres::Client, store: Option<&str>) -> (Vec<i64>, i64) {
     let seqs = client
-        .query("SELECT seq FROM mirrorflow.sync_audit_log ORDER BY seq", &[])
+        .query(
+            "SELECT seq FROM mirrorflow.sync_audit_log WHERE store_id = coalesce($1, store_id) ORDER BY seq",
+            &[&store],
+        )
         .await
         .unwrap()
         .into_iter()
         .map(|r| r.get(0))
         .collect();
-    let cursor = client.query_one("SELECT last_seq FROM mirrorflow.sink_cursor", &[]).await.unwrap().get(0);
+    let cursor = client
+        .query_one("SELECT last_seq FROM mirrorflow.sink_cursor WHERE store_id = coalesce($1, store_id)", &[&store])
+        .await
+        .unwrap()
+        .get(0);
     (seqs, cursor)
 }
 
-/// Asserts the index of `config` is the mirror in `dir`: the file rows holding an object are
-/// exactly the objects (relative key → md5 of the bytes), every folder record is a row at its key,
-/// and the audit log is the store's, each seq once, with the cursor at the store's newest entry.
+/// The identity of the store of `config` (its rows in the index carry it).
+pub fn store_id(config: &Path) -> String {
+    open(config).1.store_id().unwrap()
+}
+
+/// Asserts the index of `config` is the mirror in `dir`: the file rows of its store holding an
+/// object are exactly the objects (relative key → md5 of the bytes), every folder record is a row at
+/// its key, and the audit log is the store's, each seq once, with the cursor at the store's newest
+/// entry. Rows of other stores sharing the schema are not looked at.
 pub async fn assert_index_equals_mirror(config: &Path, dir: &Path, db: &str) {
+    let me = store_id(config);
     let objects: BTreeMap<String, Option<String>> =
         local_objects(dir).into_iter().map(|(k, bytes)| (k, Some(hex::encode(md5::Md5::digest(&bytes))))).collect();
     let client = connect(db).await;
-    let rows = file_rows(&client).await;
+    let rows = file_rows(&client, &me).await;
     let missing: Vec<_> = objects.keys().filter(|k| !rows.contains_key(*k)).collect();
     let extra: Vec<_> = rows.keys().filter(|k| !objects.contains_key(*k)).collect();
     if !missing.is_empty() || !extra.is_empty() {
@@ -134,12 +148,13 @@ pub async fn assert_index_equals_mirror(config: &Path, dir: &Path, db: &str) {
             })
             .unwrap();
         for k in missing.iter().chain(extra.iter()) {
-            let sql = "SELECT drive_file_id, sync_status FROM mirrorflow.file_hierarchy WHERE storage_path = $1";
-            let r = client.query(sql, &[k]).await.unwrap();
+            let sql = "SELECT drive_file_id, sync_status FROM mirrorflow.file_hierarchy
+                       WHERE store_id = $1 AND storage_path = $2";
+            let r = client.query(sql, &[&me, k]).await.unwrap();
             let found: Vec<(String, String)> = r.iter().map(|r| (r.get(0), r.get(1))).collect();
             why.push_str(&format!("\nrows at {k}: {found:?}"));
         }
-        let (seqs, cursor) = audit_seqs(&client).await;
+        let (seqs, cursor) = audit_seqs(&client, Some(&me)).await;
         why.push_str(&format!(
             "\nindex cursor {cursor}, {} entries; store head {}",
             seqs.len(),
@@ -152,7 +167,10 @@ pub async fn assert_index_equals_mirror(config: &Path, dir: &Path, db: &str) {
     }
     let (_cfg, store, dest) = open(config);
     let folders: BTreeMap<String, String> = client
-        .query("SELECT drive_file_id, storage_path FROM mirrorflow.file_hierarchy WHERE is_folder", &[])
+        .query(
+            "SELECT drive_file_id, storage_path FROM mirrorflow.file_hierarchy WHERE store_id = $1 AND is_folder",
+            &[&me],
+        )
         .await
         .unwrap()
         .into_iter()
@@ -166,7 +184,7 @@ pub async fn assert_index_equals_mirror(config: &Path, dir: &Path, db: &str) {
         .map(|f| (f.id.0.clone(), relative(&f.key, dest.prefix())))
         .collect();
     assert_eq!(folders, recorded, "folder rows");
-    let (seqs, cursor) = audit_seqs(&client).await;
+    let (seqs, cursor) = audit_seqs(&client, Some(&me)).await;
     let kept: Vec<i64> = store.audit_since(0).unwrap().into_iter().map(|(seq, _)| seq as i64).collect();
     assert_eq!(cursor, store.audit_head().unwrap() as i64, "the index applied every entry");
     assert_eq!(seqs, kept, "the index holds each audit entry once, in order");
