@@ -311,7 +311,7 @@ mod tests {
             "postgresql://u@localhost/db?hostaddr=203.0.113.7&sslmode=disable",
             "postgresql://u@127.0.0.1/db?hostaddr=10.1.2.3&sslmode=disable",
             "postgresql://u@localhost,db.example.com/db?sslmode=disable",
-            "postgresql://u@/db?host=localhost,db.example.com&sslmode=disable",
+            "postgresql:///db?host=localhost,db.example.com&user=u&sslmode=disable",
         ];
         for url in refused {
             let err = Target::parse(url).err().unwrap_or_else(|| panic!("{url} was accepted"));

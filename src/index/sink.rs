@@ -264,7 +264,11 @@ impl<W: Send + Sync + 'static> Sink<W> {
         let sql = format!("SELECT store_id FROM {s}.sink_cursor WHERE mirror = $1 AND store_id <> $2");
         let followed: Vec<String> = tx.query(&sql, &[&mirror, &store_id]).await?.iter().map(|r| r.get(0)).collect();
         if !followed.is_empty() {
-            tracing::info!(?followed, mirror, "index: this store replaces the rows of the stores before it on this destination");
+            tracing::info!(
+                ?followed,
+                mirror,
+                "index: this store replaces the rows of the stores before it on this destination"
+            );
         }
         Ok(followed)
     }
@@ -276,7 +280,7 @@ impl<W: Send + Sync + 'static> Sink<W> {
         let s = self.quoted_schema();
         let pruned = client
             .execute(
-                &format!("DELETE FROM {s}.sync_audit_log WHERE store_id = $1 AND at < to_timestamp($2 / 1000.0)"),
+                &format!("DELETE FROM {s}.sync_audit_log WHERE store_id = $1 AND at < to_timestamp($2::int8 / 1000.0)"),
                 &[&store_id, &(cutoff_ms as i64)],
             )
             .await?;

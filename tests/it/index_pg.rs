@@ -199,8 +199,7 @@ async fn two_pipelines_on_one_schema_keep_each_others_rows_across_runs() {
         env.control("mutate", json!({"ops": [{"op": "random", "count": 40, "seed": 20 + round}]})).await;
     }
     let client = pg::connect(&db).await;
-    let stores: i64 =
-        client.query_one("SELECT count(*) FROM mirrorflow.sink_cursor", &[]).await.unwrap().get(0);
+    let stores: i64 = client.query_one("SELECT count(*) FROM mirrorflow.sink_cursor", &[]).await.unwrap().get(0);
     assert_eq!(stores, 2, "one cursor per store");
 }
 
@@ -233,8 +232,7 @@ async fn a_schema_named_by_a_reserved_word_holds_the_index() {
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let client = pg::connect(&db).await;
-    let rows: i64 =
-        client.query_one(r#"SELECT count(*) FROM "user".file_hierarchy"#, &[]).await.unwrap().get(0);
+    let rows: i64 = client.query_one(r#"SELECT count(*) FROM "user".file_hierarchy"#, &[]).await.unwrap().get(0);
     let objects = local_objects(&dir).len() as i64;
     assert!(rows >= objects && objects > 0, "{rows} rows for {objects} objects");
     let cursor: i64 = client.query_one(r#"SELECT last_seq FROM "user".sink_cursor"#, &[]).await.unwrap().get(0);
@@ -345,10 +343,7 @@ async fn a_mirror_with_an_index_of_the_previous_release_carries_on_with_its_own_
         .await
         .unwrap();
     client
-        .execute(
-            "INSERT INTO mirrorflow.sink_cursor (id, store_id, last_seq) VALUES (1, $1, 1000000)",
-            &[&me],
-        )
+        .execute("INSERT INTO mirrorflow.sink_cursor (id, store_id, last_seq) VALUES (1, $1, 1000000)", &[&me])
         .await
         .unwrap();
     let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
