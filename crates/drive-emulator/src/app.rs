@@ -11,7 +11,7 @@ use http::HeaderMap;
 use super::EmulatorConfig;
 use super::auth::Auth;
 use super::errors::ApiError;
-use super::faults::{Decision, Faults};
+use super::faults::{Decision, Faults, Revocation};
 use super::state::State;
 use super::stats::Stats;
 use super::watch::Watch;
@@ -76,6 +76,13 @@ impl App {
         Fut: Future<Output = Result<Response, ApiError>>,
     {
         let result = async {
+            match self.faults.draw_revocation() {
+                Revocation::Nothing => {}
+                Revocation::AccessTokens => {
+                    self.auth.revoke_access_tokens();
+                }
+                Revocation::RefreshTokens => self.auth.revoke_refresh_tokens(),
+            }
             self.auth.check(headers)?;
             let (decision, latency) = self.faults.draw(body);
             if latency > 0 {

@@ -178,8 +178,17 @@ impl Auth {
         let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         match tokens.get(token) {
             Some((exp, _)) if *exp > now_ms() => Ok(()),
-            _ => Err(ApiError::auth()),
+            _ => Err(ApiError::invalid_credentials()),
         }
+    }
+
+    /// Voids every access token issued so far (Google may revoke one before it expires: a password
+    /// change, a security event), while refresh tokens and service-account keys keep minting new ones.
+    pub fn revoke_access_tokens(&self) -> usize {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let revoked = tokens.len();
+        tokens.clear();
+        revoked
     }
 
     /// A new access token, remembered with the refresh token it came from (revoking that one voids it).

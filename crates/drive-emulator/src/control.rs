@@ -304,6 +304,13 @@ pub(crate) async fn revoke_refresh_tokens(AxState(app): AxState<Arc<App>>) -> Re
     json_response(json!({"revoked": true}))
 }
 
+/// `POST /_emu/revoke_access_tokens`: every access token issued so far is refused from now on (401
+/// "Invalid Credentials"); refresh tokens and service-account keys still mint new ones.
+pub(crate) async fn revoke_access_tokens(AxState(app): AxState<Arc<App>>) -> Response {
+    let revoked = app.auth.revoke_access_tokens();
+    json_response(json!({"revoked": revoked}))
+}
+
 /// `POST /_emu/oauth_client`: a new OAuth client of type "installed", as the Google Cloud console's
 /// "Desktop app" download writes it (its `auth_uri` and `token_uri` point at this emulator).
 pub(crate) async fn oauth_client(AxState(app): AxState<Arc<App>>) -> Response {

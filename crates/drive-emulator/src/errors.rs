@@ -64,7 +64,13 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "global", "badRequest", message)
     }
 
-    /// Missing, unknown or expired Bearer token.
+    /// A Bearer token that is not (or no longer) valid: expired or revoked. Google's "Resolve
+    /// errors" page: 401 `authError` "Invalid Credentials"; the client refreshes its access token.
+    pub fn invalid_credentials() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "global", "authError", "Invalid Credentials").at("header", "Authorization")
+    }
+
+    /// Missing or malformed Bearer token.
     pub fn auth() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -2,6 +2,7 @@
 //! Draws come from a seeded generator so a sequential client sees the same faults on every run.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,24 @@ pub struct FaultSettings {
     /// Ids whose downloads (alt=media) answer 403 `downloadQuotaExceeded`: the file was downloaded
     /// too often lately, and Drive refuses it for hours.
     pub quota_exceeded_ids: Vec<String>,
+    /// When > 0, every n-th API call (counted from this setting) first revokes every access token
+    /// issued so far, so that call and every other one still holding an old token get 401
+    /// "Invalid Credentials"; refresh tokens and service-account keys still mint new ones.
+    pub revoke_access_tokens_every: u64,
+    /// When > 0, the n-th API call (counted from this setting) first revokes every refresh token and
+    /// access token, as a user removing the app's access in the middle of a run does.
+    pub revoke_refresh_tokens_at_call: u64,
+}
+
+/// Which tokens an API call revokes before it is checked (fault settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Revocation {
+    /// None.
+    Nothing,
+    /// Every access token.
+    AccessTokens,
+    /// Every refresh token and access token.
+    RefreshTokens,
 }
 
 /// What to do with one request.
@@ -53,18 +72,35 @@ pub(crate) enum Decision {
 /// Current settings and the generator.
 pub(crate) struct Faults {
     inner: Mutex<(FaultSettings, Rng64)>,
+    /// API calls since the settings were set (for the revocation faults).
+    calls: AtomicU64,
 }
 
 impl Faults {
     /// No faults.
     pub fn new() -> Faults {
-        Faults { inner: Mutex::new((FaultSettings::default(), Rng64::new(0, 0xfa17))) }
+        Faults { inner: Mutex::new((FaultSettings::default(), Rng64::new(0, 0xfa17))), calls: AtomicU64::new(0) }
     }
 
     /// Replace the settings and restart the generator from their seed.
     pub fn set(&self, settings: FaultSettings) {
         let rng = Rng64::new(settings.seed, 0xfa17);
         *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = (settings, rng);
+        self.calls.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts one API call and says which tokens it revokes first.
+    pub fn draw_revocation(&self) -> Revocation {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (every, at) = (guard.0.revoke_access_tokens_every, guard.0.revoke_refresh_tokens_at_call);
+        if at > 0 && call == at {
+            Revocation::RefreshTokens
+        } else if every > 0 && call.is_multiple_of(every) {
+            Revocation::AccessTokens
+        } else {
+            Revocation::Nothing
+        }
     }
 
     /// Current settings.

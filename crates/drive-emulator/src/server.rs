@@ -82,6 +82,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/expire_page_tokens", post(control::expire_page_tokens))
         .route("/refresh_token", post(control::refresh_token))
         .route("/revoke_refresh_tokens", post(control::revoke_refresh_tokens))
+        .route("/revoke_access_tokens", post(control::revoke_access_tokens))
         .route("/oauth_client", post(control::oauth_client));
     let mut router = Router::new()
         .route("/token", post(token))

@@ -128,3 +128,61 @@ async fn installed_app_code_grant_checks_pkce_and_is_one_time() {
     assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
     assert_eq!(revoke.body(format!("token={refresh}")).send().await.unwrap().status(), 400, "already revoked");
 }
+
+/// Google may void an access token before it expires: the emulator then answers 401 `authError`
+/// "Invalid Credentials" to it, while the refresh token and the service-account key still mint new
+/// tokens; the fault does the same every n-th API call, and can revoke the refresh tokens mid-run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_access_tokens_get_invalid_credentials_and_new_ones_still_work() {
+    let ctx = start(EmulatorConfig::default()).await;
+    let minted = ctx.control("refresh_token", json!({})).await;
+    let refresh_grant = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", minted["refresh_token"].as_str().unwrap()),
+        ("client_id", minted["client_id"].as_str().unwrap()),
+        ("client_secret", minted["client_secret"].as_str().unwrap()),
+    ];
+    let url = format!("{}drive/v3/about?fields=kind", ctx.base);
+    let bearer = |tok: &Value| tok["access_token"].as_str().unwrap().to_string();
+    let user_token = bearer(&ctx.token_request(&refresh_grant).await.1);
+    let get = |token: String| {
+        let req = ctx.http.get(&url).bearer_auth(token);
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(get(user_token.clone()).await.0, 200);
+    let sa_token = ctx.auth.token(&["https://www.googleapis.com/auth/drive.readonly"]).await.unwrap();
+    let sa_token = sa_token.token().unwrap().to_string();
+    assert_eq!(get(sa_token.clone()).await.0, 200);
+
+    let revoked = ctx.control("revoke_access_tokens", json!({})).await;
+    assert!(revoked["revoked"].as_u64().unwrap() >= 2, "{revoked}");
+    for token in [user_token, sa_token] {
+        let (status, v) = get(token).await;
+        assert_eq!((status, v["error"]["message"].as_str()), (401, Some("Invalid Credentials")), "{v}");
+        assert_eq!(v["error"]["errors"][0]["reason"], "authError");
+    }
+    let fresh = bearer(&ctx.token_request(&refresh_grant).await.1);
+    assert_eq!(get(fresh.clone()).await.0, 200, "the refresh token still mints working tokens");
+    let sa_fresh = ctx.auth.force_refreshed_token(&["https://www.googleapis.com/auth/drive.readonly"]).await.unwrap();
+    assert_eq!(get(sa_fresh.token().unwrap().to_string()).await.0, 200, "so does the service-account key");
+
+    // The fault: every 3rd call voids the tokens first.
+    ctx.control("faults", json!({"revoke_access_tokens_every": 3})).await;
+    assert_eq!(get(fresh.clone()).await.0, 200);
+    assert_eq!(get(fresh.clone()).await.0, 200);
+    assert_eq!(get(fresh).await.0, 401);
+    let fresh = bearer(&ctx.token_request(&refresh_grant).await.1);
+    assert_eq!(get(fresh).await.0, 200);
+
+    // The user removes the app's access at the 2nd call: the refresh grant is refused from then on.
+    ctx.control("faults", json!({"revoke_refresh_tokens_at_call": 2})).await;
+    let fresh = bearer(&ctx.token_request(&refresh_grant).await.1);
+    assert_eq!(get(fresh.clone()).await.0, 200);
+    assert_eq!(get(fresh).await.0, 401);
+    let (status, v) = ctx.token_request(&refresh_grant).await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    ctx.emu.shutdown().await;
+}
