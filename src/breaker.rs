@@ -3,13 +3,14 @@
 //!
 //! Closed: calls pass; `threshold` consecutive *retryable* failures (rate limits, 5xx, resets,
 //! timeouts) open it. A permanent error (404, refusal) proves the remote answers, so it counts as a
-//! success for the breaker. Open: calls are **held**, not failed, until the cool-down ends (a mirror
+//! success for the breaker; so does a refused access token (Drive's 401: the token is at fault, see
+//! [`Classified::trips_breaker`]). Open: calls are **held**, not failed, until the cool-down ends (a mirror
 //! must not dead-letter files because the remote had a bad minute). Half-open: exactly one held call
 //! goes through as a probe while the others keep waiting; its success closes the breaker, its
 //! retryable failure re-opens it for another cool-down. Time is `tokio::time`, so a paused test clock
 //! drives it.
 
-use crate::retry::{Classified, ErrorClass};
+use crate::retry::Classified;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -112,8 +113,7 @@ impl Breaker {
         let mut guard = ProbeGuard { breaker: self, armed: permit == Permit::Probe };
         let result = op().await;
         guard.armed = false;
-        let class = result.as_ref().err().map(Classified::class);
-        self.record(permit, class);
+        self.record(permit, result.as_ref().err().is_some_and(Classified::trips_breaker));
         result
     }
 
@@ -159,9 +159,8 @@ impl Breaker {
         }
     }
 
-    /// Updates the state from one call's outcome (`None` = success).
-    fn record(&self, permit: Permit, failure: Option<ErrorClass>) {
-        let retryable = failure == Some(ErrorClass::Retryable);
+    /// Updates the state from one call's outcome (`retryable`: a failure that trips the breaker).
+    fn record(&self, permit: Permit, retryable: bool) {
         let mut inner = self.lock();
         let next = match (&*inner, permit, retryable) {
             (_, Permit::Probe, false) => Some(Inner::Closed { failures: 0 }),
@@ -218,6 +217,7 @@ fn state_of(inner: &Inner) -> BreakerState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::ErrorClass;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -280,6 +280,31 @@ mod tests {
         fail(&b, ErrorClass::Retryable).await;
         fail(&b, ErrorClass::Permanent).await; // the remote answered: the streak is broken
         fail(&b, ErrorClass::Retryable).await;
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    /// A retryable failure that the remote answered on purpose (Drive's 401 to a revoked token).
+    #[derive(Debug, PartialEq)]
+    struct RefusedToken;
+    impl Classified for RefusedToken {
+        fn class(&self) -> ErrorClass {
+            ErrorClass::Retryable
+        }
+        fn reason(&self) -> String {
+            "authError".into()
+        }
+        fn trips_breaker(&self) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_that_do_not_trip_it_never_open_it() {
+        let b = breaker();
+        for _ in 0..10 {
+            let r: Result<(), RefusedToken> = b.call(|| async { Err(RefusedToken) }).await;
+            assert_eq!(r, Err(RefusedToken));
+        }
         assert_eq!(b.state(), BreakerState::Closed);
     }
 

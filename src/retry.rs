@@ -34,6 +34,12 @@ pub trait Classified {
     fn timed_out(&self) -> bool {
         false
     }
+    /// Whether this failure counts toward opening the circuit breaker: by default every retryable
+    /// one. A failure the remote answered on purpose (a refused access token: the credential is at
+    /// fault, not the remote) returns false, so it never holds other calls back.
+    fn trips_breaker(&self) -> bool {
+        self.class() == ErrorClass::Retryable
+    }
 }
 
 /// Attempts of one call that may end in a time-out before it fails (see [`Classified::timed_out`]).

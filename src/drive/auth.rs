@@ -47,6 +47,22 @@ pub struct Auth {
     /// Set once the token endpoint refused the refresh token (revoked or expired): every later call
     /// fails at once with [`DriveError::SignInRefused`] instead of being retried.
     refused: Arc<Mutex<Option<String>>>,
+    /// Forced renewals (after Drive's 401) one at a time, and how many have been done.
+    renewals: Arc<Renewals>,
+}
+
+/// Which access token a call used, as the count of forced renewals before it: a 401 renews the token
+/// only if no other call renewed it since, so many calls refused at once cause one renewal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenGeneration(u64);
+
+/// The forced-renewal state shared by every clone of one [`Auth`].
+#[derive(Default)]
+struct Renewals {
+    /// Bumped after each forced renewal, once the new token is in the storage.
+    generation: std::sync::atomic::AtomicU64,
+    /// Held while renewing.
+    lock: tokio::sync::Mutex<()>,
 }
 
 /// Google's token endpoint, for an `authorized_user` file that names none.
@@ -284,7 +300,7 @@ impl Auth {
         .build()
         .await
         .map_err(|e| DriveError::Auth(e.to_string()))?;
-        Ok(Auth { inner, refused, scope: String::new() })
+        Ok(Auth { inner, refused, scope: String::new(), renewals: Arc::default() })
     }
 
     /// Reads the key file and builds the service-account authenticator.
@@ -308,7 +324,7 @@ impl Auth {
             builder = builder.subject(s);
         }
         let inner = builder.build().await.map_err(|e| DriveError::Auth(e.to_string()))?;
-        Ok(Auth { inner, refused: Arc::default(), scope: String::new() })
+        Ok(Auth { inner, refused: Arc::default(), scope: String::new(), renewals: Arc::default() })
     }
 
     /// A valid access token (refreshed ahead of expiry by yup-oauth2).
@@ -318,6 +334,33 @@ impl Auth {
         }
         let t = self.inner.token(&[self.scope()]).await.map_err(|e| self.explain(DriveError::Auth(e.to_string())))?;
         t.token().map(str::to_owned).ok_or_else(|| DriveError::Auth("empty token".into()))
+    }
+
+    /// The generation of the access token calls get now (see [`Auth::renew_after`]).
+    pub fn generation(&self) -> TokenGeneration {
+        TokenGeneration(self.renewals.generation.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Drive refused the access token of generation `seen` (401: revoked before it expired). Google's
+    /// remedy: get a new one from the refresh token (or the service-account key) and try again. Done
+    /// once for every call refused with that generation: a caller that finds it already renewed
+    /// returns at once. A refresh token the endpoint refuses ends in [`DriveError::SignInRefused`].
+    pub async fn renew_after(&self, seen: TokenGeneration) -> Result<(), DriveError> {
+        let _one_at_a_time = self.renewals.lock.lock().await;
+        if self.generation() != seen {
+            return Ok(());
+        }
+        if let Some(why) = self.refusal() {
+            return Err(DriveError::SignInRefused(why));
+        }
+        tracing::info!("Drive refused the access token (401): getting a new one");
+        self.inner
+            .force_refreshed_token(&[self.scope()])
+            .await
+            .map_err(|e| self.explain(DriveError::Auth(format!("could not renew the access token: {e}"))))?;
+        // The new token is in the storage: from now on calls get it.
+        self.renewals.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     /// The scope URL every token is asked for.
@@ -336,5 +379,82 @@ impl Auth {
             (DriveError::Auth(_), Some(why)) => DriveError::SignInRefused(why),
             (e, _) => e,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCOPE: &str = "https://www.googleapis.com/auth/drive.readonly";
+
+    async fn emulator() -> drive_emulator::Emulator {
+        crate::install_crypto_provider();
+        let config = drive_emulator::EmulatorConfig { files: 1, folders: 1, ..Default::default() };
+        drive_emulator::Emulator::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+    }
+
+    async fn control(emu: &drive_emulator::Emulator, path: &str) -> serde_json::Value {
+        let url = format!("{}_emu/{path}", emu.base_url());
+        let resp =
+            if path == "stats" { reqwest::get(url).await } else { reqwest::Client::new().post(url).send().await };
+        let resp = resp.unwrap();
+        let status = resp.status();
+        let body = resp.text().await.unwrap();
+        assert!(status.is_success(), "{path}: {status} {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    async fn minted(emu: &drive_emulator::Emulator) -> u64 {
+        control(emu, "stats").await["requests"]["token 200"].as_u64().unwrap_or(0)
+    }
+
+    fn credentials(path: std::path::PathBuf) -> Credentials {
+        Credentials { path, subject: None, token_cache: None, scope: SCOPE.into() }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_calls_refused_at_once_renew_the_token_once() {
+        let emu = emulator().await;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.json");
+        emu.write_service_account_key(&key).unwrap();
+        let auth = Auth::from_credentials(&credentials(key), connector().unwrap()).await.unwrap();
+        let old = auth.token().await.unwrap();
+        let seen = auth.generation();
+        control(&emu, "revoke_access_tokens").await;
+        let before = minted(&emu).await;
+        let renewals = (0..16).map(|_| {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.renew_after(seen).await })
+        });
+        for r in futures::future::join_all(renewals).await {
+            r.unwrap().unwrap();
+        }
+        assert_eq!(minted(&emu).await - before, 1, "16 refused calls, one new token");
+        assert_ne!(auth.generation(), seen);
+        let new = auth.token().await.unwrap();
+        assert_ne!(new, old, "calls now get the new token");
+        // A later refusal of the new token renews it again.
+        auth.renew_after(auth.generation()).await.unwrap();
+        assert_eq!(minted(&emu).await - before, 2);
+        emu.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_renewal_the_token_endpoint_refuses_says_to_sign_in_again() {
+        let emu = emulator().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = control(&emu, "refresh_token").await;
+        file["type"] = serde_json::json!("authorized_user");
+        let path = dir.path().join("user.json");
+        std::fs::write(&path, file.to_string()).unwrap();
+        let auth = Auth::from_credentials(&credentials(path), connector().unwrap()).await.unwrap();
+        auth.token().await.unwrap();
+        control(&emu, "revoke_refresh_tokens").await;
+        let e = auth.renew_after(auth.generation()).await.unwrap_err();
+        assert!(matches!(e, DriveError::SignInRefused(_)), "{e}");
+        assert!(e.to_string().contains("sign in again"), "{e}");
+        emu.shutdown().await;
     }
 }

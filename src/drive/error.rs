@@ -64,6 +64,12 @@ impl DriveError {
         self
     }
 
+    /// Drive refused the access token (401: revoked or expired before its time). Google's "Resolve
+    /// errors" guide: refresh the access token with the long-lived refresh token and try again.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, DriveError::Api { status: 401, .. })
+    }
+
     /// The short reason, for the dead-letter store.
     pub fn short_reason(&self) -> String {
         match self {
@@ -157,9 +163,14 @@ impl Classified for DriveError {
     fn timed_out(&self) -> bool {
         matches!(self, DriveError::TimedOut(_))
     }
+    /// A 401 is Drive answering that the token is bad: the token is renewed, Drive is not down.
+    fn trips_breaker(&self) -> bool {
+        self.class() == ErrorClass::Retryable && !self.is_unauthorized()
+    }
 }
 
-/// Google's guidance: retry 429, 5xx, 403 rate limits and 401 (token refresh); everything else is final.
+/// Google's guidance: retry 429, 5xx, 403 rate limits and 401 (after a token refresh, see
+/// `DriveClient::paced`); everything else is final.
 pub fn classify_api(status: u16, reason: &str) -> ErrorClass {
     match (status, reason) {
         (429, _) | (500..=599, _) | (401, _) => ErrorClass::Retryable,
@@ -180,6 +191,17 @@ mod tests {
         assert_eq!(classify_api(403, "rateLimitExceeded"), ErrorClass::Retryable);
         assert_eq!(classify_api(429, "rateLimitExceeded"), ErrorClass::Retryable);
         assert_eq!(classify_api(503, "backendError"), ErrorClass::Retryable);
+    }
+
+    #[test]
+    fn a_refused_access_token_is_retried_but_never_trips_the_breaker() {
+        let v =
+            serde_json::json!({"error":{"code":401,"message":"Invalid Credentials","errors":[{"reason":"authError"}]}});
+        let e = DriveError::from_envelope(401, &v, None);
+        assert!(e.is_unauthorized());
+        assert_eq!(e.class(), ErrorClass::Retryable);
+        assert!(!e.trips_breaker());
+        assert!(DriveError::from_envelope(503, &serde_json::json!({}), None).trips_breaker());
     }
 
     #[test]

@@ -170,7 +170,10 @@ impl DriveClient {
     }
 
     /// Every Drive request goes through here: retried by the policy, each attempt held by the breaker
-    /// while Drive is failing, then paced by the token bucket.
+    /// while Drive is failing, then paced by the token bucket. An attempt Drive answers with 401 (the
+    /// access token was revoked before it expired) renews the token and goes again at once with the
+    /// new one (Google's "Resolve errors": refresh the access token); only a refused refresh token
+    /// ends the run. A 401 never counts toward the breaker.
     async fn paced<T, F, Fut>(&self, remote: &'static str, op: F) -> Result<T, DriveError>
     where
         F: Fn() -> Fut,
@@ -178,16 +181,42 @@ impl DriveClient {
     {
         self.settings
             .retry
-            .run(remote, || {
-                self.breaker.call(|| async {
-                    self.limiter.acquire().await;
-                    crate::metrics::drive_request(remote);
-                    let limit = self.settings.timeout;
-                    let result = tokio::time::timeout(limit, op()).await.unwrap_or(Err(DriveError::TimedOut(limit)));
-                    result.map_err(|e| self.auth.explain(e))
-                })
+            .run(remote, || async {
+                let (seen, result) = self.attempt(remote, &op).await;
+                match result {
+                    Err(e) if e.is_unauthorized() => {
+                        tracing::debug!(remote, error = %e, "access token refused");
+                        self.auth.renew_after(seen).await?;
+                        self.attempt(remote, &op).await.1
+                    }
+                    other => other,
+                }
             })
             .await
+    }
+
+    /// One attempt of `op`, through the breaker and the token bucket; with the generation of the
+    /// access token it went out with.
+    async fn attempt<T, F, Fut>(&self, remote: &'static str, op: &F) -> (auth::TokenGeneration, Result<T, DriveError>)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, DriveError>>,
+    {
+        let mut seen = self.auth.generation();
+        let latest = &mut seen;
+        let result = self
+            .breaker
+            .call(move || async move {
+                self.limiter.acquire().await;
+                crate::metrics::drive_request(remote);
+                // Read as late as possible: the token the call is about to take is of this generation.
+                *latest = self.auth.generation();
+                let limit = self.settings.timeout;
+                let result = tokio::time::timeout(limit, op()).await.unwrap_or(Err(DriveError::TimedOut(limit)));
+                result.map_err(|e| self.auth.explain(e))
+            })
+            .await;
+        (seen, result)
     }
 
     /// `changes.getStartPageToken` of one change log (the user's, or a shared drive's with

@@ -8,24 +8,31 @@
 use crate::support::*;
 use serde_json::json;
 
+/// Points `config` at `credentials` instead of the service-account key.
+fn use_credentials(env: &TestEnv, config: &std::path::Path, credentials: &std::path::Path) {
+    let original = std::fs::read_to_string(config).unwrap();
+    std::fs::write(config, original.replace(&env.key.display().to_string(), &credentials.display().to_string()))
+        .unwrap();
+}
+
+/// A config whose credentials are an `authorized_user` file with a refresh token the emulator minted;
+/// that token's JSON (`refresh_token`, `client_id`, `client_secret`, `token_uri`).
+async fn authorized_user_config(env: &TestEnv, name: &str, extra: &str) -> (std::path::PathBuf, serde_json::Value) {
+    let minted = env.control("refresh_token", json!({})).await;
+    let credentials = env.dir.path().join(format!("{name}-user.json"));
+    let mut file = minted.clone();
+    file["type"] = json!("authorized_user");
+    std::fs::write(&credentials, file.to_string()).unwrap();
+    let config = env.config(name, &env.local_dest(&format!("{name}-mirror")), extra);
+    use_credentials(env, &config, &credentials);
+    (config, minted)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authorized_user_file_mirrors_and_a_revoked_sign_in_ends_the_run_clearly() {
     let env = TestEnv::start(small_corpus(false)).await;
-    let minted = env.control("refresh_token", json!({})).await;
+    let (config, minted) = authorized_user_config(&env, "user", "").await;
     let secret = |k: &str| minted[k].as_str().unwrap().to_string();
-    let credentials = env.dir.path().join("user.json");
-    let file = json!({
-        "type": "authorized_user",
-        "client_id": secret("client_id"),
-        "client_secret": secret("client_secret"),
-        "refresh_token": secret("refresh_token"),
-        "token_uri": secret("token_uri"),
-    });
-    std::fs::write(&credentials, file.to_string()).unwrap();
-    let config = env.config("user", &env.local_dest("mirror"), "");
-    let original = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, original.replace(&env.key.display().to_string(), &credentials.display().to_string()))
-        .unwrap();
     // Access tokens live 2 s: the run refreshes them as it goes.
     env.control("faults", json!({"token_lifetime_secs": 2})).await;
 
@@ -123,19 +130,28 @@ async fn login(config: &std::path::Path) -> std::process::Output {
     out
 }
 
+/// A config whose credentials are a new "Desktop app" OAuth client, with `[source] token_cache` at
+/// the returned path (nobody signed in yet); the client file's JSON.
+async fn desktop_config(
+    env: &TestEnv,
+    name: &str,
+    extra: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, serde_json::Value) {
+    let client = env.control("oauth_client", json!({})).await;
+    let client_path = env.dir.path().join(format!("{name}-client_secret_desktop.json"));
+    std::fs::write(&client_path, client.to_string()).unwrap();
+    let cache = env.dir.path().join(format!("{name}-signed-in/token.json"));
+    let extra = format!("src.token_cache = \"{}\"\n{extra}", cache.display());
+    let config = env.config(name, &env.local_dest(&format!("{name}-mirror")), &extra);
+    use_credentials(env, &config, &client_path);
+    (config, cache, client)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_login_with_a_desktop_client_mirrors_refreshes_and_logs_out() {
     let env = TestEnv::start(small_corpus(false)).await;
-    let client = env.control("oauth_client", json!({})).await;
+    let (config, cache, client) = desktop_config(&env, "desktop", "").await;
     let client_secret = client["installed"]["client_secret"].as_str().unwrap().to_string();
-    let client_path = env.dir.path().join("client_secret_desktop.json");
-    std::fs::write(&client_path, client.to_string()).unwrap();
-    let cache = env.dir.path().join("signed-in/token.json");
-    let extra = format!("src.token_cache = \"{}\"", cache.display());
-    let config = env.config("desktop", &env.local_dest("mirror"), &extra);
-    let original = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, original.replace(&env.key.display().to_string(), &client_path.display().to_string()))
-        .unwrap();
     let cfg = config.to_str().unwrap();
 
     // Before any sign-in, a run says what to do.
@@ -190,4 +206,88 @@ async fn auth_login_with_a_desktop_client_mirrors_refreshes_and_logs_out() {
     let out = mirrorflow(&["run", "--once", cfg]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("auth login"), "{}", text(&out));
+}
+
+/// The breaker's cool-down is short so that a run which (wrongly) trips it still ends soon; each
+/// test checks that the breaker never opened at all.
+const SHORT_COOLDOWN: &str = "breaker_cooldown = \"2s\"";
+
+/// The three kinds of credentials, each in a config of its own (signed in, for the Desktop client).
+async fn configs_of_every_kind(env: &TestEnv) -> Vec<(&'static str, std::path::PathBuf)> {
+    let service_account = env.config("sa", &env.local_dest("sa-mirror"), SHORT_COOLDOWN);
+    let (user, _) = authorized_user_config(env, "user", SHORT_COOLDOWN).await;
+    let (desktop, _, _) = desktop_config(env, "desktop", SHORT_COOLDOWN).await;
+    assert_eq!(login(&desktop).await.status.code(), Some(0));
+    vec![("service account", service_account), ("authorized_user", user), ("auth login", desktop)]
+}
+
+/// Sum of the emulator's request counts whose key matches `keep` (`"<endpoint> <status>"`).
+fn requests(stats: &serde_json::Value, keep: impl Fn(&str, &str) -> bool) -> u64 {
+    let counts = stats["requests"].as_object().cloned().unwrap_or_default();
+    counts
+        .iter()
+        .filter(|(k, _)| k.rsplit_once(' ').is_some_and(|(endpoint, status)| keep(endpoint, status)))
+        .map(|(_, v)| v.as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Drive voids the access tokens in the middle of a run (every 25th call): each kind of credentials
+/// gets a new token once per revocation (not once per refused call) and the run ends with an exact
+/// mirror; the 401s never open the breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_tokens_revoked_mid_run_are_renewed_and_the_mirror_is_exact_for_every_kind_of_credentials() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    for (kind, config) in configs_of_every_kind(&env).await {
+        env.control("stats/reset", json!({})).await;
+        let every = 25;
+        env.control("faults", json!({"revoke_access_tokens_every": every})).await;
+        let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{kind}: {said}");
+        assert!(!said.contains("circuit open"), "{kind}: a 401 tripped the breaker:\n{said}");
+        assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
+        let stats = env.stats().await;
+        let api_calls = requests(&stats, |endpoint, _| !["token", "consent", "revoke"].contains(&endpoint));
+        let refused = requests(&stats, |endpoint, status| endpoint != "token" && status == "401");
+        let revocations = api_calls / every;
+        let minted = requests(&stats, |endpoint, status| endpoint == "token" && status == "200");
+        assert!(revocations >= 2 && refused >= revocations, "{kind}: the run was not cut by revocations: {stats}");
+        // One new token per revocation (plus the first one, and one spare for a call refused on the
+        // eve of a renewal): concurrent 401s do not each refresh.
+        assert!(minted <= revocations + 2, "{kind}: {minted} tokens for {revocations} revocations: {stats}");
+        env.control("faults", json!({})).await;
+        env.control("mutate", json!({"ops": [{"op": "random", "count": 5, "seed": 11}]})).await;
+    }
+}
+
+/// The user removes the app's access in the middle of a run: the 401 that follows forces a refresh,
+/// the token endpoint refuses the refresh token, and the run ends at once with exit 1 and what to do
+/// (sign in again), not after the breaker and the retries give up on the 401s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_refused_mid_run_ends_it_with_sign_in_again_and_never_opens_the_breaker() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    for kind in ["authorized_user", "auth login"] {
+        // Signed in afresh for each kind: the revocation removes every refresh token.
+        let (config, remedy) = if kind == "auth login" {
+            let (desktop, _, _) = desktop_config(&env, "desktop", SHORT_COOLDOWN).await;
+            assert_eq!(login(&desktop).await.status.code(), Some(0));
+            (desktop, "auth login")
+        } else {
+            (authorized_user_config(&env, "user", SHORT_COOLDOWN).await.0, "sign in again")
+        };
+        env.control("stats/reset", json!({})).await;
+        env.control("faults", json!({"revoke_refresh_tokens_at_call": 30})).await;
+        let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{kind}: {said}");
+        assert!(said.contains("revoked") && said.contains(remedy), "{kind}: {said}");
+        assert!(!said.contains("circuit open"), "{kind}: the breaker opened:\n{said}");
+        let stats = env.stats().await;
+        assert!(requests(&stats, |_, status| status == "401") >= 1, "{kind}: no call was refused: {stats}");
+        let refused = requests(&stats, |endpoint, status| endpoint == "token" && status == "400");
+        assert!((1..=4).contains(&refused), "{kind}: the refused refresh token was tried {refused} times");
+        let dlq = mirrorflow(&["dlq", "list", config.to_str().unwrap()]).await;
+        assert!(String::from_utf8_lossy(&dlq.stdout).contains("empty"), "{kind}: {}", text(&dlq));
+        env.control("faults", json!({})).await;
+    }
 }
