@@ -151,9 +151,7 @@ pub async fn login(
     let redirect = format!("http://127.0.0.1:{port}/");
     let (state, pkce) = (random_text(24), Pkce::new());
     present(&consent_url(client, &redirect, &options.scope, &state, &pkce));
-    let code = tokio::time::timeout(options.wait, await_redirect(&listener, &state))
-        .await
-        .map_err(|_| DriveError::Auth(format!("no sign-in within {:?}; run `auth login` again", options.wait)))??;
+    let code = redirect_code(&listener, &state, options.wait).await?;
     let answer = exchange(client, &code, &redirect, &pkce.verifier).await?;
     let refresh_token = answer.refresh_token.ok_or_else(|| {
         DriveError::Auth(
@@ -172,7 +170,16 @@ pub async fn login(
     })
 }
 
-/// Serves the loopback port until the redirect of this sign-in arrives; its `code`.
+/// The `code` of this sign-in's redirect, if it comes within `wait`.
+async fn redirect_code(listener: &TcpListener, state: &str, wait: Duration) -> Result<String, DriveError> {
+    tokio::time::timeout(wait, await_redirect(listener, state))
+        .await
+        .map_err(|_| DriveError::Auth(format!("no sign-in within {wait:?}; run `auth login` again")))?
+}
+
+/// Serves the loopback port until the redirect of this sign-in arrives; its `code`. A request with
+/// another `state` is answered 400 and ignored: any local process can reach the port, and must not be
+/// able to cancel the sign-in (RFC 8252 §8.9: the state only proves which redirect is ours).
 async fn await_redirect(listener: &TcpListener, state: &str) -> Result<String, DriveError> {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { continue };
@@ -186,9 +193,8 @@ async fn await_redirect(listener: &TcpListener, state: &str) -> Result<String, D
         }
         if query.get("state").map(String::as_str) != Some(state) {
             respond(&mut stream, "400 Bad Request", "This redirect is not from the sign-in mirrorflow started.").await;
-            return Err(DriveError::Auth(
-                "the redirect's state did not match this sign-in; run `auth login` again".into(),
-            ));
+            tracing::warn!("ignored a request to the sign-in port whose state is not this sign-in's");
+            continue;
         }
         if let Some(error) = query.get("error") {
             respond(&mut stream, "200 OK", "Sign-in cancelled. You can close this tab.").await;
@@ -344,6 +350,40 @@ mod tests {
         assert_eq!((q["state"].as_str(), q["access_type"].as_str()), ("st", "offline"));
         assert_eq!(q["redirect_uri"], "http://127.0.0.1:5/");
         assert!(!url.contains("GOCSPX") && !url.contains(&pkce.verifier));
+    }
+
+    /// Sends one GET to the sign-in port; the status line of the answer.
+    async fn visit(port: u16, target: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let request = format!("GET {target} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer.lines().next().unwrap_or_default().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_redirect_with_another_state_is_ignored_and_the_right_one_still_signs_in() {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let waiting = tokio::spawn(async move { redirect_code(&listener, "right", Duration::from_secs(30)).await });
+        assert!(visit(port, "/?code=forged&state=wrong").await.contains("400"));
+        assert!(visit(port, "/?error=access_denied&state=wrong").await.contains("400"));
+        assert!(visit(port, "/?code=forged").await.contains("400"), "no state at all");
+        assert!(!waiting.is_finished(), "a forged redirect ended the sign-in");
+        assert!(visit(port, "/?code=the-code&state=right").await.contains("200"));
+        assert_eq!(waiting.await.unwrap().unwrap(), "the-code");
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_that_gets_only_forged_redirects_ends_at_the_time_out() {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let wait = Duration::from_millis(700);
+        let waiting = tokio::spawn(async move { redirect_code(&listener, "right", wait).await });
+        assert!(visit(port, "/?code=forged&state=wrong").await.contains("400"));
+        let e = waiting.await.unwrap().unwrap_err().to_string();
+        assert!(e.contains("no sign-in within") && e.contains("auth login"), "{e}");
     }
 
     #[test]

@@ -56,13 +56,13 @@ impl SignIn {
         let fail = |e: std::io::Error| DriveError::Auth(format!("cannot write token cache {}: {e}", path.display()));
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(fail)?;
-        let tmp = temp_path(path);
         let text = serde_json::to_vec_pretty(self).map_err(|e| fail(std::io::Error::other(e)))?;
-        let written = write_private(&tmp, &text).and_then(|()| std::fs::rename(&tmp, path));
-        if written.is_err() {
+        let tmp = create_private_temp(path, &text).map_err(fail)?;
+        let renamed = std::fs::rename(&tmp, path);
+        if renamed.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        written.map_err(fail)?;
+        renamed.map_err(fail)?;
         // The rename is durable once the directory is synced.
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
@@ -85,21 +85,45 @@ impl SignIn {
     }
 }
 
+/// A temporary file beside `path` holding `bytes`, written and synced; its path. Its name is random
+/// and it is created new: another local user who can write to the folder cannot guess the name
+/// ahead, nor have a file or a link there that the secret would be written through.
+fn create_private_temp(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    let mut attempts = 0;
+    loop {
+        let tmp = temp_path(path);
+        match write_private(&tmp, bytes) {
+            // A name taken by chance (or by someone): another random one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 8 => attempts += 1,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::AlreadyExists {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                return Err(e);
+            }
+            Ok(()) => return Ok(tmp),
+        }
+    }
+}
+
+/// `<name>.tmp-<random>` beside `path`.
 fn temp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".tmp-{}", std::process::id()));
+    name.push(format!(".tmp-{}", super::random_hex(12)));
     path.with_file_name(name)
 }
 
-/// Creates `path` with mode 0600 from the start (never briefly world-readable) and syncs it.
+/// Creates `path`, which must not exist (`O_EXCL`; a link there is not followed, `O_NOFOLLOW`), with
+/// mode 0600 from the start (never briefly world-readable), and writes and syncs `bytes`.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
     let mut file = options.open(path)?;
-    #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     file.write_all(bytes)?;
     file.sync_all()
 }
@@ -176,6 +200,56 @@ mod tests {
         let names: Vec<_> =
             std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("token.json")]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_temp_file_is_created_new_and_a_link_there_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        // A link in place of the temp file, and a dangling one: neither is written through.
+        let link = dir.path().join("token.json.tmp-x");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = write_private(&link, b"secret").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+        let dangling = dir.path().join("token.json.tmp-y");
+        std::os::unix::fs::symlink(dir.path().join("new-victim"), &dangling).unwrap();
+        assert!(write_private(&dangling, b"secret").is_err());
+        assert!(!dir.path().join("new-victim").exists());
+        // A plain file already there is not reused either.
+        let planted = dir.path().join("token.json.tmp-z");
+        std::fs::write(&planted, "planted").unwrap();
+        assert!(write_private(&planted, b"secret").is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(std::fs::read_to_string(&planted).unwrap(), "planted");
+    }
+
+    #[test]
+    fn the_temp_name_is_random_and_beside_the_cache() {
+        let path = Path::new("/cache/token.json");
+        let (a, b) = (temp_path(path), temp_path(path));
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), path.parent());
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("token.json.tmp-") && !name.contains(&std::process::id().to_string()), "{name}");
+    }
+
+    /// Another local user plants a link where the cache's temporary file used to be (its name was
+    /// `<cache>.tmp-<pid>`, easy to guess): saving neither writes the secret through it nor fails.
+    #[cfg(unix)]
+    #[test]
+    fn saving_ignores_a_link_planted_at_a_guessable_temp_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.json");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let guessed = dir.path().join(format!("token.json.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &guessed).unwrap();
+        sample().save(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(SignIn::load(&path).unwrap(), Some(sample()));
+        assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_file());
     }
 
     #[test]
