@@ -872,7 +872,11 @@ async fn settle_unfinished_writes(store: &Store, dest: &Destination) -> Result<(
     // a trash move of a removal), so a killed one is found by walking the folder.
     let copies_into = [
         (dest.versions > 0, ".versions", "removed the staging files of interrupted version copies"),
-        (matches!(dest.delete_policy, crate::config::DeletePolicy::Trash), ".trash", "removed the staging files of interrupted trash moves"),
+        (
+            matches!(dest.delete_policy, crate::config::DeletePolicy::Trash),
+            ".trash",
+            "removed the staging files of interrupted trash moves",
+        ),
     ];
     for (_, folder, what) in copies_into.into_iter().filter(|(used, _, _)| *used) {
         let staged = dest.remove_staging_leftovers_under(folder).await?;
