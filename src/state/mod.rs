@@ -992,7 +992,8 @@ mod tests {
     use super::*;
     use crate::model::{ChangeSeq, SkipReason};
 
-    fn rec(id: &str) -> FileRecord {
+    /// A file record for tests (also used by the sweep's tests).
+    pub(super) fn rec(id: &str) -> FileRecord {
         FileRecord {
             id: FileId(id.into()),
             name: id.into(),

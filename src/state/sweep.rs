@@ -137,23 +137,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ChangeSeq, FileRecord, ObjectKey, Outcome, OutcomeKind};
+    use crate::model::{ChangeSeq, Outcome, OutcomeKind};
     use crate::state::CommitBatch;
-
-    fn record(id: &str) -> FileRecord {
-        FileRecord {
-            id: FileId(id.into()),
-            name: id.into(),
-            parent: None,
-            mime_type: "text/plain".into(),
-            version: 1,
-            md5: Some("abc".into()),
-            sha256: None,
-            size: 3,
-            key: ObjectKey(format!("m/{id}")),
-            modified_time: None,
-        }
-    }
 
     fn committed(ids: &[&str]) -> CommitBatch {
         let outcomes = ids
@@ -162,7 +147,7 @@ mod tests {
             .map(|(n, id)| Outcome {
                 seq: ChangeSeq(n as u64 + 1),
                 file_id: FileId((*id).into()),
-                kind: OutcomeKind::Committed(record(id)),
+                kind: OutcomeKind::Committed(crate::state::tests::rec(id)),
             })
             .collect();
         CommitBatch { outcomes, ..Default::default() }
