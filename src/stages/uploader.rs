@@ -872,13 +872,22 @@ mod tests {
         assert!(r.refetched.try_recv().is_ok());
     }
 
+    /// Runs a copy of Drive's `abc` from `from` to `to` where `from` holds `stored` (absent: `None`).
+    async fn copy_abc(r: &mut Rig, stored: Option<&[u8]>, from: &str, to: &str) -> testing::Taps<Uploaded> {
+        if let Some(bytes) = stored {
+            r.fake.objects.lock().unwrap().insert(ObjectKey(from.into()), bytes.to_vec());
+        }
+        let (emit, taps) = testing::emit();
+        let mut planned = testing::upload(1, file_of(b"abc"), to);
+        planned.kind = ActionKind::Copy { from: ObjectKey(from.into()), fallback: Source::Media };
+        r.uploader.process(vec![Transfer { planned, body: None, resume: None }], &emit).await.unwrap();
+        taps
+    }
+
     #[tokio::test]
     async fn a_copy_whose_source_is_gone_is_fetched_from_drive_instead() {
         let mut r = rig();
-        let (emit, mut taps) = testing::emit();
-        let mut planned = testing::upload(1, file_of(b"abc"), "m/new.bin");
-        planned.kind = ActionKind::Copy { from: ObjectKey("m/old.bin".into()), fallback: Source::Media };
-        r.uploader.process(vec![Transfer { planned, body: None, resume: None }], &emit).await.unwrap();
+        let mut taps = copy_abc(&mut r, None, "m/old.bin", "m/new.bin").await;
         let again = r.refetched.try_recv().expect("fetched instead");
         assert!(matches!(again.kind, ActionKind::Upload { source: Source::Media }));
         assert!(taps.forwarded().is_empty() && taps.outcomes().is_empty());
@@ -888,11 +897,7 @@ mod tests {
     async fn a_copy_whose_source_holds_other_bytes_than_drive_says_is_fetched_from_drive_instead() {
         let mut r = rig();
         // A crashed run published newer bytes at the source key; its record (and the plan) still say "abc".
-        r.fake.objects.lock().unwrap().insert(ObjectKey("m/old.bin".into()), b"xyz".to_vec());
-        let (emit, mut taps) = testing::emit();
-        let mut planned = testing::upload(1, file_of(b"abc"), "m/new.bin");
-        planned.kind = ActionKind::Copy { from: ObjectKey("m/old.bin".into()), fallback: Source::Media };
-        r.uploader.process(vec![Transfer { planned, body: None, resume: None }], &emit).await.unwrap();
+        let mut taps = copy_abc(&mut r, Some(b"xyz"), "m/old.bin", "m/new.bin").await;
         let again = r.refetched.try_recv().expect("fetched instead");
         assert!(matches!(again.kind, ActionKind::Upload { source: Source::Media }));
         assert!(!r.fake.objects.lock().unwrap().contains_key(&ObjectKey("m/new.bin".into())), "nothing copied");
@@ -902,11 +907,7 @@ mod tests {
     #[tokio::test]
     async fn a_copy_onto_its_own_key_checks_the_object_too() {
         let mut r = rig();
-        r.fake.objects.lock().unwrap().insert(ObjectKey("m/a.bin".into()), b"xyz".to_vec());
-        let (emit, mut taps) = testing::emit();
-        let mut planned = testing::upload(1, file_of(b"abc"), "m/a.bin");
-        planned.kind = ActionKind::Copy { from: ObjectKey("m/a.bin".into()), fallback: Source::Media };
-        r.uploader.process(vec![Transfer { planned, body: None, resume: None }], &emit).await.unwrap();
+        let mut taps = copy_abc(&mut r, Some(b"xyz"), "m/a.bin", "m/a.bin").await;
         assert!(r.refetched.try_recv().is_ok(), "the object is not what Drive has: fetched again");
         assert!(taps.forwarded().is_empty());
     }
@@ -914,11 +915,7 @@ mod tests {
     #[tokio::test]
     async fn a_copy_whose_source_holds_drive_bytes_is_made_server_side() {
         let mut r = rig();
-        r.fake.objects.lock().unwrap().insert(ObjectKey("m/old.bin".into()), b"abc".to_vec());
-        let (emit, mut taps) = testing::emit();
-        let mut planned = testing::upload(1, file_of(b"abc"), "m/new.bin");
-        planned.kind = ActionKind::Copy { from: ObjectKey("m/old.bin".into()), fallback: Source::Media };
-        r.uploader.process(vec![Transfer { planned, body: None, resume: None }], &emit).await.unwrap();
+        let mut taps = copy_abc(&mut r, Some(b"abc"), "m/old.bin", "m/new.bin").await;
         assert!(r.refetched.try_recv().is_err());
         assert_eq!(r.fake.objects.lock().unwrap()[&ObjectKey("m/new.bin".into())], b"abc".to_vec());
         assert_eq!(taps.forwarded().len(), 1);
