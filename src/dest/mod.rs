@@ -222,6 +222,16 @@ fn copy_local_file(from: &std::path::Path, to: &std::path::Path) -> Result<(), o
     Ok(())
 }
 
+/// Renames a local file into place (its folder created first): a move of the same bytes, however
+/// large, in one atomic step.
+fn rename_local_file(from: &std::path::Path, to: &std::path::Path) -> Result<(), object_store::Error> {
+    std::fs::metadata(from).map_err(local_error)?;
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(local_error)?;
+    }
+    std::fs::rename(from, to).map_err(local_error)
+}
+
 /// Metadata key under which the upload records Drive's md5.
 const MD5_METADATA: &str = "drive-md5";
 
@@ -679,6 +689,28 @@ impl Destination {
             Ok(true)
         })
         .await
+    }
+
+    /// Moves an object to another key (a step of a subtree move): on a local folder a rename, so a
+    /// folder of any size moves without copying its bytes; elsewhere a server-side copy, then the
+    /// delete. Either way the source is gone once the target holds the bytes, as a crash finds it.
+    pub async fn move_object(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), DestError> {
+        let Some(fs) = &self.local else {
+            self.copy(from, to).await?;
+            return self.delete(from).await;
+        };
+        let (src, dst) = (Self::path(from)?, Self::path(to)?);
+        let move_err = |source| DestError::Store { op: "move", key: from.0.clone(), source };
+        let (a, b) = (fs.path_to_filesystem(&src).map_err(move_err)?, fs.path_to_filesystem(&dst).map_err(move_err)?);
+        self.guarded(async {
+            tokio::task::spawn_blocking(move || rename_local_file(&a, &b))
+                .await
+                .map_err(|e| move_err(local_error(std::io::Error::other(e))))?
+                .map_err(move_err)
+        })
+        .await?;
+        self.wrote();
+        Ok(())
     }
 
     /// Deletes an object; absent is fine.

@@ -34,6 +34,14 @@ pub trait WriteTarget: Send + Sync + 'static {
     fn remove(&self, key: &ObjectKey) -> impl Future<Output = Result<(), DestError>> + Send;
     /// Deletes an object (the source of a finished move).
     fn delete(&self, key: &ObjectKey) -> impl Future<Output = Result<(), DestError>> + Send;
+    /// Moves an object to another key: the source is gone once the target holds its bytes (a rename
+    /// on a local folder; a copy, then the delete, elsewhere).
+    fn move_object(&self, from: &ObjectKey, to: &ObjectKey) -> impl Future<Output = Result<(), DestError>> + Send {
+        async move {
+            self.copy(from, to).await?;
+            self.delete(from).await
+        }
+    }
     /// The object's size, `None` when absent.
     fn size_of(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<u64>, DestError>> + Send;
     /// What the object holds (size, and md5 where the store can tell it), `None` when absent: a copy
@@ -95,6 +103,9 @@ impl WriteTarget for Uploads {
     }
     async fn delete(&self, key: &ObjectKey) -> Result<(), DestError> {
         self.dest.delete(key).await
+    }
+    async fn move_object(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), DestError> {
+        self.dest.move_object(from, to).await
     }
     async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>, DestError> {
         self.dest.head(key).await
@@ -455,8 +466,8 @@ impl<W: WriteTarget> Uploader<W> {
                 self.target.keep_version(&rec.id, None).await?;
                 self.target.remove(old).await?;
             } else if rec.key != *old {
-                match self.target.copy(old, &rec.key).await {
-                    Ok(()) => self.target.delete(old).await?,
+                match self.target.move_object(old, &rec.key).await {
+                    Ok(()) => {}
                     Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
                         if self.target.size_of(&rec.key).await? != Some(rec.size) {
                             tracing::warn!(key = %old, file = %rec.id, "object to move is missing; fetching it from Drive again");
