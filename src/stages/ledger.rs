@@ -207,6 +207,23 @@ impl Ledger {
         true
     }
 
+    /// Planner: a mirrored copy of `event`'s content lies under `class`, which another active event
+    /// holds (not as a copy from it). `event` waits for that event (true) and is handed back by
+    /// `release`, like a wait for a content in flight, to be planned again once the key is settled.
+    /// Checked and recorded under one lock, so the release cannot slip in between.
+    pub fn wait_for_key_holder(&self, class: &str, event: &ChangeEvent) -> bool {
+        let mut book = self.book();
+        let Some(&holder) = book.key_holders.get(class) else { return false };
+        if holder == event.seq.0 || !book.is_active(&event.file_id, event.seq.0) {
+            return false;
+        }
+        let waiting = book.content_waiters.entry(holder).or_default();
+        if !waiting.iter().any(|w| w.seq == event.seq) {
+            waiting.push(event.clone());
+        }
+        true
+    }
+
     /// The active event that holds `class`, if one does.
     pub fn key_holder(&self, class: &str) -> Option<ChangeSeq> {
         self.book().key_holders.get(class).map(|s| ChangeSeq(*s))
@@ -415,6 +432,25 @@ mod tests {
             finish(&l, id, seq);
         }
         assert_eq!(l.remembered(), 0);
+        assert!(l.is_idle());
+    }
+
+    #[tokio::test]
+    async fn a_file_waits_for_the_event_holding_its_mirrored_copys_key_and_comes_back_once() {
+        let l = Ledger::new(1, 10);
+        for (id, seq) in [("a", 1), ("b", 2)] {
+            l.admit(&ev(id, seq));
+        }
+        assert!(!l.wait_for_key_holder("k", &ev("b", 2)), "nobody holds k");
+        l.take_keys(ChangeSeq(1), &FileId("a".into()), &["k".to_string()]).await;
+        assert!(!l.wait_for_key_holder("k", &ev("a", 1)), "the holder never waits for itself");
+        assert!(l.wait_for_key_holder("k", &ev("b", 2)));
+        assert!(l.wait_for_key_holder("k", &ev("b", 2)), "asked again: recorded once");
+        l.settle(ChangeSeq(1));
+        let back: Vec<u64> = l.release(&FileId("a".into()), ChangeSeq(1)).iter().map(|e| e.seq.0).collect();
+        assert_eq!(back, vec![2]);
+        assert!(!l.wait_for_key_holder("k", &ev("b", 2)), "released: k is free");
+        finish(&l, "b", 2);
         assert!(l.is_idle());
     }
 

@@ -206,6 +206,10 @@ pub struct Planner<L: FolderLookup, S: PlanView = Store> {
     /// Content copies planned (event → key class copied from), so a second copy of the same object
     /// may follow the first instead of downloading (see `only_copies_hold`).
     content_copies: HashMap<ChangeSeq, String>,
+    /// The collision class of a mirrored copy of this event's content that another event in flight
+    /// holds (it may be rewriting or moving it): the event waits for that event instead of
+    /// downloading the bytes again. Set by `same_content_elsewhere`, taken by `waits_for_content`.
+    busy_copy_source: Option<String>,
 }
 
 /// Content copies remembered before the finished ones are forgotten.
@@ -237,6 +241,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             out_of_scope: HashSet::new(),
             follows: Vec::new(),
             content_copies: HashMap::new(),
+            busy_copy_source: None,
         };
         for f in p.store.all_folders()? {
             p.folders.insert(f.id.clone(), f);
@@ -820,7 +825,11 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         let Some(md5) = file.md5.as_deref().filter(|_| worth_it) else { return Ok(None) };
         let Some(holder) = self.store.content_holder(md5, &file.id)? else { return Ok(None) };
         let class = keys::collision_class(&holder.key.0);
-        if holder.key == *key || !self.only_copies_hold(&class) {
+        if holder.key == *key {
+            return Ok(None);
+        }
+        if !self.only_copies_hold(&class) {
+            self.busy_copy_source = Some(class);
             return Ok(None);
         }
         self.content_copies.insert(event.seq, class);
@@ -834,11 +843,17 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
     /// again: a copy of its object if it was mirrored, else a download. Nothing of this planning is
     /// kept (its key claims are made again then); while it waits the event stays unfinished, so a
     /// crash replays it.
-    fn waits_for_content(&self, planned: &Planned, event: &ChangeEvent) -> bool {
+    ///
+    /// Likewise when the content is mirrored but the event holding its object's key is not a copy
+    /// from it (a rename or rewrite in flight): the event waits for that one and is planned again.
+    fn waits_for_content(&mut self, planned: &Planned, event: &ChangeEvent) -> bool {
+        let busy_source = self.busy_copy_source.take();
         let Some(md5) = downloaded_content(planned).filter(|_| event.origin != Origin::Repair) else {
             return false;
         };
-        if !self.ledger.wait_for_content(md5, event) {
+        let waits = self.ledger.wait_for_content(md5, event)
+            || busy_source.is_some_and(|class| self.ledger.wait_for_key_holder(&class, event));
+        if !waits {
             return false;
         }
         crate::metrics::event("planner", "content_wait");
@@ -1115,6 +1130,7 @@ impl<L: FolderLookup, S: PlanView> Stage for Planner<L, S> {
     async fn process(&mut self, items: Vec<ChangeEvent>, emit: &Emit<Planned>) -> Result<(), StageError> {
         for event in items {
             let (seq, file_id) = (event.seq, event.file_id.clone());
+            self.busy_copy_source = None;
             // Kept to wait for a content in flight (a file event that turns out to need a download).
             let original = matches!(&event.kind, ChangeKind::Upsert(f) if !f.is_folder()).then(|| event.clone());
             let planned = self.plan(event).await?;
