@@ -17,6 +17,9 @@
 #                8 × (4 + 1) × 32 MiB = 1.25 GiB of part buffers); needs s3s-fs
 #   listing200k  200,000 zero-byte files → local folder (peak RSS ≤ 512 MiB), then a --once re-run with
 #                no change in Drive: counts the changes.list requests it makes (target 1)
+#   million      1,000,000 zero-byte files in 200 folders (MILLION_FILES=N for another count) → local
+#                folder (targets: peak RSS ≤ 256 MiB at ≥ 5,000 files/s), then a --once re-run with no
+#                change (≤ 15 s, ≤ 128 MiB); prints the state's size on disk and bytes per file
 #   index        10,000 files × 4,096 bytes → local folder without and with `[index]` (a throwaway
 #                PostgreSQL from scripts/postgres.sh): the run's slowdown with the sink on, then the index
 #                added to a finished mirror (a rebuild of every row in one transaction): sink rows/s
@@ -60,8 +63,8 @@ ROOT_DIR=$PWD
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(small big1g)
 for s in "${SCENARIOS[@]}"; do
-    case $s in small | big1g | big8g | budget | listing200k | verify100k | index | dups) ;; *)
-        echo "unknown scenario $s (small big1g big8g budget listing200k verify100k index dups)" >&2
+    case $s in small | big1g | big8g | budget | listing200k | million | verify100k | index | dups) ;; *)
+        echo "unknown scenario $s (small big1g big8g budget listing200k million verify100k index dups)" >&2
         exit 2
         ;;
     esac
@@ -422,6 +425,30 @@ scenario_listing200k() {
         "changes.list requests: $lists (target 1), files.list: $flists"
     stop_emulator
     rm -rf "$WORK"/listing200k-*-dest "$WORK"/listing200k-*-state
+}
+
+scenario_million() {
+    local n=${MILLION_FILES:-1000000} secs rss code cpu state_kib
+    echo "== million: $n zero-byte files in 200 folders" | tee -a "$RESULTS"
+    start_emulator --folders 200 --depth 1
+    local t0
+    t0=$(now)
+    create_files "$n" 0
+    echo "   (corpus created in $(calc "$(now) - $t0") s)" >&2
+    local cfg
+    cfg=$(local_config million-local)
+    read -r secs rss code cpu < <(run_mirrorflow million-local "$cfg")
+    check_exit million-local "$code"
+    row million "mirrorflow → local folder" "$n" 0 "$secs" "$rss" "$code" "$cpu" \
+        "(targets ≥ 5,000 files/s, RSS ≤ 256 MiB)"
+    state_kib=$(du -sk "$WORK/million-local-state" | cut -f1)
+    printf '   state on disk %.1f MiB, %.0f bytes per file\n' "$(calc "$state_kib / 1024")" \
+        "$(calc "$state_kib * 1024 / $n")" | tee -a "$RESULTS"
+    read -r secs rss code cpu < <(run_mirrorflow million-rerun "$cfg")
+    check_exit million-rerun "$code"
+    row million "no-change re-run (--once)" 0 0 "$secs" "$rss" "$code" "$cpu" "(targets ≤ 15 s, ≤ 128 MiB)"
+    stop_emulator
+    rm -rf "$WORK"/million-*-dest "$WORK"/million-*-state
 }
 
 scenario_verify100k() {

@@ -434,6 +434,16 @@ pub struct StateConfig {
     /// How long the audit log keeps an entry (`"30days"`): older entries are removed as the mirror
     /// runs, so the log does not grow with the mirror's age.
     pub audit_retention: HumanDuration,
+    /// The state store's memory: fjall's memtables and block cache together (`"64MiB"`). A run's
+    /// memory is this, the pipeline's `memory_budget` and the channels, whatever the drive's size.
+    pub memory: ByteSize,
+}
+
+impl StateConfig {
+    /// The store's memory budget.
+    pub fn store_memory(&self) -> crate::state::StoreMemory {
+        crate::state::StoreMemory(self.memory.0)
+    }
 }
 
 impl Default for StateConfig {
@@ -441,6 +451,7 @@ impl Default for StateConfig {
         StateConfig {
             dir: PathBuf::from(".mirrorflow"),
             audit_retention: HumanDuration(Duration::from_secs(30 * 24 * 3600)),
+            memory: ByteSize(crate::state::DEFAULT_STORE_MEMORY),
         }
     }
 }
@@ -1131,7 +1142,7 @@ impl Config {
     }
 
     /// Each count and byte-size key (stage settings apart), its value and its range.
-    fn count_keys(&self) -> [(&'static str, Option<u64>, Between<u64>); 12] {
+    fn count_keys(&self) -> [(&'static str, Option<u64>, Between<u64>); 13] {
         let (s, pl, r, t) = (&self.source, &self.pipeline, &self.retry, &self.testing);
         let part_size = pl.part_size.0.clamp(MIN_PART_SIZE, MAX_PART_SIZE);
         [
@@ -1150,6 +1161,11 @@ impl Config {
                 Between::new(part_size, MAX_PART_MEMORY).bytes().low_named("pipeline.part_size"),
             ),
             ("pipeline.chunk_depth", Some(pl.chunk_depth as u64), Between::new(1, MAX_CHUNK_DEPTH)),
+            (
+                "state.memory",
+                Some(self.state.memory.0),
+                Between::new(crate::state::MIN_STORE_MEMORY, crate::state::MAX_STORE_MEMORY).bytes(),
+            ),
             ("retry.max_attempts", Some(r.max_attempts.into()), Between::new(1, MAX_ATTEMPTS)),
             ("retry.breaker_threshold", Some(r.breaker_threshold.into()), Between::new(1, MAX_BREAKER_THRESHOLD)),
             ("supervisor.max_restarts", Some(self.supervisor.max_restarts.into()), Between::new(0, MAX_RESTARTS)),

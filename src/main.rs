@@ -596,14 +596,14 @@ fn validate(path: &std::path::Path) -> ExitCode {
 
 fn open_store(path: &std::path::Path) -> anyhow::Result<mirrorflow::state::Store> {
     let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
-    mirrorflow::state::Store::open(&cfg.state.dir)
+    mirrorflow::state::Store::open_with(&cfg.state.dir, cfg.state.store_memory())
         .with_context(|| format!("opening state in {}", cfg.state.dir.display()))
 }
 
 fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
     let live = mirrorflow::status::LiveStatus::read(&cfg.state.dir);
-    let store = match mirrorflow::state::Store::open(&cfg.state.dir) {
+    let store = match mirrorflow::state::Store::open_with(&cfg.state.dir, cfg.state.store_memory()) {
         Ok(s) => s,
         Err(e) => {
             // A running pipeline holds the store's lock: show what it publishes instead.
@@ -753,7 +753,7 @@ fn versions_target(
     file: &str,
 ) -> anyhow::Result<(mirrorflow::state::Store, mirrorflow::dest::Destination, mirrorflow::model::FileId)> {
     let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
-    let store = mirrorflow::state::Store::open(&cfg.state.dir).map_err(|e| {
+    let store = mirrorflow::state::Store::open_with(&cfg.state.dir, cfg.state.store_memory()).map_err(|e| {
         if e.is_locked() {
             anyhow::anyhow!(
                 "a mirrorflow run holds the state in {}: `versions` reads it once that run stops",

@@ -188,7 +188,7 @@ pub async fn open(cfg: &Config) -> Result<Resources, PipelineError> {
         let addr = listen.parse().map_err(|e| PipelineError::Metrics(format!("{listen}: {e}")))?;
         crate::metrics::install_exporter(addr).map_err(PipelineError::Metrics)?;
     }
-    let store = Store::open(&cfg.state.dir)?;
+    let store = Store::open_with(&cfg.state.dir, cfg.state.store_memory())?;
     let configured = destination_identity(&cfg.destination);
     if let Some(recorded) = store.bind_destination(&configured)? {
         let state = cfg.state.dir.display().to_string();

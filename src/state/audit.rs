@@ -268,7 +268,7 @@ impl Store {
         for k in &expired {
             b.remove(&self.audit, k.clone());
         }
-        b.commit()?;
+        self.commit(b)?;
         Ok(expired.len())
     }
 

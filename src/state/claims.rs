@@ -131,7 +131,7 @@ impl Store {
             self.stage_claim(&mut b, &id, &key, &mut view)?;
             staged += 1;
             if staged.is_multiple_of(super::BUILD_CHUNK) {
-                std::mem::replace(&mut b, self.db.batch()).commit()?;
+                self.commit(std::mem::replace(&mut b, self.db.batch()))?;
                 view = ClaimsInBatch::default();
             }
         }
@@ -139,7 +139,7 @@ impl Store {
             b.remove(&self.checkpoints, mark);
         }
         b.insert(&self.checkpoints, COMMITTED_MARK, [1u8]);
-        b.commit()?;
+        self.commit(b)?;
         Ok(())
     }
 
@@ -148,7 +148,7 @@ impl Store {
     pub fn set_claim(&self, id: &FileId, key: &str) -> Result<(), StoreError> {
         let mut b = self.db.batch();
         self.stage_claim(&mut b, id, &ObjectKey(key.to_string()), &mut ClaimsInBatch::default())?;
-        b.commit()?;
+        self.commit(b)?;
         Ok(())
     }
 }

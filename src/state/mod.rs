@@ -6,6 +6,7 @@ mod claims;
 pub mod codec;
 mod content;
 mod follows;
+mod memory;
 mod skips;
 mod sweep;
 mod versions;
@@ -192,9 +193,12 @@ pub struct Store {
     content_refs: Keyspace,
     /// Earlier contents kept under `.versions/` (see `versions.rs`).
     versions: Keyspace,
+    /// The memory budget of memtables and block cache (`[state] memory`).
+    memory: StoreMemory,
 }
 
 pub use audit::AuditEntry;
+pub use memory::{DEFAULT_STORE_MEMORY, MAX_STORE_MEMORY, MIN_STORE_MEMORY, StoreMemory};
 pub use skips::{QUOTA_DEFERRAL, SkipRecord};
 pub use versions::KeptVersion;
 
@@ -292,14 +296,9 @@ fn decode_upload(bytes: &[u8]) -> Result<UploadRecord, StoreError> {
     })
 }
 
-/// Largest memtable of a keyspace before fjall flushes it to a segment: fjall's default, made explicit
-/// because it sets the store's share of memory. 16 MiB lowered the 200k-file listing's peak RSS from
-/// 309 to 199 MiB but cost the committer about 40 % of its throughput (criterion, BENCHMARKS.md).
-const MEMTABLE_LIMIT: u64 = 64 << 20;
-
-/// Journal bytes kept before fjall flushes the memtables they cover (fjall's default is 512 MiB, its
-/// minimum 64 MiB). Opening the store replays the journal into memory, so this bounds a restart's
-/// memory: the no-change re-run of a 200k-file mirror went from 210 to 73 MiB peak, 5.7 s to 1 s.
+/// Journal bytes kept before fjall flushes the memtables the oldest journal covers (fjall's minimum;
+/// its default is 512 MiB). fjall 3 seals the active journal at a flush once it passes 64 MB, so
+/// with memtables flushed within `[state] memory` (see `memory.rs`) a start replays a bounded journal.
 const JOURNAL_LIMIT: u64 = 64 << 20;
 
 const CHECKPOINT_KEY: &[u8] = b"feed";
@@ -320,11 +319,17 @@ fn children_key(parent: &FileId, file: &FileId) -> String {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir` with the default memory budget (tools and tests).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = Database::builder(dir).max_journaling_size(JOURNAL_LIMIT).open()?;
-        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_LIMIT);
-        let ks = |name: &str| db.keyspace(name, options);
+        Store::open_with(dir, StoreMemory::default())
+    }
+
+    /// Opens (or creates) the store in `dir`, its memtables and block cache within `memory`.
+    pub fn open_with(dir: &Path, memory: StoreMemory) -> Result<Store, StoreError> {
+        let db = Database::builder(dir).max_journaling_size(JOURNAL_LIMIT).cache_size(memory.cache_bytes()).open()?;
+        let ks = |name: &str| {
+            db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(memory.memtable_bytes(name)))
+        };
         drop_retired_keyspaces(&db)?;
         Ok(Store {
             files: ks("files")?,
@@ -344,6 +349,7 @@ impl Store {
             content_refs: ks("content_refs")?,
             versions: ks("versions")?,
             db,
+            memory,
         })
         .and_then(|store| {
             store.build_children_index_once()?;
@@ -352,6 +358,49 @@ impl Store {
             store.finish_sweep()?;
             Ok(store)
         })
+    }
+
+    /// Commits `batch`, then flushes the memtables once together they hold more than the store's
+    /// write buffer (`[state] memory`): every write of the store goes through here, so memory stays
+    /// within the budget whatever the keyspaces were created with.
+    fn commit(&self, batch: fjall::OwnedWriteBatch) -> Result<(), StoreError> {
+        batch.commit()?;
+        self.keep_within_memory()
+    }
+
+    /// Rotates every keyspace's memtable (fjall flushes them in the background) when their total
+    /// is over the write buffer.
+    fn keep_within_memory(&self) -> Result<(), StoreError> {
+        if !self.memory.over_budget(self.db.write_buffer_size()) {
+            return Ok(());
+        }
+        crate::metrics::event("state", "memtables_flushed");
+        for ks in self.keyspaces() {
+            ks.rotate_memtable()?;
+        }
+        Ok(())
+    }
+
+    /// Every keyspace of the store.
+    fn keyspaces(&self) -> [&Keyspace; 16] {
+        [
+            &self.files,
+            &self.folders,
+            &self.checkpoints,
+            &self.dlq,
+            &self.audit,
+            &self.uploads,
+            &self.claims,
+            &self.claimed,
+            &self.refresh,
+            &self.seen,
+            &self.children,
+            &self.intents,
+            &self.skipped,
+            &self.follows,
+            &self.content_refs,
+            &self.versions,
+        ]
     }
 
     /// A store written before the children index gets it, once, from its file records.
@@ -379,11 +428,11 @@ impl Store {
         for (n, g) in self.files.iter().enumerate() {
             index(&mut b, &codec::decode(&g.value()?)?);
             if (n + 1).is_multiple_of(BUILD_CHUNK) {
-                std::mem::replace(&mut b, self.db.batch()).commit()?;
+                self.commit(std::mem::replace(&mut b, self.db.batch()))?;
             }
         }
         b.insert(&self.checkpoints, flag, []);
-        b.commit()?;
+        self.commit(b)?;
         Ok(())
     }
 
@@ -528,7 +577,7 @@ impl Store {
             for request in chunk {
                 b.insert(&self.refresh, codec::encode(request)?, codec::encode(&rand::random::<u64>())?);
             }
-            b.commit()?;
+            self.commit(b)?;
         }
         Ok(())
     }
@@ -545,7 +594,7 @@ impl Store {
                 n += 1;
             }
         }
-        batch.commit()?;
+        self.commit(batch)?;
         Ok(n)
     }
 
@@ -606,7 +655,7 @@ impl Store {
             b.insert(&self.checkpoints, CHECKPOINT_KEY, codec::encode(cp)?);
         }
         b.insert(&self.checkpoints, NEXT_SEQ_KEY, codec::encode(&batch.next_seq)?);
-        b.commit()?;
+        self.commit(b)?;
         if batch.sweep {
             self.finish_sweep()?;
         }
@@ -731,7 +780,7 @@ impl Store {
         for i in intents {
             b.insert(&self.intents, i.key.as_str(), codec::encode(&(&i.file, i.moves_recorded_bytes))?);
         }
-        b.commit()?;
+        self.commit(b)?;
         Ok(())
     }
 

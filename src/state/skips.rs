@@ -73,7 +73,7 @@ impl Store {
             b.remove(&self.skipped, id.as_str());
             b.insert(&self.refresh, codec::encode(request)?, codec::encode(&rand::random::<u64>())?);
         }
-        b.commit()?;
+        self.commit(b)?;
         Ok(released.len())
     }
 

@@ -61,7 +61,7 @@ impl Store {
                     break;
                 }
             }
-            b.commit()?;
+            self.commit(b)?;
             if n < SWEEP_CHUNK {
                 return Ok(());
             }
@@ -89,7 +89,7 @@ impl Store {
                 Some(at) => b.insert(&self.seen, SWEEP_CURSOR, at),
                 None => b.remove(&self.seen, SWEEP_CURSOR),
             }
-            b.commit()?;
+            self.commit(b)?;
             if done {
                 break;
             }
@@ -99,7 +99,7 @@ impl Store {
         let mut b = self.db.batch().durability(Some(fjall::PersistMode::SyncData));
         b.remove(&self.seen, SWEEP_ARMED);
         b.remove(&self.seen, SWEEP_DUE);
-        b.commit()?;
+        self.commit(b)?;
         tracing::info!(swept, "full listing done: records it did not see are checked against Drive");
         Ok(())
     }

@@ -78,7 +78,7 @@ impl Store {
         let mut entry = super::AuditEntry::record_change(file, "restored", Some(key));
         entry.detail = Some(format!("version {} (Drive version {})", v.name, v.version));
         self.stage_audit(&mut b, vec![entry], super::unix_ms())?;
-        b.commit()?;
+        self.commit(b)?;
         Ok(())
     }
 
@@ -89,7 +89,7 @@ impl Store {
         let mut entry = super::AuditEntry::record_change(file, "restored", Some(key));
         entry.detail = Some(format!("version {} (Drive version {}) to another key", v.name, v.version));
         self.stage_audit(&mut b, vec![entry], super::unix_ms())?;
-        b.commit()?;
+        self.commit(b)?;
         Ok(())
     }
 

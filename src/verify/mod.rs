@@ -233,7 +233,7 @@ fn open_store(cfg: &Config) -> Result<Option<Store>, VerifyError> {
     if !dir.exists() {
         return Ok(None);
     }
-    let store = Store::open(dir).map_err(|e| {
+    let store = Store::open_with(dir, cfg.state.store_memory()).map_err(|e| {
         if e.is_locked() { VerifyError::Locked(dir.display().to_string()) } else { VerifyError::Store(e) }
     })?;
     let configured = pipeline::destination_identity(&cfg.destination);
