@@ -38,9 +38,15 @@ pub enum DriveError {
     /// Drive answered something we cannot read.
     #[error("unexpected Drive response: {0}")]
     Decode(String),
-    /// A saved change token was rejected: a full listing is needed.
-    #[error("Drive rejected the saved page token: {0}")]
+    /// Drive said the request's `pageToken` is invalid (a 400 whose error names the `pageToken`
+    /// parameter): for a change log, a full listing is needed; for a listing, it starts over. Any
+    /// other 400 is a request Drive refuses as made, never read as a lost token.
+    #[error("Drive rejected the page token: {0}")]
     InvalidPageToken(String),
+    /// Drive marked a narrowed `files.list` page incomplete (`incompleteSearch`) on every attempt:
+    /// items may be missing from it, so it is neither listed, marked nor swept from.
+    #[error("{0}: Drive marked the listing incomplete (incompleteSearch) on every attempt; not trusted")]
+    IncompleteListing(String),
 }
 
 impl DriveError {
@@ -51,6 +57,9 @@ impl DriveError {
         let reason =
             err["errors"][0]["reason"].as_str().or_else(|| err["status"].as_str()).unwrap_or("unknown").to_string();
         let message = err["message"].as_str().unwrap_or("").to_string();
+        if status == 400 && names_page_token(err) {
+            return DriveError::InvalidPageToken(message);
+        }
         DriveError::Api { status, reason, message, retry_after }
     }
 
@@ -81,6 +90,7 @@ impl DriveError {
             DriveError::SignInRefused(_) => "sign_in_refused".into(),
             DriveError::Decode(_) => "decode".into(),
             DriveError::InvalidPageToken(_) => "invalidPageToken".into(),
+            DriveError::IncompleteListing(_) => "incompleteSearch".into(),
         }
     }
 }
@@ -102,6 +112,21 @@ impl From<google_drive3::Error> for DriveError {
             other => DriveError::Decode(other.to_string()),
         }
     }
+}
+
+/// Whether a 400's error says the `pageToken` parameter is what is wrong: Google reports a bad
+/// parameter value as `errors[].location` naming it (`locationType` "parameter"; Drive answers an
+/// unknown or expired page token with reason `invalid`, "Invalid Value", at `pageToken`). A Drive
+/// that sends no location is believed when its message speaks of the page token.
+fn names_page_token(err: &serde_json::Value) -> bool {
+    let located = err["errors"]
+        .as_array()
+        .is_some_and(|items| items.iter().any(|e| e["location"].as_str().is_some_and(|l| l == "pageToken")));
+    let said = || {
+        let m = err["message"].as_str().unwrap_or("").to_ascii_lowercase();
+        m.contains("pagetoken") || m.contains("page token")
+    };
+    located || said()
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date (a date in the past means no wait).
@@ -147,6 +172,8 @@ impl Classified for DriveError {
             DriveError::Api { status, reason, .. } => classify_api(*status, reason),
             DriveError::Transport(_) | DriveError::TimedOut(_) => ErrorClass::Retryable,
             DriveError::Auth(_) => ErrorClass::Retryable,
+            // Asked again after a pause: Drive may search every corpus next time.
+            DriveError::IncompleteListing(_) => ErrorClass::Retryable,
             DriveError::SignInRefused(_) => ErrorClass::Fatal,
             DriveError::Decode(_) | DriveError::InvalidPageToken(_) | DriveError::Refused(_) => ErrorClass::Permanent,
         }
@@ -164,8 +191,11 @@ impl Classified for DriveError {
         matches!(self, DriveError::TimedOut(_))
     }
     /// A 401 is Drive answering that the token is bad: the token is renewed, Drive is not down.
+    /// An incomplete listing is Drive answering, not Drive down.
     fn trips_breaker(&self) -> bool {
-        self.class() == ErrorClass::Retryable && !self.is_unauthorized()
+        self.class() == ErrorClass::Retryable
+            && !self.is_unauthorized()
+            && !matches!(self, DriveError::IncompleteListing(_))
     }
 }
 
@@ -236,6 +266,21 @@ mod tests {
         let e = capture.error(google_drive3::Error::BadRequest(v));
         assert_eq!(e.class(), ErrorClass::Retryable);
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn only_an_error_naming_the_page_token_is_a_rejected_token() {
+        let token = serde_json::json!({"error":{"code":400,"message":"Invalid Value","errors":[
+            {"domain":"global","reason":"invalid","message":"Invalid Value","locationType":"parameter","location":"pageToken"}]}});
+        assert!(matches!(DriveError::from_envelope(400, &token, None), DriveError::InvalidPageToken(_)));
+        let worded = serde_json::json!({"error":{"code":400,"message":"The page token is invalid.","errors":[{"reason":"badRequest"}]}});
+        assert!(matches!(DriveError::from_envelope(400, &worded, None), DriveError::InvalidPageToken(_)));
+        let fields = serde_json::json!({"error":{"code":400,"message":"Invalid field selection time","errors":[
+            {"domain":"global","reason":"invalidParameter","message":"Invalid field selection time","locationType":"parameter","location":"fields"}]}});
+        let e = DriveError::from_envelope(400, &fields, None);
+        assert!(matches!(&e, DriveError::Api { status: 400, reason, .. } if reason == "invalidParameter"), "{e:?}");
+        let bare = serde_json::json!({"error":{"code":400,"message":"Invalid Value","errors":[{"reason":"invalid"}]}});
+        assert!(matches!(DriveError::from_envelope(400, &bare, None), DriveError::Api { .. }));
     }
 
     #[test]

@@ -59,6 +59,17 @@ enum ListScope<'a> {
     AllDrives,
 }
 
+impl ListScope<'_> {
+    /// The scope as Drive's parameters say it, for errors.
+    fn describe(&self) -> String {
+        match self {
+            ListScope::User => "corpora=user".into(),
+            ListScope::Drive(id) => format!("corpora=drive, driveId={id}"),
+            ListScope::AllDrives => "corpora=allDrives".into(),
+        }
+    }
+}
+
 /// One page of files.list.
 #[derive(Debug)]
 pub struct FilePage {
@@ -66,6 +77,10 @@ pub struct FilePage {
     pub files: Vec<DriveFile>,
     /// Token of the next page; `None` on the last.
     pub next_page_token: Option<String>,
+    /// Drive's `incompleteSearch`: not every corpus was searched, so items may be missing. Only a
+    /// listing across all drives says so here; a narrowed one is asked again instead (see
+    /// [`DriveError::IncompleteListing`]).
+    pub incomplete: bool,
 }
 
 /// One change as the mirror sees it. (Unboxed like `ChangeKind`: file changes are the common case.)
@@ -317,22 +332,37 @@ impl DriveClient {
         self.files_list_page(&q, scope, page_token).await
     }
 
-    /// One page of the live children of `folder` (any drive): how a folder that comes back into the
-    /// mirror brings its subtree, since Drive reports a change for the folder only.
-    pub async fn children_page(&self, folder: &FileId, page_token: Option<&str>) -> Result<FilePage, DriveError> {
+    /// One page of the live children of `folder`: how a folder that comes back into the mirror brings
+    /// its subtree, since Drive reports a change for the folder only. Searched across every drive
+    /// (`within` = `None`), or within the folder's own corpus when an all-drives search came back
+    /// incomplete (Google: "narrow their query by choosing a different corpus such as user or drive").
+    pub async fn children_page(
+        &self,
+        folder: &FileId,
+        within: Option<&Corpus>,
+        page_token: Option<&str>,
+    ) -> Result<FilePage, DriveError> {
         let q =
             format!("'{}' in parents and trashed = false", folder.as_str().replace('\\', "\\\\").replace('\'', "\\'"));
-        self.files_list_page(&q, ListScope::AllDrives, page_token).await
+        let scope = match within {
+            None => ListScope::AllDrives,
+            Some(Corpus::MyDrive | Corpus::MyDriveAndShared) => ListScope::User,
+            Some(Corpus::SharedDrive(d)) => ListScope::Drive(d),
+        };
+        self.files_list_page(&q, scope, page_token).await
     }
 
-    /// One page of `files.list` for query `q` over `scope`: the one place that pages files.
+    /// One page of `files.list` for query `q` over `scope`: the one place that pages files. Drive's
+    /// `incompleteSearch` is asked for: an all-drives page reports it (the caller narrows), and a
+    /// page of one corpus that Drive marks incomplete is asked again by the retry policy, and is
+    /// an error if it stays so (never a listing with items silently missing).
     async fn files_list_page(
         &self,
         q: &str,
         scope: ListScope<'_>,
         page_token: Option<&str>,
     ) -> Result<FilePage, DriveError> {
-        let fields = format!("nextPageToken,files({FILE_FIELDS})");
+        let fields = format!("nextPageToken,incompleteSearch,files({FILE_FIELDS})");
         self.paced("drive", || async {
             let mut d = RetryAfterCapture::default();
             let mut call =
@@ -350,8 +380,12 @@ impl DriveClient {
                 call = call.page_token(t);
             }
             let (_, list) = call.add_scope(self.auth.scope()).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
+            let incomplete = list.incomplete_search.unwrap_or(false);
+            if incomplete && !matches!(scope, ListScope::AllDrives) {
+                return Err(DriveError::IncompleteListing(format!("files.list ({})", scope.describe())));
+            }
             let files = list.files.unwrap_or_default().into_iter().filter_map(convert_file).collect();
-            Ok(FilePage { files, next_page_token: list.next_page_token })
+            Ok(FilePage { files, next_page_token: list.next_page_token, incomplete })
         })
         .await
     }
@@ -359,7 +393,9 @@ impl DriveClient {
     /// One page of one change log from `token`. Google's "Retrieve changes" guide: changes to items
     /// in a shared drive may appear only in that drive's own log, so each shared drive is followed
     /// through its log (`driveId`), and My Drive through the user's log restricted to it
-    /// (`restrictToMyDrive`), unless the items shared with the user are mirrored too.
+    /// (`restrictToMyDrive`), unless the items shared with the user are mirrored too. Only a 400
+    /// that names the `pageToken` comes back as [`DriveError::InvalidPageToken`]; any other error
+    /// (a bad `fields` mask, a bad parameter, a gone drive) as Drive gave it.
     pub async fn changes_page(&self, corpus: &Corpus, token: &str) -> Result<ChangePage, DriveError> {
         let fields = format!(
             "nextPageToken,newStartPageToken,changes(changeType,removed,fileId,driveId,time,drive(id,name),file({FILE_FIELDS}))"
@@ -389,12 +425,7 @@ impl DriveClient {
                 Ok(list)
             })
             .await;
-        let list = match r {
-            Err(DriveError::Api { status: 400 | 404, message, .. }) => {
-                return Err(DriveError::InvalidPageToken(message));
-            }
-            other => other?,
-        };
+        let list = r?;
         let changes = list.changes.unwrap_or_default().into_iter().filter_map(convert_change).collect();
         Ok(ChangePage {
             changes,
@@ -638,8 +669,13 @@ impl crate::stages::change_feed::ChangeSource for DriveClient {
     async fn shared_drive(&self, id: &DriveId) -> Result<Option<String>, DriveError> {
         DriveClient::shared_drive(self, id).await
     }
-    async fn children_page(&self, folder: &FileId, token: Option<&str>) -> Result<FilePage, DriveError> {
-        DriveClient::children_page(self, folder, token).await
+    async fn children_page(
+        &self,
+        folder: &FileId,
+        within: Option<&Corpus>,
+        token: Option<&str>,
+    ) -> Result<FilePage, DriveError> {
+        DriveClient::children_page(self, folder, within, token).await
     }
 }
 

@@ -35,10 +35,12 @@ pub trait ChangeSource: Send + Sync + 'static {
     fn shared_drives(&self) -> impl Future<Output = Result<Vec<(DriveId, String)>, DriveError>> + Send;
     /// `drives.get`: a shared drive's name, or `None` when it is deleted or not visible.
     fn shared_drive(&self, id: &DriveId) -> impl Future<Output = Result<Option<String>, DriveError>> + Send;
-    /// One page of a folder's live children.
+    /// One page of a folder's live children, across every drive (`within` = `None`) or within one
+    /// corpus.
     fn children_page(
         &self,
         folder: &FileId,
+        within: Option<&Corpus>,
         token: Option<&str>,
     ) -> impl Future<Output = Result<FilePage, DriveError>> + Send;
 }
@@ -197,20 +199,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
                     let kind = ChangeKind::Stray(key.clone());
                     self.emit(out, crate::model::stray_event_id(key), kind, Origin::Repair).await?;
                 }
-                Refresh::Children(folder) => {
-                    let mut token: Option<String> = None;
-                    loop {
-                        let page =
-                            self.source.children_page(folder, token.as_deref()).await.map_err(Self::drive_err)?;
-                        for f in page.files {
-                            self.emit(out, f.id.clone(), ChangeKind::Upsert(f), Origin::Refresh).await?;
-                        }
-                        token = page.next_page_token;
-                        if token.is_none() {
-                            break;
-                        }
-                    }
-                }
+                Refresh::Children(folder) => self.emit_children(out, folder).await?,
             }
             self.served.lock().unwrap_or_else(|p| p.into_inner()).insert((request.clone(), generation));
             let done = vec![(request, generation)];
@@ -220,6 +209,47 @@ impl<S: ChangeSource> ChangeFeed<S> {
                 .map_err(|_| StageError::Closed)?;
         }
         Ok(())
+    }
+
+    /// Emits every live child of `folder`. Searched across all drives first; a page Drive marks
+    /// incomplete (`incompleteSearch`: not every corpus was searched, items may be missing) is not
+    /// trusted, and the listing starts over within the folder's own corpus — its shared drive, or
+    /// `corpora=user` — as Google advises. (A narrowed page still incomplete is asked again, then
+    /// fails the request, which stays recorded and is served again: never a subtree left half-listed.)
+    async fn emit_children(&self, out: &FeedOutputs, folder: &FileId) -> Result<(), StageError> {
+        let mut within: Option<Corpus> = None;
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .source
+                .children_page(folder, within.as_ref(), token.as_deref())
+                .await
+                .map_err(Self::drive_err)?;
+            if page.incomplete && within.is_none() {
+                let Some(corpus) = self.corpus_of(folder).await? else { return Ok(()) };
+                tracing::info!(%folder, ?corpus, "all-drives listing of a folder's children was incomplete; listing it within its own corpus");
+                (within, token) = (Some(corpus), None);
+                continue;
+            }
+            for f in page.files {
+                self.emit(out, f.id.clone(), ChangeKind::Upsert(f), Origin::Refresh).await?;
+            }
+            token = page.next_page_token;
+            if token.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The corpus `folder` lives in: its shared drive, or the user's (My Drive and what is shared with
+    /// the user). A shared drive's root is no item of `files.get` everywhere, so an id `files.get`
+    /// does not know is asked of `drives.get`; `None` when it is neither (gone: no children to list).
+    async fn corpus_of(&self, folder: &FileId) -> Result<Option<Corpus>, StageError> {
+        if let Some(f) = self.source.get_file(folder).await.map_err(Self::drive_err)? {
+            return Ok(Some(f.drive_id.map_or(Corpus::MyDriveAndShared, Corpus::SharedDrive)));
+        }
+        let drive = DriveId(folder.0.clone());
+        Ok(self.source.shared_drive(&drive).await.map_err(Self::drive_err)?.map(|_| Corpus::SharedDrive(drive)))
     }
 
     /// `--once` after catching up: keeps serving refresh requests (which the changes applied may
@@ -435,7 +465,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
             // Google: a rejected page token "should be discarded, and pagination restarted from the
             // first page". The pages already emitted are applied again harmlessly (the planner skips
             // what the store holds), and the mark and sweep at the end still sees every item.
-            Err(DriveError::Api { status: 400, message, .. }) if token.is_some() => {
+            Err(DriveError::InvalidPageToken(message)) if token.is_some() => {
                 tracing::warn!(corpus = ?j.corpus, %message, "listing page token rejected; restarting this listing from its first page");
                 return Ok(FeedPhase::Listing { job, page_token: None });
             }
@@ -462,19 +492,22 @@ impl<S: ChangeSource> ChangeFeed<S> {
             polled.push(log.clone());
             while let Some(token) = cp.feeds.iter().find(|(l, _)| *l == log).map(|(_, t)| t.clone()) {
                 let page = match self.source.changes_page(&log, &token).await {
-                    Err(DriveError::InvalidPageToken(msg)) => {
+                    Ok(page) => page,
+                    Err(e) => {
                         if let Corpus::SharedDrive(id) = &log
+                            && drive_may_be_gone(&e)
                             && self.source.shared_drive(id).await.map_err(Self::drive_err)?.is_none()
                         {
                             self.apply_drive_change(out, cp, id).await?;
                             self.mark(out, cp).await?;
                             break;
                         }
-                        tracing::warn!(?log, %msg, "saved change token rejected; listing everything again");
-                        return Ok(false);
+                        if let DriveError::InvalidPageToken(msg) = e {
+                            tracing::warn!(?log, %msg, "saved change token rejected; listing everything again");
+                            return Ok(false);
+                        }
+                        return Err(changes_list_failure(&log, e));
                     }
-                    Err(e) => return Err(Self::drive_err(e)),
-                    Ok(page) => page,
                 };
                 let (next, more, drives) = self.changes_step(out, page).await?;
                 if let Some(entry) = cp.feeds.iter_mut().find(|(l, _)| *l == log) {
@@ -539,6 +572,32 @@ impl<S: ChangeSource> ChangeFeed<S> {
             _ = self.wake.notified() => {}
             _ = self.refresh_wake.notified() => {}
         }
+    }
+}
+
+/// Whether a failed `changes.list` of a shared drive's log may mean the drive itself is gone (then
+/// `drives.get` decides): Drive answers a deleted or left drive with 404 (or 403), or may reject its
+/// token.
+fn drive_may_be_gone(e: &DriveError) -> bool {
+    matches!(e, DriveError::InvalidPageToken(_) | DriveError::Api { status: 403 | 404, .. })
+}
+
+/// A `changes.list` failure that is not a rejected page token, naming the request. An error Drive
+/// will answer again as long as the request is made so (a bad `fields` mask, a bad parameter: any
+/// permanent 4xx) stops the run at once: restarting the feed, or listing everything again, would
+/// only ask the same. A failure a retry may cure restarts the feed.
+fn changes_list_failure(log: &Corpus, e: DriveError) -> StageError {
+    use crate::retry::{Classified, ErrorClass};
+    let request = match log {
+        Corpus::MyDrive => "changes.list (the user's log, restrictToMyDrive)".to_string(),
+        Corpus::MyDriveAndShared => "changes.list (the user's log)".to_string(),
+        Corpus::SharedDrive(id) => format!("changes.list (driveId={id})"),
+    };
+    match e.class() {
+        ErrorClass::Permanent => StageError::Fatal(format!(
+            "change feed: Drive refused {request}: {e} (not a rejected page token: nothing is listed again)"
+        )),
+        _ => super::drive_failure(&format!("change feed: {request}"), e),
     }
 }
 

@@ -279,3 +279,126 @@ async fn drive_level_changes_apply_while_running() {
     assert_exact_mirror(&config, &expected_files(&tree)).await;
     assert_paths_follow_drive(&config, &tree);
 }
+
+/// Drive may answer a `corpora=allDrives` search with `incompleteSearch: true` and items missing (not
+/// every corpus was searched). With the emulator doing so for every such search, a joined drive's
+/// tree and a shared-drive folder back from the trash (both listed as a folder's children) are
+/// listed again within their own drive, and a relist after a lost change token removes nothing that
+/// is still in Drive: every run ends with the mirror exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incomplete_all_drives_listing_is_narrowed_never_trusted() {
+    let mut corpus = small_corpus(false);
+    corpus.shared_drives = 1;
+    let env = TestEnv::start(corpus).await;
+    env.control("faults", json!({"incomplete_all_drives": true})).await;
+    let config = env.config("incomplete", &env.local_dest("mirror"), "");
+    run_once_exact(&env, &config).await;
+
+    // Joined: its tree comes from listing the drive root's children (then each folder's).
+    let r = env.control("mutate", json!({"ops": [{"op": "create_drive", "name": "Team B"}]})).await;
+    let team_b = r["created"][0].as_str().unwrap().to_string();
+    let r = env.control("mutate", json!({"ops": [{"op": "create_folder", "parent": team_b, "name": "Plans"}]})).await;
+    let plans = r["created"][0].as_str().unwrap().to_string();
+    let mut ops = vec![json!({"op": "create", "parent": team_b, "name": "top.bin", "size": 1000})];
+    for n in 0..4 {
+        ops.push(json!({"op": "create", "parent": plans, "name": format!("plan-{n}.bin"), "size": 2000 + n}));
+    }
+    // And a folder of the first drive goes to the trash.
+    let tree = env.tree().await;
+    let first = drive_named(&tree, "Shared drive 1");
+    let folder = tree
+        .items
+        .iter()
+        .find(|i| {
+            i.mime_type == "application/vnd.google-apps.folder"
+                && !i.trashed
+                && i.drive_id.as_deref() == Some(first.as_str())
+                && tree.items.iter().any(|c| c.parents.contains(&i.id) && c.md5.is_some() && !c.trashed)
+        })
+        .expect("a shared-drive folder holding files")
+        .id
+        .clone();
+    ops.push(json!({"op": "trash", "id": folder}));
+    mutate(&env, ops).await;
+    run_once_exact(&env, &config).await;
+
+    // Back from the trash: Drive reports the folder alone, so its children are listed.
+    mutate(&env, vec![json!({"op": "untrash", "id": folder})]).await;
+    run_once_exact(&env, &config).await;
+    let mirrored = count_files(&config.parent().unwrap().join("mirror/shared-drives/Team B"));
+    assert_eq!(mirrored, 5, "the joined drive's files are all mirrored");
+
+    // A relist (the saved change tokens are lost) with the fault still on: nothing is removed.
+    {
+        let (_cfg, store, _dest) = open(&config);
+        let mut lost = store.checkpoint().unwrap().unwrap();
+        for (_, token) in &mut lost.feeds {
+            *token = "no-such-token".into();
+        }
+        let batch = mirrorflow::state::CommitBatch {
+            checkpoint: Some(lost),
+            next_seq: store.next_seq().unwrap(),
+            ..Default::default()
+        };
+        store.apply(&batch).unwrap();
+    }
+    run_once_exact(&env, &config).await;
+}
+
+/// `run --once` that must end within `limit` (a run that loops is killed and reported).
+async fn run_once_within(config: &std::path::Path, limit: std::time::Duration) -> std::process::Output {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
+        .args(["run", "--once", config.to_str().unwrap()])
+        .env("MIRRORFLOW_LOG", "mirrorflow=warn")
+        .env_remove("AWS_CA_BUNDLE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary runs");
+    match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(out) => out.unwrap(),
+        Err(_) => panic!("the run did not end within {limit:?} (killed)"),
+    }
+}
+
+/// Only a 400 that names the page token means a lost change token. A `changes.list` Drive refuses for
+/// another reason (here a `fields` mask naming a change field this Drive does not know: 400
+/// `invalidParameter` at `fields`) ends the run with an error naming the request and Drive's reason,
+/// without listing anything again; once Drive accepts the request, the next run goes on from the
+/// saved token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_changes_request_fails_the_run_and_never_relists() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let config = env.config("refused", &env.local_dest("mirror"), "");
+    run_once_exact(&env, &config).await;
+    let root = env.tree().await.root_id;
+    mutate(&env, vec![json!({"op": "create", "parent": root, "name": "after.bin", "size": 4321})]).await;
+
+    env.control("faults", json!({"unknown_change_fields": ["time"]})).await;
+    env.control("stats/reset", json!({})).await;
+    let out = run_once_within(&config, std::time::Duration::from_secs(120)).await;
+    assert_ne!(out.status.code(), Some(0), "a refused changes.list is a failure\n{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("changes.list") && stderr.contains("invalidParameter"),
+        "the error names the request and Drive's reason\n{}",
+        text(&out)
+    );
+    let stats = env.stats().await;
+    assert!(stats["requests"]["changes.list 400"].as_u64().unwrap_or(0) >= 1, "{stats}");
+    let listed: u64 = stats["requests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("files.list "))
+        .map(|(_, v)| v.as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(listed, 0, "nothing is listed again: {stats}");
+
+    env.control("faults", json!({})).await;
+    env.control("stats/reset", json!({})).await;
+    run_once_exact(&env, &config).await;
+    let stats = env.stats().await;
+    assert!(stats["requests"].get("files.list 200").is_none(), "the saved token still served: {stats}");
+}

@@ -60,6 +60,9 @@ pub(crate) async fn changes_list(
 
 async fn list_inner(app: &App, p: &Params) -> Result<Response, ApiError> {
     let mask = mask_for(p.get("fields"), fields::DEFAULT_CHANGE_LIST, &fields::CHANGE_LIST)?;
+    if let Some(unknown) = app.faults.unknown_change_fields().into_iter().find(|f| mask.names(&["changes", f])) {
+        return Err(ApiError::invalid_fields(&format!("changes/{unknown}")));
+    }
     let token = p.require("pageToken")?;
     let drive = check_drive(app, p)?;
     let mut req = ChangesRequest {

@@ -47,6 +47,15 @@ pub struct FaultSettings {
     /// When > 0, the n-th API call (counted from this setting) first revokes every refresh token and
     /// access token, as a user removing the app's access in the middle of a run does.
     pub revoke_refresh_tokens_at_call: u64,
+    /// When true, `files.list` with `corpora=allDrives` searches My Drive only and answers
+    /// `incompleteSearch: true`: Google's "some search results might be missing, since all
+    /// documents were not searched", which can occur with `allDrives`. Narrower corpora (`user`,
+    /// `drive`) are searched in full.
+    pub incomplete_all_drives: bool,
+    /// Fields of the change resource this Drive does not know (e.g. `"time"`): a `changes.list`
+    /// whose `fields` names one (`changes(time)`) is refused 400 `invalidParameter` at `fields`, as
+    /// Drive refuses a field selection naming any field it does not have.
+    pub unknown_change_fields: Vec<String>,
 }
 
 /// Which tokens an API call revokes before it is checked (fault settings).
@@ -116,6 +125,16 @@ impl Faults {
     /// Has `id` used up its download quota (fault settings)?
     pub fn quota_exceeded(&self, id: &str) -> bool {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.quota_exceeded_ids.iter().any(|a| a == id)
+    }
+
+    /// Does an `allDrives` search leave the shared drives out (fault settings)?
+    pub fn incomplete_all_drives(&self) -> bool {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.incomplete_all_drives
+    }
+
+    /// Change fields the fault settings make unknown.
+    pub fn unknown_change_fields(&self) -> Vec<String> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.unknown_change_fields.clone()
     }
 
     /// Is `id` flagged abusive by the fault settings?

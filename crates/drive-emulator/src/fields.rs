@@ -48,6 +48,15 @@ impl Mask {
         }
     }
 
+    /// True if the selection names the field at `path` itself (not through `*` or a parent).
+    pub fn names(&self, path: &[&str]) -> bool {
+        match (self, path.split_first()) {
+            (_, None) => true,
+            (Mask::All, Some(_)) => false,
+            (Mask::Some(map), Some((head, rest))) => map.get(*head).is_some_and(|m| m.names(rest)),
+        }
+    }
+
     /// Check every named field exists in `schema`.
     pub fn validate(&self, schema: &Node) -> Result<(), String> {
         let Mask::Some(map) = self else { return Ok(()) };
