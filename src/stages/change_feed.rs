@@ -220,11 +220,8 @@ impl<S: ChangeSource> ChangeFeed<S> {
         let mut within: Option<Corpus> = None;
         let mut token: Option<String> = None;
         loop {
-            let page = self
-                .source
-                .children_page(folder, within.as_ref(), token.as_deref())
-                .await
-                .map_err(Self::drive_err)?;
+            let page =
+                self.source.children_page(folder, within.as_ref(), token.as_deref()).await.map_err(Self::drive_err)?;
             if page.incomplete && within.is_none() {
                 let Some(corpus) = self.corpus_of(folder).await? else { return Ok(()) };
                 tracing::info!(%folder, ?corpus, "all-drives listing of a folder's children was incomplete; listing it within its own corpus");

@@ -125,8 +125,8 @@ async fn list_inner(app: &App, p: &Params) -> Result<Response, ApiError> {
     let page_size = p.int_in("pageSize", 100, 1, 1000)?;
     let mut scope = list_scope(p)?;
     // Google: an `allDrives` search may not cover every corpus; the fault searches My Drive only.
-    let incomplete = p.get("corpora").or_else(|| p.get("corpus")) == Some("allDrives")
-        && app.faults.incomplete_all_drives();
+    let incomplete =
+        p.get("corpora").or_else(|| p.get("corpus")) == Some("allDrives") && app.faults.incomplete_all_drives();
     if incomplete {
         scope = Scope::MyDrive;
     }
