@@ -4,7 +4,9 @@
 # then runs every unit, property and integration test in release mode (the emulator streams GiB-sized
 # files; release keeps it fast). Tests use MIRRORFLOW_TEST_S3_ENDPOINT when set (.ci/run starts one
 # moto for all), else they start their own moto_server from .venv-s3 or PATH; the index tests use
-# MIRRORFLOW_TEST_PG_URL (each test in a database of its own).
+# MIRRORFLOW_TEST_PG_URL (each test in a database of its own), and MIRRORFLOW_TEST_PGBOUNCER_URL, a
+# PgBouncer in transaction mode in front of that server (scripts/pgbouncer.sh installs Debian's
+# pgbouncer when missing): the index through a pooler like Supabase's on port 6543.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv-s3/bin/moto_server ] && ! command -v moto_server >/dev/null 2>&1; then
@@ -15,8 +17,10 @@ fi
 unset AWS_CA_BUNDLE
 log=$(mktemp)
 pgdir=""
+bouncerdir=""
 cleanup() {
   rm -f "$log"
+  if [ -n "$bouncerdir" ]; then bash scripts/pgbouncer.sh stop "$bouncerdir"; rm -rf "$bouncerdir"; fi
   if [ -n "$pgdir" ]; then bash scripts/postgres.sh stop "$pgdir"; rm -rf "$pgdir"; fi
 }
 trap cleanup EXIT
@@ -25,6 +29,12 @@ if [ -z "${MIRRORFLOW_TEST_PG_URL:-}" ]; then
   MIRRORFLOW_TEST_PG_URL=$(bash scripts/postgres.sh start "$pgdir")
   export MIRRORFLOW_TEST_PG_URL
   echo "PostgreSQL for the index tests: $MIRRORFLOW_TEST_PG_URL" >&2
+fi
+if [ -z "${MIRRORFLOW_TEST_PGBOUNCER_URL:-}" ]; then
+  bouncerdir=$(mktemp -d /tmp/mirrorflow-pgbouncer.XXXXXX)
+  MIRRORFLOW_TEST_PGBOUNCER_URL=$(bash scripts/pgbouncer.sh start "$bouncerdir" "$MIRRORFLOW_TEST_PG_URL")
+  export MIRRORFLOW_TEST_PGBOUNCER_URL
+  echo "PgBouncer (transaction mode) in front of it: $MIRRORFLOW_TEST_PGBOUNCER_URL" >&2
 fi
 set +e
 cargo test --release --workspace --lib --bins --tests "$@" 2>&1 | tee "$log"

@@ -4,6 +4,12 @@
 //! together with the sink's cursor (exactly once); an index that is new, fed by another store, or
 //! behind entries the store no longer has is rebuilt from the records in one transaction.
 //!
+//! It works through a transaction-mode pooler (Supabase's on port 6543, PgBouncer's
+//! `pool_mode = transaction`), which hands each transaction whichever server session is free: every
+//! statement is unnamed (`query_typed`/`execute_typed`, or the simple query protocol; clippy.toml
+//! refuses the methods that prepare named ones), and no state outlives a transaction (the migration
+//! lock is `pg_advisory_xact_lock`, no `SET`, `LISTEN` or temporary table).
+//!
 //! Several stores (mirrors, the shards of one deployment) share a schema side by side: every row
 //! carries the `store_id` of the store it came from, each store has its own cursor, and a store
 //! only ever replaces or prunes its own rows.

@@ -1,6 +1,7 @@
 //! The index's tables, created and migrated by mirrorflow: numbered migrations applied in order, in
-//! one transaction with their numbers recorded, under an advisory lock so two starting runs never
-//! migrate at once. `{schema}` in a migration is the configured schema, quoted (`"user"` is a
+//! one transaction with their numbers recorded, under a transaction-level advisory lock
+//! (`pg_advisory_xact_lock`, released at commit: it holds through a transaction pooler too) so two
+//! starting runs never migrate at once. `{schema}` in a migration is the configured schema, quoted (`"user"` is a
 //! plain name and a reserved word).
 
 /// The migrations, oldest first; a migration is never edited once released, only followed.
@@ -147,7 +148,7 @@ pub async fn migrate_to(
     let schema = &super::quote_ident(schema);
     let tx = client.transaction().await?;
     // One migrator at a time per database (the key is arbitrary but fixed: "mirrorflow").
-    tx.execute("SELECT pg_advisory_xact_lock(7236271530846891375)", &[]).await?;
+    tx.execute_typed("SELECT pg_advisory_xact_lock(7236271530846891375)", &[]).await?;
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {schema};
          CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
@@ -157,12 +158,17 @@ pub async fn migrate_to(
          COMMENT ON TABLE {schema}.schema_migrations IS 'Migrations of mirrorflow''s index schema applied so far.';"
     ))
     .await?;
-    let row = tx.query_one(&format!("SELECT coalesce(max(version), 0) FROM {schema}.schema_migrations"), &[]).await?;
+    let row =
+        tx.query_typed_one(&format!("SELECT coalesce(max(version), 0) FROM {schema}.schema_migrations"), &[]).await?;
     let from: i32 = row.get(0);
     let mut at = from;
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from && *v <= target) {
         tx.batch_execute(&sql.replace("{schema}", schema)).await?;
-        tx.execute(&format!("INSERT INTO {schema}.schema_migrations (version) VALUES ($1)"), &[version]).await?;
+        tx.execute_typed(
+            &format!("INSERT INTO {schema}.schema_migrations (version) VALUES ($1)"),
+            &[(version, tokio_postgres::types::Type::INT4)],
+        )
+        .await?;
         at = *version;
     }
     tx.commit().await?;

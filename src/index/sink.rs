@@ -13,6 +13,7 @@ use crate::state::{AuditEntry, RecordKind, Store};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio_postgres::types::{ToSql, Type};
 
 /// Audit entries per transaction.
 const BATCH: usize = 1000;
@@ -153,7 +154,7 @@ impl<W: Send + Sync + 'static> Sink<W> {
     async fn cursor(&self, client: &tokio_postgres::Client, store_id: &str) -> Result<Option<u64>, IndexError> {
         let s = self.quoted_schema();
         let sql = format!("SELECT last_seq, last_entry FROM {s}.sink_cursor WHERE store_id = $1");
-        let Some(row) = client.query_opt(&sql, &[&store_id]).await? else { return Ok(None) };
+        let Some(row) = client.query_typed_opt(&sql, &[(&store_id, Type::TEXT)]).await? else { return Ok(None) };
         let (last, entry): (i64, Option<String>) = (row.get(0), row.get(1));
         let last = last as u64;
         if last > self.store.audit_head()? {
@@ -197,15 +198,24 @@ impl<W: Send + Sync + 'static> Sink<W> {
         let mut replaced = followed.clone();
         replaced.push(store_id.to_string());
         for table in ["file_hierarchy", "file_versions"] {
-            tx.execute(&format!("DELETE FROM {s}.{table} WHERE store_id = ANY($1)"), &[&replaced]).await?;
+            tx.execute_typed(
+                &format!("DELETE FROM {s}.{table} WHERE store_id = ANY($1)"),
+                &[(&replaced, Type::TEXT_ARRAY)],
+            )
+            .await?;
         }
-        tx.execute(&format!("DELETE FROM {s}.sync_audit_log WHERE store_id = ANY($1)"), &[&followed]).await?;
-        tx.execute(&format!("DELETE FROM {s}.sink_cursor WHERE store_id = ANY($1)"), &[&followed]).await?;
+        for table in ["sync_audit_log", "sink_cursor"] {
+            tx.execute_typed(
+                &format!("DELETE FROM {s}.{table} WHERE store_id = ANY($1)"),
+                &[(&followed, Type::TEXT_ARRAY)],
+            )
+            .await?;
+        }
         // Entries past the head were numbered by a history this store no longer has (restored from a
         // backup, or lost in a crash): the seqs it hands out next are theirs.
-        tx.execute(
+        tx.execute_typed(
             &format!("DELETE FROM {s}.sync_audit_log WHERE store_id = $1 AND seq > $2"),
-            &[&store_id, &(head as i64)],
+            &[(&store_id, Type::TEXT), (&(head as i64), Type::INT8)],
         )
         .await?;
         let mut rows = 0;
@@ -232,13 +242,13 @@ impl<W: Send + Sync + 'static> Sink<W> {
             write_audit(&tx, s, store_id, &self.prefix, &page, Conflict::Replace).await?;
         }
         let entry = self.store.audit_entry(head)?.map(|e| e.fingerprint());
-        tx.execute(
+        tx.execute_typed(
             &format!(
                 "INSERT INTO {s}.sink_cursor (store_id, mirror, last_seq, last_entry) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (store_id) DO UPDATE SET mirror = EXCLUDED.mirror, last_seq = EXCLUDED.last_seq,
                      last_entry = EXCLUDED.last_entry, updated_at = now()"
             ),
-            &[&store_id, &mirror, &(head as i64), &entry],
+            &[(&store_id, Type::TEXT), (&mirror, Type::TEXT), (&(head as i64), Type::INT8), (&entry, Type::TEXT)],
         )
         .await?;
         // What the rebuild read is durable before PostgreSQL has it.
@@ -262,7 +272,8 @@ impl<W: Send + Sync + 'static> Sink<W> {
         let Some(mirror) = mirror else { return Ok(Vec::new()) };
         let s = self.quoted_schema();
         let sql = format!("SELECT store_id FROM {s}.sink_cursor WHERE mirror = $1 AND store_id <> $2");
-        let followed: Vec<String> = tx.query(&sql, &[&mirror, &store_id]).await?.iter().map(|r| r.get(0)).collect();
+        let params: [(&(dyn ToSql + Sync), Type); 2] = [(&mirror, Type::TEXT), (&store_id, Type::TEXT)];
+        let followed: Vec<String> = tx.query_typed(&sql, &params).await?.iter().map(|r| r.get(0)).collect();
         if !followed.is_empty() {
             tracing::info!(
                 ?followed,
@@ -279,9 +290,9 @@ impl<W: Send + Sync + 'static> Sink<W> {
         let cutoff_ms = crate::state::unix_ms().saturating_sub(self.audit_retention.as_millis() as u64);
         let s = self.quoted_schema();
         let pruned = client
-            .execute(
+            .execute_typed(
                 &format!("DELETE FROM {s}.sync_audit_log WHERE store_id = $1 AND at < to_timestamp($2::int8 / 1000.0)"),
-                &[&store_id, &(cutoff_ms as i64)],
+                &[(&store_id, Type::TEXT), (&(cutoff_ms as i64), Type::INT8)],
             )
             .await?;
         if pruned > 0 {
@@ -324,13 +335,19 @@ impl<W: Send + Sync + 'static> Sink<W> {
         write_audit(&tx, s, store_id, &self.prefix, page, Conflict::Fail).await?;
         let mirror = self.store.bound_destination()?;
         let moved = tx
-            .execute(
+            .execute_typed(
                 &format!(
                     "UPDATE {s}.sink_cursor SET last_seq = $1, last_entry = $4, mirror = coalesce($5, mirror),
                          updated_at = now()
                      WHERE store_id = $2 AND last_seq = $3"
                 ),
-                &[&(last as i64), &store_id, &(cursor as i64), &entry, &mirror],
+                &[
+                    (&(last as i64), Type::INT8),
+                    (&store_id, Type::TEXT),
+                    (&(cursor as i64), Type::INT8),
+                    (&entry, Type::TEXT),
+                    (&mirror, Type::TEXT),
+                ],
             )
             .await?;
         if moved != 1 {
@@ -359,9 +376,9 @@ async fn write_rows(
         }
     }
     if !deleted.is_empty() {
-        tx.execute(
+        tx.execute_typed(
             &format!("DELETE FROM {s}.file_hierarchy WHERE store_id = $1 AND drive_file_id = ANY($2)"),
-            &[&store, &deleted],
+            &[(&store, Type::TEXT), (&deleted, Type::TEXT_ARRAY)],
         )
         .await?;
     }
@@ -410,11 +427,25 @@ async fn upsert_rows(
              version = EXCLUDED.version, is_folder = EXCLUDED.is_folder, is_trashed = EXCLUDED.is_trashed,
              sync_status = EXCLUDED.sync_status, error = EXCLUDED.error, updated_at = now()"
     );
-    tx.execute(
+    let text = Type::TEXT_ARRAY;
+    tx.execute_typed(
         &sql,
         &[
-            &ids, &drive_ids, &parents, &paths, &names, &mimes, &sizes, &md5s, &modified, &versions, &folders,
-            &trashed, &statuses, &errors, &store,
+            (&ids, text.clone()),
+            (&drive_ids, text.clone()),
+            (&parents, text.clone()),
+            (&paths, text.clone()),
+            (&names, text.clone()),
+            (&mimes, text.clone()),
+            (&sizes, Type::INT8_ARRAY),
+            (&md5s, text.clone()),
+            (&modified, text.clone()),
+            (&versions, Type::INT8_ARRAY),
+            (&folders, Type::BOOL_ARRAY),
+            (&trashed, Type::BOOL_ARRAY),
+            (&statuses, text.clone()),
+            (&errors, text),
+            (&store, Type::TEXT),
         ],
     )
     .await?;
@@ -429,9 +460,9 @@ async fn replace_versions(
     ids: &[&str],
     versions: &[&VersionRow],
 ) -> Result<(), IndexError> {
-    tx.execute(
+    tx.execute_typed(
         &format!("DELETE FROM {s}.file_versions WHERE store_id = $1 AND drive_file_id = ANY($2)"),
-        &[&store, &ids],
+        &[(&store, Type::TEXT), (&ids, Type::TEXT_ARRAY)],
     )
     .await?;
     if versions.is_empty() {
@@ -444,7 +475,7 @@ async fn replace_versions(
     let sizes: Vec<i64> = versions.iter().map(|v| v.size).collect();
     let kept_at: Vec<Option<i64>> = versions.iter().map(|v| v.kept_at_ms.map(|ms| ms as i64)).collect();
     let current: Vec<bool> = versions.iter().map(|v| v.is_current).collect();
-    tx.execute(
+    tx.execute_typed(
         &format!(
             "INSERT INTO {s}.file_versions (store_id, drive_file_id, version_number, storage_path, checksum,
                  size_bytes, created_at, is_current)
@@ -452,7 +483,16 @@ async fn replace_versions(
              FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::bool[])
                  AS u(id, v, sp, md5, sz, ms, cur)"
         ),
-        &[&ids, &numbers, &paths, &md5s, &sizes, &kept_at, &current, &store],
+        &[
+            (&ids, Type::TEXT_ARRAY),
+            (&numbers, Type::INT8_ARRAY),
+            (&paths, Type::TEXT_ARRAY),
+            (&md5s, Type::TEXT_ARRAY),
+            (&sizes, Type::INT8_ARRAY),
+            (&kept_at, Type::INT8_ARRAY),
+            (&current, Type::BOOL_ARRAY),
+            (&store, Type::TEXT),
+        ],
     )
     .await?;
     Ok(())
@@ -485,7 +525,7 @@ async fn write_audit(
     let at: Vec<i64> = page.iter().map(|(_, e)| e.at_unix_ms as i64).collect();
     let details: Vec<Option<String>> =
         page.iter().map(|(_, e)| e.detail.as_ref().map(|d| serde_json::json!({ "reason": d }).to_string())).collect();
-    tx.execute(
+    tx.execute_typed(
         &format!(
             "INSERT INTO {s}.sync_audit_log (store_id, seq, drive_file_id, operation, storage_path, at, detail)
              SELECT $7::text, seq, id, op, sp, to_timestamp(ms / 1000.0), d::jsonb
@@ -498,7 +538,15 @@ async fn write_audit(
                 Conflict::Fail => "",
             }
         ),
-        &[&seqs, &ids, &ops, &paths, &at, &details, &store],
+        &[
+            (&seqs, Type::INT8_ARRAY),
+            (&ids, Type::TEXT_ARRAY),
+            (&ops, Type::TEXT_ARRAY),
+            (&paths, Type::TEXT_ARRAY),
+            (&at, Type::INT8_ARRAY),
+            (&details, Type::TEXT_ARRAY),
+            (&store, Type::TEXT),
+        ],
     )
     .await?;
     Ok(())

@@ -357,3 +357,27 @@ async fn a_mirror_with_an_index_of_the_previous_release_carries_on_with_its_own_
         .get(0);
     assert_eq!(ghosts, 0, "the migrated rows were this store's, and its rebuild replaced them");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_is_kept_through_a_transaction_mode_pooler() {
+    // Supabase's transaction pooler (6543) hands each transaction whichever server session is free,
+    // with what other clients left in it: here another client's named prepared statements.
+    let env = TestEnv::start(small_corpus(false)).await;
+    let db = pg::fresh_database().await;
+    let pooled = pg::through_pooler(&db);
+    pg::leave_prepared_statements(&pooled).await;
+    let dir = env.dir.path().join("mirror");
+    let config = env.config("pooled", &Dest::Local(dir.clone()), &index_extra(&pooled, "20s"));
+    let c = config.to_str().unwrap();
+    // Built from the records (migrations, a rebuild), then fed batch by batch across runs.
+    for round in 0..3u64 {
+        if round > 0 {
+            env.control("mutate", json!({"ops": [{"op": "random", "count": 40, "seed": 90 + round}]})).await;
+        }
+        let out = mirrorflow(&["run", "--once", c]).await;
+        assert_eq!(out.status.code(), Some(0), "round {round}: {}", text(&out));
+        assert_exact_mirror(&config, &expected_files(&env.tree().await)).await;
+        assert_index_equals_mirror(&config, &dir, &db).await;
+    }
+    assert_eq!(pg::prepared_statements_left(&pooled).await, 10, "the sink ran in the session the other client left");
+}

@@ -41,6 +41,43 @@ pub async fn fresh_database() -> String {
     fresh_database_on(&server_url()).await
 }
 
+/// `db` (a database of the shared server) reached through the transaction-mode PgBouncer in front of
+/// that server (`MIRRORFLOW_TEST_PGBOUNCER_URL`, started by scripts/test.sh with scripts/pgbouncer.sh):
+/// what Supabase's transaction pooler on port 6543 is.
+pub fn through_pooler(db: &str) -> String {
+    let pooler = std::env::var("MIRRORFLOW_TEST_PGBOUNCER_URL").unwrap_or_else(|_| {
+        panic!(
+            "MIRRORFLOW_TEST_PGBOUNCER_URL is not set: run the tests with `bash scripts/test.sh`, which starts a \
+             PgBouncer in transaction mode (scripts/pgbouncer.sh)"
+        )
+    });
+    let name = url::Url::parse(db).unwrap().path().trim_start_matches('/').to_string();
+    with_database(&pooler, &name)
+}
+
+/// Leaves named prepared statements `s0`…`s9` in the server session the pooler hands `pooled`'s
+/// database (the test pooler keeps one per database): what another client of a shared pool leaves
+/// there when it dies between preparing a statement and closing it. tokio-postgres names its
+/// statements `s0`, `s1`, … in every process, so the next process of that driver meets them.
+pub async fn leave_prepared_statements(pooled: &str) {
+    let sql: String = (0..10).map(|i| format!("PREPARE s{i} AS SELECT {i};")).collect();
+    connect(pooled).await.batch_execute(&sql).await.unwrap();
+}
+
+/// How many of `s0`…`s9` the server session behind `pooled` still holds (the simple query
+/// protocol: no statement of its own).
+pub async fn prepared_statements_left(pooled: &str) -> usize {
+    let sql = "SELECT count(*) FROM pg_prepared_statements WHERE name ~ '^s[0-9]$'";
+    let messages = connect(pooled).await.simple_query(sql).await.unwrap();
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|n| n.parse().unwrap()),
+            _ => None,
+        })
+        .unwrap()
+}
+
 /// A cluster of the test's own, for stopping and starting PostgreSQL under a running mirror.
 pub struct Cluster {
     dir: tempfile::TempDir,
