@@ -405,6 +405,12 @@ pub struct DestinationConfig {
     /// within it); a request that exceeds it is retried.
     #[serde(default = "default_destination_timeout")]
     pub timeout: HumanDuration,
+    /// Largest file the store takes (a Supabase project's or bucket's file size limit): a larger
+    /// file is dead-lettered before it is downloaded, instead of downloaded and then refused.
+    pub max_file_size: Option<ByteSize>,
+    /// Longest whole key written, in bytes; default [`crate::dest::keys::default_max_key_bytes`]
+    /// (1,024, S3's limit; 900 with `keys = "supabase"`, whose hosted store adds its own path).
+    pub max_key_bytes: Option<u64>,
 }
 
 fn default_destination_timeout() -> HumanDuration {
@@ -422,6 +428,12 @@ impl DestinationConfig {
             KeyMode::Utf8 if self.url.starts_with("file:") => KeyMode::Local,
             mode => mode,
         }
+    }
+
+    /// The longest whole key in force: `max_key_bytes`, or the key mode's default.
+    pub fn max_key_bytes(&self) -> usize {
+        let default = crate::dest::keys::default_max_key_bytes(self.key_mode());
+        self.max_key_bytes.map_or(default, |b| usize::try_from(b).unwrap_or(default))
     }
 }
 
@@ -930,6 +942,10 @@ const MAX_PART_CONCURRENCY: usize = 64;
 const MAX_CHUNK_DEPTH: u64 = 1024;
 /// Most earlier contents kept per key (`[destination] versions`).
 const MAX_VERSIONS: u64 = 1000;
+/// `[destination] max_key_bytes` bounds: S3's key limit, and a floor that leaves a deep folder's
+/// shortened key (`keys::fit_parent`) room for the prefix and part of the path.
+const MIN_KEY_BYTES: u64 = 512;
+const MAX_KEY_BYTES: u64 = crate::dest::keys::MAX_KEY_BYTES as u64;
 /// S3's smallest and largest part.
 const MIN_PART_SIZE: u64 = 5 << 20;
 const MAX_PART_SIZE: u64 = 5 << 30;
@@ -1142,13 +1158,15 @@ impl Config {
     }
 
     /// Each count and byte-size key (stage settings apart), its value and its range.
-    fn count_keys(&self) -> [(&'static str, Option<u64>, Between<u64>); 13] {
+    fn count_keys(&self) -> [(&'static str, Option<u64>, Between<u64>); 15] {
         let (s, pl, r, t) = (&self.source, &self.pipeline, &self.retry, &self.testing);
         let part_size = pl.part_size.0.clamp(MIN_PART_SIZE, MAX_PART_SIZE);
         [
             ("source.page_size", Some(s.page_size.into()), Between::new(1, 1000)),
             ("source.max_file_size", s.max_file_size.map(|b| b.0), Between::at_least(1).bytes()),
             ("destination.versions", Some(self.destination.versions as u64), Between::new(0, MAX_VERSIONS)),
+            ("destination.max_file_size", self.destination.max_file_size.map(|b| b.0), Between::at_least(1).bytes()),
+            ("destination.max_key_bytes", self.destination.max_key_bytes, Between::new(MIN_KEY_BYTES, MAX_KEY_BYTES)),
             ("pipeline.part_size", Some(pl.part_size.0), Between::new(MIN_PART_SIZE, MAX_PART_SIZE).bytes()),
             (
                 "pipeline.chunk_size",

@@ -417,6 +417,8 @@ fn planner(sh: &Shared) -> impl Fn() -> Result<Planner<DriveClient>, String> + S
         mode: sh.res.dest.key_mode,
         export: sh.cfg.source.export.clone(),
         max_file_size: sh.cfg.source.max_file_size.map(|b| b.0),
+        dest_max_file_size: sh.res.dest.max_file_size,
+        max_key_bytes: sh.res.dest.max_key_bytes,
     };
     move || {
         Planner::new(store.clone(), drive.clone(), scope.clone(), layout.clone(), ledger.clone())
@@ -450,6 +452,7 @@ fn uploader(sh: &Shared, refetch: &Redo<Planned>) -> impl Fn() -> Result<Uploade
     let budget = crate::stages::budget::MemoryBudget::new(cfg.memory_budget.0);
     let part_concurrency = sh.cfg.stages.settings(StageName::Uploader).part_concurrency;
     let (part_size, digests, refetch) = (cfg.part_size.0 as usize, cfg.digests(), refetch.clone());
+    let max_key_bytes = sh.res.dest.max_key_bytes;
     move || {
         Ok(Uploader {
             target: target.clone(),
@@ -458,6 +461,7 @@ fn uploader(sh: &Shared, refetch: &Redo<Planned>) -> impl Fn() -> Result<Uploade
             budget: budget.clone(),
             digests,
             refetch: refetch.clone(),
+            max_key_bytes,
         })
     }
 }

@@ -153,44 +153,59 @@ fn stem_within(stem: &str, budget: usize) -> &str {
     stem.char_indices().nth(1).map_or(stem, |(end, _)| &stem[..end])
 }
 
-/// S3's longest key, in bytes (GCS allows the same; Azure more): every key we write fits it.
+/// S3's longest key, in bytes (GCS allows the same; Azure more): no key we write is longer.
 pub const MAX_KEY_BYTES: usize = 1024;
+
+/// The longest key written with `keys = "supabase"`: hosted Supabase Storage keeps each object in its
+/// own S3 under `<tenant>/<bucket>/<key>/<version uuid>`, so a key near S3's 1,024 bytes fails there;
+/// 900 leaves 124 bytes for that path (a 20-character project ref, a bucket name of up to 63, a
+/// 36-character uuid and the slashes). `[destination] max_key_bytes` changes it.
+pub const SUPABASE_MAX_KEY_BYTES: usize = 900;
+
+/// The longest key written in `mode` unless `[destination] max_key_bytes` says otherwise.
+pub fn default_max_key_bytes(mode: KeyMode) -> usize {
+    match mode {
+        KeyMode::Supabase => SUPABASE_MAX_KEY_BYTES,
+        KeyMode::Utf8 | KeyMode::Local => MAX_KEY_BYTES,
+    }
+}
 
 /// Room a folder's key always leaves for the name of an item in it: a ` (fileId)` suffix, an
 /// extension and part of the name.
 const MIN_CHILD_BYTES: usize = 128;
 
-/// The key of `segment` inside the folder whose key is `parent`, never longer than
-/// [`MAX_KEY_BYTES`]: deep paths shorten, stably (the same parent and segment give the same key),
-/// instead of failing. See [`fit_parent`] for a folder too deep to hold its items under its own key,
-/// and [`shorten_segment`] for a name too long for the room left.
-pub fn child_key(parent: &str, segment: &str) -> String {
-    let parent = fit_parent(parent);
-    let room = MAX_KEY_BYTES.saturating_sub(parent.len() + 1);
+/// The key of `segment` inside the folder whose key is `parent`, never longer than `max` bytes (the
+/// destination's `max_key_bytes`): deep paths shorten, stably (the same parent, segment and limit
+/// give the same key), instead of failing. See [`fit_parent`] for a folder too deep to hold its items
+/// under its own key, and [`shorten_segment`] for a name too long for the room left.
+pub fn child_key(parent: &str, segment: &str, max: usize) -> String {
+    let parent = fit_parent(parent, max);
+    let room = max.saturating_sub(parent.len() + 1);
     if segment.len() <= room {
         return format!("{parent}/{segment}");
     }
     format!("{parent}/{}", shorten_segment(segment, room))
 }
 
-/// `key` itself when it fits [`MAX_KEY_BYTES`], else its last segment under its folder per
-/// [`child_key`] (a trashed key gains `.trash/…` in front).
-pub fn fit_key(key: &str) -> String {
+/// `key` itself when it fits `max` bytes, else its last segment under its folder per [`child_key`]
+/// (a trashed key gains `.trash/…` in front).
+pub fn fit_key(key: &str, max: usize) -> String {
     match key.rsplit_once('/') {
-        Some((parent, segment)) if key.len() > MAX_KEY_BYTES => child_key(parent, segment),
+        Some((parent, segment)) if key.len() > max => child_key(parent, segment, max),
         _ => key.to_string(),
     }
 }
 
-/// The folder key the items of folder `parent` go under: `parent` itself, or, when it leaves less
-/// than [`MIN_CHILD_BYTES`] for them, its leading whole segments followed by `_deep-<hash of
-/// parent>`. The hash keeps two deep folders apart; the leading segments keep the mirror browsable.
-pub fn fit_parent(parent: &str) -> std::borrow::Cow<'_, str> {
-    if parent.len() + 1 + MIN_CHILD_BYTES <= MAX_KEY_BYTES {
+/// The folder key the items of folder `parent` go under when keys are at most `max` bytes: `parent`
+/// itself, or, when it leaves less than [`MIN_CHILD_BYTES`] for them, its leading whole segments
+/// followed by `_deep-<hash of parent>`. The hash keeps two deep folders apart; the leading segments
+/// keep the mirror browsable.
+pub fn fit_parent(parent: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if parent.len() + 1 + MIN_CHILD_BYTES <= max {
         return std::borrow::Cow::Borrowed(parent);
     }
     let tag = format!("_deep-{}", short_hash(parent));
-    let budget = MAX_KEY_BYTES - MIN_CHILD_BYTES - tag.len() - 2;
+    let budget = max.saturating_sub(MIN_CHILD_BYTES + tag.len() + 2);
     let head_end = parent.match_indices('/').map(|(i, _)| i).take_while(|i| *i <= budget).last().unwrap_or(0);
     std::borrow::Cow::Owned(match &parent[..head_end] {
         "" => tag,
@@ -281,36 +296,48 @@ mod tests {
 
     #[test]
     fn a_key_that_fits_is_the_plain_join() {
-        assert_eq!(child_key("pre/my-drive/a", "b.txt"), "pre/my-drive/a/b.txt");
+        assert_eq!(child_key("pre/my-drive/a", "b.txt", MAX_KEY_BYTES), "pre/my-drive/a/b.txt");
     }
 
     #[test]
     fn a_long_name_in_a_deep_folder_is_shortened_keeping_its_extension() {
         let parent = format!("pre/{}", "p".repeat(800));
         let long = format!("{}.pdf", "n".repeat(230));
-        let key = child_key(&parent, &long);
+        let key = child_key(&parent, &long, MAX_KEY_BYTES);
         assert!(key.len() <= MAX_KEY_BYTES, "{}", key.len());
         assert!(key.starts_with(&format!("{parent}/nnn")) && key.ends_with(".pdf"), "{key}");
         let twin = format!("{}x.pdf", "n".repeat(229));
-        assert_ne!(child_key(&parent, &twin), key, "two names sharing a long start stay apart");
+        assert_ne!(child_key(&parent, &twin, MAX_KEY_BYTES), key, "two names sharing a long start stay apart");
     }
 
     proptest! {
         #[test]
         fn every_key_fits_however_deep_and_is_stable(
             names in proptest::collection::vec("[a-z\u{e9}]{1,120}", 1..40),
+            max in prop_oneof![Just(MAX_KEY_BYTES), Just(SUPABASE_MAX_KEY_BYTES), 512usize..=1024],
         ) {
             let mut parent = "pre/my-drive".to_string();
             for name in &names {
                 let segment = segment(name, None, None, KeyMode::Supabase);
-                let key = child_key(&parent, &segment);
-                prop_assert!(key.len() <= MAX_KEY_BYTES, "{} bytes: {key}", key.len());
+                let key = child_key(&parent, &segment, max);
+                prop_assert!(key.len() <= max, "{} bytes over {max}: {key}", key.len());
                 prop_assert!(key.starts_with("pre/my-drive/"));
-                prop_assert_eq!(&child_key(&parent, &segment), &key, "not stable");
+                prop_assert_eq!(&child_key(&parent, &segment, max), &key, "not stable");
                 prop_assert!(key.split('/').all(|s| !s.is_empty() && s.len() <= MAX_SEGMENT_BYTES));
                 parent = key;
             }
         }
+    }
+
+    #[test]
+    fn supabase_keys_leave_room_for_the_hosted_stores_own_path() {
+        assert_eq!(default_max_key_bytes(KeyMode::Supabase), SUPABASE_MAX_KEY_BYTES);
+        assert_eq!(default_max_key_bytes(KeyMode::Utf8), MAX_KEY_BYTES);
+        // `<project ref>/<bucket of 63>/<key>/<uuid>` stays within S3's limit.
+        assert!(20 + 1 + 63 + 1 + SUPABASE_MAX_KEY_BYTES + 1 + 36 <= MAX_KEY_BYTES);
+        let parent = format!("pre/{}", "p/".repeat(440));
+        let key = child_key(parent.trim_end_matches('/'), &format!("{}.pdf", "n".repeat(200)), SUPABASE_MAX_KEY_BYTES);
+        assert!(key.len() <= SUPABASE_MAX_KEY_BYTES && key.ends_with(".pdf"), "{} bytes: {key}", key.len());
     }
 
     #[test]

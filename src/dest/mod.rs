@@ -4,6 +4,7 @@
 pub mod keys;
 mod local_list;
 pub mod multipart;
+pub mod refusal;
 pub mod s3_copy;
 mod uploads;
 pub mod versions;
@@ -58,8 +59,22 @@ fn timeout_hint(source: &object_store::Error) -> &'static str {
     }
 }
 
+impl DestError {
+    /// The store's refusal of this one object (too large, a key it does not take, access denied),
+    /// if that is what this error is: see [`refusal::Refusal`].
+    pub fn refusal(&self) -> Option<refusal::Refusal> {
+        match self {
+            DestError::Store { source, .. } => refusal::Refusal::of(source),
+            _ => None,
+        }
+    }
+}
+
 impl Classified for DestError {
     fn class(&self) -> ErrorClass {
+        if self.refusal().is_some() {
+            return ErrorClass::Permanent;
+        }
         match self {
             DestError::Store { source, .. } => match source {
                 object_store::Error::NotFound { .. }
@@ -74,6 +89,9 @@ impl Classified for DestError {
         }
     }
     fn reason(&self) -> String {
+        if let Some(refusal) = self.refusal() {
+            return refusal.reason().into();
+        }
         match self {
             DestError::Store { op, .. } => format!("{op}_failed"),
             DestError::Config(_) => "config".into(),
@@ -249,6 +267,10 @@ pub struct Destination {
     breaker: Arc<Breaker>,
     /// Key alphabet.
     pub key_mode: KeyMode,
+    /// Longest whole key written (`[destination] max_key_bytes`, or the key mode's default).
+    pub max_key_bytes: usize,
+    /// `[destination] max_file_size`: larger files are dead-lettered before they are downloaded.
+    pub max_file_size: Option<u64>,
     /// What Drive deletes do.
     pub delete_policy: DeletePolicy,
     /// `[destination] versions`: earlier contents kept per key (0: none).
@@ -319,6 +341,8 @@ impl Destination {
             etag_is_md5,
             breaker: Arc::new(Breaker::new("destination", retry.breaker())),
             key_mode: cfg.key_mode(),
+            max_key_bytes: cfg.max_key_bytes(),
+            max_file_size: cfg.max_file_size.map(|b| b.0),
             delete_policy: cfg.deletes,
             versions: cfg.versions,
             crash_countdown: None,
@@ -742,7 +766,7 @@ impl Destination {
     /// earlier one. Idempotent: a source already gone is done.
     async fn trash(&self, key: &ObjectKey) -> Result<(), DestError> {
         let rel = key.as_str().strip_prefix(&self.prefix).unwrap_or(key.as_str()).trim_start_matches('/');
-        let fit = |key: ObjectKey| ObjectKey(keys::fit_key(key.as_str()));
+        let fit = |key: ObjectKey| ObjectKey(keys::fit_key(key.as_str(), self.max_key_bytes));
         let plain = fit(self.key(&format!(".trash/{rel}")));
         let plain_free = matches!(self.head(&plain).await, Ok(None));
         let stamp = crate::state::unix_ms();

@@ -39,7 +39,7 @@ impl Destination {
     /// Where a content of `key` named `name` is kept.
     pub fn version_object(&self, key: &ObjectKey, name: &str) -> ObjectKey {
         let rel = key.as_str().strip_prefix(&self.prefix).unwrap_or(key.as_str()).trim_start_matches('/');
-        ObjectKey(keys::fit_key(self.key(&format!(".versions/{rel}/{name}")).as_str()))
+        ObjectKey(keys::fit_key(self.key(&format!(".versions/{rel}/{name}")).as_str(), self.max_key_bytes))
     }
 }
 

@@ -41,8 +41,13 @@ pub struct Layout {
     pub mode: KeyMode,
     /// Export formats.
     pub export: ExportConfig,
-    /// Larger files are dead-lettered.
+    /// Larger files are dead-lettered (`[source] max_file_size`).
     pub max_file_size: Option<u64>,
+    /// Larger files are dead-lettered before their download: the store would refuse them
+    /// (`[destination] max_file_size`).
+    pub dest_max_file_size: Option<u64>,
+    /// Longest whole key (`[destination] max_key_bytes`, or the key mode's default).
+    pub max_key_bytes: usize,
 }
 
 /// The planner's one I/O need: metadata of a folder it has not seen.
@@ -375,7 +380,25 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             return Err(StageError::Failed(format!("no free key for {id} in {parent:?}")));
         }
         let suffix = (nth > 0).then_some((id, nth));
-        Ok(keys::child_key(parent, &keys::candidate_segment(name, ext, suffix, self.layout.mode)))
+        let segment = keys::candidate_segment(name, ext, suffix, self.layout.mode);
+        Ok(keys::child_key(parent, &segment, self.layout.max_key_bytes))
+    }
+
+    /// Why a file is too large to mirror, before any byte of it is downloaded: over `[source]
+    /// max_file_size` (`fileTooLarge`), or over `[destination] max_file_size`, the store's own limit
+    /// (`destination_too_large`, as the store's refusal of a larger upload is reported).
+    fn too_large(&self, file: &DriveFile) -> Option<(&'static str, String)> {
+        let size = file.size?;
+        if let Some(max) = self.layout.max_file_size.filter(|max| size > *max) {
+            return Some(("fileTooLarge", format!("{size} bytes is over max_file_size {max}")));
+        }
+        let max = self.layout.dest_max_file_size.filter(|max| size > *max)?;
+        let (size, max) = (crate::dest::refusal::human_size(size), crate::dest::refusal::human_size(max));
+        let error = format!(
+            "{size} over destination.max_file_size ({max}), the store's limit: raise the store's file size \
+             limit and destination.max_file_size, then `mirrorflow dlq retry`"
+        );
+        Some((crate::dest::refusal::Refusal::TooLarge.reason(), error))
     }
 
     /// The key of `name` inside `parent` for event `seq`: the first candidate that is free (or already
@@ -776,11 +799,8 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         };
         let what = KeyFor::File { ext: source.1.as_deref() };
         let key = ObjectKey(self.claim(event.seq, &file.id, parent, &file.name, what).await?);
-        if let (Some(max), Some(size)) = (self.layout.max_file_size, file.size)
-            && size > max
-        {
-            let error = format!("{size} bytes is over max_file_size {max}");
-            let (name, reason) = (&file.name, "fileTooLarge");
+        if let Some((reason, error)) = self.too_large(&file) {
+            let (name, reason) = (&file.name, reason);
             let stage = StageName::Planner;
             crate::internal_events::DeadLettered { stage, file: &file.id, name, key: &key, reason, error: &error }
                 .emit();
@@ -1044,7 +1064,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         for id in self.folders_below(root) {
             let Some(f) = self.folders.get(&id) else { continue };
             let Some(parent_key) = f.parent.as_ref().and_then(|p| new_keys.get(p)) else { continue };
-            let key = keys::child_key(parent_key, last_segment(&f.key.0));
+            let key = keys::child_key(parent_key, last_segment(&f.key.0), self.layout.max_key_bytes);
             let Some(f) = self.folders.get_mut(&id) else { continue };
             f.key = ObjectKey(key.clone());
             let f = f.clone();
@@ -1202,6 +1222,8 @@ mod tests {
             mode: KeyMode::Utf8,
             export: ExportConfig::default(),
             max_file_size: Some(100),
+            dest_max_file_size: Some(80),
+            max_key_bytes: keys::MAX_KEY_BYTES,
         };
         Planner::new(Store::open(dir).unwrap(), Arc::new(NoLookup), scope, layout, Arc::default()).unwrap()
     }
@@ -1279,6 +1301,8 @@ mod tests {
                 mode: KeyMode::Utf8,
                 export: ExportConfig::default(),
                 max_file_size: None,
+                dest_max_file_size: None,
+                max_key_bytes: keys::MAX_KEY_BYTES,
             };
             let store = Store::open(dir.path()).unwrap();
             let mut p =
@@ -1327,7 +1351,7 @@ mod tests {
         let ledger = Arc::new(super::super::ledger::Ledger::new(1, 16));
         let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new(), ..Default::default() };
         let layout =
-            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None };
+            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None, dest_max_file_size: None, max_key_bytes: keys::MAX_KEY_BYTES };
         let store = Store::open(dir.path()).unwrap();
         let mut p = Planner::new(store.clone(), Arc::new(NoLookup), scope, layout, ledger.clone()).unwrap();
         assert_eq!(key_of(&mut p, 1, file("A", "r.txt", "root")).await, "pre/my-drive/r.txt");
@@ -1366,7 +1390,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new(), ..Default::default() };
         let layout =
-            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None };
+            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None, dest_max_file_size: None, max_key_bytes: keys::MAX_KEY_BYTES };
         let lookup = Arc::new(CountingLookup::default());
         let mut p =
             Planner::new(Store::open(dir.path()).unwrap(), lookup.clone(), scope, layout, Arc::default()).unwrap();
@@ -1442,6 +1466,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_file_over_the_destinations_max_file_size_is_dead_lettered_before_its_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = planner(dir.path());
+        let mut over = file("B", "b", "root");
+        over.size = Some(90);
+        let r = p.plan(upsert(1, over)).await.unwrap();
+        let Err(Outcome { kind: OutcomeKind::DeadLettered(dl), .. }) = r else { panic!("{r:?}") };
+        assert_eq!(dl.reason, "destination_too_large");
+        assert!(dl.last_error.contains("over destination.max_file_size (80 bytes)"), "{}", dl.last_error);
+        let mut within = file("C", "c", "root");
+        within.size = Some(80);
+        assert!(p.plan(upsert(2, within)).await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
     async fn files_whose_owner_disabled_downloads_are_skipped_without_a_download() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = planner(dir.path());
@@ -1474,7 +1513,7 @@ mod tests {
         store.apply(&crate::state::CommitBatch { outcomes: vec![skipped], next_seq: 2, ..Default::default() }).unwrap();
         let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new(), ..Default::default() };
         let layout =
-            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None };
+            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None, dest_max_file_size: None, max_key_bytes: keys::MAX_KEY_BYTES };
         let mut p = Planner::new(store, Arc::new(NoLookup), scope, layout, Arc::default()).unwrap();
         let r = p.plan(upsert(2, file("X", "x.exe", "root"))).await.unwrap();
         assert!(matches!(&r, Err(Outcome { kind: OutcomeKind::Skipped(SkipReason::Abusive(_)), .. })), "{r:?}");
@@ -1599,7 +1638,7 @@ mod tests {
     fn in_memory(memory: Memory) -> Planner<NoLookup, Memory> {
         let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new(), ..Default::default() };
         let layout =
-            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None };
+            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None, dest_max_file_size: None, max_key_bytes: keys::MAX_KEY_BYTES };
         Planner::new(memory, Arc::new(NoLookup), scope, layout, Arc::default()).unwrap()
     }
 

@@ -181,6 +181,9 @@ pub struct Uploader<W: WriteTarget = Uploads> {
     pub digests: crate::hashing::Digests,
     /// The downloader's input, for a copy whose source vanished (fetch the bytes instead).
     pub refetch: super::Redo<Planned>,
+    /// Longest whole key (`[destination] max_key_bytes`): a subtree move's keys keep within it, as
+    /// the planner's do.
+    pub max_key_bytes: usize,
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -204,10 +207,23 @@ fn replacing_content(planned: &Planned) -> Option<Option<&str>> {
     }
 }
 
-/// A write that failed: fatal when the store could not record it, else the file is dead-lettered.
-async fn write_failed(planned: &Planned, e: DestError, emit: &Emit<Uploaded>) -> Result<(), StageError> {
+/// A write that failed: fatal when the store could not record it, else the file is dead-lettered;
+/// a store's refusal of this one object with its own reason and what to change (`max_key_bytes`: the
+/// key limit in force, which an invalid key's message names).
+async fn write_failed(
+    planned: &Planned,
+    e: DestError,
+    max_key_bytes: usize,
+    emit: &Emit<Uploaded>,
+) -> Result<(), StageError> {
     if e.class() == ErrorClass::Fatal {
         return Err(StageError::Fatal(e.to_string()));
+    }
+    if let Some(refusal) = e.refusal() {
+        crate::metrics::event(StageName::Uploader.as_str(), refusal.reason());
+        let size = planned.file.size.filter(|_| is_media(planned));
+        let why = format!("{} ({e})", refusal.explain(&planned.key, size, max_key_bytes));
+        return emit.dead_letter(StageName::Uploader, planned, refusal.reason(), why).await;
     }
     emit.dead_letter(StageName::Uploader, planned, "destinationError", e.to_string()).await
 }
@@ -394,7 +410,7 @@ impl<W: WriteTarget> Uploader<W> {
         if let Some(new_md5) = replacing_content(&planned)
             && let Err(e) = self.target.keep_version(&planned.file.id, new_md5).await
         {
-            return write_failed(&planned, e, emit).await;
+            return write_failed(&planned, e, self.max_key_bytes, emit).await;
         }
         let result = match (&planned.kind, t.body) {
             (ActionKind::Delete, _) => match self.target.remove(&planned.key).await {
@@ -447,7 +463,7 @@ impl<W: WriteTarget> Uploader<W> {
                 crate::metrics::event(Self::NAME.as_str(), "rejected");
                 retry_or_dead_letter(planned, m, &self.refetch, emit).await
             }
-            Err(e) => write_failed(&planned, e, emit).await,
+            Err(e) => write_failed(&planned, e, self.max_key_bytes, emit).await,
         }
     }
 
@@ -496,7 +512,7 @@ impl<W: WriteTarget> Uploader<W> {
             let mut after = None;
             loop {
                 let page = self.target.folder_page(&dir.folder, after.as_ref(), crate::model::TREE_STEP_FILES)?;
-                let files = step_files(page.records, dir, tree.remove);
+                let files = step_files(page.records, dir, tree.remove, self.max_key_bytes);
                 if !files.is_empty() {
                     match self.apply_tree_step(&files, tree.remove, emit).await? {
                         Ok(lost) => all_lost.extend(lost),
@@ -595,6 +611,7 @@ fn step_files(
     records: Vec<crate::model::FileRecord>,
     dir: &crate::model::TreeDir,
     remove: bool,
+    max_key_bytes: usize,
 ) -> Vec<(crate::model::FileRecord, crate::model::ObjectKey)> {
     records
         .into_iter()
@@ -604,7 +621,7 @@ fn step_files(
                 return Some((rec, now));
             }
             let segment = super::planner::last_segment(&now.0);
-            rec.key = crate::model::ObjectKey(crate::dest::keys::child_key(&dir.key.0, segment));
+            rec.key = crate::model::ObjectKey(crate::dest::keys::child_key(&dir.key.0, segment, max_key_bytes));
             (rec.key != now).then_some((rec, now))
         })
         .collect()
@@ -802,6 +819,7 @@ mod tests {
             budget: crate::stages::budget::MemoryBudget::new(1 << 20),
             digests: crate::hashing::Digests::Md5,
             refetch,
+            max_key_bytes: crate::dest::keys::MAX_KEY_BYTES,
         };
         Rig { uploader, fake, refetched }
     }

@@ -37,6 +37,8 @@ pub struct KeyRules {
     pub prefix: String,
     /// Key alphabet.
     pub mode: KeyMode,
+    /// Longest whole key (`[destination] max_key_bytes`).
+    pub max_key_bytes: usize,
 }
 
 impl KeyRules {
@@ -55,7 +57,7 @@ impl KeyRules {
 
     fn candidate(&self, id: &FileId, parent: &str, name: &str, ext: Option<&str>, nth: u32) -> String {
         let suffix = (nth > 0).then_some((id, nth));
-        keys::child_key(parent, &keys::candidate_segment(name, ext, suffix, self.mode))
+        keys::child_key(parent, &keys::candidate_segment(name, ext, suffix, self.mode), self.max_key_bytes)
     }
 
     /// Whether `recorded` is candidate `nth` as a subtree move leaves it: directly in `parent`, with a
@@ -72,7 +74,7 @@ impl KeyRules {
         let segment = recorded.0.rsplit('/').next().unwrap_or_default();
         let suffix = (nth > 0).then_some((id, nth));
         let full = keys::candidate_segment(name, ext, suffix, self.mode);
-        keys::child_key(parent, segment) == recorded.0 && keys::derives_from(segment, &full)
+        keys::child_key(parent, segment, self.max_key_bytes) == recorded.0 && keys::derives_from(segment, &full)
     }
 
     /// The key of item `id` named `name` (plus `ext` for an export) inside `parent`.
@@ -314,7 +316,7 @@ mod tests {
     }
 
     fn rules() -> KeyRules {
-        KeyRules { prefix: "pre".into(), mode: KeyMode::Local }
+        KeyRules { prefix: "pre".into(), mode: KeyMode::Local, max_key_bytes: keys::MAX_KEY_BYTES }
     }
 
     fn folder(i: &str, name: &str, parent: &str, drive: Option<&str>) -> DriveFile {

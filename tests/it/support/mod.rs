@@ -527,7 +527,7 @@ pub fn assert_paths_follow_drive(config: &Path, tree: &EmuTree) {
             match parent_dir(parent) {
                 Some(dir) => assert_eq!(
                     dir_of(&rec.key.0),
-                    fit_parent(&dir),
+                    fit_parent(&dir, dest.max_key_bytes),
                     "{} ({:?}) is not in its parent's folder",
                     rec.id,
                     item.name
@@ -548,7 +548,7 @@ pub fn assert_paths_follow_drive(config: &Path, tree: &EmuTree) {
         if let Some(dir) = parent_dir(item.parents.first().unwrap()) {
             assert_eq!(
                 dir_of(&f.key.0),
-                fit_parent(&dir),
+                fit_parent(&dir, dest.max_key_bytes),
                 "folder {} ({:?}) is not in its parent's folder",
                 f.id,
                 item.name
