@@ -30,6 +30,8 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("source.webhook", "channel_ttl", Kind::Time),
     ("destination", "versions", Kind::Count),
     ("destination", "timeout", Kind::Time),
+    ("destination", "max_file_size", Kind::Bytes),
+    ("destination", "max_key_bytes", Kind::Count),
     ("state", "audit_retention", Kind::Time),
     ("pipeline", "chunk_size", Kind::Bytes),
     ("pipeline", "chunk_depth", Kind::Count),
@@ -242,6 +244,11 @@ async fn exercise(cfg: &Config) {
         let _ = breaker.call(|| async { Err::<(), _>(Flaky) }).await;
     }
     assert_eq!(breaker.state(), BreakerState::Open);
+    // Keys within the key limit, however deep.
+    let max_key = cfg.destination.max_key_bytes();
+    let deep = "d/".repeat(600);
+    let key = mirrorflow::dest::keys::child_key(deep.trim_end_matches('/'), &"n".repeat(200), max_key);
+    assert!(key.len() <= max_key, "{} bytes over {max_key}", key.len());
     // Channels sized by the stages' capacities (a zero capacity panics in tokio).
     for stage in StageName::ALL {
         let s = cfg.stages.settings(stage);

@@ -15,6 +15,7 @@ mod content_dedup;
 mod continuous;
 mod crash_restart;
 mod drive_as_documented;
+mod destination_refusals;
 mod dry_run;
 mod emulator_big;
 mod emulator_faults;

@@ -4,6 +4,7 @@
 
 pub mod emu;
 pub mod pg;
+pub mod refusing_proxy;
 pub mod slowdown_proxy;
 
 use drive_emulator::{EmuTree, Emulator, EmulatorConfig};
