@@ -188,6 +188,8 @@ fn bench_planner(c: &mut Criterion) {
             mode: KeyMode::Utf8,
             export: ExportConfig::default(),
             max_file_size: None,
+            dest_max_file_size: None,
+            max_key_bytes: mirrorflow::dest::keys::default_max_key_bytes(KeyMode::Utf8),
         };
         let barrier = Arc::new(Ledger::default());
         let mut planner = Planner::new(store.clone(), Arc::new(NoLookup), scope.clone(), layout, barrier).unwrap();
@@ -209,7 +211,15 @@ fn bench_planner(c: &mut Criterion) {
     for (name, mode) in
         [("100k_files_1k_folders", KeyMode::Utf8), ("100k_files_1k_folders_supabase", KeyMode::Supabase)]
     {
-        let layout = Layout { prefix: "mirror".into(), mode, export: ExportConfig::default(), max_file_size: None };
+        let max_key_bytes = mirrorflow::dest::keys::default_max_key_bytes(mode);
+        let layout = Layout {
+            prefix: "mirror".into(),
+            mode,
+            export: ExportConfig::default(),
+            max_file_size: None,
+            dest_max_file_size: None,
+            max_key_bytes,
+        };
         g.bench_function(name, |b| {
             b.to_async(&rt).iter_batched(
                 || {
@@ -239,8 +249,14 @@ fn bench_planner(c: &mut Criterion) {
         let outcomes = (start..(start + COMMIT_BATCH).min(EVENTS)).map(|n| committed(n as u64 + 1, n)).collect();
         big.apply(&CommitBatch { outcomes, ..Default::default() }).unwrap();
     }
-    let layout =
-        Layout { prefix: "mirror".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None };
+    let layout = Layout {
+        prefix: "mirror".into(),
+        mode: KeyMode::Utf8,
+        export: ExportConfig::default(),
+        max_file_size: None,
+        dest_max_file_size: None,
+        max_key_bytes: mirrorflow::dest::keys::MAX_KEY_BYTES,
+    };
     let new_planner = || {
         let barrier = Arc::new(Ledger::default());
         Planner::new(big.clone(), Arc::new(NoLookup), scope.clone(), layout.clone(), barrier).unwrap()

@@ -161,6 +161,8 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// 900 leaves 124 bytes for that path (a 20-character project ref, a bucket name of up to 63, a
 /// 36-character uuid and the slashes). `[destination] max_key_bytes` changes it.
 pub const SUPABASE_MAX_KEY_BYTES: usize = 900;
+// `<project ref>/<bucket of 63>/<key>/<uuid>` stays within S3's limit.
+const _: () = assert!(20 + 1 + 63 + 1 + SUPABASE_MAX_KEY_BYTES + 1 + 36 <= MAX_KEY_BYTES);
 
 /// The longest key written in `mode` unless `[destination] max_key_bytes` says otherwise.
 pub fn default_max_key_bytes(mode: KeyMode) -> usize {
@@ -333,8 +335,6 @@ mod tests {
     fn supabase_keys_leave_room_for_the_hosted_stores_own_path() {
         assert_eq!(default_max_key_bytes(KeyMode::Supabase), SUPABASE_MAX_KEY_BYTES);
         assert_eq!(default_max_key_bytes(KeyMode::Utf8), MAX_KEY_BYTES);
-        // `<project ref>/<bucket of 63>/<key>/<uuid>` stays within S3's limit.
-        assert!(20 + 1 + 63 + 1 + SUPABASE_MAX_KEY_BYTES + 1 + 36 <= MAX_KEY_BYTES);
         let parent = format!("pre/{}", "p/".repeat(440));
         let key = child_key(parent.trim_end_matches('/'), &format!("{}.pdf", "n".repeat(200)), SUPABASE_MAX_KEY_BYTES);
         assert!(key.len() <= SUPABASE_MAX_KEY_BYTES && key.ends_with(".pdf"), "{} bytes: {key}", key.len());

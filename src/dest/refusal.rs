@@ -121,7 +121,9 @@ mod tests {
     #[test]
     fn refusals_are_told_by_their_s3_code_or_else_their_status() {
         let body = |status: &str, code: &str| {
-            format!("Error performing PUT http://s/b/k in 2ms - Server returned non-2xx status code: {status}: <?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message></Error>")
+            format!(
+                "Error performing PUT http://s/b/k in 2ms - Server returned non-2xx status code: {status}: <?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message></Error>"
+            )
         };
         let cases = [
             (body("413 Payload Too Large", "EntityTooLarge"), Some(Refusal::TooLarge)),

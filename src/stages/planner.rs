@@ -1350,8 +1350,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Arc::new(super::super::ledger::Ledger::new(1, 16));
         let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new(), ..Default::default() };
-        let layout =
-            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None, dest_max_file_size: None, max_key_bytes: keys::MAX_KEY_BYTES };
+        let layout = Layout {
+            prefix: "pre".into(),
+            mode: KeyMode::Utf8,
+            export: ExportConfig::default(),
+            max_file_size: None,
+            dest_max_file_size: None,
+            max_key_bytes: keys::MAX_KEY_BYTES,
+        };
         let store = Store::open(dir.path()).unwrap();
         let mut p = Planner::new(store.clone(), Arc::new(NoLookup), scope, layout, ledger.clone()).unwrap();
         assert_eq!(key_of(&mut p, 1, file("A", "r.txt", "root")).await, "pre/my-drive/r.txt");
@@ -1389,8 +1395,14 @@ mod tests {
     async fn an_out_of_scope_parent_is_looked_up_once_until_it_changes() {
         let dir = tempfile::tempdir().unwrap();
         let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new(), ..Default::default() };
-        let layout =
-            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None, dest_max_file_size: None, max_key_bytes: keys::MAX_KEY_BYTES };
+        let layout = Layout {
+            prefix: "pre".into(),
+            mode: KeyMode::Utf8,
+            export: ExportConfig::default(),
+            max_file_size: None,
+            dest_max_file_size: None,
+            max_key_bytes: keys::MAX_KEY_BYTES,
+        };
         let lookup = Arc::new(CountingLookup::default());
         let mut p =
             Planner::new(Store::open(dir.path()).unwrap(), lookup.clone(), scope, layout, Arc::default()).unwrap();
@@ -1512,8 +1524,14 @@ mod tests {
         let skipped = Outcome { seq: ChangeSeq(1), file_id: FileId("X".into()), kind };
         store.apply(&crate::state::CommitBatch { outcomes: vec![skipped], next_seq: 2, ..Default::default() }).unwrap();
         let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new(), ..Default::default() };
-        let layout =
-            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None, dest_max_file_size: None, max_key_bytes: keys::MAX_KEY_BYTES };
+        let layout = Layout {
+            prefix: "pre".into(),
+            mode: KeyMode::Utf8,
+            export: ExportConfig::default(),
+            max_file_size: None,
+            dest_max_file_size: None,
+            max_key_bytes: keys::MAX_KEY_BYTES,
+        };
         let mut p = Planner::new(store, Arc::new(NoLookup), scope, layout, Arc::default()).unwrap();
         let r = p.plan(upsert(2, file("X", "x.exe", "root"))).await.unwrap();
         assert!(matches!(&r, Err(Outcome { kind: OutcomeKind::Skipped(SkipReason::Abusive(_)), .. })), "{r:?}");
@@ -1637,8 +1655,14 @@ mod tests {
 
     fn in_memory(memory: Memory) -> Planner<NoLookup, Memory> {
         let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new(), ..Default::default() };
-        let layout =
-            Layout { prefix: "pre".into(), mode: KeyMode::Utf8, export: ExportConfig::default(), max_file_size: None, dest_max_file_size: None, max_key_bytes: keys::MAX_KEY_BYTES };
+        let layout = Layout {
+            prefix: "pre".into(),
+            mode: KeyMode::Utf8,
+            export: ExportConfig::default(),
+            max_file_size: None,
+            dest_max_file_size: None,
+            max_key_bytes: keys::MAX_KEY_BYTES,
+        };
         Planner::new(memory, Arc::new(NoLookup), scope, layout, Arc::default()).unwrap()
     }
 

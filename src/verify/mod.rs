@@ -202,8 +202,11 @@ async fn verify_with(cfg: &Config, opts: &VerifyOptions, store: Option<&Store>) 
 pub async fn reconcile(src: &Sources<'_>, opts: &VerifyOptions) -> Result<Report, VerifyError> {
     let counters = Arc::new(Counters::default());
     let ticker = opts.progress.then(|| spawn_progress(counters.clone()));
-    let rules =
-        KeyRules { prefix: src.dest.prefix().to_string(), mode: src.dest.key_mode, max_key_bytes: src.dest.max_key_bytes };
+    let rules = KeyRules {
+        prefix: src.dest.prefix().to_string(),
+        mode: src.dest.key_mode,
+        max_key_bytes: src.dest.max_key_bytes,
+    };
     let mut pass = Pass {
         export: src.export,
         max_file_size: src.max_file_size,
