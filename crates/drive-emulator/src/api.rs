@@ -189,6 +189,14 @@ pub(crate) async fn files_get(
         let pending = {
             let st = app.state();
             let item = visible(&st, &id, &p)?;
+            if item.unopened_link_share()
+                && let Some(key) = &item.resource_key
+                && !media::resource_key_given(&headers, &item.id, key)
+            {
+                // Another user's link-shared file this user never opened: Drive shows it only to a
+                // request that carries its resource key.
+                return Err(ApiError::file_not_found(&id));
+            }
             st.render(item, with_digests)
         };
         let value = finish(vec![pending], false).await.pop().unwrap_or_default();

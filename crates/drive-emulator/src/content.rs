@@ -142,6 +142,9 @@ pub enum DocKind {
     Script,
     /// Google Forms: listed in Drive, never exportable.
     Form,
+    /// Google Vids: no `files.export`; Drive hands them over only through `files.download` (a
+    /// long-running operation), as MP4.
+    Vid,
 }
 
 /// `(export mime type, exportFormat)` pairs per kind, as in Drive's `exportLinks`.
@@ -183,13 +186,14 @@ pub(crate) const EXPORT_LIMIT: u64 = 10_000_000;
 
 impl DocKind {
     /// Every kind, for lookups by mime type.
-    pub const ALL: [DocKind; 6] = [
+    pub const ALL: [DocKind; 7] = [
         DocKind::Document,
         DocKind::Spreadsheet,
         DocKind::Presentation,
         DocKind::Drawing,
         DocKind::Script,
         DocKind::Form,
+        DocKind::Vid,
     ];
 
     /// The Google Apps mime type.
@@ -201,6 +205,7 @@ impl DocKind {
             DocKind::Drawing => "application/vnd.google-apps.drawing",
             DocKind::Script => "application/vnd.google-apps.script",
             DocKind::Form => "application/vnd.google-apps.form",
+            DocKind::Vid => "application/vnd.google-apps.vid",
         }
     }
 
@@ -212,7 +217,7 @@ impl DocKind {
             DocKind::Presentation => SLIDES_FORMATS,
             DocKind::Drawing => DRAWING_FORMATS,
             DocKind::Script => SCRIPT_FORMATS,
-            DocKind::Form => &[],
+            DocKind::Form | DocKind::Vid => &[],
         }
     }
 
@@ -226,6 +231,7 @@ impl DocKind {
             // Drive serves these from script.google.com; the emulator keeps one host for its links.
             DocKind::Script => "/feeds/download/scripts/Export",
             DocKind::Form => "/forms/export",
+            DocKind::Vid => "/vids/export",
         }
     }
 

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::EmulatorConfig;
 use super::api::json_response;
 use super::app::App;
-use super::content::{ensure_digests, export_size};
+use super::content::{DocKind, ensure_digests, export_size};
 use super::faults::FaultSettings;
 use super::model::{Kind, rfc3339};
 use super::mutate::{MutateError, MutateOp};
@@ -71,7 +71,8 @@ pub struct EmuItem {
     pub shortcut_target: Option<String>,
     /// Export mime type → export size in bytes, for Google Docs Editors files.
     pub export_sizes: Option<BTreeMap<String, u64>>,
-    /// alt=media needs `acknowledgeAbuse=true`.
+    /// alt=media needs `acknowledgeAbuse=true`, which only the owner (or a shared drive's organizer)
+    /// can give.
     pub abusive: bool,
     /// False when the owner disabled downloads (`capabilities.canDownload`): no mirror can hold it.
     #[serde(default = "yes")]
@@ -234,6 +235,10 @@ fn build_tree(st: &State, app: &App) -> (EmuTree, Blobs) {
         let (blob, shortcut_target, export_sizes) = match &item.kind {
             Kind::Binary { blob, .. } => (Some(blob.clone()), None, None),
             Kind::Shortcut { target_id, .. } => (None, Some(target_id.clone()), None),
+            Kind::Doc { kind: DocKind::Vid, rev, export_base } => {
+                let size = super::download_op::vid_size(&item.id, *rev, *export_base);
+                (None, None, Some(BTreeMap::from([(super::download_op::VID_MIME.to_string(), size)])))
+            }
             Kind::Doc { kind, rev, export_base } => {
                 let sizes = kind
                     .formats()

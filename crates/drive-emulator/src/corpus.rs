@@ -119,7 +119,8 @@ impl Corpus {
 
     /// Create a shortcut to `target_id` (which may not exist).
     pub fn add_shortcut(&mut self, name: &str, target_id: &str, target_mime: &str, place: Placement) -> String {
-        let kind = Kind::Shortcut { target_id: target_id.into(), target_mime: target_mime.into() };
+        let target_key = self.items.get(target_id).and_then(|t| t.resource_key.clone());
+        let kind = Kind::Shortcut { target_id: target_id.into(), target_mime: target_mime.into(), target_key };
         let item = self.base_item(name, SHORTCUT_MIME, place, kind);
         self.insert(item)
     }

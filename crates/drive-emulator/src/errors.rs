@@ -140,7 +140,8 @@ impl ApiError {
         .at("parameter", "alt")
     }
 
-    /// alt=media on an abuse-flagged file without `acknowledgeAbuse=true`.
+    /// alt=media on an abuse-flagged file without `acknowledgeAbuse=true`, or with it from a user who
+    /// is neither the file's owner nor an organizer of its shared drive.
     pub fn abusive() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,

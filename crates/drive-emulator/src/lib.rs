@@ -16,6 +16,7 @@ mod consent;
 mod content;
 mod control;
 mod corpus;
+mod download_op;
 mod errors;
 mod faults;
 mod fields;

@@ -16,13 +16,13 @@ use super::params::Params;
 use super::stats::ByteCounter;
 
 /// What to stream and how to label it.
-struct Source {
-    key: u64,
-    size: u64,
-    content_type: String,
-    file_id: String,
-    export: bool,
-    disposition: Option<String>,
+pub(crate) struct Source {
+    pub key: u64,
+    pub size: u64,
+    pub content_type: String,
+    pub file_id: String,
+    pub export: bool,
+    pub disposition: Option<String>,
 }
 
 fn header_value(s: &str) -> HeaderValue {
@@ -30,7 +30,7 @@ fn header_value(s: &str) -> HeaderValue {
 }
 
 /// Build the streamed response for `src`, honouring `range` and an injected reset.
-fn stream(app: &App, src: Source, range: RangeSpec, pass: Pass) -> Result<Response, ApiError> {
+pub(crate) fn stream(app: &App, src: Source, range: RangeSpec, pass: Pass) -> Result<Response, ApiError> {
     let (start, end, status) = match range {
         RangeSpec::Full => (0, src.size, StatusCode::OK),
         RangeSpec::Part(a, b) => (a, b + 1, StatusCode::PARTIAL_CONTENT),
@@ -84,7 +84,10 @@ pub(crate) async fn media(
         if !item.can_download {
             return Err(ApiError::cannot_download());
         }
-        if (item.abusive || app.faults.is_abusive(&item.id)) && !ack {
+        // `acknowledgeAbuse` applies only to the file's owner, or an organizer of its shared drive
+        // (the emulator's user organizes every shared drive it has).
+        let may_acknowledge = item.drive_id.is_some() || !item.foreign;
+        if (item.abusive || app.faults.is_abusive(&item.id)) && !(ack && may_acknowledge) {
             return Err(ApiError::abusive());
         }
         if app.faults.quota_exceeded(&item.id) {
@@ -104,7 +107,7 @@ pub(crate) async fn media(
 }
 
 /// Whether `X-Goog-Drive-Resource-Keys` (`fileId/resourceKey`, comma-separated) holds `id`'s key.
-fn resource_key_given(headers: &HeaderMap, id: &str, key: &str) -> bool {
+pub(crate) fn resource_key_given(headers: &HeaderMap, id: &str, key: &str) -> bool {
     headers
         .get_all("x-goog-drive-resource-keys")
         .iter()

@@ -20,8 +20,9 @@ pub(crate) enum Kind {
     Binary { blob: Arc<Blob>, rev: u64 },
     /// A Google Docs Editors file; `export_base` scales its export sizes.
     Doc { kind: DocKind, rev: u64, export_base: u64 },
-    /// A shortcut to another item (which may not exist).
-    Shortcut { target_id: String, target_mime: String },
+    /// A shortcut to another item (which may not exist); `target_key` is the target's resource key
+    /// (`shortcutDetails.targetResourceKey`), when it has one.
+    Shortcut { target_id: String, target_mime: String, target_key: Option<String> },
 }
 
 /// One Drive item.
@@ -59,6 +60,12 @@ impl Item {
     /// True for folders (including roots).
     pub fn is_folder(&self) -> bool {
         matches!(self.kind, Kind::Folder)
+    }
+
+    /// Another user's link-shared file this user never opened: Drive lists it nowhere and shows it
+    /// (metadata or bytes) only to a request carrying its resource key (`X-Goog-Drive-Resource-Keys`).
+    pub fn unopened_link_share(&self) -> bool {
+        self.foreign && self.resource_key.is_some() && self.shared_with_me_ms.is_none()
     }
 
     /// Size in bytes for binary files.

@@ -34,6 +34,24 @@ pub enum MutateOp {
         /// The copy's name.
         name: String,
     },
+    /// A shortcut to `target` (which may not exist); it carries the target's resource key, if any.
+    CreateShortcut {
+        /// Folder (or drive root) id it is created in.
+        parent: String,
+        /// Shortcut name.
+        name: String,
+        /// The item it points at.
+        target: String,
+    },
+    /// A binary file another user owns in a folder of theirs, shared by link with a resource key,
+    /// which this user never opened: listed nowhere, in no change log, and shown only to a request
+    /// carrying its key (what a shortcut's `targetResourceKey` gives).
+    CreateLinkShared {
+        /// File name.
+        name: String,
+        /// Content length in bytes.
+        size: u64,
+    },
     /// New folder.
     CreateFolder {
         /// Folder (or drive root) id it is created in.
@@ -140,6 +158,8 @@ impl State {
                 Ok(vec![self.create_file(parent, name, *size, &mime)?])
             }
             MutateOp::Copy { id, parent, name } => Ok(vec![self.copy_file(id, parent, name)?]),
+            MutateOp::CreateShortcut { parent, name, target } => Ok(vec![self.create_shortcut(parent, name, target)?]),
+            MutateOp::CreateLinkShared { name, size } => Ok(vec![self.create_link_shared(name, *size)]),
             MutateOp::CreateFolder { parent, name } => {
                 let place = self.placement(parent)?;
                 let id = self.corpus.add_folder(name, place);
@@ -232,6 +252,26 @@ impl State {
         let id = self.corpus.add_binary(name, size, mime, place);
         self.record(&id);
         Ok(id)
+    }
+
+    fn create_shortcut(&mut self, parent: &str, name: &str, target: &str) -> MResult<String> {
+        let place = self.placement(parent)?;
+        let target_mime = self.corpus.items.get(target).map_or("application/octet-stream".into(), |t| t.mime.clone());
+        let id = self.corpus.add_shortcut(name, target, &target_mime, place);
+        self.record(&id);
+        Ok(id)
+    }
+
+    fn create_link_shared(&mut self, name: &str, size: u64) -> String {
+        let owners_folder = self.corpus.rng.file_id();
+        let at_ms = self.corpus.tick();
+        let place = Placement { parents: vec![owners_folder], drive_id: None, at_ms };
+        let id = self.corpus.add_binary(name, size, mime_for_name(name), place);
+        if let Some(item) = self.corpus.items.get_mut(&id) {
+            item.foreign = true;
+            item.resource_key = Some(format!("0-{}", &id[..12.min(id.len())]));
+        }
+        id
     }
 
     fn copy_file(&mut self, id: &str, parent: &str, name: &str) -> MResult<String> {

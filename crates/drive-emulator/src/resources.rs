@@ -93,8 +93,12 @@ fn kind_fields(m: &mut Map<String, Value>, item: &Item, digests: Option<&Digests
             }
             m.insert("quotaBytesUsed".into(), json!("0"));
         }
-        Kind::Shortcut { target_id, target_mime } => {
-            m.insert("shortcutDetails".into(), json!({"targetId": target_id, "targetMimeType": target_mime}));
+        Kind::Shortcut { target_id, target_mime, target_key } => {
+            let mut details = json!({"targetId": target_id, "targetMimeType": target_mime});
+            if let Some(key) = target_key {
+                details["targetResourceKey"] = json!(key);
+            }
+            m.insert("shortcutDetails".into(), details);
             m.insert("quotaBytesUsed".into(), json!("0"));
         }
         Kind::Folder => {
@@ -120,6 +124,7 @@ pub(crate) fn web_view_link(item: &Item) -> String {
                 DocKind::Drawing => "drawings",
                 DocKind::Script => return format!("https://script.google.com/d/{}/edit?usp=drivesdk", item.id),
                 DocKind::Form => "forms",
+                DocKind::Vid => "vids",
             };
             format!("https://docs.google.com/{path}/d/{}/edit?usp=drivesdk", item.id)
         }
@@ -157,7 +162,7 @@ pub(crate) fn drive_json(d: &SharedDrive) -> Value {
         "name": d.name,
         "createdTime": rfc3339(d.created_ms),
         "hidden": false,
-        "capabilities": {"canListChildren": true, "canDownload": true, "canEdit": true, "canAddChildren": true},
+        "capabilities": {"canListChildren": true, "canDownload": true, "canEdit": true, "canAddChildren": true, "canManageMembers": true},
         "restrictions": {"adminManagedRestrictions": false, "copyRequiresWriterPermission": false, "domainUsersOnly": false, "driveMembersOnly": false},
     })
 }

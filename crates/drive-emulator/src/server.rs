@@ -12,7 +12,7 @@ use http::StatusCode;
 
 use super::api::{self, json_response};
 use super::app::App;
-use super::{changes_api, control, media};
+use super::{changes_api, control, download_op, media};
 
 /// `POST /token`: OAuth 2 token endpoint.
 async fn token(AxState(app): AxState<Arc<App>>, body: Bytes) -> Response {
@@ -64,6 +64,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/files", get(api::files_list))
         .route("/files/{id}", get(api::files_get))
         .route("/files/{id}/export", get(media::export))
+        .route("/files/{id}/download", post(download_op::start))
+        .route("/operations/{name}", get(download_op::get))
         .route("/changes/startPageToken", get(changes_api::start_page_token))
         .route("/changes", get(changes_api::changes_list))
         .route("/changes/watch", post(changes_api::watch))
@@ -91,7 +93,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/o/oauth2/v2/auth", get(consent))
         .nest("/drive/v3", drive)
         .nest("/_emu", control)
-        .route("/feeds/download/drawings/export/{fmt}", get(media::export_link_fmt));
+        .route("/feeds/download/drawings/export/{fmt}", get(media::export_link_fmt))
+        .route("/download/{name}", get(download_op::content));
     for path in media::link_paths() {
         router = router.route(path, get(media::export_link));
     }

@@ -21,6 +21,8 @@ pub(crate) struct State {
     /// Bumped by `/_emu/expire_page_tokens`: every `files.list` page token issued before is rejected
     /// (400), as Drive does with a page token that expired. Change tokens stay valid.
     pub list_epoch: u32,
+    /// `files.download` operations by name (`operations.get` polls them).
+    pub operations: std::collections::HashMap<String, super::download_op::DownloadOp>,
 }
 
 /// Which items a listing covers.
@@ -60,7 +62,7 @@ impl State {
     /// Fresh state for `config`; `epoch` makes older tokens invalid.
     pub fn new(config: EmulatorConfig, epoch: u32) -> State {
         let corpus = corpus::generate(&config);
-        State { config, corpus, log: ChangeLog::new(epoch), list_epoch: 0 }
+        State { config, corpus, log: ChangeLog::new(epoch), list_epoch: 0, operations: Default::default() }
     }
 
     /// Record that `id` reached a new state (bumping nothing: callers bump version).
@@ -110,7 +112,8 @@ impl State {
 
     fn matches(&self, item: &Item, q: &Query) -> bool {
         let c = &self.corpus;
-        q.parents.iter().all(|p| item.parents.iter().any(|ip| ip == c.resolve(p)))
+        !item.unopened_link_share()
+            && q.parents.iter().all(|p| item.parents.iter().any(|ip| ip == c.resolve(p)))
             && q.trashed.is_none_or(|t| c.is_trashed(&item.id) == t)
             && q.mime_eq.iter().all(|m| &item.mime == m)
             && q.mime_ne.iter().all(|m| &item.mime != m)
