@@ -79,6 +79,8 @@ fn drive_file(n: usize, version: u64) -> DriveFile {
         web_view_link: None,
         target_link: None,
         content_of: None,
+        shortcut_target_key: None,
+        owned_by_me: false,
     }
 }
 

@@ -77,6 +77,14 @@ pub struct DriveFile {
     pub drive_id: Option<DriveId>,
     /// Target of a shortcut.
     pub shortcut_target: Option<FileId>,
+    /// The target's resource key (`shortcutDetails.targetResourceKey`): a link-shared target the user
+    /// never opened is shown (metadata and bytes) only to requests that carry it.
+    #[serde(default)]
+    pub shortcut_target_key: Option<String>,
+    /// Drive's `ownedByMe`: the user owns the file (never set for items in shared drives). With the
+    /// organizer role of a shared drive, the only case where `acknowledgeAbuse` applies.
+    #[serde(default)]
+    pub owned_by_me: bool,
     /// Export links of a Google Doc by mime type.
     pub export_links: BTreeMap<String, String>,
     /// Whether the caller may download the content.
@@ -146,6 +154,9 @@ impl DriveFile {
             shortcut_target: Some(target.id.clone()),
             content_of: Some(target.id.clone()),
             target_link: None,
+            // The target's key, as Drive reports it or as the shortcut named it.
+            resource_key: target.resource_key.clone().or_else(|| self.shortcut_target_key.clone()),
+            shortcut_target_key: target.resource_key.clone().or_else(|| self.shortcut_target_key.clone()),
             ..target.clone()
         }
     }
@@ -241,6 +252,12 @@ pub enum Source {
         mime: String,
         /// The doc's export link for that mime type, used past the 10 MB export limit.
         link: Option<String>,
+    },
+    /// `files.download`, a long-running operation polled until Drive hands over a download URI: the
+    /// only way Drive gives the content of a Google Vid.
+    Download {
+        /// What Drive hands over (the object's content type), e.g. `video/mp4`.
+        mime: String,
     },
     /// A shortcut's `.url` object: these bytes, made by mirrorflow (no Drive request).
     Link {
@@ -438,8 +455,13 @@ pub enum SkipReason {
     /// The owner disabled downloads (`capabilities.canDownload` false): Drive answers 403 to any
     /// download or export, so none is attempted.
     DownloadDisabled(Refused),
-    /// Drive flagged the file as malware or spam and `acknowledge_abuse` is off.
+    /// Drive flagged the file as malware or spam and `acknowledge_abuse` is off (turning it on would
+    /// let the user download it: they own it, or organize its shared drive).
     Abusive(Refused),
+    /// Drive flagged the file as malware or spam, and no acknowledgement from this user counts:
+    /// `acknowledgeAbuse` applies only to the file's owner or an organizer of its shared drive. Only
+    /// a new version is asked for again.
+    AbusiveNotOwned(Refused),
     /// Drive refused the download with `downloadQuotaExceeded` (the file was downloaded too often
     /// lately): deferred for hours, not dead-lettered.
     QuotaDeferred(Refused),
@@ -475,6 +497,7 @@ impl SkipReason {
             SkipReason::NoExport(_) => "no_export",
             SkipReason::DownloadDisabled(_) => "download_disabled",
             SkipReason::Abusive(_) => "abusive",
+            SkipReason::AbusiveNotOwned(_) => "abusive_not_owned",
             SkipReason::QuotaDeferred(_) => "quota_deferred",
         }
     }
@@ -486,6 +509,7 @@ impl SkipReason {
             SkipReason::NoExport(r)
             | SkipReason::DownloadDisabled(r)
             | SkipReason::Abusive(r)
+            | SkipReason::AbusiveNotOwned(r)
             | SkipReason::QuotaDeferred(r) => Some(r),
             _ => None,
         }

@@ -110,7 +110,10 @@ pub fn summary(before: &Progress, now: &Progress) -> Option<String> {
 pub fn refused_between(before: &Progress, now: &Progress) -> Option<String> {
     let parts: Vec<String> = [
         (now.download_disabled.saturating_sub(before.download_disabled), "download disabled by the owner"),
-        (now.abusive.saturating_sub(before.abusive), "flagged abusive (acknowledge_abuse is off)"),
+        (
+            now.abusive.saturating_sub(before.abusive),
+            "flagged abusive (not acknowledged: acknowledge_abuse is off or the file is not yours)",
+        ),
         (now.no_export.saturating_sub(before.no_export), "Google type with no export (Forms, Sites, Maps…)"),
         (now.quota_deferred.saturating_sub(before.quota_deferred), "download quota exceeded (deferred for hours)"),
     ]

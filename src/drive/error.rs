@@ -38,6 +38,16 @@ pub enum DriveError {
     /// Drive answered something we cannot read.
     #[error("unexpected Drive response: {0}")]
     Decode(String),
+    /// A download Drive refused because the file is flagged as malware or spam
+    /// (`cannotDownloadAbusiveFile`).
+    #[error("Drive API 403 cannotDownloadAbusiveFile: {message}")]
+    Abusive {
+        /// Whether `acknowledge_abuse` would get it: it is off, and the user owns the file or
+        /// organizes its shared drive (the only users `acknowledgeAbuse` applies to).
+        acknowledgeable: bool,
+        /// Drive's message.
+        message: String,
+    },
     /// Drive said the request's `pageToken` is invalid (a 400 whose error names the `pageToken`
     /// parameter): for a change log, a full listing is needed; for a listing, it starts over. Any
     /// other 400 is a request Drive refuses as made, never read as a lost token.
@@ -91,6 +101,7 @@ impl DriveError {
             DriveError::Decode(_) => "decode".into(),
             DriveError::InvalidPageToken(_) => "invalidPageToken".into(),
             DriveError::IncompleteListing(_) => "incompleteSearch".into(),
+            DriveError::Abusive { .. } => "cannotDownloadAbusiveFile".into(),
         }
     }
 }
@@ -175,7 +186,10 @@ impl Classified for DriveError {
             // Asked again after a pause: Drive may search every corpus next time.
             DriveError::IncompleteListing(_) => ErrorClass::Retryable,
             DriveError::SignInRefused(_) => ErrorClass::Fatal,
-            DriveError::Decode(_) | DriveError::InvalidPageToken(_) | DriveError::Refused(_) => ErrorClass::Permanent,
+            DriveError::Decode(_)
+            | DriveError::InvalidPageToken(_)
+            | DriveError::Refused(_)
+            | DriveError::Abusive { .. } => ErrorClass::Permanent,
         }
     }
     fn retry_after(&self) -> Option<Duration> {

@@ -102,6 +102,28 @@ pub const EXPORTABLE: &[ExportableKind] = &[
     },
 ];
 
+/// A Google type Drive has no `files.export` for but hands over through `files.download` (a
+/// long-running operation) in one format: Google Vids, as MP4 ("Download and export files": the only
+/// way to download Google Vids).
+#[derive(Debug)]
+pub struct DownloadOnlyKind {
+    /// Drive's `mimeType` of the file.
+    pub google_mime: &'static str,
+    /// The extension the mirrored object gets.
+    pub ext: &'static str,
+    /// What Drive hands over.
+    pub mime: &'static str,
+}
+
+/// Every download-only kind.
+pub const DOWNLOAD_ONLY: &[DownloadOnlyKind] =
+    &[DownloadOnlyKind { google_mime: "application/vnd.google-apps.vid", ext: "mp4", mime: "video/mp4" }];
+
+/// The download-only kind of a Google file's `mimeType`, if it is one.
+pub fn download_only(google_mime: &str) -> Option<&'static DownloadOnlyKind> {
+    DOWNLOAD_ONLY.iter().find(|k| k.google_mime == google_mime)
+}
+
 /// The exportable kind of a Google file's `mimeType`; `None` for binaries and for Google types that
 /// Drive cannot export (Forms, Sites, Maps, Jamboards, shortcuts, folders).
 pub fn kind_of(google_mime: &str) -> Option<&'static ExportableKind> {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Every file field the mirror needs, asked for explicitly (Drive returns only what `fields` names).
-pub const FILE_FIELDS: &str = "id,name,mimeType,parents,size,md5Checksum,sha256Checksum,modifiedTime,version,trashed,driveId,shortcutDetails,exportLinks,capabilities/canDownload,resourceKey,sharedWithMeTime,webViewLink";
+pub const FILE_FIELDS: &str = "id,name,mimeType,parents,size,md5Checksum,sha256Checksum,modifiedTime,version,trashed,driveId,shortcutDetails,exportLinks,capabilities/canDownload,resourceKey,sharedWithMeTime,webViewLink,ownedByMe";
 
 /// Which part of Drive one listing or one change log covers.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -155,6 +155,9 @@ pub struct DriveClient {
     settings: Arc<DriveSettings>,
     limiter: Arc<TokenBucket>,
     breaker: Arc<Breaker>,
+    /// Whether the user organizes each shared drive asked about (`drives.get`'s
+    /// `capabilities.canManageMembers`, which only the organizer role has), once per drive.
+    organizes: Arc<std::sync::Mutex<BTreeMap<DriveId, bool>>>,
 }
 
 const GOOGLE_DOCS_BASE: &str = "https://docs.google.com/";
@@ -181,7 +184,8 @@ impl DriveClient {
             .map_err(|e| DriveError::Transport(e.to_string()))?;
         let limiter = Arc::new(TokenBucket::per_second(settings.rps));
         let breaker = Arc::new(Breaker::new("drive", settings.breaker));
-        Ok(DriveClient { hub: Arc::new(hub), auth, http, settings: Arc::new(settings), limiter, breaker })
+        let organizes = Arc::default();
+        Ok(DriveClient { hub: Arc::new(hub), auth, http, settings: Arc::new(settings), limiter, breaker, organizes })
     }
 
     /// Every Drive request goes through here: retried by the policy, each attempt held by the breaker
@@ -452,10 +456,25 @@ impl DriveClient {
             crate::model::Source::Media => {
                 let mut url =
                     format!("{}drive/v3/files/{}?alt=media&supportsAllDrives=true", self.settings.api_base_url, file);
-                if self.settings.acknowledge_abuse {
+                // files.get: `acknowledgeAbuse` applies only to the owner or a shared drive's organizer.
+                let acknowledge = self.settings.acknowledge_abuse && self.may_acknowledge_abuse(item).await?;
+                if acknowledge {
                     url.push_str("&acknowledgeAbuse=true");
                 }
-                self.paced("drive", || self.get_stream(&url, offset, key)).await
+                match self.paced("drive", || self.get_stream(&url, offset, key)).await {
+                    Err(DriveError::Api { status: 403, reason, message, .. })
+                        if reason == "cannotDownloadAbusiveFile" =>
+                    {
+                        let acknowledgeable = !acknowledge && self.may_acknowledge_abuse(item).await?;
+                        Err(DriveError::Abusive { acknowledgeable, message })
+                    }
+                    other => other,
+                }
+            }
+            crate::model::Source::Download { .. } => {
+                let uri = self.download_uri(file).await?;
+                let uri = self.trusted_download_uri(&uri)?;
+                self.paced("drive", || self.get_stream(&uri, offset, key)).await
             }
             crate::model::Source::Export { mime, link } => {
                 let url = format!(
@@ -473,6 +492,93 @@ impl DriveClient {
                 }
             }
         }
+    }
+
+    /// Whether `acknowledgeAbuse` can apply to `item`'s download (files.get: only for the file's owner
+    /// or an organizer of its shared drive): `ownedByMe`, or the organizer role on its shared drive. A
+    /// followed shortcut carries its own drive, not its target's, so only ownership counts for it.
+    async fn may_acknowledge_abuse(&self, item: &DriveFile) -> Result<bool, DriveError> {
+        match (&item.drive_id, &item.content_of) {
+            _ if item.owned_by_me => Ok(true),
+            (Some(drive), None) => self.organizes(drive).await,
+            _ => Ok(false),
+        }
+    }
+
+    /// Whether the user is an organizer of shared drive `id` (`capabilities.canManageMembers`), asked
+    /// once per drive; a drive Drive no longer shows is not organized.
+    async fn organizes(&self, id: &DriveId) -> Result<bool, DriveError> {
+        let known = self.organizes.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied();
+        if let Some(known) = known {
+            return Ok(known);
+        }
+        let r = self
+            .paced("drive", || async {
+                let mut d = RetryAfterCapture::default();
+                let call = self.hub.drives().get(&id.0).param("fields", "capabilities/canManageMembers");
+                let (_, drive) =
+                    call.add_scope(self.auth.scope()).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
+                Ok(drive)
+            })
+            .await;
+        let organizer = match r {
+            Ok(drive) => drive.capabilities.and_then(|c| c.can_manage_members).unwrap_or(false),
+            Err(DriveError::Api { status: 404, .. }) => false,
+            Err(e) => return Err(e),
+        };
+        self.organizes.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), organizer);
+        Ok(organizer)
+    }
+
+    /// `files.download` of `file` (the only way Drive hands over a Google Vid): starts the
+    /// long-running operation, polls `operations.get` until it is done, and returns its `downloadUri`.
+    /// No `mimeType` is sent: it is for Workspace documents with a choice of formats, and a Vid has
+    /// one (MP4).
+    async fn download_uri(&self, file: &FileId) -> Result<String, DriveError> {
+        let mut op = self
+            .paced("drive", || async {
+                let mut d = RetryAfterCapture::default();
+                let call = self.hub.files().download(file.as_str()).add_scope(self.auth.scope()).delegate(&mut d);
+                Ok(call.doit().await.map_err(|e| d.error(e))?.1)
+            })
+            .await?;
+        let started = tokio::time::Instant::now();
+        let mut wait = OPERATION_FIRST_POLL;
+        while !op.done.unwrap_or(false) {
+            if started.elapsed() > OPERATION_DEADLINE {
+                return Err(DriveError::TimedOut(OPERATION_DEADLINE));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(OPERATION_MAX_POLL);
+            let name =
+                op.name.clone().ok_or_else(|| DriveError::Decode("files.download: operation has no name".into()))?;
+            op = self
+                .paced("drive", || async {
+                    let mut d = RetryAfterCapture::default();
+                    let call = self.hub.operations().get(&name).add_scope(self.auth.scope()).delegate(&mut d);
+                    Ok(call.doit().await.map_err(|e| d.error(e))?.1)
+                })
+                .await?;
+        }
+        if let Some(status) = op.error {
+            return Err(DriveError::Api {
+                status: 400,
+                reason: "downloadOperationFailed".into(),
+                message: format!("code {}: {}", status.code.unwrap_or(0), status.message.unwrap_or_default()),
+                retry_after: None,
+            });
+        }
+        let uri = op.response.as_ref().and_then(|r| r.get("downloadUri")).and_then(|u| u.as_str());
+        uri.map(str::to_owned).ok_or_else(|| DriveError::Decode("files.download: done without a downloadUri".into()))
+    }
+
+    /// A `downloadUri` the bearer token may go to: on the configured API host, or Google's over https.
+    fn trusted_download_uri(&self, uri: &str) -> Result<String, DriveError> {
+        if uri.starts_with(&self.settings.api_base_url) || is_google_https(uri) {
+            return Ok(uri.to_string());
+        }
+        let host = url::Url::parse(uri).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+        Err(DriveError::Refused(format!("download URI on {host:?} is not Google's: the token is not sent there")))
     }
 
     /// An export link rebased onto `docs_base_url`, if it may carry the bearer token: it must point at
@@ -535,7 +641,9 @@ fn is_google_https(link: &str) -> bool {
     let Ok(u) = url::Url::parse(link) else { return false };
     let host = u.host_str().unwrap_or_default();
     u.scheme() == "https"
-        && ["google.com", "googleusercontent.com"].iter().any(|d| host == *d || host.ends_with(&format!(".{d}")))
+        && ["google.com", "googleapis.com", "googleusercontent.com"]
+            .iter()
+            .any(|d| host == *d || host.ends_with(&format!(".{d}")))
 }
 
 /// A file id as Drive issues them (letters, digits, `-` and `_`), before it goes into a URL.
@@ -571,6 +679,15 @@ async fn error_from_response(mut resp: reqwest::Response) -> DriveError {
     }
 }
 
+/// The first wait before `operations.get` polls a `files.download` operation; it doubles up to
+/// [`OPERATION_MAX_POLL`].
+const OPERATION_FIRST_POLL: Duration = Duration::from_millis(250);
+/// The longest wait between two polls of one operation.
+const OPERATION_MAX_POLL: Duration = Duration::from_secs(10);
+/// How long a `files.download` operation may take before the file is given up (dead-lettered, tried
+/// again by a later run).
+const OPERATION_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
 /// Converts google-drive3's `File` into the mirror's model; items without id are dropped.
 pub fn convert_file(f: File) -> Option<DriveFile> {
     Some(DriveFile {
@@ -585,7 +702,9 @@ pub fn convert_file(f: File) -> Option<DriveFile> {
         modified_time: f.modified_time.map(|t| t.to_rfc3339()),
         trashed: f.trashed.unwrap_or(false),
         drive_id: f.drive_id.map(DriveId),
-        shortcut_target: f.shortcut_details.and_then(|s| s.target_id).map(FileId),
+        shortcut_target: f.shortcut_details.as_ref().and_then(|s| s.target_id.clone()).map(FileId),
+        shortcut_target_key: f.shortcut_details.and_then(|s| s.target_resource_key),
+        owned_by_me: f.owned_by_me.unwrap_or(false),
         export_links: f.export_links.map(|m| m.into_iter().collect::<BTreeMap<_, _>>()).unwrap_or_default(),
         can_download: f.capabilities.and_then(|c| c.can_download).unwrap_or(true),
         resource_key: f.resource_key,
@@ -645,6 +764,35 @@ impl DriveClient {
     }
 }
 
+impl DriveClient {
+    /// `files.get` metadata of a shortcut's target, sending the target's resource key when the
+    /// shortcut names one (`X-Goog-Drive-Resource-Keys`): a link-shared target the user never opened
+    /// answers 404 without it. `None` if it does not exist (404).
+    pub async fn get_file_with_key(&self, id: &FileId, key: Option<&str>) -> Result<Option<DriveFile>, DriveError> {
+        let Some(key) = key else { return self.get_file(id).await };
+        let id = checked_id(id)?;
+        let fields = url::form_urlencoded::byte_serialize(FILE_FIELDS.as_bytes()).collect::<String>();
+        let url = format!("{}drive/v3/files/{id}?supportsAllDrives=true&fields={fields}", self.settings.api_base_url);
+        let header = format!("{id}/{key}");
+        match self.paced("drive", || self.get_json::<File>(&url, &header)).await {
+            Ok(f) => Ok(convert_file(f)),
+            Err(DriveError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A metadata GET made with reqwest (google-drive3 sends no extra headers), with a resource key.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str, resource_key: &str) -> Result<T, DriveError> {
+        let token = self.auth.token().await?;
+        let req = self.http.get(url).bearer_auth(token).header("X-Goog-Drive-Resource-Keys", resource_key);
+        let resp = req.send().await.map_err(|e| DriveError::Transport(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(error_from_response(resp).await);
+        }
+        resp.json::<T>().await.map_err(|e| DriveError::Decode(e.to_string()))
+    }
+}
+
 impl crate::stages::change_feed::ChangeSource for DriveClient {
     async fn start_page_token(&self, corpus: &Corpus) -> Result<String, DriveError> {
         DriveClient::start_page_token(self, corpus).await
@@ -696,6 +844,9 @@ impl crate::stages::downloader::ByteSource for DriveClient {
 impl crate::stages::planner::FolderLookup for DriveClient {
     async fn lookup(&self, id: &FileId) -> Result<Option<DriveFile>, DriveError> {
         self.get_file(id).await
+    }
+    async fn lookup_target(&self, id: &FileId, resource_key: Option<&str>) -> Result<Option<DriveFile>, DriveError> {
+        self.get_file_with_key(id, resource_key).await
     }
 }
 

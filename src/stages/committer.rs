@@ -27,7 +27,7 @@ pub struct Progress {
     pub no_export: u64,
     /// Of those, files whose owner disabled downloads.
     pub download_disabled: u64,
-    /// Of those, files Drive flagged as abusive (`acknowledge_abuse` is off).
+    /// Of those, files Drive flagged as abusive (`acknowledge_abuse` is off, or cannot apply).
     pub abusive: u64,
     /// Of those, files whose download quota is used up: deferred for hours.
     pub quota_deferred: u64,
@@ -180,7 +180,7 @@ impl<L: CommitLog> Committer<L> {
                         match reason {
                             SkipReason::NoExport(_) => p.no_export += 1,
                             SkipReason::DownloadDisabled(_) => p.download_disabled += 1,
-                            SkipReason::Abusive(_) => p.abusive += 1,
+                            SkipReason::Abusive(_) | SkipReason::AbusiveNotOwned(_) => p.abusive += 1,
                             SkipReason::QuotaDeferred(_) => p.quota_deferred += 1,
                             _ => {}
                         }

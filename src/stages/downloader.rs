@@ -103,11 +103,19 @@ impl BodyWriter {
 }
 
 /// The skip reason of a refusal Drive gives for this file alone and that asking again will not change
-/// (until the file does, or hours pass): flagged abusive (only sent when `acknowledge_abuse` is off),
-/// downloads disabled since the change was read, or its download quota used up.
+/// (until the file does, or hours pass): flagged abusive (acknowledgeable once `acknowledge_abuse` is
+/// on, or not by this user at all), downloads disabled since the change was read, or its download
+/// quota used up.
 fn refusal(e: &DriveError, file: &crate::model::DriveFile) -> Option<SkipReason> {
-    let DriveError::Api { status: 403, reason, .. } = e else { return None };
     let refused = Refused::of(file);
+    if let DriveError::Abusive { acknowledgeable, .. } = e {
+        return Some(if *acknowledgeable {
+            SkipReason::Abusive(refused)
+        } else {
+            SkipReason::AbusiveNotOwned(refused)
+        });
+    }
+    let DriveError::Api { status: 403, reason, .. } = e else { return None };
     match reason.as_str() {
         "cannotDownloadAbusiveFile" => Some(SkipReason::Abusive(refused)),
         "cannotDownloadFile" => Some(SkipReason::DownloadDisabled(refused)),

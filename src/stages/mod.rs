@@ -324,6 +324,8 @@ pub(crate) mod testing {
             web_view_link: None,
             target_link: None,
             content_of: None,
+            shortcut_target_key: None,
+            owned_by_me: false,
         }
     }
 

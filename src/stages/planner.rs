@@ -54,6 +54,17 @@ pub struct Layout {
 pub trait FolderLookup: Send + Sync + 'static {
     /// `files.get` of `id`; `None` when it does not exist or is not visible.
     fn lookup(&self, id: &FileId) -> impl Future<Output = Result<Option<DriveFile>, DriveError>> + Send;
+    /// `files.get` of a shortcut's target, with the resource key the shortcut names for it
+    /// (`shortcutDetails.targetResourceKey`): Drive shows a link-shared target the user never opened
+    /// only to a request that carries it.
+    fn lookup_target(
+        &self,
+        id: &FileId,
+        resource_key: Option<&str>,
+    ) -> impl Future<Output = Result<Option<DriveFile>, DriveError>> + Send {
+        let _ = resource_key;
+        self.lookup(id)
+    }
 }
 
 /// What the selection said of an event before its folder was resolved.
@@ -78,7 +89,10 @@ pub async fn resolve_shortcut(
     follow: bool,
 ) -> Result<DriveFile, (FileId, DriveError)> {
     let target = match &shortcut.shortcut_target {
-        Some(id) => lookup.lookup(id).await.map_err(|e| (id.clone(), e))?,
+        Some(id) => {
+            let key = shortcut.shortcut_target_key.as_deref();
+            lookup.lookup_target(id, key).await.map_err(|e| (id.clone(), e))?
+        }
         None => None,
     };
     let followable = |t: &&DriveFile| !t.is_folder() && !t.is_shortcut() && !t.trashed;
@@ -784,6 +798,8 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         }
         let source = if file.is_shortcut() {
             (Source::Link { body: file.link_body() }, Some("url".to_string()))
+        } else if let Some(vid) = crate::drive::export::download_only(&file.mime_type) {
+            (Source::Download { mime: vid.mime.to_string() }, Some(vid.ext.to_string()))
         } else if file.is_google_doc() {
             let Some(format) = self.layout.export.format_for(&file.mime_type) else {
                 // A Form, Site, Map…: Drive has no export for it, so there are no bytes to mirror.
@@ -910,6 +926,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         let refused = Refused::of(file);
         Ok(match rec.reason.as_str() {
             "abusive" => Some(SkipReason::Abusive(refused)),
+            "abusive_not_owned" => Some(SkipReason::AbusiveNotOwned(refused)),
             "quota_deferred" => Some(SkipReason::QuotaDeferred(refused)),
             _ => None,
         }
@@ -1110,6 +1127,8 @@ fn placeholder(id: &FileId, name: &str) -> DriveFile {
         web_view_link: None,
         target_link: None,
         content_of: None,
+        shortcut_target_key: None,
+        owned_by_me: false,
     }
 }
 

@@ -278,7 +278,9 @@ impl<W: WriteTarget> Uploader<W> {
             drive_id: planned.file.id.0.clone(),
             drive_name: planned.file.name.clone(),
             content_type: match &planned.kind {
-                ActionKind::Upload { source: crate::model::Source::Export { mime, .. } } => Some(mime.clone()),
+                ActionKind::Upload {
+                    source: crate::model::Source::Export { mime, .. } | crate::model::Source::Download { mime },
+                } => Some(mime.clone()),
                 ActionKind::Upload { source: crate::model::Source::Link { .. } } => {
                     Some("application/internet-shortcut".into())
                 }

@@ -340,6 +340,8 @@ mod tests {
             web_view_link: None,
             target_link: None,
             content_of: None,
+            shortcut_target_key: None,
+            owned_by_me: false,
         }
     }
 

@@ -123,6 +123,9 @@ const PERMANENT_REASONS: &[&str] = &[
 fn skip_note(r: crate::state::SkipRecord) -> String {
     match r.reason.as_str() {
         "abusive" => "cannotDownloadAbusiveFile: Drive flagged it as abusive and acknowledge_abuse is off".into(),
+        "abusive_not_owned" => {
+            "cannotDownloadAbusiveFile: Drive flagged it as abusive, and only its owner (or its shared drive's organizer) can acknowledge that".into()
+        }
         "download_disabled" => "fileNotDownloadable: the owner disabled downloads".into(),
         "no_export" => "fileNotExportable: Google has no export for this type".into(),
         _ => format!("downloadQuotaExceeded: deferred until {} (Unix ms)", r.until_unix_ms.unwrap_or(0)),
@@ -373,8 +376,10 @@ impl Pass<'_> {
             return self.spill.skip(&f.id, &f.name, "shortcut (shortcuts = \"skip\")");
         }
         let f = f.with_link_digest();
+        let download_only = crate::drive::export::download_only(&f.mime_type);
         let ext = match f.is_google_doc() {
             _ if f.is_shortcut() => Some("url"),
+            _ if download_only.is_some() => download_only.map(|k| k.ext),
             true => match self.export.format_for(&f.mime_type) {
                 Some(format) => Some(format.ext),
                 None => return self.spill.skip(&f.id, &f.name, "noExport: Google has no export for this type"),

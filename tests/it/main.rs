@@ -21,6 +21,7 @@ mod emulator_big;
 mod emulator_faults;
 mod emulator_protocol;
 mod faults;
+mod files_as_documented;
 mod index_pg;
 mod mirror_local;
 mod mirror_s3;

@@ -206,6 +206,8 @@ fn export_mime_for(doc_mime: &str) -> Option<&'static str> {
         }
         "application/vnd.google-apps.drawing" => "application/pdf",
         "application/vnd.google-apps.script" => "application/vnd.google-apps.script+json",
+        // Not an export: `files.download` hands a Vid over as MP4.
+        "application/vnd.google-apps.vid" => "video/mp4",
         _ => return None,
     })
 }
