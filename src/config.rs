@@ -934,6 +934,25 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// What is wrong with a webhook `public_url`, if anything. Google delivers push notifications only to
+/// an HTTPS address (Drive API, "Push notifications") and refuses any other at `changes.watch`; plain
+/// `http` is kept for a loopback host, where only the local emulator can deliver.
+fn public_url_problem(public_url: &str) -> Option<&'static str> {
+    let Ok(u) = url::Url::parse(public_url) else { return Some("is not an https URL") };
+    let loopback = match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match u.scheme() {
+        "https" if u.host().is_some() => None,
+        "http" if loopback => None,
+        "http" => Some("must be https: Google delivers push notifications only to an HTTPS address"),
+        _ => Some("is not an https URL"),
+    }
+}
+
 /// Upper bounds that catch a typo'd or absurd value before it costs memory or threads: workers per
 /// stage, channel capacity, parts in flight per upload, chunks in flight per transfer.
 const MAX_CONCURRENCY: usize = 1024;
@@ -1060,8 +1079,8 @@ impl Config {
             if w.listen.parse::<std::net::SocketAddr>().is_err() {
                 p.push(format!("source.webhook.listen: {:?} is not an address like \"0.0.0.0:8080\"", w.listen));
             }
-            if url::Url::parse(&w.public_url).map(|u| !["http", "https"].contains(&u.scheme())).unwrap_or(true) {
-                p.push(format!("source.webhook.public_url: {:?} is not an http(s) URL", w.public_url));
+            if let Some(problem) = public_url_problem(&w.public_url) {
+                p.push(format!("source.webhook.public_url: {:?} {problem}", w.public_url));
             }
         }
         if let Err(e) = self.selection() {
@@ -1241,6 +1260,23 @@ mod tests {
         assert!(find("pipeline.memory_budget").ends_with("(line 13)"), "a budget under one part: {problems:#?}");
         assert_eq!(line_of(&text, "stages.uploader"), Some(6));
         assert_eq!(line_of(&text, "source.page_size"), None, "a defaulted key has no line");
+    }
+
+    #[test]
+    fn a_webhook_public_url_must_be_https_except_on_a_loopback_host() {
+        let text = |url: &str| format!("{MINIMAL}[source.webhook]\nlisten = \"127.0.0.1:8080\"\npublic_url = \"{url}\"\n");
+        let problem = |url: &str| {
+            let t = text(url);
+            let c = Config::parse(&t).unwrap();
+            c.problems().into_iter().map(|p| with_line(&t, p)).find(|p| p.starts_with("source.webhook.public_url"))
+        };
+        let refused = problem("http://mirror.example.com/hook").expect("plain http to a public host is refused");
+        assert!(refused.contains("must be https") && refused.ends_with("(line 7)"), "{refused}");
+        assert!(problem("ftp://mirror.example.com/hook").is_some());
+        assert!(problem("not a url").is_some());
+        for ok in ["https://mirror.example.com/hook", "http://127.0.0.1:8080/hook", "http://localhost/h", "http://[::1]/h"] {
+            assert_eq!(problem(ok), None, "{ok}");
+        }
     }
 
     #[test]

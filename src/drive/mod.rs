@@ -48,6 +48,20 @@ impl Corpus {
     }
 }
 
+/// Narrows a `changes.list` or `changes.watch` call to the changes of one log. The two calls take the
+/// same parameters from here, so a channel is notified of exactly the changes the feed then reads (a
+/// watch without `restrictToMyDrive` would wake the feed for shared items its list leaves out).
+macro_rules! of_log {
+    ($call:expr, $corpus:expr) => {{
+        let call = $call.supports_all_drives(true).include_removed(true);
+        match $corpus {
+            Corpus::MyDrive => call.restrict_to_my_drive(true),
+            Corpus::MyDriveAndShared => call,
+            Corpus::SharedDrive(id) => call.drive_id(&id.0).include_items_from_all_drives(true),
+        }
+    }};
+}
+
 /// Which items a `files.list` call covers (Drive's `corpora`).
 #[derive(Clone, Copy, Debug)]
 enum ListScope<'a> {
@@ -407,19 +421,8 @@ impl DriveClient {
         let r = self
             .paced("drive", || async {
                 let mut d = RetryAfterCapture::default();
-                let call = self
-                    .hub
-                    .changes()
-                    .list(token)
-                    .page_size(self.settings.page_size as i32)
-                    .include_removed(true)
-                    .supports_all_drives(true);
-                let call = match corpus {
-                    Corpus::MyDrive => call.restrict_to_my_drive(true),
-                    Corpus::MyDriveAndShared => call,
-                    Corpus::SharedDrive(id) => call.drive_id(&id.0).include_items_from_all_drives(true),
-                };
-                let (_, list) = call
+                let call = self.hub.changes().list(token).page_size(self.settings.page_size as i32);
+                let (_, list) = of_log!(call, corpus)
                     .param("fields", &fields)
                     .add_scope(self.auth.scope())
                     .delegate(&mut d)
@@ -885,19 +888,9 @@ impl DriveClient {
         let ch = self
             .paced("drive", || async {
                 let mut d = RetryAfterCapture::default();
-                let call = self
-                    .hub
-                    .changes()
-                    .watch(request.clone(), &page_token)
-                    .supports_all_drives(true)
-                    .include_items_from_all_drives(true)
-                    .include_removed(true);
-                let call = match log {
-                    Corpus::MyDrive | Corpus::MyDriveAndShared => call,
-                    Corpus::SharedDrive(id) => call.drive_id(&id.0),
-                };
-                let (_, ch) =
-                    call.add_scope(self.auth.scope()).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
+                let call = self.hub.changes().watch(request.clone(), &page_token);
+                let (_, ch) = of_log!(call, log)
+                    .add_scope(self.auth.scope()).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
                 Ok(ch)
             })
             .await?;

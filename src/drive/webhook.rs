@@ -85,6 +85,24 @@ pub fn renewal_delay(expiration_ms: i64, now_ms: i64) -> Duration {
     Duration::from_millis(left * 4 / 5).max(Duration::from_secs(1))
 }
 
+/// Whether a failed registration is final: Drive refused the request itself (a 400 such as
+/// `push.webhookUrlNotHttps`, a 403 for an unverified domain, a 404): asking again gets the same answer,
+/// so the log is left to polling. Rate limits, 5xx and transport failures are retried with backoff.
+fn gives_up(e: &super::DriveError) -> bool {
+    use crate::retry::{Classified, ErrorClass};
+    e.class() != ErrorClass::Retryable
+}
+
+/// Says once, as an error, that `log` has no push channel and why.
+fn refused(log: &Corpus, e: &super::DriveError) {
+    tracing::error!(
+        ?log,
+        error = %e,
+        "Drive refused the push channel (check source.webhook.public_url: Google requires an HTTPS address \
+         on a verified domain); not retrying: this log is polled every source.poll_interval"
+    );
+}
+
 fn now_ms() -> i64 {
     crate::state::unix_ms() as i64
 }
@@ -92,8 +110,9 @@ fn now_ms() -> i64 {
 impl Webhook {
     /// Binds `listen` and registers a channel per log in `logs` delivering to `public_url` (lifetime
     /// `ttl`, clamped to Drive's maximum), each renewed from the expiration Drive returns. A
-    /// registration that fails is retried with backoff while the feed keeps polling; only a listen
-    /// address that cannot be bound is an error.
+    /// registration that fails for a passing reason is retried with backoff while the feed keeps
+    /// polling; one Drive refuses outright is logged as an error and not retried (see [`gives_up`]);
+    /// only a listen address that cannot be bound is an error.
     pub async fn start(
         listen: SocketAddr,
         public_url: String,
@@ -119,6 +138,10 @@ impl Webhook {
                     let wait = renewal_delay(first.expiration_ms, now_ms());
                     accepted.lock().unwrap_or_else(|p| p.into_inner()).channels.insert(log.clone(), vec![first]);
                     wait
+                }
+                Err(e) if gives_up(&e) => {
+                    refused(&log, &e);
+                    continue;
                 }
                 Err(e) => {
                     tracing::warn!(?log, error = %e, "push channel registration failed; polling continues, retrying");
@@ -181,6 +204,10 @@ impl Registration {
                         let _ = self.drive.stop_channel(&ch).await;
                     }
                     tracing::info!(log = ?self.log, renew_in = ?wait, "push channel registered");
+                }
+                Err(e) if gives_up(&e) => {
+                    refused(&self.log, &e);
+                    return;
                 }
                 Err(e) => {
                     tracing::warn!(log = ?self.log, error = %e, retry_in = ?retry, "push channel registration failed; polling continues");

@@ -1,7 +1,7 @@
 //! Fault injection seen through the real client stack: proportions, resets mid-body, scope of faults,
 //! and the server's `Retry-After` honoured by a metadata call of our Drive client.
 
-use crate::support::emu::{hub_error_reason, start};
+use crate::support::emu::{drive_client, hub_error_reason, start};
 use drive_emulator::EmulatorConfig;
 use futures::StreamExt;
 use serde_json::json;
@@ -111,34 +111,6 @@ async fn connection_resets_cut_bodies_part_way() {
     assert_eq!(full.len() as u64, size);
     assert_eq!(Some(hex::encode(<md5::Md5 as md5::Digest>::digest(&full))), file.md5);
     ctx.emu.shutdown().await;
-}
-
-/// Our Drive client against the emulator: two attempts per call, backoff of at most 10 ms.
-async fn drive_client(ctx: &crate::support::emu::Ctx, dir: &std::path::Path) -> mirrorflow::drive::DriveClient {
-    let key = dir.join("key.json");
-    ctx.emu.write_service_account_key(&key).unwrap();
-    mirrorflow::drive::DriveClient::connect(mirrorflow::drive::DriveSettings {
-        credentials: mirrorflow::drive::auth::Credentials {
-            path: key,
-            subject: None,
-            token_cache: None,
-            scope: "https://www.googleapis.com/auth/drive.readonly".into(),
-        },
-        api_base_url: ctx.base.clone(),
-        docs_base_url: ctx.base.clone(),
-        page_size: 100,
-        acknowledge_abuse: false,
-        retry: mirrorflow::retry::RetryPolicy {
-            max_attempts: 2,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(10),
-        },
-        breaker: mirrorflow::breaker::BreakerSettings::default(),
-        rps: 1000.0,
-        timeout: Duration::from_secs(30),
-    })
-    .await
-    .expect("client connects")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,22 @@ fn invalid_token() -> ApiError {
     ApiError::invalid_value("pageToken", "Invalid Value")
 }
 
+/// The parameters `changes.list` and `changes.watch` share: which changes of which log.
+fn changes_request(app: &App, p: &Params) -> Result<ChangesRequest, ApiError> {
+    let drive = check_drive(app, p)?;
+    Ok(ChangesRequest {
+        pos: 0,
+        page_size: p.int_in("pageSize", 100, 1, 1000)?,
+        include_removed: p.flag("includeRemoved", true)?,
+        all_drives: drive.is_some()
+            || p.flag("includeItemsFromAllDrives", false)?
+            || p.flag("includeTeamDriveItems", false)?,
+        restrict_to_my_drive: p.flag("restrictToMyDrive", false)?,
+        drive,
+        with_digests: false,
+    })
+}
+
 /// `GET /drive/v3/changes`.
 pub(crate) async fn changes_list(
     AxState(app): AxState<Arc<App>>,
@@ -64,19 +80,8 @@ async fn list_inner(app: &App, p: &Params) -> Result<Response, ApiError> {
         return Err(ApiError::invalid_fields(&format!("changes/{unknown}")));
     }
     let token = p.require("pageToken")?;
-    let drive = check_drive(app, p)?;
-    let mut req = ChangesRequest {
-        pos: 0,
-        page_size: p.int_in("pageSize", 100, 1, 1000)?,
-        include_removed: p.flag("includeRemoved", true)?,
-        all_drives: p.flag("includeItemsFromAllDrives", false)? || p.flag("includeTeamDriveItems", false)?,
-        restrict_to_my_drive: p.flag("restrictToMyDrive", false)?,
-        drive: drive.clone(),
-        with_digests: wants_digests(&mask, &["changes", "file"]),
-    };
-    if drive.is_some() {
-        req.all_drives = true;
-    }
+    let mut req = changes_request(app, p)?;
+    req.with_digests = wants_digests(&mask, &["changes", "file"]);
     let (page, next, new_start) = {
         let st = app.state();
         req.pos = st.log.parse_token(token).ok_or_else(invalid_token)?;
@@ -108,14 +113,14 @@ pub(crate) async fn watch(
     app.gate("changes.watch", &headers, false, |_| async {
         let token = p.require("pageToken")?;
         app.state().log.parse_token(token).ok_or_else(invalid_token)?;
-        let drive = check_drive(&app, &p)?;
+        let filter = changes_request(&app, &p)?;
         let req: WatchRequest =
             serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("Parse Error: {e}")))?;
         let mut uri = format!("{}drive/v3/changes?alt=json&pageToken={token}", app.base_url);
-        if let Some(d) = &drive {
+        if let Some(d) = &filter.drive {
             uri.push_str(&format!("&driveId={d}"));
         }
-        let channel = app.watch.open(req, uri, drive).map_err(ApiError::bad_request)?;
+        let channel = app.watch.open(req, uri, filter)?;
         Ok(json_response(channel))
     })
     .await

@@ -155,7 +155,7 @@ pub(crate) async fn mutate(AxState(app): AxState<Arc<App>>, body: Bytes) -> Resp
         Ok(b) => b,
         Err(resp) => return *resp,
     };
-    let (status, value, touched) = {
+    let (status, value) = {
         let mut st = app.state();
         let before = st.log.records.len();
         let mut created = Vec::new();
@@ -169,7 +169,7 @@ pub(crate) async fn mutate(AxState(app): AxState<Arc<App>>, body: Bytes) -> Resp
                 }
             }
         }
-        let touched = st.touched_since(before);
+        app.watch.notify_change(|filter| st.changed_since(before, filter));
         let mut value = json!({"created": created, "applied": failure.as_ref().map_or(req.ops.len(), |f| f.0), "summary": summary(&st)});
         let status = match &failure {
             None => StatusCode::OK,
@@ -179,9 +179,8 @@ pub(crate) async fn mutate(AxState(app): AxState<Arc<App>>, body: Bytes) -> Resp
         if let Some((_, e)) = failure {
             value["error"] = json!(e.to_string());
         }
-        (status, value, touched)
+        (status, value)
     };
-    app.watch.notify_change(&touched);
     (status, json_response(value)).into_response()
 }
 

@@ -64,6 +64,17 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "global", "badRequest", message)
     }
 
+    /// A `changes.watch` address Drive will not deliver to: Google answers 400
+    /// `push.webhookUrlNotHttps` "WebHook callback must be HTTPS: <address>".
+    pub fn webhook_url_not_https(address: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "global",
+            "push.webhookUrlNotHttps",
+            format!("WebHook callback must be HTTPS: {address}"),
+        )
+    }
+
     /// A Bearer token that is not (or no longer) valid: expired or revoked. Google's "Resolve
     /// errors" page: 401 `authError` "Invalid Credentials"; the client refreshes its access token.
     pub fn invalid_credentials() -> Self {

@@ -171,7 +171,7 @@ impl Emulator {
     pub fn mutate(&self, ops: &[MutateOp]) -> Result<Vec<String>, MutateError> {
         let mut created = Vec::new();
         let mut result = Ok(());
-        let touched = {
+        {
             let mut st = self.app.state();
             let before = st.log.records.len();
             for op in ops {
@@ -183,9 +183,8 @@ impl Emulator {
                     }
                 }
             }
-            st.touched_since(before)
-        };
-        self.app.watch.notify_change(&touched);
+            self.app.watch.notify_change(|filter| st.changed_since(before, filter));
+        }
         result.map(|()| created)
     }
 

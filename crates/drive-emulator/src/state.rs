@@ -78,19 +78,10 @@ impl State {
         self.log.push(ChangeRecord { file_id: id.to_string(), time_ms, removed: true, drive_id, drive_change: false });
     }
 
-    /// The change logs written since record `before` (for push notifications).
-    pub fn touched_since(&self, before: usize) -> super::watch::Touched {
-        let mut t = super::watch::Touched::default();
-        for rec in self.log.records.iter().skip(before) {
-            match &rec.drive_id {
-                Some(d) if !rec.drive_change => {
-                    t.drives.insert(d.clone());
-                    t.user_log |= self.config.drive_changes_in_user_log;
-                }
-                _ => t.user_log = true,
-            }
-        }
-        t
+    /// Whether a `changes.list` with `req`'s parameters would report anything written since record
+    /// `before`: Drive notifies a `changes.watch` channel of exactly the changes its parameters select.
+    pub fn changed_since(&self, before: usize, req: &ChangesRequest) -> bool {
+        (before..self.log.records.len()).any(|i| self.change_at(i, req).is_some())
     }
 
     /// Record a drive-level change: a shared drive created (or joined), renamed, or removed.

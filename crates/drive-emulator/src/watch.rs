@@ -7,7 +7,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::errors::ApiError;
 use super::model::now_ms;
+use super::state::ChangesRequest;
 
 /// Drive's maximum lifetime for changes channels (one week).
 const MAX_LIFETIME_MS: i64 = 7 * 24 * 3_600_000;
@@ -37,8 +39,9 @@ pub(crate) struct StopRequest {
 #[derive(Debug, Clone)]
 struct Channel {
     id: String,
-    /// The shared drive whose log the channel watches; `None` for the user's log.
-    drive: Option<String>,
+    /// The `changes.list` parameters given to `changes.watch`: the channel hears of the changes they
+    /// select (its log, `restrictToMyDrive`, `includeItemsFromAllDrives`), as Drive does.
+    filter: ChangesRequest,
     resource_id: String,
     resource_uri: String,
     token: Option<String>,
@@ -52,16 +55,6 @@ struct Channel {
 struct Notification {
     address: String,
     headers: Vec<(&'static str, String)>,
-}
-
-/// Which change logs a batch of mutations wrote to: a channel is notified only for its own log, as
-/// Drive does (a channel on a shared drive's log hears nothing of My Drive, and the other way round).
-#[derive(Debug, Default)]
-pub(crate) struct Touched {
-    /// The user's log got a change.
-    pub user_log: bool,
-    /// These shared drives' logs got changes.
-    pub drives: std::collections::HashSet<String>,
 }
 
 /// Open channels and the queue to the delivery task.
@@ -78,13 +71,17 @@ impl Watch {
         Watch { channels: Mutex::new(HashMap::new()), queue: tx }
     }
 
-    /// Open a channel; returns Drive's Channel resource or a message for a 400.
-    pub fn open(&self, req: WatchRequest, resource_uri: String, drive: Option<String>) -> Result<Value, String> {
-        let id = req.id.filter(|s| !s.is_empty()).ok_or("Required: id")?;
-        let address = req.address.filter(|s| !s.is_empty()).ok_or("Required: address")?;
+    /// Open a channel for the changes `filter` selects; returns Drive's Channel resource.
+    pub fn open(&self, req: WatchRequest, resource_uri: String, filter: ChangesRequest) -> Result<Value, ApiError> {
+        let id = req.id.filter(|s| !s.is_empty()).ok_or_else(|| ApiError::bad_request("Required: id"))?;
+        let address =
+            req.address.filter(|s| !s.is_empty()).ok_or_else(|| ApiError::bad_request("Required: address"))?;
         match req.kind.as_deref() {
             Some("web_hook") | Some("webhook") => {}
-            _ => return Err("Invalid value for type: expected web_hook".into()),
+            _ => return Err(ApiError::bad_request("Invalid value for type: expected web_hook")),
+        }
+        if !deliverable(&address) {
+            return Err(ApiError::webhook_url_not_https(&address));
         }
         let now = now_ms();
         let asked = req.expiration.as_ref().and_then(|v| match v {
@@ -97,7 +94,7 @@ impl Watch {
         rand::fill(&mut rid[..]);
         let channel = Channel {
             id: id.clone(),
-            drive,
+            filter,
             resource_id: base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, rid),
             resource_uri,
             token: req.token,
@@ -122,17 +119,13 @@ impl Watch {
         matches && channels.remove(id).is_some()
     }
 
-    /// Tell every live channel whose log received changes (see [`Touched`]).
-    pub fn notify_change(&self, touched: &Touched) {
+    /// Tell every live channel that `changed` says has news (given the channel's parameters).
+    pub fn notify_change(&self, changed: impl Fn(&ChangesRequest) -> bool) {
         let now = now_ms();
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels.retain(|_, c| c.expiration_ms > now);
         for ch in channels.values_mut() {
-            let hit = match &ch.drive {
-                None => touched.user_log,
-                Some(d) => touched.drives.contains(d),
-            };
-            if hit {
+            if changed(&ch.filter) {
                 self.send(ch, "change");
             }
         }
@@ -153,6 +146,23 @@ impl Watch {
             headers.push(("X-Goog-Channel-Token", t.clone()));
         }
         let _ = self.queue.send(Notification { address: ch.address.clone(), headers });
+    }
+}
+
+/// Whether Drive would deliver to `address`: Google requires HTTPS. Plain `http` to a loopback host is
+/// the emulator's one allowance, so tests can receive notifications without a certificate.
+fn deliverable(address: &str) -> bool {
+    let Ok(u) = url::Url::parse(address) else { return false };
+    let loopback = match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match u.scheme() {
+        "https" => u.host().is_some(),
+        "http" => loopback,
+        _ => false,
     }
 }
 

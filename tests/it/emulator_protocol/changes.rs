@@ -187,6 +187,29 @@ async fn watch_channels_receive_sync_then_change() {
     ctx.emu.shutdown().await;
 }
 
+/// Google delivers push notifications only over HTTPS: a `changes.watch` to a plain `http` address
+/// on a public host is a 400 `push.webhookUrlNotHttps` naming it (loopback `http` is the emulator's one
+/// allowance, so tests can listen without a certificate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_address_that_is_not_https_is_refused_as_google_does() {
+    let ctx = start(EmulatorConfig::default()).await;
+    let (_, start_token) = ctx.hub.changes().get_start_page_token().doit().await.unwrap();
+    let token = start_token.start_page_token.unwrap();
+    let channel = |address: &str| google_drive3::api::Channel {
+        id: Some(format!("chan-{}", address.len())),
+        type_: Some("web_hook".into()),
+        address: Some(address.into()),
+        ..Default::default()
+    };
+    let err = ctx.hub.changes().watch(channel("http://hooks.example.com/drive"), &token).doit().await.unwrap_err();
+    assert_eq!(hub_error_reason(&err), "push.webhookUrlNotHttps");
+    let google_drive3::Error::BadRequest(body) = &err else { panic!("{err:?}") };
+    assert_eq!(body["error"]["code"], 400);
+    assert_eq!(body["error"]["message"], "WebHook callback must be HTTPS: http://hooks.example.com/drive");
+    ctx.hub.changes().watch(channel("https://hooks.example.com/drive"), &token).doit().await.expect("https is fine");
+    ctx.emu.shutdown().await;
+}
+
 /// Items other people shared with the user: `sharedWithMe = true` finds the ones shared directly
 /// (with `sharedWithMeTime`, owned by someone else), `files.get` of a parent the user cannot open is a
 /// 404, and `restrictToMyDrive` leaves their changes out of the user's log, as Google documents.

@@ -145,3 +145,31 @@ impl Ctx {
         (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
     }
 }
+
+/// Our Drive client against the emulator: two attempts per call, backoff of at most 10 ms.
+pub async fn drive_client(ctx: &Ctx, dir: &std::path::Path) -> mirrorflow::drive::DriveClient {
+    let key = dir.join("key.json");
+    ctx.emu.write_service_account_key(&key).unwrap();
+    mirrorflow::drive::DriveClient::connect(mirrorflow::drive::DriveSettings {
+        credentials: mirrorflow::drive::auth::Credentials {
+            path: key,
+            subject: None,
+            token_cache: None,
+            scope: "https://www.googleapis.com/auth/drive.readonly".into(),
+        },
+        api_base_url: ctx.base.clone(),
+        docs_base_url: ctx.base.clone(),
+        page_size: 100,
+        acknowledge_abuse: false,
+        retry: mirrorflow::retry::RetryPolicy {
+            max_attempts: 2,
+            base_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(10),
+        },
+        breaker: mirrorflow::breaker::BreakerSettings::default(),
+        rps: 1000.0,
+        timeout: std::time::Duration::from_secs(30),
+    })
+    .await
+    .expect("client connects")
+}
