@@ -655,16 +655,31 @@ impl Destination {
         self.guarded(async { self.store.get(&path).await.map_err(store_err)?.bytes().await.map_err(store_err) }).await
     }
 
-    /// Server-side copy. On a local folder the copy is a file of its own (see [`copy_local_file`]),
-    /// never a hard link: a kept version, a trashed object or a content-dedup copy must not change
-    /// when the file it was copied from (or to) is written in place. On S3 a source above
-    /// `CopyObject`'s limit (5 GiB) is copied in parts (`s3_copy`), its content type and metadata
-    /// carried over.
+    /// Server-side copy of an object to another key for the same content of the same file (a kept
+    /// version, the trash, a move back): the copy keeps the source's metadata. On a local folder the
+    /// copy is a file of its own (see [`copy_local_file`]), never a hard link: a kept version, a
+    /// trashed object or a content-dedup copy must not change when the file it was copied from (or to)
+    /// is written in place. On S3 a source above `CopyObject`'s limit (5 GiB) is copied in parts
+    /// (`s3_copy`), its content type and metadata carried over.
     pub async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), DestError> {
+        self.copy_with(from, to, None).await
+    }
+
+    /// Server-side copy that becomes `meta`'s file's object (a content-dedup copy, a renamed or moved
+    /// file): the copy carries that file's metadata (`drive-id`, `drive-name`, `drive-md5`, content
+    /// type), not the source's. On S3 that is a `CopyObject` with `x-amz-metadata-directive: REPLACE`
+    /// (or a multipart copy created with it); a local folder keeps no metadata. Other stores
+    /// (object_store's copy takes no metadata) keep the source's.
+    pub async fn copy_as(&self, from: &ObjectKey, to: &ObjectKey, meta: &ObjectMeta) -> Result<(), DestError> {
+        self.copy_with(from, to, Some(self.attributes(meta))).await
+    }
+
+    /// A copy with `attributes` replacing the source's, or keeping them when `None`.
+    async fn copy_with(&self, from: &ObjectKey, to: &ObjectKey, attributes: Option<Attributes>) -> Result<(), DestError> {
         let (src, dst) = (Self::path(from)?, Self::path(to)?);
         let copy_err = |source| DestError::Store { op: "copy", key: from.0.clone(), source };
-        match &self.local {
-            Some(fs) => {
+        match (&self.local, &self.big_copies) {
+            (Some(fs), _) => {
                 let (a, b) =
                     (fs.path_to_filesystem(&src).map_err(copy_err)?, fs.path_to_filesystem(&dst).map_err(copy_err)?);
                 self.guarded(async {
@@ -675,28 +690,32 @@ impl Destination {
                 })
                 .await?
             }
-            None => {
-                let in_parts = match &self.big_copies {
-                    Some(copier) => self.copy_in_parts(copier, from, &src, &dst).await?,
-                    None => false,
-                };
-                if !in_parts {
-                    self.guarded(async { self.store.copy(&src, &dst).await.map_err(copy_err) }).await?
+            (None, Some(copier)) => {
+                if !self.copy_in_parts(copier, from, &src, &dst, attributes.clone()).await? {
+                    match &attributes {
+                        Some(a) => {
+                            self.guarded(async { copier.copy_object(&src, &dst, a).await.map_err(copy_err) }).await?
+                        }
+                        None => self.guarded(async { self.store.copy(&src, &dst).await.map_err(copy_err) }).await?,
+                    }
                 }
             }
+            (None, None) => self.guarded(async { self.store.copy(&src, &dst).await.map_err(copy_err) }).await?,
         }
         self.wrote();
         Ok(())
     }
 
     /// Copies `src` in parts when it is larger than the copier's threshold (one HEAD tells its size
-    /// and attributes); false when it is not, and one `CopyObject` is to copy it.
+    /// and attributes), giving the copy `attributes` or else the source's; false when it is not, and
+    /// one `CopyObject` is to copy it.
     async fn copy_in_parts(
         &self,
         copier: &s3_copy::MultipartCopier,
         from: &ObjectKey,
         src: &Path,
         dst: &Path,
+        attributes: Option<Attributes>,
     ) -> Result<bool, DestError> {
         let head = object_store::GetOptions { head: true, ..Default::default() };
         self.guarded(async {
@@ -706,7 +725,7 @@ impl Destination {
                 return Ok(false);
             }
             let parts = copier
-                .copy(src, dst, got.meta.size, got.attributes)
+                .copy(src, dst, got.meta.size, attributes.unwrap_or(got.attributes))
                 .await
                 .map_err(|failure| store_err(failure.op, failure.source))?;
             tracing::debug!(from = %from, to = %dst, size = got.meta.size, parts, "copied in parts");

@@ -87,7 +87,7 @@ impl BucketAddress {
     }
 }
 
-/// Why one `UploadPartCopy` failed.
+/// Why one signed copy request (`UploadPartCopy` or `CopyObject`) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PartCopyError {
     /// object_store could not produce credentials.
@@ -97,18 +97,18 @@ pub enum PartCopyError {
     #[error("request: {0}")]
     Request(String),
     /// The request did not get an answer.
-    #[error("UploadPartCopy: {0}")]
+    #[error("copy request: {0}")]
     Http(#[from] reqwest::Error),
     /// The server refused, or answered 200 with an `<Error>` body (S3 may, once a copy has started).
-    #[error("UploadPartCopy answered {status}: {excerpt}")]
+    #[error("copy request answered {status}: {excerpt}")]
     Refused {
         /// HTTP status.
         status: u16,
         /// The start of the body.
         excerpt: String,
     },
-    /// A success without the part's ETag.
-    #[error("UploadPartCopy answer has no ETag: {0}")]
+    /// A success without its result (the part's ETag, or `<CopyObjectResult>`).
+    #[error("copy answer has no result: {0}")]
     NoETag(String),
 }
 
@@ -230,6 +230,27 @@ impl MultipartCopier {
             .await
     }
 
+    /// One signed request, tried again with backoff while the failure is transient.
+    async fn with_retries<T, F, Fut>(&self, to: &Path, what: &str, mut request: F) -> Result<T, PartCopyError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, PartCopyError>>,
+    {
+        let mut delay = self.base_delay;
+        let mut attempt = 1;
+        loop {
+            match request().await {
+                Err(e) if e.retryable() && attempt < self.attempts => {
+                    tracing::debug!(key = %to, what, error = %e, "retrying a copy request");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.max_delay);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// One part, tried again with backoff while the failure is transient.
     async fn part_with_retries(
         &self,
@@ -239,19 +260,7 @@ impl MultipartCopier {
         number: usize,
         range: (u64, u64),
     ) -> Result<String, PartCopyError> {
-        let mut delay = self.base_delay;
-        let mut attempt = 1;
-        loop {
-            match self.part(from, to, id, number, range).await {
-                Err(e) if e.retryable() && attempt < self.attempts => {
-                    tracing::debug!(key = %to, part = number, error = %e, "retrying a part copy");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.max_delay);
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        self.with_retries(to, "UploadPartCopy", || self.part(from, to, id, number, range)).await
     }
 
     /// One signed `UploadPartCopy`: part `number` of upload `id` at `to` is bytes `range` of `from`.
@@ -264,34 +273,68 @@ impl MultipartCopier {
         number: usize,
         range: (u64, u64),
     ) -> Result<String, PartCopyError> {
+        let number = number.to_string();
+        let headers = vec![
+            ("x-amz-copy-source".to_string(), self.copy_source(from)),
+            ("x-amz-copy-source-range".to_string(), format!("bytes={}-{}", range.0, range.1)),
+        ];
+        let (status, body) = self.signed_put(to, &[("partNumber", &number), ("uploadId", id)], headers).await?;
+        etag_of(status, &body)
+    }
+
+    /// One `CopyObject` of `from` to `to` that gives the copy `attributes` (content type and user
+    /// metadata) instead of the source's (`x-amz-metadata-directive: REPLACE`): a copy made for another
+    /// file (a content-dedup copy, a renamed file) carries that file's `drive-id`, `drive-name` and
+    /// `drive-md5`. object_store's `copy` sends no directive (S3 then keeps the source's metadata) and
+    /// takes no attributes, so the request is signed here. Sources above 5 GiB go through [`Self::copy`].
+    pub async fn copy_object(&self, from: &Path, to: &Path, attributes: &Attributes) -> Result<(), object_store::Error> {
+        let mut headers = vec![
+            ("x-amz-copy-source".to_string(), self.copy_source(from)),
+            ("x-amz-metadata-directive".to_string(), "REPLACE".to_string()),
+        ];
+        headers.extend(attribute_headers(attributes));
+        self.with_retries(to, "CopyObject", || async {
+            let (status, body) = self.signed_put(to, &[], headers.clone()).await?;
+            copied(status, &body)
+        })
+        .await
+        .map_err(|e| e.into_store_error(from))
+    }
+
+    /// `x-amz-copy-source` for `from` in this bucket.
+    fn copy_source(&self, from: &Path) -> String {
+        format!("{}/{}", self.address.bucket, uri_encode(from.as_ref(), false))
+    }
+
+    /// A body-less PUT of object `to` with `query` and `headers`, signed with SigV4 (object_store's
+    /// credentials); returns the status and body.
+    async fn signed_put(
+        &self,
+        to: &Path,
+        query: &[(&str, &str)],
+        mut headers: Vec<(String, String)>,
+    ) -> Result<(u16, String), PartCopyError> {
         let credential = self.s3.credentials().get_credential().await.map_err(PartCopyError::Credentials)?;
-        let text = format!(
-            "{}/{}?partNumber={number}&uploadId={}",
-            self.address.url,
-            uri_encode(to.as_ref(), false),
-            uri_encode(id, true)
-        );
+        let mut text = format!("{}/{}", self.address.url, uri_encode(to.as_ref(), false));
+        for (i, (k, v)) in query.iter().enumerate() {
+            text.push_str(&format!("{}{k}={}", if i == 0 { '?' } else { '&' }, uri_encode(v, true)));
+        }
         let url = url::Url::parse(&text).map_err(|e| PartCopyError::Request(format!("{text}: {e}")))?;
         let host = match url.port() {
             Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_string(),
         };
         let amz_date = amz_date(time::OffsetDateTime::now_utc());
-        let mut headers = vec![
-            ("host".to_string(), host),
-            ("x-amz-content-sha256".to_string(), EMPTY_SHA256.to_string()),
-            ("x-amz-copy-source".to_string(), format!("{}/{}", self.address.bucket, uri_encode(from.as_ref(), false))),
-            ("x-amz-copy-source-range".to_string(), format!("bytes={}-{}", range.0, range.1)),
-            ("x-amz-date".to_string(), amz_date.clone()),
-        ];
+        headers.push(("host".to_string(), host));
+        headers.push(("x-amz-content-sha256".to_string(), EMPTY_SHA256.to_string()));
+        headers.push(("x-amz-date".to_string(), amz_date.clone()));
         if let Some(token) = &credential.token {
             headers.push(("x-amz-security-token".to_string(), token.clone()));
         }
-        let number = number.to_string();
         let request = Canonical {
             method: "PUT",
             path: url.path(),
-            query: &[("partNumber", &number), ("uploadId", id)],
+            query,
             headers: &headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>(),
             payload_sha256: EMPTY_SHA256,
         };
@@ -303,9 +346,40 @@ impl MultipartCopier {
         }
         let response = call.send().await?;
         let status = response.status().as_u16();
-        let body = response.text().await?;
-        etag_of(status, &body)
+        Ok((status, response.text().await?))
     }
+}
+
+/// The request headers S3 stores as `attributes` (object_store's own mapping: `Content-Type` and the
+/// like, `x-amz-meta-<name>` for user metadata).
+fn attribute_headers(attributes: &Attributes) -> Vec<(String, String)> {
+    use object_store::Attribute;
+    attributes
+        .iter()
+        .filter_map(|(attribute, value)| {
+            let name = match attribute {
+                Attribute::ContentType => "content-type".to_string(),
+                Attribute::ContentDisposition => "content-disposition".to_string(),
+                Attribute::ContentEncoding => "content-encoding".to_string(),
+                Attribute::ContentLanguage => "content-language".to_string(),
+                Attribute::CacheControl => "cache-control".to_string(),
+                Attribute::StorageClass => "x-amz-storage-class".to_string(),
+                Attribute::Metadata(name) => format!("x-amz-meta-{name}"),
+                _ => return None,
+            };
+            Some((name, value.as_ref().to_string()))
+        })
+        .collect()
+}
+
+/// Whether a `CopyObject` answer is a success (`<CopyObjectResult>`; S3 may answer 200 with an
+/// `<Error>` body once a copy has started).
+fn copied(status: u16, body: &str) -> Result<(), PartCopyError> {
+    let excerpt = || body.chars().take(300).collect::<String>();
+    if !(200..300).contains(&status) || body.contains("<Error>") {
+        return Err(PartCopyError::Refused { status, excerpt: excerpt() });
+    }
+    if body.contains("<CopyObjectResult") { Ok(()) } else { Err(PartCopyError::NoETag(excerpt())) }
 }
 
 /// The part's ETag from an `UploadPartCopy` answer (`<CopyPartResult><ETag>"…"</ETag>…`), quotes

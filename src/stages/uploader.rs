@@ -28,8 +28,16 @@ pub trait WriteTarget: Send + Sync + 'static {
         body: Vec<Bytes>,
         meta: &ObjectMeta,
     ) -> impl Future<Output = Result<Option<String>, DestError>> + Send;
-    /// Server-side copy.
+    /// Server-side copy for the same file and content (a subtree move step): the source's metadata.
     fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> impl Future<Output = Result<(), DestError>> + Send;
+    /// Server-side copy that becomes `meta`'s file's object (a content-dedup copy, a renamed file):
+    /// the copy carries that file's metadata, not the source's.
+    fn copy_as(
+        &self,
+        from: &ObjectKey,
+        to: &ObjectKey,
+        meta: &ObjectMeta,
+    ) -> impl Future<Output = Result<(), DestError>> + Send;
     /// Removes an object as `[destination] deletes` says (trash, delete or keep).
     fn remove(&self, key: &ObjectKey) -> impl Future<Output = Result<(), DestError>> + Send;
     /// Deletes an object (the source of a finished move).
@@ -97,6 +105,9 @@ impl WriteTarget for Uploads {
     }
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), DestError> {
         self.dest.copy(from, to).await
+    }
+    async fn copy_as(&self, from: &ObjectKey, to: &ObjectKey, meta: &ObjectMeta) -> Result<(), DestError> {
+        self.dest.copy_as(from, to, meta).await
     }
     async fn remove(&self, key: &ObjectKey) -> Result<(), DestError> {
         self.dest.remove(key).await
@@ -268,6 +279,15 @@ fn over_drive_size(planned: &Planned, len: u64) -> bool {
     is_media(planned) && planned.file.size.is_some_and(|size| len > size)
 }
 
+/// Where the file's bytes come from: the upload's source, or for a copy the source it would be
+/// fetched from (an exported doc's copy is still that export, with its content type).
+fn source_of(planned: &Planned) -> Option<&crate::model::Source> {
+    match &planned.kind {
+        ActionKind::Upload { source } | ActionKind::Copy { fallback: source, .. } => Some(source),
+        _ => None,
+    }
+}
+
 fn is_media(planned: &Planned) -> bool {
     !matches!(&planned.kind, ActionKind::Upload { source: crate::model::Source::Export { .. } })
 }
@@ -277,19 +297,17 @@ impl<W: WriteTarget> Uploader<W> {
         ObjectMeta {
             drive_id: planned.file.id.0.clone(),
             drive_name: planned.file.name.clone(),
-            content_type: match &planned.kind {
-                ActionKind::Upload {
-                    source: crate::model::Source::Export { mime, .. } | crate::model::Source::Download { mime },
-                } => Some(mime.clone()),
-                ActionKind::Upload { source: crate::model::Source::Link { .. } } => {
-                    Some("application/internet-shortcut".into())
+            content_type: match source_of(planned) {
+                Some(crate::model::Source::Export { mime, .. } | crate::model::Source::Download { mime }) => {
+                    Some(mime.clone())
                 }
+                Some(crate::model::Source::Link { .. }) => Some("application/internet-shortcut".into()),
                 _ if !planned.file.mime_type.starts_with("application/vnd.google-apps") => {
                     Some(planned.file.mime_type.clone())
                 }
                 _ => None,
             },
-            md5: planned.file.md5.clone().filter(|_| is_media(planned)),
+            md5: planned.file.md5.clone().filter(|_| !matches!(source_of(planned), Some(crate::model::Source::Export { .. }))),
         }
     }
 
@@ -565,7 +583,7 @@ impl<W: WriteTarget> Uploader<W> {
             return Ok(Written::Refetch);
         }
         if *from != planned.key {
-            self.target.copy(from, &planned.key).await?;
+            self.target.copy_as(from, &planned.key, &Self::meta(planned)).await?;
         }
         Ok(Written::Done(Uploaded {
             planned: planned.clone(),
@@ -730,6 +748,9 @@ mod tests {
             };
             objects.insert(to.clone(), bytes);
             Ok(())
+        }
+        async fn copy_as(&self, from: &ObjectKey, to: &ObjectKey, _: &ObjectMeta) -> Result<(), DestError> {
+            self.copy(from, to).await
         }
         async fn remove(&self, key: &ObjectKey) -> Result<(), DestError> {
             self.objects.lock().unwrap().remove(key);

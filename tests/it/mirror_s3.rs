@@ -229,6 +229,78 @@ async fn etag_of(endpoint: &str, bucket: &str, key: &str) -> String {
     head.e_tag.unwrap_or_default().trim_matches('"').to_string()
 }
 
+/// The `drive-id`, `drive-name` (percent-encoded) and `drive-md5` metadata and the content type of
+/// `key` in `bucket` (a HEAD through object_store).
+async fn drive_metadata(endpoint: &str, bucket: &str, key: &str) -> [Option<String>; 4] {
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .unwrap();
+    let head = object_store::GetOptions { head: true, ..Default::default() };
+    let got = object_store::ObjectStore::get_opts(&store, &object_store::path::Path::from(key), head).await.unwrap();
+    let get = |a: object_store::Attribute| got.attributes.get(&a).map(|v| v.to_string());
+    let meta = |name: &'static str| get(object_store::Attribute::Metadata(name.into()));
+    [meta("drive-id"), meta("drive-name"), meta("drive-md5"), get(object_store::Attribute::ContentType)]
+}
+
+/// What [`drive_metadata`] must read for the emulator's file `id`: its own id, name, md5 and type.
+fn own_metadata(tree: &drive_emulator::EmuTree, id: &str) -> [Option<String>; 4] {
+    let item = tree.items.iter().find(|i| i.id == id).unwrap();
+    let name: String = url::form_urlencoded::byte_serialize(item.name.as_bytes()).collect();
+    [Some(item.id.clone()), Some(name), item.md5.clone(), Some(item.mime_type.clone())]
+}
+
+/// Each object carries its own file's metadata: a renamed file, a file moved to another folder and a
+/// content-dedup copy are server-side copies (`CopyObject`), and each copy gets the `drive-id`,
+/// `drive-name`, `drive-md5` and content type of the file it now mirrors, not its source's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renamed_moved_and_dedup_copied_objects_carry_their_own_files_metadata() {
+    let s3 = s3_server().await;
+    let env = TestEnv::start(small_corpus(false)).await;
+    let bucket = format!("copymeta-{}", std::process::id());
+    create_bucket(&s3.endpoint, &bucket).await;
+    let dest = Dest::S3 { endpoint: s3.endpoint.clone(), bucket: bucket.clone(), prefix: "p".into() };
+    let config = env.config("s3-copymeta", &dest, "");
+    let c = config.to_str().unwrap();
+    let out = mirrorflow(&["run", "--once", c]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let tree = env.tree().await;
+    let media: Vec<_> = tree
+        .items
+        .iter()
+        .filter(|i| i.size.unwrap_or(0) > 0 && i.export_sizes.is_none() && i.parents.contains(&tree.root_id))
+        .take(3)
+        .cloned()
+        .collect();
+    assert_eq!(media.len(), 3);
+    let folder = tree.items.iter().find(|i| i.mime_type.ends_with(".folder") && i.drive_id.is_none()).unwrap();
+    let ops = serde_json::json!({"ops": [
+        {"op": "rename", "id": media[0].id, "name": "renamed by the owner.bin"},
+        {"op": "move", "id": media[1].id, "new_parent": folder.id},
+        {"op": "copy", "id": media[2].id, "parent": folder.id, "name": "a copy with its own name.bin"},
+    ]});
+    let dedup = env.control("mutate", ops).await["created"][0].as_str().unwrap().to_string();
+    let before = env.stats().await;
+    let out = mirrorflow(&["run", "--once", c]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = env.tree().await;
+    let keys = assert_exact_mirror(&config, &expected_files(&tree)).await;
+    let copied = env.stats().await["media_bytes_by_file"][&dedup].as_u64().unwrap_or(0);
+    assert_eq!(copied, before["media_bytes_by_file"][&dedup].as_u64().unwrap_or(0), "the dedup copy was downloaded");
+
+    for id in [&media[0].id, &media[1].id, &media[2].id, &dedup] {
+        let got = drive_metadata(&s3.endpoint, &bucket, &keys[id.as_str()].0).await;
+        assert_eq!(got, own_metadata(&tree, id), "{}", keys[id.as_str()]);
+    }
+    assert_verifies_equal(&config).await;
+}
+
 /// One `CopyObject` copies 5 GiB at most (AWS, Supabase), so larger objects are copied in parts
 /// (`UploadPartCopy`). With that limit lowered to 6 MiB and parts of 5 MiB, 12 MiB files uploaded in
 /// one PUT are renamed, moved, copied in Drive (a dedup copy) and deleted (trashed): the mirror is
@@ -286,6 +358,7 @@ async fn objects_above_the_copy_limit_are_copied_in_parts() {
         assert!(etag.ends_with("-3"), "{key} was not copied in 3 parts: ETag {etag}");
         let stored = destination.stored_content(key).await.unwrap().unwrap();
         assert_eq!((stored.size, stored.md5.as_ref()), (SIZE, expected[id.as_str()].md5.as_ref()), "{key}");
+        assert_eq!(drive_metadata(&s3.endpoint, &bucket, &key.0).await, own_metadata(&tree, id), "{key}");
     }
     let trashed: Vec<_> =
         destination.list_keys().await.unwrap().into_iter().filter(|(k, _)| k.0.starts_with("p/.trash/")).collect();
