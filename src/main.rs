@@ -160,6 +160,10 @@ enum AuthAction {
         /// this one's loopback port, e.g. through `ssh -L`).
         #[arg(long)]
         no_browser: bool,
+        /// Receive Google's answer on this loopback port instead of a random one, so an
+        /// `ssh -L N:127.0.0.1:N` tunnel can be opened before the URL is printed.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        port: Option<u16>,
         /// How long to wait for the consent.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
@@ -366,12 +370,13 @@ fn sign_in_setup(
 async fn auth(action: AuthAction) -> anyhow::Result<ExitCode> {
     use mirrorflow::drive::{login, token_cache::SignIn};
     match action {
-        AuthAction::Login { no_browser, timeout, config } => {
+        AuthAction::Login { no_browser, port, timeout, config } => {
             let (cfg, client, cache) = sign_in_setup(&config)?;
             let options = login::LoginOptions {
                 scope: mirrorflow::drive::auth::scope_url(&cfg.source.scope).unwrap_or_default(),
                 api_base_url: cfg.source.api_base_url.clone(),
                 wait: timeout,
+                port,
             };
             let present = |url: &str| {
                 if no_browser || !open_browser(url) {

@@ -114,6 +114,9 @@ pub struct LoginOptions {
     pub api_base_url: String,
     /// How long to wait for the browser's redirect.
     pub wait: Duration,
+    /// The loopback port to receive it on (`--port`), known before the URL is printed so that an
+    /// `ssh -L N:127.0.0.1:N` tunnel can be set up first; `None`: any free port.
+    pub port: Option<u16>,
 }
 
 /// The consent URL of one sign-in attempt.
@@ -144,9 +147,15 @@ pub async fn login(
     options: &LoginOptions,
     present: impl FnOnce(&str),
 ) -> Result<SignIn, DriveError> {
-    let listener = TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .map_err(|e| DriveError::Auth(format!("cannot listen on a loopback port for the sign-in: {e}")))?;
+    let listener = TcpListener::bind(("127.0.0.1", options.port.unwrap_or(0))).await.map_err(|e| {
+        DriveError::Auth(match options.port {
+            Some(port) => format!(
+                "cannot listen on 127.0.0.1:{port} for the sign-in (--port {port}): {e}; \
+                 is another program (or an ssh tunnel's local end) using it? Choose another port"
+            ),
+            None => format!("cannot listen on a loopback port for the sign-in: {e}"),
+        })
+    })?;
     let port = listener.local_addr().map_err(|e| DriveError::Auth(e.to_string()))?.port();
     let redirect = format!("http://127.0.0.1:{port}/");
     let (state, pkce) = (random_text(24), Pkce::new());

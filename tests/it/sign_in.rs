@@ -101,9 +101,16 @@ async fn an_oauth_client_file_or_an_unknown_kind_is_refused_with_what_to_use() {
 /// command prints, follows it (the emulator consents and redirects to the command's loopback port),
 /// and returns the command's output.
 async fn login(config: &std::path::Path) -> std::process::Output {
+    login_with(config, &[]).await
+}
+
+/// [`login`] with more arguments (`--port N`).
+async fn login_with(config: &std::path::Path, more: &[&str]) -> std::process::Output {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
-        .args(["auth", "login", "--no-browser", "--timeout", "60s", config.to_str().unwrap()])
+        .args(["auth", "login", "--no-browser", "--timeout", "60s"])
+        .args(more)
+        .arg(config)
         .env("MIRRORFLOW_LOG", "debug")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -206,6 +213,30 @@ async fn auth_login_with_a_desktop_client_mirrors_refreshes_and_logs_out() {
     let out = mirrorflow(&["run", "--once", cfg]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("auth login"), "{}", text(&out));
+}
+
+/// On a headless machine the consent page is opened elsewhere through `ssh -L N:127.0.0.1:N`, which
+/// needs the port before the URL is printed: `--port N` receives the redirect on exactly that port,
+/// and a port already taken is refused with a message naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_login_receives_the_redirect_on_the_port_asked_for() {
+    let env = TestEnv::start(small_corpus(false)).await;
+    let (config, cache, _) = desktop_config(&env, "port", "").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = login_with(&config, &["--port", &port.to_string()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let redirect: String = url::form_urlencoded::byte_serialize(format!("http://127.0.0.1:{port}/").as_bytes()).collect();
+    assert!(text(&out).contains(&format!("redirect_uri={redirect}")), "{}", text(&out));
+    assert!(cache.exists());
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port().to_string();
+    let args = ["auth", "login", "--no-browser", "--timeout", "5s", "--port", &busy, config.to_str().unwrap()];
+    let out = mirrorflow(&args).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(&format!("127.0.0.1:{busy}")) && text(&out).contains("--port"), "{}", text(&out));
+    assert!(!text(&out).contains("code_challenge"), "no consent URL for a sign-in that cannot finish");
+    drop(taken);
 }
 
 /// The breaker's cool-down is short so that a run which (wrongly) trips it still ends soon; each
