@@ -1264,7 +1264,8 @@ mod tests {
 
     #[test]
     fn a_webhook_public_url_must_be_https_except_on_a_loopback_host() {
-        let text = |url: &str| format!("{MINIMAL}[source.webhook]\nlisten = \"127.0.0.1:8080\"\npublic_url = \"{url}\"\n");
+        let text =
+            |url: &str| format!("{MINIMAL}[source.webhook]\nlisten = \"127.0.0.1:8080\"\npublic_url = \"{url}\"\n");
         let problem = |url: &str| {
             let t = text(url);
             let c = Config::parse(&t).unwrap();
@@ -1274,7 +1275,9 @@ mod tests {
         assert!(refused.contains("must be https") && refused.ends_with("(line 7)"), "{refused}");
         assert!(problem("ftp://mirror.example.com/hook").is_some());
         assert!(problem("not a url").is_some());
-        for ok in ["https://mirror.example.com/hook", "http://127.0.0.1:8080/hook", "http://localhost/h", "http://[::1]/h"] {
+        for ok in
+            ["https://mirror.example.com/hook", "http://127.0.0.1:8080/hook", "http://localhost/h", "http://[::1]/h"]
+        {
             assert_eq!(problem(ok), None, "{ok}");
         }
     }

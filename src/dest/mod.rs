@@ -675,7 +675,12 @@ impl Destination {
     }
 
     /// A copy with `attributes` replacing the source's, or keeping them when `None`.
-    async fn copy_with(&self, from: &ObjectKey, to: &ObjectKey, attributes: Option<Attributes>) -> Result<(), DestError> {
+    async fn copy_with(
+        &self,
+        from: &ObjectKey,
+        to: &ObjectKey,
+        attributes: Option<Attributes>,
+    ) -> Result<(), DestError> {
         let (src, dst) = (Self::path(from)?, Self::path(to)?);
         let copy_err = |source| DestError::Store { op: "copy", key: from.0.clone(), source };
         match (&self.local, &self.big_copies) {

@@ -287,7 +287,12 @@ impl MultipartCopier {
     /// file (a content-dedup copy, a renamed file) carries that file's `drive-id`, `drive-name` and
     /// `drive-md5`. object_store's `copy` sends no directive (S3 then keeps the source's metadata) and
     /// takes no attributes, so the request is signed here. Sources above 5 GiB go through [`Self::copy`].
-    pub async fn copy_object(&self, from: &Path, to: &Path, attributes: &Attributes) -> Result<(), object_store::Error> {
+    pub async fn copy_object(
+        &self,
+        from: &Path,
+        to: &Path,
+        attributes: &Attributes,
+    ) -> Result<(), object_store::Error> {
         let mut headers = vec![
             ("x-amz-copy-source".to_string(), self.copy_source(from)),
             ("x-amz-metadata-directive".to_string(), "REPLACE".to_string()),

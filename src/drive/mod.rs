@@ -890,7 +890,11 @@ impl DriveClient {
                 let mut d = RetryAfterCapture::default();
                 let call = self.hub.changes().watch(request.clone(), &page_token);
                 let (_, ch) = of_log!(call, log)
-                    .add_scope(self.auth.scope()).delegate(&mut d).doit().await.map_err(|e| d.error(e))?;
+                    .add_scope(self.auth.scope())
+                    .delegate(&mut d)
+                    .doit()
+                    .await
+                    .map_err(|e| d.error(e))?;
                 Ok(ch)
             })
             .await?;

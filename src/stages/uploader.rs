@@ -307,7 +307,11 @@ impl<W: WriteTarget> Uploader<W> {
                 }
                 _ => None,
             },
-            md5: planned.file.md5.clone().filter(|_| !matches!(source_of(planned), Some(crate::model::Source::Export { .. }))),
+            md5: planned
+                .file
+                .md5
+                .clone()
+                .filter(|_| !matches!(source_of(planned), Some(crate::model::Source::Export { .. }))),
         }
     }
 

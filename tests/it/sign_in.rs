@@ -225,7 +225,8 @@ async fn auth_login_receives_the_redirect_on_the_port_asked_for() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let out = login_with(&config, &["--port", &port.to_string()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let redirect: String = url::form_urlencoded::byte_serialize(format!("http://127.0.0.1:{port}/").as_bytes()).collect();
+    let redirect: String =
+        url::form_urlencoded::byte_serialize(format!("http://127.0.0.1:{port}/").as_bytes()).collect();
     assert!(text(&out).contains(&format!("redirect_uri={redirect}")), "{}", text(&out));
     assert!(cache.exists());
 
