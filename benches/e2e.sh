@@ -8,8 +8,12 @@
 # Scenarios
 #   small        10,000 files × 4,096 bytes (in 50 folders)
 #                → local folder (target ≥ 2,000 files/s) and → S3 (target ≥ 1.5× rclone's files/s)
-#   big1g        one 1 GiB file → local folder (target ≥ 85 % of `curl alt=media | md5sum`), → S3, and
-#                → local folder with `[pipeline] sha256 = false` (md5 only, like the reference)
+#   s3small      5,000 files of mixed sizes (0 B to 256 KiB, 7 sizes in turn, 245 MB in all) → S3 against
+#                rclone copying the same bytes from local disk: 3 interleaved rounds (mirrorflow, then
+#                rclone), each into a fresh prefix and state; medians (target ≥ 1.5×). Needs s3s-fs + rclone
+#   big1g        one 1 GiB file → local folder (target ≥ 90 % of `curl alt=media | md5sum`) and → local
+#                folder with `[pipeline] sha256 = false` (md5 only, like the reference), in BIG_ROUNDS
+#                interleaved rounds with the reference (medians); then → S3 once
 #   big8g        one 8 GiB file → local folder: peak RSS within 10 % of big1g's and
 #                ≤ 64 MiB + uploader concurrency × chunk_size × chunk_depth (needs ~25 GB of disk with S3)
 #   budget       eight 256 MiB files → S3 at once, 32 MiB parts, 4 parts in flight per file: peak RSS with
@@ -50,6 +54,7 @@
 #                      Google's per-user quota; against the local emulator it would be the only limit
 #                      (10,000 files ≥ 67 s). Set DRIVE_RPS=150 to see that.
 #   CONCURRENCY=8      [stages.downloader|uploader] concurrency (also rclone's --transfers)
+#   BIG_ROUNDS=3       interleaved rounds of big1g/big8g (curl, → local, → local md5 only): medians
 #   EMU_PORT=18700 S3_PORT=18701   loopback ports
 #   WORK=/tmp/...      work folder (default: a fresh mktemp -d, removed at the end unless KEEP=1)
 #   NO_BUILD=1         skip `cargo build --release`
@@ -63,8 +68,8 @@ ROOT_DIR=$PWD
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(small big1g)
 for s in "${SCENARIOS[@]}"; do
-    case $s in small | big1g | big8g | budget | listing200k | million | verify100k | index | dups) ;; *)
-        echo "unknown scenario $s (small big1g big8g budget listing200k million verify100k index dups)" >&2
+    case $s in small | s3small | big1g | big8g | budget | listing200k | million | verify100k | index | dups) ;; *)
+        echo "unknown scenario $s (small s3small big1g big8g budget listing200k million verify100k index dups)" >&2
         exit 2
         ;;
     esac
@@ -74,6 +79,7 @@ DRIVE_RPS=${DRIVE_RPS:-100000}
 CONCURRENCY=${CONCURRENCY:-8}
 CHUNK_MIB=1
 CHUNK_DEPTH=4
+BIG_ROUNDS=${BIG_ROUNDS:-3}
 EMU_PORT=${EMU_PORT:-18700}
 S3_PORT=${S3_PORT:-18701}
 EMU=http://127.0.0.1:$EMU_PORT
@@ -167,20 +173,24 @@ stop_emulator() {
     EMU_PID=
 }
 
-# Creates `count` files of `size` bytes, round-robin over the folders (or My Drive's root).
-create_files() { # count size
+# Creates `count` files of `size` bytes, round-robin over the folders (or My Drive's root). A size of
+# "mixed" gives file k the size MIXED_SIZES[k mod 7] (0 B to 256 KiB).
+MIXED_SIZES="0 100 1024 4096 16384 65536 262144"
+create_files() { # count size|mixed
     local count=$1 size=$2 batch=5000 start=0
     jq -r '.items[] | select(.mime_type == "application/vnd.google-apps.folder") | .id' \
         <(curl -sf "$EMU/_emu/tree?checksums=false") >"$WORK/folders.txt"
     [ -s "$WORK/folders.txt" ] || echo root >"$WORK/folders.txt"
     while [ "$start" -lt "$count" ]; do
         local n=$((count - start < batch ? count - start : batch))
-        awk -v start="$start" -v n="$n" -v size="$size" '
+        awk -v start="$start" -v n="$n" -v size="$size" -v mixed="$MIXED_SIZES" '
             { f[NR - 1] = $0 } END {
+                m = split(mixed, sizes, " ")
                 printf "{\"ops\":["
                 for (i = 0; i < n; i++) {
                     k = start + i
-                    printf "%s{\"op\":\"create\",\"parent\":\"%s\",\"name\":\"f-%07d.bin\",\"size\":%d}", (i ? "," : ""), f[k % NR], k, size
+                    sz = size == "mixed" ? sizes[k % m + 1] : size
+                    printf "%s{\"op\":\"create\",\"parent\":\"%s\",\"name\":\"f-%07d.bin\",\"size\":%d}", (i ? "," : ""), f[k % NR], k, sz
                 }
                 printf "]}"
             }' "$WORK/folders.txt" >"$WORK/ops.json"
@@ -334,34 +344,109 @@ scenario_small() {
     rm -rf "$WORK"/small-*-dest "$WORK"/small-*-state
 }
 
+proc_cpu() { # pid → user + system CPU seconds it has used so far (0 when it is gone)
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+median() { # values… → their median (empty when none)
+    [ $# -gt 0 ] || return 0
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+scenario_s3small() {
+    local n=5000 bytes=0 r secs rss code cpu sz i
+    for sz in $MIXED_SIZES; do bytes=$((bytes + sz)); done
+    bytes=$((bytes * n / 7))
+    echo "== s3small: $n files of mixed sizes ($MIXED_SIZES bytes in turn) → S3, 3 interleaved rounds" | tee -a "$RESULTS"
+    if [ "$HAVE_S3" != 1 ] || [ "$HAVE_RCLONE" != 1 ]; then
+        echo "   (skipped: needs s3s-fs and rclone)" | tee -a "$RESULTS"
+        return 0
+    fi
+    start_emulator --folders 50 --depth 3
+    create_files "$n" mixed
+    curl -sf "$EMU/_emu/tree" >/dev/null # the emulator computes md5s lazily: warm them outside the timings
+    # rclone's source: the same bytes on local disk (mirrorflow's own local mirror of the corpus).
+    read -r secs rss code cpu < <(run_mirrorflow s3small-local "$(local_config s3small-local)")
+    check_exit s3small-local "$code"
+    [ "$code" = 0 ] || { stop_emulator; return 0; }
+    bytes=$(du -sb --apparent-size "$WORK/s3small-local-dest" | cut -f1)
+    sync
+    start_s3
+    local mf=() rc=() e0 s0
+    # Besides each client's own CPU, the CPU the emulator and the S3 server spent on its run: on a
+    # 2-core machine all three share the cores, so this is what a file costs the machine.
+    for r in 1 2 3; do
+        e0=$(proc_cpu "$EMU_PID") s0=$(proc_cpu "$S3_PID")
+        read -r secs rss code cpu < <(run_mirrorflow "s3small-s3-$r" "$(s3_config "s3small-s3-$r")")
+        check_exit "s3small-s3-$r" "$code"
+        row s3small "round $r: mirrorflow → S3" "$n" "$bytes" "$secs" "$rss" "$code" "$cpu" \
+            "emulator CPU $(calc "$(proc_cpu "$EMU_PID") - $e0") s, S3 server CPU $(calc "$(proc_cpu "$S3_PID") - $s0") s"
+        [ "$code" = 0 ] && mf+=("$secs")
+        s0=$(proc_cpu "$S3_PID")
+        read -r secs rss code cpu < <(run_rclone "s3small-rclone-$r" "$WORK/s3small-local-dest" "s3small-$r")
+        check_exit "s3small-rclone-$r" "$code"
+        row s3small "round $r: ref rclone → S3" "$n" "$bytes" "$secs" "$rss" "$code" "$cpu" \
+            "S3 server CPU $(calc "$(proc_cpu "$S3_PID") - $s0") s"
+        [ "$code" = 0 ] && rc+=("$secs")
+    done
+    if [ ${#mf[@]} = 3 ] && [ ${#rc[@]} = 3 ]; then
+        local m c
+        m=$(median "${mf[@]}")
+        c=$(median "${rc[@]}")
+        printf '   medians: mirrorflow %.2f s (%.0f files/s), rclone %.2f s (%.0f files/s): %s× (target ≥ 1.5)\n' \
+            "$m" "$(calc "$n / $m")" "$c" "$(calc "$n / $c")" "$(ratio "$c" "$m")" | tee -a "$RESULTS"
+    fi
+    stop_s3
+    stop_emulator
+    rm -rf "$WORK"/s3small-*-dest "$WORK"/s3small-*-state
+}
+
 big_file() { # scenario mib
-    local sc=$1 mib=$2 bytes=$(($2 * 1024 * 1024)) id md5 token secs rss code cpu got
-    echo "== $sc: one file of $mib MiB" | tee -a "$RESULTS"
+    local sc=$1 mib=$2 bytes=$(($2 * 1024 * 1024)) id md5 token secs rss code cpu got r
+    echo "== $sc: one file of $mib MiB, $BIG_ROUNDS interleaved rounds (curl, → local, → local md5 only)" | tee -a "$RESULTS"
     start_emulator --folders 0 --big-file-mib "$mib"
     # The emulator computes a big file's md5 lazily on first request: warm it outside the timings.
     curl -sf "$EMU/_emu/tree" >"$WORK/tree.json"
     id=$(jq -r '.items[] | select(.name | startswith("big-")) | .id' "$WORK/tree.json")
     md5=$(jq -r '.items[] | select(.name | startswith("big-")) | .md5' "$WORK/tree.json")
     token=$(access_token)
-    read -r secs rss code cpu < <(timed "$sc-curl" bash -c \
-        "curl -sf -H 'Authorization: Bearer $token' '$EMU/drive/v3/files/$id?alt=media' | md5sum")
-    got=$(cut -d' ' -f1 "$WORK/$sc-curl.out")
-    [ "$got" = "$md5" ] || echo "!! curl | md5sum gave $got, Drive says $md5" >&2
-    if [ "$code" = 0 ] && [ "$got" = "$md5" ]; then R[$sc.curl.secs]=$secs; fi
-    row "$sc" "ref: curl alt=media | md5sum" 1 "$bytes" "$secs" "$rss" "$code" "$cpu"
-    mirror_pair "$sc" 1 "$bytes"
-    printf '   mirrorflow → local / curl|md5sum = %s (target ≥ 0.85)\n' \
-        "$(ratio "${R[$sc.curl.secs]:-}" "${R[$sc.local.secs]:-}")" | tee -a "$RESULTS"
-    # The same with `[pipeline] sha256 = false`: md5 only, as the reference hashes.
-    local md5cfg
-    md5cfg=$(local_config "$sc-md5only")
-    sed -i 's/^chunk_depth = .*/&\nsha256 = false/' "$md5cfg"
-    read -r secs rss code cpu < <(run_mirrorflow "$sc-md5only" "$md5cfg")
-    check_exit "$sc-md5only" "$code"
-    row "$sc" "mirrorflow → local, md5 only" 1 "$bytes" "$secs" "$rss" "$code" "$cpu"
-    if [ "$code" = 0 ]; then R[$sc.md5only.secs]=$secs; fi
-    printf '   mirrorflow (sha256 = false) → local / curl|md5sum = %s\n' \
-        "$(ratio "${R[$sc.curl.secs]:-}" "${R[$sc.md5only.secs]:-}")" | tee -a "$RESULTS"
+    # Rounds interleave the reference and mirrorflow so that both see the same machine: one run of
+    # each on a shared 2-core machine varied 0.66–1.14× from run to run; the medians do not.
+    local curls=() locals=() md5s=() md5cfg
+    for r in $(seq 1 "$BIG_ROUNDS"); do
+        read -r secs rss code cpu < <(timed "$sc-curl-$r" bash -c \
+            "curl -sf -H 'Authorization: Bearer $token' '$EMU/drive/v3/files/$id?alt=media' | md5sum")
+        got=$(cut -d' ' -f1 "$WORK/$sc-curl-$r.out")
+        [ "$got" = "$md5" ] || echo "!! curl | md5sum gave $got, Drive says $md5" >&2
+        if [ "$code" = 0 ] && [ "$got" = "$md5" ]; then curls+=("$secs"); fi
+        row "$sc" "r$r ref: curl alt=media | md5sum" 1 "$bytes" "$secs" "$rss" "$code" "$cpu"
+        rm -rf "$WORK/$sc-local-dest" "$WORK/$sc-local-state"
+        read -r secs rss code cpu < <(run_mirrorflow "$sc-local-$r" "$(local_config "$sc-local")")
+        check_exit "$sc-local-$r" "$code"
+        row "$sc" "r$r mirrorflow → local folder" 1 "$bytes" "$secs" "$rss" "$code" "$cpu"
+        if [ "$code" = 0 ]; then locals+=("$secs"); R[$sc.local.rss]=$rss; fi
+        rm -rf "$WORK/$sc-md5only-dest" "$WORK/$sc-md5only-state"
+        md5cfg=$(local_config "$sc-md5only")
+        sed -i 's/^chunk_depth = .*/&\nsha256 = false/' "$md5cfg"
+        read -r secs rss code cpu < <(run_mirrorflow "$sc-md5only-$r" "$md5cfg")
+        check_exit "$sc-md5only-$r" "$code"
+        row "$sc" "r$r mirrorflow → local, md5 only" 1 "$bytes" "$secs" "$rss" "$code" "$cpu"
+        if [ "$code" = 0 ]; then md5s+=("$secs"); fi
+    done
+    local c l m
+    c=$(median "${curls[@]}")
+    l=$(median "${locals[@]}")
+    m=$(median "${md5s[@]}")
+    printf '   medians: curl|md5sum %s s, → local %s s, → local md5 only %s s\n' "$c" "$l" "$m" | tee -a "$RESULTS"
+    printf '   mirrorflow → local / curl|md5sum = %s (target ≥ 0.9); md5 only / curl|md5sum = %s\n' \
+        "$(ratio "$c" "$l")" "$(ratio "$c" "$m")" | tee -a "$RESULTS"
+    if [ "$HAVE_S3" = 1 ]; then
+        start_s3
+        read -r secs rss code cpu < <(run_mirrorflow "$sc-s3" "$(s3_config "$sc-s3")")
+        check_exit "$sc-s3" "$code"
+        row "$sc" "mirrorflow → S3 (s3s-fs)" 1 "$bytes" "$secs" "$rss" "$code" "$cpu"
+        stop_s3
+    fi
     local bound=$((64 * 1024 + CONCURRENCY * CHUNK_MIB * 1024 * CHUNK_DEPTH))
     printf '   peak RSS → local %s MiB (bound 64 MiB + %d × %d MiB × %d = %d MiB)\n' \
         "$(ratio "${R[$sc.local.rss]:-}" 1024)" "$CONCURRENCY" "$CHUNK_MIB" "$CHUNK_DEPTH" $((bound / 1024)) |

@@ -10,7 +10,7 @@ use crate::model::{FileId, FileRecord};
 /// Marks a store whose content index was built from its records.
 const CONTENT_INDEXED: &[u8] = b"content_indexed";
 
-fn content_key(md5: &str, id: &FileId) -> Vec<u8> {
+pub(super) fn content_key(md5: &str, id: &FileId) -> Vec<u8> {
     [md5.to_ascii_lowercase().as_bytes(), b"\0", id.as_str().as_bytes()].concat()
 }
 

@@ -1057,6 +1057,44 @@ mod tests {
         }
     }
 
+    /// What one mirrored file costs the store, entry by entry (key + value bytes as fjall is given
+    /// them, before its own per-entry overhead and compression). BENCHMARKS.md quotes these figures
+    /// (`cargo test --release --lib one_files_entries -- --nocapture` prints them); the bound keeps a
+    /// new field from growing every file's state unnoticed.
+    #[test]
+    fn one_files_entries_stay_within_their_budget() {
+        let id = FileId("1AbCdEfGhIjKlMnOpQrStUvWxYz012345".into());
+        let parent = FileId("0ZyXwVuTsRqPoNmLkJiHgFeDcBa987654".into());
+        let key = ObjectKey("my-drive/Photos/2024/IMG_20240101_123456.jpg".into());
+        let record = FileRecord {
+            id: id.clone(),
+            name: "IMG_20240101_123456.jpg".into(),
+            parent: Some(parent.clone()),
+            mime_type: "image/jpeg".into(),
+            version: 1234,
+            md5: Some("0123456789abcdef0123456789abcdef".into()),
+            sha256: Some("0123456789abcdef".repeat(4)),
+            size: 3_456_789,
+            key: key.clone(),
+            modified_time: Some("2024-01-01T12:34:56.789Z".into()),
+        };
+        let class = crate::dest::keys::collision_class(key.as_str());
+        let md5 = record.md5.clone().unwrap();
+        let entries = [
+            ("files", id.as_str().len() + codec::encode(&record).unwrap().len()),
+            ("claims", class.len() + id.as_str().len()),
+            ("claimed", id.as_str().len() + class.len()),
+            ("children", children_key(&parent, &id).len()),
+            ("content_refs", content::content_key(&md5, &id).len()),
+        ];
+        let total: usize = entries.iter().map(|(_, n)| n).sum();
+        for (keyspace, bytes) in entries {
+            eprintln!("{keyspace:>13}: {bytes} bytes");
+        }
+        eprintln!("{:>13}: {total} bytes", "total");
+        assert!(total <= 640, "one file's entries grew to {total} bytes: {entries:?}");
+    }
+
     #[test]
     fn batch_with_checkpoint_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
