@@ -913,6 +913,14 @@ fn url_prefix(url: &url::Url) -> String {
     url.path().trim_matches('/').to_string()
 }
 
+/// Whether requests to this S3 endpoint send `UNSIGNED-PAYLOAD` instead of the body's SHA-256, as
+/// AWS's SDK signer does: over HTTPS (AWS itself when no endpoint is set, Supabase) TLS already
+/// protects the body and hashing it twice more (here to sign, at the server to check) is pure cost;
+/// over plain HTTP the signature is the body's only protection in transit, so it stays signed.
+fn signs_payload_unsigned(endpoint: Option<&str>) -> bool {
+    endpoint.is_none_or(|e| e.trim_start().to_ascii_lowercase().starts_with("https://"))
+}
+
 /// The S3 store of `[destination]`, and where its bucket answers (for the requests signed outside
 /// object_store: `s3_copy`).
 fn build_s3(
@@ -930,6 +938,7 @@ fn build_s3(
         client = client.with_allow_http(endpoint.starts_with("http://"));
         b = b.with_endpoint(endpoint.trim_end_matches('/')).with_virtual_hosted_style_request(false);
     }
+    b = b.with_unsigned_payload(signs_payload_unsigned(cfg.endpoint.as_deref()));
     b = b.with_client_options(client).with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()));
     if let Some(k) = &cfg.access_key_id {
         b = b.with_access_key_id(k);
@@ -949,4 +958,17 @@ fn build_s3(
     let address = s3_copy::BucketAddress::of(&b)
         .ok_or_else(|| DestError::Config(format!("s3 URL {:?} has no bucket", cfg.url)))?;
     Ok((b.build().map_err(|e| DestError::Config(e.to_string()))?, address))
+}
+
+#[cfg(test)]
+mod payload_signing_tests {
+    use super::signs_payload_unsigned;
+
+    #[test]
+    fn only_https_endpoints_send_unsigned_payloads() {
+        assert!(signs_payload_unsigned(None), "AWS itself is reached over HTTPS");
+        assert!(signs_payload_unsigned(Some("https://abc.supabase.co/storage/v1/s3")));
+        assert!(signs_payload_unsigned(Some("HTTPS://minio.example.com")));
+        assert!(!signs_payload_unsigned(Some("http://127.0.0.1:9000")), "plain HTTP keeps the body signed");
+    }
 }
