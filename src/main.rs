@@ -108,6 +108,11 @@ enum Command {
         /// The pipeline configuration.
         config: PathBuf,
     },
+    /// The configuration itself: its JSON Schema, its reference (docs/CONFIG.md), a starting file.
+    Config {
+        #[command(subcommand)]
+        action: mirrorflow::config::cli::ConfigCommand,
+    },
     /// Show the saved checkpoint and what the store holds.
     Status {
         /// Print JSON.
@@ -325,6 +330,7 @@ async fn dispatch(cmd: Command) -> ExitCode {
         Command::Run { dry_run: true, json, quiet, config, .. } => return dry_run(&config, json, quiet).await,
         Command::Run { once, quiet, config, .. } => return run(&config, once, quiet).await,
         Command::Validate { config } => return validate(&config),
+        Command::Config { action } => return mirrorflow::config::cli::run(action),
         Command::Verify { checksum, repair, prune_unknown, json, quiet, config } => {
             return verify(&config, VerifyArgs { checksum, repair, prune_unknown, json, quiet }).await;
         }

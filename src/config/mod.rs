@@ -1,6 +1,12 @@
 //! `pipeline.toml`: parsed strictly (unknown keys are errors), validated as a whole so that every
 //! problem is reported at once, each naming its key, and resolved relative to the file's folder.
 
+pub mod cli;
+pub mod init;
+pub mod keys;
+pub mod reference;
+pub mod schema;
+
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -862,12 +868,22 @@ impl Bound for u64 {
 }
 
 impl<T: Bound> Between<T> {
-    fn new(low: T, high: T) -> Self {
-        Between { low, high: Some(high), low_key: None, high_key: None, bytes: false }
+    /// The range [`keys`] documents for a key.
+    fn of(limits: keys::Limits<T>) -> Self {
+        Between { low: limits.min, high: limits.max, low_key: None, high_key: None, bytes: false }
     }
 
-    fn at_least(low: T) -> Self {
-        Between { low, high: None, low_key: None, high_key: None, bytes: false }
+    /// Raises the lower bound to another key's value (never below the documented one).
+    fn low_at(self, low: T) -> Self {
+        if low > self.low { Between { low, ..self } } else { self }
+    }
+
+    /// Lowers the upper bound to another key's value.
+    fn high_at(self, high: T) -> Self {
+        match self.high {
+            Some(h) if h <= high => self,
+            _ => Between { high: Some(high), ..self },
+        }
     }
 
     fn bytes(self) -> Self {
@@ -1043,15 +1059,6 @@ impl Config {
                 p.push("testing.fail_mode: must be \"panic\" or \"error\"".into());
             }
         }
-        use crate::dest::s3_copy::{COPY_OBJECT_LIMIT, MAX_PART, MIN_PART};
-        if let Some(part) = self.testing.multipart_copy_part_size
-            && !(MIN_PART..=MAX_PART).contains(&part.0)
-        {
-            p.push("testing.multipart_copy_part_size: must be 5MiB to 5GiB (S3's part sizes)".into());
-        }
-        if self.testing.multipart_copy_above.is_some_and(|a| a.0 > COPY_OBJECT_LIMIT) {
-            p.push("testing.multipart_copy_above: at most 5GiB (one CopyObject copies no more)".into());
-        }
         p
     }
 
@@ -1135,7 +1142,7 @@ impl Config {
         }
     }
 
-    /// Every number and duration key against its documented range (README, "The keys"): a value
+    /// Every number and duration key against its range in [`keys`] (docs/CONFIG.md): a value
     /// outside it is refused here rather than overflowing, panicking or busy-looping at run time.
     fn range_problems(&self, p: &mut Vec<String>) {
         for (key, value, range) in self.duration_keys() {
@@ -1149,79 +1156,77 @@ impl Config {
             }
         }
         let rps = self.rate_limit.drive_rps;
-        if !(MIN_DRIVE_RPS..=MAX_DRIVE_RPS).contains(&rps) {
+        if !(keys::DRIVE_RPS.min..=keys::DRIVE_RPS.max.unwrap_or(f64::MAX)).contains(&rps) {
             p.push(format!("rate_limit.drive_rps: must be between {MIN_DRIVE_RPS} and {MAX_DRIVE_RPS}, not {rps}"));
         }
     }
 
-    /// Each duration key, its value (`None`: an optional key left out) and its range.
+    /// Each duration key, its value (`None`: an optional key left out) and its range, from [`keys`].
     fn duration_keys(&self) -> [(&'static str, Option<Duration>, Between<Duration>); 11] {
-        let (ms, secs) = (Duration::from_millis, Duration::from_secs);
-        let (hour, day) = (secs(3600), secs(DAY_SECS));
         let (s, r) = (&self.source, &self.retry);
-        let base_delay = r.base_delay.0.clamp(ms(1), hour);
+        let base_delay = r.base_delay.0.clamp(keys::BASE_DELAY.min, keys::BASE_DELAY.max.unwrap_or(Duration::MAX));
         [
-            ("source.poll_interval", Some(s.poll_interval.0), Between::new(ms(100), day)),
-            ("source.timeout", Some(s.timeout.0), Between::new(ms(100), hour)),
-            // No upper bound: a longer lifetime is clamped to Drive's maximum of a week.
-            ("source.webhook.channel_ttl", s.webhook.as_ref().map(|w| w.channel_ttl.0), Between::at_least(secs(60))),
-            ("destination.timeout", Some(self.destination.timeout.0), Between::new(ms(100), day)),
-            ("state.audit_retention", Some(self.state.audit_retention.0), Between::new(hour, secs(MAX_RETENTION_SECS))),
-            ("retry.base_delay", Some(r.base_delay.0), Between::new(ms(1), hour)),
-            ("retry.max_delay", Some(r.max_delay.0), Between::new(base_delay, hour).low_named("retry.base_delay")),
-            ("retry.breaker_cooldown", Some(r.breaker_cooldown.0), Between::new(ms(100), hour)),
-            ("supervisor.within", Some(self.supervisor.within.0), Between::new(secs(1), day)),
-            ("index.catch_up_timeout", Some(self.index.catch_up_timeout.0), Between::new(Duration::ZERO, day)),
-            ("verify.every", self.verify.every.map(|e| e.0), Between::new(secs(1), secs(366 * DAY_SECS))),
+            ("source.poll_interval", Some(s.poll_interval.0), Between::of(keys::POLL_INTERVAL)),
+            ("source.timeout", Some(s.timeout.0), Between::of(keys::SOURCE_TIMEOUT)),
+            ("source.webhook.channel_ttl", s.webhook.as_ref().map(|w| w.channel_ttl.0), Between::of(keys::CHANNEL_TTL)),
+            ("destination.timeout", Some(self.destination.timeout.0), Between::of(keys::DESTINATION_TIMEOUT)),
+            ("state.audit_retention", Some(self.state.audit_retention.0), Between::of(keys::AUDIT_RETENTION)),
+            ("retry.base_delay", Some(r.base_delay.0), Between::of(keys::BASE_DELAY)),
+            (
+                "retry.max_delay",
+                Some(r.max_delay.0),
+                Between::of(keys::MAX_DELAY).low_at(base_delay).low_named("retry.base_delay"),
+            ),
+            ("retry.breaker_cooldown", Some(r.breaker_cooldown.0), Between::of(keys::BREAKER_COOLDOWN)),
+            ("supervisor.within", Some(self.supervisor.within.0), Between::of(keys::SUPERVISOR_WITHIN)),
+            ("index.catch_up_timeout", Some(self.index.catch_up_timeout.0), Between::of(keys::CATCH_UP_TIMEOUT)),
+            ("verify.every", self.verify.every.map(|e| e.0), Between::of(keys::VERIFY_EVERY)),
         ]
     }
 
-    /// Each count and byte-size key (stage settings apart), its value and its range.
-    fn count_keys(&self) -> [(&'static str, Option<u64>, Between<u64>); 15] {
+    /// Each count and byte-size key (stage settings apart), its value and its range, from [`keys`].
+    fn count_keys(&self) -> [(&'static str, Option<u64>, Between<u64>); 17] {
         let (s, pl, r, t) = (&self.source, &self.pipeline, &self.retry, &self.testing);
         let part_size = pl.part_size.0.clamp(MIN_PART_SIZE, MAX_PART_SIZE);
+        let bytes = |l| Between::of(l).bytes();
         [
-            ("source.page_size", Some(s.page_size.into()), Between::new(1, 1000)),
-            ("source.max_file_size", s.max_file_size.map(|b| b.0), Between::at_least(1).bytes()),
-            ("destination.versions", Some(self.destination.versions as u64), Between::new(0, MAX_VERSIONS)),
-            ("destination.max_file_size", self.destination.max_file_size.map(|b| b.0), Between::at_least(1).bytes()),
-            ("destination.max_key_bytes", self.destination.max_key_bytes, Between::new(MIN_KEY_BYTES, MAX_KEY_BYTES)),
-            ("pipeline.part_size", Some(pl.part_size.0), Between::new(MIN_PART_SIZE, MAX_PART_SIZE).bytes()),
+            ("source.page_size", Some(s.page_size.into()), Between::of(keys::PAGE_SIZE)),
+            ("source.max_file_size", s.max_file_size.map(|b| b.0), bytes(keys::MAX_FILE_SIZE)),
+            ("destination.versions", Some(self.destination.versions as u64), Between::of(keys::VERSIONS)),
+            ("destination.max_file_size", self.destination.max_file_size.map(|b| b.0), bytes(keys::MAX_FILE_SIZE)),
+            ("destination.max_key_bytes", self.destination.max_key_bytes, Between::of(keys::KEY_BYTES)),
+            ("pipeline.part_size", Some(pl.part_size.0), bytes(keys::PART_SIZE)),
             (
                 "pipeline.chunk_size",
                 Some(pl.chunk_size.0),
-                Between::new(MIN_CHUNK_SIZE, part_size).bytes().high_named("pipeline.part_size"),
+                bytes(keys::CHUNK_SIZE).high_at(part_size).high_named("pipeline.part_size"),
             ),
             (
                 "pipeline.memory_budget",
                 Some(pl.memory_budget.0),
-                Between::new(part_size, MAX_PART_MEMORY).bytes().low_named("pipeline.part_size"),
+                bytes(keys::MEMORY_BUDGET).low_at(part_size).low_named("pipeline.part_size"),
             ),
-            ("pipeline.chunk_depth", Some(pl.chunk_depth as u64), Between::new(1, MAX_CHUNK_DEPTH)),
-            (
-                "state.memory",
-                Some(self.state.memory.0),
-                Between::new(crate::state::MIN_STORE_MEMORY, crate::state::MAX_STORE_MEMORY).bytes(),
-            ),
-            ("retry.max_attempts", Some(r.max_attempts.into()), Between::new(1, MAX_ATTEMPTS)),
-            ("retry.breaker_threshold", Some(r.breaker_threshold.into()), Between::new(1, MAX_BREAKER_THRESHOLD)),
-            ("supervisor.max_restarts", Some(self.supervisor.max_restarts.into()), Between::new(0, MAX_RESTARTS)),
-            ("testing.fail_after", Some(t.fail_after), Between::at_least(1)),
-            ("testing.crash_after_writes", t.crash_after_writes, Between::at_least(1)),
+            ("pipeline.chunk_depth", Some(pl.chunk_depth as u64), Between::of(keys::CHUNK_DEPTH)),
+            ("state.memory", Some(self.state.memory.0), bytes(keys::STATE_MEMORY)),
+            ("retry.max_attempts", Some(r.max_attempts.into()), Between::of(keys::RETRY_ATTEMPTS)),
+            ("retry.breaker_threshold", Some(r.breaker_threshold.into()), Between::of(keys::BREAKER_THRESHOLD)),
+            ("supervisor.max_restarts", Some(self.supervisor.max_restarts.into()), Between::of(keys::SUPERVISOR_RESTARTS)),
+            ("testing.fail_after", Some(t.fail_after), Between::of(keys::AT_LEAST_ONE)),
+            ("testing.crash_after_writes", t.crash_after_writes, Between::of(keys::AT_LEAST_ONE)),
+            ("testing.multipart_copy_above", t.multipart_copy_above.map(|b| b.0), bytes(keys::COPY_ABOVE)),
+            ("testing.multipart_copy_part_size", t.multipart_copy_part_size.map(|b| b.0), bytes(keys::COPY_PART_SIZE)),
         ]
     }
 
     fn stage_problems(&self, p: &mut Vec<String>) {
         for stage in StageName::ALL {
             let s = self.stages.settings(stage);
-            for (key, value, max) in [
-                ("concurrency", s.concurrency, MAX_CONCURRENCY),
-                ("capacity", s.capacity, MAX_CAPACITY),
-                ("part_concurrency", s.part_concurrency, MAX_PART_CONCURRENCY),
+            for (key, value, range) in [
+                ("concurrency", s.concurrency, keys::STAGE_CONCURRENCY),
+                ("capacity", s.capacity, keys::STAGE_CAPACITY),
+                ("part_concurrency", s.part_concurrency, keys::PART_CONCURRENCY),
             ] {
-                if !(1..=max).contains(&value) {
-                    p.push(format!("stages.{stage}.{key}: must be between 1 and {max}"));
-                }
+                Between::of(range).check(&format!("stages.{stage}.{key}"), value as u64, p);
             }
             if stage.single_worker() && s.concurrency != 1 {
                 p.push(format!("stages.{stage}.concurrency: this stage keeps order and must run with 1 worker"));
