@@ -86,13 +86,19 @@ fn init_file(args: InitArgs) -> Result<(), init::InitError> {
     let to_stdout = args.path == Path::new("-");
     let dir = if to_stdout { Path::new(".") } else { args.path.parent().unwrap_or(Path::new(".")) };
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    let dir = std::fs::canonicalize(dir).map_err(|source| init::InitError::Write { path: args.path.clone(), source })?;
+    let dir =
+        std::fs::canonicalize(dir).map_err(|source| init::InitError::Write { path: args.path.clone(), source })?;
     let options = InitOptions::new(args.credentials.credentials(), args.destination, &dir)?;
     if to_stdout {
         print(&init::render(&options));
         return Ok(());
     }
     init::write(&args.path, &options, args.force)?;
-    let _ = writeln!(std::io::stderr(), "wrote {}; check it with: mirrorflow validate {}", args.path.display(), args.path.display());
+    let _ = writeln!(
+        std::io::stderr(),
+        "wrote {}; check it with: mirrorflow validate {}",
+        args.path.display(),
+        args.path.display()
+    );
     Ok(())
 }

@@ -135,8 +135,12 @@ fn header(options: &InitOptions) -> String {
             "# Start the bundled Drive emulator from this file's folder first (it writes the key):\n\
              #   mirrorflow emulator --listen 127.0.0.1:8700 --write-key {EMULATOR_KEY}\n"
         ),
-        Credentials::ServiceAccount(_) => "# Share the folders or shared drives to mirror with the service account's email.\n".into(),
-        Credentials::Installed(_) => "# Sign in once: mirrorflow auth login pipeline.toml (saves the sign-in to token_cache).\n".into(),
+        Credentials::ServiceAccount(_) => {
+            "# Share the folders or shared drives to mirror with the service account's email.\n".into()
+        }
+        Credentials::Installed(_) => {
+            "# Sign in once: mirrorflow auth login pipeline.toml (saves the sign-in to token_cache).\n".into()
+        }
     };
     format!(
         "# mirrorflow pipeline, written by `mirrorflow config init`.\n{next}\
@@ -260,7 +264,8 @@ mod tests {
         assert!(err.to_string().contains("--installed"), "{err}");
         let missing = InitOptions::new(Credentials::ServiceAccount(dir.path().join("nope.json")), None, dir.path());
         assert!(missing.is_err());
-        let relative = InitOptions::new(Credentials::Installed(client.clone()), Some("ftp://example.com/x".into()), dir.path());
+        let relative =
+            InitOptions::new(Credentials::Installed(client.clone()), Some("ftp://example.com/x".into()), dir.path());
         assert!(matches!(relative, Err(InitError::Destination(..))), "{relative:?}");
         let options = InitOptions::new(Credentials::Installed(client), None, dir.path()).expect("options");
         let path = dir.path().join("pipeline.toml");

@@ -340,8 +340,10 @@ fn stage_doc(stage: StageName) -> &'static str {
         StageName::Downloader => "The downloader: streams bytes from Drive.",
         StageName::Uploader => "The chunk uploader: writes them to the destination.",
         StageName::Verifier => "The verifier: checks what was written.",
-        StageName::Committer => "The committer: records outcomes and checkpoints (its channel holds at least one \
-                                  1,024-outcome batch).",
+        StageName::Committer => {
+            "The committer: records outcomes and checkpoints (its channel holds at least one \
+                                  1,024-outcome batch)."
+        }
     }
 }
 
@@ -364,13 +366,16 @@ fn stage_keys(stage: StageName) -> Vec<Key> {
         4 => "4",
         _ => "1",
     });
-    let capacity = Key::new(format!("{table}.capacity"), Kind::Count(STAGE_CAPACITY), "Capacity of the stage's input channel.")
-        .implied("256")
-        .example("512");
+    let capacity =
+        Key::new(format!("{table}.capacity"), Kind::Count(STAGE_CAPACITY), "Capacity of the stage's input channel.")
+            .implied("256")
+            .example("512");
     let capacity = if stage.has_input() {
         capacity
     } else {
-        capacity.refused("the change feed reads Drive and has no input channel; what it emits waits in [stages.dedup] capacity")
+        capacity.refused(
+            "the change feed reads Drive and has no input channel; what it emits waits in [stages.dedup] capacity",
+        )
     };
     let part_concurrency = Key::new(
         format!("{table}.part_concurrency"),
@@ -513,12 +518,13 @@ fn export_keys() -> Vec<Key> {
                 kind.formats.iter().filter_map(|f| f.partial.map(|what| format!("`{}` ({what})", f.ext))).collect();
             let mut doc = format!("The format a Google {} is exported to.", kind.config_key);
             if !partial.is_empty() {
-                doc.push_str(&format!(
-                    " Partial formats, which need `allow_partial = true`: {}.",
-                    partial.join(", ")
-                ));
+                doc.push_str(&format!(" Partial formats, which need `allow_partial = true`: {}.", partial.join(", ")));
             }
-            let example = kind.formats.iter().find(|f| f.ext != kind.default_ext && f.partial.is_none()).map_or(kind.default_ext, |f| f.ext);
+            let example = kind
+                .formats
+                .iter()
+                .find(|f| f.ext != kind.default_ext && f.partial.is_none())
+                .map_or(kind.default_ext, |f| f.ext);
             Key::new(format!("source.export.{}", kind.config_key), Kind::Choice(names), doc)
                 .default(export_default(kind.config_key))
                 .example(format!("{example:?}"))
@@ -686,10 +692,14 @@ fn pipeline_keys() -> Vec<Key> {
             .max_key("pipeline.part_size")
             .default("\"1MiB\"")
             .example("\"2MiB\""),
-        Key::new("pipeline.chunk_depth", Kind::Count(CHUNK_DEPTH), "Chunks buffered between one download and its upload.")
-            .unit("chunks")
-            .default("4")
-            .example("8"),
+        Key::new(
+            "pipeline.chunk_depth",
+            Kind::Count(CHUNK_DEPTH),
+            "Chunks buffered between one download and its upload.",
+        )
+        .unit("chunks")
+        .default("4")
+        .example("8"),
         Key::new(
             "pipeline.part_size",
             Kind::Bytes(PART_SIZE),
@@ -757,17 +767,29 @@ fn retry_keys() -> Vec<Key> {
 
 fn other_keys() -> Vec<Key> {
     vec![
-        Key::new("rate_limit.drive_rps", Kind::Rate(DRIVE_RPS), "Drive requests per second (Google allows about 200 per user).")
-            .unit("requests per second")
-            .default("150.0")
-            .example("50.0"),
-        Key::new("metrics.listen", Kind::Address, "Address of the Prometheus exporter. See [Metrics](../README.md#metrics).")
-            .absent("no exporter")
-            .example("\"127.0.0.1:9898\""),
-        Key::new("supervisor.max_restarts", Kind::Count(SUPERVISOR_RESTARTS), "Restarts allowed within `within` before the pipeline gives up.")
-            .unit("restarts")
-            .default("10")
-            .example("20"),
+        Key::new(
+            "rate_limit.drive_rps",
+            Kind::Rate(DRIVE_RPS),
+            "Drive requests per second (Google allows about 200 per user).",
+        )
+        .unit("requests per second")
+        .default("150.0")
+        .example("50.0"),
+        Key::new(
+            "metrics.listen",
+            Kind::Address,
+            "Address of the Prometheus exporter. See [Metrics](../README.md#metrics).",
+        )
+        .absent("no exporter")
+        .example("\"127.0.0.1:9898\""),
+        Key::new(
+            "supervisor.max_restarts",
+            Kind::Count(SUPERVISOR_RESTARTS),
+            "Restarts allowed within `within` before the pipeline gives up.",
+        )
+        .unit("restarts")
+        .default("10")
+        .example("20"),
         Key::new("supervisor.within", Kind::Time(SUPERVISOR_WITHIN), "The window `max_restarts` counts in.")
             .default("\"60s\"")
             .example("\"5min\""),
@@ -841,9 +863,13 @@ fn testing_keys() -> Vec<Key> {
         )
         .absent("5GiB, `CopyObject`'s limit")
         .example("\"6MiB\""),
-        Key::new("testing.multipart_copy_part_size", Kind::Bytes(COPY_PART_SIZE), "Part size of those multipart copies.")
-            .absent("512MiB")
-            .example("\"5MiB\""),
+        Key::new(
+            "testing.multipart_copy_part_size",
+            Kind::Bytes(COPY_PART_SIZE),
+            "Part size of those multipart copies.",
+        )
+        .absent("512MiB")
+        .example("\"5MiB\""),
     ]
 }
 
@@ -995,7 +1021,13 @@ mod tests {
             std::fs::write(&path, document(&pairs)).expect("write");
             let loaded = Config::load(&path);
             match key.refused {
-                None => assert!(loaded.is_ok(), "{} = {}: {}", key.path, key.example, loaded.err().map(|e| e.to_string()).unwrap_or_default()),
+                None => assert!(
+                    loaded.is_ok(),
+                    "{} = {}: {}",
+                    key.path,
+                    key.example,
+                    loaded.err().map(|e| e.to_string()).unwrap_or_default()
+                ),
                 Some(_) => {
                     let err = loaded.err().map(|e| e.to_string()).unwrap_or_default();
                     assert!(err.contains(&key.path), "{} is documented as refused but validate took it", key.path);
@@ -1026,7 +1058,12 @@ mod tests {
             let mut pairs = base(&key.path);
             pairs.push((key.path.clone(), implied.to_string()));
             let explicit = Config::parse(&document(&pairs)).unwrap_or_else(|e| panic!("{}: {e}", key.path));
-            assert_eq!(settings(&absent), settings(&explicit), "{} = {implied} is not what its absence means", key.path);
+            assert_eq!(
+                settings(&absent),
+                settings(&explicit),
+                "{} = {implied} is not what its absence means",
+                key.path
+            );
         }
     }
 
@@ -1052,7 +1089,9 @@ mod tests {
             }
             node.clone()
         };
-        let ms = |v: &Value| humantime::parse_duration(v.as_str().expect("a duration")).expect("duration").as_millis() as f64;
+        let ms = |v: &Value| {
+            humantime::parse_duration(v.as_str().expect("a duration")).expect("duration").as_millis() as f64
+        };
         let mut out = Vec::new();
         for key in keys.iter().filter(|k| k.refused.is_none()) {
             let p = prop(&key.path);

@@ -1210,7 +1210,11 @@ impl Config {
             ("state.memory", Some(self.state.memory.0), bytes(keys::STATE_MEMORY)),
             ("retry.max_attempts", Some(r.max_attempts.into()), Between::of(keys::RETRY_ATTEMPTS)),
             ("retry.breaker_threshold", Some(r.breaker_threshold.into()), Between::of(keys::BREAKER_THRESHOLD)),
-            ("supervisor.max_restarts", Some(self.supervisor.max_restarts.into()), Between::of(keys::SUPERVISOR_RESTARTS)),
+            (
+                "supervisor.max_restarts",
+                Some(self.supervisor.max_restarts.into()),
+                Between::of(keys::SUPERVISOR_RESTARTS),
+            ),
             ("testing.fail_after", Some(t.fail_after), Between::of(keys::AT_LEAST_ONE)),
             ("testing.crash_after_writes", t.crash_after_writes, Between::of(keys::AT_LEAST_ONE)),
             ("testing.multipart_copy_above", t.multipart_copy_above.map(|b| b.0), bytes(keys::COPY_ABOVE)),

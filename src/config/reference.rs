@@ -128,7 +128,10 @@ mod tests {
 
     #[test]
     fn docs_config_md_is_what_config_reference_prints_now() {
-        assert!(checked_in("docs/CONFIG.md") == markdown(), "docs/CONFIG.md is stale: regenerate it with `{REGENERATE}`");
+        assert!(
+            checked_in("docs/CONFIG.md") == markdown(),
+            "docs/CONFIG.md is stale: regenerate it with `{REGENERATE}`"
+        );
     }
 
     #[test]

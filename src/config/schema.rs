@@ -58,7 +58,9 @@ struct Node {
 impl Node {
     /// The table at dotted `path` below this one (`""`: this one), created on the way.
     fn at(&mut self, path: &str) -> &mut Node {
-        path.split('.').filter(|p| !p.is_empty()).fold(self, |node, part| node.tables.entry(part.to_string()).or_default())
+        path.split('.')
+            .filter(|p| !p.is_empty())
+            .fold(self, |node, part| node.tables.entry(part.to_string()).or_default())
     }
 
     /// The table's schema: an object that refuses unknown keys, as the parser does.
