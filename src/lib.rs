@@ -16,6 +16,7 @@ pub mod hashing;
 pub mod index;
 pub(crate) mod internal_events;
 pub mod metrics;
+pub mod mirror;
 pub mod model;
 pub mod pipeline;
 pub mod progress;

@@ -1,7 +1,7 @@
 //! Destinations through object_store: S3 (any endpoint, Supabase included), GCS, Azure, or a local
 //! folder. Keys arrive already sanitized; this module only moves bytes and reports errors by class.
 
-pub mod keys;
+pub use crate::mirror::keys;
 mod local_list;
 pub mod multipart;
 pub mod refusal;

@@ -9,7 +9,7 @@ pub mod dedup;
 pub mod downloader;
 pub mod ledger;
 pub mod planner;
-pub mod selection;
+pub use crate::mirror::selection;
 pub mod uploader;
 pub mod verifier;
 

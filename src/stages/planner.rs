@@ -5,50 +5,17 @@
 use super::dedup::RecordView;
 use super::{Emit, Stage, StageError};
 use crate::config::StageName;
-use crate::config::{ExportConfig, KeyMode};
-use crate::dest::keys;
 use crate::drive::DriveError;
 use crate::internal_events::InternalEvent;
+use crate::mirror::disposition::{Disposition, disposition};
+use crate::mirror::keys;
+use crate::mirror::placement::{self, Folder, Folders, Found, KeyFor, KeyHolders, KeyRules, NoFreeKey, Roots, Spot};
+pub use crate::mirror::{Layout, SHARED_WITH_ME, Scope, last_segment};
 use crate::model::*;
 use crate::state::{FolderPage, Store, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-
-/// Drives in scope, discovered at start.
-#[derive(Clone, Debug, Default)]
-pub struct Scope {
-    /// My Drive's root folder id, when My Drive is mirrored.
-    pub my_drive_root: Option<FileId>,
-    /// Shared drives mirrored, with their names.
-    pub shared: BTreeMap<DriveId, String>,
-    /// Which files of those drives are mirrored (`[source] folders`, `include`, `exclude`, `mime_types`).
-    pub selection: super::selection::Selection,
-    /// `[source] shared_with_me`: the items other people shared with the user, outside their My
-    /// Drive, are mirrored under `shared-with-me/`.
-    pub shared_with_me: bool,
-}
-
-/// The key segment under the prefix that holds the items shared with the user.
-pub const SHARED_WITH_ME: &str = "shared-with-me";
-
-/// How keys are laid out.
-#[derive(Clone, Debug)]
-pub struct Layout {
-    /// Destination prefix (may be empty).
-    pub prefix: String,
-    /// Key alphabet.
-    pub mode: KeyMode,
-    /// Export formats.
-    pub export: ExportConfig,
-    /// Larger files are dead-lettered (`[source] max_file_size`).
-    pub max_file_size: Option<u64>,
-    /// Larger files are dead-lettered before their download: the store would refuse them
-    /// (`[destination] max_file_size`).
-    pub dest_max_file_size: Option<u64>,
-    /// Longest whole key (`[destination] max_key_bytes`, or the key mode's default).
-    pub max_key_bytes: usize,
-}
 
 /// The planner's one I/O need: metadata of a folder it has not seen.
 pub trait FolderLookup: Send + Sync + 'static {
@@ -127,22 +94,6 @@ fn sorted(mut classes: Vec<String>) -> Vec<String> {
     classes
 }
 
-/// The last segment of a key (a file's or folder's own name part).
-pub(crate) fn last_segment(key: &str) -> &str {
-    key.rsplit('/').next().unwrap_or(key)
-}
-
-/// What a key is claimed for: a file's object (with the extension an export adds) or a folder's
-/// prefix.
-#[derive(Clone, Copy, Debug)]
-enum KeyFor<'a> {
-    File { ext: Option<&'a str> },
-    Folder,
-}
-
-/// Maximum folder depth followed when resolving a path (Drive has no parent cycles, but be safe).
-const MAX_DEPTH: usize = 128;
-
 /// The committed state the planner reads: records, key claims, noted writes, a folder's files.
 /// [`Store`] (fjall) is the real one; unit tests use maps.
 pub trait PlanView: RecordView + Send + Sync + 'static {
@@ -204,6 +155,8 @@ pub struct Planner<L: FolderLookup, S: PlanView = Store> {
     lookup: Arc<L>,
     scope: Scope,
     layout: Layout,
+    /// The key space (`layout`'s prefix, alphabet and length limit).
+    rules: KeyRules,
     folders: HashMap<FileId, FolderRecord>,
     drive_roots: BTreeMap<DriveId, String>,
     /// Orders actions: a subtree change waits for every action sent before it, a key for the event holding it.
@@ -246,11 +199,13 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         layout: Layout,
         ledger: Arc<super::ledger::Ledger>,
     ) -> Result<Self, StageError> {
+        let rules = layout.rules();
         let mut p = Planner {
             store,
             lookup,
             scope,
             layout,
+            rules,
             folders: HashMap::new(),
             drive_roots: BTreeMap::new(),
             ledger,
@@ -270,15 +225,11 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         Ok(p)
     }
 
-    fn join(&self, rel: &str) -> String {
-        if self.layout.prefix.is_empty() { rel.to_string() } else { format!("{}/{rel}", self.layout.prefix) }
-    }
-
     /// The key of each shared drive's root: the recorded one (a rename while mirrorflow was down is
     /// applied by the drive event the feed sends at start), else claimed from the drive's name. Drives
     /// joined during an earlier run of this process (a planner restart) come from their records.
     fn assign_drive_roots(&mut self) -> Result<BTreeMap<DriveId, String>, StageError> {
-        let base = self.join("shared-drives");
+        let base = placement::shared_drives_base(&self.rules);
         for root in self.folders.values().filter(|f| f.is_drive_root()) {
             if let Some(d) = &root.drive_id {
                 self.scope.shared.entry(d.clone()).or_insert_with(|| root.name.clone());
@@ -333,7 +284,8 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         if let Some(old) = &old {
             self.frees(old);
         }
-        let key = self.claim(event.seq, &root_id, &self.join("shared-drives"), name, KeyFor::Folder).await?;
+        let base = placement::shared_drives_base(&self.rules);
+        let key = self.claim(event.seq, &root_id, &base, (name, None), KeyFor::Folder).await?;
         self.drive_roots.insert(drive.clone(), key.clone());
         let record = FolderRecord {
             id: root_id.clone(),
@@ -369,188 +321,60 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         Ok(holder.is_some_and(|h| h != *id))
     }
 
-    /// Whether the event being planned already claimed `class` for a file other than `id`.
-    fn claimed_now_by_other(&self, id: &FileId, class: &str) -> bool {
-        self.holds.get(class).is_some_and(|h| h.as_ref().is_some_and(|h| h != id))
-    }
-
     /// Notes that the event being planned frees `key` (a folder renamed, moved or removed): it is held
     /// until that commits, so a new item wanting the name waits for it instead of being disambiguated.
     fn frees(&mut self, key: &str) {
         self.holds.entry(keys::collision_class(key)).or_insert(None);
     }
 
-    /// Candidate `nth` for `name` in `parent`: the plain name, then ` (fileId)`, ` (fileId) (2)`, …
-    fn candidate(
-        &self,
-        id: &FileId,
-        parent: &str,
-        name: &str,
-        ext: Option<&str>,
-        nth: u32,
-    ) -> Result<String, StageError> {
-        const MAX_CANDIDATES: u32 = 1000;
-        if nth > MAX_CANDIDATES {
-            return Err(StageError::Failed(format!("no free key for {id} in {parent:?}")));
-        }
-        let suffix = (nth > 0).then_some((id, nth));
-        let segment = keys::candidate_segment(name, ext, suffix, self.layout.mode);
-        Ok(keys::child_key(parent, &segment, self.layout.max_key_bytes))
-    }
-
-    /// Why a file is too large to mirror, before any byte of it is downloaded: over `[source]
-    /// max_file_size` (`fileTooLarge`), or over `[destination] max_file_size`, the store's own limit
-    /// (`destination_too_large`, as the store's refusal of a larger upload is reported).
-    fn too_large(&self, file: &DriveFile) -> Option<(&'static str, String)> {
-        let size = file.size?;
-        if let Some(max) = self.layout.max_file_size.filter(|max| size > *max) {
-            return Some(("fileTooLarge", format!("{size} bytes is over max_file_size {max}")));
-        }
-        let max = self.layout.dest_max_file_size.filter(|max| size > *max)?;
-        let (size, max) = (crate::dest::refusal::human_size(size), crate::dest::refusal::human_size(max));
-        let error = format!(
-            "{size} over destination.max_file_size ({max}), the store's limit: raise the store's file size \
-             limit and destination.max_file_size, then `mirrorflow dlq retry`"
-        );
-        Some((crate::dest::refusal::Refusal::TooLarge.reason(), error))
-    }
-
-    /// The key of `name` inside `parent` for event `seq`: the first candidate that is free (or already
-    /// `id`'s). A disambiguated key is claimed like any other, since another file may literally be
-    /// named `x (<that id>).txt`. A class an in-flight event holds is waited for: that event may free
-    /// it (a rename or delete) or take it (a new file), and only its commit, which moves the claims
-    /// in the store with the records, decides. The claim itself is recorded when this event commits.
+    /// The key of `name` (plus `ext`) inside `parent` for event `seq` ([`placement::key_in`]). A class
+    /// an in-flight event holds is waited for: that event may free it (a rename or delete) or take it
+    /// (a new file), and only its commit, which moves the claims in the store with the records,
+    /// decides. The claim itself is recorded when this event commits.
     async fn claim(
         &mut self,
         seq: ChangeSeq,
         id: &FileId,
         parent: &str,
-        name: &str,
-        what: KeyFor<'_>,
+        name: (&str, Option<&str>),
+        what: KeyFor,
     ) -> Result<String, StageError> {
-        let ext = match what {
-            KeyFor::File { ext } => ext,
-            KeyFor::Folder => None,
-        };
-        let mut nth = 0;
-        loop {
-            let key = self.candidate(id, parent, name, ext, nth)?;
-            let class = keys::collision_class(&key);
-            if !self.claimed_now_by_other(id, &class) {
-                self.ledger.wait_key_free(seq, &class).await;
-                if !self.class_held_by_other(id, &class)? && !self.is_a_folder_of_objects(what, &class)? {
-                    self.holds.insert(class, Some(id.clone()));
-                    return Ok(key);
-                }
-            }
-            nth += 1;
-        }
-    }
-
-    /// Whether a file's candidate key is the folder part of committed keys. Claims keep one file per
-    /// key, and a folder's record claims its key; but a folder move committed in steps moves its
-    /// files' records first and its own with the last step, so after a crash in between the new folder
-    /// key holds objects no record claims yet. A file there would be a file over a directory.
-    fn is_a_folder_of_objects(&self, what: KeyFor<'_>, class: &str) -> Result<bool, StageError> {
-        Ok(matches!(what, KeyFor::File { .. }) && self.store.claimed_under(class)?)
+        let mut holders = Holders { store: &self.store, ledger: &self.ledger, holds: &mut self.holds, seq: Some(seq) };
+        placement::key_in(&self.rules, &mut holders, id, parent, name, what, None).await
     }
 
     /// `claim` outside any event (drive roots at start), which cannot wait: a class an active event
     /// holds counts as taken. The drive's own event claims its key for real.
     fn claim_outside_event(&mut self, id: &FileId, parent: &str, name: &str) -> Result<String, StageError> {
-        let mut nth = 0;
-        loop {
-            let key = self.candidate(id, parent, name, None, nth)?;
-            let class = keys::collision_class(&key);
-            let taken = self.claimed_now_by_other(id, &class)
-                || self.ledger.key_held(&class)
-                || self.class_held_by_other(id, &class)?;
-            if !taken {
-                self.holds.insert(class, Some(id.clone()));
-                return Ok(key);
-            }
-            nth += 1;
-        }
+        use futures::FutureExt;
+        let mut holders = Holders { store: &self.store, ledger: &self.ledger, holds: &mut self.holds, seq: None };
+        placement::key_in(&self.rules, &mut holders, id, parent, (name, None), KeyFor::Folder, None)
+            .now_or_never()
+            .unwrap_or_else(|| Err(StageError::Failed(format!("the key of {id} waited outside an event"))))
     }
 
-    /// The key prefix of the folder that holds `file`, or `None` when out of scope. Ancestors it has
-    /// to look up are recorded (through the committer); when the event is a change, not a listing,
-    /// such an ancestor may just have entered the mirror with files Drive reports no change for, so
-    /// its children are listed too.
+    /// The key prefix of the folder that holds `file`, or `None` when out of scope
+    /// ([`placement::parent_key`]). Ancestors it has to look up are recorded (through the committer);
+    /// when the event is a change, not a listing, such an ancestor may just have entered the mirror
+    /// with files Drive reports no change for, so its children are listed too.
     async fn parent_prefix(
         &mut self,
         seq: ChangeSeq,
         file: &DriveFile,
         origin: Origin,
     ) -> Result<Option<String>, StageError> {
-        let mut child = file.clone();
-        let mut chain: Vec<DriveFile> = Vec::new();
-        let prefix = loop {
-            if chain.len() > MAX_DEPTH {
-                return Ok(None);
-            }
-            let Some(parent) = child.parents.first().cloned() else {
-                match self.shared_root(&child) {
-                    Some(root) => break root,
-                    None => return Ok(None),
-                }
-            };
-            if let Some(root) = self.root_prefix(&child, &parent) {
-                break root;
-            }
-            if child.drive_id.is_some() && !self.drive_in_scope(&child) {
-                return Ok(None);
-            }
-            if let Some(f) = self.folders.get(&parent) {
-                break f.key.0.clone();
-            }
-            if self.out_of_scope.contains(&parent) {
-                if let Some(root) = self.shared_root(&child) {
-                    break root;
-                }
-                self.remember_out_of_scope(chain.iter().map(|f| f.id.clone()));
-                return Ok(None);
-            }
-            match self.lookup.lookup(&parent).await {
-                Ok(Some(folder)) if folder.is_folder() && !folder.trashed => {
-                    chain.push(folder.clone());
-                    child = folder;
-                }
-                Ok(found) => {
-                    let invisible = found.is_none();
-                    self.remember_out_of_scope(std::iter::once(parent));
-                    if invisible && let Some(root) = self.shared_root(&child) {
-                        break root;
-                    }
-                    self.remember_out_of_scope(chain.iter().map(|f| f.id.clone()));
-                    return Ok(None);
-                }
-                Err(e) => {
-                    return Err(super::drive_failure(&format!("cannot resolve parent {parent}"), e));
-                }
-            }
+        let mut known = Known {
+            lookup: self.lookup.as_ref(),
+            scope: &self.scope,
+            drive_roots: &self.drive_roots,
+            folders: &mut self.folders,
+            out_of_scope: &mut self.out_of_scope,
+            discovered: &mut self.discovered,
+            requests: &mut self.requests,
+            origin,
         };
-        // Record the looked-up ancestors, outermost first, so their keys are claimed once.
-        let mut prefix = prefix;
-        for folder in chain.into_iter().rev() {
-            let key = self.claim(seq, &folder.id, &prefix, &folder.name, KeyFor::Folder).await?;
-            let record = folder_record(&folder, &key);
-            self.folders.insert(folder.id.clone(), record.clone());
-            self.discovered.push(record);
-            if origin != Origin::Listing {
-                self.requests.push(Refresh::Children(folder.id.clone()));
-            }
-            prefix = key;
-        }
-        Ok(Some(prefix))
-    }
-
-    /// The key prefix of the items shared with the user, when `top` — an item whose parent is
-    /// missing or not the user's to see — is one they shared with the user directly and
-    /// `[source] shared_with_me` is on.
-    fn shared_root(&self, top: &DriveFile) -> Option<String> {
-        let shared = self.scope.shared_with_me && top.shared_with_me && top.drive_id.is_none();
-        shared.then(|| self.join(SHARED_WITH_ME))
+        let mut holders = Holders { store: &self.store, ledger: &self.ledger, holds: &mut self.holds, seq: Some(seq) };
+        placement::parent_key(&self.rules, &mut known, &mut holders, Spot::of(file)).await
     }
 
     /// Whether the selection holds `file`; `None` while its folder is not known yet. Once its folder
@@ -677,7 +501,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         if self.scope.shared_with_me {
             return Ok(false);
         }
-        let root = format!("{}/", self.join(SHARED_WITH_ME));
+        let root = format!("{}/", self.rules.join(SHARED_WITH_ME));
         let under_root = |key: &ObjectKey| key.0.starts_with(&root);
         if let Some(folder) = self.folders.get(&f.id) {
             return Ok(under_root(&folder.key));
@@ -691,28 +515,6 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
                 Ok(false)
             }
             _ => Ok(self.store.file_record(&f.id)?.is_some_and(|r| under_root(&r.key))),
-        }
-    }
-
-    fn remember_out_of_scope(&mut self, ids: impl Iterator<Item = FileId>) {
-        for id in ids {
-            if self.out_of_scope.len() >= OUT_OF_SCOPE_CACHE {
-                self.out_of_scope.clear();
-            }
-            self.out_of_scope.insert(id);
-        }
-    }
-
-    fn drive_in_scope(&self, f: &DriveFile) -> bool {
-        f.drive_id.as_ref().is_some_and(|d| self.scope.shared.contains_key(d))
-    }
-
-    fn root_prefix(&self, child: &DriveFile, parent: &FileId) -> Option<String> {
-        match &child.drive_id {
-            Some(d) if d.0 == parent.0 => self.drive_roots.get(d).cloned(),
-            Some(_) => None,
-            None if self.scope.my_drive_root.as_ref() == Some(parent) => Some(self.join("my-drive")),
-            None => None,
         }
     }
 
@@ -791,38 +593,28 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         parent: &str,
     ) -> Result<Result<Planned, Outcome>, StageError> {
         let file = file.with_link_digest();
-        if !file.is_shortcut()
-            && let Some(reason) = self.refused(&file)?
-        {
-            return Ok(Err(outcome(event, OutcomeKind::Skipped(reason))));
-        }
-        let source = if file.is_shortcut() {
-            (Source::Link { body: file.link_body() }, Some("url".to_string()))
-        } else if let Some(vid) = crate::drive::export::download_only(&file.mime_type) {
-            (Source::Download { mime: vid.mime.to_string() }, Some(vid.ext.to_string()))
-        } else if file.is_google_doc() {
-            let Some(format) = self.layout.export.format_for(&file.mime_type) else {
-                // A Form, Site, Map…: Drive has no export for it, so there are no bytes to mirror.
-                crate::metrics::event("planner", "no_export");
-                tracing::info!(file = %file.id, name = %file.name, mime = %file.mime_type, "skipped: Drive has no export for this Google type");
-                return Ok(Err(outcome(event, OutcomeKind::Skipped(SkipReason::NoExport(Refused::of(&file))))));
-            };
-            let (mime, ext) = (format.mime.to_string(), format.ext.to_string());
-            let link = file.export_links.get(&mime).cloned();
-            (Source::Export { mime, link }, Some(ext))
-        } else {
-            (Source::Media, None)
+        let skip = match !file.is_shortcut() && file.can_download {
+            true => self.store.skip_record(&file.id)?,
+            false => None,
         };
-        let what = KeyFor::File { ext: source.1.as_deref() };
-        let key = ObjectKey(self.claim(event.seq, &file.id, parent, &file.name, what).await?);
-        if let Some((reason, error)) = self.too_large(&file) {
-            let (name, reason) = (&file.name, reason);
-            let stage = StageName::Planner;
-            crate::internal_events::DeadLettered { stage, file: &file.id, name, key: &key, reason, error: &error }
-                .emit();
-            let dl = dead_letter(&file, Some(key), reason, error);
-            return Ok(Err(outcome(event, OutcomeKind::DeadLettered(dl))));
-        }
+        let (source, ext) = match disposition(&file, &self.layout, skip.as_ref(), crate::state::unix_ms()) {
+            Disposition::Write { source, ext } => (source, ext),
+            Disposition::Skip(reason) => {
+                note_skip(&file, &reason);
+                return Ok(Err(outcome(event, OutcomeKind::Skipped(reason))));
+            }
+            Disposition::DeadLetter { ext, reason, error } => {
+                let key = ObjectKey(
+                    self.claim(event.seq, &file.id, parent, (&file.name, ext.as_deref()), KeyFor::File).await?,
+                );
+                let (name, stage) = (&file.name, StageName::Planner);
+                crate::internal_events::DeadLettered { stage, file: &file.id, name, key: &key, reason, error: &error }
+                    .emit();
+                let dl = dead_letter(&file, Some(key), reason, error);
+                return Ok(Err(outcome(event, OutcomeKind::DeadLettered(dl))));
+            }
+        };
+        let key = ObjectKey(self.claim(event.seq, &file.id, parent, (&file.name, ext.as_deref()), KeyFor::File).await?);
         let existing = self.store.file_record(&file.id)?;
         // A recorded key another file has claimed since (its earlier move was dead-lettered) holds that
         // file's bytes now: never copy from it or remove it as ours.
@@ -837,10 +629,10 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         let same_content =
             event.origin != Origin::Repair && existing.as_ref().is_some_and(|r| r.md5.is_some() && r.md5 == file.md5);
         let kind = match (&existing, same_content) {
-            (Some(r), true) => ActionKind::Copy { from: r.key.clone(), fallback: source.0 },
-            _ => match self.same_content_elsewhere(event, &file, &source.0, &key)? {
-                Some(from) => ActionKind::Copy { from, fallback: source.0 },
-                None => ActionKind::Upload { source: source.0 },
+            (Some(r), true) => ActionKind::Copy { from: r.key.clone(), fallback: source },
+            _ => match self.same_content_elsewhere(event, &file, &source, &key)? {
+                Some(from) => ActionKind::Copy { from, fallback: source },
+                None => ActionKind::Upload { source },
             },
         };
         Ok(Ok(Planned { seq: event.seq, file, key, previous_key, kind, attempt: 0 }))
@@ -910,29 +702,6 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         }
     }
 
-    /// Why Drive will not hand this version over, known without asking it: the owner disabled
-    /// downloads (`capabilities.canDownload`), or the store recorded a refusal of this very version
-    /// (flagged abusive, or a download quota deferral not yet over). A new version is tried again.
-    fn refused(&self, file: &DriveFile) -> Result<Option<SkipReason>, StageError> {
-        if !file.can_download {
-            crate::metrics::event("planner", "download_disabled");
-            tracing::info!(file = %file.id, name = %file.name, "skipped: the owner disabled downloads of this file");
-            return Ok(Some(SkipReason::DownloadDisabled(Refused::of(file))));
-        }
-        let Some(rec) = self.store.skip_record(&file.id)? else { return Ok(None) };
-        if !rec.still_refuses(file.version, crate::state::unix_ms()) {
-            return Ok(None);
-        }
-        let refused = Refused::of(file);
-        Ok(match rec.reason.as_str() {
-            "abusive" => Some(SkipReason::Abusive(refused)),
-            "abusive_not_owned" => Some(SkipReason::AbusiveNotOwned(refused)),
-            "quota_deferred" => Some(SkipReason::QuotaDeferred(refused)),
-            _ => None,
-        }
-        .inspect(|r| tracing::debug!(file = %file.id, reason = r.label(), "skipped again: Drive refused this version")))
-    }
-
     /// An object `verify` found that no Drive file maps to: removed per `deletes`, unless, once every
     /// earlier action holding its key is committed, a record claims the key or a write to it is noted
     /// (a file took the key since). The removal holds the key until it commits, so a later write to
@@ -1000,7 +769,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         if let Some(old) = &old {
             self.frees(&old.key.0);
         }
-        let key = self.claim(seq, &file.id, parent, &file.name, KeyFor::Folder).await?;
+        let key = self.claim(seq, &file.id, parent, (&file.name, None), KeyFor::Folder).await?;
         let record = folder_record(&file, &key);
         self.folders.insert(file.id.clone(), record.clone());
         match old.filter(|o| o.key.0 != key) {
@@ -1102,6 +871,150 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             }
         }
         TreeChange { folder: None, dirs, folders: Vec::new(), removed_folders, remove: true, lost: Vec::new() }
+    }
+}
+
+/// The planner's key holders ([`placement::KeyHolders`]): the classes the event being planned holds
+/// already, then the ledger (waited on during an event; outside one, a class an active event holds is
+/// taken), then the committed claims. A file never takes a key committed objects lie under.
+struct Holders<'a, S> {
+    store: &'a S,
+    ledger: &'a super::ledger::Ledger,
+    holds: &'a mut HashMap<String, Option<FileId>>,
+    /// The event planned; `None` outside any event (drive roots at start).
+    seq: Option<ChangeSeq>,
+}
+
+impl<S: PlanView> Holders<'_, S> {
+    /// Whether a committed record of a file other than `id` holds `class`.
+    fn held_by_other(&self, id: &FileId, class: &str) -> Result<bool, StageError> {
+        Ok(self.store.claim_holder(class)?.is_some_and(|h| h != *id))
+    }
+}
+
+impl<S: PlanView> KeyHolders for Holders<'_, S> {
+    type Error = StageError;
+
+    async fn may_take(&mut self, class: &str, id: &FileId, what: KeyFor) -> Result<bool, StageError> {
+        if self.holds.get(class).is_some_and(|h| h.as_ref().is_some_and(|h| h != id)) {
+            return Ok(false);
+        }
+        let Some(seq) = self.seq else {
+            return Ok(!self.ledger.key_held(class) && !self.held_by_other(id, class)?);
+        };
+        self.ledger.wait_key_free(seq, class).await;
+        // A folder move committed in steps moves its files' records first and its own with the last
+        // step, so after a crash in between the new folder key holds objects no record claims yet: a
+        // file there would be a file over a directory.
+        Ok(!self.held_by_other(id, class)? && !(what == KeyFor::File && self.store.claimed_under(class)?))
+    }
+
+    fn take(&mut self, class: &str, id: &FileId) -> Result<(), StageError> {
+        self.holds.insert(class.to_string(), Some(id.clone()));
+        Ok(())
+    }
+}
+
+/// The planner's folders ([`placement::Folders`]): the folder map, the folders known to lie outside
+/// the scope, and Drive (`files.get`) for the rest. A folder placed is recorded (through the
+/// committer) and, for a change rather than a listing, its children are listed.
+struct Known<'a, L> {
+    lookup: &'a L,
+    scope: &'a Scope,
+    drive_roots: &'a BTreeMap<DriveId, String>,
+    folders: &'a mut HashMap<FileId, FolderRecord>,
+    out_of_scope: &'a mut HashSet<FileId>,
+    discovered: &'a mut Vec<FolderRecord>,
+    requests: &'a mut Vec<Refresh>,
+    origin: Origin,
+}
+
+impl<L: FolderLookup> Folders for Known<'_, L> {
+    type Error = StageError;
+
+    fn roots(&self) -> Roots<'_> {
+        Roots {
+            my_drive_root: self.scope.my_drive_root.as_ref(),
+            drives: &self.scope.shared,
+            keys: self.drive_roots,
+            shared_with_me: self.scope.shared_with_me,
+        }
+    }
+
+    async fn folder(&mut self, id: &FileId, _from: &Spot) -> Result<Found, StageError> {
+        if let Some(f) = self.folders.get(id) {
+            return Ok(Found::Key(f.key.0.clone()));
+        }
+        if self.out_of_scope.contains(id) {
+            return Ok(Found::Hidden);
+        }
+        match self.lookup.lookup(id).await {
+            Ok(Some(folder)) if folder.is_folder() && !folder.trashed => {
+                Ok(Found::Folder(Folder { id: folder.id.clone(), name: folder.name.clone(), spot: Spot::of(&folder) }))
+            }
+            Ok(found) => {
+                remember_out_of_scope(self.out_of_scope, std::iter::once(id.clone()));
+                Ok(if found.is_none() { Found::Hidden } else { Found::Outside })
+            }
+            Err(e) => Err(super::drive_failure(&format!("cannot resolve parent {id}"), e)),
+        }
+    }
+
+    fn recorded(&mut self, _id: &FileId) -> Result<Option<ObjectKey>, StageError> {
+        Ok(None)
+    }
+
+    fn placed(&mut self, folder: Folder, key: &str) {
+        let record = FolderRecord {
+            id: folder.id.clone(),
+            name: folder.name,
+            parent: folder.spot.parent,
+            drive_id: folder.spot.drive,
+            key: ObjectKey(key.to_string()),
+            trashed: false,
+        };
+        self.folders.insert(folder.id.clone(), record.clone());
+        self.discovered.push(record);
+        if self.origin != Origin::Listing {
+            self.requests.push(Refresh::Children(folder.id));
+        }
+    }
+
+    fn outside(&mut self, chain: Vec<Folder>, known: bool) {
+        if known {
+            remember_out_of_scope(self.out_of_scope, chain.into_iter().map(|f| f.id));
+        }
+    }
+}
+
+/// Notes folders found outside the scope; the set is cleared when full.
+fn remember_out_of_scope(set: &mut HashSet<FileId>, ids: impl Iterator<Item = FileId>) {
+    for id in ids {
+        if set.len() >= OUT_OF_SCOPE_CACHE {
+            set.clear();
+        }
+        set.insert(id);
+    }
+}
+
+impl From<NoFreeKey> for StageError {
+    fn from(e: NoFreeKey) -> Self {
+        StageError::Failed(e.to_string())
+    }
+}
+
+/// The log line and metric of a file Drive will not hand over (or has no bytes for).
+fn note_skip(file: &DriveFile, reason: &SkipReason) {
+    match reason {
+        SkipReason::DownloadDisabled(_) => {
+            crate::metrics::event("planner", "download_disabled");
+            tracing::info!(file = %file.id, name = %file.name, "skipped: the owner disabled downloads of this file");
+        }
+        SkipReason::NoExport(_) => {
+            crate::metrics::event("planner", "no_export");
+            tracing::info!(file = %file.id, name = %file.name, mime = %file.mime_type, "skipped: Drive has no export for this Google type");
+        }
+        r => tracing::debug!(file = %file.id, reason = r.label(), "skipped again: Drive refused this version"),
     }
 }
 
@@ -1226,6 +1139,7 @@ impl<L: FolderLookup, S: PlanView> Stage for Planner<L, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ExportConfig, KeyMode};
 
     struct NoLookup;
     impl FolderLookup for NoLookup {

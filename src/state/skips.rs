@@ -4,35 +4,14 @@
 
 use super::{Store, StoreError, codec};
 use crate::model::{FileId, Refresh, SkipReason};
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// How long a file whose download quota Drive says is used up (`downloadQuotaExceeded`) waits before
 /// it is asked for again: Google lifts the limit after hours, so asking sooner only fails again.
 pub const QUOTA_DEFERRAL: Duration = Duration::from_secs(6 * 3600);
 
-/// Why one file is not mirrored, as the store keeps it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SkipRecord {
-    /// [`SkipReason::label`]: `download_disabled`, `abusive`, `no_export` or `quota_deferred`.
-    pub reason: String,
-    /// The Drive version refused; a newer one is tried again.
-    pub version: u64,
-    /// Drive name, for humans.
-    pub name: String,
-    /// When it was skipped (Unix ms).
-    pub at_unix_ms: u64,
-    /// A quota deferral's end (Unix ms): until then the file is not asked for.
-    pub until_unix_ms: Option<u64>,
-}
-
-impl SkipRecord {
-    /// True when an event of `version` seen at `now_ms` is still refused by this record: same version,
-    /// and not a deferral that has ended.
-    pub fn still_refuses(&self, version: u64, now_ms: u64) -> bool {
-        self.version == version && self.until_unix_ms.is_none_or(|until| now_ms < until)
-    }
-}
+/// Why one file is not mirrored: the record lives with the rule that reads it.
+pub use crate::mirror::disposition::SkipRecord;
 
 impl Store {
     /// The skip record of one file.

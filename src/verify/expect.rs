@@ -1,13 +1,18 @@
-//! The key each Drive item must have in the mirror, decided by the planner's rules: the plain name
-//! first, then ` (fileId)`, ` (fileId) (2)`, … while another item holds the name's collision class. A
-//! file keeps the key its record holds as long as that is still one of its candidates in its folder:
-//! a mirror at rest does not move a file until the file changes, and neither does `verify`.
+//! The key each Drive item must have in the mirror, by the rules `run` follows
+//! ([`crate::mirror::placement`]): the plain name first, then ` (fileId)`, ` (fileId) (2)`, … while
+//! another item holds the name's collision class. A file keeps the key its record holds as long as that
+//! is still one of its candidates in its folder: a mirror at rest does not move a file until the file
+//! changes, and neither does `verify`. This module is `verify`'s adapter to that resolver: Drive's
+//! listing for the folders, the store's committed claims and this pass's own for the holders; it
+//! never waits.
 
 use super::VerifyError;
-use crate::config::KeyMode;
-use crate::dest::keys;
+pub use crate::mirror::placement::KeyRules;
+use crate::mirror::placement::{self, Folder, Folders, Found, KeyFor, KeyHolders, NoFreeKey, Roots, Spot};
 use crate::model::{DriveFile, DriveId, FileId, ObjectKey};
-use std::collections::HashMap;
+use futures::FutureExt;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 
 /// Who holds key classes: the store's committed claims, then the keys assigned earlier in this pass.
 pub trait Claims {
@@ -23,90 +28,48 @@ pub trait Records {
     fn recorded_key(&mut self, id: &FileId) -> Result<Option<ObjectKey>, VerifyError>;
 }
 
-/// Candidates tried before giving up, as the planner does.
-const MAX_CANDIDATES: u32 = 1000;
-/// A recorded key is accepted when it is one of the first candidates (nobody disambiguates further).
-const RECORDED_CANDIDATES: u32 = 32;
-/// Folder depth followed when resolving a path (Drive has no cycles; this bounds a broken server).
-const MAX_DEPTH: usize = 128;
-
-/// The key layout: prefix and alphabet, as `run` uses them.
-#[derive(Clone, Debug)]
-pub struct KeyRules {
-    /// Destination prefix (may be empty).
-    pub prefix: String,
-    /// Key alphabet.
-    pub mode: KeyMode,
-    /// Longest whole key (`[destination] max_key_bytes`).
-    pub max_key_bytes: usize,
+impl From<NoFreeKey> for VerifyError {
+    fn from(e: NoFreeKey) -> Self {
+        VerifyError::NoKey(e.to_string())
+    }
 }
 
-impl KeyRules {
-    /// `rel` under the prefix.
-    pub fn join(&self, rel: &str) -> String {
-        if self.prefix.is_empty() { rel.to_string() } else { format!("{}/{rel}", self.prefix) }
-    }
+/// [`Claims`] as the resolver's key holders: a class is free for `id` when nobody or `id` holds it.
+struct Holding<'c, C>(&'c mut C);
 
-    /// `key` relative to the prefix (how `verify` reports keys).
-    pub fn relative<'k>(&self, key: &'k str) -> &'k str {
-        if self.prefix.is_empty() {
-            return key;
-        }
-        key.strip_prefix(&self.prefix).and_then(|k| k.strip_prefix('/')).unwrap_or(key)
-    }
+impl<C: Claims> KeyHolders for Holding<'_, C> {
+    type Error = VerifyError;
 
-    fn candidate(&self, id: &FileId, parent: &str, name: &str, ext: Option<&str>, nth: u32) -> String {
-        let suffix = (nth > 0).then_some((id, nth));
-        keys::child_key(parent, &keys::candidate_segment(name, ext, suffix, self.mode), self.max_key_bytes)
-    }
-
-    /// Whether `recorded` is candidate `nth` as a subtree move leaves it: directly in `parent`, with a
-    /// last segment the candidate's own or a shortening of it (made under a longer folder key before
-    /// the folder moved; see `keys::derives_from`).
-    fn kept_through_move(
-        &self,
+    fn may_take(
+        &mut self,
+        class: &str,
         id: &FileId,
-        parent: &str,
-        (name, ext): (&str, Option<&str>),
-        nth: u32,
-        recorded: &ObjectKey,
-    ) -> bool {
-        let segment = recorded.0.rsplit('/').next().unwrap_or_default();
-        let suffix = (nth > 0).then_some((id, nth));
-        let full = keys::candidate_segment(name, ext, suffix, self.mode);
-        keys::child_key(parent, segment, self.max_key_bytes) == recorded.0 && keys::derives_from(segment, &full)
+        _what: KeyFor,
+    ) -> impl Future<Output = Result<bool, VerifyError>> + Send {
+        std::future::ready(self.0.holder(class).map(|h| h.is_none_or(|h| h == *id)))
     }
 
-    /// The key of item `id` named `name` (plus `ext` for an export) inside `parent`.
-    pub fn key_in(
-        &self,
-        claims: &mut impl Claims,
-        id: &FileId,
-        parent: &str,
-        (name, ext): (&str, Option<&str>),
-        recorded: Option<&ObjectKey>,
-    ) -> Result<String, VerifyError> {
-        let mine = |h: &Option<FileId>| h.as_ref().is_none_or(|h| h == id);
-        if let Some(rec) = recorded {
-            for nth in 0..=RECORDED_CANDIDATES {
-                let key = self.candidate(id, parent, name, ext, nth);
-                let kept = key == rec.0 || self.kept_through_move(id, parent, (name, ext), nth, rec);
-                if kept && mine(&claims.holder(&keys::collision_class(&rec.0))?) {
-                    claims.take(&keys::collision_class(&rec.0), id)?;
-                    return Ok(rec.0.clone());
-                }
-            }
-        }
-        for nth in 0..=MAX_CANDIDATES {
-            let key = self.candidate(id, parent, name, ext, nth);
-            let class = keys::collision_class(&key);
-            if mine(&claims.holder(&class)?) {
-                claims.take(&class, id)?;
-                return Ok(key);
-            }
-        }
-        Err(VerifyError::NoKey(format!("no free key for {id} in {parent:?}")))
+    fn take(&mut self, class: &str, id: &FileId) -> Result<(), VerifyError> {
+        self.0.take(class, id)
     }
+}
+
+/// The resolver's answer: `verify`'s adapters never wait, so it is ready at once.
+fn settle<T>(f: impl Future<Output = Result<T, VerifyError>>) -> Result<T, VerifyError> {
+    f.now_or_never().unwrap_or_else(|| Err(VerifyError::NoKey("verify's key resolution waited".into())))
+}
+
+/// The key of item `id` named `name` (plus `ext` for an export or a link) inside `parent`, keeping
+/// its `recorded` key while that is still right.
+pub fn key_in(
+    rules: &KeyRules,
+    claims: &mut impl Claims,
+    id: &FileId,
+    parent: &str,
+    name: (&str, Option<&str>),
+    recorded: Option<&ObjectKey>,
+) -> Result<String, VerifyError> {
+    settle(placement::key_in(rules, &mut Holding(claims), id, parent, name, KeyFor::File, recorded))
 }
 
 /// A folder as listed by Drive.
@@ -124,14 +87,14 @@ struct ListedFolder {
 pub struct FolderTree {
     my_drive_root: Option<FileId>,
     /// Shared drives in scope with their names.
-    shared: HashMap<DriveId, String>,
+    shared: BTreeMap<DriveId, String>,
     /// `[source] shared_with_me`: items shared with the user, outside My Drive, go under `shared-with-me/`.
     shared_with_me: bool,
     folders: HashMap<FileId, ListedFolder>,
     /// Resolved keys (`None`: outside the scope).
     keys: HashMap<FileId, Option<String>>,
-    /// Resolved shared-drive root keys.
-    roots: HashMap<DriveId, String>,
+    /// Shared-drive root keys, claimed in drive id order before the first item is placed.
+    roots: Option<BTreeMap<DriveId, String>>,
 }
 
 /// Where an item sits, as the tree resolves it: its first parent, its shared drive, and whether it
@@ -150,6 +113,10 @@ impl<'a> Placement<'a> {
     /// Where `f` sits.
     pub fn of(f: &'a DriveFile) -> Self {
         Placement { parent: f.parents.first(), drive: f.drive_id.as_ref(), shared_with_me: f.shared_with_me }
+    }
+
+    fn spot(&self) -> Spot {
+        Spot { parent: self.parent.cloned(), drive: self.drive.cloned(), shared_with_me: self.shared_with_me }
     }
 }
 
@@ -202,13 +169,6 @@ impl FolderTree {
         self.my_drive_root.as_ref() == Some(id) || self.shared.contains_key(&DriveId(id.0.clone()))
     }
 
-    /// The prefix of the items shared with the user when `top` — whose parent is missing or not
-    /// listed — is one shared with them directly, outside any shared drive (the planner's rule).
-    fn shared_root(&self, rules: &KeyRules, top: Placement<'_>) -> Option<String> {
-        let shared = self.shared_with_me && top.shared_with_me && top.drive.is_none();
-        shared.then(|| rules.join(crate::stages::planner::SHARED_WITH_ME))
-    }
-
     /// The key prefix of the folder holding an item placed at `item`, or `None` when the item lies
     /// outside the scope (in a trashed folder, in a drive not mirrored, shared with the user when
     /// that is not mirrored…).
@@ -219,69 +179,82 @@ impl FolderTree {
         records: &mut impl Records,
         item: Placement<'_>,
     ) -> Result<Option<String>, VerifyError> {
-        let mut chain: Vec<FileId> = Vec::new();
-        let (mut child_parent, mut child_drive, mut child_shared) =
-            (item.parent.cloned(), item.drive.cloned(), item.shared_with_me);
-        let base = loop {
-            if chain.len() > MAX_DEPTH {
-                return Ok(None);
-            }
-            let top = Placement { parent: None, drive: child_drive.as_ref(), shared_with_me: child_shared };
-            let Some(at) = child_parent.clone() else { break self.shared_root(rules, top) };
-            if let Some(root) = self.root_key(rules, claims, records, &at, child_drive.as_ref())? {
-                break Some(root);
-            }
-            if child_drive.as_ref().is_some_and(|d| !self.shared.contains_key(d)) {
-                break None;
-            }
-            if let Some(known) = self.keys.get(&at) {
-                break known.clone();
-            }
-            let Some(folder) = self.folders.get(&at) else { break self.shared_root(rules, top) };
-            child_parent = folder.parent.clone();
-            child_drive = folder.drive_id.clone();
-            child_shared = folder.shared_with_me;
-            chain.push(at);
+        let roots = match self.roots.take() {
+            Some(roots) => roots,
+            None => self.root_keys(rules, claims, records)?,
         };
-        let mut key = base;
-        for id in chain.into_iter().rev() {
-            key = match key {
-                Some(parent_key) => {
-                    let name = self.folders[&id].name.clone();
-                    let recorded = records.recorded_key(&id)?;
-                    Some(rules.key_in(claims, &id, &parent_key, (&name, None), recorded.as_ref())?)
-                }
-                None => None,
-            };
-            self.keys.insert(id, key.clone());
-        }
-        Ok(key)
+        let mut listed = Listed { tree: self, roots, records };
+        let key = settle(placement::parent_key(rules, &mut listed, &mut Holding(claims), item.spot()));
+        self.roots = Some(listed.roots);
+        key
     }
 
-    /// The key of a drive's root when `parent` is one: `my-drive`, or `shared-drives/<name>`.
-    fn root_key(
-        &mut self,
+    /// The key of each shared drive's root in scope, in drive id order (as the planner assigns them).
+    fn root_keys(
+        &self,
         rules: &KeyRules,
         claims: &mut impl Claims,
         records: &mut impl Records,
-        parent: &FileId,
-        drive: Option<&DriveId>,
-    ) -> Result<Option<String>, VerifyError> {
-        match drive {
-            Some(d) if d.0 == parent.0 => {
-                if let Some(key) = self.roots.get(d) {
-                    return Ok(Some(key.clone()));
-                }
-                let Some(name) = self.shared.get(d).cloned() else { return Ok(None) };
-                let root = FileId(d.0.clone());
-                let recorded = records.recorded_key(&root)?;
-                let key =
-                    rules.key_in(claims, &root, &rules.join("shared-drives"), (&name, None), recorded.as_ref())?;
-                self.roots.insert(d.clone(), key.clone());
-                Ok(Some(key))
-            }
-            None if self.my_drive_root.as_ref() == Some(parent) => Ok(Some(rules.join("my-drive"))),
-            _ => Ok(None),
+    ) -> Result<BTreeMap<DriveId, String>, VerifyError> {
+        let base = placement::shared_drives_base(rules);
+        let mut roots = BTreeMap::new();
+        for (d, name) in &self.shared {
+            let root = FileId(d.0.clone());
+            let recorded = records.recorded_key(&root)?;
+            let mut holders = Holding(&mut *claims);
+            let name = (name.as_str(), None);
+            let key = placement::key_in(rules, &mut holders, &root, &base, name, KeyFor::Folder, recorded.as_ref());
+            roots.insert(d.clone(), settle(key)?);
+        }
+        Ok(roots)
+    }
+}
+
+/// The tree as the resolver's [`Folders`]: Drive's listing, the keys resolved in this pass, and the
+/// store's records (a recorded folder key stands while still right).
+struct Listed<'t, R> {
+    tree: &'t mut FolderTree,
+    roots: BTreeMap<DriveId, String>,
+    records: &'t mut R,
+}
+
+impl<R: Records> Folders for Listed<'_, R> {
+    type Error = VerifyError;
+
+    fn roots(&self) -> Roots<'_> {
+        Roots {
+            my_drive_root: self.tree.my_drive_root.as_ref(),
+            drives: &self.tree.shared,
+            keys: &self.roots,
+            shared_with_me: self.tree.shared_with_me,
+        }
+    }
+
+    fn folder(&mut self, id: &FileId, _from: &Spot) -> impl Future<Output = Result<Found, VerifyError>> + Send {
+        let found = match (self.tree.keys.get(id), self.tree.folders.get(id)) {
+            (Some(Some(key)), _) => Found::Key(key.clone()),
+            (Some(None), _) => Found::Outside,
+            (None, Some(f)) => Found::Folder(Folder {
+                id: id.clone(),
+                name: f.name.clone(),
+                spot: Spot { parent: f.parent.clone(), drive: f.drive_id.clone(), shared_with_me: f.shared_with_me },
+            }),
+            (None, None) => Found::Hidden,
+        };
+        std::future::ready(Ok(found))
+    }
+
+    fn recorded(&mut self, id: &FileId) -> Result<Option<ObjectKey>, VerifyError> {
+        self.records.recorded_key(id)
+    }
+
+    fn placed(&mut self, folder: Folder, key: &str) {
+        self.tree.keys.insert(folder.id, Some(key.to_string()));
+    }
+
+    fn outside(&mut self, chain: Vec<Folder>, _known: bool) {
+        for folder in chain {
+            self.tree.keys.insert(folder.id, None);
         }
     }
 }
@@ -289,6 +262,8 @@ impl FolderTree {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::KeyMode;
+    use crate::mirror::keys;
     use std::collections::HashMap;
 
     #[derive(Default)]
@@ -349,12 +324,12 @@ mod tests {
     fn duplicate_names_take_the_claimed_key_or_the_next_free_candidate() {
         let (mut claims, r) = (MapClaims::default(), rules());
         claims.0.insert(keys::collision_class("pre/my-drive/a.txt"), id("f1"));
-        let k2 = r.key_in(&mut claims, &id("f2"), "pre/my-drive", ("a.txt", None), None).unwrap();
+        let k2 = key_in(&r, &mut claims, &id("f2"), "pre/my-drive", ("a.txt", None), None).unwrap();
         assert_eq!(k2, "pre/my-drive/a (f2).txt");
-        let k1 = r.key_in(&mut claims, &id("f1"), "pre/my-drive", ("a.txt", None), None).unwrap();
+        let k1 = key_in(&r, &mut claims, &id("f1"), "pre/my-drive", ("a.txt", None), None).unwrap();
         assert_eq!(k1, "pre/my-drive/a.txt");
         // Case twins collide too.
-        let k3 = r.key_in(&mut claims, &id("f3"), "pre/my-drive", ("A.TXT", None), None).unwrap();
+        let k3 = key_in(&r, &mut claims, &id("f3"), "pre/my-drive", ("A.TXT", None), None).unwrap();
         assert_eq!(k3, "pre/my-drive/A (f3).TXT");
     }
 
@@ -363,10 +338,10 @@ mod tests {
         let (mut claims, r) = (MapClaims::default(), rules());
         let recorded = ObjectKey("pre/my-drive/a (f2).txt".into());
         claims.0.insert(keys::collision_class(&recorded.0), id("f2"));
-        let k = r.key_in(&mut claims, &id("f2"), "pre/my-drive", ("a.txt", None), Some(&recorded)).unwrap();
+        let k = key_in(&r, &mut claims, &id("f2"), "pre/my-drive", ("a.txt", None), Some(&recorded)).unwrap();
         assert_eq!(k, recorded.0, "the plain name is free, but the file has not changed since");
         // A record from another name or folder is not a candidate: the file's key is computed afresh.
-        let k = r.key_in(&mut claims, &id("f2"), "pre/my-drive", ("b.txt", None), Some(&recorded)).unwrap();
+        let k = key_in(&r, &mut claims, &id("f2"), "pre/my-drive", ("b.txt", None), Some(&recorded)).unwrap();
         assert_eq!(k, "pre/my-drive/b.txt");
     }
 
@@ -431,11 +406,11 @@ mod tests {
         let full = keys::candidate_segment(&name, None, None, r.mode);
         let kept = ObjectKey(format!("pre/my-drive/moved/{}", keys::shorten_segment(&full, 100)));
         claims.0.insert(keys::collision_class(&kept.0), id("f1"));
-        let k = r.key_in(&mut claims, &id("f1"), "pre/my-drive/moved", (&name, None), Some(&kept)).unwrap();
+        let k = key_in(&r, &mut claims, &id("f1"), "pre/my-drive/moved", (&name, None), Some(&kept)).unwrap();
         assert_eq!(k, kept.0);
         // Not when it lies in another folder, nor when it is some other name's shortening.
         let elsewhere = ObjectKey(kept.0.replace("/moved/", "/other/"));
-        let k = r.key_in(&mut claims, &id("f1"), "pre/my-drive/moved", (&name, None), Some(&elsewhere)).unwrap();
+        let k = key_in(&r, &mut claims, &id("f1"), "pre/my-drive/moved", (&name, None), Some(&elsewhere)).unwrap();
         assert_eq!(k, format!("pre/my-drive/moved/{full}"));
     }
 }

@@ -17,10 +17,11 @@ pub use report::Report;
 use crate::config::{Config, ExportConfig};
 use crate::dest::{DestError, Destination, Listed, ListedObject, keys};
 use crate::drive::{Corpus, DriveClient, DriveError};
-use crate::model::{DriveFile, FileId, ObjectKey, Refresh};
+use crate::mirror::disposition::{self, Disposition};
+use crate::mirror::selection::{Candidate, Selection};
+use crate::mirror::{Layout, Scope};
+use crate::model::{DriveFile, FileId, ObjectKey, Refresh, SkipReason};
 use crate::pipeline::{self, PipelineError, RunOptions};
-use crate::stages::planner::Scope;
-use crate::stages::selection::{Candidate, Selection};
 use crate::state::{Store, StoreError};
 use expect::{Claims, FolderTree, KeyRules, Placement, Records};
 use spill::{Expected, Spill};
@@ -205,17 +206,21 @@ async fn verify_with(cfg: &Config, opts: &VerifyOptions, store: Option<&Store>) 
 pub async fn reconcile(src: &Sources<'_>, opts: &VerifyOptions) -> Result<Report, VerifyError> {
     let counters = Arc::new(Counters::default());
     let ticker = opts.progress.then(|| spawn_progress(counters.clone()));
-    let rules = KeyRules {
+    // What a file becomes, as the run decides it. `verify` is not told the destination's own size
+    // limit: a file over it is dead-lettered by the run and shows with that reason.
+    let layout = Layout {
         prefix: src.dest.prefix().to_string(),
         mode: src.dest.key_mode,
+        export: src.export.clone(),
+        max_file_size: src.max_file_size,
+        dest_max_file_size: None,
         max_key_bytes: src.dest.max_key_bytes,
     };
     let mut pass = Pass {
-        export: src.export,
-        max_file_size: src.max_file_size,
         store: src.store,
         spill: Spill::new()?,
-        rules,
+        rules: layout.rules(),
+        layout,
         tree: FolderTree::new(src.scope.my_drive_root.clone(), src.scope.shared.clone())
             .with_shared_with_me(src.scope.shared_with_me),
         selection: &src.scope.selection,
@@ -254,10 +259,10 @@ fn open_store(cfg: &Config) -> Result<Option<Store>, VerifyError> {
 
 /// One reconcile: the Drive side into the spill, then the destination against it.
 struct Pass<'a> {
-    export: &'a ExportConfig,
-    max_file_size: Option<u64>,
     store: Option<&'a Store>,
     spill: Spill,
+    /// What a file becomes ([`disposition`]).
+    layout: Layout,
     rules: KeyRules,
     tree: FolderTree,
     /// Which files the mirror holds (the planner's rule).
@@ -376,22 +381,15 @@ impl Pass<'_> {
             return self.spill.skip(&f.id, &f.name, "shortcut (shortcuts = \"skip\")");
         }
         let f = f.with_link_digest();
-        let download_only = crate::drive::export::download_only(&f.mime_type);
-        let ext = match f.is_google_doc() {
-            _ if f.is_shortcut() => Some("url"),
-            _ if download_only.is_some() => download_only.map(|k| k.ext),
-            true => match self.export.format_for(&f.mime_type) {
-                Some(format) => Some(format.ext),
-                None => return self.spill.skip(&f.id, &f.name, "noExport: Google has no export for this type"),
-            },
-            false => None,
+        let Ok((_, ext)) = disposition::form(&f, &self.layout.export) else {
+            return self.spill.skip(&f.id, &f.name, "noExport: Google has no export for this type");
         };
         let record = match self.store {
             Some(s) => s.file(&f.id)?,
             None => None,
         };
-        let key =
-            self.rules.key_in(&mut claims, &f.id, &parent_key, (&f.name, ext), record.as_ref().map(|r| &r.key))?;
+        let (name, recorded) = ((f.name.as_str(), ext.as_deref()), record.as_ref().map(|r| &r.key));
+        let key = expect::key_in(&self.rules, &mut claims, &f.id, &parent_key, name, recorded)?;
         let (dead_letter, skip) = match self.store {
             Some(s) => (s.dead_letter(&f.id)?, s.skip_record(&f.id)?.filter(|r| r.version == f.version)),
             None => (None, None),
@@ -418,11 +416,16 @@ impl Pass<'_> {
             }
             (true, None) => (None, None, None),
         };
-        let too_large = match (self.max_file_size, f.size) {
-            (Some(max), Some(size)) if size > max => Some(format!("fileTooLarge: {size} bytes is over max_file_size")),
-            _ => None,
+        // The run's decision (the store's skip record is read above, as history): a file it will not
+        // write is no loss when missing.
+        let not_written = match disposition::disposition(f, &self.layout, None, crate::state::unix_ms()) {
+            Disposition::Write { .. } => None,
+            Disposition::Skip(SkipReason::DownloadDisabled(_)) => {
+                Some("fileNotDownloadable: the owner disabled downloads".to_string())
+            }
+            Disposition::Skip(other) => Some(other.label().to_string()),
+            Disposition::DeadLetter { reason, error, .. } => Some(format!("{reason}: {error}")),
         };
-        let disabled = (!f.can_download).then(|| "fileNotDownloadable: the owner disabled downloads".to_string());
         let permanent = dead_letter.clone().filter(|d| PERMANENT_REASONS.iter().any(|r| d.starts_with(r)));
         Expected {
             file_id: f.id.clone(),
@@ -430,7 +433,7 @@ impl Pass<'_> {
             size,
             md5: md5.map(|m| m.to_ascii_lowercase()),
             stale,
-            skip_if_missing: permanent.or(too_large).or(disabled),
+            skip_if_missing: permanent.or(not_written),
             dead_letter,
         }
     }

@@ -262,7 +262,7 @@ pub fn collision_class(segment: &str) -> String {
 /// The top-level folders under the prefix that the mirror writes Drive's files to (`users/` joins
 /// them when the mirror holds several users' drives). Anything else under the prefix is not the
 /// mirror's: `verify` reports it and `--repair` leaves it unless told otherwise.
-pub const MIRROR_NAMESPACES: [&str; 3] = ["my-drive", "shared-drives", crate::stages::planner::SHARED_WITH_ME];
+pub const MIRROR_NAMESPACES: [&str; 3] = ["my-drive", "shared-drives", super::SHARED_WITH_ME];
 
 /// The top-level folders the mirror keeps for itself: the trash and the kept versions.
 pub const RESERVED_NAMESPACES: [&str; 2] = [".trash", ".versions"];
