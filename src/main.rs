@@ -578,7 +578,7 @@ async fn verify(path: &std::path::Path, a: VerifyArgs) -> ExitCode {
         let _ = found.write_human(&mut std::io::stdout());
         out_line!("repairing…");
     }
-    match v::repair(&cfg, &found, &opts).await {
+    match mirrorflow::repair::repair(&cfg, &found, &opts).await {
         Ok(r) => print_verify(&r.after, a.json, r.dead_lettered),
         Err(e) => failed(e),
     }

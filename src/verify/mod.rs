@@ -21,7 +21,6 @@ use crate::mirror::disposition::{self, Disposition};
 use crate::mirror::selection::{Candidate, Selection};
 use crate::mirror::{Layout, Scope};
 use crate::model::{DriveFile, FileId, ObjectKey, Refresh, SkipReason};
-use crate::pipeline::{self, PipelineError, RunOptions};
 use crate::state::{Store, StoreError};
 use expect::{Claims, FolderTree, KeyRules, Placement, Records};
 use spill::{Expected, Spill};
@@ -67,7 +66,7 @@ pub enum VerifyError {
     NoKey(String),
     /// The repair's pipeline run failed.
     #[error("repair: {0}")]
-    Repair(Box<PipelineError>),
+    Repair(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl VerifyError {
@@ -81,14 +80,11 @@ impl VerifyError {
     }
 }
 
-impl From<PipelineError> for VerifyError {
-    fn from(e: PipelineError) -> Self {
+impl From<crate::open::ScopeError> for VerifyError {
+    fn from(e: crate::open::ScopeError) -> Self {
         match e {
-            PipelineError::Drive(e) => VerifyError::Drive(e),
-            PipelineError::Dest(e) => VerifyError::Dest(e),
-            PipelineError::Store(e) => VerifyError::Store(e),
-            PipelineError::Scope(s) => VerifyError::Scope(format!("source.drives: {s}")),
-            other => VerifyError::Repair(Box::new(other)),
+            crate::open::ScopeError::Drive(e) => VerifyError::Drive(e),
+            crate::open::ScopeError::Selection(s) => VerifyError::Scope(format!("source.drives: {s}")),
         }
     }
 }
@@ -188,8 +184,8 @@ pub async fn dry_run(cfg: &Config, opts: &VerifyOptions) -> Result<dry_run::DryR
 async fn verify_with(cfg: &Config, opts: &VerifyOptions, store: Option<&Store>) -> Result<Report, VerifyError> {
     crate::install_crypto_provider();
     let dest = Destination::from_config(&cfg.destination, &cfg.retry)?;
-    let drive = pipeline::drive_client(cfg).await?;
-    let scope = pipeline::discover_scope(cfg, &drive).await?;
+    let drive = crate::open::drive_client(cfg).await?;
+    let scope = crate::open::discover_scope(cfg, &drive).await?;
     let sources = Sources {
         store,
         dest: &dest,
@@ -240,7 +236,7 @@ pub async fn reconcile(src: &Sources<'_>, opts: &VerifyOptions) -> Result<Report
 
 /// Opens the state store to read records and claims, without creating one; a running pipeline's
 /// lock is a clear error, not a wait.
-fn open_store(cfg: &Config) -> Result<Option<Store>, VerifyError> {
+pub(crate) fn open_store(cfg: &Config) -> Result<Option<Store>, VerifyError> {
     let dir = &cfg.state.dir;
     if !dir.exists() {
         return Ok(None);
@@ -248,7 +244,7 @@ fn open_store(cfg: &Config) -> Result<Option<Store>, VerifyError> {
     let store = Store::open_with(dir, cfg.state.store_memory()).map_err(|e| {
         if e.is_locked() { VerifyError::Locked(dir.display().to_string()) } else { VerifyError::Store(e) }
     })?;
-    let configured = pipeline::destination_identity(&cfg.destination);
+    let configured = crate::open::destination_identity(&cfg.destination);
     match store.bound_destination()? {
         Some(recorded) if recorded != configured => {
             Err(VerifyError::OtherDestination { state: dir.display().to_string(), recorded, configured })
@@ -547,30 +543,8 @@ fn spawn_progress(counters: Arc<Counters>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// What `--repair` did.
-#[derive(Debug)]
-pub struct Repair {
-    /// The verify after the repair.
-    pub after: Report,
-    /// Files in the dead-letter store after the repair's run.
-    pub dead_lettered: usize,
-}
-
 /// Refresh requests recorded per store batch.
 const REQUEST_BATCH: usize = 10_000;
-
-/// Repairs what `found` lists through one pipeline run ([`request_repairs`], then `run --once`, so the
-/// store records everything written), then verifies again.
-pub async fn repair(cfg: &Config, found: &Report, opts: &VerifyOptions) -> Result<Repair, VerifyError> {
-    let requested = match open_store(cfg)? {
-        Some(store) => request_repairs(&store, found, opts.prune_unknown)?,
-        None => 0,
-    };
-    tracing::info!(requests = requested, "repairing through the pipeline");
-    let summary = pipeline::run(cfg, RunOptions { once: true, progress: opts.progress }).await?;
-    let after = verify(cfg, opts).await?;
-    Ok(Repair { after, dead_lettered: summary.dead_letters.len() })
-}
 
 /// Records what repairs `found`: a `Refresh::Repair` for every file whose object is missing or
 /// mismatched and for the file whose record holds an extra object's key (Drive then says whether it
