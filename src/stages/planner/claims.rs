@@ -110,7 +110,10 @@ impl<S: PlanView> KeyHolders for Holders<'_, S> {
         // A folder move committed in steps moves its files' records first and its own with the last
         // step, so after a crash in between the new folder key holds objects no record claims yet: a
         // file there would be a file over a directory.
-        Ok(!self.held_by_other(id, class)? && !(what == KeyFor::File && self.store.claimed_under(class)?))
+        if self.held_by_other(id, class)? {
+            return Ok(false);
+        }
+        Ok(what != KeyFor::File || !self.store.claimed_under(class)?)
     }
 
     fn take(&mut self, class: &str, id: &FileId) -> Result<(), StageError> {
