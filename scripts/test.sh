@@ -6,7 +6,8 @@
 # moto for all), else they start their own moto_server from .venv-s3 or PATH; the index tests use
 # MIRRORFLOW_TEST_PG_URL (each test in a database of its own), and MIRRORFLOW_TEST_PGBOUNCER_URL, a
 # PgBouncer in transaction mode in front of that server (scripts/pgbouncer.sh installs Debian's
-# pgbouncer when missing): the index through a pooler like Supabase's on port 6543.
+# pgbouncer when missing): the index through a pooler like Supabase's on port 6543. Debian's
+# prometheus package is installed when missing (scripts/prometheus.sh): a test scrapes a real run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv-s3/bin/moto_server ] && ! command -v moto_server >/dev/null 2>&1; then
@@ -15,6 +16,8 @@ if [ ! -x .venv-s3/bin/moto_server ] && ! command -v moto_server >/dev/null 2>&1
   .venv-s3/bin/pip install --quiet --disable-pip-version-check 'moto[server]'
 fi
 unset AWS_CA_BUNDLE
+# Prometheus scrapes a running mirror in the tests (tests/it/operate.rs).
+bash scripts/prometheus.sh install
 log=$(mktemp)
 pgdir=""
 bouncerdir=""

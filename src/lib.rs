@@ -6,6 +6,7 @@
 // The product's surface: configuration, the pipeline, its state and reports, and the boundaries
 // (Drive, destination) with their model. The rest is how the pipeline is built.
 pub(crate) mod actors;
+pub mod admin;
 pub mod adopt;
 pub mod breaker;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod dest;
 pub mod drive;
 #[allow(unsafe_code)] // the FFI to aws-lc's MD5/SHA-256 with plain-data state (resumable uploads)
 pub mod hashing;
+pub mod health;
 pub mod index;
 pub(crate) mod internal_events;
 pub mod metrics;
@@ -26,6 +28,7 @@ pub mod retry;
 pub mod stages;
 pub mod state;
 pub mod status;
+pub mod top;
 pub mod verify;
 
 /// Installs aws-lc-rs as the process-wide rustls provider (several crates here use rustls; without one

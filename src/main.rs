@@ -18,6 +18,7 @@ macro_rules! err_line {
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use mirrorflow::admin::Request;
 use mirrorflow::config::Config;
 use mirrorflow::pipeline::{self, RunOptions};
 use std::path::PathBuf;
@@ -36,8 +37,6 @@ const EXIT_DEAD_LETTERED: u8 = 3;
 const EXIT_USAGE: u8 = 2;
 /// Exit code: the run failed (Drive or destination unreachable, store error, stage failing too often).
 const EXIT_FAILED: u8 = 1;
-/// Exit code: `verify` found differences between the mirror and Drive.
-const EXIT_DIFFERENCES: u8 = 4;
 /// Exit code: `run --once` was stopped by SIGINT/SIGTERM before it finished (state kept; run again).
 const EXIT_INTERRUPTED: u8 = 5;
 
@@ -131,7 +130,7 @@ enum Command {
     /// Read from the state store, which keeps entries for [state] audit_retention (30 days by
     /// default); oldest first. Every written, moved, removed and dead-lettered file is there, and every
     /// file Drive refused (downloads disabled, abusive, no export, download quota); unchanged files are
-    /// not. Reads the store, so it answers once a running mirror has stopped.
+    /// not. A running mirror answers through its admin socket (admin.sock in the state folder).
     Log {
         /// Only entries from this long ago on ("2h", "30m", "7days").
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -148,8 +147,8 @@ enum Command {
     /// Earlier contents of a file kept under <prefix>/.versions/ ([destination] versions = N).
     ///
     /// Before a file's object is replaced by new content or removed, mirrorflow keeps its content
-    /// with a server-side copy, at most N per key. Reads the store, so it answers once a running
-    /// mirror has stopped.
+    /// with a server-side copy, at most N per key. `list` asks a running mirror through its admin
+    /// socket; `restore` needs the mirror stopped.
     Versions {
         #[command(subcommand)]
         action: VersionsAction,
@@ -161,6 +160,31 @@ enum Command {
     },
     /// Start the bundled Google Drive v3 emulator (for trying mirrorflow offline and for tests).
     Emulator(EmulatorArgs),
+    /// A live view of a running mirror: per stage items/s, queue depth against capacity and restarts;
+    /// files and bytes mirrored, dead letters, breakers, checkpoint lag. `q` or Ctrl-C quits; plain
+    /// lines, one block a tick, when stdout is not a terminal.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        every: std::time::Duration,
+        /// Stop after this many refreshes (default: until `q` or Ctrl-C).
+        #[arg(long)]
+        ticks: Option<u64>,
+        /// The pipeline configuration.
+        config: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) generated from this CLI.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print mirrorflow's man page (roff, section 1) generated from this CLI, or write one page per
+    /// command into a folder.
+    Man {
+        /// Write mirrorflow.1 and a page for each command into this folder instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -334,13 +358,23 @@ async fn dispatch(cmd: Command) -> ExitCode {
         Command::Verify { checksum, repair, prune_unknown, json, quiet, config } => {
             return verify(&config, VerifyArgs { checksum, repair, prune_unknown, json, quiet }).await;
         }
-        Command::Status { json, config } => status(&config, json),
-        Command::Dlq { action: DlqAction::List { json, config } } => dlq_list(&config, json),
-        Command::Dlq { action: DlqAction::Retry { config, ids } } => dlq_retry(&config, ids),
-        Command::Log { since, file, json, config } => log(&config, since, file, json),
-        Command::Versions { action: VersionsAction::List { json, config, file } } => {
-            versions_list(&config, &file, json)
+        Command::Status { json, config } => ask_state(&config, Request::Status { json }),
+        Command::Dlq { action: DlqAction::List { json, config } } => ask_state(&config, Request::DlqList { json }),
+        Command::Dlq { action: DlqAction::Retry { config, ids } } => ask_state(&config, Request::DlqRetry { ids }),
+        Command::Log { since, file, json, config } => {
+            let since_unix_ms =
+                since.map_or(0, |d| mirrorflow::state::unix_ms().saturating_sub(d.as_millis() as u64));
+            ask_state(&config, Request::Log { since_unix_ms, file, json })
         }
+        Command::Versions { action: VersionsAction::List { json, config, file } } => {
+            ask_state(&config, Request::VersionsList { file, json })
+        }
+        Command::Top { every, ticks, config } => top(&config, every, ticks),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "mirrorflow", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => man(dir.as_deref()),
         Command::Versions { action: VersionsAction::Restore { config, file, to, as_key } } => {
             versions_restore(&config, &file, &to, as_key.as_deref()).await
         }
@@ -569,6 +603,7 @@ async fn verify(path: &std::path::Path, a: VerifyArgs) -> ExitCode {
     };
     let found = match v::verify(&cfg, &opts).await {
         Ok(r) => r,
+        Err(v::VerifyError::Locked(_)) => return verify_running(&cfg, &a),
         Err(e) => return failed(e),
     };
     if !a.repair || found.equal() {
@@ -586,19 +621,14 @@ async fn verify(path: &std::path::Path, a: VerifyArgs) -> ExitCode {
 
 /// Prints a verify report; the exit code says whether the mirror equals Drive.
 fn print_verify(report: &mirrorflow::verify::Report, json: bool, dead_lettered: usize) -> ExitCode {
-    let mut out = std::io::stdout().lock();
-    let written = if json { report.write_json(&mut out) } else { report.write_human(&mut out) };
-    if let Err(e) = written {
-        err_line!("error: {e}");
-        return ExitCode::from(EXIT_FAILED);
-    }
-    match (report.equal(), dead_lettered) {
-        (true, _) => ExitCode::SUCCESS,
-        (false, n) if n > 0 => {
-            err_line!("{n} file(s) could not be mirrored (see `mirrorflow dlq list`)");
-            ExitCode::from(EXIT_DEAD_LETTERED)
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let mut output = mirrorflow::admin::Output { out: &mut out, err: &mut err };
+    match mirrorflow::admin::commands::verify_report(report, json, dead_lettered, &mut output) {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(e) => {
+            err_line!("error: {e}");
+            ExitCode::from(EXIT_FAILED)
         }
-        (false, _) => ExitCode::from(EXIT_DIFFERENCES),
     }
 }
 
@@ -610,159 +640,6 @@ fn validate(path: &std::path::Path) -> ExitCode {
         }
         Err(code) => code,
     }
-}
-
-fn open_store(path: &std::path::Path) -> anyhow::Result<mirrorflow::state::Store> {
-    let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
-    mirrorflow::state::Store::open_with(&cfg.state.dir, cfg.state.store_memory())
-        .with_context(|| format!("opening state in {}", cfg.state.dir.display()))
-}
-
-fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
-    let live = mirrorflow::status::LiveStatus::read(&cfg.state.dir);
-    let store = match mirrorflow::state::Store::open_with(&cfg.state.dir, cfg.state.store_memory()) {
-        Ok(s) => s,
-        Err(e) => {
-            // A running pipeline holds the store's lock: show what it publishes instead.
-            let Some(live) = live else { return Err(e).context("opening the state store") };
-            out_line!("{}", serde_json::to_string_pretty(&serde_json::json!({"live": live}))?);
-            return Ok(ExitCode::SUCCESS);
-        }
-    };
-    let counts = store.counts()?;
-    let checkpoint = store.checkpoint()?;
-    let now = mirrorflow::state::unix_ms();
-    let cp = checkpoint.as_ref().map(|c| {
-        let phase = match &c.phase {
-            mirrorflow::state::FeedPhase::Listing { job, .. } => format!("initial listing, pass {}", job + 1),
-            mirrorflow::state::FeedPhase::Changes { token } => format!("following changes from token {token}"),
-        };
-        serde_json::json!({"drives": "all in scope (one change feed)", "phase": phase, "start_token": c.start_token,
-            "last_poll_unix_ms": c.read_at_unix_ms, "checkpoint_age_seconds": now.saturating_sub(c.read_at_unix_ms) / 1000})
-    });
-    let head = store.audit_head()?;
-    let index = store.index_acked()?.map(
-        |acked| serde_json::json!({"applied_seq": acked, "audit_head": head, "lag_events": head.saturating_sub(acked)}),
-    );
-    let v = serde_json::json!({
-        "checkpoint": cp,
-        "index": index,
-        "files": counts.files, "folders": counts.folders, "bytes": counts.bytes, "dead_lettered": counts.dead_lettered,
-        "skipped": counts.skipped,
-        "in_flight": live.as_ref().map_or(0, |l| l.in_flight),
-        "last_run": live,
-    });
-    if json {
-        out_line!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    match &cp {
-        Some(c) => out_line!(
-            "checkpoint: {} (last poll {}s ago)",
-            c["phase"].as_str().unwrap_or(""),
-            c["checkpoint_age_seconds"]
-        ),
-        None => out_line!("checkpoint: none (the next run lists everything)"),
-    }
-    out_line!(
-        "files mirrored: {}\nbytes mirrored: {}\nfolders: {}\ndead-lettered: {}",
-        counts.files,
-        counts.bytes,
-        counts.folders,
-        counts.dead_lettered
-    );
-    if !counts.skipped.is_empty() {
-        let by_reason: Vec<String> = counts.skipped.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
-        out_line!("skipped (Drive will not hand them over): {}", by_reason.join(", "));
-    }
-    if let Some(v) = live.as_ref().and_then(|l| l.verify.as_ref()) {
-        out_line!("{}", scheduled_verify_line(v, now));
-    }
-    match (store.index_acked()?, cfg.index.url().is_some()) {
-        (Some(acked), _) => out_line!(
-            "index (PostgreSQL): {} event(s) behind (applied up to audit seq {acked} of {head})",
-            head.saturating_sub(acked)
-        ),
-        (None, true) => out_line!("index (PostgreSQL): not built yet (the next run builds it)"),
-        (None, false) => {}
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// One line about `[verify] every`'s last runs, from the live status.
-fn scheduled_verify_line(v: &mirrorflow::verify::schedule::VerifyStatus, now_ms: u64) -> String {
-    let ago = |t: Option<u64>| match t {
-        Some(t) => format!("{}s ago", now_ms.saturating_sub(t) / 1000),
-        None => "never".into(),
-    };
-    let mut line = format!(
-        "scheduled verify: {} run(s), last {}, last clean {}; last found {} missing, {} mismatched, {} extra",
-        v.runs,
-        ago(v.last_run_unix_ms),
-        ago(v.last_clean_unix_ms),
-        v.missing,
-        v.mismatched,
-        v.extra,
-    );
-    if let Some(e) = &v.last_error {
-        line.push_str(&format!(" (last error: {e})"));
-    }
-    line
-}
-
-/// `mirrorflow log`: streams the audit log, oldest first, filtered by time and file.
-fn log(
-    path: &std::path::Path,
-    since: Option<std::time::Duration>,
-    file: Option<String>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
-    let dir = &cfg.state.dir;
-    if !dir.exists() {
-        err_line!("nothing is logged yet: there is no state in {}", dir.display());
-        return Ok(ExitCode::SUCCESS);
-    }
-    let store = mirrorflow::state::Store::open(dir).map_err(|e| {
-        if e.is_locked() {
-            anyhow::anyhow!("a mirrorflow run holds the state in {}: `log` reads it once that run stops", dir.display())
-        } else {
-            anyhow::Error::new(e).context(format!("opening the state in {}", dir.display()))
-        }
-    })?;
-    let now_ms = mirrorflow::state::unix_ms();
-    let since_ms = since.map(|d| now_ms.saturating_sub(d.as_millis() as u64)).unwrap_or(0);
-    use std::io::Write as _;
-    let file = file.map(mirrorflow::model::FileId);
-    let mut shown = 0u64;
-    let mut failed: Option<std::io::Error> = None;
-    store.for_each_audit(since_ms, file.as_ref(), |seq, e| {
-        let at = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at_unix_ms));
-        let key = e.key.as_ref().map(|k| k.0.as_str());
-        let line = if json {
-            serde_json::json!({"seq": seq, "at": at.to_string(), "operation": e.what, "key": key, "file_id": e.file_id.0, "detail": e.detail})
-                .to_string()
-        } else {
-            let detail = e.detail.as_deref().map(|d| format!("  ({d})")).unwrap_or_default();
-            format!("{at}  {:<13}  {}  [{}]{detail}", e.what, key.unwrap_or("-"), e.file_id.0)
-        };
-        shown += 1;
-        match writeln!(std::io::stdout(), "{line}") {
-            Ok(()) => true,
-            Err(err) => {
-                failed = Some(err);
-                false
-            }
-        }
-    })?;
-    match failed {
-        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Some(e) => return Err(e.into()),
-        None if shown == 0 && !json => err_line!("no entries match"),
-        None => {}
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The store, destination and file id a `versions` command names; an unknown file is a usage error.
@@ -796,28 +673,6 @@ fn versions_target(
     Ok((store, dest, id))
 }
 
-fn versions_list(path: &std::path::Path, file: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let (store, _dest, id) = versions_target(path, file)?;
-    let kept = store.kept_versions(&id)?;
-    if json {
-        out_line!("{}", serde_json::to_string_pretty(&kept)?);
-    } else if kept.is_empty() {
-        out_line!("{id}: no earlier contents kept (set [destination] versions = N to keep them)");
-    } else {
-        for v in &kept {
-            out_line!(
-                "{}  version {}  {} bytes  md5 {}  {}",
-                v.name,
-                v.version,
-                v.size,
-                v.md5.as_deref().unwrap_or("-"),
-                v.object
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 async fn versions_restore(
     path: &std::path::Path,
     file: &str,
@@ -837,34 +692,52 @@ async fn versions_restore(
     }
 }
 
-fn dlq_list(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    let dl = open_store(path)?.dead_letters()?;
-    if json {
-        out_line!("{}", serde_json::to_string_pretty(&dl)?);
-    } else if dl.is_empty() {
-        out_line!("the dead-letter store is empty");
-    } else {
-        for d in &dl {
-            out_line!("{}  {:?}  {}  attempts={}  {}", d.id, d.name, d.reason, d.attempts, d.last_error);
+/// `status`, `log`, `dlq` and `versions list`: answered from the store, or through the admin socket of
+/// the run that holds it.
+fn ask_state(path: &std::path::Path, request: Request) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let mut output = mirrorflow::admin::Output { out: &mut out, err: &mut err };
+    match mirrorflow::admin::answer(&cfg, path, &request, &mut output) {
+        Ok(code) => Ok(ExitCode::from(code)),
+        Err(e) if e.exit() == mirrorflow::admin::Exit::Usage => Err(UsageError(e.to_string()).into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `verify` against a running mirror: asked through its admin socket (a repair goes through its
+/// pipeline).
+fn verify_running(cfg: &Config, a: &VerifyArgs) -> ExitCode {
+    let request =
+        Request::Verify { checksum: a.checksum, repair: a.repair, prune_unknown: a.prune_unknown, json: a.json };
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    match mirrorflow::admin::ask(&cfg.state.dir, &request, &mut mirrorflow::admin::Output { out: &mut out, err: &mut err })
+    {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            err_line!("error: {e}");
+            ExitCode::from(e.exit().code())
         }
     }
+}
+
+/// `mirrorflow top`.
+fn top(path: &std::path::Path, every: std::time::Duration, ticks: Option<u64>) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
+    mirrorflow::top::run(&cfg.state.dir, every, ticks)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn dlq_retry(path: &std::path::Path, ids: Vec<String>) -> anyhow::Result<ExitCode> {
-    let store = open_store(path)?;
-    let ids: Vec<_> = ids.into_iter().map(mirrorflow::model::FileId).collect();
-    let targets: Vec<_> =
-        store.dead_letters()?.into_iter().map(|d| d.id).filter(|id| ids.is_empty() || ids.contains(id)).collect();
-    // The change token is kept: each file is fetched from Drive as it is now (and removed if it is
-    // gone), so changes made meanwhile, deletions included, still arrive through the feed.
-    let requests: Vec<_> = targets.iter().cloned().map(mirrorflow::model::Refresh::File).collect();
-    store.request_refresh(&requests)?;
-    let n = if targets.is_empty() { 0 } else { store.clear_dead_letters(&targets)? };
-    out_line!(
-        "{n} file(s) released from the dead-letter store; run `mirrorflow run --once {}` to mirror them again",
-        path.display()
-    );
+/// `mirrorflow man`: the page on stdout, or every page into `dir`.
+fn man(dir: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir).with_context(|| format!("cannot write the pages to {}", dir.display()))?;
+        }
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 

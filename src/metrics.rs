@@ -40,17 +40,80 @@ pub const VERIFY_RUNS_TOTAL: &str = "mirrorflow_verify_runs_total";
 /// Gauge: differences the last scheduled verify found, by kind (missing, mismatched, extra).
 pub const VERIFY_DIFFERENCES: &str = "mirrorflow_verify_differences";
 
-/// Installs the Prometheus exporter on `listen`.
-pub fn install_exporter(listen: std::net::SocketAddr) -> Result<(), String> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(listen)
+/// The process's Prometheus recorder, once installed.
+static RECORDER: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+
+/// Installs the Prometheus recorder once per process (every run records its metrics, so `top` can
+/// show them without a listener); later calls return the same handle.
+pub fn install_recorder() -> Result<&'static metrics_exporter_prometheus::PrometheusHandle, String> {
+    if let Some(h) = RECORDER.get() {
+        return Ok(h);
+    }
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(STAGE_SECONDS.into()),
             &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0],
         )
         .map_err(|e| e.to_string())?
-        .install()
-        .map_err(|e| format!("cannot start metrics listener on {listen}: {e}"))
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    let upkeep = handle.clone();
+    // Histograms are drained by an upkeep (the exporter's own listener would run it).
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(RECORDER.get_or_init(|| handle))
+}
+
+/// The metrics of this process as Prometheus text, when the recorder is installed.
+pub fn render() -> Option<String> {
+    RECORDER.get().map(|h| h.render())
+}
+
+/// Installs the Prometheus recorder and serves it on `listen`, beside the probes a supervisor asks:
+/// `/metrics` (Prometheus text), `/healthz` (alive: the pipeline supervisor runs) and `/readyz`
+/// (ready: see [`crate::health`]); a failing probe answers 503 with the reason. Must be called
+/// inside a Tokio runtime.
+pub fn install_exporter(listen: std::net::SocketAddr) -> Result<(), String> {
+    let socket = std::net::TcpListener::bind(listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| format!("cannot start metrics listener on {listen}: {e}"))?;
+    let listener = tokio::net::TcpListener::from_std(socket)
+        .map_err(|e| format!("cannot start metrics listener on {listen}: {e}"))?;
+    let handle = install_recorder()?.clone();
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(move || std::future::ready(handle.render())))
+        .route("/healthz", axum::routing::get(|| std::future::ready(probe(crate::health::liveness()))))
+        .route("/readyz", axum::routing::get(|| std::future::ready(probe(crate::health::readiness()))));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    });
+    Ok(())
+}
+
+/// A probe's answer: 200 "ok", or 503 with the reason.
+fn probe(result: Result<(), String>) -> (http::StatusCode, String) {
+    match result {
+        Ok(()) => (http::StatusCode::OK, "ok\n".into()),
+        Err(why) => (http::StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
+}
+
+/// Exports the series dashboards and alerts read from the start of a run, at their current values
+/// (Prometheus convention: a series that exists at zero, not one that appears with its first event),
+/// so `increase()` sees the first restart and a dashboard shows 0 instead of "no data".
+pub fn baseline(dead_letters: usize) {
+    for stage in crate::config::StageName::ALL {
+        counter!(RESTARTS_TOTAL, "stage" => stage.as_str()).increment(0);
+    }
+    dlq_files(dead_letters);
+    checkpoint_lag(0.0);
 }
 
 /// A stage finished an item with `outcome`.

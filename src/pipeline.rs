@@ -126,6 +126,9 @@ pub struct Resources {
 /// writes settled), then Drive and the scope.
 pub async fn open(cfg: &Config) -> Result<Resources, PipelineError> {
     crate::install_crypto_provider();
+    if let Err(e) = crate::metrics::install_recorder() {
+        tracing::debug!(error = %e, "metrics recorder");
+    }
     if let Some(listen) = &cfg.metrics.listen {
         let addr = listen.parse().map_err(|e| PipelineError::Metrics(format!("{listen}: {e}")))?;
         crate::metrics::install_exporter(addr).map_err(PipelineError::Metrics)?;
@@ -495,6 +498,7 @@ impl Topology {
         let (sup, sup_handle) = Actor::spawn(None, PipelineSupervisor, sup_args)
             .await
             .map_err(|e| PipelineError::Supervision(format!("pipeline failed to start: {e}")))?;
+        crate::health::supervisor_running(true);
         let verify_status = Arc::new(std::sync::Mutex::new(VerifyStatus::default()));
         let scheduled_verify = match (cfg.verify.every, opts.once) {
             (Some(every), false) => Some(self.scheduled_verify(cfg, res, every.0, &verify_status).spawn()),
@@ -604,6 +608,10 @@ enum End {
 /// Runs the pipeline described by `cfg`.
 pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineError> {
     let res = open(cfg).await?;
+    let synced = res.store.checkpoint()?.is_some_and(|c| matches!(c.phase, crate::state::FeedPhase::Changes { .. }));
+    let logs = crate::stages::change_feed::change_logs(&res.scope);
+    crate::health::run_started(cfg.source.poll_interval.0, synced, &logs);
+    crate::metrics::baseline(res.store.dead_letter_count()?);
     let mut topo = compile(cfg, &opts, &res)?;
     let mut index = start_index(cfg, &res, &topo)?;
     let mut running = match topo.start(cfg, &opts, &res).await {
@@ -615,7 +623,11 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
             return Err(e);
         }
     };
+    let admin = start_admin(cfg, &res, &topo);
     let end = watch_until_done(cfg, &opts, &topo, &mut running).await;
+    if let Some(admin) = admin {
+        admin.stop();
+    }
     let interrupted = matches!(end, End::Interrupted);
     if interrupted {
         running.sup.cast(SupervisorMsg::StopStage(StageName::ChangeFeed)).ok();
@@ -646,6 +658,32 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     let progress = topo.progress.borrow().clone();
     drop(topo.progress_tx);
     Ok(RunSummary { progress, dead_letters, interrupted, index_behind })
+}
+
+/// Serves the admin socket (`admin.sock` in the state folder) so the commands that read the store
+/// can ask this run; a socket that cannot be bound is logged, not fatal (the mirror goes on).
+fn start_admin(cfg: &Config, res: &Resources, topo: &Topology) -> Option<crate::admin::AdminServer> {
+    let served = crate::admin::Served {
+        state_dir: cfg.state.dir.clone(),
+        index_configured: cfg.index.url().is_some(),
+        store: res.store.clone(),
+        dest: res.dest.clone(),
+        drive: res.drive.clone(),
+        scope: res.scope.clone(),
+        export: cfg.source.export.clone(),
+        max_file_size: cfg.source.max_file_size.map(|b| b.0),
+        state_inside: crate::verify::state_inside_destination(cfg),
+        ledger: topo.ledger.clone(),
+        wake: topo.refresh_wake.clone(),
+        top: crate::top::Source { capacities: topo.capacities.clone(), progress: topo.progress.clone() },
+    };
+    match crate::admin::AdminServer::start(served) {
+        Ok(server) => Some(server),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot serve the admin socket: status, log and dlq answer once this run stops");
+            None
+        }
+    }
 }
 
 /// Starts the index sink when `[index]` names a database; without one, forgets any earlier index's
@@ -749,6 +787,7 @@ impl Running {
         }
         self.sup.cast(SupervisorMsg::Shutdown).ok();
         let _ = (&mut self.sup_handle).await;
+        crate::health::supervisor_running(false);
     }
 }
 

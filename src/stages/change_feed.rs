@@ -518,11 +518,13 @@ impl<S: ChangeSource> ChangeFeed<S> {
                 }
                 self.mark(out, cp).await?;
                 if !more {
+                    crate::health::change_log_read(&log);
                     break;
                 }
                 self.serve_refreshes(out).await?;
             }
         }
+        crate::health::follows(&cp.feeds.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>());
         Ok(true)
     }
 

@@ -242,6 +242,9 @@ impl<L: CommitLog> Stage for Committer<L> {
             .map_err(|e| StageError::Fatal(format!("store task: {e}")))??;
         if let Some(cp) = &batch.checkpoint {
             crate::metrics::checkpoint_lag(crate::state::unix_ms().saturating_sub(cp.read_at_unix_ms) as f64 / 1000.0);
+            if matches!(cp.phase, crate::state::FeedPhase::Changes { .. }) {
+                crate::health::initial_sync_done();
+            }
             tracing::debug!("checkpoint saved");
         }
         if !batch.refresh_add.is_empty() {

@@ -26,6 +26,7 @@ mod index_pg;
 mod mirror_local;
 mod mirror_s3;
 mod no_loss;
+mod operate;
 mod quickstart;
 mod selection;
 mod shared_with_me;
