@@ -362,8 +362,7 @@ async fn dispatch(cmd: Command) -> ExitCode {
         Command::Dlq { action: DlqAction::List { json, config } } => ask_state(&config, Request::DlqList { json }),
         Command::Dlq { action: DlqAction::Retry { config, ids } } => ask_state(&config, Request::DlqRetry { ids }),
         Command::Log { since, file, json, config } => {
-            let since_unix_ms =
-                since.map_or(0, |d| mirrorflow::state::unix_ms().saturating_sub(d.as_millis() as u64));
+            let since_unix_ms = since.map_or(0, |d| mirrorflow::state::unix_ms().saturating_sub(d.as_millis() as u64));
             ask_state(&config, Request::Log { since_unix_ms, file, json })
         }
         Command::Versions { action: VersionsAction::List { json, config, file } } => {
@@ -371,7 +370,12 @@ async fn dispatch(cmd: Command) -> ExitCode {
         }
         Command::Top { every, ticks, config } => top(&config, every, ticks),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "mirrorflow", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "mirrorflow",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Man { dir } => man(dir.as_deref()),
@@ -711,8 +715,11 @@ fn verify_running(cfg: &Config, a: &VerifyArgs) -> ExitCode {
     let request =
         Request::Verify { checksum: a.checksum, repair: a.repair, prune_unknown: a.prune_unknown, json: a.json };
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    match mirrorflow::admin::ask(&cfg.state.dir, &request, &mut mirrorflow::admin::Output { out: &mut out, err: &mut err })
-    {
+    match mirrorflow::admin::ask(
+        &cfg.state.dir,
+        &request,
+        &mut mirrorflow::admin::Output { out: &mut out, err: &mut err },
+    ) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             err_line!("error: {e}");
@@ -734,7 +741,8 @@ fn man(dir: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     match dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            clap_mangen::generate_to(cmd, dir).with_context(|| format!("cannot write the pages to {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("cannot write the pages to {}", dir.display()))?;
         }
         None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
     }

@@ -196,7 +196,11 @@ pub enum TopError {
 /// Asks the mirror running over `dir` for one snapshot.
 pub fn ask(dir: &std::path::Path) -> Result<Snapshot, TopError> {
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = crate::admin::ask(dir, &crate::admin::Request::Top, &mut crate::admin::Output { out: &mut out, err: &mut err })?;
+    let code = crate::admin::ask(
+        dir,
+        &crate::admin::Request::Top,
+        &mut crate::admin::Output { out: &mut out, err: &mut err },
+    )?;
     if code != 0 {
         let why = String::from_utf8_lossy(&err).trim().to_string();
         return Err(crate::admin::AdminError::Usage(why).into());

@@ -221,7 +221,11 @@ pub fn verify_report(
     dead_lettered: usize,
     out: &mut Output<'_>,
 ) -> Result<Exit, AdminError> {
-    if json { report.write_json(&mut out.out)? } else { report.write_human(&mut out.out)? }
+    if json {
+        report.write_json(&mut out.out)?
+    } else {
+        report.write_human(&mut out.out)?
+    }
     Ok(match (report.equal(), dead_lettered) {
         (true, _) => Exit::Success,
         (false, n) if n > 0 => {

@@ -187,11 +187,8 @@ pub fn socket_path(dir: &Path) -> PathBuf {
 /// for a starting mirror's socket.
 pub fn ask(dir: &Path, request: &Request, out: &mut Output<'_>) -> Result<u8, AdminError> {
     let path = socket_path(dir);
-    let no_answer = |why: String| AdminError::NoAnswer {
-        dir: dir.display().to_string(),
-        socket: path.display().to_string(),
-        why,
-    };
+    let no_answer =
+        |why: String| AdminError::NoAnswer { dir: dir.display().to_string(), socket: path.display().to_string(), why };
     let started = std::time::Instant::now();
     let stream = loop {
         match std::os::unix::net::UnixStream::connect(&path) {
@@ -456,7 +453,9 @@ pub fn execute(target: &Target<'_>, request: &Request, out: &mut Output<'_>) -> 
             let n = commands::dlq_retry(target.store, &ids, &target.retry_by)?;
             let next = match &target.retry_by {
                 commands::RetryBy::Running => "the running mirror mirrors them again now".to_string(),
-                commands::RetryBy::NextRun(config) => format!("run `mirrorflow run --once {config}` to mirror them again"),
+                commands::RetryBy::NextRun(config) => {
+                    format!("run `mirrorflow run --once {config}` to mirror them again")
+                }
             };
             writeln!(out.out, "{n} file(s) released from the dead-letter store; {next}")?;
             Ok(Exit::Success)
