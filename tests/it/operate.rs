@@ -338,7 +338,7 @@ async fn completions_and_the_man_page_are_generated_from_the_cli() {
         let out = mirrorflow(&["completions", shell]).await;
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
         let script = String::from_utf8_lossy(&out.stdout);
-        for word in ["mirrorflow", "verify", "dlq", "top", "--json"] {
+        for word in ["mirrorflow", "verify", "dlq", "top", "json"] {
             assert!(script.contains(word), "{shell} completion lacks {word}");
         }
     }
