@@ -8,7 +8,7 @@
 # Scenarios
 #   small        10,000 files × 4,096 bytes (in 50 folders)
 #                → local folder (target ≥ 2,000 files/s) and → S3 (target ≥ 1.5× rclone's files/s)
-#   s3small      5,000 files of mixed sizes (0 B to 256 KiB, 7 sizes in turn, 245 MB in all) → S3 against
+#   s3small      5,000 files of mixed sizes (0 B to 256 KiB, 7 sizes in turn, 250 MB in all) → S3 against
 #                rclone copying the same bytes from local disk: 3 interleaved rounds (mirrorflow, then
 #                rclone), each into a fresh prefix and state; medians (target ≥ 1.5×). Needs s3s-fs + rclone
 #   big1g        one 1 GiB file → local folder (target ≥ 90 % of `curl alt=media | md5sum`) and → local
@@ -354,9 +354,7 @@ median() { # values… → their median (empty when none)
 }
 
 scenario_s3small() {
-    local n=5000 bytes=0 r secs rss code cpu sz i
-    for sz in $MIXED_SIZES; do bytes=$((bytes + sz)); done
-    bytes=$((bytes * n / 7))
+    local n=5000 bytes r secs rss code cpu
     echo "== s3small: $n files of mixed sizes ($MIXED_SIZES bytes in turn) → S3, 3 interleaved rounds" | tee -a "$RESULTS"
     if [ "$HAVE_S3" != 1 ] || [ "$HAVE_RCLONE" != 1 ]; then
         echo "   (skipped: needs s3s-fs and rclone)" | tee -a "$RESULTS"
