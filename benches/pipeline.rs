@@ -85,7 +85,8 @@ fn remove_run(cfg: &Config) {
 }
 
 async fn mirror(cfg: &Config, expect_files: u64) {
-    let summary = run(cfg, RunOptions { once: true, progress: false }).await.expect("pipeline run");
+    let summary =
+        run(cfg, RunOptions { once: true, progress: false, ..Default::default() }).await.expect("pipeline run");
     assert!(!summary.interrupted);
     assert_eq!(summary.progress.committed, expect_files, "{:?}", summary.progress);
 }

@@ -9,10 +9,6 @@ use crate::state::{Store, StoreError};
 use futures::StreamExt;
 use std::time::Duration;
 
-/// The top-level folders mirrorflow writes under the prefix. Only these are swept: whatever else
-/// lives under the prefix (`.trash/`, a state directory, the user's own files) is never touched.
-const MIRROR_ROOTS: [&str; 3] = ["my-drive", "shared-drives", crate::stages::planner::SHARED_WITH_ME];
-
 /// The adoption boundary's error.
 #[derive(Debug, thiserror::Error)]
 pub enum AdoptError {
@@ -26,8 +22,8 @@ pub enum AdoptError {
 
 /// Starts an adoption when the state is empty and the destination already holds mirrored objects;
 /// returns whether this run adopts (also when a crashed adoption run is being continued).
-pub async fn begin_if_needed(store: &Store, dest: &Destination) -> Result<bool, AdoptError> {
-    if !store.adopting()? && store.is_empty()? && holds_a_mirror(dest).await? {
+pub async fn begin_if_needed(store: &Store, dest: &Destination, roots: &[String]) -> Result<bool, AdoptError> {
+    if !store.adopting()? && store.is_empty()? && holds_a_mirror(dest, roots).await? {
         tracing::info!(
             "the state is empty but the destination holds a mirror: objects with the right size and md5 are kept, not downloaded again, and objects no file owns are swept after the first listing"
         );
@@ -36,8 +32,8 @@ pub async fn begin_if_needed(store: &Store, dest: &Destination) -> Result<bool, 
     Ok(store.adopting()?)
 }
 
-async fn holds_a_mirror(dest: &Destination) -> Result<bool, DestError> {
-    for root in MIRROR_ROOTS {
+async fn holds_a_mirror(dest: &Destination, roots: &[String]) -> Result<bool, DestError> {
+    for root in roots.iter().map(String::as_str) {
         if let Some(first) = Box::pin(dest.keys_under(root)).next().await {
             first?;
             return Ok(true);
@@ -48,11 +44,11 @@ async fn holds_a_mirror(dest: &Destination) -> Result<bool, DestError> {
 
 /// Waits until the first full listing is committed (every file it found has its outcome and its key
 /// claimed), then sweeps the orphans and ends the adoption. Returns how many objects were swept.
-pub async fn sweep_when_listed(store: Store, dest: Destination) -> Result<usize, AdoptError> {
+pub async fn sweep_when_listed(store: Store, dest: Destination, roots: Vec<String>) -> Result<usize, AdoptError> {
     while !store.listing_done()? {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let swept = sweep_orphans(&store, &dest).await?;
+    let swept = sweep_orphans(&store, &dest, &roots).await?;
     store.end_adoption()?;
     tracing::info!(swept, "adoption done: objects no file owns were removed per `deletes`");
     Ok(swept)
@@ -62,9 +58,9 @@ pub async fn sweep_when_listed(store: Store, dest: Destination) -> Result<usize,
 /// is claimed by no file and no write to it is under way. The intent is read before the claim: a write
 /// that commits in between has its claim by then (the record, the claim and the intent's removal are
 /// in one batch), so an object being written is never taken for an orphan.
-async fn sweep_orphans(store: &Store, dest: &Destination) -> Result<usize, AdoptError> {
+async fn sweep_orphans(store: &Store, dest: &Destination, roots: &[String]) -> Result<usize, AdoptError> {
     let mut swept = 0;
-    for root in MIRROR_ROOTS {
+    for root in roots.iter().map(String::as_str) {
         let mut keys = Box::pin(dest.keys_under(root));
         while let Some(key) = keys.next().await {
             let key = key?;

@@ -25,16 +25,38 @@ pub struct Health {
     pub poll_interval: Duration,
     /// Every change log followed, by label, with when it was last read to its end.
     pub logs: BTreeMap<String, Option<Instant>>,
+    /// Several units of a domain run in turn (`[source] subjects`): the probes answer for the domain,
+    /// not for whichever unit's pipeline reported last.
+    pub domain: Option<DomainHealth>,
+}
+
+/// The probes' view of a domain run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DomainHealth {
+    /// A round ended (every unit of this shard caught up once, or failed with its reason).
+    pub rounds: u64,
+    /// Every unit of the last round caught up.
+    pub all_ok: bool,
 }
 
 impl Health {
     /// `/healthz`: Ok, or why not.
     pub fn liveness(&self) -> Result<(), String> {
+        if self.domain.is_some() {
+            return Ok(());
+        }
         if self.supervisor { Ok(()) } else { Err("the pipeline supervisor is not running".into()) }
     }
 
     /// `/readyz` at `now`: Ok, or the first reason the mirror is not ready.
     pub fn readiness(&self, now: Instant) -> Result<(), String> {
+        if let Some(d) = self.domain {
+            return if d.rounds == 0 {
+                Err("the first round over the domain's units is not done yet".into())
+            } else {
+                Ok(())
+            };
+        }
         self.liveness()?;
         if !self.initial_sync_done {
             return Err("the initial sync is not done yet".into());
@@ -82,7 +104,23 @@ pub fn run_started(poll_interval: Duration, initial_sync_done: bool, logs: &[Cor
             initial_sync_done,
             poll_interval,
             logs: logs.iter().map(|l| (log_label(l), None)).collect(),
+            domain: h.domain,
         }
+    });
+}
+
+/// A domain run starts: from now on the probes answer for the domain (alive while the process runs,
+/// ready once the first round over its units ended), whatever the units' pipelines report.
+pub fn domain_started() {
+    with(|h| h.domain = Some(DomainHealth::default()));
+}
+
+/// A round over the domain's units ended; `all_ok`: no unit failed.
+pub fn domain_round_done(all_ok: bool) {
+    with(|h| {
+        let d = h.domain.get_or_insert_with(DomainHealth::default);
+        d.rounds += 1;
+        d.all_ok = all_ok;
     });
 }
 
@@ -135,7 +173,23 @@ mod tests {
             initial_sync_done: true,
             poll_interval: Duration::from_secs(10),
             logs: [("my-drive".to_string(), Some(now))].into_iter().collect(),
+            domain: None,
         }
+    }
+
+    #[test]
+    fn a_domain_is_ready_after_its_first_round_whatever_a_units_pipeline_reported() {
+        let now = Instant::now();
+        let mut h = Health {
+            supervisor: false,
+            initial_sync_done: false,
+            domain: Some(DomainHealth::default()),
+            ..ready_health(now)
+        };
+        assert!(h.liveness().is_ok());
+        assert!(h.readiness(now).is_err());
+        h.domain = Some(DomainHealth { rounds: 1, all_ok: false });
+        assert!(h.readiness(now).is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod adopt;
 pub mod breaker;
 pub mod config;
 pub mod dest;
+pub mod domain;
 pub mod drive;
 #[allow(unsafe_code)] // the FFI to aws-lc's MD5/SHA-256 with plain-data state (resumable uploads)
 pub mod hashing;

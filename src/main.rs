@@ -51,6 +51,11 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     json_logs: bool,
+    /// With `[source] subjects` (several users of a domain): act on this user's drive alone — its
+    /// state, dead letters, log and objects under users/<EMAIL>/ (status, log, dlq, verify, run, run
+    /// --dry-run, versions).
+    #[arg(long, global = true, value_name = "EMAIL")]
+    user: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -329,10 +334,22 @@ fn init_logs(json: bool) {
 }
 
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
+    load_scoped(path).map_err(|e| {
         err_line!("error: {e}");
         ExitCode::from(EXIT_USAGE)
     })
+}
+
+/// `--user EMAIL`, when given.
+static USER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The configuration file, narrowed to one user's drive with `--user`.
+fn load_scoped(path: &std::path::Path) -> Result<Config, String> {
+    let cfg = Config::load(path).map_err(|e| e.to_string())?;
+    match USER.get() {
+        Some(email) => mirrorflow::domain::units::user_config(&cfg, email).map_err(|e| e.to_string()),
+        None => Ok(cfg),
+    }
 }
 
 fn main() -> ExitCode {
@@ -345,6 +362,9 @@ fn main() -> ExitCode {
         }
     };
     init_logs(cli.json_logs);
+    if let Some(email) = cli.user {
+        let _ = USER.set(email);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(dispatch(cli.command))
 }
@@ -406,7 +426,7 @@ struct UsageError(String);
 fn sign_in_setup(
     path: &std::path::Path,
 ) -> anyhow::Result<(Config, mirrorflow::drive::login::InstalledClient, PathBuf)> {
-    let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
+    let cfg = load_scoped(path).map_err(UsageError)?;
     let file = &cfg.source.credentials;
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let client = mirrorflow::drive::login::InstalledClient::parse(file, &text).map_err(|e| {
@@ -493,7 +513,10 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
         Err(code) => return code,
     };
     let progress = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    match pipeline::run(&cfg, RunOptions { once, progress }).await {
+    if cfg.source.subjects.is_some() {
+        return run_domain(&cfg, once).await;
+    }
+    match pipeline::run(&cfg, RunOptions { once, progress, ..Default::default() }).await {
         Ok(summary) => {
             let p = &summary.progress;
             out_line!(
@@ -547,6 +570,50 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
             } else {
                 ExitCode::from(EXIT_FAILED)
             }
+        }
+    }
+}
+
+/// `run` over several users of a domain (`[source] subjects`): a line per unit that failed or
+/// dead-lettered files; exit 1 when a unit failed (the others were mirrored), 3 when files were
+/// dead-lettered, 5 when interrupted.
+async fn run_domain(cfg: &Config, once: bool) -> ExitCode {
+    let shard = mirrorflow::domain::Everything;
+    match mirrorflow::domain::run(cfg, &RunOptions { once, ..Default::default() }, &shard).await {
+        Ok(summary) => {
+            let written: u64 =
+                summary.units.iter().filter_map(|r| r.outcome.as_ref().ok()).map(|s| s.progress.committed).sum();
+            out_line!(
+                "mirrorflow: {} drive(s) of the domain mirrored by this process, {} elsewhere; {written} files written this run",
+                summary.units.len(),
+                summary.elsewhere
+            );
+            for r in &summary.units {
+                if let Ok(s) = &r.outcome
+                    && !s.dead_letters.is_empty()
+                {
+                    out_line!(
+                        "  {}: {} file(s) dead-lettered (mirrorflow dlq list --user …)",
+                        r.unit.label(),
+                        s.dead_letters.len()
+                    );
+                }
+            }
+            let failed: Vec<_> = summary.failures().collect();
+            for (unit, why) in &failed {
+                err_line!("mirrorflow: {} failed: {why}", unit.label());
+            }
+            if summary.interrupted {
+                return ExitCode::from(EXIT_INTERRUPTED);
+            }
+            if !failed.is_empty() {
+                return ExitCode::from(EXIT_FAILED);
+            }
+            if summary.dead_letters() > 0 { ExitCode::from(EXIT_DEAD_LETTERED) } else { ExitCode::SUCCESS }
+        }
+        Err(e) => {
+            err_line!("error: {e}");
+            ExitCode::from(EXIT_FAILED)
         }
     }
 }
@@ -651,7 +718,7 @@ fn versions_target(
     path: &std::path::Path,
     file: &str,
 ) -> anyhow::Result<(mirrorflow::state::Store, mirrorflow::dest::Destination, mirrorflow::model::FileId)> {
-    let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
+    let cfg = load_scoped(path).map_err(UsageError)?;
     let store = mirrorflow::state::Store::open_with(&cfg.state.dir, cfg.state.store_memory()).map_err(|e| {
         if e.is_locked() {
             anyhow::anyhow!(
@@ -699,7 +766,7 @@ async fn versions_restore(
 /// `status`, `log`, `dlq` and `versions list`: answered from the store, or through the admin socket of
 /// the run that holds it.
 fn ask_state(path: &std::path::Path, request: Request) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
+    let cfg = load_scoped(path).map_err(UsageError)?;
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let mut output = mirrorflow::admin::Output { out: &mut out, err: &mut err };
     match mirrorflow::admin::answer(&cfg, path, &request, &mut output) {
@@ -730,7 +797,7 @@ fn verify_running(cfg: &Config, a: &VerifyArgs) -> ExitCode {
 
 /// `mirrorflow top`.
 fn top(path: &std::path::Path, every: std::time::Duration, ticks: Option<u64>) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
+    let cfg = load_scoped(path).map_err(UsageError)?;
     mirrorflow::top::run(&cfg.state.dir, every, ticks)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 /// Events leaving a stage, by outcome.
 pub const EVENTS_TOTAL: &str = "mirrorflow_events_total";
+/// Counter `{kind, result}`: a unit of a domain (a user's drive, a shared drive) caught up (`ok`) or
+/// failed (`failed`) in a round.
+pub const UNIT_ROUNDS_TOTAL: &str = "mirrorflow_unit_rounds_total";
 /// Time a stage spends on one item.
 pub const STAGE_SECONDS: &str = "mirrorflow_stage_seconds";
 /// Items waiting on a channel between two stages.
@@ -164,6 +167,11 @@ pub fn dlq_files(n: usize) {
 /// Seconds between the oldest unfinished event and now.
 pub fn checkpoint_lag(secs: f64) {
     gauge!(CHECKPOINT_LAG_SECONDS).set(secs);
+}
+
+/// A unit of a domain finished its turn of a round.
+pub fn unit_round(kind: &'static str, ok: bool) {
+    counter!(UNIT_ROUNDS_TOTAL, "kind" => kind, "result" => if ok { "ok" } else { "failed" }).increment(1);
 }
 
 /// A Drive request is about to be sent.

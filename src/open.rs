@@ -60,6 +60,7 @@ pub async fn discover_scope(cfg: &Config, drive: &DriveClient) -> Result<Scope, 
     let mut scope = Scope {
         selection: cfg.selection().map_err(|e| ScopeError::Selection(e.to_string()))?,
         shared_with_me: cfg.source.shared_with_me,
+        drive_root: cfg.source.drive_root.clone(),
         ..Default::default()
     };
     let wants = |s: &str| cfg.source.drives.iter().any(|d| d == s);

@@ -80,6 +80,9 @@ pub struct RunOptions {
     pub once: bool,
     /// Print a progress line on stderr.
     pub progress: bool,
+    /// A Drive request bucket shared with the other drives this process mirrors (`[source]
+    /// subjects`): the process's `drive_rps`, while this run's own client paces its user.
+    pub shared_drive_limit: Option<Arc<crate::retry::TokenBucket>>,
 }
 
 /// What a run did.
@@ -153,7 +156,8 @@ pub async fn open(cfg: &Config) -> Result<Resources, PipelineError> {
     dest.check_reachable().await?;
     abort_recorded_uploads(&store, &dest, true).await?;
     settle_unfinished_writes(&store, &dest).await?;
-    let adopting = crate::adopt::begin_if_needed(&store, &dest).await?;
+    let territory = crate::mirror::territory(cfg.source.drive_root.as_deref());
+    let adopting = crate::adopt::begin_if_needed(&store, &dest, &territory).await?;
     let released = store.release_skips(cfg.source.acknowledge_abuse, crate::state::unix_ms())?;
     if released > 0 {
         tracing::info!(
@@ -505,8 +509,10 @@ impl Topology {
             _ => None,
         };
         let deferrals = (!opts.once).then(|| spawn_deferral_release(res.store.clone(), self.refresh_wake.clone()));
-        let sweep =
-            res.adopting.then(|| tokio::spawn(crate::adopt::sweep_when_listed(res.store.clone(), res.dest.clone())));
+        let sweep = res.adopting.then(|| {
+            let territory = crate::mirror::territory(res.scope.drive_root.as_deref());
+            tokio::spawn(crate::adopt::sweep_when_listed(res.store.clone(), res.dest.clone(), territory))
+        });
         let sampler = spawn_depth_sampler(std::mem::take(&mut self.gauges));
         Ok(Running { sup, sup_handle, fatal, sampler, webhook, scheduled_verify, deferrals, sweep, verify_status })
     }
@@ -607,7 +613,10 @@ enum End {
 
 /// Runs the pipeline described by `cfg`.
 pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineError> {
-    let res = open(cfg).await?;
+    let mut res = open(cfg).await?;
+    if let Some(limit) = &opts.shared_drive_limit {
+        res.drive = Arc::new((*res.drive).clone().with_shared_limit(limit.clone()));
+    }
     let synced = res.store.checkpoint()?.is_some_and(|c| matches!(c.phase, crate::state::FeedPhase::Changes { .. }));
     let logs = crate::stages::change_feed::change_logs(&res.scope);
     crate::health::run_started(cfg.source.poll_interval.0, synced, &logs);

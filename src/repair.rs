@@ -22,7 +22,7 @@ pub async fn repair(cfg: &Config, found: &Report, opts: &VerifyOptions) -> Resul
         None => 0,
     };
     tracing::info!(requests = requested, "repairing through the pipeline");
-    let summary = pipeline::run(cfg, RunOptions { once: true, progress: opts.progress }).await?;
+    let summary = pipeline::run(cfg, RunOptions { once: true, progress: opts.progress, ..Default::default() }).await?;
     let after = verify(cfg, opts).await?;
     Ok(Repair { after, dead_lettered: summary.dead_letters.len() })
 }

@@ -44,6 +44,10 @@ const DAY: Duration = secs(DAY_SECS);
 
 /// `[source] poll_interval`.
 pub const POLL_INTERVAL: Limits<Duration> = Limits::new(ms(100), DAY);
+/// `[source] directory_interval`.
+pub const DIRECTORY_INTERVAL: Limits<Duration> = Limits::new(Duration::from_secs(60), Duration::from_secs(7 * 86_400));
+/// `[source] drives_in_parallel`.
+pub const DRIVES_IN_PARALLEL: Limits<u64> = Limits::new(1, 256);
 /// `[source] timeout`.
 pub const SOURCE_TIMEOUT: Limits<Duration> = Limits::new(ms(100), HOUR);
 /// `[source.webhook] channel_ttl`: no upper bound, a longer lifetime is clamped to Drive's week.
@@ -123,6 +127,8 @@ pub enum Kind {
     Bool,
     /// A list of strings.
     Texts,
+    /// A string or a list of strings.
+    TextOrTexts,
     /// One of these strings.
     Choice(Vec<&'static str>),
     /// A whole number.
@@ -143,6 +149,7 @@ impl Kind {
             Kind::Path => "path (string)",
             Kind::Bool => "boolean",
             Kind::Texts => "list of strings",
+            Kind::TextOrTexts => "string or list of strings",
             Kind::Choice(_) => "string (one of the values below)",
             Kind::Count(_) => "integer",
             Kind::Rate(_) => "number",
@@ -428,6 +435,36 @@ fn source_keys() -> Vec<Key> {
         Key::new("source.subject", Kind::Text, "Email to impersonate with domain-wide delegation (service accounts).")
             .absent("no impersonation")
             .example("\"someone@example.com\""),
+        Key::new(
+            "source.subjects",
+            Kind::TextOrTexts,
+            "Mirror several users of a Google Workspace domain with a service account granted domain-wide \
+             delegation: their emails, or `\"domain\"` for every active user the Admin SDK Directory lists \
+             (as the administrator `subject`; suspended users are skipped; listed again at each start and every \
+             `directory_interval`). Each user's My Drive goes under `users/<email>/my-drive/` (and with \
+             `shared_with_me`, `users/<email>/shared-with-me/`); every shared drive of `drives` once under \
+             `shared-drives/<name>/`, read through one of its members. A user gone from the directory is left in \
+             place. See [Many users of a domain](../README.md#many-users-of-a-domain).",
+        )
+        .absent("one account: the credentials' own (or `subject`'s)")
+        .example("[\"alice@example.com\", \"bob@example.com\"]"),
+        Key::new(
+            "source.directory_interval",
+            Kind::Time(DIRECTORY_INTERVAL),
+            "With `subjects = \"domain\"`: how often continuous mode lists the domain's users again (a new user's \
+             Drive is then mirrored).",
+        )
+        .default("\"1h\"")
+        .example("\"15min\""),
+        Key::new(
+            "source.drives_in_parallel",
+            Kind::Count(DRIVES_IN_PARALLEL),
+            "With `subjects`: how many drives (a user's My Drive, a shared drive) are mirrored at once, each \
+             with its own pipeline and state; the others wait their turn. Memory grows with it.",
+        )
+        .unit("drives")
+        .default("8")
+        .example("16"),
         Key::new(
             "source.drives",
             Kind::Texts,
@@ -775,6 +812,15 @@ fn other_keys() -> Vec<Key> {
         .unit("requests per second")
         .default("150.0")
         .example("50.0"),
+        Key::new(
+            "rate_limit.user_rps",
+            Kind::Rate(DRIVE_RPS),
+            "With `[source] subjects`: each user's own Drive requests per second, within `drive_rps` (Google's \
+             quota is per user, so users proceed side by side instead of taking turns).",
+        )
+        .unit("requests per second")
+        .absent("no limit per user beyond `drive_rps`")
+        .example("20.0"),
         Key::new(
             "metrics.listen",
             Kind::Address,

@@ -113,7 +113,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
 }
 
 /// The whole pipeline configuration.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where files come from.
@@ -153,7 +153,7 @@ pub struct Config {
 }
 
 /// `[source]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// Service-account key JSON (its `token_uri` is honoured).
@@ -185,8 +185,18 @@ pub struct SourceConfig {
     /// body to make progress; a request that exceeds it is retried like any transient failure.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
-    /// Email to impersonate with domain-wide delegation.
+    /// Email to impersonate with domain-wide delegation; with `subjects = "domain"`, the administrator
+    /// the directory is listed as.
     pub subject: Option<String>,
+    /// Several users of a domain (domain-wide delegation): their emails, or `"domain"` for every
+    /// active user the directory lists. Absent: one account, as before.
+    pub subjects: Option<Subjects>,
+    /// How often continuous mode lists the domain's users again (`subjects = "domain"`).
+    #[serde(default = "default_directory_interval")]
+    pub directory_interval: HumanDuration,
+    /// How many drives (a user's My Drive, a shared drive) are mirrored at once with `subjects`.
+    #[serde(default = "default_drives_in_parallel")]
+    pub drives_in_parallel: usize,
     /// Where `mirrorflow auth login` saves the sign-in of an installed OAuth client (mode 0600).
     pub token_cache: Option<PathBuf>,
     /// OAuth scope: `drive.readonly` (default) or `drive`.
@@ -214,6 +224,11 @@ pub struct SourceConfig {
     pub shared_with_me: bool,
     /// Push notifications (continuous mode).
     pub webhook: Option<WebhookConfig>,
+    /// Set for a shared drive's unit of a domain (never in a file): the drive's root key relative to
+    /// the prefix (`shared-drives/<name>`, unique in the domain), fixed instead of claimed from the
+    /// drive's name, and the only part of the prefix this unit may adopt or sweep.
+    #[serde(skip)]
+    pub drive_root: Option<String>,
 }
 
 /// `[source.webhook]`: Drive POSTs change notifications to `public_url`, which must reach `listen`.
@@ -233,6 +248,33 @@ fn default_channel_ttl() -> HumanDuration {
     HumanDuration(Duration::from_secs(24 * 3600))
 }
 
+/// `[source] subjects`: the users whose drives are mirrored.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Subjects {
+    /// These users (emails).
+    Listed(Vec<String>),
+    /// `"domain"`: every active user the directory lists.
+    Named(String),
+}
+
+impl Subjects {
+    /// The value that asks the directory for every user.
+    pub const DOMAIN: &'static str = "domain";
+
+    /// Whether the users come from the directory rather than from the list.
+    pub fn from_directory(&self) -> bool {
+        matches!(self, Subjects::Named(n) if n == Self::DOMAIN)
+    }
+}
+
+fn default_directory_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+fn default_drives_in_parallel() -> usize {
+    8
+}
+
 fn default_api_base() -> String {
     "https://www.googleapis.com/".into()
 }
@@ -245,6 +287,21 @@ fn default_drives() -> Vec<String> {
 fn default_poll() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
+/// The `type` a credentials file declares (`service_account`, `authorized_user`), when it can be read.
+fn credential_type(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v = serde_json::from_str::<serde_json::Value>(&text).ok()?;
+    v.get("type").and_then(|t| t.as_str()).map(str::to_string)
+}
+
+/// One `@` with something on both sides, no space or slash: enough to catch a name that is not an
+/// email (the directory decides whether the user exists).
+fn looks_like_email(s: &str) -> bool {
+    let mut parts = s.split('@');
+    let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else { return false };
+    !local.is_empty() && domain.contains('.') && !s.contains(['/', ' ', '\\'])
+}
+
 /// Whether `path` holds a "Desktop app" OAuth client rather than a key or a sign-in.
 fn is_oauth_client_file(path: &Path) -> bool {
     std::fs::read_to_string(path)
@@ -385,7 +442,7 @@ pub enum DeletePolicy {
 }
 
 /// `[destination]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     /// `s3://bucket/prefix`, `file:///abs/path`, `gs://…`, `az://…`.
@@ -444,7 +501,7 @@ impl DestinationConfig {
 }
 
 /// `[state]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(default, deny_unknown_fields)]
 pub struct StateConfig {
     /// fjall directory.
@@ -563,7 +620,7 @@ impl std::fmt::Display for StageName {
 }
 
 /// `[stages]`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct StagesConfig {
     /// Change feed (no input channel: its output is dedup's input).
@@ -625,7 +682,7 @@ impl StagesConfig {
 }
 
 /// `[pipeline]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {
     /// Size of a streamed chunk.
@@ -700,18 +757,21 @@ impl RetryConfig {
 #[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Drive requests per second (Google allows ~200/s per user).
+    /// Drive requests per second (Google allows ~200/s per user), for all requests of the process.
     pub drive_rps: f64,
+    /// With `[source] subjects`: each user's own requests per second, within `drive_rps` (Google's
+    /// quota is per user, so users proceed side by side). Absent: no limit beyond `drive_rps`.
+    pub user_rps: Option<f64>,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        RateLimitConfig { drive_rps: 150.0 }
+        RateLimitConfig { drive_rps: 150.0, user_rps: None }
     }
 }
 
 /// `[metrics]`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Prometheus listen address; none = no exporter.
@@ -1064,6 +1124,7 @@ impl Config {
 
     fn source_problems(&self, p: &mut Vec<String>) {
         let s = &self.source;
+        self.subjects_problems(p);
         if !s.credentials.is_file() {
             p.push(format!("source.credentials: no such file {}", s.credentials.display()));
         } else if s.token_cache.is_none() && is_oauth_client_file(&s.credentials) {
@@ -1142,6 +1203,61 @@ impl Config {
         }
     }
 
+    /// `[source] subjects`: emails (each once) or `"domain"` with the administrator to list it as, read
+    /// with a service-account key (only a service account can act as other users).
+    fn subjects_problems(&self, p: &mut Vec<String>) {
+        let s = &self.source;
+        let Some(subjects) = &s.subjects else { return };
+        match subjects {
+            Subjects::Named(n) if n == Subjects::DOMAIN => {
+                if s.subject.is_none() {
+                    p.push(
+                        "source.subjects: \"domain\" lists the users through the Admin SDK Directory as an \
+                         administrator: name one with source.subject"
+                            .into(),
+                    );
+                }
+            }
+            Subjects::Named(n) => p.push(format!(
+                "source.subjects: {n:?} is neither \"domain\" nor a list of emails like [\"alice@example.com\"]"
+            )),
+            Subjects::Listed(list) if list.is_empty() => {
+                p.push("source.subjects: the list is empty; name at least one user, or \"domain\"".into())
+            }
+            Subjects::Listed(list) => {
+                let mut seen = std::collections::BTreeSet::new();
+                for email in list {
+                    if !looks_like_email(email) {
+                        p.push(format!("source.subjects: {email:?} is not an email address"));
+                    } else if !seen.insert(email.to_lowercase()) {
+                        p.push(format!("source.subjects: {email:?} is listed twice"));
+                    }
+                }
+            }
+        }
+        if self.index.url().is_some() {
+            p.push(
+                "index.url: the PostgreSQL index of several users (partitioned by user) is not built yet; leave \
+                 [index] out with source.subjects"
+                    .into(),
+            );
+        }
+        if s.webhook.is_some() {
+            p.push(
+                "source.webhook: push notifications for several users are not built yet; with source.subjects \
+                 each drive is polled every poll_interval"
+                    .into(),
+            );
+        }
+        if credential_type(&s.credentials).is_some_and(|t| t != "service_account") {
+            p.push(
+                "source.subjects: acting as other users needs a service-account key with domain-wide \
+                 delegation as source.credentials"
+                    .into(),
+            );
+        }
+    }
+
     /// Every number and duration key against its range in [`keys`] (docs/CONFIG.md): a value
     /// outside it is refused here rather than overflowing, panicking or busy-looping at run time.
     fn range_problems(&self, p: &mut Vec<String>) {
@@ -1155,19 +1271,26 @@ impl Config {
                 range.check(key, value, p);
             }
         }
-        let rps = self.rate_limit.drive_rps;
-        if !(keys::DRIVE_RPS.min..=keys::DRIVE_RPS.max.unwrap_or(f64::MAX)).contains(&rps) {
-            p.push(format!("rate_limit.drive_rps: must be between {MIN_DRIVE_RPS} and {MAX_DRIVE_RPS}, not {rps}"));
+        let rates = [
+            ("rate_limit.drive_rps", Some(self.rate_limit.drive_rps)),
+            ("rate_limit.user_rps", self.rate_limit.user_rps),
+        ];
+        for (key, rps) in rates {
+            let Some(rps) = rps else { continue };
+            if !(keys::DRIVE_RPS.min..=keys::DRIVE_RPS.max.unwrap_or(f64::MAX)).contains(&rps) {
+                p.push(format!("{key}: must be between {MIN_DRIVE_RPS} and {MAX_DRIVE_RPS}, not {rps}"));
+            }
         }
     }
 
     /// Each duration key, its value (`None`: an optional key left out) and its range, from [`keys`].
-    fn duration_keys(&self) -> [(&'static str, Option<Duration>, Between<Duration>); 11] {
+    fn duration_keys(&self) -> [(&'static str, Option<Duration>, Between<Duration>); 12] {
         let (s, r) = (&self.source, &self.retry);
         let base_delay = r.base_delay.0.clamp(keys::BASE_DELAY.min, keys::BASE_DELAY.max.unwrap_or(Duration::MAX));
         [
             ("source.poll_interval", Some(s.poll_interval.0), Between::of(keys::POLL_INTERVAL)),
             ("source.timeout", Some(s.timeout.0), Between::of(keys::SOURCE_TIMEOUT)),
+            ("source.directory_interval", Some(s.directory_interval.0), Between::of(keys::DIRECTORY_INTERVAL)),
             ("source.webhook.channel_ttl", s.webhook.as_ref().map(|w| w.channel_ttl.0), Between::of(keys::CHANNEL_TTL)),
             ("destination.timeout", Some(self.destination.timeout.0), Between::of(keys::DESTINATION_TIMEOUT)),
             ("state.audit_retention", Some(self.state.audit_retention.0), Between::of(keys::AUDIT_RETENTION)),
@@ -1185,12 +1308,13 @@ impl Config {
     }
 
     /// Each count and byte-size key (stage settings apart), its value and its range, from [`keys`].
-    fn count_keys(&self) -> [(&'static str, Option<u64>, Between<u64>); 17] {
+    fn count_keys(&self) -> [(&'static str, Option<u64>, Between<u64>); 18] {
         let (s, pl, r, t) = (&self.source, &self.pipeline, &self.retry, &self.testing);
         let part_size = pl.part_size.0.clamp(MIN_PART_SIZE, MAX_PART_SIZE);
         let bytes = |l| Between::of(l).bytes();
         [
             ("source.page_size", Some(s.page_size.into()), Between::of(keys::PAGE_SIZE)),
+            ("source.drives_in_parallel", Some(s.drives_in_parallel as u64), Between::of(keys::DRIVES_IN_PARALLEL)),
             ("source.max_file_size", s.max_file_size.map(|b| b.0), bytes(keys::MAX_FILE_SIZE)),
             ("destination.versions", Some(self.destination.versions as u64), Between::of(keys::VERSIONS)),
             ("destination.max_file_size", self.destination.max_file_size.map(|b| b.0), bytes(keys::MAX_FILE_SIZE)),

@@ -101,6 +101,7 @@ fn short_type(kind: &Kind) -> &'static str {
         Kind::Path => "path",
         Kind::Bool => "boolean",
         Kind::Texts => "list of strings",
+        Kind::TextOrTexts => "string or list of strings",
         Kind::Count(_) => "integer",
         Kind::Rate(_) => "number",
         Kind::Bytes(_) => "byte size",

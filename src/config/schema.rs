@@ -100,6 +100,9 @@ fn property(key: &Key) -> Value {
             p.insert("type".into(), json!("array"));
             p.insert("items".into(), json!({"type": "string"}));
         }
+        Kind::TextOrTexts => {
+            p.insert("anyOf".into(), json!([{"type": "string"}, {"type": "array", "items": {"type": "string"}}]));
+        }
         Kind::Choice(values) => {
             p.insert("type".into(), json!("string"));
             p.insert("enum".into(), json!(values));

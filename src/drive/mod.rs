@@ -2,6 +2,7 @@
 //! with the same OAuth token, every call paced by the token bucket and retried by one policy.
 
 pub mod auth;
+pub mod directory;
 pub mod error;
 pub mod export;
 pub mod login;
@@ -168,6 +169,9 @@ pub struct DriveClient {
     http: reqwest::Client,
     settings: Arc<DriveSettings>,
     limiter: Arc<TokenBucket>,
+    /// A bucket shared with other clients of this process (several users of a domain: each client
+    /// paces its own user, this one the process's `[rate_limit] drive_rps`).
+    shared_limiter: Option<Arc<TokenBucket>>,
     breaker: Arc<Breaker>,
     /// Whether the user organizes each shared drive asked about (`drives.get`'s
     /// `capabilities.canManageMembers`, which only the organizer role has), once per drive.
@@ -199,7 +203,15 @@ impl DriveClient {
         let limiter = Arc::new(TokenBucket::per_second(settings.rps));
         let breaker = Arc::new(Breaker::new("drive", settings.breaker));
         let organizes = Arc::default();
-        Ok(DriveClient { hub: Arc::new(hub), auth, http, settings: Arc::new(settings), limiter, breaker, organizes })
+        let settings = Arc::new(settings);
+        Ok(DriveClient { hub: Arc::new(hub), auth, http, settings, limiter, shared_limiter: None, breaker, organizes })
+    }
+
+    /// Also paces every request by `limit`, a bucket shared with other clients (the process-wide
+    /// `drive_rps` when each user of a domain has a client paced by `user_rps`).
+    pub fn with_shared_limit(mut self, limit: Arc<TokenBucket>) -> Self {
+        self.shared_limiter = Some(limit);
+        self
     }
 
     /// Every Drive request goes through here: retried by the policy, each attempt held by the breaker
@@ -241,6 +253,9 @@ impl DriveClient {
             .breaker
             .call(move || async move {
                 self.limiter.acquire().await;
+                if let Some(shared) = &self.shared_limiter {
+                    shared.acquire().await;
+                }
                 crate::metrics::drive_request(remote);
                 // Read as late as possible: the token the call is about to take is of this generation.
                 *latest = self.auth.generation();

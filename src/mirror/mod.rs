@@ -26,6 +26,19 @@ pub struct Scope {
     /// `[source] shared_with_me`: the items other people shared with the user, outside their My
     /// Drive, are mirrored under `shared-with-me/`.
     pub shared_with_me: bool,
+    /// A domain's shared-drive unit: the one drive's root key relative to the prefix, fixed (unique
+    /// in the domain) instead of claimed from its name. See [`territory`].
+    pub drive_root: Option<String>,
+}
+
+/// The folders under the prefix that a mirror with this `drive_root` owns: the mirror's namespaces,
+/// or a domain's shared-drive unit's own drive folder alone (the prefix holds other units' folders
+/// beside it, which it must never adopt, sweep or remove).
+pub fn territory(drive_root: Option<&str>) -> Vec<String> {
+    match drive_root {
+        Some(root) => vec![root.to_string()],
+        None => keys::MIRROR_NAMESPACES.iter().map(|s| s.to_string()).collect(),
+    }
 }
 
 /// The key segment under the prefix that holds the items shared with the user.

@@ -19,8 +19,9 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             .into_iter()
             .map(|(id, name)| {
                 let root = FileId(id.0.clone());
-                let key = match self.folders.get(&root) {
-                    Some(r) if r.is_drive_root() => r.key.0.clone(),
+                let key = match (self.folders.get(&root), &self.scope.drive_root) {
+                    (_, Some(fixed)) => self.rules.join(fixed),
+                    (Some(r), None) if r.is_drive_root() => r.key.0.clone(),
                     _ => self.claim_outside_event(n, &root, &base, &name)?,
                 };
                 Ok((id, key))
@@ -65,7 +66,10 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             n.frees(old);
         }
         let base = placement::shared_drives_base(&self.rules);
-        let key = self.claim(n, event.seq, &root_id, &base, (name, None), KeyFor::Folder).await?;
+        let key = match &self.scope.drive_root {
+            Some(fixed) => self.rules.join(fixed),
+            None => self.claim(n, event.seq, &root_id, &base, (name, None), KeyFor::Folder).await?,
+        };
         self.drive_roots.insert(drive.clone(), key.clone());
         let record = FolderRecord {
             id: root_id.clone(),
