@@ -15,6 +15,7 @@ mod content_dedup;
 mod continuous;
 mod crash_restart;
 mod destination_refusals;
+mod domain;
 mod drive_as_documented;
 mod dry_run;
 mod emulator_big;
