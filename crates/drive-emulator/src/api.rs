@@ -56,12 +56,13 @@ pub(crate) async fn finish(pending: Vec<Pending>, nested: bool) -> Vec<Value> {
 /// `GET /drive/v3/about`.
 pub(crate) async fn about(AxState(app): AxState<Arc<App>>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
     let p = Params::parse(q.as_deref());
-    app.gate("about.get", &headers, false, |_| async {
+    let app = &*app;
+    app.gate("about.get", &headers, false, |pass| async move {
         let fields = p
             .get("fields")
             .ok_or_else(|| ApiError::required("fields", "The 'fields' parameter is required for this method."))?;
         let mask = mask_for(Some(fields), "", &fields::ABOUT)?;
-        let body = about_json(&app.state().corpus);
+        let body = about_json(&app.state().corpus, pass.viewer.as_deref());
         Ok(json_response(mask.apply(body)))
     })
     .await
@@ -116,10 +117,11 @@ fn fingerprint(scope: &Scope, q: &Query) -> u64 {
 /// `GET /drive/v3/files`.
 pub(crate) async fn files_list(AxState(app): AxState<Arc<App>>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
     let p = Params::parse(q.as_deref());
-    app.gate("files.list", &headers, false, |_| list_inner(&app, &p)).await
+    app.gate("files.list", &headers, false, |pass| list_inner(&app, &p, pass.viewer)).await
 }
 
-async fn list_inner(app: &App, p: &Params) -> Result<Response, ApiError> {
+async fn list_inner(app: &App, p: &Params, viewer: Option<String>) -> Result<Response, ApiError> {
+    let viewer = viewer.as_deref();
     let mask = mask_for(p.get("fields"), fields::DEFAULT_FILE_LIST, &fields::FILE_LIST)?;
     let query = query::parse(p.get("q").unwrap_or(""))?;
     let page_size = p.int_in("pageSize", 100, 1, 1000)?;
@@ -135,7 +137,7 @@ async fn list_inner(app: &App, p: &Params) -> Result<Response, ApiError> {
     let (pending, next) = {
         let st = app.state();
         if let Scope::Drive(d) = &scope
-            && st.corpus.drive(d).is_none()
+            && (st.corpus.drive(d).is_none() || !st.member(viewer, d))
         {
             return Err(ApiError::drive_not_found(d));
         }
@@ -145,13 +147,13 @@ async fn list_inner(app: &App, p: &Params) -> Result<Response, ApiError> {
             None => 0,
         };
         let size = page_size.min(st.config.page_size_max.max(1));
-        let (items, more) = st.list(&scope, &query, after, size);
+        let (items, more) = st.list(&scope, &query, after, size, viewer);
         let next = if more {
             items.last().map(|i| list_token(st.log.epoch.wrapping_add(st.list_epoch), i.seq, fp))
         } else {
             None
         };
-        let pending: Vec<Pending> = items.iter().map(|i| st.render(i, with_digests)).collect();
+        let pending: Vec<Pending> = items.iter().map(|i| st.render(i, with_digests, viewer)).collect();
         (pending, next)
     };
     let files = finish(pending, false).await;
@@ -162,11 +164,12 @@ async fn list_inner(app: &App, p: &Params) -> Result<Response, ApiError> {
     Ok(json_response(mask.apply(body)))
 }
 
-/// Item by id as visible to this request (shared-drive items need `supportsAllDrives`).
-pub(crate) fn visible<'a>(st: &'a State, id: &str, p: &Params) -> Result<&'a Item, ApiError> {
+/// Item by id as visible to this request (shared-drive items need `supportsAllDrives`; in domain
+/// mode only what `viewer` may see exists for them).
+pub(crate) fn visible<'a>(st: &'a State, id: &str, p: &Params, viewer: Option<&str>) -> Result<&'a Item, ApiError> {
     let supports_all = p.flag("supportsAllDrives", false)? || p.flag("supportsTeamDrives", false)?;
-    let item = st.corpus.get(id).ok_or_else(|| ApiError::file_not_found(id))?;
-    if item.drive_id.is_some() && !supports_all {
+    let item = st.corpus.items.get(st.corpus.resolve_for(id, viewer)).ok_or_else(|| ApiError::file_not_found(id))?;
+    if item.drive_id.is_some() && !supports_all || !st.corpus.sees(viewer, item) {
         return Err(ApiError::file_not_found(id));
     }
     Ok(item)
@@ -180,15 +183,17 @@ pub(crate) async fn files_get(
     headers: HeaderMap,
 ) -> Response {
     let p = Params::parse(q.as_deref());
+    let (app, id, headers) = (&*app, &id, &headers);
     if p.get("alt") == Some("media") {
         return app.gate("files.get.media", &headers, true, |pass| media::media(&app, &id, &p, &headers, pass)).await;
     }
-    app.gate("files.get", &headers, false, |_| async {
+    app.gate("files.get", &headers, false, |pass| async move {
+        let viewer = pass.viewer.as_deref();
         let mask = mask_for(p.get("fields"), fields::DEFAULT_FILE, &fields::FILE_NODE)?;
         let with_digests = wants_digests(&mask, &[]);
         let pending = {
             let st = app.state();
-            let item = visible(&st, &id, &p)?;
+            let item = visible(&st, &id, &p, viewer)?;
             if item.unopened_link_share()
                 && let Some(key) = &item.resource_key
                 && !media::resource_key_given(&headers, &item.id, key)
@@ -197,7 +202,7 @@ pub(crate) async fn files_get(
                 // request that carries its resource key.
                 return Err(ApiError::file_not_found(&id));
             }
-            st.render(item, with_digests)
+            st.render(item, with_digests, viewer)
         };
         let value = finish(vec![pending], false).await.pop().unwrap_or_default();
         Ok(json_response(mask.apply(value)))
@@ -212,7 +217,8 @@ pub(crate) async fn drives_list(
     headers: HeaderMap,
 ) -> Response {
     let p = Params::parse(q.as_deref());
-    app.gate("drives.list", &headers, false, |_| async {
+    let app = &*app;
+    app.gate("drives.list", &headers, false, |pass| async move {
         let mask = mask_for(p.get("fields"), fields::DEFAULT_DRIVE_LIST, &fields::DRIVE_LIST)?;
         let page_size = p.int_in("pageSize", 10, 1, 100)?;
         let st = app.state();
@@ -221,9 +227,10 @@ pub(crate) async fn drives_list(
                 .ok_or_else(|| ApiError::invalid_value("pageToken", "Invalid Value"))?,
             None => 0,
         } as usize;
-        let drives: Vec<Value> = st.corpus.drives.iter().skip(after).take(page_size).map(drive_json).collect();
+        let mine: Vec<_> = st.corpus.drives.iter().filter(|d| st.member(pass.viewer.as_deref(), &d.id)).collect();
+        let drives: Vec<Value> = mine.iter().skip(after).take(page_size).map(|d| drive_json(d)).collect();
         let mut body = json!({"kind": "drive#driveList", "drives": drives});
-        if after + page_size < st.corpus.drives.len() {
+        if after + page_size < mine.len() {
             body["nextPageToken"] =
                 json!(list_token(st.log.epoch.wrapping_add(st.list_epoch), (after + page_size) as u64, 0xd71e));
         }
@@ -240,10 +247,12 @@ pub(crate) async fn drives_get(
     headers: HeaderMap,
 ) -> Response {
     let p = Params::parse(q.as_deref());
-    app.gate("drives.get", &headers, false, |_| async {
+    let app = &*app;
+    app.gate("drives.get", &headers, false, |pass| async move {
         let mask = mask_for(p.get("fields"), fields::DEFAULT_DRIVE, &fields::DRIVE_NODE)?;
         let st = app.state();
-        let drive = st.corpus.drive(&id).ok_or_else(|| ApiError::drive_not_found(&id))?;
+        let drive = st.corpus.drive(&id).filter(|d| st.member(pass.viewer.as_deref(), &d.id));
+        let drive = drive.ok_or_else(|| ApiError::drive_not_found(&id))?;
         Ok(json_response(mask.apply(drive_json(drive))))
     })
     .await

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
 
 use super::EmulatorConfig;
-use super::auth::Auth;
+use super::auth::{Auth, Caller};
 use super::errors::ApiError;
 use super::faults::{Decision, Faults, Revocation};
 use super::state::State;
@@ -28,8 +28,12 @@ pub(crate) struct App {
 }
 
 /// What the gate lets a handler do.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Pass {
+    /// Who the call acts as (`None`: the single user of single-user mode).
+    pub viewer: Option<String>,
+    /// The access token's account and scopes.
+    pub caller: Caller,
     /// Drop the connection after this fraction of the body (downloads only).
     pub reset: Option<f64>,
     /// Flip one byte of the body (length intact), to prove corrupted downloads never replace good copies.
@@ -83,7 +87,8 @@ impl App {
                 }
                 Revocation::RefreshTokens => self.auth.revoke_refresh_tokens(),
             }
-            self.auth.check(headers)?;
+            let caller = self.auth.check(headers)?;
+            let viewer = self.state().corpus.viewer(caller.user.as_deref());
             let (decision, latency) = self.faults.draw(body);
             if latency > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
@@ -91,8 +96,8 @@ impl App {
             let corrupt = body && self.faults.draw_corrupt();
             match decision {
                 Decision::Fail(e) => Err(e),
-                Decision::Reset(f) => handler(Pass { reset: Some(f), corrupt }).await,
-                Decision::Pass => handler(Pass { reset: None, corrupt }).await,
+                Decision::Reset(f) => handler(Pass { viewer, caller, reset: Some(f), corrupt }).await,
+                Decision::Pass => handler(Pass { viewer, caller, reset: None, corrupt }).await,
             }
         }
         .await;

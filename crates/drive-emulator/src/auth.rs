@@ -71,6 +71,39 @@ pub(crate) struct TokenResponse {
     pub scope: Option<String>,
 }
 
+/// Who an access token acts as, and what it may do: a domain user (through the JWT's `sub`), the
+/// service account itself, or (`user: None`) the single user of single-user mode.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Caller {
+    /// The acting account's email (domain mode).
+    pub user: Option<String>,
+    /// Granted OAuth scopes (the JWT's `scope` claim, or the consented scopes).
+    pub scopes: Vec<String>,
+}
+
+impl Caller {
+    /// True if any of `wanted` was granted.
+    pub fn has_any_scope(&self, wanted: &[&str]) -> bool {
+        self.scopes.iter().any(|s| wanted.contains(&s.as_str()))
+    }
+}
+
+/// One issued access token.
+struct Issued {
+    /// Expiry, ms since the epoch.
+    exp: i64,
+    /// The refresh token it came from (revoking that one voids it).
+    from: Option<String>,
+    caller: Caller,
+}
+
+/// Maps a JWT's `sub` (absent: `None`) to the acting account, or refuses it as Google does.
+pub(crate) type SubjectCheck<'a> = &'a dyn Fn(Option<&str>) -> Result<Option<String>, GrantError>;
+
+fn split_scopes(scope: Option<&str>) -> Vec<String> {
+    scope.unwrap_or_default().split_whitespace().map(str::to_owned).collect()
+}
+
 /// Who a refresh token was issued to, and for what.
 #[derive(Clone)]
 struct Grant {
@@ -84,8 +117,8 @@ pub(crate) struct Auth {
     pkcs8_pem: String,
     public_der: Vec<u8>,
     private_key_id: String,
-    /// access token → (expiry in ms since epoch, the refresh token it came from)
-    tokens: Mutex<HashMap<String, (i64, Option<String>)>>,
+    /// access token → its expiry, origin and caller
+    tokens: Mutex<HashMap<String, Issued>>,
     /// refresh token → who it was issued to
     refresh: Mutex<HashMap<String, Grant>>,
     /// Installed-app OAuth clients (`/_emu/oauth_client`).
@@ -170,14 +203,14 @@ impl Auth {
     }
 
     /// Check the `Authorization: Bearer` header of an API call.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub fn check(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let value =
             headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(ApiError::auth)?;
         let token =
             value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or_else(ApiError::auth)?.trim();
         let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         match tokens.get(token) {
-            Some((exp, _)) if *exp > now_ms() => Ok(()),
+            Some(issued) if issued.exp > now_ms() => Ok(issued.caller.clone()),
             _ => Err(ApiError::invalid_credentials()),
         }
     }
@@ -192,15 +225,16 @@ impl Auth {
     }
 
     /// A new access token, remembered with the refresh token it came from (revoking that one voids it).
-    fn issue(&self, from: Option<&str>) -> TokenResponse {
+    fn issue(&self, from: Option<&str>, caller: Caller) -> TokenResponse {
         let lifetime = self.lifetime();
         let token = format!("ya29.emu-{}", random_token(32));
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         let now = now_ms();
         if tokens.len() > 10_000 {
-            tokens.retain(|_, (exp, _)| *exp > now);
+            tokens.retain(|_, issued| issued.exp > now);
         }
-        tokens.insert(token.clone(), (now + (lifetime as i64) * 1000, from.map(str::to_owned)));
+        let issued = Issued { exp: now + (lifetime as i64) * 1000, from: from.map(str::to_owned), caller };
+        tokens.insert(token.clone(), issued);
         TokenResponse {
             access_token: token,
             expires_in: lifetime,
@@ -245,7 +279,7 @@ impl Auth {
     pub fn revoke(&self, token: &str) -> bool {
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         if self.refresh.lock().unwrap_or_else(|e| e.into_inner()).remove(token).is_some() {
-            tokens.retain(|_, (_, from)| from.as_deref() != Some(token));
+            tokens.retain(|_, issued| issued.from.as_deref() != Some(token));
             return true;
         }
         tokens.remove(token).is_some()
@@ -259,19 +293,27 @@ impl Auth {
     }
 
     /// Handle a form-encoded token request.
-    pub fn grant(&self, form: &HashMap<String, String>, token_uri: &str) -> Result<TokenResponse, GrantError> {
+    pub fn grant(
+        &self,
+        form: &HashMap<String, String>,
+        token_uri: &str,
+        subject: SubjectCheck<'_>,
+    ) -> Result<TokenResponse, GrantError> {
         let grant_type = form.get("grant_type").map(String::as_str).unwrap_or_default();
         match grant_type {
             "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
                 let assertion = form
                     .get("assertion")
                     .ok_or_else(|| GrantError::InvalidRequest("Missing required parameter: assertion".into()))?;
-                self.verify_jwt(assertion, token_uri)?;
-                Ok(self.issue(None))
+                let claims = self.verify_jwt(assertion, token_uri)?;
+                let user = subject(claims.get("sub").and_then(Value::as_str))?;
+                let scopes = split_scopes(claims.get("scope").and_then(Value::as_str));
+                Ok(self.issue(None, Caller { user, scopes }))
             }
             "refresh_token" => {
                 let (token, scope) = self.verify_refresh(form)?;
-                Ok(TokenResponse { scope, ..self.issue(Some(&token)) })
+                let caller = Caller { user: None, scopes: split_scopes(scope.as_deref()) };
+                Ok(TokenResponse { scope, ..self.issue(Some(&token), caller) })
             }
             "authorization_code" => self.exchange_code(form),
             other => Err(GrantError::UnsupportedGrantType(other.to_string())),
@@ -316,11 +358,12 @@ impl Auth {
             scope: Some(pending.scope.clone()),
         };
         self.refresh.lock().unwrap_or_else(|e| e.into_inner()).insert(refresh.clone(), grant);
-        let issued = self.issue(Some(&refresh));
+        let caller = Caller { user: None, scopes: split_scopes(Some(&pending.scope)) };
+        let issued = self.issue(Some(&refresh), caller);
         Ok(TokenResponse { refresh_token: Some(refresh), scope: Some(pending.scope), ..issued })
     }
 
-    fn verify_jwt(&self, jwt: &str, token_uri: &str) -> Result<(), GrantError> {
+    fn verify_jwt(&self, jwt: &str, token_uri: &str) -> Result<Value, GrantError> {
         let bad = |m: &str| GrantError::InvalidGrant(m.to_string());
         let mut parts = jwt.split('.');
         let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
@@ -336,7 +379,8 @@ impl Auth {
             .verify(input.as_bytes(), &sig)
             .map_err(|_| bad("Invalid JWT Signature."))?;
         let claims = decode_json(p).ok_or_else(|| bad("Invalid JWT claims"))?;
-        check_claims(&claims, token_uri).map_err(|m| bad(&m))
+        check_claims(&claims, token_uri).map_err(|m| bad(&m))?;
+        Ok(claims)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The change log behind `changes.list`, and the opaque page tokens of both listings.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,6 +15,10 @@ pub(crate) struct ChangeRecord {
     pub drive_id: Option<String>,
     /// A drive-level change (`changeType = "drive"`): `file_id` holds the shared drive's id.
     pub drive_change: bool,
+    /// Whose change logs hold it (domain mode): the users who saw the item at that moment, or the
+    /// one user a share, unshare or membership change concerns. `None`: every reader of the item
+    /// (single-user mode, and shared-drive items, read by the drive's members).
+    pub viewers: Option<BTreeSet<String>>,
 }
 
 /// Append-only log; a file's older records are superseded by its latest one.
@@ -24,23 +28,43 @@ pub(crate) struct ChangeLog {
     pub epoch: u32,
     pub records: Vec<ChangeRecord>,
     latest: HashMap<String, usize>,
+    /// (file id, user) → the latest record of that file in that user's log (domain mode).
+    latest_for: HashMap<(String, String), usize>,
 }
 
 impl ChangeLog {
     /// An empty log for a fresh corpus.
     pub fn new(epoch: u32) -> Self {
-        ChangeLog { epoch, records: Vec::new(), latest: HashMap::new() }
+        ChangeLog { epoch, records: Vec::new(), latest: HashMap::new(), latest_for: HashMap::new() }
     }
 
     /// Append a record.
     pub fn push(&mut self, rec: ChangeRecord) {
         self.latest.insert(rec.file_id.clone(), self.records.len());
+        for v in rec.viewers.iter().flatten() {
+            self.latest_for.insert((rec.file_id.clone(), v.to_ascii_lowercase()), self.records.len());
+        }
         self.records.push(rec);
     }
 
     /// True if record `index` is the latest for its file (Drive reports a file once, at its latest change).
     pub fn is_latest(&self, index: usize) -> bool {
         self.records.get(index).is_some_and(|r| self.latest.get(&r.file_id) == Some(&index))
+    }
+
+    /// True if record `index` is in `viewer`'s log and the latest there for its file. Records meant
+    /// for every reader (`viewers` is `None`) follow [`ChangeLog::is_latest`].
+    pub fn is_latest_for(&self, index: usize, viewer: Option<&str>) -> bool {
+        let Some(rec) = self.records.get(index) else {
+            return false;
+        };
+        match (&rec.viewers, viewer) {
+            (Some(viewers), Some(v)) => {
+                let key = (rec.file_id.clone(), v.to_ascii_lowercase());
+                viewers.iter().any(|x| x.eq_ignore_ascii_case(v)) && self.latest_for.get(&key) == Some(&index)
+            }
+            _ => self.is_latest(index),
+        }
     }
 
     /// Opaque token for "changes after position `pos`".

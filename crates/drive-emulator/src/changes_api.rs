@@ -16,11 +16,12 @@ use super::params::Params;
 use super::state::ChangesRequest;
 use super::watch::{StopRequest, WatchRequest};
 
-fn check_drive(app: &App, p: &Params) -> Result<Option<String>, ApiError> {
+fn check_drive(app: &App, p: &Params, viewer: Option<&str>) -> Result<Option<String>, ApiError> {
     let Some(d) = p.get("driveId").or_else(|| p.get("teamDriveId")).filter(|d| !d.is_empty()) else {
         return Ok(None);
     };
-    if app.state().corpus.drive(d).is_none() {
+    let st = app.state();
+    if st.corpus.drive(d).is_none() || !st.member(viewer, d) {
         return Err(ApiError::drive_not_found(d));
     }
     Ok(Some(d.to_string()))
@@ -33,10 +34,11 @@ pub(crate) async fn start_page_token(
     headers: HeaderMap,
 ) -> Response {
     let p = Params::parse(q.as_deref());
-    app.gate("changes.getStartPageToken", &headers, false, |_| async {
+    let app = &*app;
+    app.gate("changes.getStartPageToken", &headers, false, |pass| async move {
         let mask = mask_for(p.get("fields"), "kind,startPageToken", &fields::START_TOKEN)?;
         p.flag("supportsAllDrives", false)?;
-        check_drive(&app, &p)?;
+        check_drive(&app, &p, pass.viewer.as_deref())?;
         let st = app.state();
         let token = st.log.token(st.log.records.len());
         Ok(json_response(mask.apply(json!({"kind": "drive#startPageToken", "startPageToken": token}))))
@@ -49,8 +51,8 @@ fn invalid_token() -> ApiError {
 }
 
 /// The parameters `changes.list` and `changes.watch` share: which changes of which log.
-fn changes_request(app: &App, p: &Params) -> Result<ChangesRequest, ApiError> {
-    let drive = check_drive(app, p)?;
+fn changes_request(app: &App, p: &Params, viewer: Option<String>) -> Result<ChangesRequest, ApiError> {
+    let drive = check_drive(app, p, viewer.as_deref())?;
     Ok(ChangesRequest {
         pos: 0,
         page_size: p.int_in("pageSize", 100, 1, 1000)?,
@@ -61,6 +63,7 @@ fn changes_request(app: &App, p: &Params) -> Result<ChangesRequest, ApiError> {
         restrict_to_my_drive: p.flag("restrictToMyDrive", false)?,
         drive,
         with_digests: false,
+        viewer,
     })
 }
 
@@ -71,16 +74,16 @@ pub(crate) async fn changes_list(
     headers: HeaderMap,
 ) -> Response {
     let p = Params::parse(q.as_deref());
-    app.gate("changes.list", &headers, false, |_| list_inner(&app, &p)).await
+    app.gate("changes.list", &headers, false, |pass| list_inner(&app, &p, pass.viewer)).await
 }
 
-async fn list_inner(app: &App, p: &Params) -> Result<Response, ApiError> {
+async fn list_inner(app: &App, p: &Params, viewer: Option<String>) -> Result<Response, ApiError> {
     let mask = mask_for(p.get("fields"), fields::DEFAULT_CHANGE_LIST, &fields::CHANGE_LIST)?;
     if let Some(unknown) = app.faults.unknown_change_fields().into_iter().find(|f| mask.names(&["changes", f])) {
         return Err(ApiError::invalid_fields(&format!("changes/{unknown}")));
     }
     let token = p.require("pageToken")?;
-    let mut req = changes_request(app, p)?;
+    let mut req = changes_request(app, p, viewer)?;
     req.with_digests = wants_digests(&mask, &["changes", "file"]);
     let (page, next, new_start) = {
         let st = app.state();
@@ -110,10 +113,11 @@ pub(crate) async fn watch(
     body: Bytes,
 ) -> Response {
     let p = Params::parse(q.as_deref());
-    app.gate("changes.watch", &headers, false, |_| async {
+    let app = &*app;
+    app.gate("changes.watch", &headers, false, |pass| async move {
         let token = p.require("pageToken")?;
         app.state().log.parse_token(token).ok_or_else(invalid_token)?;
-        let filter = changes_request(&app, &p)?;
+        let filter = changes_request(&app, &p, pass.viewer)?;
         let req: WatchRequest =
             serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("Parse Error: {e}")))?;
         let mut uri = format!("{}drive/v3/changes?alt=json&pageToken={token}", app.base_url);

@@ -200,17 +200,37 @@ pub(crate) async fn faults_set(AxState(app): AxState<Arc<App>>, body: Bytes) -> 
     json_response(json!(app.faults.get()))
 }
 
-/// `GET /_emu/tree[?checksums=false]`.
+/// `GET /_emu/tree[?checksums=false][&user=EMAIL]`.
 pub(crate) async fn tree(AxState(app): AxState<Arc<App>>, RawQuery(q): RawQuery) -> Response {
-    let with_checksums = Params::parse(q.as_deref()).get("checksums") != Some("false");
-    json_response(json!(full_tree(&app, with_checksums).await))
+    let p = Params::parse(q.as_deref());
+    let with_checksums = p.get("checksums") != Some("false");
+    json_response(json!(full_tree(&app, with_checksums, p.get("user")).await))
 }
 
-/// Build the tree; checksums are computed off the state lock when asked for.
-pub(crate) async fn full_tree(app: &App, with_checksums: bool) -> EmuTree {
+/// Whose view a tree shows.
+enum TreeOf {
+    /// Every item.
+    All,
+    /// What this account sees.
+    User(String),
+    /// Nothing (an unknown account).
+    Nobody,
+}
+
+/// Build the tree (of what `user` sees, when given); checksums are computed off the state lock when
+/// asked for.
+pub(crate) async fn full_tree(app: &App, with_checksums: bool, user: Option<&str>) -> EmuTree {
     let (mut tree, blobs) = {
         let st = app.state();
-        build_tree(&st, app)
+        let of = match user {
+            None => TreeOf::All,
+            Some(u) => match st.corpus.user(u) {
+                Some(rec) if st.corpus.is_domain() => TreeOf::User(rec.email.clone()),
+                _ if !st.corpus.is_domain() && u.eq_ignore_ascii_case(super::resources::USER_EMAIL) => TreeOf::All,
+                _ => TreeOf::Nobody,
+            },
+        };
+        build_tree(&st, app, &of)
     };
     if with_checksums {
         ensure_digests(blobs.iter().flatten().cloned().collect()).await;
@@ -226,11 +246,20 @@ pub(crate) async fn full_tree(app: &App, with_checksums: bool) -> EmuTree {
 
 type Blobs = Vec<Option<Arc<super::content::Blob>>>;
 
-fn build_tree(st: &State, app: &App) -> (EmuTree, Blobs) {
+fn build_tree(st: &State, app: &App, of: &TreeOf) -> (EmuTree, Blobs) {
     let c = &st.corpus;
+    let viewer = match of {
+        TreeOf::User(u) => Some(u.as_str()),
+        _ => None,
+    };
+    let shown = |item: &&super::model::Item| match of {
+        TreeOf::All => true,
+        TreeOf::User(u) => c.sees(Some(u), item),
+        TreeOf::Nobody => false,
+    };
     let mut items = Vec::new();
     let mut blobs = Vec::new();
-    for item in c.order.values().filter_map(|id| c.items.get(id)) {
+    for item in c.order.values().filter_map(|id| c.items.get(id)).filter(shown) {
         let (blob, shortcut_target, export_sizes) = match &item.kind {
             Kind::Binary { blob, .. } => (Some(blob.clone()), None, None),
             Kind::Shortcut { target_id, .. } => (None, Some(target_id.clone()), None),
@@ -265,13 +294,25 @@ fn build_tree(st: &State, app: &App) -> (EmuTree, Blobs) {
             export_sizes,
             abusive: item.abusive || app.faults.is_abusive(&item.id),
             can_download: item.can_download,
-            shared_with_me: item.shared_with_me_ms.is_some(),
+            shared_with_me: match viewer {
+                Some(v) => c.shared_with(v, item).is_some(),
+                None => item.shared_with_me_ms.is_some(),
+            },
             web_view_link: super::resources::web_view_link(item),
         });
         blobs.push(blob);
     }
-    let drives = c.drives.iter().map(|d| EmuDrive { id: d.id.clone(), name: d.name.clone() }).collect();
-    (EmuTree { root_id: c.root_id.clone(), drives, items }, blobs)
+    let drives = c
+        .drives
+        .iter()
+        .filter(|d| !matches!(of, TreeOf::Nobody) && st.member(viewer, &d.id))
+        .map(|d| EmuDrive { id: d.id.clone(), name: d.name.clone() })
+        .collect();
+    let root_id = match of {
+        TreeOf::Nobody => String::new(),
+        _ => c.root_for(viewer).to_string(),
+    };
+    (EmuTree { root_id, drives, items }, blobs)
 }
 
 /// `GET /_emu/stats`.

@@ -95,6 +95,7 @@ impl Corpus {
             is_root: false,
             foreign: false,
             shared_with_me_ms: None,
+            owner: None,
         }
     }
 
@@ -164,6 +165,9 @@ impl Corpus {
 
 /// Build the corpus for a configuration.
 pub(crate) fn generate(cfg: &EmulatorConfig) -> Corpus {
+    if !cfg.domain_users.is_empty() {
+        return super::domain::generate(cfg, EPOCH_MS);
+    }
     let mut c = Corpus::empty(cfg.seed, EPOCH_MS);
     let root = c.root_id.clone();
     let folders = add_folder_tree(&mut c, &root, cfg.folders, cfg.depth);
@@ -184,7 +188,7 @@ pub(crate) fn generate(cfg: &EmulatorConfig) -> Corpus {
 }
 
 /// `count` folders nested at most `depth` levels under `top`; returns `top` plus the new folders.
-fn add_folder_tree(c: &mut Corpus, top: &str, count: usize, depth: usize) -> Vec<String> {
+pub(crate) fn add_folder_tree(c: &mut Corpus, top: &str, count: usize, depth: usize) -> Vec<String> {
     let mut levels: Vec<(String, usize)> = vec![(top.to_string(), 0)];
     for _ in 0..count {
         let open: Vec<(String, usize)> = levels.iter().filter(|(_, l)| *l < depth.max(1)).cloned().collect();
@@ -199,7 +203,7 @@ fn add_folder_tree(c: &mut Corpus, top: &str, count: usize, depth: usize) -> Vec
     levels.into_iter().map(|(id, _)| id).collect()
 }
 
-fn add_files(c: &mut Corpus, folders: &[String], count: usize) {
+pub(crate) fn add_files(c: &mut Corpus, folders: &[String], count: usize) {
     for _ in 0..count {
         let parent = c.rng.pick(folders).cloned().unwrap_or_else(|| c.root_id.clone());
         let (name, mime) = c.file_name();
@@ -223,7 +227,7 @@ fn add_docs(c: &mut Corpus, folders: &[String], count: usize, offset: usize) {
 }
 
 /// One shared drive with two nested folders, a few files and a document.
-fn add_shared_drive(c: &mut Corpus, n: usize, files: usize) {
+pub(crate) fn add_shared_drive(c: &mut Corpus, n: usize, files: usize) {
     let id = c.rng.drive_id();
     let at = c.later();
     let name = format!("Shared drive {}", n + 1);

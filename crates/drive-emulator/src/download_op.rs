@@ -34,6 +34,8 @@ pub(crate) struct DownloadOp {
     size: u64,
     content_type: String,
     polls_left: u32,
+    /// Who started it (counted as the downloader).
+    user: Option<String>,
 }
 
 /// The MP4 size of a Vid revision.
@@ -50,9 +52,9 @@ pub(crate) async fn start(
 ) -> Response {
     let p = Params::parse(q.as_deref());
     let (a, p, id) = (&*app, &p, &id);
-    app.gate("files.download", &headers, false, |_| async move {
+    app.gate("files.download", &headers, false, |pass| async move {
         let mut st = a.state();
-        let item = visible(&st, id, p)?;
+        let item = visible(&st, id, p, pass.viewer.as_deref())?;
         if !item.can_download {
             return Err(ApiError::cannot_download());
         }
@@ -68,7 +70,7 @@ pub(crate) async fn start(
         };
         let file_id = item.id.clone();
         let name = format!("dl{:016x}", st.corpus.rng.next_u64());
-        let op = DownloadOp { file_id, key, size, content_type, polls_left: POLLS_BEFORE_DONE };
+        let op = DownloadOp { file_id, key, size, content_type, polls_left: POLLS_BEFORE_DONE, user: pass.viewer };
         st.operations.insert(name.clone(), op);
         Ok(json_response(json!({"name": name, "done": false})))
     })
@@ -117,6 +119,7 @@ pub(crate) async fn content(AxState(app): AxState<Arc<App>>, Path(name): Path<St
                 file_id: op.file_id.clone(),
                 export: false,
                 disposition: None,
+                user: op.user.clone(),
             }
         };
         let range = parse_range(h.get(http::header::RANGE).and_then(|v| v.to_str().ok()), src.size);

@@ -16,6 +16,8 @@ mod consent;
 mod content;
 mod control;
 mod corpus;
+mod directory;
+mod domain;
 mod download_op;
 mod errors;
 mod faults;
@@ -76,6 +78,41 @@ pub struct EmulatorConfig {
     /// they may appear only in the drive's own log and that apps must not rely on the user's log for
     /// them: `false` behaves that way (the tests use it); `true` is the lenient behaviour.
     pub drive_changes_in_user_log: bool,
+    /// The accounts of a Google Workspace domain. Empty (the default): one user, as always. Otherwise
+    /// the service-account key acts, through domain-wide delegation, as the user its JWT's `sub`
+    /// names: each user has their own generated My Drive and change log, sees what others shared
+    /// with them and the shared drives they are members of, and the Admin SDK Directory lists them.
+    /// `files`, `folders`, `depth`, `gdocs`, `hostile` and `big_file_mib` then do not apply (they
+    /// shape the single user's My Drive); `shared_drives` still generates the shared drives.
+    pub domain_users: Vec<DomainUser>,
+}
+
+/// One account of an emulated Workspace domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainUser {
+    /// Primary email (the JWT `sub` that acts as this user).
+    pub email: String,
+    /// A Workspace administrator: may list the directory (`users.list`).
+    #[serde(default)]
+    pub admin: bool,
+    /// Suspended: listed by the directory with `suspended: true`; delegation to it fails with
+    /// `invalid_grant`.
+    #[serde(default)]
+    pub suspended: bool,
+    /// Binary files generated in this user's My Drive (in a few folders), from the seed and the
+    /// user's index alone.
+    #[serde(default)]
+    pub files: usize,
+    /// Indices of the generated shared drives (`0..shared_drives`) this user is a member of.
+    #[serde(default)]
+    pub drives: Vec<usize>,
+}
+
+impl DomainUser {
+    /// A member of no shared drive, neither admin nor suspended, with `files` files.
+    pub fn new(email: &str, files: usize) -> DomainUser {
+        DomainUser { email: email.to_string(), admin: false, suspended: false, files, drives: Vec::new() }
+    }
 }
 
 impl Default for EmulatorConfig {
@@ -92,6 +129,7 @@ impl Default for EmulatorConfig {
             page_size_max: 1000,
             token_lifetime_secs: 3600,
             drive_changes_in_user_log: true,
+            domain_users: Vec::new(),
         }
     }
 }
@@ -155,9 +193,23 @@ impl Emulator {
         f.write_all(self.service_account_key_json().as_bytes())
     }
 
-    /// The expected mirror (same as `GET /_emu/tree`), without going through HTTP.
+    /// The expected mirror (same as `GET /_emu/tree`), without going through HTTP. In domain mode it
+    /// holds every item of every user and every shared drive, with the first user's root as
+    /// `root_id`; [`Emulator::user_tree`] is one user's view.
     pub async fn tree(&self) -> EmuTree {
-        control::full_tree(&self.app, true).await
+        control::full_tree(&self.app, true, None).await
+    }
+
+    /// What `email` sees (same as `GET /_emu/tree?user=EMAIL`): their My Drive (`root_id` is its
+    /// root), the items others shared with them (and what lies below those), and the shared drives
+    /// they are a member of. An unknown email sees nothing (empty `root_id`).
+    pub async fn user_tree(&self, email: &str) -> EmuTree {
+        control::full_tree(&self.app, true, Some(email)).await
+    }
+
+    /// Request and download counters (same as `GET /_emu/stats`).
+    pub fn stats(&self) -> EmuStats {
+        self.app.stats.snapshot()
     }
 
     /// Replace the fault settings (same as `POST /_emu/faults`).

@@ -23,6 +23,8 @@ pub(crate) struct Source {
     pub file_id: String,
     pub export: bool,
     pub disposition: Option<String>,
+    /// Who downloads it (`downloads_by_user`); `None` is the single user.
+    pub user: Option<String>,
 }
 
 fn header_value(s: &str) -> HeaderValue {
@@ -38,6 +40,7 @@ pub(crate) fn stream(app: &App, src: Source, range: RangeSpec, pass: Pass) -> Re
     };
     let len = end - start;
     let abort_at = pass.reset.filter(|_| len > 1).map(|f| start + ((len as f64 * f) as u64).clamp(1, len - 1));
+    app.stats.count_download(&src.file_id, src.user.as_deref());
     let counter =
         ByteCounter { stats: app.stats.clone(), export: src.export, file_id: src.file_id.clone(), pending: 0 };
     let flip_at = (pass.corrupt && !src.export && src.size > 0).then_some(src.size / 2);
@@ -66,12 +69,13 @@ pub(crate) async fn media(
     pass: Pass,
 ) -> Result<Response, ApiError> {
     let ack = p.flag("acknowledgeAbuse", false)?;
+    let viewer = pass.viewer.clone();
     let src = {
         let mut st = app.state();
         if app.faults.deletes_on_download(id) {
-            let _ = st.apply(&super::MutateOp::Delete { id: id.to_string() });
+            let _ = st.apply(&super::MutateOp::Delete { id: id.to_string(), user: viewer.clone() });
         }
-        let item = visible(&st, id, p)?;
+        let item = visible(&st, id, p, viewer.as_deref())?;
         let Kind::Binary { blob, .. } = &item.kind else {
             return Err(ApiError::not_downloadable());
         };
@@ -100,6 +104,7 @@ pub(crate) async fn media(
             file_id: item.id.clone(),
             export: false,
             disposition: None,
+            user: viewer,
         }
     };
     let range = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), src.size);
@@ -117,9 +122,16 @@ pub(crate) fn resource_key_given(headers: &HeaderMap, id: &str, key: &str) -> bo
 }
 
 /// Export source for a document and format; `limit` applies files.export's 10 MB cap.
-fn export_source(app: &App, id: &str, format: Format<'_>, limit: bool) -> Result<Source, ApiError> {
+fn export_source(
+    app: &App,
+    id: &str,
+    format: Format<'_>,
+    limit: bool,
+    viewer: Option<String>,
+) -> Result<Source, ApiError> {
     let st = app.state();
-    let item = st.corpus.get(id).ok_or_else(|| ApiError::file_not_found(id))?;
+    let item = st.corpus.get(id).filter(|i| st.corpus.sees(viewer.as_deref(), i));
+    let item = item.ok_or_else(|| ApiError::file_not_found(id))?;
     let Kind::Doc { kind, rev, export_base } = &item.kind else {
         return Err(ApiError::not_exportable());
     };
@@ -145,6 +157,7 @@ fn export_source(app: &App, id: &str, format: Format<'_>, limit: bool) -> Result
         file_id: item.id.clone(),
         export: true,
         disposition,
+        user: viewer,
     })
 }
 
@@ -169,7 +182,7 @@ pub(crate) async fn export(
     let (a, p, id) = (&*app, &p, &id);
     app.gate("files.export", &headers, true, |pass| async move {
         let mime = p.require("mimeType")?;
-        let src = export_source(a, id, Format::Mime(mime), true)?;
+        let src = export_source(a, id, Format::Mime(mime), true, pass.viewer.clone())?;
         stream(a, src, RangeSpec::Full, pass)
     })
     .await
@@ -204,7 +217,7 @@ async fn link_inner(app: Arc<App>, path_fmt: Option<String>, q: Option<String>, 
             .get("exportFormat")
             .or(path_fmt.as_deref())
             .ok_or_else(|| ApiError::required("exportFormat", "Required parameter: exportFormat"))?;
-        let src = export_source(app, id, Format::Name(fmt), false)?;
+        let src = export_source(app, id, Format::Name(fmt), false, pass.viewer.clone())?;
         stream(app, src, RangeSpec::Full, pass)
     })
     .await

@@ -54,6 +54,9 @@ pub(crate) struct Item {
     pub foreign: bool,
     /// `sharedWithMeTime` (ms) of an item another user shared with this one directly.
     pub shared_with_me_ms: Option<i64>,
+    /// The domain user owning a My Drive item (domain mode only; `None` in single-user mode and
+    /// for shared-drive items, which the drive owns).
+    pub owner: Option<String>,
 }
 
 impl Item {
@@ -97,6 +100,10 @@ pub(crate) struct Corpus {
     pub rng: Rng64,
     /// Last timestamp handed out (ms), so times never go backwards.
     pub clock_ms: i64,
+    /// The domain's accounts (empty in single-user mode), the service account first.
+    pub users: Vec<super::domain::UserRec>,
+    /// The domain user a mutation acts as (owner of what it creates, whose `root` the alias names).
+    pub acting: Option<String>,
 }
 
 impl Corpus {
@@ -112,6 +119,8 @@ impl Corpus {
             next_seq: 1,
             rng,
             clock_ms: start_ms,
+            users: Vec::new(),
+            acting: None,
         };
         c.insert_root(root_id, "My Drive".into(), None, start_ms);
         c
@@ -119,6 +128,7 @@ impl Corpus {
 
     /// Register a root folder (My Drive's or a shared drive's).
     pub fn insert_root(&mut self, id: String, name: String, drive_id: Option<String>, at_ms: i64) {
+        let drive_id_is_none = drive_id.is_none();
         let item = Item {
             id: id.clone(),
             seq: 0,
@@ -137,6 +147,7 @@ impl Corpus {
             is_root: true,
             foreign: false,
             shared_with_me_ms: None,
+            owner: if drive_id_is_none { self.acting.clone() } else { None },
         };
         self.items.insert(id, item);
     }
@@ -145,6 +156,9 @@ impl Corpus {
     /// folder is that user's too.
     pub fn insert(&mut self, mut item: Item) -> String {
         item.foreign |= item.parents.iter().any(|p| self.items.get(p).is_some_and(|p| p.foreign));
+        if item.drive_id.is_none() && item.owner.is_none() {
+            item.owner = self.acting.clone();
+        }
         item.seq = self.next_seq;
         self.next_seq += 1;
         let id = item.id.clone();
@@ -160,9 +174,9 @@ impl Corpus {
         Some(item)
     }
 
-    /// Resolve the `root` alias.
+    /// Resolve the `root` alias (for a mutation: the acting user's root).
     pub fn resolve<'a>(&'a self, id: &'a str) -> &'a str {
-        if id == "root" { &self.root_id } else { id }
+        self.resolve_for(id, self.acting.as_deref())
     }
 
     /// Look up an item (root alias allowed).
@@ -230,10 +244,10 @@ impl Corpus {
 
     /// True if `id` lies in My Drive: its first parents lead to My Drive's root. An item shared with
     /// the user (its parent missing or not theirs to see) does not; `restrictToMyDrive` leaves it out.
-    pub fn in_my_drive(&self, id: &str) -> bool {
+    pub fn in_my_drive(&self, id: &str, root: &str) -> bool {
         let mut cur = id;
         for _ in 0..256 {
-            if cur == self.root_id {
+            if cur == root {
                 return true;
             }
             match self.items.get(cur).and_then(|i| i.parents.first()) {

@@ -168,8 +168,9 @@ pub(crate) fn drive_json(d: &SharedDrive) -> Value {
 }
 
 /// About resource for the emulated account.
-pub(crate) fn about_json(c: &Corpus) -> Value {
-    let usage: u64 = c.items.values().filter_map(Item::size).sum();
+pub(crate) fn about_json(c: &Corpus, viewer: Option<&str>) -> Value {
+    let owned = |i: &&Item| viewer.is_none_or(|v| i.owner.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(v)));
+    let usage: u64 = c.items.values().filter(owned).filter_map(Item::size).sum();
     let mut export_formats = Map::new();
     for kind in DocKind::ALL.into_iter().filter(|k| !k.formats().is_empty()) {
         let mut mimes: Vec<&str> = kind.formats().iter().map(|(m, _)| *m).collect();
@@ -178,7 +179,7 @@ pub(crate) fn about_json(c: &Corpus) -> Value {
     }
     json!({
         "kind": "drive#about",
-        "user": user(),
+        "user": viewer.map_or_else(user, |v| super::domain::user_json(v, true)),
         "storageQuota": {
             "limit": "16106127360000",
             "usage": usage.to_string(),

@@ -17,7 +17,8 @@ use super::{changes_api, control, download_op, media};
 /// `POST /token`: OAuth 2 token endpoint.
 async fn token(AxState(app): AxState<Arc<App>>, body: Bytes) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let resp = match app.auth.grant(&form, &app.token_uri()) {
+    let subject = |sub: Option<&str>| app.state().corpus.delegate(sub);
+    let resp = match app.auth.grant(&form, &app.token_uri(), &subject) {
         Ok(t) => json_response(serde_json::json!(t)),
         Err(e) => {
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
@@ -92,6 +93,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/o/oauth2/auth", get(consent))
         .route("/o/oauth2/v2/auth", get(consent))
         .nest("/drive/v3", drive)
+        .route("/admin/directory/v1/users", get(super::directory::users_list))
         .nest("/_emu", control)
         .route("/feeds/download/drawings/export/{fmt}", get(media::export_link_fmt))
         .route("/download/{name}", get(download_op::content));

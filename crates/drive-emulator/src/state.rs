@@ -49,6 +49,8 @@ pub(crate) struct ChangesRequest {
     pub restrict_to_my_drive: bool,
     pub drive: Option<String>,
     pub with_digests: bool,
+    /// Whose change log (domain mode); `None` in single-user mode.
+    pub viewer: Option<String>,
 }
 
 /// One changes.list page: the changes and where the client continues.
@@ -67,15 +69,28 @@ impl State {
 
     /// Record that `id` reached a new state (bumping nothing: callers bump version).
     pub fn record(&mut self, id: &str) {
-        let drive_id = self.corpus.items.get(id).and_then(|i| i.drive_id.clone());
-        let time_ms = self.corpus.tick();
-        self.log.push(ChangeRecord { file_id: id.to_string(), time_ms, removed: false, drive_id, drive_change: false });
+        let viewers = self.corpus.viewers_of(id);
+        self.record_for(id, false, viewers);
     }
 
-    /// Record a permanent removal.
-    pub fn record_removed(&mut self, id: &str, drive_id: Option<String>) {
+    /// Record a change of `id` in the logs of `viewers` only (`None`: of every reader).
+    pub fn record_for(&mut self, id: &str, removed: bool, viewers: Option<std::collections::BTreeSet<String>>) {
+        let drive_id = self.corpus.items.get(id).and_then(|i| i.drive_id.clone());
         let time_ms = self.corpus.tick();
-        self.log.push(ChangeRecord { file_id: id.to_string(), time_ms, removed: true, drive_id, drive_change: false });
+        let file_id = id.to_string();
+        self.log.push(ChangeRecord { file_id, time_ms, removed, drive_id, drive_change: false, viewers });
+    }
+
+    /// Record a permanent removal, in the logs of those who saw the item (`viewers`).
+    pub fn record_removed(
+        &mut self,
+        id: &str,
+        drive_id: Option<String>,
+        viewers: Option<std::collections::BTreeSet<String>>,
+    ) {
+        let time_ms = self.corpus.tick();
+        let file_id = id.to_string();
+        self.log.push(ChangeRecord { file_id, time_ms, removed: true, drive_id, drive_change: false, viewers });
     }
 
     /// Whether a `changes.list` with `req`'s parameters would report anything written since record
@@ -86,9 +101,29 @@ impl State {
 
     /// Record a drive-level change: a shared drive created (or joined), renamed, or removed.
     pub fn record_drive(&mut self, drive_id: &str, removed: bool) {
+        let viewers = self.corpus.is_domain().then(|| self.corpus.members_of(drive_id));
+        self.record_drive_for(drive_id, removed, viewers);
+    }
+
+    /// Record a drive-level change in the logs of `viewers` only (`None`: every member's).
+    pub fn record_drive_for(
+        &mut self,
+        drive_id: &str,
+        removed: bool,
+        viewers: Option<std::collections::BTreeSet<String>>,
+    ) {
         let time_ms = self.corpus.tick();
         let file_id = drive_id.to_string();
-        self.log.push(ChangeRecord { file_id, time_ms, removed, drive_id: Some(drive_id.into()), drive_change: true });
+        let drive = Some(drive_id.to_string());
+        self.log.push(ChangeRecord { file_id, time_ms, removed, drive_id: drive, drive_change: true, viewers });
+    }
+
+    /// True if `viewer` may read shared drive `drive_id` (a member; anyone in single-user mode).
+    pub fn member(&self, viewer: Option<&str>, drive_id: &str) -> bool {
+        match viewer {
+            None => true,
+            Some(v) => self.corpus.user(v).is_some_and(|u| u.drives.contains(drive_id)),
+        }
     }
 
     /// Is `item` visible in `scope`?
@@ -101,24 +136,36 @@ impl State {
         }
     }
 
-    fn matches(&self, item: &Item, q: &Query) -> bool {
+    fn matches(&self, item: &Item, q: &Query, viewer: Option<&str>) -> bool {
         let c = &self.corpus;
+        let shared_with_me = match viewer {
+            Some(v) => c.shared_with(v, item).is_some(),
+            None => item.shared_with_me_ms.is_some(),
+        };
         !item.unopened_link_share()
-            && q.parents.iter().all(|p| item.parents.iter().any(|ip| ip == c.resolve(p)))
+            && c.sees(viewer, item)
+            && q.parents.iter().all(|p| item.parents.iter().any(|ip| ip == c.resolve_for(p, viewer)))
             && q.trashed.is_none_or(|t| c.is_trashed(&item.id) == t)
             && q.mime_eq.iter().all(|m| &item.mime == m)
             && q.mime_ne.iter().all(|m| &item.mime != m)
-            && q.shared_with_me.is_none_or(|s| item.shared_with_me_ms.is_some() == s)
+            && q.shared_with_me.is_none_or(|s| shared_with_me == s)
     }
 
     /// Items after `after_seq` matching `q` in `scope`: at most `page_size`, plus whether more exist.
-    pub fn list(&self, scope: &Scope, q: &Query, after_seq: u64, page_size: usize) -> (Vec<&Item>, bool) {
+    pub fn list(
+        &self,
+        scope: &Scope,
+        q: &Query,
+        after_seq: u64,
+        page_size: usize,
+        viewer: Option<&str>,
+    ) -> (Vec<&Item>, bool) {
         let mut out = Vec::new();
         for id in self.corpus.order.range(after_seq + 1..).map(|(_, id)| id) {
             let Some(item) = self.corpus.items.get(id) else {
                 continue;
             };
-            if !Self::in_scope(item, scope) || !self.matches(item, q) {
+            if !Self::in_scope(item, scope) || !self.matches(item, q, viewer) {
                 continue;
             }
             if out.len() == page_size {
@@ -130,12 +177,14 @@ impl State {
     }
 
     /// Render a file, deferring checksums to the caller when wanted.
-    pub fn render(&self, item: &Item, with_digests: bool) -> Pending {
+    pub fn render(&self, item: &Item, with_digests: bool, viewer: Option<&str>) -> Pending {
         let blob = match &item.kind {
             Kind::Binary { blob, .. } if with_digests => Some(blob.clone()),
             _ => None,
         };
-        (file_json(&self.corpus, item, None), blob)
+        let mut value = file_json(&self.corpus, item, None);
+        self.corpus.personalize(&mut value, item, viewer);
+        (value, blob)
     }
 
     /// One page of changes.
@@ -155,10 +204,17 @@ impl State {
     }
 
     fn change_at(&self, index: usize, req: &ChangesRequest) -> Option<Pending> {
-        if !self.log.is_latest(index) {
+        let viewer = req.viewer.as_deref();
+        if !self.log.is_latest_for(index, viewer) {
             return None;
         }
         let rec = &self.log.records[index];
+        if rec.viewers.is_none()
+            && let Some(d) = &rec.drive_id
+            && !self.member(viewer, d)
+        {
+            return None;
+        }
         if rec.removed && !req.include_removed {
             return None;
         }
@@ -187,15 +243,28 @@ impl State {
             change["teamDriveId"] = json!(d);
         }
         let mut blob = None;
-        if !rec.removed {
-            let item = self.corpus.items.get(&rec.file_id)?;
-            if req.restrict_to_my_drive && item.drive_id.is_none() && !self.corpus.in_my_drive(&item.id) {
-                // Google: `restrictToMyDrive` omits "shared files which have not been added to My Drive".
-                return None;
+        let item = self.corpus.items.get(&rec.file_id).filter(|_| !rec.removed);
+        match item {
+            Some(item) if self.corpus.sees(viewer, item) => {
+                let root = self.corpus.root_for(viewer);
+                if req.restrict_to_my_drive && item.drive_id.is_none() && !self.corpus.in_my_drive(&item.id, root) {
+                    // Google: `restrictToMyDrive` omits "shared files which have not been added to My Drive".
+                    return None;
+                }
+                let (file, b) = self.render(item, req.with_digests, viewer);
+                change["file"] = file;
+                blob = b;
             }
-            let (file, b) = self.render(item, req.with_digests);
-            change["file"] = file;
-            blob = b;
+            Some(_) => {
+                // The viewer lost access since (moved out of what was shared with them): Drive
+                // reports the file as removed for them.
+                if !req.include_removed {
+                    return None;
+                }
+                change["removed"] = json!(true);
+            }
+            None if rec.removed => {}
+            None => return None,
         }
         Some((change, blob))
     }

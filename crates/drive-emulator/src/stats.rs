@@ -14,6 +14,13 @@ pub struct EmuStats {
     pub bytes_served: BytesServed,
     /// Media bytes per file id.
     pub media_bytes_by_file: BTreeMap<String, u64>,
+    /// Content downloads started (alt=media, files.export, exportLinks, files.download bodies) per
+    /// file id: a test proves each content was fetched once.
+    #[serde(default)]
+    pub downloads_by_file: BTreeMap<String, u64>,
+    /// Content downloads started per acting user's email (the single user's in single-user mode).
+    #[serde(default)]
+    pub downloads_by_user: BTreeMap<String, u64>,
 }
 
 /// Body bytes by kind.
@@ -36,6 +43,14 @@ impl Stats {
     pub fn count(&self, endpoint: &str, status: u16) {
         let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         *s.requests.entry(format!("{endpoint} {status}")).or_default() += 1;
+    }
+
+    /// Count one content download of `file_id` by `user` (`None`: the single user).
+    pub fn count_download(&self, file_id: &str, user: Option<&str>) {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *s.downloads_by_file.entry(file_id.to_string()).or_default() += 1;
+        let user = user.unwrap_or(super::resources::USER_EMAIL).to_ascii_lowercase();
+        *s.downloads_by_user.entry(user).or_default() += 1;
     }
 
     /// Add streamed body bytes.
