@@ -18,6 +18,8 @@ mod control;
 mod corpus;
 mod directory;
 mod domain;
+#[cfg(test)]
+mod domain_tests;
 mod download_op;
 mod errors;
 mod faults;
