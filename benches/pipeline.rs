@@ -30,7 +30,13 @@ async fn emulator(files: usize, size: u64) -> Emulator {
     let cfg = EmulatorConfig { files: 0, folders: 0, gdocs: 0, shared_drives: 0, ..EmulatorConfig::default() };
     let emu = Emulator::start(cfg, "127.0.0.1:0".parse().unwrap()).await.expect("emulator starts");
     let ops: Vec<MutateOp> = (0..files)
-        .map(|i| MutateOp::Create { parent: "root".into(), name: format!("file-{i:06}.bin"), size, mime: None, user: None })
+        .map(|i| MutateOp::Create {
+            parent: "root".into(),
+            name: format!("file-{i:06}.bin"),
+            size,
+            mime: None,
+            user: None,
+        })
         .collect();
     let created = emu.mutate(&ops).expect("mutate");
     assert_eq!(created.len(), files);

@@ -307,6 +307,14 @@ struct EmulatorArgs {
     /// Write a service-account key for this emulator to PATH (use it as [source] credentials).
     #[arg(long)]
     write_key: Option<PathBuf>,
+    /// Serve a Workspace domain with these users (comma-separated emails), each with their own My
+    /// Drive of --files files and a member of every shared drive; the key then acts as the user its
+    /// JWT `sub` names (domain-wide delegation).
+    #[arg(long, value_delimiter = ',', value_name = "EMAILS")]
+    users: Vec<String>,
+    /// Administrators of the domain (comma-separated; added to --users), who may list the users.
+    #[arg(long, value_delimiter = ',', value_name = "EMAILS")]
+    admin: Vec<String>,
 }
 
 fn init_logs(json: bool) {
@@ -826,6 +834,7 @@ async fn emulator(a: EmulatorArgs) -> anyhow::Result<ExitCode> {
         shared_drives: a.shared_drives,
         hostile: a.hostile,
         big_file_mib: a.big_file_mib,
+        domain_users: drive_emulator::DomainUser::domain(&a.users, &a.admin, a.files, a.shared_drives),
         ..Default::default()
     };
     drive_emulator::run_cli(cfg, a.listen, a.write_key).await.context("emulator")?;

@@ -185,22 +185,22 @@ pub(crate) async fn files_get(
     let p = Params::parse(q.as_deref());
     let (app, id, headers) = (&*app, &id, &headers);
     if p.get("alt") == Some("media") {
-        return app.gate("files.get.media", &headers, true, |pass| media::media(&app, &id, &p, &headers, pass)).await;
+        return app.gate("files.get.media", headers, true, |pass| media::media(app, id, &p, headers, pass)).await;
     }
-    app.gate("files.get", &headers, false, |pass| async move {
+    app.gate("files.get", headers, false, |pass| async move {
         let viewer = pass.viewer.as_deref();
         let mask = mask_for(p.get("fields"), fields::DEFAULT_FILE, &fields::FILE_NODE)?;
         let with_digests = wants_digests(&mask, &[]);
         let pending = {
             let st = app.state();
-            let item = visible(&st, &id, &p, viewer)?;
+            let item = visible(&st, id, &p, viewer)?;
             if item.unopened_link_share()
                 && let Some(key) = &item.resource_key
-                && !media::resource_key_given(&headers, &item.id, key)
+                && !media::resource_key_given(headers, &item.id, key)
             {
                 // Another user's link-shared file this user never opened: Drive shows it only to a
                 // request that carries its resource key.
-                return Err(ApiError::file_not_found(&id));
+                return Err(ApiError::file_not_found(id));
             }
             st.render(item, with_digests, viewer)
         };

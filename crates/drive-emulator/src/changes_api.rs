@@ -38,7 +38,7 @@ pub(crate) async fn start_page_token(
     app.gate("changes.getStartPageToken", &headers, false, |pass| async move {
         let mask = mask_for(p.get("fields"), "kind,startPageToken", &fields::START_TOKEN)?;
         p.flag("supportsAllDrives", false)?;
-        check_drive(&app, &p, pass.viewer.as_deref())?;
+        check_drive(app, &p, pass.viewer.as_deref())?;
         let st = app.state();
         let token = st.log.token(st.log.records.len());
         Ok(json_response(mask.apply(json!({"kind": "drive#startPageToken", "startPageToken": token}))))
@@ -117,7 +117,7 @@ pub(crate) async fn watch(
     app.gate("changes.watch", &headers, false, |pass| async move {
         let token = p.require("pageToken")?;
         app.state().log.parse_token(token).ok_or_else(invalid_token)?;
-        let filter = changes_request(&app, &p, pass.viewer)?;
+        let filter = changes_request(app, &p, pass.viewer)?;
         let req: WatchRequest =
             serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("Parse Error: {e}")))?;
         let mut uri = format!("{}drive/v3/changes?alt=json&pageToken={token}", app.base_url);

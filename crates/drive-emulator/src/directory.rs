@@ -50,11 +50,7 @@ fn domain_of(email: &str) -> String {
 }
 
 /// `GET /admin/directory/v1/users`.
-pub(crate) async fn users_list(
-    AxState(app): AxState<Arc<App>>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-) -> Response {
+pub(crate) async fn users_list(AxState(app): AxState<Arc<App>>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
     let p = Params::parse(q.as_deref());
     let (a, p) = (&*app, &p);
     app.gate("directory.users.list", &headers, false, |pass| async move {

@@ -32,7 +32,8 @@ fn assertion(emu: &Emulator, sub: Option<&str>, scope: &str) -> String {
     let der = STANDARD.decode(b64).expect("pem");
     let pair = RsaKeyPair::from_pkcs8(&der).expect("pkcs8");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-    let mut claims = json!({"iss": key["client_email"], "scope": scope, "aud": key["token_uri"], "iat": now, "exp": now + 600});
+    let mut claims =
+        json!({"iss": key["client_email"], "scope": scope, "aud": key["token_uri"], "iat": now, "exp": now + 600});
     if let Some(sub) = sub {
         claims["sub"] = json!(sub);
     }
@@ -151,12 +152,8 @@ async fn each_user_sees_their_own_my_drive_and_not_the_others() {
     assert_ne!(alice_tree.root_id, bob_tree.root_id);
     let alice = token(&emu, Some("alice@example.com"), DRIVE).await;
     assert_eq!(list_ids(&emu, &alice, "").await, alice_mine);
-    let top: BTreeSet<String> = alice_tree
-        .items
-        .iter()
-        .filter(|i| i.parents.contains(&alice_tree.root_id))
-        .map(|i| i.id.clone())
-        .collect();
+    let top: BTreeSet<String> =
+        alice_tree.items.iter().filter(|i| i.parents.contains(&alice_tree.root_id)).map(|i| i.id.clone()).collect();
     assert_eq!(list_ids(&emu, &alice, "q='root'+in+parents").await, top);
     let bobs_file = bob_tree.items.iter().find(|i| i.size.is_some() && i.drive_id.is_none()).expect("bob's file");
     let (status, v) = get(&emu, &alice, &format!("drive/v3/files/{}?supportsAllDrives=true", bobs_file.id)).await;
@@ -177,8 +174,13 @@ async fn each_user_sees_their_own_my_drive_and_not_the_others() {
         .expect("create");
     assert_eq!(change_ids(&emu, &alice, &a0, "").await, vec![(created[0].clone(), false)]);
     assert_eq!(change_ids(&emu, &bob, &b0, "").await, vec![]);
-    assert!(emu.user_tree("alice@example.com").await.items.iter().any(|i| i.id == created[0]
-        && i.parents == vec![alice_tree.root_id.clone()]));
+    assert!(
+        emu.user_tree("alice@example.com")
+            .await
+            .items
+            .iter()
+            .any(|i| i.id == created[0] && i.parents == vec![alice_tree.root_id.clone()])
+    );
     emu.shutdown().await;
 }
 
@@ -238,7 +240,8 @@ async fn a_shared_item_reaches_the_other_users_shared_with_me_and_change_log() {
     let (status, file) = get(&emu, &bob, &format!("drive/v3/files/{child}?fields=id,ownedByMe,owners")).await;
     assert_eq!((status, file["ownedByMe"].as_bool()), (200, Some(false)));
     assert_eq!(file["owners"][0]["emailAddress"], "alice@example.com");
-    let (_, shared) = get(&emu, &bob, &format!("drive/v3/files/{}?fields=sharedWithMeTime,sharingUser", folder.id)).await;
+    let (_, shared) =
+        get(&emu, &bob, &format!("drive/v3/files/{}?fields=sharedWithMeTime,sharingUser", folder.id)).await;
     assert_eq!(shared["sharingUser"]["emailAddress"], "alice@example.com");
     assert!(shared["sharedWithMeTime"].is_string(), "{shared}");
     let seen: BTreeSet<String> = change_ids(&emu, &bob, &b0, "").await.into_iter().map(|(id, _)| id).collect();
@@ -274,9 +277,12 @@ async fn users_list_pages_the_directory_for_an_admin_with_the_scope_only() {
     assert_eq!(pages, 2);
     let summary: Vec<(String, bool, bool)> = users
         .iter()
-        .map(|u| (u["primaryEmail"].as_str().unwrap_or_default().to_string(), u["isAdmin"] == true, u["suspended"] == true))
+        .map(|u| {
+            (u["primaryEmail"].as_str().unwrap_or_default().to_string(), u["isAdmin"] == true, u["suspended"] == true)
+        })
         .collect();
-    let expected = [("alice@example.com", true, false), ("bob@example.com", false, false), ("carol@example.com", false, true)];
+    let expected =
+        [("alice@example.com", true, false), ("bob@example.com", false, false), ("carol@example.com", false, true)];
     assert_eq!(summary, expected.map(|(e, a, s)| (e.to_string(), a, s)));
     assert!(users.iter().all(|u| u["name"]["fullName"].is_string() && u["id"].is_string()));
     let (status, _) = get(&emu, &admin, "admin/directory/v1/users?domain=example.com&maxResults=501").await;
@@ -309,7 +315,8 @@ async fn added_users_start_empty_and_suspended_users_lose_delegation() {
     assert_eq!(list_ids(&emu, &dave, "").await, BTreeSet::from([made[0].clone()]));
     emu.mutate(&[MutateOp::SuspendUser { email: "dave@example.com".into() }]).expect("suspend");
     assert_eq!(grant(&emu, Some("dave@example.com"), DRIVE).await.0, 400);
-    let unknown = MutateOp::CreateFolder { parent: "root".into(), name: "x".into(), user: Some("eve@example.com".into()) };
+    let unknown =
+        MutateOp::CreateFolder { parent: "root".into(), name: "x".into(), user: Some("eve@example.com".into()) };
     assert!(matches!(emu.mutate(&[unknown]), Err(super::MutateError::NotFound(_))));
     emu.shutdown().await;
 }
@@ -345,4 +352,15 @@ async fn without_domain_users_a_jwt_sub_changes_nothing() {
     assert_eq!(listed, tree.items.iter().map(|i| i.id.clone()).collect());
     assert_eq!(emu.user_tree(super::resources::USER_EMAIL).await, tree);
     emu.shutdown().await;
+}
+
+#[test]
+fn the_cli_domain_lists_users_then_admins_once_each_member_of_every_drive() {
+    let users = ["alice@example.com".to_string(), "bob@example.com".to_string()];
+    let admins = ["Bob@example.com".to_string(), "root@example.com".to_string()];
+    let domain = DomainUser::domain(&users, &admins, 5, 2);
+    let got: Vec<(&str, bool)> = domain.iter().map(|u| (u.email.as_str(), u.admin)).collect();
+    assert_eq!(got, [("alice@example.com", false), ("bob@example.com", true), ("root@example.com", true)]);
+    assert!(domain.iter().all(|u| u.files == 5 && u.drives == [0, 1]));
+    assert!(DomainUser::domain(&[], &[], 5, 2).is_empty());
 }

@@ -115,6 +115,22 @@ impl DomainUser {
     pub fn new(email: &str, files: usize) -> DomainUser {
         DomainUser { email: email.to_string(), admin: false, suspended: false, files, drives: Vec::new() }
     }
+
+    /// The domain `mirrorflow emulator --users .. --admin ..` serves: `users` then the `admins` not
+    /// among them (in order, each once), every one with `files` files and a member of all
+    /// `shared_drives` shared drives. Empty when both lists are: single-user mode.
+    pub fn domain(users: &[String], admins: &[String], files: usize, shared_drives: usize) -> Vec<DomainUser> {
+        let mut out: Vec<DomainUser> = Vec::new();
+        for email in users.iter().chain(admins).map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            if out.iter().any(|u| u.email.eq_ignore_ascii_case(email)) {
+                continue;
+            }
+            let admin = admins.iter().any(|a| a.trim().eq_ignore_ascii_case(email));
+            let drives = (0..shared_drives).collect();
+            out.push(DomainUser { admin, drives, ..DomainUser::new(email, files) });
+        }
+        out
+    }
 }
 
 impl Default for EmulatorConfig {

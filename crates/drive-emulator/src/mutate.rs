@@ -611,8 +611,13 @@ impl State {
     fn everyday_pattern(&mut self, rng: &mut Rng64, n: usize) -> Vec<MutateOp> {
         let files = self.ids_where(|i| matches!(i.kind, Kind::Binary { .. }));
         let folders = self.ids_where(|i| i.is_folder() && i.drive_id.is_none());
-        let new_file =
-            |parent: String, name: String| MutateOp::Create { parent, name, size: 100 + n as u64, mime: None, user: None };
+        let new_file = |parent: String, name: String| MutateOp::Create {
+            parent,
+            name,
+            size: 100 + n as u64,
+            mime: None,
+            user: None,
+        };
         match rng.below(6) {
             5 => {
                 // A copy (same bytes, so the same md5) next to the original or elsewhere, then often
@@ -725,7 +730,12 @@ impl State {
             87..=91 => {
                 const KINDS: [DocKind; 3] = [DocKind::Document, DocKind::Spreadsheet, DocKind::Presentation];
                 let kind = KINDS[rng.below(3) as usize];
-                MutateOp::CreateGdoc { parent: self.random_folder(rng, None), name: format!("Doc {n}"), kind, user: None }
+                MutateOp::CreateGdoc {
+                    parent: self.random_folder(rng, None),
+                    name: format!("Doc {n}"),
+                    kind,
+                    user: None,
+                }
             }
             _ => {
                 let docs = self.ids_where(|i| matches!(i.kind, Kind::Doc { .. }));
