@@ -1,5 +1,5 @@
 //! Admin SDK Directory API `users.list` (`GET admin/directory/v1/users`), as Google documents it at
-//! <https://developers.google.com/workspace/admin/directory/reference/rest/v1/users/list>: the
+//! <https://developers.google.com/admin-sdk/directory/reference/rest/v1/users/list>: the
 //! domain's users (suspended ones too, flagged), paged by `maxResults` (default 100, at most 500) and
 //! `pageToken`, for a caller whose token carries a directory scope and who is an administrator.
 
@@ -18,9 +18,10 @@ use super::errors::ApiError;
 use super::params::Params;
 
 /// Scopes that allow `users.list` (Google's "Authorization scopes" of the method).
-const DIRECTORY_SCOPES: [&str; 2] = [
+const DIRECTORY_SCOPES: [&str; 3] = [
     "https://www.googleapis.com/auth/admin.directory.user.readonly",
     "https://www.googleapis.com/auth/admin.directory.user",
+    "https://www.googleapis.com/auth/cloud-platform",
 ];
 
 /// Binds a page token to this listing.
@@ -87,7 +88,8 @@ pub(crate) async fn users_list(AxState(app): AxState<Arc<App>>, RawQuery(q): Raw
             None => 0,
         };
         let page: Vec<Value> = users.iter().skip(after).take(max).map(|u| user_json(u)).collect();
-        let mut body = json!({"kind": "admin#directory#users", "users": page});
+        let etag = format!("\"{:x}\"", super::content::content_key(&format!("{page:?}"), 0, "etag"));
+        let mut body = json!({"kind": "admin#directory#users", "etag": etag, "users": page});
         if after + max < users.len() {
             body["nextPageToken"] = json!(list_token(epoch, (after + max) as u64, PAGE_FINGERPRINT));
         }
