@@ -3,7 +3,7 @@
 //! units is the exact mirror, every content fetched once, and a re-run fetches nothing.
 
 use crate::support::*;
-use drive_emulator::{EmuTree, EmulatorConfig};
+use drive_emulator::{DomainUser, EmuTree, EmulatorConfig};
 use mirrorflow::config::Config;
 use mirrorflow::dest::Destination;
 use mirrorflow::domain::Unit;
@@ -37,6 +37,25 @@ fn expected_by_unit(tree: &EmuTree, units: &[Unit]) -> BTreeMap<String, BTreeMap
 /// files at keys under its own folder, each object holds its file's bytes, no key is held twice, and
 /// nothing else is under the destination (trash and versions apart). Returns every unit's keys.
 async fn assert_exact_domain(config: &Path, units: &[Unit], expected: &BTreeMap<String, BTreeMap<String, Expected>>) {
+    let owned = assert_exact_domain_units(config, units, expected).await;
+    let base = Config::load(config).unwrap();
+    let Dest::Local(dir) = local_dest_of(&base) else { unreachable!() };
+    let listed: BTreeSet<String> = local_objects(&dir)
+        .into_keys()
+        .filter(|k| !k.split('/').any(|s| s == ".trash" || s == ".versions"))
+        .collect();
+    let stray: Vec<_> = listed.difference(&owned).collect();
+    assert!(stray.is_empty(), "objects no unit owns: {stray:?}");
+    assert_no_staging_files(&dir);
+}
+
+/// Every unit of `units` holds exactly its expected files, each at a key of its own under its folder
+/// with the file's bytes; returns the keys (relative to the destination's root) they hold.
+async fn assert_exact_domain_units(
+    config: &Path,
+    units: &[Unit],
+    expected: &BTreeMap<String, BTreeMap<String, Expected>>,
+) -> BTreeSet<String> {
     let base = Config::load(config).unwrap();
     let mut owned: BTreeSet<String> = BTreeSet::new();
     for unit in units {
@@ -68,12 +87,7 @@ async fn assert_exact_domain(config: &Path, units: &[Unit], expected: &BTreeMap<
         }
         drop(store);
     }
-    let Dest::Local(dir) = local_dest_of(&base) else { unreachable!() };
-    let listed: BTreeSet<String> =
-        local_objects(&dir).into_keys().filter(|k| !k.split('/').any(|s| s == ".trash" || s == ".versions")).collect();
-    let stray: Vec<_> = listed.difference(&owned).collect();
-    assert!(stray.is_empty(), "objects no unit owns: {stray:?}");
-    assert_no_staging_files(&dir);
+    owned
 }
 
 fn local_dest_of(cfg: &Config) -> Dest {
@@ -135,4 +149,116 @@ async fn bad_subjects_are_refused_naming_the_key() {
         assert_eq!(out.status.code(), Some(2), "{extra}: {}", text(&out));
         assert!(text(&out).contains(says), "{extra}: {}", text(&out));
     }
+}
+
+fn user(email: &str, files: usize, drives: &[usize]) -> DomainUser {
+    DomainUser { drives: drives.to_vec(), ..DomainUser::new(email, files) }
+}
+
+/// alice and bob (the administrator) with drives of their own, carol suspended; shared drive 0 is
+/// alice's and bob's, drive 1 bob's alone.
+fn domain_corpus() -> EmulatorConfig {
+    EmulatorConfig {
+        domain_users: vec![
+            user("alice@example.com", 12, &[0]),
+            DomainUser { admin: true, ..user("bob@example.com", 9, &[0, 1]) },
+            DomainUser { suspended: true, ..user("carol@example.com", 5, &[1]) },
+        ],
+        shared_drives: 2,
+        ..small_corpus(false)
+    }
+}
+
+/// What each unit must hold in a real domain: a user's My Drive as that user sees it, a shared
+/// drive's own files.
+async fn expected_in_domain(env: &TestEnv, units: &[Unit]) -> BTreeMap<String, BTreeMap<String, Expected>> {
+    let whole = env.tree().await;
+    let mut out = BTreeMap::new();
+    for u in units {
+        let files: BTreeMap<String, Expected> = match u {
+            Unit::User { email } => {
+                let mine = env.emu.user_tree(email).await;
+                let in_drives: BTreeSet<&str> =
+                    mine.items.iter().filter(|i| i.drive_id.is_some()).map(|i| i.id.as_str()).collect();
+                expected_files(&mine).into_iter().filter(|(id, _)| !in_drives.contains(id.as_str())).collect()
+            }
+            Unit::SharedDrive { id, .. } => {
+                let theirs: BTreeSet<&str> = whole
+                    .items
+                    .iter()
+                    .filter(|i| i.drive_id.as_deref() == Some(id.0.as_str()))
+                    .map(|i| i.id.as_str())
+                    .collect();
+                expected_files(&whole).into_iter().filter(|(id, _)| theirs.contains(id.as_str())).collect()
+            }
+        };
+        out.insert(u.dir_name(), files);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_directorys_active_users_and_every_shared_drive_once_each_content_fetched_once() {
+    let env = TestEnv::start(domain_corpus()).await;
+    let dest = env.local_dest("dom");
+    let extra = "src.subjects = \"domain\"\nsrc.subject = \"bob@example.com\"\nsrc.drives_in_parallel = 3\n\
+                 [rate_limit]\nuser_rps = 50.0\n";
+    let config = env.config("dom", &dest, extra);
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let cfg = Config::load(&config).unwrap();
+    let units = mirrorflow::domain::units::discover(&cfg).await.unwrap();
+    let labels: Vec<String> = units.iter().map(Unit::label).collect();
+    assert_eq!(units.len(), 4, "alice, bob and the two drives, not carol: {labels:?}");
+    assert!(!labels.iter().any(|l| l.contains("carol")), "{labels:?}");
+    let readers: BTreeMap<String, String> = units
+        .iter()
+        .filter_map(|u| match u {
+            Unit::SharedDrive { name, reader, .. } => Some((name.clone(), reader.clone())),
+            Unit::User { .. } => None,
+        })
+        .collect();
+    assert_eq!(readers.values().filter(|r| *r == "alice@example.com").count(), 1, "drive 0 read by alice: {readers:?}");
+    assert_eq!(readers.values().filter(|r| *r == "bob@example.com").count(), 1, "drive 1 read by bob: {readers:?}");
+    let expected = expected_in_domain(&env, &units).await;
+    assert!(expected.values().all(|f| !f.is_empty()), "{expected:?}");
+    assert_exact_domain(&config, &units, &expected).await;
+    let Dest::Local(dir) = &dest else { unreachable!() };
+    assert!(!dir.join("users").join("carol@example.com").exists(), "a suspended user is skipped");
+
+    let stats = env.emu.stats();
+    let twice: Vec<_> = stats.downloads_by_file.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "contents fetched more than once: {twice:?}");
+    // Within a unit, a second file of the same bytes is a server-side copy (content dedup): each
+    // unit fetched each of its distinct contents, and nothing that is not its own.
+    for (unit, files) in &expected {
+        // An empty file needs no download.
+        let contents: BTreeSet<&Option<String>> = files.values().filter(|e| e.size > 0).map(|e| &e.md5).collect();
+        let fetched: BTreeSet<&Option<String>> = files
+            .iter()
+            .filter(|(id, e)| e.size > 0 && stats.downloads_by_file.contains_key(*id))
+            .map(|(_, e)| &e.md5)
+            .collect();
+        assert_eq!(fetched, contents, "contents {unit} fetched");
+    }
+    let ours: BTreeSet<&String> = expected.values().flat_map(BTreeMap::keys).collect();
+    let foreign: Vec<_> = stats.downloads_by_file.keys().filter(|id| !ours.contains(id)).collect();
+    assert!(foreign.is_empty(), "fetched files no unit mirrors: {foreign:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_who_cannot_be_impersonated_fails_alone_and_the_others_are_mirrored() {
+    let env = TestEnv::start(domain_corpus()).await;
+    let dest = env.local_dest("alone");
+    let extra = "src.subjects = [\"alice@example.com\", \"carol@example.com\", \"zed@example.com\"]\n";
+    let config = env.config("alone", &dest, extra);
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    for who in ["carol@example.com", "zed@example.com"] {
+        assert!(text(&out).contains(&format!("{who} failed")), "{who}: {}", text(&out));
+    }
+    let alice = Unit::User { email: "alice@example.com".into() };
+    let expected = expected_in_domain(&env, std::slice::from_ref(&alice)).await;
+    assert_exact_domain_units(&config, &[alice], &expected).await;
 }
