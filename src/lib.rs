@@ -9,6 +9,7 @@ pub(crate) mod actors;
 pub mod admin;
 pub mod adopt;
 pub mod breaker;
+pub mod cluster;
 pub mod config;
 pub mod dest;
 pub mod domain;

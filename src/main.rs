@@ -572,6 +572,7 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
                 pipeline::PipelineError::Scope(_)
                     | pipeline::PipelineError::Index(_)
                     | pipeline::PipelineError::Metrics(_)
+                    | pipeline::PipelineError::Shard(_)
                     | pipeline::PipelineError::OtherDestination { .. }
             ) {
                 ExitCode::from(EXIT_USAGE)

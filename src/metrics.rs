@@ -43,6 +43,10 @@ pub const VERIFY_RUNS_TOTAL: &str = "mirrorflow_verify_runs_total";
 /// Gauge: differences the last scheduled verify found, by kind (missing, mismatched, extra).
 pub const VERIFY_DIFFERENCES: &str = "mirrorflow_verify_differences";
 
+/// Gauge, always 1: this process's shard (`shard`, 0-based) of `count` (`[cluster]`), so a dashboard
+/// can tell the shards of a cluster apart and count them.
+pub const SHARD_INFO: &str = "mirrorflow_shard_info";
+
 /// The process's Prometheus recorder, once installed.
 static RECORDER: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
 
@@ -117,6 +121,11 @@ pub fn baseline(dead_letters: usize) {
     }
     dlq_files(dead_letters);
     checkpoint_lag(0.0);
+}
+
+/// This process runs as `shard`.
+pub fn shard_info(shard: crate::cluster::Shard) {
+    gauge!(SHARD_INFO, "shard" => shard.index().to_string(), "count" => shard.count().to_string()).set(1.0);
 }
 
 /// A stage finished an item with `outcome`.

@@ -71,6 +71,9 @@ pub enum PipelineError {
     /// `[index] url` cannot be used.
     #[error("index.url: {0}")]
     Index(String),
+    /// This process's shard cannot be resolved (`[cluster]`, `MIRRORFLOW_SHARD`, the host name).
+    #[error("{0}")]
+    Shard(#[from] crate::cluster::ShardError),
 }
 
 /// How to run.
@@ -543,7 +546,9 @@ impl Topology {
     fn publish_status(&self, cfg: &Config, running: bool, verify: &Arc<std::sync::Mutex<VerifyStatus>>) {
         let verify = cfg.verify.every.map(|_| verify.lock().unwrap_or_else(|p| p.into_inner()).clone());
         let progress = self.progress.borrow().clone();
-        LiveStatus::now(&progress, self.ledger.files_in_flight(), running, verify).publish(&cfg.state.dir);
+        LiveStatus::now(&progress, self.ledger.files_in_flight(), running, verify)
+            .with_shard(cfg.cluster.shard().ok())
+            .publish(&cfg.state.dir);
     }
 }
 
@@ -621,6 +626,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary, PipelineE
     let logs = crate::stages::change_feed::change_logs(&res.scope);
     crate::health::run_started(cfg.source.poll_interval.0, synced, &logs);
     crate::metrics::baseline(res.store.dead_letter_count()?);
+    crate::metrics::shard_info(cfg.cluster.shard()?);
     let mut topo = compile(cfg, &opts, &res)?;
     let mut index = start_index(cfg, &res, &topo)?;
     let mut running = match topo.start(cfg, &opts, &res).await {

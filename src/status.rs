@@ -25,6 +25,9 @@ pub struct LiveStatus {
     pub in_flight: usize,
     /// Counts of this run so far.
     pub this_run: RunCounts,
+    /// This process's shard (`"i/n"`, `[cluster]`); absent in files written before shards existed.
+    #[serde(default)]
+    pub shard: Option<crate::cluster::Shard>,
 }
 
 /// What a run did so far.
@@ -82,7 +85,13 @@ impl LiveStatus {
             updated_unix_ms: crate::state::unix_ms(),
             in_flight,
             this_run: RunCounts::from(progress),
+            shard: None,
         }
+    }
+
+    /// The snapshot, saying which shard of the cluster wrote it.
+    pub fn with_shard(self, shard: Option<crate::cluster::Shard>) -> LiveStatus {
+        LiveStatus { shard, ..self }
     }
 
     /// Replaces the file in `dir` atomically (write, then rename). Best effort: a status file that
@@ -111,7 +120,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let progress = Progress { committed: 3, bytes: 42, removed: 1, ..Default::default() };
         let verify = VerifyStatus { runs: 2, missing: 1, ..Default::default() };
-        let status = LiveStatus::now(&progress, 7, true, Some(verify));
+        let shard = "2/3".parse::<crate::cluster::Shard>().ok();
+        let status = LiveStatus::now(&progress, 7, true, Some(verify)).with_shard(shard);
         status.publish(dir.path());
         assert_eq!(LiveStatus::read(dir.path()), Some(status));
         assert!(!dir.path().join(format!("{LIVE_STATUS_FILE}.tmp")).exists());
@@ -119,9 +129,11 @@ mod tests {
 
     #[test]
     fn the_file_keeps_the_documented_field_names() {
-        let status = LiveStatus::now(&Progress::default(), 0, false, None);
+        let status =
+            LiveStatus::now(&Progress::default(), 0, false, None).with_shard(Some(crate::cluster::Shard::SOLE));
         let v = serde_json::to_value(&status).unwrap();
-        for key in ["verify", "running", "pid", "updated_unix_ms", "in_flight", "this_run"] {
+        assert_eq!(v["shard"], "0/1", "{v}");
+        for key in ["verify", "running", "pid", "updated_unix_ms", "in_flight", "this_run", "shard"] {
             assert!(v.get(key).is_some(), "{key} missing from {v}");
         }
         for key in [
@@ -138,5 +150,13 @@ mod tests {
         ] {
             assert!(v["this_run"].get(key).is_some(), "this_run.{key} missing from {v}");
         }
+    }
+
+    #[test]
+    fn a_snapshot_from_before_shards_reads_as_having_none() {
+        let mut v = serde_json::to_value(LiveStatus::now(&Progress::default(), 0, true, None)).unwrap();
+        v.as_object_mut().unwrap().remove("shard");
+        let read: LiveStatus = serde_json::from_value(v).unwrap();
+        assert_eq!(read.shard, None);
     }
 }

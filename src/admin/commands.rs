@@ -63,6 +63,9 @@ pub fn status(
         let by_reason: Vec<String> = counts.skipped.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
         writeln!(out.out, "skipped (Drive will not hand them over): {}", by_reason.join(", "))?;
     }
+    if let Some(shard) = live.as_ref().and_then(|l| l.shard).filter(|s| s.count() > 1) {
+        writeln!(out.out, "shard: {shard} (this process mirrors the users and shared drives hashed to it)")?;
+    }
     if let Some(v) = live.as_ref().and_then(|l| l.verify.as_ref()) {
         writeln!(out.out, "{}", scheduled_verify_line(v, now))?;
     }

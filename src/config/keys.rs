@@ -93,6 +93,8 @@ pub const RETRY_ATTEMPTS: Limits<u64> = Limits::new(1, MAX_ATTEMPTS);
 pub const BREAKER_THRESHOLD: Limits<u64> = Limits::new(1, MAX_BREAKER_THRESHOLD);
 /// `[supervisor] max_restarts`.
 pub const SUPERVISOR_RESTARTS: Limits<u64> = Limits::new(0, MAX_RESTARTS);
+/// `[cluster] shards`.
+pub const SHARDS: Limits<u64> = Limits::new(1, crate::cluster::MAX_SHARDS as u64);
 /// `[testing] fail_after` and `crash_after_writes`.
 pub const AT_LEAST_ONE: Limits<u64> = Limits::at_least(1);
 /// `[testing] multipart_copy_part_size`: S3's part sizes.
@@ -321,6 +323,15 @@ pub fn tables() -> Vec<Table> {
              say), fed from the committed outcomes; the mirror never waits for it. See \
              [The index in PostgreSQL](../README.md#the-index-in-postgresql-supabase).",
         ),
+        t(
+            "cluster",
+            false,
+            "Shards: several processes (a Kubernetes StatefulSet's pods, say) share one mirror, each mirroring the \
+             users and shared drives that rendezvous hashing of the user's email or the drive's id gives its shard, \
+             with its own `[state] dir`. Without this table one process mirrors everything (shard `0/1`). The \
+             variable `MIRRORFLOW_SHARD` (`\"i/n\"`) overrides `shard`. See \
+             [Run on Kubernetes](../README.md#run-on-kubernetes).",
+        ),
         t("testing", false, "Failure injection for the tests of the supervision tree. Not for production."),
     ]);
     all
@@ -407,6 +418,7 @@ pub fn all() -> Vec<Key> {
     keys.extend(pipeline_keys());
     keys.extend(retry_keys());
     keys.extend(other_keys());
+    keys.extend(cluster_keys());
     keys.extend(testing_keys());
     keys
 }
@@ -876,6 +888,29 @@ fn other_keys() -> Vec<Key> {
     ]
 }
 
+fn cluster_keys() -> Vec<Key> {
+    vec![
+        Key::new(
+            "cluster.shard",
+            Kind::Text,
+            "This process's shard as `\"i/n\"`: shard `i` (0-based, below `n`) of `n`. The variable \
+             `MIRRORFLOW_SHARD` overrides it. With `shards` also set, `n` must equal it.",
+        )
+        .absent("`MIRRORFLOW_SHARD`; else `shards` with the host name's ordinal; else `0/1` (one process)")
+        .example("\"1/3\""),
+        Key::new(
+            "cluster.shards",
+            Kind::Count(SHARDS),
+            "How many shards the cluster has. Alone (no `shard`, no `MIRRORFLOW_SHARD`), this process's index is \
+             its host name's trailing `-<digits>` (`HOSTNAME`, else the system's name): a StatefulSet's pod \
+             `mirrorflow-2` is shard 2. Keep it equal to the StatefulSet's `replicas`.",
+        )
+        .unit("shards")
+        .absent("the `n` of `shard`; one shard when neither is set")
+        .example("3"),
+    ]
+}
+
 fn testing_keys() -> Vec<Key> {
     let stages: Vec<&'static str> = StageName::ALL.iter().map(|s| s.as_str()).collect();
     vec![
@@ -1010,6 +1045,10 @@ mod tests {
             ("source.credentials".to_string(), "\"service-account.json\"".to_string()),
             ("destination.url".to_string(), "\"file:///tmp/mirrorflow-config-test\"".to_string()),
         ];
+        if for_key == "cluster.shards" {
+            // Not the host name's ordinal: the machine running the tests has none.
+            pairs.push(("cluster.shard".to_string(), "\"1/3\"".to_string()));
+        }
         if for_key.starts_with("source.webhook.") {
             for k in webhook_keys().into_iter().filter(|k| k.required) {
                 pairs.push((k.path.clone(), k.example.clone()));

@@ -147,6 +147,9 @@ pub struct Config {
     /// The queryable index of the mirror in PostgreSQL (off unless a URL is given).
     #[serde(default)]
     pub index: IndexConfig,
+    /// Which shard of a cluster this process is (one shard, `0/1`, when absent).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// Failure injection, for tests of the supervision tree only.
     #[serde(default)]
     pub testing: TestingConfig,
@@ -839,6 +842,29 @@ impl IndexConfig {
     }
 }
 
+/// `[cluster]`: several processes share the mirror, each owning the users and shared drives that
+/// rendezvous hashing gives its shard ([`crate::cluster`]).
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `"i/n"`: this process is shard `i` (0-based) of `n`; [`crate::cluster::SHARD_ENV`] overrides it.
+    pub shard: Option<String>,
+    /// `n` alone: `i` is the host name's trailing `-<digits>` (a StatefulSet pod's ordinal).
+    pub shards: Option<u64>,
+}
+
+impl ClusterConfig {
+    /// This process's shard: [`crate::cluster::SHARD_ENV`], else `shard`, else `shards` with the host
+    /// name's ordinal, else the sole shard `0/1`. `validate` has resolved it once already, so at run
+    /// time an error means the environment changed since.
+    pub fn shard(&self) -> Result<crate::cluster::Shard, crate::cluster::ShardError> {
+        let env = std::env::var(crate::cluster::SHARD_ENV).ok().filter(|v| !v.trim().is_empty());
+        let settings =
+            crate::cluster::ShardSettings { env: env.as_deref(), shard: self.shard.as_deref(), shards: self.shards };
+        settings.resolve(crate::cluster::host_name)
+    }
+}
+
 /// `[supervisor]`.
 #[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(default, deny_unknown_fields)]
@@ -1105,6 +1131,13 @@ impl Config {
         self.index.problems(&mut p);
         self.stage_problems(&mut p);
         self.range_problems(&mut p);
+        if let Err(e) = self.cluster.shard() {
+            let e = e.to_string();
+            // A count out of range is already reported by `range_problems` under the same key.
+            if !p.iter().any(|q| q.split(':').next() == e.split(':').next()) {
+                p.push(e);
+            }
+        }
         if let Some(l) = &self.metrics.listen
             && l.parse::<std::net::SocketAddr>().is_err()
         {
@@ -1339,6 +1372,7 @@ impl Config {
                 Some(self.supervisor.max_restarts.into()),
                 Between::of(keys::SUPERVISOR_RESTARTS),
             ),
+            ("cluster.shards", self.cluster.shards, Between::of(keys::SHARDS)),
             ("testing.fail_after", Some(t.fail_after), Between::of(keys::AT_LEAST_ONE)),
             ("testing.crash_after_writes", t.crash_after_writes, Between::of(keys::AT_LEAST_ONE)),
             ("testing.multipart_copy_above", t.multipart_copy_above.map(|b| b.0), bytes(keys::COPY_ABOVE)),
@@ -1413,6 +1447,36 @@ mod tests {
         {
             assert_eq!(problem(ok), None, "{ok}");
         }
+    }
+
+    #[test]
+    fn a_bad_shard_is_a_problem_naming_its_key_and_line() {
+        let problems = |cluster: &str| {
+            let text = format!("{MINIMAL}[cluster]\n{cluster}");
+            let c = Config::parse(&text).unwrap();
+            c.problems()
+                .into_iter()
+                .map(|p| with_line(&text, p))
+                .filter(|p| p.starts_with("cluster."))
+                .collect::<Vec<_>>()
+        };
+        let syntax = problems("shard = \"3\"\n");
+        assert!(syntax.len() == 1 && syntax[0].contains("\"i/n\"") && syntax[0].ends_with("(line 6)"), "{syntax:?}");
+        let past = problems("shard = \"3/3\"\n");
+        assert!(past.len() == 1 && past[0].starts_with("cluster.shard: ") && past[0].ends_with("(line 6)"), "{past:?}");
+        let disagree = problems("shards = 4\nshard = \"1/3\"\n");
+        assert!(disagree.len() == 1 && disagree[0].contains("cluster.shards = 4"), "{disagree:?}");
+        let zero = problems("shards = 0\nshard = \"0/1\"\n");
+        assert!(zero.iter().any(|p| p.starts_with("cluster.shards: must be between 1 and 1024")), "{zero:?}");
+        assert_eq!(problems("shard = \"2/3\"\nshards = 3\n"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn without_a_cluster_table_this_process_is_the_sole_shard() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.cluster.shard(), Ok(crate::cluster::Shard::SOLE));
+        let two = Config::parse(&format!("{MINIMAL}[cluster]\nshard = \"1/2\"\n")).unwrap();
+        assert_eq!(two.cluster.shard().map(|s| s.to_string()), Ok("1/2".to_string()));
     }
 
     #[test]
