@@ -30,6 +30,7 @@ mod no_loss;
 mod operate;
 mod quickstart;
 mod selection;
+mod shard_config;
 mod shared_with_me;
 mod shortcuts;
 mod sign_in;
