@@ -587,7 +587,13 @@ async fn run(path: &std::path::Path, once: bool, quiet: bool) -> ExitCode {
 /// dead-lettered files; exit 1 when a unit failed (the others were mirrored), 3 when files were
 /// dead-lettered, 5 when interrupted.
 async fn run_domain(cfg: &Config, once: bool) -> ExitCode {
-    let shard = mirrorflow::domain::Everything;
+    let shard = match cfg.cluster.shard() {
+        Ok(s) => s,
+        Err(e) => {
+            err_line!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     match mirrorflow::domain::run(cfg, &RunOptions { once, ..Default::default() }, &shard).await {
         Ok(summary) => {
             let written: u64 =

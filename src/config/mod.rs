@@ -1341,7 +1341,7 @@ impl Config {
     }
 
     /// Each count and byte-size key (stage settings apart), its value and its range, from [`keys`].
-    fn count_keys(&self) -> [(&'static str, Option<u64>, Between<u64>); 18] {
+    fn count_keys(&self) -> [(&'static str, Option<u64>, Between<u64>); 19] {
         let (s, pl, r, t) = (&self.source, &self.pipeline, &self.retry, &self.testing);
         let part_size = pl.part_size.0.clamp(MIN_PART_SIZE, MAX_PART_SIZE);
         let bytes = |l| Between::of(l).bytes();

@@ -42,6 +42,15 @@ impl Ownership for Everything {
     }
 }
 
+impl Ownership for crate::cluster::Shard {
+    fn owns(&self, shard_key: &str) -> bool {
+        crate::cluster::Shard::owns(self, shard_key)
+    }
+    fn label(&self) -> String {
+        self.to_string()
+    }
+}
+
 /// How one unit's run ended.
 #[derive(Debug)]
 pub struct UnitResult {

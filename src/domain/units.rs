@@ -58,8 +58,8 @@ impl Unit {
     /// What sharding hashes: the user's email, or `drive:<id>`.
     pub fn shard_key(&self) -> String {
         match self {
-            Unit::User { email } => email.to_lowercase(),
-            Unit::SharedDrive { id, .. } => format!("drive:{}", id.0),
+            Unit::User { email } => crate::cluster::user_unit(email),
+            Unit::SharedDrive { id, .. } => crate::cluster::drive_unit(&id.0),
         }
     }
 

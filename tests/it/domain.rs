@@ -40,10 +40,8 @@ async fn assert_exact_domain(config: &Path, units: &[Unit], expected: &BTreeMap<
     let owned = assert_exact_domain_units(config, units, expected).await;
     let base = Config::load(config).unwrap();
     let Dest::Local(dir) = local_dest_of(&base) else { unreachable!() };
-    let listed: BTreeSet<String> = local_objects(&dir)
-        .into_keys()
-        .filter(|k| !k.split('/').any(|s| s == ".trash" || s == ".versions"))
-        .collect();
+    let listed: BTreeSet<String> =
+        local_objects(&dir).into_keys().filter(|k| !k.split('/').any(|s| s == ".trash" || s == ".versions")).collect();
     let stray: Vec<_> = listed.difference(&owned).collect();
     assert!(stray.is_empty(), "objects no unit owns: {stray:?}");
     assert_no_staging_files(&dir);
@@ -261,4 +259,112 @@ async fn a_user_who_cannot_be_impersonated_fails_alone_and_the_others_are_mirror
     let alice = Unit::User { email: "alice@example.com".into() };
     let expected = expected_in_domain(&env, std::slice::from_ref(&alice)).await;
     assert_exact_domain_units(&config, &[alice], &expected).await;
+}
+
+/// Runs `run --once` of `config` as shard `shard` ("i/n"), without blocking the emulator's runtime.
+async fn run_shard(config: &Path, shard: &str) -> std::process::Output {
+    let (config, shard) = (config.to_path_buf(), shard.to_string());
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mirrorflow"))
+            .args(["run", "--once"])
+            .arg(&config)
+            .env("MIRRORFLOW_SHARD", &shard)
+            .env("MIRRORFLOW_LOG", "mirrorflow=warn")
+            .output()
+            .expect("binary runs")
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs every shard of `configs` at once ("i/n", n = configs.len()); each must end with 0.
+async fn run_shards(configs: &[std::path::PathBuf]) {
+    let n = configs.len();
+    let runs = configs.iter().enumerate().map(|(i, c)| {
+        let c = c.clone();
+        tokio::spawn(async move { run_shard(&c, &format!("{i}/{n}")).await })
+    });
+    for (i, r) in futures::future::join_all(runs).await.into_iter().enumerate() {
+        let out = r.unwrap();
+        assert_eq!(out.status.code(), Some(0), "shard {i}/{n}: {}", text(&out));
+    }
+}
+
+/// Which units each shard's state holds; each unit is in exactly one, and every unit is somewhere.
+fn units_by_shard(configs: &[std::path::PathBuf], units: &[Unit]) -> Vec<Vec<Unit>> {
+    let held: Vec<Vec<Unit>> = configs
+        .iter()
+        .map(|c| {
+            let cfg = Config::load(c).unwrap();
+            units.iter().filter(|u| u.state_dir(&cfg.state.dir).exists()).cloned().collect()
+        })
+        .collect();
+    for u in units {
+        let owners = held.iter().filter(|h| h.contains(u)).count();
+        assert_eq!(owners, 1, "{} is held by {owners} shards", u.label());
+    }
+    held
+}
+
+/// Every object of the local destination with its bytes' md5.
+fn objects_md5(dir: &Path) -> BTreeMap<String, String> {
+    local_objects(dir).into_iter().map(|(k, b)| (k, hex::encode(<md5::Md5 as md5::Digest>::digest(&b)))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shards_split_the_domain_and_a_third_shard_adopts_its_share_without_downloading_or_removing() {
+    let users: Vec<DomainUser> =
+        (0..6).map(|i| DomainUser { admin: i == 0, ..user(&format!("u{i}@example.com"), 6, &[i % 3]) }).collect();
+    let env = TestEnv::start(EmulatorConfig { domain_users: users, shared_drives: 3, ..small_corpus(false) }).await;
+    let dest = env.local_dest("sharded");
+    let extra = "src.subjects = \"domain\"\nsrc.subject = \"u0@example.com\"\nsrc.drives_in_parallel = 2\n";
+    let configs: Vec<std::path::PathBuf> = (0..3).map(|i| env.config(&format!("shard{i}"), &dest, extra)).collect();
+    let units = mirrorflow::domain::units::discover(&Config::load(&configs[0]).unwrap()).await.unwrap();
+    assert_eq!(units.len(), 9, "six users and three drives");
+    let expected = expected_in_domain(&env, &units).await;
+
+    run_shards(&configs[..2]).await;
+    let held = units_by_shard(&configs[..2], &units);
+    assert!(held.iter().all(|h| !h.is_empty()), "both shards have work: {held:?}");
+    let mut owned = BTreeSet::new();
+    for (c, mine) in configs.iter().zip(&held) {
+        owned.extend(assert_exact_domain_units(c, mine, &expected).await);
+    }
+    let Dest::Local(dir) = &dest else { unreachable!() };
+    let before = objects_md5(dir);
+    let listed: BTreeSet<&String> = before.keys().filter(|k| !k.split('/').any(|s| s == ".trash")).collect();
+    assert_eq!(listed, owned.iter().collect(), "the union of the shards is the whole mirror, nothing else");
+    let fetched = env.emu.stats().downloads_by_file;
+    assert!(fetched.values().all(|n| *n == 1), "a content fetched by two shards: {fetched:?}");
+
+    run_shards(&configs).await;
+    let held = units_by_shard(&configs, &units);
+    assert!(!held[2].is_empty(), "the new shard took over some units");
+    for (c, mine) in configs.iter().zip(&held) {
+        assert_exact_domain_units(c, mine, &expected).await;
+    }
+    let after = env.emu.stats().downloads_by_file;
+    let whole = env.tree().await;
+    // A Google file's export has no checksum Drive vouches for, so an adopting shard exports it
+    // again (adoption keeps only objects proven to hold the file's bytes); every binary file's bytes
+    // stay where they are.
+    let has_md5 = |id: &String| whole.items.iter().any(|i| i.id == *id && i.md5.is_some());
+    let again: Vec<_> = after
+        .iter()
+        .filter(|(id, n)| has_md5(id) && fetched.get(*id) != Some(*n))
+        .map(|(id, _)| env_item(&whole, id))
+        .collect();
+    assert!(again.is_empty(), "resharding downloaded again: {again:?}");
+    assert_eq!(objects_md5(dir), before, "resharding changed or removed objects");
+}
+
+/// An item's name, size, md5 and drive, for a failure's message.
+fn env_item(tree: &EmuTree, id: &str) -> String {
+    match tree.items.iter().find(|i| i.id == id) {
+        Some(i) => format!(
+            "{id} {:?} size {:?} md5 {:?} drive {:?} parents {:?}",
+            i.name, i.size, i.md5, i.drive_id, i.parents
+        ),
+        None => format!("{id} (not in the tree)"),
+    }
 }
