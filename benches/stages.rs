@@ -434,7 +434,7 @@ fn checkpoint(n: u64) -> Checkpoint {
 fn committer_over(
     dir: &tempfile::TempDir,
     ledger: Ledger,
-) -> (Committer, mpsc::Receiver<ChangeEvent>, watch::Receiver<Progress>) {
+) -> (Committer<mirrorflow::state::Store>, mpsc::Receiver<ChangeEvent>, watch::Receiver<Progress>) {
     let (release, release_rx) = mpsc::channel(16);
     let release = Redo::new("dedup", release);
     let (progress, progress_rx) = watch::channel(Progress::default());

@@ -4,10 +4,12 @@
 A module is a top-level file or directory of src/ (`stages`, `verify`, `pipeline`, …) or, with
 `--depth 2`, one level below (`stages::planner`, `dest::keys`, …). An edge A → B means a file of A
 names `crate::B…` (in a `use`, a path in code, or a `pub use`), `super::…` paths resolved too. Tests
-(`#[cfg(test)]` modules) are left out: they may reach anywhere. The circles are the graph's strongly
-connected components with more than one module.
+(`#[cfg(test)]` modules, inline or in their own file) are left out: they may reach anywhere. The
+circles are the graph's strongly connected components with more than one module.
 
-    python3 scripts/import_graph.py [--depth 1|2] [--edges]
+    python3 scripts/import_graph.py [--depth 1|2] [--edges] [--check]
+
+`--check` exits 1 when there is any circle (scripts/test.sh runs it, so none comes back).
 """
 import os
 import re
@@ -84,12 +86,29 @@ def targets(text, self_path):
     return found
 
 
+def test_files(files):
+    """Files that are `#[cfg(test)] mod x;` of their parent (`x.rs` or `x/mod.rs` beside it, or in the
+    parent's own folder when the parent is a `mod.rs`)."""
+    out = set()
+    for f in files:
+        text = open(f, encoding="utf-8").read()
+        base = os.path.dirname(f)
+        if os.path.basename(f) not in ("mod.rs", "lib.rs", "main.rs"):
+            base = os.path.join(base, os.path.basename(f)[:-3])
+        for m in re.finditer(r"#\[cfg\(test\)\]\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;", text):
+            out.add(os.path.normpath(os.path.join(base, m.group(1) + ".rs")))
+            out.add(os.path.normpath(os.path.join(base, m.group(1), "mod.rs")))
+    return out
+
+
 def build(depth):
     files = []
     for root, _, names in os.walk(SRC):
         for n in names:
             if n.endswith(".rs"):
                 files.append(os.path.join(root, n))
+    tests = test_files(files)
+    files = [f for f in files if os.path.normpath(f) not in tests]
     mods = {module_of(f, depth) for f in files} - {None}
     edges = {}
     for f in files:
@@ -152,6 +171,9 @@ def main():
     print(f"# import circles (depth {depth}): {len(circles)}")
     for c in sorted(circles, key=lambda c: (-len(c), c)):
         print(f"  [{len(c)}] {' '.join(c)}")
+    if "--check" in sys.argv and circles:
+        print("import circles found: break them (see docs/ARCHITECTURE.md, \"Who imports whom\")", file=sys.stderr)
+        return 1
     return 0
 
 

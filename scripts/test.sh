@@ -10,6 +10,8 @@
 # prometheus package is installed when missing (scripts/prometheus.sh): a test scrapes a real run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# No import circle in src/ (docs/ARCHITECTURE.md, "Who imports whom"): fails before anything is built.
+python3 scripts/import_graph.py --check >/dev/null
 if [ ! -x .venv-s3/bin/moto_server ] && ! command -v moto_server >/dev/null 2>&1; then
   echo "installing moto[server] into .venv-s3 (local S3 server for the tests)" >&2
   python3 -m venv .venv-s3

@@ -6,7 +6,7 @@
 //! the change phase was committed: every listed file has an outcome) and every change log was read
 //! to its end within 3 × `[source] poll_interval`.
 
-use crate::drive::Corpus;
+use crate::model::Corpus;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! line and moves the metric together (Vector's `internal_events`), so the two never disagree and a
 //! call site cannot log without counting. Metric names stay in [`crate::metrics`].
 
-use crate::config::StageName;
+use crate::model::StageName;
 use crate::model::{FileId, ObjectKey};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -98,7 +98,7 @@ const FORGED_WARN_EVERY_MS: u64 = 10_000;
 impl InternalEvent for ForgedNotificationRejected {
     fn emit(self) {
         crate::metrics::webhook_rejected();
-        let now = crate::state::unix_ms();
+        let now = crate::model::unix_ms();
         let last = LAST_FORGED_WARN_MS.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= FORGED_WARN_EVERY_MS
             && LAST_FORGED_WARN_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()

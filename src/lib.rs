@@ -6,6 +6,7 @@
 // The product's surface: configuration, the pipeline, its state and reports, and the boundaries
 // (Drive, destination) with their model. The rest is how the pipeline is built.
 pub(crate) mod actors;
+pub(crate) mod adapters;
 pub mod admin;
 pub mod adopt;
 pub mod breaker;

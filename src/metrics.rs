@@ -116,7 +116,7 @@ fn probe(result: Result<(), String>) -> (http::StatusCode, String) {
 /// (Prometheus convention: a series that exists at zero, not one that appears with its first event),
 /// so `increase()` sees the first restart and a dashboard shows 0 instead of "no data".
 pub fn baseline(dead_letters: usize) {
-    for stage in crate::config::StageName::ALL {
+    for stage in crate::model::StageName::ALL {
         counter!(RESTARTS_TOTAL, "stage" => stage.as_str()).increment(0);
     }
     dlq_files(dead_letters);

@@ -566,6 +566,107 @@ pub struct Outcome {
     pub kind: OutcomeKind,
 }
 
+/// A stage of the pipeline, as named in `[stages.<name>]`, metrics, logs and `[testing] fail_stage`.
+/// A typed name, so a stage's settings cannot silently fall back to another stage's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StageName {
+    /// Reads Drive's listings and change logs.
+    ChangeFeed,
+    /// One event per file in flight.
+    Dedup,
+    /// Decides each event's action and key.
+    Planner,
+    /// Streams bytes from Drive.
+    Downloader,
+    /// Writes them to the destination.
+    Uploader,
+    /// Checks what was written.
+    Verifier,
+    /// Records outcomes and checkpoints.
+    Committer,
+}
+
+impl StageName {
+    /// Every stage, in pipeline order.
+    pub const ALL: [StageName; 7] = [
+        StageName::ChangeFeed,
+        StageName::Dedup,
+        StageName::Planner,
+        StageName::Downloader,
+        StageName::Uploader,
+        StageName::Verifier,
+        StageName::Committer,
+    ];
+
+    /// The name in config, metrics and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StageName::ChangeFeed => "change_feed",
+            StageName::Dedup => "dedup",
+            StageName::Planner => "planner",
+            StageName::Downloader => "downloader",
+            StageName::Uploader => "uploader",
+            StageName::Verifier => "verifier",
+            StageName::Committer => "committer",
+        }
+    }
+
+    /// The stage named `name` in config.
+    pub fn parse(name: &str) -> Option<StageName> {
+        StageName::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Workers when the config does not say.
+    pub const fn default_concurrency(self) -> usize {
+        match self {
+            StageName::Downloader | StageName::Uploader => 8,
+            StageName::Verifier => 4,
+            _ => 1,
+        }
+    }
+
+    /// Stages that keep order run one worker.
+    pub const fn single_worker(self) -> bool {
+        matches!(self, StageName::ChangeFeed | StageName::Dedup | StageName::Planner | StageName::Committer)
+    }
+
+    /// Whether the stage reads an input channel (the feed reads Drive).
+    pub const fn has_input(self) -> bool {
+        !matches!(self, StageName::ChangeFeed)
+    }
+}
+
+impl std::fmt::Display for StageName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which part of Drive one listing or one change log covers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Corpus {
+    /// The user's My Drive: the user's log with `restrictToMyDrive`.
+    MyDrive,
+    /// One shared drive.
+    SharedDrive(DriveId),
+    /// The user's whole log (`[source] shared_with_me`): My Drive and the items other people shared
+    /// with the user, which `restrictToMyDrive` would leave out. Listed like My Drive (`corpora=user`
+    /// holds both).
+    MyDriveAndShared,
+}
+
+impl Corpus {
+    /// True for the user's own log (either kind), false for a shared drive's.
+    pub fn is_user_log(&self) -> bool {
+        !matches!(self, Corpus::SharedDrive(_))
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

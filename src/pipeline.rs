@@ -161,7 +161,7 @@ pub async fn open(cfg: &Config) -> Result<Resources, PipelineError> {
     settle_unfinished_writes(&store, &dest).await?;
     let territory = crate::mirror::territory(cfg.source.drive_root.as_deref());
     let adopting = crate::adopt::begin_if_needed(&store, &dest, &territory).await?;
-    let released = store.release_skips(cfg.source.acknowledge_abuse, crate::state::unix_ms())?;
+    let released = store.release_skips(cfg.source.acknowledge_abuse, crate::model::unix_ms())?;
     if released > 0 {
         tracing::info!(
             released,
@@ -196,7 +196,11 @@ impl Inputs {
             uploader: StageInput::new(StageName::Uploader, capacity(StageName::Uploader), redo),
             verifier: StageInput::new(StageName::Verifier, capacity(StageName::Verifier), redo),
             // The committer's redo lane holds one replayed batch of a dead committer.
-            committer: StageInput::new(StageName::Committer, committer_capacity(cfg), <Committer as Stage>::BATCH),
+            committer: StageInput::new(
+                StageName::Committer,
+                committer_capacity(cfg),
+                <Committer<Store> as Stage>::BATCH,
+            ),
         }
     }
 
@@ -254,7 +258,7 @@ pub fn in_flight_limit(cfg: &Config) -> usize {
 
 /// The committer's input holds at least one full batch of 1,024 outcomes, so it can always group.
 fn committer_capacity(cfg: &Config) -> usize {
-    cfg.stages.settings(StageName::Committer).capacity.max(<Committer as Stage>::BATCH)
+    cfg.stages.settings(StageName::Committer).capacity.max(<Committer<Store> as Stage>::BATCH)
 }
 
 /// Room in a redo lane for every admitted event, plus one replay per worker of an item already
@@ -351,7 +355,7 @@ fn dedup(sh: &Shared) -> impl Fn() -> Result<Dedup, String> + Send + Sync + 'sta
     move || Ok(Dedup { ledger: ledger.clone() })
 }
 
-fn planner(sh: &Shared) -> impl Fn() -> Result<Planner<DriveClient>, String> + Send + Sync + 'static {
+fn planner(sh: &Shared) -> impl Fn() -> Result<Planner<DriveClient, Store>, String> + Send + Sync + 'static {
     let (store, drive, scope) = (sh.res.store.clone(), sh.res.drive.clone(), sh.res.scope.clone());
     let ledger = sh.ledger.clone();
     let layout = Layout {
@@ -368,7 +372,9 @@ fn planner(sh: &Shared) -> impl Fn() -> Result<Planner<DriveClient>, String> + S
     }
 }
 
-fn downloader(sh: &Shared) -> impl Fn() -> Result<Downloader<DriveClient>, String> + Send + Sync + 'static {
+fn downloader(
+    sh: &Shared,
+) -> impl Fn() -> Result<Downloader<DriveClient, Destination, Store>, String> + Send + Sync + 'static {
     let (drive, dest, store) = (sh.res.drive.clone(), sh.res.dest.clone(), sh.res.store.clone());
     let cfg = &sh.cfg.pipeline;
     let (chunk_size, chunk_depth, digests) = (cfg.chunk_size.0 as usize, cfg.chunk_depth, cfg.digests());
@@ -387,7 +393,10 @@ fn downloader(sh: &Shared) -> impl Fn() -> Result<Downloader<DriveClient>, Strin
     }
 }
 
-fn uploader(sh: &Shared, refetch: &Redo<Planned>) -> impl Fn() -> Result<Uploader, String> + Send + Sync + 'static {
+fn uploader(
+    sh: &Shared,
+    refetch: &Redo<Planned>,
+) -> impl Fn() -> Result<Uploader<Uploads>, String> + Send + Sync + 'static {
     let cfg = &sh.cfg.pipeline;
     let (dest, store, chunk_size) = (sh.res.dest.clone(), sh.res.store.clone(), cfg.chunk_size.0 as usize);
     let target = crate::dest::multipart::Uploads { dest, store, chunk_size };
@@ -408,7 +417,10 @@ fn uploader(sh: &Shared, refetch: &Redo<Planned>) -> impl Fn() -> Result<Uploade
     }
 }
 
-fn verifier(sh: &Shared, refetch: &Redo<Planned>) -> impl Fn() -> Result<Verifier, String> + Send + Sync + 'static {
+fn verifier(
+    sh: &Shared,
+    refetch: &Redo<Planned>,
+) -> impl Fn() -> Result<Verifier<Destination>, String> + Send + Sync + 'static {
     let (dest, refetch) = (sh.res.dest.clone(), refetch.clone());
     move || Ok(Verifier { dest: dest.clone(), refetch: refetch.clone() })
 }
@@ -417,7 +429,7 @@ fn committer(
     sh: &Shared,
     release: &Redo<ChangeEvent>,
     progress: &watch::Sender<Progress>,
-) -> impl Fn() -> Result<Committer, String> + Send + Sync + 'static {
+) -> impl Fn() -> Result<Committer<Store>, String> + Send + Sync + 'static {
     let (store, ledger) = (sh.res.store.clone(), sh.ledger.clone());
     let (release, progress) = (release.clone(), progress.clone());
     let (next_seq, refresh_wake) = (sh.next_seq.clone(), sh.refresh_wake.clone());
@@ -581,7 +593,7 @@ fn spawn_deferral_release(store: Store, wake: Arc<Notify>) -> tokio::task::JoinH
 
 /// Records a refresh request for every file whose download-quota deferral ended; returns how many.
 fn release_ended_deferrals(store: &Store) -> Result<usize, crate::state::StoreError> {
-    let ended = store.ended_deferrals(crate::state::unix_ms())?;
+    let ended = store.ended_deferrals(crate::model::unix_ms())?;
     let requests: Vec<Refresh> = ended.into_iter().map(Refresh::File).collect();
     store.add_refresh_requests(&requests)?;
     Ok(requests.len())
@@ -690,7 +702,7 @@ fn start_admin(cfg: &Config, res: &Resources, topo: &Topology) -> Option<crate::
         state_inside: crate::verify::state_inside_destination(cfg),
         ledger: topo.ledger.clone(),
         wake: topo.refresh_wake.clone(),
-        top: crate::top::Source { capacities: topo.capacities.clone(), progress: topo.progress.clone() },
+        top: crate::admin::snapshot::Source { capacities: topo.capacities.clone(), progress: topo.progress.clone() },
     };
     match crate::admin::AdminServer::start(served) {
         Ok(server) => Some(server),
@@ -987,7 +999,7 @@ mod tests {
         let cfg = config("[stages.committer]\ncapacity = 8\n");
         let capacities = Inputs::new(&cfg).capacities();
         assert_eq!(capacities[&StageName::Planner], crate::config::DEFAULT_CAPACITY);
-        assert_eq!(capacities[&StageName::Committer], <Committer as Stage>::BATCH);
+        assert_eq!(capacities[&StageName::Committer], <Committer<Store> as Stage>::BATCH);
     }
 
     #[test]
@@ -996,7 +1008,7 @@ mod tests {
             "[stages.dedup]\ncapacity = 3\n[stages.planner]\ncapacity = 5\n[stages.downloader]\ncapacity = 7\nconcurrency = 2\n\
              [stages.uploader]\ncapacity = 11\nconcurrency = 3\n[stages.verifier]\ncapacity = 13\nconcurrency = 1\n",
         );
-        let channels = 3 + 5 + 7 + 11 + 13 + <Committer as Stage>::BATCH;
+        let channels = 3 + 5 + 7 + 11 + 13 + <Committer<Store> as Stage>::BATCH;
         let workers = 1 + 1 + 1 + 2 + 3 + 1; // feed, dedup, planner, downloaders, uploaders, verifier
         assert_eq!(in_flight_limit(&cfg), channels + workers);
     }

@@ -82,7 +82,7 @@ impl LiveStatus {
             verify,
             running,
             pid: std::process::id(),
-            updated_unix_ms: crate::state::unix_ms(),
+            updated_unix_ms: crate::model::unix_ms(),
             in_flight,
             this_run: RunCounts::from(progress),
             shard: None,

@@ -20,7 +20,7 @@ pub fn status(
     let live = crate::status::LiveStatus::read(state_dir);
     let counts = store.counts()?;
     let checkpoint = store.checkpoint()?;
-    let now = crate::state::unix_ms();
+    let now = crate::model::unix_ms();
     let cp = checkpoint.as_ref().map(|c| {
         let phase = match &c.phase {
             crate::state::FeedPhase::Listing { job, .. } => format!("initial listing, pass {}", job + 1),

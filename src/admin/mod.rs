@@ -10,6 +10,7 @@
 //! running feed: the pipeline itself fetches the files again, so there is never a second writer.
 
 pub mod commands;
+pub mod snapshot;
 
 use crate::dest::Destination;
 use crate::drive::DriveClient;
@@ -162,7 +163,7 @@ pub enum Request {
         /// JSON output.
         json: bool,
     },
-    /// What `mirrorflow top` shows: one [`crate::top::Snapshot`] as JSON.
+    /// What `mirrorflow top` shows: one [`snapshot::Snapshot`] as JSON.
     Top,
 }
 
@@ -249,7 +250,7 @@ pub struct Served {
     /// Wakes the feed to serve refresh requests at once.
     pub wake: Arc<Notify>,
     /// What `top` shows besides the metrics: per-stage capacities.
-    pub top: crate::top::Source,
+    pub top: snapshot::Source,
 }
 
 /// The admin socket of a running pipeline; [`AdminServer::stop`] removes it.
@@ -505,7 +506,7 @@ pub fn answer(
 
 /// The configured destination, refused when the store belongs to another one.
 fn bound_destination(cfg: &crate::config::Config, store: &Store) -> Result<Destination, AdminError> {
-    let configured = crate::pipeline::destination_identity(&cfg.destination);
+    let configured = crate::open::destination_identity(&cfg.destination);
     if let Some(recorded) = store.bound_destination()?.filter(|r| *r != configured) {
         return Err(AdminError::Usage(format!(
             "the state in {} belongs to destination {recorded:?}, but the configuration names {configured:?}",

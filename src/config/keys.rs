@@ -81,6 +81,13 @@ pub const KEY_BYTES: Limits<u64> = Limits::new(MIN_KEY_BYTES, MAX_KEY_BYTES);
 pub const PART_SIZE: Limits<u64> = Limits::new(MIN_PART_SIZE, MAX_PART_SIZE);
 /// `[pipeline] chunk_size` (and at most `pipeline.part_size`).
 pub const CHUNK_SIZE: Limits<u64> = Limits::new(MIN_CHUNK_SIZE, MAX_PART_SIZE);
+/// The largest source one `CopyObject` copies on AWS S3 (and Supabase).
+pub const COPY_OBJECT_LIMIT: u64 = 5 << 30;
+/// S3's smallest part (all but the last).
+pub const MIN_PART: u64 = 5 << 20;
+/// S3's largest part.
+pub const MAX_PART: u64 = 5 << 30;
+
 /// `[pipeline] memory_budget` (and at least `pipeline.part_size`).
 pub const MEMORY_BUDGET: Limits<u64> = Limits::new(MIN_PART_SIZE, MAX_PART_MEMORY);
 /// `[pipeline] chunk_depth`.
@@ -98,9 +105,9 @@ pub const SHARDS: Limits<u64> = Limits::new(1, crate::cluster::MAX_SHARDS as u64
 /// `[testing] fail_after` and `crash_after_writes`.
 pub const AT_LEAST_ONE: Limits<u64> = Limits::at_least(1);
 /// `[testing] multipart_copy_part_size`: S3's part sizes.
-pub const COPY_PART_SIZE: Limits<u64> = Limits::new(crate::dest::s3_copy::MIN_PART, crate::dest::s3_copy::MAX_PART);
+pub const COPY_PART_SIZE: Limits<u64> = Limits::new(MIN_PART, MAX_PART);
 /// `[testing] multipart_copy_above`: one CopyObject copies no more.
-pub const COPY_ABOVE: Limits<u64> = Limits::new(0, crate::dest::s3_copy::COPY_OBJECT_LIMIT);
+pub const COPY_ABOVE: Limits<u64> = Limits::new(0, COPY_OBJECT_LIMIT);
 /// `[stages.<stage>] concurrency` of a stage that may run several workers.
 pub const STAGE_CONCURRENCY: Limits<u64> = Limits::new(1, MAX_CONCURRENCY as u64);
 /// `[stages.<stage>] concurrency` of a stage that keeps order.

@@ -323,113 +323,11 @@ fn default_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
 }
 
-/// `[source.export]`: which format each kind of Google Workspace file is exported to. The formats each
-/// kind allows are Google's (`drive::export::EXPORTABLE`); `validate` refuses any other.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(default, deny_unknown_fields)]
-pub struct ExportConfig {
-    /// Docs.
-    pub document: String,
-    /// Sheets.
-    pub spreadsheet: String,
-    /// Slides.
-    pub presentation: String,
-    /// Drawings.
-    pub drawing: String,
-    /// Apps Script projects.
-    pub script: String,
-    /// Accept formats that hold only part of a file (CSV/TSV: the first sheet; a Slides image: the
-    /// first slide). Off by default, so nobody loses the rest of a file without having asked for it.
-    pub allow_partial: bool,
-}
+pub use crate::mirror::export::ExportConfig;
 
-impl Default for ExportConfig {
-    fn default() -> Self {
-        ExportConfig {
-            document: "docx".into(),
-            spreadsheet: "xlsx".into(),
-            presentation: "pptx".into(),
-            drawing: "pdf".into(),
-            script: "json".into(),
-            allow_partial: false,
-        }
-    }
-}
+pub use crate::mirror::selection::ShortcutMode;
 
-impl ExportConfig {
-    /// The configured value of one `[source.export]` key (one per exportable kind).
-    fn value(&self, config_key: &str) -> &str {
-        match config_key {
-            "document" => &self.document,
-            "spreadsheet" => &self.spreadsheet,
-            "presentation" => &self.presentation,
-            "drawing" => &self.drawing,
-            "script" => &self.script,
-            _ => "",
-        }
-    }
-
-    /// The export format for a Google file's `mimeType`; `None` when Drive cannot export that type.
-    /// A configured value that `validate` would refuse falls back to the kind's default.
-    pub fn format_for(&self, google_mime: &str) -> Option<&'static crate::drive::export::ExportFormat> {
-        let kind = crate::drive::export::kind_of(google_mime)?;
-        kind.format(self.value(kind.config_key)).or_else(|| kind.format(kind.default_ext))
-    }
-
-    /// One line per configured format that Google does not offer for its kind, or that exports only
-    /// part of the file while `allow_partial` is off.
-    fn problems(&self, p: &mut Vec<String>) {
-        for kind in crate::drive::export::EXPORTABLE {
-            let value = self.value(kind.config_key);
-            match kind.format(value) {
-                None => p.push(format!(
-                    "source.export.{}: Google cannot export a {} as {value:?}; choose one of: {}",
-                    kind.config_key,
-                    kind.config_key,
-                    kind.format_names()
-                )),
-                Some(f) => {
-                    if let (Some(what), false) = (f.partial, self.allow_partial) {
-                        p.push(format!(
-                            "source.export.{}: {value:?} holds {what} of each {}; \
-                             set source.export.allow_partial = true to accept that",
-                            kind.config_key, kind.config_key
-                        ));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `[source] shortcuts`.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ShortcutMode {
-    /// A small internet-shortcut object, `<name>.url`, pointing at the target.
-    #[default]
-    Link,
-    /// Nothing in the mirror (shortcuts are recorded as skipped).
-    Skip,
-    /// A shortcut to a file mirrors that file's bytes at the shortcut's key, kept current as the
-    /// target changes; a shortcut to a folder, or one whose target is gone, is a link (never followed
-    /// into a folder, so never into a loop).
-    Follow,
-}
-
-/// How Drive names become keys.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyMode {
-    /// Any UTF-8 (S3, GCS, Azure).
-    Utf8,
-    /// Supabase Storage's restricted alphabet.
-    Supabase,
-    /// UTF-8 for a local folder (implied by a `file://` URL): a file name object_store's local store
-    /// refuses (`#` followed by digits only, the form of its own temporary files: `Chapter #2`) gets
-    /// that `#` as `＃` (U+FF03, as rclone's encoder does).
-    Local,
-}
+pub use crate::mirror::keys::KeyMode;
 
 /// What a Drive delete does to the mirror.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -474,7 +372,7 @@ pub struct DestinationConfig {
     /// Largest file the store takes (a Supabase project's or bucket's file size limit): a larger
     /// file is dead-lettered before it is downloaded, instead of downloaded and then refused.
     pub max_file_size: Option<ByteSize>,
-    /// Longest whole key written, in bytes; default [`crate::dest::keys::default_max_key_bytes`]
+    /// Longest whole key written, in bytes; default [`crate::mirror::keys::default_max_key_bytes`]
     /// (1,024, S3's limit; 900 with `keys = "supabase"`, whose hosted store adds its own path).
     pub max_key_bytes: Option<u64>,
 }
@@ -498,7 +396,7 @@ impl DestinationConfig {
 
     /// The longest whole key in force: `max_key_bytes`, or the key mode's default.
     pub fn max_key_bytes(&self) -> usize {
-        let default = crate::dest::keys::default_max_key_bytes(self.key_mode());
+        let default = crate::mirror::keys::default_max_key_bytes(self.key_mode());
         self.max_key_bytes.map_or(default, |b| usize::try_from(b).unwrap_or(default))
     }
 }
@@ -546,81 +444,7 @@ pub struct StageConfig {
     pub part_concurrency: Option<usize>,
 }
 
-/// A stage of the pipeline, as named in `[stages.<name>]`, metrics, logs and `[testing] fail_stage`.
-/// A typed name, so a stage's settings cannot silently fall back to another stage's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum StageName {
-    /// Reads Drive's listings and change logs.
-    ChangeFeed,
-    /// One event per file in flight.
-    Dedup,
-    /// Decides each event's action and key.
-    Planner,
-    /// Streams bytes from Drive.
-    Downloader,
-    /// Writes them to the destination.
-    Uploader,
-    /// Checks what was written.
-    Verifier,
-    /// Records outcomes and checkpoints.
-    Committer,
-}
-
-impl StageName {
-    /// Every stage, in pipeline order.
-    pub const ALL: [StageName; 7] = [
-        StageName::ChangeFeed,
-        StageName::Dedup,
-        StageName::Planner,
-        StageName::Downloader,
-        StageName::Uploader,
-        StageName::Verifier,
-        StageName::Committer,
-    ];
-
-    /// The name in config, metrics and logs.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            StageName::ChangeFeed => "change_feed",
-            StageName::Dedup => "dedup",
-            StageName::Planner => "planner",
-            StageName::Downloader => "downloader",
-            StageName::Uploader => "uploader",
-            StageName::Verifier => "verifier",
-            StageName::Committer => "committer",
-        }
-    }
-
-    /// The stage named `name` in config.
-    pub fn parse(name: &str) -> Option<StageName> {
-        StageName::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-
-    /// Workers when the config does not say.
-    const fn default_concurrency(self) -> usize {
-        match self {
-            StageName::Downloader | StageName::Uploader => 8,
-            StageName::Verifier => 4,
-            _ => 1,
-        }
-    }
-
-    /// Stages that keep order run one worker.
-    pub const fn single_worker(self) -> bool {
-        matches!(self, StageName::ChangeFeed | StageName::Dedup | StageName::Planner | StageName::Committer)
-    }
-
-    /// Whether the stage reads an input channel (the feed reads Drive).
-    pub const fn has_input(self) -> bool {
-        !matches!(self, StageName::ChangeFeed)
-    }
-}
-
-impl std::fmt::Display for StageName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::model::StageName;
 
 /// `[stages]`.
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -1066,7 +890,7 @@ const MAX_VERSIONS: u64 = 1000;
 /// `[destination] max_key_bytes` bounds: S3's key limit, and a floor that leaves a deep folder's
 /// shortened key (`keys::fit_parent`) room for the prefix and part of the path.
 const MIN_KEY_BYTES: u64 = 512;
-const MAX_KEY_BYTES: u64 = crate::dest::keys::MAX_KEY_BYTES as u64;
+const MAX_KEY_BYTES: u64 = crate::mirror::keys::MAX_KEY_BYTES as u64;
 /// S3's smallest and largest part.
 const MIN_PART_SIZE: u64 = 5 << 20;
 const MAX_PART_SIZE: u64 = 5 << 30;
@@ -1117,9 +941,9 @@ impl Config {
     }
 
     /// What to mirror of the drives in scope (`[source] folders`, `include`, `exclude`, `mime_types`).
-    pub fn selection(&self) -> Result<crate::stages::selection::Selection, crate::stages::selection::SelectionError> {
+    pub fn selection(&self) -> Result<crate::mirror::selection::Selection, crate::mirror::selection::SelectionError> {
         let s = &self.source;
-        crate::stages::selection::Selection::new(&s.folders, &s.include, &s.exclude, &s.mime_types)
+        crate::mirror::selection::Selection::new(&s.folders, &s.include, &s.exclude, &s.mime_types)
             .map(|sel| sel.with_shortcuts(s.shortcuts))
     }
 

@@ -4,7 +4,7 @@
 pub use crate::mirror::keys;
 mod local_list;
 pub mod multipart;
-pub mod refusal;
+pub use crate::mirror::refusal;
 pub mod s3_copy;
 mod uploads;
 pub mod versions;
@@ -793,7 +793,7 @@ impl Destination {
         let fit = |key: ObjectKey| ObjectKey(keys::fit_key(key.as_str(), self.max_key_bytes));
         let plain = fit(self.key(&format!(".trash/{rel}")));
         let plain_free = matches!(self.head(&plain).await, Ok(None));
-        let stamp = crate::state::unix_ms();
+        let stamp = crate::model::unix_ms();
         let mut last = None;
         for attempt in 0..3 {
             let target = match attempt {

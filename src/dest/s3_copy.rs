@@ -15,12 +15,8 @@ use object_store::{Attributes, MultipartId, PutMultipartOptions};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The largest source one `CopyObject` copies on AWS S3 (and Supabase).
-pub const COPY_OBJECT_LIMIT: u64 = 5 << 30;
-/// S3's smallest part (all but the last).
-pub const MIN_PART: u64 = 5 << 20;
-/// S3's largest part.
-pub const MAX_PART: u64 = 5 << 30;
+/// S3's copy limits, defined beside the settings they bound (so `config` needs nothing from `dest`).
+pub use crate::config::keys::{COPY_OBJECT_LIMIT, MAX_PART, MIN_PART};
 /// S3's most parts per upload.
 const MAX_PARTS: u64 = 10_000;
 /// Part size of a copy unless configured: 10 to 20 requests for a 5 to 10 GiB object, each done by

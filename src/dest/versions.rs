@@ -74,7 +74,7 @@ async fn keep_unpruned(
     if let Some(same) = already_kept(&kept, &rec) {
         // Kept before (a replay after a crash, or the content a restore put back): it is the
         // newest now, so the prune that follows keeps it.
-        let touched = KeptVersion { kept_at_ms: crate::state::unix_ms(), ..same.clone() };
+        let touched = KeptVersion { kept_at_ms: crate::model::unix_ms(), ..same.clone() };
         store.record_kept_version(file, &touched).map_err(state)?;
         return Ok(Some(rec.key));
     }
@@ -98,7 +98,7 @@ async fn keep_unpruned(
         modified_time: rec.modified_time.clone(),
         md5: rec.md5.clone(),
         size: rec.size,
-        kept_at_ms: crate::state::unix_ms(),
+        kept_at_ms: crate::model::unix_ms(),
     };
     store.record_kept_version(file, &kept).map_err(state)?;
     tracing::debug!(%file, object = %kept.object, "earlier content kept");
@@ -235,7 +235,7 @@ pub async fn restore(
     store.record_restore(file, &version, &target)?;
     // No prune here: the restored version's copy stays (the newest now), so the content the next
     // replacement removes is already kept; the limit may be exceeded by one until then.
-    let newest = KeptVersion { kept_at_ms: crate::state::unix_ms(), ..version.clone() };
+    let newest = KeptVersion { kept_at_ms: crate::model::unix_ms(), ..version.clone() };
     store.record_kept_version(file, &newest)?;
     Ok((version, target))
 }

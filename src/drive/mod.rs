@@ -4,7 +4,7 @@
 pub mod auth;
 pub mod directory;
 pub mod error;
-pub mod export;
+pub use crate::mirror::export;
 pub mod login;
 pub mod token_cache;
 pub mod webhook;
@@ -29,25 +29,7 @@ use std::time::Duration;
 /// Every file field the mirror needs, asked for explicitly (Drive returns only what `fields` names).
 pub const FILE_FIELDS: &str = "id,name,mimeType,parents,size,md5Checksum,sha256Checksum,modifiedTime,version,trashed,driveId,shortcutDetails,exportLinks,capabilities/canDownload,resourceKey,sharedWithMeTime,webViewLink,ownedByMe";
 
-/// Which part of Drive one listing or one change log covers.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Corpus {
-    /// The user's My Drive: the user's log with `restrictToMyDrive`.
-    MyDrive,
-    /// One shared drive.
-    SharedDrive(DriveId),
-    /// The user's whole log (`[source] shared_with_me`): My Drive and the items other people shared
-    /// with the user, which `restrictToMyDrive` would leave out. Listed like My Drive (`corpora=user`
-    /// holds both).
-    MyDriveAndShared,
-}
-
-impl Corpus {
-    /// True for the user's own log (either kind), false for a shared drive's.
-    pub fn is_user_log(&self) -> bool {
-        !matches!(self, Corpus::SharedDrive(_))
-    }
-}
+pub use crate::model::Corpus;
 
 /// Narrows a `changes.list` or `changes.watch` call to the changes of one log. The two calls take the
 /// same parameters from here, so a channel is notified of exactly the changes the feed then reads (a
@@ -808,63 +790,6 @@ impl DriveClient {
             return Err(error_from_response(resp).await);
         }
         resp.json::<T>().await.map_err(|e| DriveError::Decode(e.to_string()))
-    }
-}
-
-impl crate::stages::change_feed::ChangeSource for DriveClient {
-    async fn start_page_token(&self, corpus: &Corpus) -> Result<String, DriveError> {
-        DriveClient::start_page_token(self, corpus).await
-    }
-    async fn list_page(
-        &self,
-        corpus: &Corpus,
-        folders_only: bool,
-        token: Option<&str>,
-    ) -> Result<FilePage, DriveError> {
-        DriveClient::list_page(self, corpus, folders_only, token).await
-    }
-    async fn changes_page(&self, corpus: &Corpus, token: &str) -> Result<ChangePage, DriveError> {
-        DriveClient::changes_page(self, corpus, token).await
-    }
-    async fn get_file(&self, id: &FileId) -> Result<Option<DriveFile>, DriveError> {
-        DriveClient::get_file(self, id).await
-    }
-    async fn shared_drives(&self) -> Result<Vec<(DriveId, String)>, DriveError> {
-        DriveClient::shared_drives(self).await
-    }
-    async fn shared_drive(&self, id: &DriveId) -> Result<Option<String>, DriveError> {
-        DriveClient::shared_drive(self, id).await
-    }
-    async fn children_page(
-        &self,
-        folder: &FileId,
-        within: Option<&Corpus>,
-        token: Option<&str>,
-    ) -> Result<FilePage, DriveError> {
-        DriveClient::children_page(self, folder, within, token).await
-    }
-}
-
-impl crate::stages::downloader::ByteSource for DriveClient {
-    async fn open(
-        &self,
-        file: &DriveFile,
-        source: &crate::model::Source,
-        offset: u64,
-    ) -> Result<ByteStream, DriveError> {
-        DriveClient::open(self, file, source, offset).await
-    }
-    async fn still_exists(&self, file: &FileId) -> Result<bool, DriveError> {
-        Ok(DriveClient::get_file(self, file).await?.is_some_and(|f| !f.trashed))
-    }
-}
-
-impl crate::stages::planner::FolderLookup for DriveClient {
-    async fn lookup(&self, id: &FileId) -> Result<Option<DriveFile>, DriveError> {
-        self.get_file(id).await
-    }
-    async fn lookup_target(&self, id: &FileId, resource_key: Option<&str>) -> Result<Option<DriveFile>, DriveError> {
-        self.get_file_with_key(id, resource_key).await
     }
 }
 

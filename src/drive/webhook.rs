@@ -104,7 +104,7 @@ fn refused(log: &Corpus, e: &super::DriveError) {
 }
 
 fn now_ms() -> i64 {
-    crate::state::unix_ms() as i64
+    crate::model::unix_ms() as i64
 }
 
 impl Webhook {

@@ -287,7 +287,7 @@ impl<W: Send + Sync + 'static> Sink<W> {
     /// Deletes this store's `sync_audit_log` entries older than the retention (by the store's clock,
     /// as the store prunes its own log).
     async fn prune(&self, client: &tokio_postgres::Client, store_id: &str) -> Result<(), IndexError> {
-        let cutoff_ms = crate::state::unix_ms().saturating_sub(self.audit_retention.as_millis() as u64);
+        let cutoff_ms = crate::model::unix_ms().saturating_sub(self.audit_retention.as_millis() as u64);
         let s = self.quoted_schema();
         let pruned = client
             .execute_typed(

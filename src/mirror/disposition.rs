@@ -3,7 +3,7 @@
 //! planner acts on it; `verify` expects by it.
 
 use super::Layout;
-use crate::config::ExportConfig;
+use crate::mirror::export::ExportConfig;
 use crate::model::{DriveFile, Refused, SkipReason, Source};
 use serde::{Deserialize, Serialize};
 
@@ -79,7 +79,7 @@ pub fn form(file: &DriveFile, export: &ExportConfig) -> Result<(Source, Option<S
     if file.is_shortcut() {
         return Ok((Source::Link { body: file.link_body() }, Some("url".to_string())));
     }
-    if let Some(vid) = crate::drive::export::download_only(&file.mime_type) {
+    if let Some(vid) = crate::mirror::export::download_only(&file.mime_type) {
         return Ok((Source::Download { mime: vid.mime.to_string() }, Some(vid.ext.to_string())));
     }
     if !file.is_google_doc() {
@@ -119,10 +119,10 @@ pub fn too_large(file: &DriveFile, layout: &Layout) -> Option<(&'static str, Str
         return Some(("fileTooLarge", format!("{size} bytes is over max_file_size {max}")));
     }
     let max = layout.dest_max_file_size.filter(|max| size > *max)?;
-    let (size, max) = (crate::dest::refusal::human_size(size), crate::dest::refusal::human_size(max));
+    let (size, max) = (crate::mirror::refusal::human_size(size), crate::mirror::refusal::human_size(max));
     let error = format!(
         "{size} over destination.max_file_size ({max}), the store's limit: raise the store's file size \
          limit and destination.max_file_size, then `mirrorflow dlq retry`"
     );
-    Some((crate::dest::refusal::Refusal::TooLarge.reason(), error))
+    Some((crate::mirror::refusal::Refusal::TooLarge.reason(), error))
 }

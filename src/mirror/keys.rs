@@ -1,7 +1,6 @@
 //! How Drive names become object-key segments: sanitized so that no key escapes its folder, NFC,
 //! length-capped by bytes, disambiguated stably, and (for Supabase) restricted to its alphabet.
 
-use crate::config::KeyMode;
 use crate::model::FileId;
 use unicode_normalization::UnicodeNormalization;
 
@@ -289,6 +288,20 @@ pub fn namespace_of(relative: &str) -> Namespace {
     } else {
         Namespace::Unknown
     }
+}
+
+/// How Drive names become keys.
+#[derive(Debug, serde::Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyMode {
+    /// Any UTF-8 (S3, GCS, Azure).
+    Utf8,
+    /// Supabase Storage's restricted alphabet.
+    Supabase,
+    /// UTF-8 for a local folder (implied by a `file://` URL): a file name object_store's local store
+    /// refuses (`#` followed by digits only, the form of its own temporary files: `Chapter #2`) gets
+    /// that `#` as `＃` (U+FF03, as rclone's encoder does).
+    Local,
 }
 
 #[cfg(test)]

@@ -6,12 +6,15 @@
 //! dead-lettered). A change of placement is therefore one change here, seen by both.
 
 pub mod disposition;
+pub mod export;
 pub mod keys;
 pub mod placement;
+pub mod refusal;
 pub mod selection;
 
-use crate::config::{ExportConfig, KeyMode};
 use crate::model::{DriveId, FileId};
+use export::ExportConfig;
+pub use keys::KeyMode;
 use std::collections::BTreeMap;
 
 /// Drives in scope, discovered at start.

@@ -7,7 +7,7 @@
 //! committed claims and never wait.
 
 use super::{MY_DRIVE, SHARED_DRIVES, SHARED_WITH_ME, keys};
-use crate::config::KeyMode;
+use crate::mirror::keys::KeyMode;
 use crate::model::{DriveFile, DriveId, FileId, ObjectKey};
 use std::collections::BTreeMap;
 use std::future::Future;

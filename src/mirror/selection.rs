@@ -33,7 +33,7 @@ pub struct Selection {
     exclude: Option<GlobSet>,
     mime_types: Vec<String>,
     /// `[source] shortcuts`: a `.url` link (the default), nothing, or the target's bytes.
-    shortcuts: crate::config::ShortcutMode,
+    shortcuts: ShortcutMode,
 }
 
 /// A file as the selection sees it.
@@ -89,23 +89,23 @@ impl Selection {
             include: glob_set("source.include", include)?,
             exclude: glob_set("source.exclude", exclude)?,
             mime_types: mime_types.to_vec(),
-            shortcuts: crate::config::ShortcutMode::Skip,
+            shortcuts: ShortcutMode::Skip,
         })
     }
 
     /// What shortcuts become (`[source] shortcuts`).
-    pub fn with_shortcuts(self, mode: crate::config::ShortcutMode) -> Selection {
+    pub fn with_shortcuts(self, mode: ShortcutMode) -> Selection {
         Selection { shortcuts: mode, ..self }
     }
 
     /// Whether a shortcut is mirrored at all: as a `.url` link, or (follow) as its target's bytes.
     pub fn links_shortcuts(&self) -> bool {
-        self.shortcuts != crate::config::ShortcutMode::Skip
+        self.shortcuts != ShortcutMode::Skip
     }
 
     /// `shortcuts = "follow"`: a shortcut to a file mirrors the file's bytes at the shortcut's key.
     pub fn follows_shortcuts(&self) -> bool {
-        self.shortcuts == crate::config::ShortcutMode::Follow
+        self.shortcuts == ShortcutMode::Follow
     }
 
     /// True when every file is mirrored (no key of the selection is set).
@@ -161,6 +161,21 @@ pub fn place_of<'a>(
     }
     segments.reverse();
     (segments.join("/"), ancestors)
+}
+
+/// `[source] shortcuts`.
+#[derive(Debug, serde::Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ShortcutMode {
+    /// A small internet-shortcut object, `<name>.url`, pointing at the target.
+    #[default]
+    Link,
+    /// Nothing in the mirror (shortcuts are recorded as skipped).
+    Skip,
+    /// A shortcut to a file mirrors that file's bytes at the shortcut's key, kept current as the
+    /// target changes; a shortcut to a folder, or one whose target is gone, is a link (never followed
+    /// into a folder, so never into a loop).
+    Follow,
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 //! every log's position; the committer saves it once every event up to that page is done.
 
 use super::{CommitMsg, StageError};
-use crate::config::StageName;
 use crate::drive::{ChangePage, Corpus, DriveChange, DriveError, FilePage};
+use crate::model::StageName;
 use crate::model::{ChangeEvent, ChangeKind, ChangeSeq, DriveFile, DriveId, FileId, Origin, Refresh};
-use crate::state::{Checkpoint, FeedPhase, Store};
+use crate::state::{Checkpoint, FeedPhase, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -43,6 +43,23 @@ pub trait ChangeSource: Send + Sync + 'static {
         within: Option<&Corpus>,
         token: Option<&str>,
     ) -> impl Future<Output = Result<FilePage, DriveError>> + Send;
+}
+
+/// The committed state the feed reads: where it stopped, whether anything is mirrored yet, the shared
+/// drives recorded, and the refresh requests to serve. The fjall store is the real one (see
+/// `crate::adapters`); unit tests use an in-memory double. The feed writes nothing: its checkpoints
+/// and refresh acknowledgements go to the committer.
+pub trait FeedState: Send + Sync + 'static {
+    /// The saved checkpoint, if any.
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
+    /// Whether any file is recorded (a listing over it is a mark and sweep).
+    fn has_files(&self) -> bool;
+    /// The shared drives whose root is recorded.
+    fn drive_roots(&self) -> Result<Vec<DriveId>, StoreError>;
+    /// Up to `limit` recorded refresh requests, with their generations.
+    fn pending_refreshes(&self, limit: usize) -> Result<Vec<(Refresh, u64)>, StoreError>;
+    /// Whether `request` is still recorded at `generation` (not cleared by the committer).
+    fn refresh_is_pending(&self, request: &Refresh, generation: u64) -> Result<bool, StoreError>;
 }
 
 /// How often continuous mode checks the shared drives itself, besides the drive-level changes: a safety
@@ -113,11 +130,11 @@ impl DriveSelection {
 }
 
 /// The change-feed.
-pub struct ChangeFeed<S: ChangeSource> {
+pub struct ChangeFeed<S: ChangeSource, T: FeedState> {
     /// Drive.
     pub source: Arc<S>,
-    /// Store, for the saved checkpoint.
-    pub store: Store,
+    /// Committed state: the saved checkpoint, recorded drives, refresh requests.
+    pub store: T,
     /// Listing passes.
     pub jobs: Vec<ListJob>,
     /// The change logs of the scope at start, in order (see [`change_logs`]).
@@ -153,7 +170,7 @@ pub struct FeedOutputs {
     pub ledger: std::sync::Arc<super::ledger::Ledger>,
 }
 
-impl<S: ChangeSource> ChangeFeed<S> {
+impl<S: ChangeSource, T: FeedState> ChangeFeed<S, T> {
     fn last_seq(&self) -> u64 {
         self.next_seq.load(Ordering::SeqCst).saturating_sub(1)
     }
@@ -263,7 +280,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
     }
 
     async fn mark(&self, out: &FeedOutputs, checkpoint: &Checkpoint) -> Result<(), StageError> {
-        let checkpoint = Checkpoint { read_at_unix_ms: crate::state::unix_ms(), ..checkpoint.clone() };
+        let checkpoint = Checkpoint { read_at_unix_ms: crate::model::unix_ms(), ..checkpoint.clone() };
         out.commit.send(CommitMsg::Mark { last_seq: self.last_seq(), checkpoint }).await.map_err(|_| StageError::Closed)
     }
 
@@ -441,7 +458,7 @@ impl<S: ChangeSource> ChangeFeed<S> {
         Ok(Checkpoint {
             start_token: feeds.first().map(|(_, t)| t.clone()).unwrap_or_default(),
             phase: FeedPhase::Listing { job: 0, page_token: None },
-            read_at_unix_ms: crate::state::unix_ms(),
+            read_at_unix_ms: crate::model::unix_ms(),
             feeds,
         })
     }
@@ -606,8 +623,8 @@ fn changes_list_failure(log: &Corpus, e: DriveError) -> StageError {
 fn forget_cleared(
     served: &mut std::collections::HashSet<(Refresh, u64)>,
     pending: &[(Refresh, u64)],
-    recorded: impl Fn(&Refresh, u64) -> Result<bool, crate::state::StoreError>,
-) -> Result<(), crate::state::StoreError> {
+    recorded: impl Fn(&Refresh, u64) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
     if pending.len() < REFRESH_BATCH {
         served.retain(|s| pending.contains(s));
         return Ok(());
@@ -655,5 +672,279 @@ mod tests {
         assert_eq!(jobs.len(), 4);
         assert!(jobs[0].folders_only && !jobs[1].folders_only);
         assert_eq!(jobs[2].corpus, Corpus::SharedDrive(DriveId("d1".into())));
+    }
+
+    /// Drive as the feed sees it: one page per listing, change pages by token, items by id.
+    #[derive(Default)]
+    struct FakeDrive {
+        listed: BTreeMap<(Corpus, bool), Vec<DriveFile>>,
+        /// Change pages by (log, token): the changes and the token the log continues from.
+        changes: BTreeMap<(Corpus, String), (Vec<DriveChange>, String)>,
+        /// Tokens Drive rejects (`invalidPageToken`).
+        rejected: BTreeSet<String>,
+        files: BTreeMap<FileId, DriveFile>,
+        drives: BTreeMap<DriveId, String>,
+    }
+
+    impl ChangeSource for FakeDrive {
+        async fn start_page_token(&self, log: &Corpus) -> Result<String, DriveError> {
+            Ok(format!("t0-{log:?}"))
+        }
+        async fn list_page(
+            &self,
+            corpus: &Corpus,
+            folders_only: bool,
+            _: Option<&str>,
+        ) -> Result<FilePage, DriveError> {
+            let files = self.listed.get(&(corpus.clone(), folders_only)).cloned().unwrap_or_default();
+            Ok(FilePage { files, next_page_token: None, incomplete: false })
+        }
+        async fn changes_page(&self, log: &Corpus, token: &str) -> Result<ChangePage, DriveError> {
+            if self.rejected.contains(token) {
+                return Err(DriveError::InvalidPageToken(format!("{token} rejected")));
+            }
+            let (changes, next) =
+                self.changes.get(&(log.clone(), token.to_string())).cloned().unwrap_or((Vec::new(), token.to_string()));
+            Ok(ChangePage { changes, next_page_token: None, new_start_page_token: Some(next) })
+        }
+        async fn get_file(&self, id: &FileId) -> Result<Option<DriveFile>, DriveError> {
+            Ok(self.files.get(id).cloned())
+        }
+        async fn shared_drives(&self) -> Result<Vec<(DriveId, String)>, DriveError> {
+            Ok(self.drives.clone().into_iter().collect())
+        }
+        async fn shared_drive(&self, id: &DriveId) -> Result<Option<String>, DriveError> {
+            Ok(self.drives.get(id).cloned())
+        }
+        async fn children_page(&self, _: &FileId, _: Option<&Corpus>, _: Option<&str>) -> Result<FilePage, DriveError> {
+            Ok(FilePage { files: Vec::new(), next_page_token: None, incomplete: false })
+        }
+    }
+
+    /// The committed state the feed reads, in memory.
+    #[derive(Default)]
+    struct FakeState {
+        checkpoint: Option<Checkpoint>,
+        has_files: bool,
+        roots: Vec<DriveId>,
+        refreshes: std::sync::Mutex<Vec<(Refresh, u64)>>,
+    }
+
+    impl FeedState for FakeState {
+        fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+            Ok(self.checkpoint.clone())
+        }
+        fn has_files(&self) -> bool {
+            self.has_files
+        }
+        fn drive_roots(&self) -> Result<Vec<DriveId>, StoreError> {
+            Ok(self.roots.clone())
+        }
+        fn pending_refreshes(&self, limit: usize) -> Result<Vec<(Refresh, u64)>, StoreError> {
+            Ok(self.refreshes.lock().unwrap().iter().take(limit).cloned().collect())
+        }
+        fn refresh_is_pending(&self, request: &Refresh, generation: u64) -> Result<bool, StoreError> {
+            Ok(self.refreshes.lock().unwrap().iter().any(|(r, g)| r == request && *g == generation))
+        }
+    }
+
+    /// What one `--once` run of the feed sent: its events, and its messages to the committer up to
+    /// and including `FeedCaughtUp`.
+    struct Sent {
+        events: Vec<ChangeEvent>,
+        commits: Vec<CommitMsg>,
+    }
+
+    impl Sent {
+        fn ids(&self) -> Vec<(&str, Origin)> {
+            self.events.iter().map(|e| (e.file_id.0.as_str(), e.origin)).collect()
+        }
+        fn last_checkpoint(&self) -> &Checkpoint {
+            self.commits
+                .iter()
+                .rev()
+                .find_map(|m| match m {
+                    CommitMsg::Mark { checkpoint, .. } => Some(checkpoint),
+                    _ => None,
+                })
+                .expect("a checkpoint was offered")
+        }
+        fn listing_started(&self) -> bool {
+            self.commits.iter().any(|m| matches!(m, CommitMsg::ListingStarted))
+        }
+    }
+
+    /// Runs a `--once` feed over My Drive (and `shared`) until it has caught up.
+    async fn run_once(drive: FakeDrive, state: FakeState, shared: &[&str]) -> Sent {
+        let mut scope =
+            super::super::planner::Scope { my_drive_root: Some(FileId("root".into())), ..Default::default() };
+        for d in shared {
+            scope.shared.insert(DriveId((*d).into()), format!("drive {d}"));
+        }
+        let feed = ChangeFeed {
+            source: Arc::new(drive),
+            store: state,
+            jobs: listing_jobs(&scope),
+            logs: change_logs(&scope),
+            drives: scope.shared.clone(),
+            selection: DriveSelection::All,
+            next_seq: Arc::new(AtomicU64::new(1)),
+            once: true,
+            poll_interval: Duration::from_secs(3600),
+            wake: Arc::default(),
+            refresh_wake: Arc::default(),
+            served: Default::default(),
+            faults: Arc::new(super::super::FailureInjector::new(&crate::config::TestingConfig::default())),
+        };
+        let (events_tx, mut events) = mpsc::channel(1024);
+        let (commit_tx, mut commit) = mpsc::channel(1024);
+        let ledger = Arc::new(super::super::ledger::Ledger::new(1, 1024));
+        let out = FeedOutputs { events: events_tx, commit: commit_tx, ledger };
+        let run = tokio::spawn(async move { feed.run(&out).await });
+        let mut commits = Vec::new();
+        while let Some(m) = commit.recv().await {
+            let done = matches!(m, CommitMsg::FeedCaughtUp { .. });
+            commits.push(m);
+            if done {
+                break;
+            }
+        }
+        drop(commit);
+        run.await.expect("the feed did not panic").expect("the feed ends once the committer is gone");
+        let events = std::iter::from_fn(|| events.try_recv().ok()).collect();
+        Sent { events, commits }
+    }
+
+    fn folder(id: &str) -> DriveFile {
+        DriveFile { mime_type: crate::model::FOLDER_MIME.into(), ..crate::stages::testing::file(id, id, 0, "") }
+    }
+
+    fn changes_checkpoint(log: Corpus, token: &str) -> Checkpoint {
+        Checkpoint {
+            start_token: token.into(),
+            phase: FeedPhase::Changes { token: token.into() },
+            read_at_unix_ms: 0,
+            feeds: vec![(log, token.into())],
+        }
+    }
+
+    /// My Drive: folder `A` and file `b` listed, file `c` changed after the start token.
+    fn my_drive() -> FakeDrive {
+        let mut d = FakeDrive::default();
+        d.listed.insert((Corpus::MyDrive, true), vec![folder("A")]);
+        d.listed.insert((Corpus::MyDrive, false), vec![folder("A"), crate::stages::testing::file("b", "b", 1, "m")]);
+        let c = crate::stages::testing::file("c", "c", 1, "m");
+        d.changes.insert(
+            (Corpus::MyDrive, "t0-MyDrive".into()),
+            (vec![DriveChange::File { file_id: c.id.clone(), file: Some(c) }], "t1".into()),
+        );
+        d
+    }
+
+    #[tokio::test]
+    async fn a_fresh_store_lists_folders_then_files_then_follows_the_log_from_the_token_taken_before() {
+        let sent = run_once(my_drive(), FakeState::default(), &[]).await;
+        assert_eq!(
+            sent.ids(),
+            [("A", Origin::Listing), ("A", Origin::Listing), ("b", Origin::Listing), ("c", Origin::Change)]
+        );
+        assert!(!sent.listing_started(), "an empty store has nothing to sweep");
+        let done = sent.commits.iter().position(|m| matches!(m, CommitMsg::ListingDone { .. })).expect("listing done");
+        let listed = sent.commits.iter().position(|m| matches!(m, CommitMsg::Listed(ids) if ids.len() == 2)).unwrap();
+        assert!(listed < done, "the files pass is listed before the listing ends");
+        let cp = sent.last_checkpoint();
+        assert_eq!(cp.feeds, [(Corpus::MyDrive, "t1".to_string())]);
+        assert_eq!(cp.phase, FeedPhase::Changes { token: "t1".into() });
+        assert_eq!(cp.start_token, "t0-MyDrive");
+    }
+
+    #[tokio::test]
+    async fn a_listing_over_recorded_files_is_announced_for_the_sweep() {
+        let state = FakeState { has_files: true, ..Default::default() };
+        let sent = run_once(my_drive(), state, &[]).await;
+        assert!(matches!(sent.commits.first(), Some(CommitMsg::ListingStarted)), "{:?}", sent.commits.first());
+    }
+
+    #[tokio::test]
+    async fn a_saved_change_token_resumes_without_listing_and_a_removal_is_checked_with_drive() {
+        let mut drive = my_drive();
+        let moved = crate::stages::testing::file("moved", "moved", 1, "m");
+        drive.files.insert(moved.id.clone(), moved.clone());
+        let removed = |id: &str| DriveChange::File { file_id: FileId(id.into()), file: None };
+        drive.changes.insert((Corpus::MyDrive, "t5".into()), (vec![removed("moved"), removed("gone")], "t6".into()));
+        let state = FakeState { checkpoint: Some(changes_checkpoint(Corpus::MyDrive, "t5")), ..Default::default() };
+        let sent = run_once(drive, state, &[]).await;
+        assert_eq!(sent.ids(), [("moved", Origin::Change), ("gone", Origin::Change)]);
+        assert!(
+            matches!(&sent.events[0].kind, ChangeKind::Upsert(f) if *f == moved),
+            "still in Drive: planned where it is"
+        );
+        assert!(matches!(sent.events[1].kind, ChangeKind::Removed));
+        assert_eq!(sent.last_checkpoint().feeds, [(Corpus::MyDrive, "t6".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_change_token_lists_everything_again() {
+        let mut drive = my_drive();
+        drive.rejected.insert("t5".into());
+        let state = FakeState { checkpoint: Some(changes_checkpoint(Corpus::MyDrive, "t5")), ..Default::default() };
+        let sent = run_once(drive, state, &[]).await;
+        assert_eq!(sent.ids().iter().filter(|(_, o)| *o == Origin::Listing).count(), 3, "{:?}", sent.ids());
+        assert_eq!(sent.last_checkpoint().feeds, [(Corpus::MyDrive, "t1".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_of_another_user_log_lists_everything_again() {
+        let cp = changes_checkpoint(Corpus::MyDriveAndShared, "t5");
+        let sent = run_once(my_drive(), FakeState { checkpoint: Some(cp), ..Default::default() }, &[]).await;
+        assert_eq!(sent.ids()[0], ("A", Origin::Listing));
+        assert_eq!(sent.last_checkpoint().feeds, [(Corpus::MyDrive, "t1".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn a_recorded_drive_out_of_scope_is_removed_and_one_joined_is_followed() {
+        let mut cp = changes_checkpoint(Corpus::MyDrive, "t5");
+        cp.feeds.push((Corpus::SharedDrive(DriveId("left".into())), "t7".into()));
+        let state = FakeState { checkpoint: Some(cp), roots: vec![DriveId("old".into())], ..Default::default() };
+        let sent = run_once(my_drive(), state, &["new"]).await;
+        let drive_events: Vec<_> = sent
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                ChangeKind::SharedDrive { name, joined } => Some((e.file_id.0.as_str(), name.clone(), *joined)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            drive_events,
+            [("new", Some("drive new".to_string()), true), ("left", None, false), ("old", None, false)]
+        );
+        let logs: Vec<_> = sent.last_checkpoint().feeds.iter().map(|(l, _)| l.clone()).collect();
+        assert_eq!(logs, [Corpus::MyDrive, Corpus::SharedDrive(DriveId("new".into()))]);
+    }
+
+    #[tokio::test]
+    async fn a_recorded_refresh_is_served_once_with_the_item_as_drive_has_it_now() {
+        let mut drive = my_drive();
+        let now = crate::stages::testing::file("x", "x-renamed", 1, "m");
+        drive.files.insert(now.id.clone(), now.clone());
+        let request = (Refresh::File(FileId("x".into())), 3);
+        let state = FakeState {
+            checkpoint: Some(changes_checkpoint(Corpus::MyDrive, "t5")),
+            refreshes: std::sync::Mutex::new(vec![request.clone()]),
+            ..Default::default()
+        };
+        let sent = run_once(drive, state, &[]).await;
+        assert_eq!(sent.ids(), [("x", Origin::Refresh)], "served once although still recorded");
+        assert!(matches!(&sent.events[0].kind, ChangeKind::Upsert(f) if *f == now));
+        let refreshed: Vec<_> = sent
+            .commits
+            .iter()
+            .filter_map(|m| match m {
+                CommitMsg::Refreshed { done, .. } => Some(done.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refreshed, [vec![request]]);
     }
 }

@@ -4,10 +4,10 @@
 
 use super::ledger::Ledger;
 use super::{CommitMsg, Emit, Redo, Stage, StageError};
-use crate::config::StageName;
+use crate::model::StageName;
 use crate::model::{ChangeEvent, OutcomeKind, Refresh, SkipReason};
 use crate::state::watermark::CheckpointGate;
-use crate::state::{ApplyReport, Checkpoint, CommitBatch, Store, StoreError};
+use crate::state::{ApplyReport, Checkpoint, CommitBatch, StoreError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -66,7 +66,7 @@ impl CommitState {
     }
 }
 
-/// What the committer writes to: one atomic batch at a time, and the few counts it reports. [`Store`]
+/// What the committer writes to: one atomic batch at a time, and the few counts it reports. [`Store`](crate::state::Store)
 /// (fjall) is the real one; unit tests use an in-memory log.
 pub trait CommitLog: Clone + Send + Sync + 'static {
     /// Writes `batch` atomically (synced when it holds a checkpoint).
@@ -79,23 +79,8 @@ pub trait CommitLog: Clone + Send + Sync + 'static {
     fn prune_audit(&self, cutoff_unix_ms: u64, limit: usize) -> Result<usize, StoreError>;
 }
 
-impl CommitLog for Store {
-    fn apply(&self, batch: &CommitBatch) -> Result<ApplyReport, StoreError> {
-        Store::apply(self, batch)
-    }
-    fn has_pending_refreshes(&self) -> Result<bool, StoreError> {
-        Store::has_pending_refreshes(self)
-    }
-    fn dead_letter_count(&self) -> Result<usize, StoreError> {
-        Store::dead_letter_count(self)
-    }
-    fn prune_audit(&self, cutoff_unix_ms: u64, limit: usize) -> Result<usize, StoreError> {
-        Store::prune_audit(self, cutoff_unix_ms, limit)
-    }
-}
-
 /// The committer stage.
-pub struct Committer<L: CommitLog = Store> {
+pub struct Committer<L: CommitLog> {
     /// Store.
     pub store: L,
     /// Survives restarts.
@@ -198,7 +183,7 @@ impl<L: CommitLog> Committer<L> {
         if self.next_prune.is_some_and(|due| now < due) {
             return Ok(());
         }
-        let cutoff = crate::state::unix_ms().saturating_sub(self.audit_retention.as_millis() as u64);
+        let cutoff = crate::model::unix_ms().saturating_sub(self.audit_retention.as_millis() as u64);
         let store = self.store.clone();
         let removed = tokio::task::spawn_blocking(move || store.prune_audit(cutoff, PRUNE_LIMIT))
             .await
@@ -241,7 +226,7 @@ impl<L: CommitLog> Stage for Committer<L> {
             .await
             .map_err(|e| StageError::Fatal(format!("store task: {e}")))??;
         if let Some(cp) = &batch.checkpoint {
-            crate::metrics::checkpoint_lag(crate::state::unix_ms().saturating_sub(cp.read_at_unix_ms) as f64 / 1000.0);
+            crate::metrics::checkpoint_lag(crate::model::unix_ms().saturating_sub(cp.read_at_unix_ms) as f64 / 1000.0);
             if matches!(cp.phase, crate::state::FeedPhase::Changes { .. }) {
                 crate::health::initial_sync_done();
             }

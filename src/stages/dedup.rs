@@ -4,28 +4,19 @@
 
 use super::ledger::{Admission, Ledger};
 use super::{Emit, Stage, StageError};
-use crate::config::StageName;
+use crate::model::StageName;
 use crate::model::{ChangeEvent, ChangeKind, Outcome, OutcomeKind, SkipReason};
 use crate::model::{FileId, FileRecord, FolderRecord};
-use crate::state::{Store, StoreError};
+use crate::state::StoreError;
 use std::sync::Arc;
 
-/// The committed records, read-only: what [`already_applied`] compares an event with. [`Store`] is the
+/// The committed records, read-only: what [`already_applied`] compares an event with. [`Store`](crate::state::Store) is the
 /// real one; unit tests use a map.
 pub trait RecordView {
     /// The file's record.
     fn file_record(&self, id: &FileId) -> Result<Option<FileRecord>, StoreError>;
     /// The folder's record.
     fn folder_record(&self, id: &FileId) -> Result<Option<FolderRecord>, StoreError>;
-}
-
-impl RecordView for Store {
-    fn file_record(&self, id: &FileId) -> Result<Option<FileRecord>, StoreError> {
-        self.file(id)
-    }
-    fn folder_record(&self, id: &FileId) -> Result<Option<FolderRecord>, StoreError> {
-        self.folder(id)
-    }
 }
 
 /// The dedup stage.

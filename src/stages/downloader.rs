@@ -3,15 +3,15 @@
 //! An interrupted body resumes with `Range` from the last byte received.
 
 use super::{Emit, Stage, StageError};
-use crate::config::StageName;
-use crate::dest::{DestError, Destination, StoredContent};
+use crate::dest::{DestError, StoredContent};
 use crate::drive::{ByteStream, DriveError};
 use crate::internal_events::{DownloadResumed, InternalEvent};
+use crate::model::StageName;
 use crate::model::{
     ActionKind, DriveFile, FileId, ObjectKey, Outcome, OutcomeKind, Planned, Refused, SkipReason, Source,
 };
 use crate::retry::Classified;
-use crate::state::{Store, UploadRecord};
+use crate::state::UploadRecord;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use std::future::Future;
@@ -137,7 +137,7 @@ pub struct Transfer {
 }
 
 /// What the downloader asks of the destination before fetching: whether a copy's source (or an
-/// adopted object) is there, and with what. [`Destination`] is the real one.
+/// adopted object) is there, and with what. [`Destination`](crate::dest::Destination) is the real one.
 pub trait ObjectProbe: Send + Sync + 'static {
     /// The object's size, `None` when absent.
     fn size_of(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<u64>, DestError>> + Send;
@@ -145,30 +145,15 @@ pub trait ObjectProbe: Send + Sync + 'static {
     fn content_of(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<StoredContent>, DestError>> + Send;
 }
 
-impl ObjectProbe for Destination {
-    async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>, DestError> {
-        self.head(key).await
-    }
-    async fn content_of(&self, key: &ObjectKey) -> Result<Option<StoredContent>, DestError> {
-        self.stored_content(key).await
-    }
-}
-
 /// The interrupted multipart uploads recorded in the store, so a download continues one instead of
-/// starting over. [`Store`] is the real one.
+/// starting over. [`Store`](crate::state::Store) is the real one.
 pub trait ResumeRecords: Send + Sync + 'static {
     /// The upload recorded for `file`, if any.
     fn upload_of(&self, file: &FileId) -> Result<Option<UploadRecord>, crate::state::StoreError>;
 }
 
-impl ResumeRecords for Store {
-    fn upload_of(&self, file: &FileId) -> Result<Option<UploadRecord>, crate::state::StoreError> {
-        self.upload(file)
-    }
-}
-
 /// The downloader stage.
-pub struct Downloader<B: ByteSource, D: ObjectProbe = Destination, R: ResumeRecords = Store> {
+pub struct Downloader<B: ByteSource, D: ObjectProbe, R: ResumeRecords> {
     /// Drive.
     pub source: Arc<B>,
     /// Destination, to check that a copy source still exists.

@@ -13,7 +13,7 @@ pub use crate::mirror::selection;
 pub mod uploader;
 pub mod verifier;
 
-pub use crate::config::StageName;
+pub use crate::model::StageName;
 use crate::model::{Outcome, Refresh};
 use crate::state::Checkpoint;
 use std::future::Future;

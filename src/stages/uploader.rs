@@ -6,17 +6,16 @@ use super::budget::Reservation;
 use super::downloader::{Body, Chunk, Transfer};
 use super::verifier::{Mismatch, check_against_drive, retry_or_dead_letter};
 use super::{Emit, Stage, StageError};
-use crate::config::StageName;
-use crate::dest::multipart::{Multipart, Uploads};
 use crate::dest::{DestError, ObjectMeta, StoredContent};
 use crate::hashing::{ContentHasher, HashState};
+use crate::model::StageName;
 use crate::model::{ActionKind, FileId, ObjectKey, Outcome, OutcomeKind, Planned, Uploaded};
 use crate::retry::{Classified, ErrorClass};
 use crate::state::{FolderPage, Intent, StoreError, UploadRecord};
 use bytes::Bytes;
 use std::future::Future;
 
-/// What the uploader does to the destination and notes in the store. [`Uploads`] (object_store and
+/// What the uploader does to the destination and notes in the store. [`Uploads`](crate::dest::multipart::Uploads) (object_store and
 /// fjall) is the real one; unit tests use an in-memory double.
 pub trait WriteTarget: Send + Sync + 'static {
     /// A multipart upload in progress.
@@ -98,88 +97,9 @@ pub trait PartSink: Send + 'static {
     fn abort(self) -> impl Future<Output = ()> + Send;
 }
 
-impl WriteTarget for Uploads {
-    type Parts = Multipart;
-    async fn put(&self, key: &ObjectKey, body: Vec<Bytes>, meta: &ObjectMeta) -> Result<Option<String>, DestError> {
-        self.dest.put(key, body, meta).await
-    }
-    async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), DestError> {
-        self.dest.copy(from, to).await
-    }
-    async fn copy_as(&self, from: &ObjectKey, to: &ObjectKey, meta: &ObjectMeta) -> Result<(), DestError> {
-        self.dest.copy_as(from, to, meta).await
-    }
-    async fn remove(&self, key: &ObjectKey) -> Result<(), DestError> {
-        self.dest.remove(key).await
-    }
-    async fn delete(&self, key: &ObjectKey) -> Result<(), DestError> {
-        self.dest.delete(key).await
-    }
-    async fn move_object(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), DestError> {
-        self.dest.move_object(from, to).await
-    }
-    async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>, DestError> {
-        self.dest.head(key).await
-    }
-    async fn stored_content(&self, key: &ObjectKey) -> Result<Option<StoredContent>, DestError> {
-        self.dest.stored_content(key).await
-    }
-    async fn start_parts(
-        &self,
-        file: &FileId,
-        key: &ObjectKey,
-        meta: &ObjectMeta,
-        content: Option<(String, u64)>,
-    ) -> Result<Multipart, DestError> {
-        self.start(file, key, meta, content).await
-    }
-    fn resume_parts(&self, file: &FileId, record: UploadRecord) -> Multipart {
-        self.resume(file, record)
-    }
-    async fn discard_stale_upload(&self, file: &FileId) {
-        self.discard_stale(file).await
-    }
-    fn forget_upload(&self, file: &FileId) {
-        self.forget(file)
-    }
-    fn note_writes(&self, intents: &[Intent]) -> Result<(), StoreError> {
-        self.store.record_intents(intents)
-    }
-    fn folder_page(&self, folder: &FileId, after: Option<&FileId>, limit: usize) -> Result<FolderPage, StoreError> {
-        self.store.files_in_folder_page(folder, after, limit)
-    }
-    async fn keep_version(&self, file: &FileId, new_md5: Option<&str>) -> Result<(), DestError> {
-        crate::dest::versions::keep(&self.dest, &self.store, file, new_md5).await
-    }
-}
-
-impl PartSink for Multipart {
-    fn records_progress(&self) -> bool {
-        Multipart::records_progress(self)
-    }
-    fn streams_chunks(&self) -> bool {
-        Multipart::streams_chunks(self)
-    }
-    async fn send<R: Send + 'static>(
-        &mut self,
-        body: Vec<Bytes>,
-        concurrency: usize,
-        end: Option<(u64, HashState)>,
-        room: Option<R>,
-    ) -> Result<(), DestError> {
-        Multipart::send(self, body, concurrency, end, room).await
-    }
-    async fn finish(self) -> Result<(), DestError> {
-        Multipart::finish(self).await
-    }
-    async fn abort(self) {
-        Multipart::abort(self).await
-    }
-}
-
 /// The uploader stage: carries out every action on the destination (uploads, copies, removals, the
 /// steps of a subtree move), hashing uploads on the stream and publishing only bytes that match Drive.
-pub struct Uploader<W: WriteTarget = Uploads> {
+pub struct Uploader<W: WriteTarget> {
     /// The destination, and the store's notes about writes.
     pub target: W,
     /// Multipart part size; smaller files go in one PUT.
@@ -645,7 +565,7 @@ fn step_files(
                 return Some((rec, now));
             }
             let segment = super::planner::last_segment(&now.0);
-            rec.key = crate::model::ObjectKey(crate::dest::keys::child_key(&dir.key.0, segment, max_key_bytes));
+            rec.key = crate::model::ObjectKey(crate::mirror::keys::child_key(&dir.key.0, segment, max_key_bytes));
             (rec.key != now).then_some((rec, now))
         })
         .collect()
@@ -846,7 +766,7 @@ mod tests {
             budget: crate::stages::budget::MemoryBudget::new(1 << 20),
             digests: crate::hashing::Digests::Md5,
             refetch,
-            max_key_bytes: crate::dest::keys::MAX_KEY_BYTES,
+            max_key_bytes: crate::mirror::keys::MAX_KEY_BYTES,
         };
         Rig { uploader, fake, refetched }
     }

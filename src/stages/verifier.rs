@@ -3,29 +3,20 @@
 //! never committed.
 
 use super::{Emit, Stage, StageError};
-use crate::config::StageName;
-use crate::dest::{DestError, Destination};
+use crate::dest::DestError;
 use crate::internal_events::{InternalEvent, MismatchRefetched};
+use crate::model::StageName;
 use crate::model::{FileRecord, ObjectKey, Outcome, OutcomeKind, Planned, Source, Uploaded};
 use crate::state::Intent;
 use std::future::Future;
 
 /// What the verifier needs of the destination: the size stored at a key, and removing the old key of
-/// a move. [`Destination`] is the real one; unit tests use an in-memory map.
+/// a move. [`Destination`](crate::dest::Destination) is the real one; unit tests use an in-memory map.
 pub trait StoredObjects: Send + Sync + 'static {
     /// The object's size, `None` when absent.
     fn size_of(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<u64>, DestError>> + Send;
     /// Removes the object (absent is fine).
     fn remove(&self, key: &ObjectKey) -> impl Future<Output = Result<(), DestError>> + Send;
-}
-
-impl StoredObjects for Destination {
-    async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>, DestError> {
-        self.head(key).await
-    }
-    async fn remove(&self, key: &ObjectKey) -> Result<(), DestError> {
-        self.delete(key).await
-    }
 }
 
 /// Fetches allowed per file before a persistent mismatch is dead-lettered.
@@ -109,7 +100,7 @@ pub fn stored_as_streamed(u: &Uploaded) -> bool {
 }
 
 /// The verifier stage.
-pub struct Verifier<D: StoredObjects = Destination> {
+pub struct Verifier<D: StoredObjects> {
     /// Destination, for HEAD and for removing the old key after a move.
     pub dest: D,
     /// The downloader's redo lane, to fetch a mismatching file again.

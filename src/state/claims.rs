@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use super::{Store, StoreError};
-use crate::dest::keys::collision_class;
+use crate::mirror::keys::collision_class;
 use crate::model::{FileId, FileRecord, FolderRecord, ObjectKey};
 
 /// Present once the claims are exactly the committed records' keys. Stores written before claims

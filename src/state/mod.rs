@@ -53,7 +53,7 @@ pub struct Checkpoint {
     /// listing, the start page token taken before the listing; after, where that log resumes. A
     /// checkpoint whose logs are not those of the current scope (written before per-drive logs, or a
     /// drive joined the scope) is resumed by listing everything again (mark and sweep).
-    pub feeds: Vec<(crate::drive::Corpus, String)>,
+    pub feeds: Vec<(crate::model::Corpus, String)>,
 }
 
 /// A checkpoint, also one written before per-drive change logs (no `feeds`: it resumes with a relist).
@@ -75,10 +75,7 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, StoreError> {
     })
 }
 
-/// Now, in Unix milliseconds.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub use crate::model::unix_ms;
 
 /// The feed's phase.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -789,7 +786,7 @@ impl Store {
             let (k, v) = g.into_inner()?;
             let key = ObjectKey(String::from_utf8_lossy(&k).into_owned());
             let (file, moves_recorded_bytes): (FileId, bool) = codec::decode(&v)?;
-            let holder = self.claim_holder(&crate::dest::keys::collision_class(key.as_str()))?;
+            let holder = self.claim_holder(&crate::mirror::keys::collision_class(key.as_str()))?;
             let record = self.file(&file)?;
             let verdict = match (holder, record) {
                 (_, Some(rec)) if rec.key == key => Unfinished::Owned,
@@ -1090,7 +1087,7 @@ mod tests {
             key: key.clone(),
             modified_time: Some("2024-01-01T12:34:56.789Z".into()),
         };
-        let class = crate::dest::keys::collision_class(key.as_str());
+        let class = crate::mirror::keys::collision_class(key.as_str());
         let md5 = record.md5.clone().unwrap();
         let entries = [
             ("files", id.as_str().len() + codec::encode(&record).unwrap().len()),
@@ -1125,7 +1122,7 @@ mod tests {
                     read_at_unix_ms: 1,
                     start_token: "t0".into(),
                     phase: FeedPhase::Changes { token: "t9".into() },
-                    feeds: vec![(crate::drive::Corpus::MyDrive, "t9".into())],
+                    feeds: vec![(crate::model::Corpus::MyDrive, "t9".into())],
                 }),
                 next_seq: 3,
                 ..Default::default()

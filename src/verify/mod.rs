@@ -414,7 +414,7 @@ impl Pass<'_> {
         };
         // The run's decision (the store's skip record is read above, as history): a file it will not
         // write is no loss when missing.
-        let not_written = match disposition::disposition(f, &self.layout, None, crate::state::unix_ms()) {
+        let not_written = match disposition::disposition(f, &self.layout, None, crate::model::unix_ms()) {
             Disposition::Write { .. } => None,
             Disposition::Skip(SkipReason::DownloadDisabled(_)) => {
                 Some("fileNotDownloadable: the owner disabled downloads".to_string())

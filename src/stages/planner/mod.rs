@@ -4,15 +4,15 @@
 
 use super::dedup::RecordView;
 use super::{Emit, Stage, StageError};
-use crate::config::StageName;
 use crate::drive::DriveError;
 use crate::internal_events::InternalEvent;
 use crate::mirror::disposition::{Disposition, disposition};
 use crate::mirror::keys;
 use crate::mirror::placement::{self, Folder, Folders, Found, KeyFor, KeyHolders, KeyRules, NoFreeKey, Roots, Spot};
 pub use crate::mirror::{Layout, SHARED_WITH_ME, Scope, last_segment};
+use crate::model::StageName;
 use crate::model::*;
-use crate::state::{FolderPage, Store, StoreError};
+use crate::state::{FolderPage, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -44,7 +44,7 @@ pub trait FolderLookup: Send + Sync + 'static {
 }
 
 /// The committed state the planner reads: records, key claims, noted writes, a folder's files.
-/// [`Store`] (fjall) is the real one; unit tests use maps.
+/// The fjall `Store` is the real one (see `crate::adapters`); unit tests use maps.
 pub trait PlanView: RecordView + Send + Sync + 'static {
     /// Who holds a key class (lower-cased key), by its committed record.
     fn claim_holder(&self, class: &str) -> Result<Option<FileId>, StoreError>;
@@ -68,33 +68,6 @@ pub trait PlanView: RecordView + Send + Sync + 'static {
     /// A committed file other than `except` holding content `md5` (content dedup).
     fn content_holder(&self, _md5: &str, _except: &FileId) -> Result<Option<FileRecord>, StoreError> {
         Ok(None)
-    }
-}
-
-impl PlanView for Store {
-    fn claim_holder(&self, class: &str) -> Result<Option<FileId>, StoreError> {
-        Store::claim_holder(self, class)
-    }
-    fn claimed_under(&self, class: &str) -> Result<bool, StoreError> {
-        Store::claimed_under(self, class)
-    }
-    fn has_intent(&self, key: &ObjectKey) -> Result<bool, StoreError> {
-        Store::has_intent(self, key)
-    }
-    fn all_folders(&self) -> Result<Vec<FolderRecord>, StoreError> {
-        Store::all_folders(self)
-    }
-    fn folder_page(&self, folder: &FileId, after: Option<&FileId>, limit: usize) -> Result<FolderPage, StoreError> {
-        self.files_in_folder_page(folder, after, limit)
-    }
-    fn skip_record(&self, id: &FileId) -> Result<Option<crate::state::SkipRecord>, StoreError> {
-        Store::skip_record(self, id)
-    }
-    fn followers(&self, target: &FileId) -> Result<Vec<FileId>, StoreError> {
-        Store::followers(self, target)
-    }
-    fn content_holder(&self, md5: &str, except: &FileId) -> Result<Option<FileRecord>, StoreError> {
-        Store::content_holder(self, md5, except)
     }
 }
 
@@ -153,7 +126,7 @@ impl Notes {
 }
 
 /// The planner stage.
-pub struct Planner<L: FolderLookup, S: PlanView = Store> {
+pub struct Planner<L: FolderLookup, S: PlanView> {
     store: S,
     lookup: Arc<L>,
     scope: Scope,
@@ -288,7 +261,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             true => self.store.skip_record(&file.id)?,
             false => None,
         };
-        let (source, ext) = match disposition(&file, &self.layout, skip.as_ref(), crate::state::unix_ms()) {
+        let (source, ext) = match disposition(&file, &self.layout, skip.as_ref(), crate::model::unix_ms()) {
             Disposition::Write { source, ext } => (source, ext),
             Disposition::Skip(reason) => {
                 note_skip(&file, &reason);

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::{ExportConfig, KeyMode};
+use crate::state::Store;
 
 struct NoLookup;
 impl FolderLookup for NoLookup {
@@ -10,7 +11,7 @@ impl FolderLookup for NoLookup {
     }
 }
 
-fn planner(dir: &std::path::Path) -> Planner<NoLookup> {
+fn planner(dir: &std::path::Path) -> Planner<NoLookup, Store> {
     let scope = Scope { my_drive_root: Some(FileId("root".into())), shared: BTreeMap::new(), ..Default::default() };
     let layout = Layout {
         prefix: "pre".into(),
@@ -35,7 +36,7 @@ fn upsert(seq: u64, f: DriveFile) -> ChangeEvent {
 }
 
 /// Plans `f` and commits the result, as the pipeline would before the next event wanting its key.
-async fn key_of(p: &mut Planner<NoLookup>, seq: u64, f: DriveFile) -> String {
+async fn key_of(p: &mut Planner<NoLookup, Store>, seq: u64, f: DriveFile) -> String {
     let outcome = match p.plan(upsert(seq, f)).await.unwrap().action {
         Ok(planned) => committed(&planned),
         Err(o @ Outcome { kind: OutcomeKind::FolderRecorded(_), .. }) => o,

@@ -148,6 +148,85 @@ impl ExportableKind {
     }
 }
 
+/// `[source.export]`: which format each kind of Google Workspace file is exported to. The formats each
+/// kind allows are Google's (`EXPORTABLE`); `validate` refuses any other.
+#[derive(Debug, serde::Deserialize, Clone)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Docs.
+    pub document: String,
+    /// Sheets.
+    pub spreadsheet: String,
+    /// Slides.
+    pub presentation: String,
+    /// Drawings.
+    pub drawing: String,
+    /// Apps Script projects.
+    pub script: String,
+    /// Accept formats that hold only part of a file (CSV/TSV: the first sheet; a Slides image: the
+    /// first slide). Off by default, so nobody loses the rest of a file without having asked for it.
+    pub allow_partial: bool,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            document: "docx".into(),
+            spreadsheet: "xlsx".into(),
+            presentation: "pptx".into(),
+            drawing: "pdf".into(),
+            script: "json".into(),
+            allow_partial: false,
+        }
+    }
+}
+
+impl ExportConfig {
+    /// The configured value of one `[source.export]` key (one per exportable kind).
+    fn value(&self, config_key: &str) -> &str {
+        match config_key {
+            "document" => &self.document,
+            "spreadsheet" => &self.spreadsheet,
+            "presentation" => &self.presentation,
+            "drawing" => &self.drawing,
+            "script" => &self.script,
+            _ => "",
+        }
+    }
+
+    /// The export format for a Google file's `mimeType`; `None` when Drive cannot export that type.
+    /// A configured value that `validate` would refuse falls back to the kind's default.
+    pub fn format_for(&self, google_mime: &str) -> Option<&'static ExportFormat> {
+        let kind = kind_of(google_mime)?;
+        kind.format(self.value(kind.config_key)).or_else(|| kind.format(kind.default_ext))
+    }
+
+    /// One line per configured format that Google does not offer for its kind, or that exports only
+    /// part of the file while `allow_partial` is off.
+    pub fn problems(&self, p: &mut Vec<String>) {
+        for kind in EXPORTABLE {
+            let value = self.value(kind.config_key);
+            match kind.format(value) {
+                None => p.push(format!(
+                    "source.export.{}: Google cannot export a {} as {value:?}; choose one of: {}",
+                    kind.config_key,
+                    kind.config_key,
+                    kind.format_names()
+                )),
+                Some(f) => {
+                    if let (Some(what), false) = (f.partial, self.allow_partial) {
+                        p.push(format!(
+                            "source.export.{}: {value:?} holds {what} of each {}; \
+                             set source.export.allow_partial = true to accept that",
+                            kind.config_key, kind.config_key
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
