@@ -734,7 +734,7 @@ fn versions_target(
     file: &str,
 ) -> anyhow::Result<(mirrorflow::state::Store, mirrorflow::dest::Destination, mirrorflow::model::FileId)> {
     let cfg = load_scoped(path).map_err(UsageError)?;
-    let store = mirrorflow::state::Store::open_with(&cfg.state.dir, cfg.state.store_memory()).map_err(|e| {
+    let store = mirrorflow::open::state_store(&cfg).map_err(|e| {
         if e.is_locked() {
             anyhow::anyhow!(
                 "a mirrorflow run holds the state in {}: `versions` reads it once that run stops",
@@ -744,15 +744,12 @@ fn versions_target(
             anyhow::Error::new(e).context("opening the state store")
         }
     })?;
-    let configured = mirrorflow::pipeline::destination_identity(&cfg.destination);
-    if let Some(recorded) = store.bound_destination()?.filter(|r| *r != configured) {
-        return Err(UsageError(format!(
-            "the state in {} belongs to destination {recorded:?}, but the configuration names {configured:?}",
-            cfg.state.dir.display()
-        ))
-        .into());
+    match mirrorflow::open::check_binding(&cfg, &store) {
+        Ok(()) => {}
+        Err(mirrorflow::open::BindingError::Store(e)) => return Err(e.into()),
+        Err(mirrorflow::open::BindingError::Other(o)) => return Err(UsageError(o.to_string()).into()),
     }
-    let dest = mirrorflow::dest::Destination::from_config(&cfg.destination, &cfg.retry)?;
+    let dest = mirrorflow::open::destination(&cfg)?;
     let Some(id) = mirrorflow::dest::versions::find_file(&store, &dest, file)? else {
         return Err(UsageError(format!("no mirrored file has the id or key {file:?}")).into());
     };

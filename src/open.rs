@@ -1,12 +1,16 @@
 //! Opening what the commands read and write, in one place: the Drive client and the scope it sees
-//! (`run`, `verify`, `versions`, `log`), the identity a store is bound to, and the state store opened
-//! to read beside no pipeline. `pipeline` opens the rest of a run (`pipeline::open`).
+//! (`run`, `verify`), the identity a store is bound to, the state store opened to read beside no
+//! pipeline and checked against that identity (`verify`, `versions`, `log`, `status`, `dlq`), and the
+//! destination (`versions`). `pipeline` opens the rest of a run (`pipeline::open`). Each command keeps
+//! its own wording of a failure; what is opened, and how, is decided here.
 
 use crate::config::Config;
+use crate::dest::{DestError, Destination};
 use crate::drive::{DriveClient, DriveError, DriveSettings};
 use crate::mirror::Scope;
 use crate::model::DriveId;
 use crate::retry::RetryPolicy;
+use crate::state::{Store, StoreError};
 use std::io::Write as _;
 
 /// Why the scope could not be resolved.
@@ -98,4 +102,51 @@ pub fn destination_identity(d: &crate::config::DestinationConfig) -> String {
         Some(e) => format!("{url} at {}", e.trim_end_matches('/')),
         None => url.to_string(),
     }
+}
+
+/// The state store of `[state] dir`, opened to read beside no pipeline (a running one holds its lock:
+/// [`StoreError::is_locked`] tells the caller to ask that run instead).
+pub fn state_store(cfg: &Config) -> Result<Store, StoreError> {
+    Store::open_with(&cfg.state.dir, cfg.state.store_memory())
+}
+
+/// The store was written for another destination than the configuration names: reading it against
+/// this one would report (or restore) the wrong objects.
+#[derive(Debug, thiserror::Error)]
+#[error("the state in {state} belongs to destination {recorded:?}, but the configuration names {configured:?}")]
+pub struct OtherDestination {
+    /// The state folder.
+    pub state: String,
+    /// The destination the store is bound to.
+    pub recorded: String,
+    /// The destination the configuration names.
+    pub configured: String,
+}
+
+/// Why a store's destination could not be confirmed.
+#[derive(Debug, thiserror::Error)]
+pub enum BindingError {
+    /// The store could not be read.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// It belongs to another destination.
+    #[error("{0}")]
+    Other(#[from] OtherDestination),
+}
+
+/// Confirms that `store` belongs to the destination `cfg` names (a store bound to none yet belongs to
+/// any).
+pub fn check_binding(cfg: &Config, store: &Store) -> Result<(), BindingError> {
+    let configured = destination_identity(&cfg.destination);
+    match store.bound_destination()? {
+        Some(recorded) if recorded != configured => {
+            Err(OtherDestination { state: cfg.state.dir.display().to_string(), recorded, configured }.into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The configured destination (`[destination]`, with `[retry]`).
+pub fn destination(cfg: &Config) -> Result<Destination, DestError> {
+    Destination::from_config(&cfg.destination, &cfg.retry)
 }

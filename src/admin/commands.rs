@@ -8,6 +8,66 @@ use crate::model::{FileId, Refresh};
 use crate::state::Store;
 use std::path::Path;
 
+/// `status --json`. Fields in name order: the bytes are those of the map the command printed before
+/// it had a type (serde_json sorts a map's keys).
+#[derive(serde::Serialize)]
+struct StatusJson<'a> {
+    bytes: u64,
+    checkpoint: Option<&'a CheckpointJson>,
+    dead_lettered: usize,
+    files: usize,
+    folders: usize,
+    in_flight: usize,
+    index: Option<&'a IndexJson>,
+    last_run: Option<&'a crate::status::LiveStatus>,
+    skipped: &'a std::collections::BTreeMap<String, usize>,
+}
+
+/// The saved checkpoint in `status`.
+#[derive(serde::Serialize)]
+struct CheckpointJson {
+    checkpoint_age_seconds: u64,
+    drives: &'static str,
+    last_poll_unix_ms: u64,
+    phase: String,
+    start_token: String,
+}
+
+impl CheckpointJson {
+    fn new(c: &crate::state::Checkpoint, now: u64) -> Self {
+        let phase = match &c.phase {
+            crate::state::FeedPhase::Listing { job, .. } => format!("initial listing, pass {}", job + 1),
+            crate::state::FeedPhase::Changes { token } => format!("following changes from token {token}"),
+        };
+        CheckpointJson {
+            checkpoint_age_seconds: now.saturating_sub(c.read_at_unix_ms) / 1000,
+            drives: "all in scope (one change feed)",
+            last_poll_unix_ms: c.read_at_unix_ms,
+            phase,
+            start_token: c.start_token.clone(),
+        }
+    }
+}
+
+/// How far the PostgreSQL index is behind the audit log, in `status`.
+#[derive(serde::Serialize)]
+struct IndexJson {
+    applied_seq: u64,
+    audit_head: u64,
+    lag_events: u64,
+}
+
+/// One line of `log --json` (fields in name order, as the untyped map printed them).
+#[derive(serde::Serialize)]
+struct LogLineJson<'a> {
+    at: String,
+    detail: Option<&'a str>,
+    file_id: &'a str,
+    key: Option<&'a str>,
+    operation: &'a str,
+    seq: u64,
+}
+
 /// `mirrorflow status`: the saved checkpoint, what the store holds, and the live status.
 /// `state_dir` holds the live status; `index_configured` says whether `[index]` names a database.
 pub fn status(
@@ -21,37 +81,31 @@ pub fn status(
     let counts = store.counts()?;
     let checkpoint = store.checkpoint()?;
     let now = crate::model::unix_ms();
-    let cp = checkpoint.as_ref().map(|c| {
-        let phase = match &c.phase {
-            crate::state::FeedPhase::Listing { job, .. } => format!("initial listing, pass {}", job + 1),
-            crate::state::FeedPhase::Changes { token } => format!("following changes from token {token}"),
-        };
-        serde_json::json!({"drives": "all in scope (one change feed)", "phase": phase, "start_token": c.start_token,
-            "last_poll_unix_ms": c.read_at_unix_ms, "checkpoint_age_seconds": now.saturating_sub(c.read_at_unix_ms) / 1000})
-    });
+    let cp = checkpoint.as_ref().map(|c| CheckpointJson::new(c, now));
     let head = store.audit_head()?;
-    let index = store.index_acked()?.map(
-        |acked| serde_json::json!({"applied_seq": acked, "audit_head": head, "lag_events": head.saturating_sub(acked)}),
-    );
-    let v = serde_json::json!({
-        "checkpoint": cp,
-        "index": index,
-        "files": counts.files, "folders": counts.folders, "bytes": counts.bytes, "dead_lettered": counts.dead_lettered,
-        "skipped": counts.skipped,
-        "in_flight": live.as_ref().map_or(0, |l| l.in_flight),
-        "last_run": live,
+    let index = store.index_acked()?.map(|acked| IndexJson {
+        applied_seq: acked,
+        audit_head: head,
+        lag_events: head.saturating_sub(acked),
     });
+    let in_flight = live.as_ref().map_or(0, |l| l.in_flight);
     if json {
+        let v = StatusJson {
+            bytes: counts.bytes,
+            checkpoint: cp.as_ref(),
+            dead_lettered: counts.dead_lettered,
+            files: counts.files,
+            folders: counts.folders,
+            in_flight,
+            index: index.as_ref(),
+            last_run: live.as_ref(),
+            skipped: &counts.skipped,
+        };
         writeln!(out.out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(Exit::Success);
     }
     match &cp {
-        Some(c) => writeln!(
-            out.out,
-            "checkpoint: {} (last poll {}s ago)",
-            c["phase"].as_str().unwrap_or(""),
-            c["checkpoint_age_seconds"]
-        )?,
+        Some(c) => writeln!(out.out, "checkpoint: {} (last poll {}s ago)", c.phase, c.checkpoint_age_seconds)?,
         None => writeln!(out.out, "checkpoint: none (the next run lists everything)")?,
     }
     writeln!(
@@ -113,11 +167,19 @@ pub fn log(
     let mut shown = 0u64;
     let mut failed: Option<std::io::Error> = None;
     store.for_each_audit(since_unix_ms, file, |seq, e| {
-        let at = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at_unix_ms));
+        let at =
+            humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at_unix_ms));
         let key = e.key.as_ref().map(|k| k.0.as_str());
         let line = if json {
-            serde_json::json!({"seq": seq, "at": at.to_string(), "operation": e.what, "key": key, "file_id": e.file_id.0, "detail": e.detail})
-                .to_string()
+            let line = LogLineJson {
+                at: at.to_string(),
+                detail: e.detail.as_deref(),
+                file_id: &e.file_id.0,
+                key,
+                operation: &e.what,
+                seq,
+            };
+            serde_json::to_string(&line).unwrap_or_default()
         } else {
             let detail = e.detail.as_deref().map(|d| format!("  ({d})")).unwrap_or_default();
             format!("{at}  {:<13}  {}  [{}]{detail}", e.what, key.unwrap_or("-"), e.file_id.0)

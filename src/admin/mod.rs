@@ -485,7 +485,7 @@ pub fn answer(
         writeln!(out.err, "nothing is logged yet: there is no state in {}", dir.display())?;
         return Ok(Exit::Success.code());
     }
-    let store = match Store::open_with(dir, cfg.state.store_memory()) {
+    let store = match crate::open::state_store(cfg) {
         Ok(store) => store,
         Err(e) if e.is_locked() => return ask(dir, request, out),
         Err(source) => return Err(AdminError::Open { dir: dir.display().to_string(), source }),
@@ -506,14 +506,12 @@ pub fn answer(
 
 /// The configured destination, refused when the store belongs to another one.
 fn bound_destination(cfg: &crate::config::Config, store: &Store) -> Result<Destination, AdminError> {
-    let configured = crate::open::destination_identity(&cfg.destination);
-    if let Some(recorded) = store.bound_destination()?.filter(|r| *r != configured) {
-        return Err(AdminError::Usage(format!(
-            "the state in {} belongs to destination {recorded:?}, but the configuration names {configured:?}",
-            cfg.state.dir.display()
-        )));
+    match crate::open::check_binding(cfg, store) {
+        Ok(()) => {}
+        Err(crate::open::BindingError::Store(e)) => return Err(e.into()),
+        Err(crate::open::BindingError::Other(o)) => return Err(AdminError::Usage(o.to_string())),
     }
-    Destination::from_config(&cfg.destination, &cfg.retry).map_err(|e| AdminError::Usage(e.to_string()))
+    crate::open::destination(cfg).map_err(|e| AdminError::Usage(e.to_string()))
 }
 
 /// `verify`'s flags.

@@ -241,15 +241,15 @@ pub(crate) fn open_store(cfg: &Config) -> Result<Option<Store>, VerifyError> {
     if !dir.exists() {
         return Ok(None);
     }
-    let store = Store::open_with(dir, cfg.state.store_memory()).map_err(|e| {
+    let store = crate::open::state_store(cfg).map_err(|e| {
         if e.is_locked() { VerifyError::Locked(dir.display().to_string()) } else { VerifyError::Store(e) }
     })?;
-    let configured = crate::open::destination_identity(&cfg.destination);
-    match store.bound_destination()? {
-        Some(recorded) if recorded != configured => {
-            Err(VerifyError::OtherDestination { state: dir.display().to_string(), recorded, configured })
+    match crate::open::check_binding(cfg, &store) {
+        Ok(()) => Ok(Some(store)),
+        Err(crate::open::BindingError::Store(e)) => Err(e.into()),
+        Err(crate::open::BindingError::Other(o)) => {
+            Err(VerifyError::OtherDestination { state: o.state, recorded: o.recorded, configured: o.configured })
         }
-        _ => Ok(Some(store)),
     }
 }
 
