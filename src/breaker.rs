@@ -10,6 +10,7 @@
 //! retryable failure re-opens it for another cool-down. Time is `tokio::time`, so a paused test clock
 //! drives it.
 
+use crate::internal_events::{CircuitChanged, InternalEvent};
 use crate::retry::Classified;
 use std::future::Future;
 use std::sync::Mutex;
@@ -90,7 +91,7 @@ impl Breaker {
             inner: Mutex::new(Inner::Closed { failures: 0 }),
             changed: Notify::new(),
         };
-        crate::metrics::circuit_state(remote, BreakerState::Closed as u8);
+        CircuitChanged::Started { remote, state: BreakerState::Closed as u8 }.emit();
         b
     }
 
@@ -140,7 +141,7 @@ impl Breaker {
                         *inner = Inner::HalfOpen { probing: true };
                         drop(inner);
                         self.publish(BreakerState::HalfOpen);
-                        tracing::info!(remote = self.remote, "circuit half-open: probing");
+                        CircuitChanged::HalfOpen { remote: self.remote }.emit();
                         return Permit::Probe;
                     }
                     Inner::Open { until } => Some(until),
@@ -181,10 +182,9 @@ impl Breaker {
         if before != after {
             self.publish(after);
             if after == BreakerState::Open {
-                crate::metrics::circuit_opened(self.remote);
-                tracing::warn!(remote = self.remote, cooldown = ?self.settings.cooldown, "circuit open: holding calls");
+                CircuitChanged::Opened { remote: self.remote, cooldown: self.settings.cooldown }.emit();
             } else if after == BreakerState::Closed {
-                tracing::info!(remote = self.remote, "circuit closed");
+                CircuitChanged::Closed { remote: self.remote }.emit();
             }
             self.changed.notify_waiters();
         }
@@ -202,7 +202,7 @@ impl Breaker {
     }
 
     fn publish(&self, state: BreakerState) {
-        crate::metrics::circuit_state(self.remote, state as u8);
+        CircuitChanged::Published { remote: self.remote, state: state as u8 }.emit();
     }
 }
 

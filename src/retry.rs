@@ -2,6 +2,7 @@
 //! `Retry-After`, capped attempts), a token bucket that caps the request rate, and the retry class
 //! every boundary error reports.
 
+use crate::internal_events::InternalEvent;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -92,9 +93,9 @@ impl RetryPolicy {
                 Err(e) if e.class() == ErrorClass::Retryable && failures + 1 < self.max_attempts => {
                     failures += 1;
                     timeouts += u32::from(e.timed_out());
-                    crate::metrics::retry(remote, &e.reason());
                     let wait = self.wait(&e, failures);
-                    tracing::debug!(remote, reason = %e.reason(), ?wait, failures, "retrying");
+                    let reason = e.reason();
+                    crate::internal_events::Retrying { remote, reason: &reason, wait, failures }.emit();
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),

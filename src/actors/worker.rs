@@ -3,6 +3,7 @@
 //! an in-hand slot the supervisor can read after a crash.
 
 use super::supervisor::{ChildSpec, SpawnFn};
+use crate::internal_events::InternalEvent;
 use crate::stages::{Emit, FailureInjector, Redo, Stage, StageError, StageName};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::{Arc, Mutex};
@@ -132,7 +133,7 @@ where
         let started = Instant::now();
         match st.stage.process(items, &st.emit).await {
             Ok(()) => {
-                crate::metrics::stage_time(S::NAME.as_str(), started.elapsed());
+                crate::internal_events::BatchProcessed { stage: S::NAME, took: started.elapsed() }.emit();
                 st.in_hand.lock().unwrap_or_else(|p| p.into_inner()).clear();
                 myself.send_message(Pull)?;
                 Ok(())

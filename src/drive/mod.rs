@@ -9,6 +9,7 @@ pub mod login;
 pub mod token_cache;
 pub mod webhook;
 
+use crate::internal_events::InternalEvent;
 pub use error::DriveError;
 use error::RetryAfterCapture;
 
@@ -238,7 +239,7 @@ impl DriveClient {
                 if let Some(shared) = &self.shared_limiter {
                     shared.acquire().await;
                 }
-                crate::metrics::drive_request(remote);
+                crate::internal_events::DriveRequested { remote }.emit();
                 // Read as late as possible: the token the call is about to take is of this generation.
                 *latest = self.auth.generation();
                 let limit = self.settings.timeout;

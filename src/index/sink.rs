@@ -8,6 +8,7 @@
 use super::connect::Target;
 use super::rows::{Row, RowChange, VersionRow, row_for, version_rows};
 use super::{IndexError, quote_ident, schema};
+use crate::internal_events::{IndexLagged, IndexRowsWritten, IndexSessionFailed, InternalEvent};
 use crate::model::FileId;
 use crate::state::{AuditEntry, RecordKind, Store};
 use std::collections::BTreeSet;
@@ -90,18 +91,11 @@ impl<W: Send + Sync + 'static> Sink<W> {
         loop {
             let started = tokio::time::Instant::now();
             let Err(e) = self.session(&acked).await;
-            crate::metrics::index_error();
-            if let Ok(head) = self.store.audit_head() {
-                crate::metrics::index_lag(head.saturating_sub(acked.borrow().unwrap_or(0)));
-            }
+            let lag = self.store.audit_head().ok().map(|head| head.saturating_sub(acked.borrow().unwrap_or(0)));
             if started.elapsed() > BACKOFF.1 {
                 wait = BACKOFF.0;
             }
-            if e.is_retryable() {
-                tracing::warn!(error = %e, retry_in = ?wait, "index: PostgreSQL is not reachable; the mirror goes on");
-            } else {
-                tracing::error!(error = %e, retry_in = ?wait, "index: PostgreSQL refuses the index's writes");
-            }
+            IndexSessionFailed { error: &e, retryable: e.is_retryable(), lag, retry_in: wait }.emit();
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(BACKOFF.1);
         }
@@ -130,7 +124,7 @@ impl<W: Send + Sync + 'static> Sink<W> {
                 recorded = Some(cursor);
             }
             let head = self.store.audit_head()?;
-            crate::metrics::index_lag(head.saturating_sub(cursor));
+            IndexLagged { events: head.saturating_sub(cursor) }.emit();
             let page = self.store.audit_page(cursor, BATCH)?;
             match page.first() {
                 None => {
@@ -254,8 +248,7 @@ impl<W: Send + Sync + 'static> Sink<W> {
         // What the rebuild read is durable before PostgreSQL has it.
         self.store.sync()?;
         tx.commit().await?;
-        crate::metrics::index_rows(rows);
-        tracing::info!(rows, cursor = head, "index rebuilt from the store's records");
+        IndexRowsWritten::Rebuilt { rows, cursor: head }.emit();
         Ok(head)
     }
 
@@ -354,7 +347,7 @@ impl<W: Send + Sync + 'static> Sink<W> {
             return Err(IndexError::CursorMoved);
         }
         tx.commit().await?;
-        crate::metrics::index_rows(rows);
+        IndexRowsWritten::Applied { rows }.emit();
         Ok(last)
     }
 }

@@ -5,6 +5,7 @@
 //! A part is reserved whole before its first byte is buffered and released when its upload ends, so an
 //! upload waiting for room holds none: no two uploads can each hold half of what the other needs.
 
+use crate::internal_events::InternalEvent;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -25,7 +26,7 @@ pub struct Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         drop(self.permit.take());
-        crate::metrics::part_memory(self.budget.reserved_bytes());
+        crate::internal_events::PartMemoryHeld { bytes: self.budget.reserved_bytes() }.emit();
     }
 }
 
@@ -46,7 +47,7 @@ impl MemoryBudget {
     pub async fn reserve(&self, bytes: usize) -> Reservation {
         let kib = u32::try_from((bytes as u64).div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.total_kib);
         let permit = self.kib.clone().acquire_many_owned(kib).await.ok();
-        crate::metrics::part_memory(self.reserved_bytes());
+        crate::internal_events::PartMemoryHeld { bytes: self.reserved_bytes() }.emit();
         Reservation { permit, budget: self.clone() }
     }
 

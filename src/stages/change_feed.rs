@@ -6,6 +6,7 @@
 
 use super::{CommitMsg, StageError};
 use crate::drive::{ChangePage, Corpus, DriveChange, DriveError, FilePage};
+use crate::internal_events::InternalEvent;
 use crate::model::StageName;
 use crate::model::{ChangeEvent, ChangeKind, ChangeSeq, DriveFile, DriveId, FileId, Origin, Refresh};
 use crate::state::{Checkpoint, FeedPhase, StoreError};
@@ -187,7 +188,7 @@ impl<S: ChangeSource, T: FeedState> ChangeFeed<S, T> {
         out.ledger.reserve().await;
         let seq = ChangeSeq(self.next_seq.fetch_add(1, Ordering::SeqCst));
         out.events.send(ChangeEvent { seq, file_id, kind, origin }).await.map_err(|_| StageError::Closed)?;
-        crate::metrics::event(StageName::ChangeFeed.as_str(), "emitted");
+        crate::internal_events::ItemCounted { stage: StageName::ChangeFeed.as_str(), outcome: "emitted" }.emit();
         Ok(())
     }
 
@@ -241,7 +242,7 @@ impl<S: ChangeSource, T: FeedState> ChangeFeed<S, T> {
                 self.source.children_page(folder, within.as_ref(), token.as_deref()).await.map_err(Self::drive_err)?;
             if page.incomplete && within.is_none() {
                 let Some(corpus) = self.corpus_of(folder).await? else { return Ok(()) };
-                tracing::info!(%folder, ?corpus, "all-drives listing of a folder's children was incomplete; listing it within its own corpus");
+                crate::internal_events::ChildListingIncomplete { folder, corpus: &corpus }.emit();
                 (within, token) = (Some(corpus), None);
                 continue;
             }
@@ -313,9 +314,7 @@ impl<S: ChangeSource, T: FeedState> ChangeFeed<S, T> {
                 (cp, listing)
             }
             Some(_) => {
-                tracing::warn!(
-                    "the saved checkpoint follows other change logs than this scope (written by an older version, or My Drive or the items shared with the user joined or left the scope): listing everything again"
-                );
+                crate::internal_events::CheckpointOfOtherLogs.emit();
                 (self.start_over(out).await?, true)
             }
             None => (self.start_over(out).await?, true),
@@ -378,7 +377,7 @@ impl<S: ChangeSource, T: FeedState> ChangeFeed<S, T> {
             }
         }
         for id in gone {
-            tracing::warn!(drive = %id, "shared drive no longer in scope (deleted, access lost, or not selected): its mirrored files are removed per `deletes`");
+            crate::internal_events::SharedDriveChange::LeftScope(&id).emit();
             cp.feeds.retain(|(l, _)| *l != Corpus::SharedDrive(id.clone()));
             let kind = ChangeKind::SharedDrive { name: None, joined: false };
             self.emit(out, FileId(id.0), kind, origin).await?;
@@ -423,7 +422,7 @@ impl<S: ChangeSource, T: FeedState> ChangeFeed<S, T> {
         let kind = match name {
             Some(name) => {
                 if !followed {
-                    tracing::info!(drive = %id, %name, "joined a shared drive: listing it and following its change log");
+                    crate::internal_events::SharedDriveChange::Joined(id, &name).emit();
                     cp.feeds.push((
                         log,
                         self.source
@@ -435,7 +434,7 @@ impl<S: ChangeSource, T: FeedState> ChangeFeed<S, T> {
                 ChangeKind::SharedDrive { name: Some(name), joined: !followed }
             }
             None if followed => {
-                tracing::warn!(drive = %id, "shared drive deleted or no longer accessible: its mirrored files are removed per `deletes`");
+                crate::internal_events::SharedDriveChange::Gone(id).emit();
                 cp.feeds.retain(|(l, _)| *l != log);
                 ChangeKind::SharedDrive { name: None, joined: false }
             }
@@ -480,7 +479,7 @@ impl<S: ChangeSource, T: FeedState> ChangeFeed<S, T> {
             // first page". The pages already emitted are applied again harmlessly (the planner skips
             // what the store holds), and the mark and sweep at the end still sees every item.
             Err(DriveError::InvalidPageToken(message)) if token.is_some() => {
-                tracing::warn!(corpus = ?j.corpus, %message, "listing page token rejected; restarting this listing from its first page");
+                crate::internal_events::PageTokenRejected::Listing { corpus: &j.corpus, message: &message }.emit();
                 return Ok(FeedPhase::Listing { job, page_token: None });
             }
             other => other.map_err(Self::drive_err)?,
@@ -517,7 +516,7 @@ impl<S: ChangeSource, T: FeedState> ChangeFeed<S, T> {
                             break;
                         }
                         if let DriveError::InvalidPageToken(msg) = e {
-                            tracing::warn!(?log, %msg, "saved change token rejected; listing everything again");
+                            crate::internal_events::PageTokenRejected::Changes { log: &log, message: &msg }.emit();
                             return Ok(false);
                         }
                         return Err(changes_list_failure(&log, e));

@@ -4,6 +4,7 @@
 
 use super::ledger::Ledger;
 use super::{CommitMsg, Emit, Redo, Stage, StageError};
+use crate::internal_events::InternalEvent;
 use crate::model::StageName;
 use crate::model::{ChangeEvent, OutcomeKind, Refresh, SkipReason};
 use crate::state::watermark::CheckpointGate;
@@ -161,7 +162,7 @@ impl<L: CommitLog> Committer<L> {
                     OutcomeKind::TreeChanged(_) => p.folders += 1,
                     OutcomeKind::Skipped(reason) => {
                         p.skipped += 1;
-                        crate::metrics::skipped(reason.label());
+                        crate::internal_events::SkipCommitted { reason: reason.label() }.emit();
                         match reason {
                             SkipReason::NoExport(_) => p.no_export += 1,
                             SkipReason::DownloadDisabled(_) => p.download_disabled += 1,
@@ -226,11 +227,11 @@ impl<L: CommitLog> Stage for Committer<L> {
             .await
             .map_err(|e| StageError::Fatal(format!("store task: {e}")))??;
         if let Some(cp) = &batch.checkpoint {
-            crate::metrics::checkpoint_lag(crate::model::unix_ms().saturating_sub(cp.read_at_unix_ms) as f64 / 1000.0);
+            let lag_seconds = crate::model::unix_ms().saturating_sub(cp.read_at_unix_ms) as f64 / 1000.0;
+            crate::internal_events::CheckpointSaved { lag_seconds }.emit();
             if matches!(cp.phase, crate::state::FeedPhase::Changes { .. }) {
                 crate::health::initial_sync_done();
             }
-            tracing::debug!("checkpoint saved");
         }
         if !batch.refresh_add.is_empty() {
             self.refresh_wake.notify_one();
@@ -238,12 +239,12 @@ impl<L: CommitLog> Stage for Committer<L> {
         // Refresh requests count as work to do: `--once` ends only when none is left.
         let caught_up = all_done && !self.store.has_pending_refreshes()?;
         for o in &batch.outcomes {
-            crate::metrics::event(Self::NAME.as_str(), outcome_label(&o.kind));
+            crate::internal_events::ItemCounted { stage: Self::NAME.as_str(), outcome: outcome_label(&o.kind) }.emit();
         }
         if report.dead_letters_changed
             && let Ok(n) = self.store.dead_letter_count()
         {
-            crate::metrics::dlq_files(n);
+            crate::internal_events::DeadLettersCounted { files: n }.emit();
         }
         self.release_written(&batch)?;
         self.publish(&batch, caught_up);

@@ -4,6 +4,7 @@
 
 use super::ledger::{Admission, Ledger};
 use super::{Emit, Stage, StageError};
+use crate::internal_events::InternalEvent;
 use crate::model::StageName;
 use crate::model::{ChangeEvent, ChangeKind, Outcome, OutcomeKind, SkipReason};
 use crate::model::{FileId, FileRecord, FolderRecord};
@@ -74,12 +75,13 @@ impl Stage for Dedup {
             match self.ledger.admit(&event) {
                 Admission::Parked { superseded } => {
                     if let Some(old) = superseded {
-                        crate::metrics::event(Self::NAME.as_str(), "superseded");
+                        crate::internal_events::ItemCounted { stage: Self::NAME.as_str(), outcome: "superseded" }
+                            .emit();
                         emit.outcome(skipped(&old, SkipReason::Superseded)).await?;
                     }
                 }
                 Admission::Proceed => {
-                    crate::metrics::event(Self::NAME.as_str(), "forwarded");
+                    crate::internal_events::ItemCounted { stage: Self::NAME.as_str(), outcome: "forwarded" }.emit();
                     emit.forward(event).await?;
                 }
             }

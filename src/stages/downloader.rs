@@ -197,7 +197,7 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
             // A copy onto itself: the uploader writes nothing, the verifier checks the object, and the
             // committer records it like any write.
             tracing::debug!(key = %planned.key, "adopting the object already there");
-            crate::metrics::event(Self::NAME.as_str(), "adopted");
+            crate::internal_events::ItemCounted { stage: Self::NAME.as_str(), outcome: "adopted" }.emit();
             planned.kind = ActionKind::Copy { from: planned.key.clone(), fallback: Source::Media };
             return emit.forward(Transfer { planned, body: None, resume: None }).await;
         }
@@ -274,11 +274,11 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
         if offset > 0 {
             match self.source.open(&planned.file, source, offset).await {
                 Ok(stream) => {
-                    tracing::info!(file = %planned.file.id, offset, "resuming an interrupted upload from its recorded parts");
+                    crate::internal_events::UploadResume::FromParts { file: &planned.file.id, offset }.emit();
                     return Ok((stream, offset));
                 }
                 Err(e) => {
-                    tracing::warn!(file = %planned.file.id, offset, error = %e, "cannot resume at the recorded offset; starting over");
+                    crate::internal_events::UploadResume::Refused { file: &planned.file.id, offset, error: &e }.emit();
                     *resume = None;
                 }
             }
@@ -294,8 +294,7 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
     }
 
     async fn skip_gone(&self, planned: Planned, emit: &Emit<Transfer>) -> Result<(), StageError> {
-        tracing::info!(file = %planned.file.id, "gone from Drive before its download; its removal follows");
-        crate::metrics::event(StageName::Downloader.as_str(), "gone");
+        crate::internal_events::GoneBeforeDownload { file: &planned.file.id }.emit();
         let kind = OutcomeKind::Skipped(SkipReason::Gone);
         emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind }).await
     }
@@ -309,17 +308,9 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
         emit: &Emit<Transfer>,
     ) -> Result<(), StageError> {
         let Some(reason) = refusal(&e, &planned.file) else { return self.dead_letter(planned, e, emit).await };
-        let (id, name) = (&planned.file.id, &planned.file.name);
-        match &reason {
-            SkipReason::QuotaDeferred(_) => tracing::warn!(
-                file = %id, name = %name, hours = crate::state::QUOTA_DEFERRAL.as_secs() / 3600,
-                "Drive's download quota for this file is used up; deferred, asked for again by a run after that"
-            ),
-            _ => {
-                tracing::info!(file = %id, name = %name, reason = reason.label(), error = %e, "skipped: Drive will not hand this file over")
-            }
-        }
-        crate::metrics::event(Self::NAME.as_str(), reason.label());
+        let (file, name) = (&planned.file.id, planned.file.name.as_str());
+        let deferral = crate::state::QUOTA_DEFERRAL;
+        crate::internal_events::DownloadRefused { file, name, reason: &reason, error: &e, deferral }.emit();
         let kind = OutcomeKind::Skipped(reason);
         emit.outcome(Outcome { seq: planned.seq, file_id: planned.file.id.clone(), kind }).await
     }
@@ -354,7 +345,7 @@ impl<B: ByteSource, D: ObjectProbe, R: ResumeRecords> Downloader<B, D, R> {
             match stream.body.next().await {
                 Some(Ok(mut bytes)) => {
                     offset += bytes.len() as u64;
-                    crate::metrics::bytes("download", bytes.len() as u64);
+                    crate::internal_events::BytesMoved { direction: "download", bytes: bytes.len() as u64 }.emit();
                     // Fill the chunk exactly to its capacity and start the next one: a buffer that grew
                     // past its capacity would double, and each chunk would pin twice its size.
                     while !bytes.is_empty() {

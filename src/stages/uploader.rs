@@ -8,6 +8,7 @@ use super::verifier::{Mismatch, check_against_drive, retry_or_dead_letter};
 use super::{Emit, Stage, StageError};
 use crate::dest::{DestError, ObjectMeta, StoredContent};
 use crate::hashing::{ContentHasher, HashState};
+use crate::internal_events::InternalEvent;
 use crate::model::StageName;
 use crate::model::{ActionKind, FileId, ObjectKey, Outcome, OutcomeKind, Planned, Uploaded};
 use crate::retry::{Classified, ErrorClass};
@@ -151,7 +152,7 @@ async fn write_failed(
         return Err(StageError::Fatal(e.to_string()));
     }
     if let Some(refusal) = e.refusal() {
-        crate::metrics::event(StageName::Uploader.as_str(), refusal.reason());
+        crate::internal_events::ItemCounted { stage: StageName::Uploader.as_str(), outcome: refusal.reason() }.emit();
         let size = planned.file.size.filter(|_| is_media(planned));
         let why = format!("{} ({e})", refusal.explain(&planned.key, size, max_key_bytes));
         return emit.dead_letter(StageName::Uploader, planned, refusal.reason(), why).await;
@@ -289,7 +290,7 @@ impl<W: WriteTarget> Uploader<W> {
         if over_drive_size(planned, w.hasher.len()) {
             return Ok(Some(Mismatch::Size { expected: planned.file.size.unwrap_or(0), got: w.hasher.len() }));
         }
-        crate::metrics::bytes("upload", bytes.len() as u64);
+        crate::internal_events::BytesMoved { direction: "upload", bytes: bytes.len() as u64 }.emit();
         w.pending_len += bytes.len();
         w.pending.push(bytes);
         let streaming = w.parts.as_ref().is_some_and(|p| p.streams_chunks());
@@ -341,7 +342,7 @@ impl<W: WriteTarget> Uploader<W> {
         let hasher =
             ContentHasher::restore(&point.hashes, self.digests).map_err(|e| DestError::Config(e.to_string()))?;
         tracing::debug!(file = %planned.file.id, parts = point.parts.len(), offset = point.offset, "continuing multipart upload");
-        crate::metrics::event(Self::NAME.as_str(), "upload_resumed");
+        crate::internal_events::ItemCounted { stage: Self::NAME.as_str(), outcome: "upload_resumed" }.emit();
         Ok((hasher, self.target.resume_parts(&planned.file.id, record)))
     }
 
@@ -388,7 +389,7 @@ impl<W: WriteTarget> Uploader<W> {
                 let resumed = t.resume.is_some();
                 match self.write_stream(planned.clone(), body, t.resume).await {
                     Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) if resumed => {
-                        tracing::warn!(file = %planned.file.id, "the interrupted upload is gone from the destination; starting over");
+                        crate::internal_events::UploadResume::Gone { file: &planned.file.id }.emit();
                         self.target.forget_upload(&planned.file.id);
                         return self.refetch.put(planned.clone());
                     }
@@ -404,7 +405,7 @@ impl<W: WriteTarget> Uploader<W> {
             Ok(Written::Abandoned) => Ok(()),
             Ok(Written::Refetch) => self.refetch.put(download_instead(planned)),
             Ok(Written::Rejected(planned, m)) => {
-                crate::metrics::event(Self::NAME.as_str(), "rejected");
+                crate::internal_events::ItemCounted { stage: Self::NAME.as_str(), outcome: "rejected" }.emit();
                 retry_or_dead_letter(planned, m, &self.refetch, emit).await
             }
             Err(e) => write_failed(&planned, e, self.max_key_bytes, emit).await,
@@ -430,7 +431,7 @@ impl<W: WriteTarget> Uploader<W> {
                     Ok(()) => {}
                     Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
                         if self.target.size_of(&rec.key).await? != Some(rec.size) {
-                            tracing::warn!(key = %old, file = %rec.id, "object to move is missing; fetching it from Drive again");
+                            crate::internal_events::MoveSourceMissing { key: &old, file: &rec.id }.emit();
                             lost.push(rec.id.clone());
                         }
                     }
@@ -502,8 +503,7 @@ impl<W: WriteTarget> Uploader<W> {
     /// published newer bytes there), so anything the store cannot prove is fetched from Drive instead.
     async fn copy(&self, planned: &Planned, from: &crate::model::ObjectKey) -> Result<Written, DestError> {
         if !self.holds_drive_content(planned, from).await? {
-            crate::metrics::event(Self::NAME.as_str(), "copy_source_unproven");
-            tracing::info!(file = %planned.file.id, from = %from, "copy source does not provably hold Drive's bytes; fetching them from Drive");
+            crate::internal_events::CopySourceUnproven { file: &planned.file.id, from }.emit();
             return Ok(Written::Refetch);
         }
         if *from != planned.key {

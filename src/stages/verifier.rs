@@ -4,7 +4,7 @@
 
 use super::{Emit, Stage, StageError};
 use crate::dest::DestError;
-use crate::internal_events::{InternalEvent, MismatchRefetched};
+use crate::internal_events::{InternalEvent, MismatchRefetched, OldKeyLeft};
 use crate::model::StageName;
 use crate::model::{FileRecord, ObjectKey, Outcome, OutcomeKind, Planned, Source, Uploaded};
 use crate::state::Intent;
@@ -126,12 +126,12 @@ impl<D: StoredObjects> Verifier<D> {
         {
             // Noted as an unfinished write of this file: the next start removes it (unless another
             // file has claimed the key since), so a failed delete never leaves an orphan for good.
-            tracing::warn!(key = %old, error = %e, "could not remove the old key after a move; the next start removes it");
+            OldKeyLeft { key: old, error: &e }.emit();
             let leftover = Intent { key: old.clone(), file: u.planned.file.id.clone(), moves_recorded_bytes: false };
             let note = super::CommitMsg::Leftovers(vec![leftover]);
             emit.commit.send(note).await.map_err(|_| StageError::Closed)?;
         }
-        crate::metrics::event(Self::NAME.as_str(), "verified");
+        crate::internal_events::ItemCounted { stage: Self::NAME.as_str(), outcome: "verified" }.emit();
         let p = &u.planned;
         let record = FileRecord {
             id: p.file.id.clone(),

@@ -12,6 +12,7 @@ mod sweep;
 mod versions;
 pub mod watermark;
 
+use crate::internal_events::InternalEvent;
 use crate::model::{
     DeadLetter, DriveId, FileId, FileRecord, FolderRecord, ObjectKey, Outcome, OutcomeKind, Refresh, SkipReason,
 };
@@ -369,7 +370,7 @@ impl Store {
         if !self.memory.over_budget(self.db.write_buffer_size()) {
             return Ok(());
         }
-        crate::metrics::event("state", "memtables_flushed");
+        crate::internal_events::MemtablesFlushed.emit();
         for ks in self.keyspaces() {
             ks.rotate_memtable()?;
         }

@@ -12,6 +12,7 @@ use super::{Report, Sources, VerifyOptions, reconcile, request_repairs};
 use crate::config::ExportConfig;
 use crate::dest::Destination;
 use crate::drive::DriveClient;
+use crate::internal_events::{InternalEvent, ScheduledVerify};
 use crate::stages::ledger::Ledger;
 use crate::stages::planner::Scope;
 use crate::state::{Store, unix_ms};
@@ -123,10 +124,15 @@ impl Schedule {
                 if report.equal() {
                     status.last_clean_unix_ms = status.last_run_unix_ms;
                 }
-                crate::metrics::verify_run(status.missing, status.mismatched, status.extra);
+                ScheduledVerify::Finished {
+                    missing: status.missing,
+                    mismatched: status.mismatched,
+                    extra: status.extra,
+                }
+                .emit();
             }
             Err(e) => {
-                tracing::warn!(error = %e, "scheduled verify could not finish; the next one is in [verify] every");
+                ScheduledVerify::Failed { error: &e }.emit();
                 status.last_error = Some(e.to_string());
             }
         }
@@ -135,19 +141,19 @@ impl Schedule {
     /// Logs the differences and asks the pipeline to repair them; returns the requests recorded.
     fn repair(&self, report: &Report) -> Result<usize, super::VerifyError> {
         if report.equal() {
-            tracing::info!(files = report.checked, "scheduled verify: the mirror equals Drive");
+            ScheduledVerify::Clean { files: report.checked }.emit();
             return Ok(0);
         }
         let n = request_repairs(&self.store, report, false)?;
-        tracing::warn!(
-            missing = report.missing_count(),
-            mismatched = report.mismatched_count(),
-            extra = report.extra_count(),
-            unknown = report.unknown_count(),
-            links = report.link_count(),
-            repairs = n,
-            "scheduled verify found differences; repairing them through the pipeline"
-        );
+        ScheduledVerify::Repairing {
+            missing: report.missing_count(),
+            mismatched: report.mismatched_count(),
+            extra: report.extra_count(),
+            unknown: report.unknown_count(),
+            links: report.link_count(),
+            repairs: n,
+        }
+        .emit();
         self.wake.notify_one();
         Ok(n)
     }

@@ -2,6 +2,7 @@
 //! one whose bytes another event is downloading waits for that event.
 
 use super::*;
+use crate::internal_events::InternalEvent;
 
 /// Content copies remembered before the finished ones are forgotten.
 pub(super) const CONTENT_COPIES_REMEMBERED: usize = 1024;
@@ -53,7 +54,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             return Ok(None);
         }
         self.content_copies.insert(event.seq, class);
-        crate::metrics::event("planner", "content_copy");
+        crate::internal_events::ItemCounted { stage: "planner", outcome: "content_copy" }.emit();
         Ok(Some(holder.key))
     }
 
@@ -80,7 +81,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         if !waits {
             return false;
         }
-        crate::metrics::event("planner", "content_wait");
+        crate::internal_events::ItemCounted { stage: "planner", outcome: "content_wait" }.emit();
         tracing::debug!(file = %planned.file.id, md5, "waiting for the same content downloaded by another event");
         true
     }

@@ -210,7 +210,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             other => other,
         };
         if self.applied_before_planning(&event)? {
-            crate::metrics::event("dedup", "unchanged");
+            crate::internal_events::ItemCounted { stage: "dedup", outcome: "unchanged" }.emit();
             return Ok(Err(super::dedup::skipped(&event, SkipReason::Unchanged)));
         }
         let file = match &event.kind {
@@ -229,7 +229,7 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         };
         let file = if file.is_shortcut() { self.through_shortcut(n, file).await? } else { file };
         if file.shortcut_target.is_some() && self.applied(&event, &file)? {
-            crate::metrics::event("dedup", "unchanged");
+            crate::internal_events::ItemCounted { stage: "dedup", outcome: "unchanged" }.emit();
             return Ok(Err(super::dedup::skipped(&event, SkipReason::Unchanged)));
         }
         // Decided now that the folder is known (it was looked up above).
@@ -406,7 +406,7 @@ impl<L: FolderLookup, S: PlanView> Stage for Planner<L, S> {
                     {
                         continue;
                     }
-                    crate::metrics::event(Self::NAME.as_str(), "planned");
+                    crate::internal_events::ItemCounted { stage: Self::NAME.as_str(), outcome: "planned" }.emit();
                     let tree = matches!(planned.kind, ActionKind::Tree(_));
                     if !tree {
                         holds.extend(touched_classes(&planned));

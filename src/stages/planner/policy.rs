@@ -2,6 +2,7 @@
 //! what a shortcut becomes.
 
 use super::*;
+use crate::internal_events::InternalEvent;
 
 /// What the selection said of an event before its folder was resolved.
 #[derive(Debug, PartialEq)]
@@ -188,15 +189,5 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
 
 /// The log line and metric of a file Drive will not hand over (or has no bytes for).
 pub(super) fn note_skip(file: &DriveFile, reason: &SkipReason) {
-    match reason {
-        SkipReason::DownloadDisabled(_) => {
-            crate::metrics::event("planner", "download_disabled");
-            tracing::info!(file = %file.id, name = %file.name, "skipped: the owner disabled downloads of this file");
-        }
-        SkipReason::NoExport(_) => {
-            crate::metrics::event("planner", "no_export");
-            tracing::info!(file = %file.id, name = %file.name, mime = %file.mime_type, "skipped: Drive has no export for this Google type");
-        }
-        r => tracing::debug!(file = %file.id, reason = r.label(), "skipped again: Drive refused this version"),
-    }
+    crate::internal_events::PlannerSkipped { file, reason }.emit();
 }
