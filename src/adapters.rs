@@ -179,32 +179,43 @@ impl FolderLookup for DriveClient {
     }
 }
 
+/// What the uploader writes through: the destination's multipart uploads (which hold only the
+/// store's upload records) and the store, for the writes it notes ahead, a folder's records and the
+/// versions it keeps.
+#[derive(Clone)]
+pub struct UploadTarget {
+    /// Objects and multipart uploads.
+    pub uploads: Uploads,
+    /// Noted writes, folder pages, kept versions.
+    pub store: Store,
+}
+
 // The uploader writes through the destination and notes its writes in the store.
-impl WriteTarget for Uploads {
+impl WriteTarget for UploadTarget {
     type Parts = Multipart;
     async fn put(&self, key: &ObjectKey, body: Vec<Bytes>, meta: &ObjectMeta) -> Result<Option<String>, DestError> {
-        self.dest.put(key, body, meta).await
+        self.uploads.dest.put(key, body, meta).await
     }
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), DestError> {
-        self.dest.copy(from, to).await
+        self.uploads.dest.copy(from, to).await
     }
     async fn copy_as(&self, from: &ObjectKey, to: &ObjectKey, meta: &ObjectMeta) -> Result<(), DestError> {
-        self.dest.copy_as(from, to, meta).await
+        self.uploads.dest.copy_as(from, to, meta).await
     }
     async fn remove(&self, key: &ObjectKey) -> Result<(), DestError> {
-        self.dest.remove(key).await
+        self.uploads.dest.remove(key).await
     }
     async fn delete(&self, key: &ObjectKey) -> Result<(), DestError> {
-        self.dest.delete(key).await
+        self.uploads.dest.delete(key).await
     }
     async fn move_object(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), DestError> {
-        self.dest.move_object(from, to).await
+        self.uploads.dest.move_object(from, to).await
     }
     async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>, DestError> {
-        self.dest.head(key).await
+        self.uploads.dest.head(key).await
     }
     async fn stored_content(&self, key: &ObjectKey) -> Result<Option<StoredContent>, DestError> {
-        self.dest.stored_content(key).await
+        self.uploads.dest.stored_content(key).await
     }
     async fn start_parts(
         &self,
@@ -213,16 +224,16 @@ impl WriteTarget for Uploads {
         meta: &ObjectMeta,
         content: Option<(String, u64)>,
     ) -> Result<Multipart, DestError> {
-        self.start(file, key, meta, content).await
+        self.uploads.start(file, key, meta, content).await
     }
     fn resume_parts(&self, file: &FileId, record: UploadRecord) -> Multipart {
-        self.resume(file, record)
+        self.uploads.resume(file, record)
     }
     async fn discard_stale_upload(&self, file: &FileId) {
-        self.discard_stale(file).await
+        self.uploads.discard_stale(file).await
     }
     fn forget_upload(&self, file: &FileId) {
-        self.forget(file)
+        self.uploads.forget(file)
     }
     fn note_writes(&self, intents: &[Intent]) -> Result<(), StoreError> {
         self.store.record_intents(intents)
@@ -231,7 +242,7 @@ impl WriteTarget for Uploads {
         self.store.files_in_folder_page(folder, after, limit)
     }
     async fn keep_version(&self, file: &FileId, new_md5: Option<&str>) -> Result<(), DestError> {
-        crate::dest::versions::keep(&self.dest, &self.store, file, new_md5).await
+        crate::dest::versions::keep(&self.uploads.dest, &self.store, file, new_md5).await
     }
 }
 

@@ -396,10 +396,11 @@ fn downloader(
 fn uploader(
     sh: &Shared,
     refetch: &Redo<Planned>,
-) -> impl Fn() -> Result<Uploader<Uploads>, String> + Send + Sync + 'static {
+) -> impl Fn() -> Result<Uploader<crate::adapters::UploadTarget>, String> + Send + Sync + 'static {
     let cfg = &sh.cfg.pipeline;
     let (dest, store, chunk_size) = (sh.res.dest.clone(), sh.res.store.clone(), cfg.chunk_size.0 as usize);
-    let target = crate::dest::multipart::Uploads { dest, store, chunk_size };
+    let uploads = crate::dest::multipart::Uploads { dest, book: store.upload_book(), chunk_size };
+    let target = crate::adapters::UploadTarget { uploads, store };
     let budget = crate::stages::budget::MemoryBudget::new(cfg.memory_budget.0);
     let part_concurrency = sh.cfg.stages.settings(StageName::Uploader).part_concurrency;
     let (part_size, digests, refetch) = (cfg.part_size.0 as usize, cfg.digests(), refetch.clone());
@@ -833,7 +834,7 @@ async fn finish_adoption(
 
 /// Aborts the multipart uploads no transfer will continue (see [`Uploads::abort_recorded`]).
 async fn abort_recorded_uploads(store: &Store, dest: &Destination, keep_resumable: bool) -> Result<(), PipelineError> {
-    let uploads = Uploads { dest: dest.clone(), store: store.clone(), chunk_size: 0 };
+    let uploads = Uploads { dest: dest.clone(), book: store.upload_book(), chunk_size: 0 };
     uploads.abort_recorded(keep_resumable).await.map_err(|e| match e {
         AbortError::Dest(e) => PipelineError::Dest(e),
         AbortError::Store(e) => PipelineError::Store(e),

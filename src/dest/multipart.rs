@@ -6,7 +6,7 @@
 use super::{DestError, Destination, ObjectMeta};
 use crate::hashing::HashState;
 use crate::model::{FileId, ObjectKey};
-use crate::state::{ResumePoint, Store, UploadRecord};
+use crate::state::{ResumePoint, UploadBook, UploadRecord};
 use bytes::Bytes;
 use object_store::multipart::PartId;
 
@@ -15,8 +15,8 @@ use object_store::multipart::PartId;
 pub struct Uploads {
     /// Where the parts go.
     pub dest: Destination,
-    /// Where upload ids and progress are recorded.
-    pub store: Store,
+    /// Where upload ids and progress are recorded (upload records only).
+    pub book: UploadBook,
     /// Part size of a write without an upload id (a local folder): such a write goes to one file, in
     /// order, so larger parts would only hold memory; each chunk is written as it comes.
     pub chunk_size: usize,
@@ -40,43 +40,41 @@ impl Uploads {
         // A marker first (synced): a kill between the create and the record of its id leaves an upload
         // only a listing can find, and the marker tells the next start where to list.
         let marker = UploadRecord { key: key.clone(), upload_id: String::new(), content, resume: None };
-        self.store
-            .record_upload(file, &marker)
-            .map_err(|e| DestError::State(format!("cannot record the upload: {e}")))?;
+        self.book.record(file, &marker).map_err(|e| DestError::State(format!("cannot record the upload: {e}")))?;
         let id = self.dest.create_upload(key, meta).await?;
         let record = UploadRecord { upload_id: id.clone(), ..marker };
-        if let Err(e) = self.store.record_upload(file, &record) {
+        if let Err(e) = self.book.record(file, &record) {
             let _ = self.dest.abort_upload(key, &id).await;
             return Err(DestError::State(format!("cannot record the upload: {e}")));
         }
-        Ok(Multipart::Recorded(Box::new(RecordedUpload::new(self.dest.clone(), self.store.clone(), file, record))))
+        Ok(Multipart::Recorded(Box::new(RecordedUpload::new(self.dest.clone(), self.book.clone(), file, record))))
     }
 
     /// Continues an interrupted upload whose record has finished parts.
     pub fn resume(&self, file: &FileId, record: UploadRecord) -> Multipart {
-        Multipart::Recorded(Box::new(RecordedUpload::new(self.dest.clone(), self.store.clone(), file, record)))
+        Multipart::Recorded(Box::new(RecordedUpload::new(self.dest.clone(), self.book.clone(), file, record)))
     }
 
     /// Aborts an upload recorded for `file` by an interrupted run that is not being continued (the
     /// content changed, the file was deleted, or the range could not be resumed).
     pub async fn discard_stale(&self, file: &FileId) {
-        let Ok(Some(rec)) = self.store.upload(file) else { return };
+        let Ok(Some(rec)) = self.book.get(file) else { return };
         tracing::info!(%file, key = %rec.key, "aborting an interrupted multipart upload that cannot be continued");
         let aborted = if rec.upload_id.is_empty() {
             // A create that failed in this run may still have opened an upload.
-            let recorded = self.store.recorded_upload_ids().unwrap_or_default();
+            let recorded = self.book.recorded_ids().unwrap_or_default();
             self.dest.abort_unrecorded_uploads(&rec.key, &recorded).await.map(|_| ())
         } else {
             self.dest.abort_upload(&rec.key, &rec.upload_id).await
         };
         if aborted.is_ok() {
-            let _ = self.store.clear_upload(file);
+            let _ = self.book.clear(file);
         }
     }
 
     /// Forgets the upload recorded for `file` (it is gone from the destination).
     pub fn forget(&self, file: &FileId) {
-        let _ = self.store.clear_upload(file);
+        let _ = self.book.clear(file);
     }
 
     /// Aborts recorded multipart uploads. At the start (`keep_resumable`), an interrupted run's uploads
@@ -86,8 +84,8 @@ impl Uploads {
     /// was dead-lettered. It is aborted, so no multipart upload is left open (S3 bills its parts and
     /// never lists them as objects).
     pub async fn abort_recorded(&self, keep_resumable: bool) -> Result<(), AbortError> {
-        let recorded = self.store.recorded_upload_ids()?;
-        for (file, rec) in self.store.pending_uploads()? {
+        let recorded = self.book.recorded_ids()?;
+        for (file, rec) in self.book.pending()? {
             if rec.upload_id.is_empty() {
                 match self.dest.abort_unrecorded_uploads(&rec.key, &recorded).await? {
                     Some(0) => {}
@@ -98,7 +96,7 @@ impl Uploads {
                         tracing::warn!(%file, key = %rec.key, "a killed run may have left an unfinished upload here; this store cannot list them (the bucket's lifecycle rules remove them)")
                     }
                 }
-                self.store.clear_upload(&file)?;
+                self.book.clear(&file)?;
                 continue;
             }
             if let (true, Some(point)) = (keep_resumable, &rec.resume) {
@@ -107,7 +105,7 @@ impl Uploads {
             }
             tracing::info!(%file, key = %rec.key, "aborting a multipart upload no transfer will continue");
             self.dest.abort_upload(&rec.key, &rec.upload_id).await?;
-            self.store.clear_upload(&file)?;
+            self.book.clear(&file)?;
         }
         Ok(())
     }
@@ -137,7 +135,7 @@ pub enum Multipart {
 /// digest state where they end, so a crash loses at most the parts in flight.
 pub struct RecordedUpload {
     dest: Destination,
-    store: Store,
+    book: UploadBook,
     file: FileId,
     record: UploadRecord,
     parts: Vec<Option<PartId>>,
@@ -150,7 +148,7 @@ pub struct RecordedUpload {
 }
 
 impl RecordedUpload {
-    fn new(dest: Destination, store: Store, file: &FileId, record: UploadRecord) -> Self {
+    fn new(dest: Destination, book: UploadBook, file: &FileId, record: UploadRecord) -> Self {
         let done: Vec<Option<PartId>> = record
             .resume
             .iter()
@@ -159,7 +157,7 @@ impl RecordedUpload {
             .collect();
         RecordedUpload {
             dest,
-            store,
+            book,
             file: file.clone(),
             record,
             ends: vec![None; done.len()],
@@ -196,7 +194,7 @@ impl RecordedUpload {
         let Some((offset, hashes)) = self.ends[n - 1].clone() else { return };
         let parts = self.parts[..n].iter().flatten().map(|p| p.content_id.clone()).collect();
         self.record.resume = Some(ResumePoint { parts, offset, hashes });
-        match self.store.record_upload(&self.file, &self.record) {
+        match self.book.record(&self.file, &self.record) {
             Ok(()) => {
                 self.recorded = n;
                 // Digest states before the saved point are never needed again.
@@ -285,8 +283,8 @@ impl Multipart {
                     // Once completed, the upload id is dead: a restart must abort the record (a no-op
                     // then), never resume parts into it. So the record stops being resumable first.
                     up.record.resume = None;
-                    up.store
-                        .record_upload(&up.file, &up.record)
+                    up.book
+                        .record(&up.file, &up.record)
                         .map_err(|e| DestError::State(format!("cannot record the upload's completion: {e}")))?;
                     up.dest.complete_upload(up.key(), &up.record.upload_id, parts).await
                 }
@@ -294,7 +292,7 @@ impl Multipart {
                 if result.is_err() {
                     let _ = up.dest.abort_upload(up.key(), &up.record.upload_id).await;
                 }
-                let _ = up.store.clear_upload(&up.file);
+                let _ = up.book.clear(&up.file);
                 result
             }
         }
@@ -309,7 +307,7 @@ impl Multipart {
             Multipart::Recorded(mut up) => {
                 up.running.abort_all();
                 let _ = up.dest.abort_upload(up.key(), &up.record.upload_id).await;
-                let _ = up.store.clear_upload(&up.file);
+                let _ = up.book.clear(&up.file);
             }
         }
     }

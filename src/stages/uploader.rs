@@ -16,7 +16,7 @@ use crate::state::{FolderPage, Intent, StoreError, UploadRecord};
 use bytes::Bytes;
 use std::future::Future;
 
-/// What the uploader does to the destination and notes in the store. [`Uploads`](crate::dest::multipart::Uploads) (object_store and
+/// What the uploader does to the destination and notes in the store. `crate::adapters::UploadTarget` (object_store and
 /// fjall) is the real one; unit tests use an in-memory double.
 pub trait WriteTarget: Send + Sync + 'static {
     /// A multipart upload in progress.

@@ -9,6 +9,7 @@ mod follows;
 mod memory;
 mod skips;
 mod sweep;
+pub mod uploads;
 mod versions;
 pub mod watermark;
 
@@ -198,6 +199,7 @@ pub struct Store {
 pub use audit::AuditEntry;
 pub use memory::{DEFAULT_STORE_MEMORY, MAX_STORE_MEMORY, MIN_STORE_MEMORY, StoreMemory};
 pub use skips::{QUOTA_DEFERRAL, SkipRecord};
+pub use uploads::UploadBook;
 pub use versions::KeptVersion;
 
 /// A multipart upload in progress, recorded before its first part so a crash never orphans it, and
