@@ -431,7 +431,7 @@ impl<W: WriteTarget> Uploader<W> {
                     Ok(()) => {}
                     Err(DestError::Store { source: object_store::Error::NotFound { .. }, .. }) => {
                         if self.target.size_of(&rec.key).await? != Some(rec.size) {
-                            crate::internal_events::MoveSourceMissing { key: &old, file: &rec.id }.emit();
+                            crate::internal_events::MoveSourceMissing { key: old, file: &rec.id }.emit();
                             lost.push(rec.id.clone());
                         }
                     }
