@@ -4,6 +4,7 @@
 //! sweeps the objects no file owns (per `deletes`: trash by default), so nothing stale stays behind.
 
 use crate::dest::{DestError, Destination, keys::collision_class};
+use crate::internal_events::{Adoption, InternalEvent};
 use crate::model::ObjectKey;
 use crate::state::{Store, StoreError};
 use futures::StreamExt;
@@ -24,9 +25,7 @@ pub enum AdoptError {
 /// returns whether this run adopts (also when a crashed adoption run is being continued).
 pub async fn begin_if_needed(store: &Store, dest: &Destination, roots: &[String]) -> Result<bool, AdoptError> {
     if !store.adopting()? && store.is_empty()? && holds_a_mirror(dest, roots).await? {
-        tracing::info!(
-            "the state is empty but the destination holds a mirror: objects with the right size and md5 are kept, not downloaded again, and objects no file owns are swept after the first listing"
-        );
+        Adoption::Started.emit();
         store.begin_adoption()?;
     }
     Ok(store.adopting()?)
@@ -50,7 +49,7 @@ pub async fn sweep_when_listed(store: Store, dest: Destination, roots: Vec<Strin
     }
     let swept = sweep_orphans(&store, &dest, &roots).await?;
     store.end_adoption()?;
-    tracing::info!(swept, "adoption done: objects no file owns were removed per `deletes`");
+    Adoption::Done { swept }.emit();
     Ok(swept)
 }
 
@@ -65,7 +64,7 @@ async fn sweep_orphans(store: &Store, dest: &Destination, roots: &[String]) -> R
         while let Some(key) = keys.next().await {
             let key = key?;
             if is_orphan(store, &key)? {
-                tracing::info!(%key, "removing an object no file owns");
+                Adoption::OrphanRemoved { key: &key }.emit();
                 dest.remove(&key).await?;
                 swept += 1;
             }

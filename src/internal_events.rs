@@ -661,3 +661,141 @@ impl InternalEvent for IndexRowsWritten {
         }
     }
 }
+
+/// The multipart bookkeeping settled an interrupted or unused upload.
+pub enum MultipartSettled<'a> {
+    /// An interrupted upload that cannot be continued is aborted.
+    AbortingStale {
+        /// The file.
+        file: &'a FileId,
+        /// Its key.
+        key: &'a ObjectKey,
+    },
+    /// Uploads a killed run opened without recording them were aborted.
+    AbortedUnrecorded {
+        /// The file.
+        file: &'a FileId,
+        /// Its key.
+        key: &'a ObjectKey,
+        /// How many.
+        n: usize,
+    },
+    /// A killed run may have left an upload this store cannot list.
+    MaybeLeftOver {
+        /// The file.
+        file: &'a FileId,
+        /// Its key.
+        key: &'a ObjectKey,
+    },
+    /// An interrupted upload with recorded parts is kept to resume.
+    KeptToResume {
+        /// The file.
+        file: &'a FileId,
+        /// Its key.
+        key: &'a ObjectKey,
+        /// Parts recorded.
+        parts: usize,
+        /// Where the bytes resume.
+        offset: u64,
+    },
+    /// An upload no transfer will continue is aborted.
+    AbortingUnused {
+        /// The file.
+        file: &'a FileId,
+        /// Its key.
+        key: &'a ObjectKey,
+    },
+    /// A part's progress could not be recorded (the upload goes on; a crash resumes from earlier).
+    ProgressNotRecorded {
+        /// The file.
+        file: &'a FileId,
+        /// Why.
+        error: &'a dyn std::fmt::Display,
+    },
+}
+
+impl InternalEvent for MultipartSettled<'_> {
+    fn emit(self) {
+        match self {
+            MultipartSettled::AbortingStale { file, key } => {
+                tracing::info!(%file, %key, "aborting an interrupted multipart upload that cannot be continued")
+            }
+            MultipartSettled::AbortedUnrecorded { file, key, n } => {
+                tracing::info!(%file, %key, n, "aborted uploads a killed run opened without recording them")
+            }
+            MultipartSettled::MaybeLeftOver { file, key } => tracing::warn!(
+                %file,
+                %key,
+                "a killed run may have left an unfinished upload here; this store cannot list them (the bucket's lifecycle rules remove them)"
+            ),
+            MultipartSettled::KeptToResume { file, key, parts, offset } => {
+                tracing::info!(%file, %key, parts, offset, "keeping an interrupted multipart upload to resume")
+            }
+            MultipartSettled::AbortingUnused { file, key } => {
+                tracing::info!(%file, %key, "aborting a multipart upload no transfer will continue")
+            }
+            MultipartSettled::ProgressNotRecorded { file, error } => {
+                tracing::warn!(%file, error = %error, "cannot record upload progress")
+            }
+        }
+    }
+}
+
+/// A run over an empty state and a populated destination adopts what is there.
+pub enum Adoption<'a> {
+    /// Adoption begins.
+    Started,
+    /// An object no file owns is removed per `deletes`.
+    OrphanRemoved {
+        /// Its key.
+        key: &'a ObjectKey,
+    },
+    /// Adoption ended; `swept` orphans were removed.
+    Done {
+        /// Objects removed.
+        swept: usize,
+    },
+}
+
+impl InternalEvent for Adoption<'_> {
+    fn emit(self) {
+        match self {
+            Adoption::Started => tracing::info!(
+                "the state is empty but the destination holds a mirror: objects with the right size and md5 are kept, not downloaded again, and objects no file owns are swept after the first listing"
+            ),
+            Adoption::OrphanRemoved { key } => tracing::info!(%key, "removing an object no file owns"),
+            Adoption::Done { swept } => {
+                tracing::info!(swept, "adoption done: objects no file owns were removed per `deletes`")
+            }
+        }
+    }
+}
+
+/// A full listing ended: the records it did not see are checked against Drive.
+pub struct ListingSwept {
+    /// Records swept.
+    pub swept: usize,
+}
+
+impl InternalEvent for ListingSwept {
+    fn emit(self) {
+        tracing::info!(swept = self.swept, "full listing done: records it did not see are checked against Drive");
+    }
+}
+
+/// A shared drive left the scope: its tree is removed per `deletes`.
+pub struct SharedDriveTreeRemoved<'a> {
+    /// The drive.
+    pub drive: &'a crate::model::DriveId,
+    /// Its root's key.
+    pub key: &'a str,
+    /// Folders under it.
+    pub folders: usize,
+}
+
+impl InternalEvent for SharedDriveTreeRemoved<'_> {
+    fn emit(self) {
+        let (drive, key, folders) = (self.drive, self.key, self.folders);
+        tracing::warn!(%drive, %key, folders, "shared drive left the scope: its mirrored files are removed per `deletes`");
+    }
+}

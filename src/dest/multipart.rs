@@ -5,6 +5,7 @@
 
 use super::{DestError, Destination, ObjectMeta};
 use crate::hashing::HashState;
+use crate::internal_events::{InternalEvent, MultipartSettled};
 use crate::model::{FileId, ObjectKey};
 use crate::state::{ResumePoint, UploadBook, UploadRecord};
 use bytes::Bytes;
@@ -59,7 +60,7 @@ impl Uploads {
     /// content changed, the file was deleted, or the range could not be resumed).
     pub async fn discard_stale(&self, file: &FileId) {
         let Ok(Some(rec)) = self.book.get(file) else { return };
-        tracing::info!(%file, key = %rec.key, "aborting an interrupted multipart upload that cannot be continued");
+        MultipartSettled::AbortingStale { file, key: &rec.key }.emit();
         let aborted = if rec.upload_id.is_empty() {
             // A create that failed in this run may still have opened an upload.
             let recorded = self.book.recorded_ids().unwrap_or_default();
@@ -89,21 +90,18 @@ impl Uploads {
             if rec.upload_id.is_empty() {
                 match self.dest.abort_unrecorded_uploads(&rec.key, &recorded).await? {
                     Some(0) => {}
-                    Some(n) => {
-                        tracing::info!(%file, key = %rec.key, n, "aborted uploads a killed run opened without recording them")
-                    }
-                    None => {
-                        tracing::warn!(%file, key = %rec.key, "a killed run may have left an unfinished upload here; this store cannot list them (the bucket's lifecycle rules remove them)")
-                    }
+                    Some(n) => MultipartSettled::AbortedUnrecorded { file: &file, key: &rec.key, n }.emit(),
+                    None => MultipartSettled::MaybeLeftOver { file: &file, key: &rec.key }.emit(),
                 }
                 self.book.clear(&file)?;
                 continue;
             }
             if let (true, Some(point)) = (keep_resumable, &rec.resume) {
-                tracing::info!(%file, key = %rec.key, parts = point.parts.len(), offset = point.offset, "keeping an interrupted multipart upload to resume");
+                let (parts, offset) = (point.parts.len(), point.offset);
+                MultipartSettled::KeptToResume { file: &file, key: &rec.key, parts, offset }.emit();
                 continue;
             }
-            tracing::info!(%file, key = %rec.key, "aborting a multipart upload no transfer will continue");
+            MultipartSettled::AbortingUnused { file: &file, key: &rec.key }.emit();
             self.dest.abort_upload(&rec.key, &rec.upload_id).await?;
             self.book.clear(&file)?;
         }
@@ -200,7 +198,7 @@ impl RecordedUpload {
                 // Digest states before the saved point are never needed again.
                 self.ends[..n].iter_mut().for_each(|e| *e = None);
             }
-            Err(e) => tracing::warn!(file = %self.file, error = %e, "cannot record upload progress"),
+            Err(e) => MultipartSettled::ProgressNotRecorded { file: &self.file, error: &e }.emit(),
         }
     }
 }

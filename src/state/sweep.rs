@@ -7,6 +7,7 @@
 //! middle is finished when the store is next opened. Memory holds one chunk, whatever the drive's size.
 
 use super::{Store, StoreError, codec};
+use crate::internal_events::InternalEvent;
 use crate::model::{FileId, FolderRecord, Refresh};
 use std::ops::Bound;
 
@@ -100,7 +101,7 @@ impl Store {
         b.remove(&self.seen, SWEEP_ARMED);
         b.remove(&self.seen, SWEEP_DUE);
         self.commit(b)?;
-        tracing::info!(swept, "full listing done: records it did not see are checked against Drive");
+        crate::internal_events::ListingSwept { swept }.emit();
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! one removed with it, a shared drive joined, renamed or left.
 
 use super::*;
+use crate::internal_events::InternalEvent;
 
 impl<L: FolderLookup, S: PlanView> Planner<L, S> {
     /// The key of each shared drive's root: the recorded one (a rename while mirrorflow was down is
@@ -57,7 +58,8 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
             n.frees(&root_key);
             let mut tree = self.remove_subtree(&root_id, &root_key);
             tree.removed_folders.push(root_id.clone());
-            tracing::warn!(drive = %drive, key = %root_key, folders = tree.dirs.len(), "shared drive left the scope: its mirrored files are removed per `deletes`");
+            crate::internal_events::SharedDriveTreeRemoved { drive: &drive, key: &root_key, folders: tree.dirs.len() }
+                .emit();
             return self.tree_action(event.seq, root_id, "", ObjectKey(root_key), tree);
         };
         let old = self.drive_roots.get(&drive).cloned();
