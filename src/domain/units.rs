@@ -163,7 +163,10 @@ fn file_safe(name: &str) -> String {
             out.push_str(&format!("%{b:02X}"));
         }
     }
-    if out.starts_with('.') { format!("%2E{}", &out[1..]) } else { out }
+    match out.strip_prefix('.') {
+        Some(rest) => format!("%2E{rest}"),
+        None => out,
+    }
 }
 
 /// The users of the domain whose drives are mirrored, lower-cased, each once, in order.
