@@ -8,6 +8,8 @@
 # Scenarios
 #   small        10,000 files × 4,096 bytes (in 50 folders)
 #                → local folder (target ≥ 2,000 files/s) and → S3 (target ≥ 1.5× rclone's files/s)
+#   users        USERS_N (8) users × USERS_FILES (200) files with user_rps = USER_RPS (20): one user, all
+#                users in one process (target ≥ 5× one user's files/s), then 2 and 3 shard processes
 #   s3small      5,000 files of mixed sizes (0 B to 256 KiB, 7 sizes in turn, 250 MB in all) → S3 against
 #                rclone copying the same bytes from local disk: 3 interleaved rounds (mirrorflow, then
 #                rclone), each into a fresh prefix and state; medians (target ≥ 1.5×). Needs s3s-fs + rclone
@@ -68,8 +70,8 @@ ROOT_DIR=$PWD
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(small big1g)
 for s in "${SCENARIOS[@]}"; do
-    case $s in small | s3small | big1g | big8g | budget | listing200k | million | verify100k | index | dups) ;; *)
-        echo "unknown scenario $s (small s3small big1g big8g budget listing200k million verify100k index dups)" >&2
+    case $s in small | s3small | big1g | big8g | budget | listing200k | million | verify100k | index | dups | users) ;; *)
+        echo "unknown scenario $s (small s3small big1g big8g budget listing200k million verify100k index dups users)" >&2
         exit 2
         ;;
     esac
@@ -160,7 +162,7 @@ timed() { # label cmd...
 EMU_PID=
 start_emulator() { # extra args…
     "$BIN" emulator --listen "127.0.0.1:$EMU_PORT" --write-key "$WORK/key.json" \
-        --files 0 --gdocs 0 --shared-drives 0 "$@" >"$WORK/emulator.log" 2>&1 &
+        --files "${EMU_FILES:-0}" --gdocs 0 --shared-drives 0 "$@" >"$WORK/emulator.log" 2>&1 &
     EMU_PID=$!
     PIDS+=("$EMU_PID")
     for _ in $(seq 1 300); do grep -q "listening on" "$WORK/emulator.log" && return 0; sleep 0.1; done
@@ -642,6 +644,56 @@ scenario_dups() {
 echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (CPU s = user + system time of the measured process)" | tee -a "$RESULTS"
 echo "mirrorflow e2e: $(nproc) cores, uploader/downloader concurrency $CONCURRENCY, chunk ${CHUNK_MIB} MiB × depth $CHUNK_DEPTH, drive_rps $DRIVE_RPS" |
     tee -a "$RESULTS"
+# users: USERS_N users × USERS_FILES files (the emulator's sizes), [rate_limit] user_rps = USER_RPS: one user alone, then
+# every user (drives_in_parallel = USERS_N), then the domain split over 2 and 3 shard processes at once.
+users_config() { # label dest-dir subjects → config path
+    local cfg
+    cfg=$(write_config "$1" "url = \"file://$2\"")
+    sed -i "s|^drives = \[\"all\"\]|drives = [\"my-drive\"]\nsubjects = $3\ndrives_in_parallel = ${USERS_N:-8}|" "$cfg"
+    printf 'user_rps = %s\n' "${USER_RPS:-20}" >>"$cfg"
+    echo "$cfg"
+}
+
+scenario_users() {
+    local n=${USERS_N:-8} files=${USERS_FILES:-200} emails=() all secs rss code cpu one_secs k i worst peak
+    echo "== users: $n users × $files files, user_rps = ${USER_RPS:-20}" | tee -a "$RESULTS"
+    for i in $(seq 0 $((n - 1))); do emails+=("\"u$i@example.com\""); done
+    all="[$(IFS=,; echo "${emails[*]}")]"
+    EMU_FILES=$files start_emulator --users "$(IFS=,; echo "${emails[*]//\"/}")" --admin admin@example.com
+    read -r secs rss code cpu < <(run_mirrorflow users-one "$(users_config users-one "$WORK/users-one-dest" '["u0@example.com"]')")
+    check_exit users-one "$code"
+    row users "1 user" "$files" "$(du -sb --apparent-size "$WORK/users-one-dest" | cut -f1)" "$secs" "$rss" "$code" "$cpu"
+    one_secs=$secs
+    read -r secs rss code cpu < <(run_mirrorflow users-all "$(users_config users-all "$WORK/users-all-dest" "$all")")
+    check_exit users-all "$code"
+    row users "$n users, 1 process" $((n * files)) "$(du -sb --apparent-size "$WORK/users-all-dest" | cut -f1)" "$secs" "$rss" "$code" "$cpu"
+    printf '   %s users: %s× the files/s of one user (target ≥ 5)\n' "$n" \
+        "$(awk "BEGIN { printf \"%.2f\", ($n * $files / $secs) / ($files / $one_secs) }")" | tee -a "$RESULTS"
+    local shard_pids
+    for k in 2 3; do
+        shard_pids=()
+        for i in $(seq 0 $((k - 1))); do
+            cfg=$(users_config "users-k$k-$i" "$WORK/users-k$k-dest" "$all")
+            timed "users-k$k-$i" env MIRRORFLOW_SHARD="$i/$k" MIRRORFLOW_LOG=mirrorflow=warn \
+                "$BIN" run --once --quiet "$cfg" >"$WORK/users-k$k-$i.res" &
+            shard_pids+=($!)
+        done
+        wait "${shard_pids[@]}"
+        worst=0 peak=0
+        for i in $(seq 0 $((k - 1))); do
+            read -r secs rss code cpu <"$WORK/users-k$k-$i.res"
+            check_exit "users-k$k-$i" "$code"
+            row users "shard $i/$k" 0 0 "$secs" "$rss" "$code" "$cpu"
+            worst=$(awk "BEGIN { print ($secs > $worst) ? $secs : $worst }")
+            peak=$(awk "BEGIN { print ($rss > $peak) ? $rss : $peak }")
+        done
+        printf '   %s shards: wall %.2f s (slowest shard), peak RSS per shard %.1f MiB\n' "$k" "$worst" \
+            "$(calc "$peak / 1024")" | tee -a "$RESULTS"
+    done
+    stop_emulator
+    rm -rf "$WORK"/users-*-dest "$WORK"/users-*-state
+}
+
 for s in "${SCENARIOS[@]}"; do "scenario_$s"; done
 echo
 echo "== summary"

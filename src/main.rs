@@ -386,7 +386,11 @@ async fn dispatch(cmd: Command) -> ExitCode {
         Command::Verify { checksum, repair, prune_unknown, json, quiet, config } => {
             return verify(&config, VerifyArgs { checksum, repair, prune_unknown, json, quiet }).await;
         }
-        Command::Status { json, config } => ask_state(&config, Request::Status { json }),
+        Command::Status { json, config } => match domain_status(&config, json) {
+            Ok(true) => Ok(ExitCode::SUCCESS),
+            Ok(false) => ask_state(&config, Request::Status { json }),
+            Err(e) => Err(e),
+        },
         Command::Dlq { action: DlqAction::List { json, config } } => ask_state(&config, Request::DlqList { json }),
         Command::Dlq { action: DlqAction::Retry { config, ids } } => ask_state(&config, Request::DlqRetry { ids }),
         Command::Log { since, file, json, config } => {
@@ -631,6 +635,39 @@ async fn run_domain(cfg: &Config, once: bool) -> ExitCode {
             ExitCode::from(EXIT_FAILED)
         }
     }
+}
+
+/// `status` of a domain (`[source] subjects`, no `--user`): the last round's result of every unit this
+/// shard mirrors, from `domain.json`; false when the config mirrors one account.
+fn domain_status(path: &std::path::Path, json: bool) -> anyhow::Result<bool> {
+    let cfg = Config::load(path).map_err(|e| UsageError(e.to_string()))?;
+    if cfg.source.subjects.is_none() || USER.get().is_some() {
+        return Ok(false);
+    }
+    let file = cfg.state.dir.join("domain.json");
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(_) => {
+            out_line!("no round over the domain has ended yet ({} does not exist)", file.display());
+            return Ok(true);
+        }
+    };
+    if json {
+        out_line!("{}", text.trim_end());
+        return Ok(true);
+    }
+    let report: mirrorflow::domain::DomainReport = serde_json::from_str(&text)?;
+    out_line!("shard: {}", report.shard);
+    for u in &report.units {
+        match &u.error {
+            Some(e) => out_line!("  {}: FAILED: {e}", u.unit),
+            None => {
+                out_line!("  {}: ok, {} written in the last round, {} dead-lettered", u.unit, u.written, u.dead_letters)
+            }
+        }
+    }
+    out_line!("(details of one user: mirrorflow status --user EMAIL {})", path.display());
+    Ok(true)
 }
 
 /// `run --dry-run`: a reconcile read as the actions the next run would take.

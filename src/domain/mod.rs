@@ -166,27 +166,47 @@ async fn run_unit(cfg: &Config, unit: Unit, limit: Arc<TokenBucket>) -> UnitResu
     UnitResult { unit, outcome }
 }
 
-/// `domain.json` in `[state] dir`: each unit's last result, for `status` and operators.
+/// `domain.json` in `[state] dir`: the last round's result of each unit, for `status` and operators.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct DomainReport {
+    /// This process's shard, `"i/n"`.
+    pub shard: String,
+    /// When the round ended (Unix ms).
+    pub finished_unix_ms: u64,
+    /// Each unit of the round.
+    pub units: Vec<UnitReport>,
+}
+
+/// One unit's line of [`DomainReport`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct UnitReport {
+    /// The unit as logs name it.
+    pub unit: String,
+    /// Its folder under `[state] dir/units/`.
+    pub state: String,
+    /// Why its run failed, if it did.
+    pub error: Option<String>,
+    /// Files written in the round.
+    pub written: u64,
+    /// Files in its dead-letter store.
+    pub dead_letters: usize,
+}
+
 fn report_round(cfg: &Config, shard: &dyn Ownership, results: &[UnitResult]) {
-    let units: Vec<serde_json::Value> = results
+    let units = results
         .iter()
         .map(|r| {
-            let (ok, error, written, dead) = match &r.outcome {
-                Ok(s) => (true, None, s.progress.committed, s.dead_letters.len()),
-                Err(e) => (false, Some(e.clone()), 0, 0),
+            let (error, written, dead_letters) = match &r.outcome {
+                Ok(s) => (None, s.progress.committed, s.dead_letters.len()),
+                Err(e) => (Some(e.clone()), 0, 0),
             };
-            serde_json::json!({
-                "unit": r.unit.label(), "state": r.unit.dir_name(), "ok": ok, "error": error,
-                "written": written, "dead_letters": dead,
-            })
+            UnitReport { unit: r.unit.label(), state: r.unit.dir_name(), error, written, dead_letters }
         })
         .collect();
-    let doc =
-        serde_json::json!({ "shard": shard.label(), "finished_unix_ms": crate::state::unix_ms(), "units": units });
+    let report = DomainReport { shard: shard.label(), finished_unix_ms: crate::model::unix_ms(), units };
     let path = cfg.state.dir.join("domain.json");
-    if let Err(e) = std::fs::create_dir_all(&cfg.state.dir)
-        .and_then(|()| std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap_or_default()))
-    {
+    let text = serde_json::to_vec_pretty(&report).unwrap_or_default();
+    if let Err(e) = std::fs::create_dir_all(&cfg.state.dir).and_then(|()| std::fs::write(&path, text)) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the domain's status");
     }
 }

@@ -127,6 +127,12 @@ async fn each_user_under_their_folder_and_each_shared_drive_once_exactly_and_a_r
     assert_eq!(status.status.code(), Some(0), "{}", text(&status));
     let mine = expected[&Unit::User { email: USER.into() }.dir_name()].len();
     assert!(text(&status).contains(&format!("files mirrored: {mine}")), "{}", text(&status));
+    let domain = mirrorflow(&["status", config.to_str().unwrap()]).await;
+    assert_eq!(domain.status.code(), Some(0), "{}", text(&domain));
+    assert!(text(&domain).contains("shard: 0/1"), "{}", text(&domain));
+    for u in &units {
+        assert!(text(&domain).contains(&format!("{}: ok", u.label())), "{}: {}", u.label(), text(&domain));
+    }
     let nobody = mirrorflow(&["status", "--user", "nobody@example.com", config.to_str().unwrap()]).await;
     assert_eq!(nobody.status.code(), Some(2), "{}", text(&nobody));
 }
