@@ -49,6 +49,8 @@ pub struct Auth {
     refused: Arc<Mutex<Option<String>>>,
     /// Forced renewals (after Drive's 401) one at a time, and how many have been done.
     renewals: Arc<Renewals>,
+    /// A service account's `subject`: the user it acts as through domain-wide delegation.
+    delegated_to: Option<String>,
 }
 
 /// Which access token a call used, as the count of forced renewals before it: a 401 renews the token
@@ -300,7 +302,7 @@ impl Auth {
         .build()
         .await
         .map_err(|e| DriveError::Auth(e.to_string()))?;
-        Ok(Auth { inner, refused, scope: String::new(), renewals: Arc::default() })
+        Ok(Auth { inner, refused, scope: String::new(), renewals: Arc::default(), delegated_to: None })
     }
 
     /// Reads the key file and builds the service-account authenticator.
@@ -320,11 +322,17 @@ impl Auth {
             key,
             yup_oauth2::CustomHyperClientBuilder::from(client),
         );
-        if let Some(s) = subject {
-            builder = builder.subject(s);
+        if let Some(s) = &subject {
+            builder = builder.subject(s.clone());
         }
         let inner = builder.build().await.map_err(|e| DriveError::Auth(e.to_string()))?;
-        Ok(Auth { inner, refused: Arc::default(), scope: String::new(), renewals: Arc::default() })
+        Ok(Auth {
+            inner,
+            refused: Arc::default(),
+            scope: String::new(),
+            renewals: Arc::default(),
+            delegated_to: subject,
+        })
     }
 
     /// A valid access token (refreshed ahead of expiry by yup-oauth2).
@@ -334,6 +342,21 @@ impl Auth {
         }
         let t = self.inner.token(&[self.scope()]).await.map_err(|e| self.explain(DriveError::Auth(e.to_string())))?;
         t.token().map(str::to_owned).ok_or_else(|| DriveError::Auth("empty token".into()))
+    }
+
+    /// A token request the endpoint refused. Acting as a user through domain-wide delegation, Google's
+    /// `invalid_grant` (no such user, a suspended one, a bad JWT) and `unauthorized_client` (the client
+    /// id is not granted these scopes in the Admin console) never pass by retrying: the run for that
+    /// user ends at once, with what to check, instead of holding the breaker open for minutes.
+    fn token_refused(&self, msg: String) -> DriveError {
+        let lasting = ["invalid_grant", "unauthorized_client", "access_denied"].iter().any(|c| msg.contains(c));
+        match &self.delegated_to {
+            Some(user) if lasting => DriveError::SignInRefused(format!(
+                "acting as {user}: {msg} (the user does not exist or is suspended, or the service account's \
+                 client id is not granted these scopes under domain-wide delegation in the Admin console)"
+            )),
+            _ => DriveError::Auth(msg),
+        }
     }
 
     /// The generation of the access token calls get now (see [`Auth::renew_after`]).
@@ -373,10 +396,12 @@ impl Auth {
     }
 
     /// An authentication failure after the token endpoint refused the refresh token is that refusal:
-    /// permanent for the whole run, never retried.
+    /// permanent for the whole run, never retried; so is a service account's delegation the endpoint
+    /// refuses (see `token_refused`).
     pub fn explain(&self, e: DriveError) -> DriveError {
         match (e, self.refusal()) {
             (DriveError::Auth(_), Some(why)) => DriveError::SignInRefused(why),
+            (DriveError::Auth(msg), None) => self.token_refused(msg),
             (e, _) => e,
         }
     }

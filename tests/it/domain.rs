@@ -261,7 +261,9 @@ async fn a_user_who_cannot_be_impersonated_fails_alone_and_the_others_are_mirror
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     for who in ["carol@example.com", "zed@example.com"] {
         assert!(text(&out).contains(&format!("{who} failed")), "{who}: {}", text(&out));
+        assert!(text(&out).contains(&format!("acting as {who}: ")), "{who}: {}", text(&out));
     }
+    assert!(text(&out).contains("does not exist or is suspended"), "says what to check: {}", text(&out));
     let alice = Unit::User { email: "alice@example.com".into() };
     let expected = expected_in_domain(&env, std::slice::from_ref(&alice)).await;
     assert_exact_domain_units(&config, &[alice], &expected).await;
