@@ -80,6 +80,16 @@ pub async fn discover_scope(cfg: &Config, drive: &DriveClient) -> Result<Scope, 
             }
         }
         for d in explicit {
+            if !scope.shared.contains_key(&DriveId(d.clone())) && cfg.source.drive_root.is_some() {
+                // A domain's shared-drive unit: its reader lost access (or the drive is gone). Nothing
+                // of it may be removed on that account's say: the unit fails, and the next round reads
+                // it through another member (or leaves it in place when nobody sees it any more).
+                let reader = cfg.source.subject.as_deref().unwrap_or("the reader");
+                return Err(ScopeError::Selection(format!(
+                    "shared drive {d} is not visible to {reader} any more; nothing of it is removed, and the next \
+                     round reads it through another member"
+                )));
+            }
             if !scope.shared.contains_key(&DriveId(d.clone())) {
                 // Deleted, or the account lost access: reported, and the rest of the mirror goes on (the
                 // feed removes what the mirror held of it; it is followed again if it comes back).

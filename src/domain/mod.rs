@@ -117,9 +117,11 @@ pub async fn run(cfg: &Config, opts: &RunOptions, shard: &dyn Ownership) -> Resu
             _ = tokio::time::sleep(cfg.source.poll_interval.0) => {}
             _ = &mut shutdown => return Ok(DomainSummary { interrupted: true, ..summary }),
         }
-        if cfg.source.subjects.as_ref().is_some_and(|s| s.from_directory())
-            && listed_at.elapsed() >= cfg.source.directory_interval.0
-        {
+        // A failed unit may be a shared drive whose reader lost it: listing again picks another member.
+        let failed = summary.failures().next().is_some();
+        let directory_due = cfg.source.subjects.as_ref().is_some_and(|s| s.from_directory())
+            && listed_at.elapsed() >= cfg.source.directory_interval.0;
+        if failed || directory_due {
             match units::discover(cfg).await {
                 Ok(d) => {
                     domain = d;

@@ -376,3 +376,45 @@ fn env_item(tree: &EmuTree, id: &str) -> String {
         None => format!("{id} (not in the tree)"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_drive_whose_reader_loses_it_is_never_removed_and_another_member_takes_over() {
+    let env = TestEnv::start(domain_corpus()).await;
+    let dest = env.local_dest("takeover");
+    let extra = "src.subjects = [\"alice@example.com\", \"bob@example.com\"]\n";
+    let config = env.config("takeover", &dest, extra);
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let cfg = Config::load(&config).unwrap();
+    let units = mirrorflow::domain::units::discover(&cfg).await.unwrap();
+    let shared: Vec<&Unit> = units.iter().filter(|u| matches!(u, Unit::SharedDrive { .. })).collect();
+    let Some(Unit::SharedDrive { id, reader, .. }) =
+        shared.iter().find(|u| matches!(u, Unit::SharedDrive { reader, .. } if reader == "alice@example.com")).copied()
+    else {
+        panic!("drive 0 is read by alice: {units:?}")
+    };
+    let expected = expected_in_domain(&env, &units).await;
+    let Dest::Local(dir) = &dest else { unreachable!() };
+    let before = objects_md5(dir);
+
+    // The reader leaves the drive after the units were listed: its unit fails, nothing is removed.
+    let unit = units.iter().find(|u| matches!(u, Unit::SharedDrive { id: d, .. } if d == id)).unwrap().clone();
+    env.control("mutate", serde_json::json!({"ops": [{"op": "remove_member", "drive_id": id.0, "email": reader}]}))
+        .await;
+    let stale = mirrorflow::pipeline::run(&unit.config(&cfg).unwrap(), Default::default()).await;
+    let Err(e) = stale else { panic!("the stale reader's run went on") };
+    assert!(e.to_string().contains("not visible to alice@example.com"), "{e}");
+    assert_eq!(objects_md5(dir), before, "a reader's lost access removed or changed objects");
+
+    // The next run lists the drives again: bob reads it, and the mirror is exact and unchanged.
+    let out = mirrorflow(&["run", "--once", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let now = mirrorflow::domain::units::discover(&cfg).await.unwrap();
+    assert!(
+        now.iter()
+            .any(|u| matches!(u, Unit::SharedDrive { id: d, reader, .. } if d == id && reader == "bob@example.com")),
+        "{now:?}"
+    );
+    assert_exact_domain(&config, &now, &expected).await;
+    assert_eq!(objects_md5(dir), before, "the takeover changed objects");
+}

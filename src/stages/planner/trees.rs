@@ -50,6 +50,12 @@ impl<L: FolderLookup, S: PlanView> Planner<L, S> {
         let root_id = event.file_id.clone();
         let drive = DriveId(root_id.0.clone());
         let Some(name) = name else {
+            if self.scope.drive_root.is_some() {
+                // A domain's shared-drive unit: the reader left the drive (or it was deleted). Another
+                // member reads it from the next round; what it says then decides, not this account.
+                tracing::warn!(drive = %drive, "the shared drive's reader lost it: nothing is removed; another member reads it next round");
+                return Ok(Err(outcome(event, OutcomeKind::Skipped(SkipReason::NotInScope))));
+            }
             self.scope.shared.remove(&drive);
             let recorded = self.folders.remove(&root_id).filter(FolderRecord::is_drive_root).map(|r| r.key.0);
             let Some(root_key) = self.drive_roots.remove(&drive).or(recorded) else {
