@@ -950,7 +950,8 @@ fn spawn_depth_sampler(gauges: Vec<QueueGauge>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-async fn shutdown_signal() {
+/// Ctrl-C or SIGTERM (a domain run between its rounds waits on it too).
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -98,7 +98,7 @@ pub async fn run(cfg: &Config, opts: &RunOptions, shard: &dyn Ownership) -> Resu
     let limit = Arc::new(TokenBucket::per_second(cfg.rate_limit.drive_rps));
     let mut listed_at = Instant::now();
     let mut domain = units::discover(cfg).await?;
-    let shutdown = shutdown_signal();
+    let shutdown = crate::pipeline::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         let (mine, elsewhere): (Vec<Unit>, Vec<Unit>) =
@@ -210,27 +210,5 @@ fn report_round(cfg: &Config, shard: &dyn Ownership, results: &[UnitResult]) {
     let text = serde_json::to_vec_pretty(&report).unwrap_or_default();
     if let Err(e) = std::fs::create_dir_all(&cfg.state.dir).and_then(|()| std::fs::write(&path, text)) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the domain's status");
-    }
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
